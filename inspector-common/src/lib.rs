@@ -1,0 +1,290 @@
+//! Types shared by the kernel programs (`inspector-ebpf`) and the user-space
+//! loader (`inspector`). Everything here is `#[repr(C)]`, `Copy` and free of
+//! `bool` so both sides agree on the bytes; layout is pinned by the tests at
+//! the bottom of this file.
+#![no_std]
+
+/// What produced an [`Event`].
+pub mod kind {
+    /// A `bind()` or `listen()` decision (the kernel's `inet_csk_get_port` /
+    /// `udp_lib_get_port` outcome as the caller saw it).
+    pub const BIND: u8 = 1;
+    /// A `connect()`: the ephemeral port the kernel picked, or the error
+    /// (EADDRNOTAVAIL when the local port range is exhausted).
+    pub const CONNECT: u8 = 2;
+    /// A full TCP socket changed state (`sock:inet_sock_set_state`).
+    pub const STATE: u8 = 3;
+    /// The timer of an `inet_timewait_sock` was armed (entry into
+    /// TIME_WAIT/FIN_WAIT2 timewait, or a re-arm).
+    pub const TW_ARM: u8 = 4;
+    /// The timer of an `inet_timewait_sock` was detached: either it is about
+    /// to expire (followed by [`TW_EXPIRE`]), re-armed (followed by
+    /// [`TW_ARM`]), or the timewait socket was killed/reused.
+    pub const TW_CANCEL: u8 = 5;
+    /// `tw_timer_handler` runs: the timewait socket expired.
+    pub const TW_EXPIRE: u8 = 6;
+    /// A connection was queued to, or a datagram delivered to, a member of a
+    /// SO_REUSEPORT group.
+    pub const REUSEPORT: u8 = 7;
+    /// An `accept()` returned a socket: records its owner.
+    pub const ACCEPT: u8 = 8;
+}
+
+/// The operation a bind decision belongs to.
+pub mod phase {
+    pub const BIND: u8 = 1;
+    pub const LISTEN: u8 = 2;
+    /// bind() to port 0, or listen() on an unbound socket: the kernel picks.
+    pub const AUTOBIND: u8 = 3;
+    pub const CONNECT: u8 = 4;
+}
+
+/// Bits of [`Event::flags`].
+pub mod flag {
+    /// SO_REUSEADDR (`sk->sk_reuse` non-zero).
+    pub const REUSEADDR: u8 = 1 << 0;
+    /// SO_REUSEPORT (`sk->sk_reuseport`).
+    pub const REUSEPORT: u8 = 1 << 1;
+    /// IPV6_V6ONLY (`sk->sk_ipv6only`).
+    pub const V6ONLY: u8 = 1 << 2;
+    /// `pid`/`tid`/`comm`/`uid` name the socket's owner, remembered from a
+    /// bind/listen/connect/accept syscall on that socket.
+    pub const OWNER_KNOWN: u8 = 1 << 3;
+    /// The event was raised inside the owner's own syscall (bind, listen,
+    /// connect, accept), so the current task is the owner.
+    pub const SYSCALL: u8 = 1 << 4;
+    /// A [`kind::TW_CANCEL`] raised while the current task was inside
+    /// `connect()`: the timewait socket is being reused by a new connection.
+    pub const IN_CONNECT: u8 = 1 << 5;
+}
+
+pub const AF_INET: u8 = 2;
+pub const AF_INET6: u8 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const TCP_LISTEN: u8 = 10;
+pub const TCP_TIME_WAIT: u8 = 6;
+
+/// Counter slots in the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Events written to the ring buffer.
+    pub const EMITTED: u32 = 0;
+    /// Events lost because the ring buffer was full.
+    pub const DROPPED: u32 = 1;
+    /// Kernel reads that failed (a field could not be read).
+    pub const READ_ERRORS: u32 = 2;
+    pub const LEN: u32 = 4;
+}
+
+/// One kernel observation. Fixed size for every kind; fields a kind does not
+/// use are zero. Addresses are in network byte order as the kernel keeps
+/// them (IPv4 in the first 4 bytes); ports are in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Kernel address of the `struct sock` (or `inet_timewait_sock`): the
+    /// stable socket id that ties events of one socket together.
+    pub sock: u64,
+    /// Socket cookie where the program could obtain it, else 0.
+    pub cookie: u64,
+    /// Inode number of the socket's file (what `ss -e` and `/proc/PID/fd`
+    /// show), 0 when the socket has no file (TIME_WAIT, unaccepted child).
+    pub ino: u64,
+    /// Kind specific: reuseport group id (`sk_reuseport_cb`) for REUSEPORT,
+    /// timer expiry in jiffies for TW_ARM.
+    pub aux: u64,
+    pub kind: u8,
+    pub phase: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub old_state: u8,
+    /// New TCP state; for timewait events the `tw_substate`.
+    pub new_state: u8,
+    pub flags: u8,
+    pub _pad0: u8,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    /// Network namespace inode (`net->ns.inum`).
+    pub netns: u32,
+    /// 0 on success, else the positive errno the caller sees.
+    pub errno: i32,
+    /// `sk->sk_bound_dev_if` (SO_BINDTODEVICE), 0 when unbound.
+    pub bound_dev_if: i32,
+    pub lport: u16,
+    pub rport: u16,
+    /// The port the caller asked for (bind: requested local port; connect:
+    /// destination port).
+    pub req_port: u16,
+    pub _pad1: u16,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+    /// The address the caller asked for (bind: local; connect: destination).
+    pub req_addr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+impl Event {
+    pub const fn zeroed() -> Self {
+        Self {
+            ts_ns: 0,
+            sock: 0,
+            cookie: 0,
+            ino: 0,
+            aux: 0,
+            kind: 0,
+            phase: 0,
+            family: 0,
+            proto: 0,
+            old_state: 0,
+            new_state: 0,
+            flags: 0,
+            _pad0: 0,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            netns: 0,
+            errno: 0,
+            bound_dev_if: 0,
+            lport: 0,
+            rport: 0,
+            req_port: 0,
+            _pad1: 0,
+            laddr: [0; 16],
+            raddr: [0; 16],
+            req_addr: [0; 16],
+            comm: [0; 16],
+        }
+    }
+}
+
+/// The owner remembered for a socket (kernel map `OWNERS`, keyed by the
+/// `struct sock` address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
+}
+
+/// Kernel layout facts, read from the running kernel's BTF by user space at
+/// load time and handed to the programs as a read-only global. Byte offsets
+/// unless the name ends in `_bit` (absolute bit offset of a one-byte-contained
+/// bitfield within `struct sock_common`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    /// Address of `tw_timer_handler` (from /proc/kallsyms).
+    pub tw_timer_handler: u64,
+    /// Only emit events from this network namespace inode (0: all).
+    pub filter_netns: u32,
+    // struct sock_common
+    pub skc_daddr: u32,
+    pub skc_rcv_saddr: u32,
+    pub skc_dport: u32,
+    pub skc_num: u32,
+    pub skc_family: u32,
+    pub skc_state: u32,
+    pub skc_reuse_bit: u32,
+    pub skc_reuse_width: u32,
+    pub skc_reuseport_bit: u32,
+    pub skc_ipv6only_bit: u32,
+    pub skc_bound_dev_if: u32,
+    pub skc_net: u32,
+    pub skc_v6_daddr: u32,
+    pub skc_v6_rcv_saddr: u32,
+    pub skc_cookie: u32,
+    // struct sock
+    pub sk_protocol: u32,
+    pub sk_type: u32,
+    pub sk_uid: u32,
+    pub sk_reuseport_cb: u32,
+    pub sk_receive_queue_prev: u32,
+    pub sk_socket: u32,
+    // struct net
+    pub net_inum: u32,
+    // struct socket / socket_alloc / inode
+    pub socket_sk: u32,
+    pub socket_file: u32,
+    pub socket_alloc_inode: u32,
+    pub inode_ino: u32,
+    // task_struct -> files -> fdt -> fd[] -> file -> private_data
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_private_data: u32,
+    // inet_connection_sock.icsk_accept_queue.rskq_accept_tail
+    pub icsk_accept_tail: u32,
+    // inet_timewait_sock
+    pub tw_timer: u32,
+    pub tw_substate: u32,
+    // timer_list
+    pub timer_function: u32,
+    pub timer_expires: u32,
+    // sk_buff
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    // struct pt_regs (syscall arguments and number)
+    pub regs_di: u32,
+    pub regs_si: u32,
+    pub regs_orig_ax: u32,
+    // syscall numbers of this architecture
+    pub nr_bind: u32,
+    pub nr_listen: u32,
+    pub nr_connect: u32,
+    pub nr_accept: u32,
+    pub nr_accept4: u32,
+    /// `inet_sock.inet_sport`: the local port as the state tracepoint
+    /// reports it, kept after `skc_num` is cleared on close.
+    pub inet_sport: u32,
+    pub _reserved: u32,
+}
+
+impl Offsets {
+    pub const fn zeroed() -> Self {
+        // SAFETY: every field is an integer, for which all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data, `#[repr(C)]`, explicit padding, no pointers.
+    unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Offsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Owner {}
+}
+
+#[cfg(test)]
+mod tests {
+    use core::mem::{align_of, offset_of, size_of};
+
+    use super::*;
+
+    #[test]
+    fn event_layout_is_pinned() {
+        assert_eq!(size_of::<Event>(), 144);
+        assert_eq!(align_of::<Event>(), 8);
+        assert_eq!(offset_of!(Event, kind), 40);
+        assert_eq!(offset_of!(Event, pid), 48);
+        assert_eq!(offset_of!(Event, lport), 72);
+        assert_eq!(offset_of!(Event, laddr), 80);
+        assert_eq!(offset_of!(Event, comm), 128);
+    }
+
+    #[test]
+    fn offsets_have_no_hidden_padding() {
+        // 1 u64 + 50 u32 fields, nothing in between.
+        assert_eq!(size_of::<Offsets>(), 8 + 50 * 4);
+        assert_eq!(size_of::<Owner>(), 32);
+    }
+}

@@ -1,0 +1,162 @@
+//! Bind decisions at the syscall boundary.
+//!
+//! Where fentry on `inet_csk_get_port` / `udp_lib_get_port` is refused, the
+//! decision is observed as its caller sees it: `raw_syscalls:sys_enter`
+//! remembers the socket and its port before the call, `sys_exit` reads the
+//! result and the socket after it. `listen()` is a decision of its own
+//! because `inet_csk_listen_start` calls `inet_csk_get_port` again.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use inspector_common::{AF_INET, AF_INET6, Event, IPPROTO_TCP, flag, kind, phase};
+
+use crate::core_read::{
+    INFLIGHT, Inflight, OWNERS, current_owner, emit, fill_sock, is_inet, now, off, read,
+    read_error, read_user, set_owner, sock_from_fd,
+};
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    match try_sys_enter(&ctx) {
+        Ok(()) => 0,
+        Err(_) => 0,
+    }
+}
+
+fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let nr: i64 = ctx.arg(1);
+    let nr = nr as u32;
+    if nr != off!(nr_bind) && nr != off!(nr_listen) && nr != off!(nr_connect) {
+        return Ok(());
+    }
+    let regs: u64 = ctx.arg(0);
+    let fd: u64 = read(regs, off!(regs_di))?;
+    let Ok(sk) = sock_from_fd(fd) else {
+        return Ok(()); // not a socket: the syscall fails with ENOTSOCK/EBADF
+    };
+    if !is_inet(sk) {
+        return Ok(());
+    }
+    let num_before: u16 = read(sk, off!(skc_num))?;
+    let owner = current_owner();
+    // Remember the owner now: state changes raised inside this very call
+    // (CLOSE -> SYN_SENT in connect) already find it.
+    let _ = OWNERS.insert(sk, owner, 0);
+    let inflight = Inflight {
+        sk,
+        uaddr: read(regs, off!(regs_si))?,
+        nr,
+        num_before: u32::from(num_before),
+    };
+    let _ = INFLIGHT.insert(owner.tid, inflight, 0);
+    Ok(())
+}
+
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+    match try_sys_exit(&ctx) {
+        Ok(()) => 0,
+        Err(_) => {
+            read_error();
+            0
+        }
+    }
+}
+
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let regs: u64 = ctx.arg(0);
+    let nr: u64 = read(regs, off!(regs_orig_ax))?;
+    let nr = nr as u32;
+    let ret: i64 = ctx.arg(1);
+    if nr == off!(nr_accept) || nr == off!(nr_accept4) {
+        return accepted(ret);
+    }
+    if nr != off!(nr_bind) && nr != off!(nr_listen) && nr != off!(nr_connect) {
+        return Ok(());
+    }
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    // SAFETY: copied out before removal.
+    let Some(inflight) = (unsafe { INFLIGHT.get(tid) }).copied() else {
+        return Ok(());
+    };
+    let _ = INFLIGHT.remove(tid);
+    if inflight.nr != nr {
+        return Ok(());
+    }
+
+    let mut ev = Event::zeroed();
+    ev.ts_ns = now();
+    fill_sock(&mut ev, inflight.sk)?;
+    let owner = current_owner();
+    set_owner(&mut ev, &owner);
+    ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
+    ev.errno = if ret < 0 { (-ret) as i32 } else { 0 };
+
+    if nr == off!(nr_listen) {
+        if u16::from(ev.proto) != u16::from(IPPROTO_TCP) {
+            return Ok(());
+        }
+        ev.kind = kind::BIND;
+        ev.phase = if inflight.num_before == 0 {
+            phase::AUTOBIND
+        } else {
+            phase::LISTEN
+        };
+        ev.req_port = inflight.num_before as u16;
+        ev.req_addr = ev.laddr;
+    } else {
+        // struct sockaddr_in / sockaddr_in6: family, port (network order),
+        // then the address at offset 4 (v4) or 8 (v6).
+        let family: u16 = read_user(inflight.uaddr).unwrap_or(0);
+        let port: u16 = read_user(inflight.uaddr + 2).unwrap_or(0);
+        ev.req_port = u16::from_be(port);
+        if family == u16::from(AF_INET) {
+            let a: [u8; 4] = read_user(inflight.uaddr + 4).unwrap_or([0; 4]);
+            ev.req_addr[..4].copy_from_slice(&a);
+        } else if family == u16::from(AF_INET6) {
+            ev.req_addr = read_user(inflight.uaddr + 8).unwrap_or([0; 16]);
+        }
+        if nr == off!(nr_bind) {
+            ev.kind = kind::BIND;
+            ev.phase = if ev.req_port == 0 {
+                phase::AUTOBIND
+            } else {
+                phase::BIND
+            };
+        } else {
+            ev.kind = kind::CONNECT;
+            ev.phase = phase::CONNECT;
+            // A failed connect leaves no destination on the socket: report
+            // the one the caller asked for.
+            if ev.rport == 0 {
+                ev.rport = ev.req_port;
+                ev.raddr = ev.req_addr;
+            }
+        }
+    }
+    emit(&ev);
+    Ok(())
+}
+
+/// accept()/accept4() returned `ret` as the new descriptor: its socket now
+/// belongs to the caller.
+fn accepted(ret: i64) -> Result<(), i64> {
+    if ret < 0 {
+        return Ok(());
+    }
+    let Ok(sk) = sock_from_fd(ret as u64) else {
+        return Ok(());
+    };
+    if !is_inet(sk) {
+        return Ok(());
+    }
+    let owner = current_owner();
+    let _ = OWNERS.insert(sk, owner, 0);
+    let mut ev = Event::zeroed();
+    ev.ts_ns = now();
+    fill_sock(&mut ev, sk)?;
+    set_owner(&mut ev, &owner);
+    ev.kind = kind::ACCEPT;
+    ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
+    emit(&ev);
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! Shared maps and the helpers every program uses to read kernel memory
+//! through offsets taken from the running kernel's BTF.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+    },
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use inspector_common::{AF_INET, AF_INET6, Event, Offsets, Owner, counter, flag};
+
+/// Layout of the running kernel, filled by user space at load time.
+#[unsafe(no_mangle)]
+pub static OFFSETS: Offsets = Offsets::zeroed();
+
+/// All events, in the order they were committed.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Per-CPU counters, indexed by `inspector_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+/// The owner of each socket, remembered when its owner called bind, listen,
+/// connect or accept on it. Events raised in softirq or timer context are
+/// attributed from here, never to the task the CPU happened to be running.
+#[map]
+pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+
+/// Syscall in flight per thread (between sys_enter and sys_exit).
+#[map]
+pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Inflight {
+    pub sk: u64,
+    pub uaddr: u64,
+    pub nr: u32,
+    /// `skc_num` before the call: 0 means the socket was unbound.
+    pub num_before: u32,
+}
+
+/// Reads one field of [`OFFSETS`]. Volatile so the compiler keeps the load
+/// from the read-only map instead of folding the zero it was compiled with.
+macro_rules! off {
+    ($field:ident) => {
+        // SAFETY: reading a plain integer from a static.
+        unsafe { core::ptr::read_volatile(&$crate::core_read::OFFSETS.$field) }
+    };
+}
+pub(crate) use off;
+
+#[inline(always)]
+pub fn read<T>(base: u64, offset: u32) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error.
+    unsafe { bpf_probe_read_kernel((base + u64::from(offset)) as *const T) }.map_err(|e| e as i64)
+}
+
+#[inline(always)]
+pub fn read_user<T>(addr: u64) -> Result<T, i64> {
+    // SAFETY: bpf_probe_read_user checks the address; a bad one is an error.
+    unsafe { bpf_probe_read_user(addr as *const T) }.map_err(|e| e as i64)
+}
+
+#[inline(always)]
+fn bump(slot: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn read_error() {
+    bump(counter::READ_ERRORS);
+}
+
+/// Commits `ev` unless the netns filter excludes it; counts drops.
+#[inline(always)]
+pub fn emit(ev: &Event) {
+    let want = off!(filter_netns);
+    if want != 0 && ev.netns != want {
+        return;
+    }
+    match EVENTS.output::<Event>(ev, 0) {
+        Ok(()) => bump(counter::EMITTED),
+        Err(_) => bump(counter::DROPPED),
+    }
+}
+
+#[inline(always)]
+pub fn now() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// The current task as an owner.
+#[inline(always)]
+pub fn current_owner() -> Owner {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Owner {
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: bpf_get_current_uid_gid() as u32,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    }
+}
+
+#[inline(always)]
+pub fn set_owner(ev: &mut Event, o: &Owner) {
+    ev.pid = o.pid;
+    ev.tid = o.tid;
+    ev.comm = o.comm;
+}
+
+/// Fills `pid`/`comm` from the remembered owner of `sk`, if any.
+#[inline(always)]
+pub fn attribute(ev: &mut Event, sk: u64) {
+    // SAFETY: the value is copied out before the map entry can change.
+    if let Some(o) = unsafe { OWNERS.get(sk) } {
+        let o = *o;
+        set_owner(ev, &o);
+        ev.flags |= flag::OWNER_KNOWN;
+    }
+}
+
+#[inline(always)]
+fn read_bit(base: u64, bit: u32, width: u32) -> Result<u8, i64> {
+    let byte: u8 = read(base, bit / 8)?;
+    Ok(((u16::from(byte) >> (bit % 8)) & ((1u16 << width) - 1)) as u8)
+}
+
+/// Fills the `struct sock_common` part: family, ports, addresses, flags,
+/// bound device and network namespace. Valid for full sockets, request
+/// sockets and timewait sockets alike.
+#[inline(always)]
+pub fn fill_common(ev: &mut Event, skc: u64) -> Result<(), i64> {
+    let family: u16 = read(skc, off!(skc_family))?;
+    ev.family = family as u8;
+    ev.lport = read(skc, off!(skc_num))?;
+    ev.rport = u16::from_be(read(skc, off!(skc_dport))?);
+    if ev.family == AF_INET6 {
+        ev.laddr = read(skc, off!(skc_v6_rcv_saddr))?;
+        ev.raddr = read(skc, off!(skc_v6_daddr))?;
+    } else if ev.family == AF_INET {
+        let l: [u8; 4] = read(skc, off!(skc_rcv_saddr))?;
+        let r: [u8; 4] = read(skc, off!(skc_daddr))?;
+        ev.laddr[..4].copy_from_slice(&l);
+        ev.raddr[..4].copy_from_slice(&r);
+    }
+    if read_bit(skc, off!(skc_reuse_bit), off!(skc_reuse_width))? != 0 {
+        ev.flags |= flag::REUSEADDR;
+    }
+    if read_bit(skc, off!(skc_reuseport_bit), 1)? != 0 {
+        ev.flags |= flag::REUSEPORT;
+    }
+    if read_bit(skc, off!(skc_ipv6only_bit), 1)? != 0 {
+        ev.flags |= flag::V6ONLY;
+    }
+    ev.bound_dev_if = read(skc, off!(skc_bound_dev_if))?;
+    let net: u64 = read(skc, off!(skc_net))?;
+    ev.netns = read(net, off!(net_inum))?;
+    Ok(())
+}
+
+/// Fills everything a full `struct sock` offers on top of [`fill_common`]:
+/// protocol, owner uid, cookie (if generated) and the socket inode.
+#[inline(always)]
+pub fn fill_sock(ev: &mut Event, sk: u64) -> Result<(), i64> {
+    fill_common(ev, sk)?;
+    ev.sock = sk;
+    let proto: u16 = read(sk, off!(sk_protocol))?;
+    ev.proto = proto as u8;
+    ev.uid = read(sk, off!(sk_uid))?;
+    ev.cookie = read(sk, off!(skc_cookie))?;
+    let socket: u64 = read(sk, off!(sk_socket))?;
+    if socket != 0 {
+        ev.ino = read(
+            socket + u64::from(off!(socket_alloc_inode)),
+            off!(inode_ino),
+        )?;
+    }
+    Ok(())
+}
+
+/// `current->files->fdt->fd[fd]->private_data->sk`, if `fd` is a socket of
+/// the current task.
+#[inline(always)]
+pub fn sock_from_fd(fd: u64) -> Result<u64, i64> {
+    if fd > i32::MAX as u64 {
+        return Err(-1);
+    }
+    // SAFETY: helper without arguments.
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, off!(task_files))?;
+    let fdt: u64 = read(files, off!(files_fdt))?;
+    let max: u32 = read(fdt, off!(fdt_max_fds))?;
+    if fd >= u64::from(max) {
+        return Err(-1);
+    }
+    let fds: u64 = read(fdt, off!(fdt_fd))?;
+    let file: u64 = read(fds + fd * 8, 0)?;
+    if file == 0 {
+        return Err(-1);
+    }
+    let socket: u64 = read(file, off!(file_private_data))?;
+    if socket == 0 {
+        return Err(-1);
+    }
+    // Only a socket's private_data points back at its file: this tells a
+    // socket from any other kind of file without knowing `socket_file_ops`.
+    let back: u64 = read(socket, off!(socket_file))?;
+    if back != file {
+        return Err(-1);
+    }
+    read(socket, off!(socket_sk))
+}
+
+/// True for the sockets the inspector follows: TCP and UDP over IPv4/IPv6.
+#[inline(always)]
+pub fn is_inet(sk: u64) -> bool {
+    let family: u16 = match read(sk, off!(skc_family)) {
+        Ok(f) => f,
+        Err(_) => return false,
+    };
+    if family != u16::from(AF_INET) && family != u16::from(AF_INET6) {
+        return false;
+    }
+    let proto: u16 = match read(sk, off!(sk_protocol)) {
+        Ok(p) => p,
+        Err(_) => return false,
+    };
+    proto == u16::from(inspector_common::IPPROTO_TCP)
+        || proto == u16::from(inspector_common::IPPROTO_UDP)
+}

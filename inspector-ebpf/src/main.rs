@@ -1,0 +1,32 @@
+//! Kernel programs of the inspector.
+//!
+//! Every program is a BTF tracepoint (`tp_btf`): they need neither kprobes
+//! nor fentry (both refused on locked-down kernels) nor a mounted tracefs.
+//! Struct layouts are not compiled in: user space reads the running kernel's
+//! BTF and fills [`OFFSETS`] before loading, so one object runs on any BTF
+//! kernel.
+//!
+//! One concern per file: `bind` (bind/listen/connect/accept decisions seen at
+//! the syscall boundary), `state` (TCP state changes and the TIME_WAIT
+//! lifecycle), `reuseport` (which member of a SO_REUSEPORT group got a
+//! connection or datagram).
+#![no_std]
+#![no_main]
+
+mod bind;
+mod core_read;
+mod reuseport;
+mod state;
+
+// Only the BPF build defines the handler: a host `cargo clippy --workspace`
+// links std through the user-space side of shared dependencies.
+#[cfg(target_arch = "bpf")]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any reachable panic path, so this is never called.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,115 @@
+//! TCP state changes and the TIME_WAIT lifecycle.
+//!
+//! `sock:inet_sock_set_state` never reports TIME_WAIT: `tcp_time_wait()`
+//! replaces the full socket by an `inet_timewait_sock` and the full socket
+//! goes straight to CLOSE. The timewait socket's own timer tells its story:
+//! armed in `inet_twsk_hashdance_schedule` (entry, or a re-arm when the
+//! substate moves on), detached and then `tw_timer_handler` on expiry, or only
+//! detached by `inet_twsk_deschedule_put` when it is reused or killed.
+
+use aya_ebpf::{
+    helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
+use inspector_common::{Event, IPPROTO_TCP, flag, kind};
+
+use crate::core_read::{
+    INFLIGHT, OWNERS, attribute, emit, fill_common, fill_sock, now, off, read, read_error,
+};
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
+    match try_set_state(&ctx) {
+        Ok(()) => 0,
+        Err(_) => {
+            read_error();
+            0
+        }
+    }
+}
+
+fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
+    let sk: u64 = ctx.arg(0);
+    let proto: u16 = read(sk, off!(sk_protocol))?;
+    if proto != u16::from(IPPROTO_TCP) {
+        return Ok(());
+    }
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    let mut ev = Event::zeroed();
+    ev.ts_ns = now();
+    ev.kind = kind::STATE;
+    fill_sock(&mut ev, sk)?;
+    if ev.lport == 0 {
+        // On close the bind bucket lets go (`skc_num` = 0) while the
+        // connection still has its source port.
+        ev.lport = u16::from_be(read(sk, off!(inet_sport))?);
+    }
+    // SAFETY: `sk` is the tracepoint's BTF-typed socket argument.
+    ev.cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
+    ev.old_state = old as u8;
+    ev.new_state = new as u8;
+    attribute(&mut ev, sk);
+    if new == 7 {
+        // TCP_CLOSE: the socket is done; its address may be reused for
+        // another socket, which must not inherit this owner.
+        let _ = OWNERS.remove(sk);
+    }
+    emit(&ev);
+    Ok(())
+}
+
+#[btf_tracepoint(function = "timer_start")]
+pub fn timer_start(ctx: BtfTracePointContext) -> i32 {
+    tw_timer(&ctx, kind::TW_ARM)
+}
+
+#[btf_tracepoint(function = "timer_cancel")]
+pub fn timer_cancel(ctx: BtfTracePointContext) -> i32 {
+    tw_timer(&ctx, kind::TW_CANCEL)
+}
+
+#[btf_tracepoint(function = "timer_expire_entry")]
+pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
+    tw_timer(&ctx, kind::TW_EXPIRE)
+}
+
+#[inline(always)]
+fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
+    let timer: u64 = ctx.arg(0);
+    // Every timer of the system passes here: compare the callback first.
+    let Ok(function) = read::<u64>(timer, off!(timer_function)) else {
+        return 0;
+    };
+    if function == 0 || function != off!(tw_timer_handler) {
+        return 0;
+    }
+    if try_tw_timer(timer, k).is_err() {
+        read_error();
+    }
+    0
+}
+
+fn try_tw_timer(timer: u64, k: u8) -> Result<(), i64> {
+    let tw = timer - u64::from(off!(tw_timer));
+    let mut ev = Event::zeroed();
+    ev.ts_ns = now();
+    ev.kind = k;
+    ev.sock = tw;
+    ev.proto = IPPROTO_TCP;
+    fill_common(&mut ev, tw)?;
+    ev.new_state = read(tw, off!(tw_substate))?;
+    ev.aux = read(timer, off!(timer_expires))?;
+    ev.uid = u32::MAX;
+    if k == kind::TW_CANCEL {
+        let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+        // SAFETY: copied out immediately.
+        if let Some(inflight) = unsafe { INFLIGHT.get(pid_tgid as u32) }
+            && inflight.nr == off!(nr_connect)
+        {
+            ev.flags |= flag::IN_CONNECT;
+        }
+    }
+    emit(&ev);
+    Ok(())
+}

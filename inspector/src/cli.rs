@@ -1,0 +1,58 @@
+//! Command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::filter::{PortSet, Proto};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "inspector",
+    version,
+    about = "Watch the Linux kernel decide who gets a port: bind decisions, TIME_WAIT, SO_REUSEPORT."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every kernel decision as it happens (text or NDJSON).
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct FilterArgs {
+    /// Only these ports (local, remote or requested): 80,443,8000-8100.
+    #[arg(long, value_name = "PORTS", global = true)]
+    pub port: Option<PortSet>,
+    /// Only events of sockets owned (or last owned) by this process.
+    #[arg(long, global = true)]
+    pub pid: Option<u32>,
+    /// Only events of sockets owned by processes with this command name.
+    #[arg(long, global = true)]
+    pub comm: Option<String>,
+    /// Only this network namespace: /proc/PID/ns/net or /run/netns/NAME.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub netns: Option<PathBuf>,
+    /// Only this protocol.
+    #[arg(long, value_enum, global = true)]
+    pub proto: Option<Proto>,
+    /// Only failed bind/listen/connect decisions.
+    #[arg(long, global = true)]
+    pub failures_only: bool,
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct TraceArgs {
+    /// One JSON object per line (schema: docs/trace-schema.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many seconds.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}

@@ -1,0 +1,113 @@
+//! Human-readable trace lines.
+
+use std::fmt::Write as _;
+
+use crate::record::{Record, RecordType};
+
+pub const HEADER: &str = "TIME(s)    TYPE      PID     COMM             PROTO OPTS LOCAL                       REMOTE                      DETAIL";
+
+/// bindsnoop-style option letters: R SO_REUSEADDR, r SO_REUSEPORT,
+/// 6 IPV6_V6ONLY; '.' when unset.
+pub fn opts(r: &Record) -> String {
+    let mut s = String::with_capacity(3);
+    s.push(if r.reuseaddr { 'R' } else { '.' });
+    s.push(if r.reuseport { 'r' } else { '.' });
+    s.push(if r.v6only { '6' } else { '.' });
+    s
+}
+
+pub fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
+    match addr {
+        std::net::IpAddr::V6(a) => format!("[{a}]:{port}"),
+        std::net::IpAddr::V4(a) => format!("{a}:{port}"),
+    }
+}
+
+/// One aligned line; `t0_ns` is the time origin for the first column.
+pub fn line(r: &Record, t0_ns: u64) -> String {
+    let secs = r.ts_ns.saturating_sub(t0_ns) as f64 / 1e9;
+    let (pid, comm) = match (r.pid, &r.comm, r.last_pid, &r.last_comm) {
+        (Some(p), Some(c), _, _) => (p.to_string(), c.clone()),
+        (None, _, Some(p), Some(c)) => (format!("({p})"), format!("({c})")),
+        _ => ("-".to_owned(), "-".to_owned()),
+    };
+    let remote = if r.rport == 0 && r.raddr.is_unspecified() {
+        "-".to_owned()
+    } else {
+        endpoint(r.raddr, r.rport)
+    };
+    let mut out = format!(
+        "{secs:<10.3} {:<9} {pid:<7} {comm:<16} {:<5} {} {:<27} {:<27} ",
+        r.kind.as_str(),
+        r.proto,
+        opts(r),
+        endpoint(r.laddr, r.lport),
+        remote,
+    );
+    let errno = r.errno.as_deref().unwrap_or("ok");
+    let _ = match r.kind {
+        RecordType::Bind | RecordType::Connect => {
+            let req = r
+                .req_addr
+                .map(|a| endpoint(a, r.req_port.unwrap_or(0)))
+                .unwrap_or_default();
+            write!(out, "{} {errno} (asked {req})", r.phase.unwrap_or("?"))
+        }
+        RecordType::Accept => write!(out, "accepted"),
+        RecordType::State => write!(
+            out,
+            "{} -> {}",
+            r.old_state.unwrap_or("?"),
+            r.new_state.unwrap_or("?")
+        ),
+        RecordType::TwEnter => write!(out, "entered TIME_WAIT, owner none"),
+        RecordType::TwExit => match r.duration_ns {
+            Some(d) => write!(
+                out,
+                "{} after {:.3}s",
+                r.reason.unwrap_or("?"),
+                d as f64 / 1e9
+            ),
+            None => write!(out, "{} (entry not seen)", r.reason.unwrap_or("?")),
+        },
+        RecordType::Reuseport => {
+            write!(
+                out,
+                "delivered to group {}",
+                r.group.as_deref().unwrap_or("?")
+            )
+        }
+    };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use inspector_common::{AF_INET, Event, IPPROTO_TCP, flag, kind};
+
+    use super::*;
+    use crate::record::decode_bind;
+
+    #[test]
+    fn failed_bind_line_reads_well() {
+        let mut ev = Event::zeroed();
+        ev.kind = kind::BIND;
+        ev.phase = inspector_common::phase::BIND;
+        ev.family = AF_INET;
+        ev.proto = IPPROTO_TCP;
+        ev.flags = flag::REUSEADDR;
+        ev.req_port = 8080;
+        ev.req_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.errno = libc::EADDRINUSE;
+        ev.ts_ns = 1_500_000_000;
+        let mut r = decode_bind(&ev, RecordType::Bind);
+        r.pid = Some(4242);
+        r.comm = Some("server".into());
+        let l = line(&r, 1_000_000_000);
+        assert!(
+            l.starts_with("0.500      bind      4242    server           tcp   R.. "),
+            "{l}"
+        );
+        assert!(l.ends_with("bind EADDRINUSE (asked 127.0.0.1:8080)"), "{l}");
+    }
+}

@@ -1,0 +1,339 @@
+//! Loading and attaching the kernel programs, and reading what they emit.
+
+use std::{fs, io, path::PathBuf};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use inspector_common::{Event, Offsets, counter};
+
+use crate::btf::{Btf, BtfError};
+
+/// The compiled kernel programs, embedded at build time.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
+
+const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "loading eBPF programs needs root or CAP_BPF+CAP_PERFMON (+CAP_NET_ADMIN): run with sudo"
+    )]
+    NoPrivilege,
+    #[error(
+        "this kernel exposes no BTF at {VMLINUX}: a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
+    )]
+    NoBtf,
+    #[error("reading kernel layout from BTF: {0}")]
+    Layout(#[from] BtfError),
+    #[error(
+        "kernel BTF field {0} is a bitfield that straddles bytes; this kernel's layout is not supported"
+    )]
+    Bitfield(&'static str),
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("program {name} failed to load or attach to tracepoint {tracepoint}: {source}")]
+    Attach {
+        name: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("eBPF map {0} is missing or has the wrong type")]
+    Map(&'static str),
+    #[error("reading counters: {0}")]
+    Counters(#[source] aya::maps::MapError),
+    #[error(
+        "this architecture is not supported yet (x86_64 only: syscall registers are read from pt_regs)"
+    )]
+    Arch,
+}
+
+/// One BTF tracepoint program: (program name in the object, tracepoint).
+const PROGRAMS: &[(&str, &str)] = &[
+    ("sys_enter", "sys_enter"),
+    ("sys_exit", "sys_exit"),
+    ("inet_sock_set_state", "inet_sock_set_state"),
+    ("sk_data_ready", "sk_data_ready"),
+    ("timer_start", "timer_start"),
+    ("timer_cancel", "timer_cancel"),
+    ("timer_expire_entry", "timer_expire_entry"),
+];
+
+/// Options that shape what the kernel side emits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Only this network namespace inode (filtered in the kernel).
+    pub netns: Option<u32>,
+}
+
+/// Kernel counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub emitted: u64,
+    pub dropped: u64,
+    pub read_errors: u64,
+}
+
+/// The loaded and attached programs. Dropping it detaches everything.
+pub struct Probes {
+    _ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// "tracepoint" (tp_btf programs; the only mode this build has).
+    pub mode: &'static str,
+    /// The tracepoints attached, in order.
+    pub attached: Vec<&'static str>,
+    /// Hooks that could not be attached on this kernel, with the reason.
+    pub missing: Vec<String>,
+}
+
+impl Probes {
+    pub fn load(opts: LoadOptions) -> Result<Self, ProbeError> {
+        if !cfg!(target_arch = "x86_64") {
+            return Err(ProbeError::Arch);
+        }
+        if !has_bpf_privilege() {
+            return Err(ProbeError::NoPrivilege);
+        }
+        if !std::path::Path::new(VMLINUX).exists() {
+            return Err(ProbeError::NoBtf);
+        }
+        let kernel = Btf::from_file(std::path::Path::new(VMLINUX))?;
+        let mut offsets = kernel_offsets(&kernel)?;
+        offsets.filter_netns = opts.netns.unwrap_or(0);
+        let mut missing = Vec::new();
+        match kallsyms("tw_timer_handler") {
+            Some(addr) => offsets.tw_timer_handler = addr,
+            None => missing.push(
+                "TIME_WAIT events: tw_timer_handler not found in /proc/kallsyms \
+                 (kernel.kptr_restrict hides addresses?)"
+                    .to_owned(),
+            ),
+        }
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .load(EBPF_OBJECT)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+        let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(Box::new(e.into())))?;
+        let mut attached = Vec::new();
+        for &(name, tracepoint) in PROGRAMS {
+            if tracepoint.starts_with("timer_") && offsets.tw_timer_handler == 0 {
+                continue;
+            }
+            let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
+                let prog: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(aya::programs::ProgramError::NotLoaded)?
+                    .try_into()?;
+                prog.load(tracepoint, &btf)?;
+                prog.attach()?;
+                Ok(())
+            };
+            attach(&mut ebpf).map_err(|source| ProbeError::Attach {
+                name,
+                tracepoint,
+                source: Box::new(source),
+            })?;
+            attached.push(tracepoint);
+        }
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS"))?)
+            .map_err(|_| ProbeError::Map("EVENTS"))?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or(ProbeError::Map("COUNTERS"))?,
+        )
+        .map_err(|_| ProbeError::Map("COUNTERS"))?;
+        Ok(Self {
+            _ebpf: ebpf,
+            ring,
+            counters,
+            mode: "tracepoint",
+            attached,
+            missing,
+        })
+    }
+
+    /// The ring buffer, for readiness polling.
+    pub fn ring(&mut self) -> &mut RingBuf<MapData> {
+        &mut self.ring
+    }
+
+    /// Reads every event available now; returns how many were read.
+    pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+        drain_ring(&mut self.ring, &mut sink)
+    }
+
+    pub fn counters(&self) -> Result<Counters, ProbeError> {
+        let sum = |slot: u32| -> Result<u64, ProbeError> {
+            let values = self.counters.get(&slot, 0).map_err(ProbeError::Counters)?;
+            Ok(values.iter().sum())
+        };
+        Ok(Counters {
+            emitted: sum(counter::EMITTED)?,
+            dropped: sum(counter::DROPPED)?,
+            read_errors: sum(counter::READ_ERRORS)?,
+        })
+    }
+}
+
+/// Drains `ring`, decoding each entry as an [`Event`].
+pub fn drain_ring(ring: &mut RingBuf<MapData>, sink: &mut impl FnMut(&Event)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        if let Some(ev) = decode(&item) {
+            sink(&ev);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Decodes one ring-buffer entry; `None` if it is too short.
+pub fn decode(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: the length was checked, `Event` is plain old data for which
+    // every bit pattern is valid, and read_unaligned needs no alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+/// CAP_BPF (39) + CAP_PERFMON (38), or CAP_SYS_ADMIN (21), in the
+/// effective set.
+fn has_bpf_privilege() -> bool {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return true; // cannot tell: let the load itself report
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return true;
+    };
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    has(21) || (has(39) && has(38))
+}
+
+/// The address of a kernel symbol, if /proc/kallsyms shows it.
+pub fn kallsyms(symbol: &str) -> Option<u64> {
+    let text = fs::read_to_string("/proc/kallsyms").ok()?;
+    text.lines().find_map(|line| {
+        let mut parts = line.split_whitespace();
+        let addr = parts.next()?;
+        let _kind = parts.next()?;
+        let name = parts.next()?;
+        if name != symbol {
+            return None;
+        }
+        let addr = u64::from_str_radix(addr, 16).ok()?;
+        (addr != 0).then_some(addr)
+    })
+}
+
+/// The inode of a network namespace file (`/proc/PID/ns/net`,
+/// `/run/netns/NAME`), as the kernel's `net->ns.inum`.
+pub fn netns_inode(path: &std::path::Path) -> io::Result<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path)?;
+    u32::try_from(meta.ino()).map_err(|_| io::Error::other("namespace inode does not fit 32 bits"))
+}
+
+/// The current thread's network namespace inode.
+pub fn current_netns() -> io::Result<u32> {
+    netns_inode(&PathBuf::from("/proc/thread-self/ns/net"))
+}
+
+/// Absolute bit offset and width of a bitfield that must sit inside one
+/// byte (the programs read a single byte and shift).
+fn bit(btf: &Btf, ty: &str, path: &'static str) -> Result<(u32, u32), ProbeError> {
+    let m = btf.member(ty, path)?;
+    let width = if m.bitfield_size == 0 {
+        8
+    } else {
+        m.bitfield_size
+    };
+    if (m.bit_offset % 8) + width > 8 {
+        return Err(ProbeError::Bitfield(path));
+    }
+    Ok((m.bit_offset, width))
+}
+
+/// Reads every layout fact the programs need from the kernel's BTF.
+pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, ProbeError> {
+    let o = |ty: &str, path: &str| btf.offset(ty, path);
+    let sc = "sock_common";
+    let (skc_reuse_bit, skc_reuse_width) = bit(btf, sc, "skc_reuse")?;
+    let (skc_reuseport_bit, _) = bit(btf, sc, "skc_reuseport")?;
+    let (skc_ipv6only_bit, _) = bit(btf, sc, "skc_ipv6only")?;
+    // The programs treat a sock, a timewait sock and a request sock as
+    // starting with their sock_common; check that this kernel agrees.
+    for (ty, member) in [
+        ("sock", "__sk_common"),
+        ("inet_timewait_sock", "__tw_common"),
+        ("request_sock", "__req_common"),
+    ] {
+        if o(ty, member)? != 0 {
+            return Err(ProbeError::Layout(BtfError::Malformed(format!(
+                "struct {ty}: {member} is not at offset 0"
+            ))));
+        }
+    }
+    Ok(Offsets {
+        tw_timer_handler: 0,
+        filter_netns: 0,
+        skc_daddr: o(sc, "skc_daddr")?,
+        skc_rcv_saddr: o(sc, "skc_rcv_saddr")?,
+        skc_dport: o(sc, "skc_dport")?,
+        skc_num: o(sc, "skc_num")?,
+        skc_family: o(sc, "skc_family")?,
+        skc_state: o(sc, "skc_state")?,
+        skc_reuse_bit,
+        skc_reuse_width,
+        skc_reuseport_bit,
+        skc_ipv6only_bit,
+        skc_bound_dev_if: o(sc, "skc_bound_dev_if")?,
+        skc_net: o(sc, "skc_net")?,
+        skc_v6_daddr: o(sc, "skc_v6_daddr")?,
+        skc_v6_rcv_saddr: o(sc, "skc_v6_rcv_saddr")?,
+        skc_cookie: o(sc, "skc_cookie")?,
+        sk_protocol: o("sock", "sk_protocol")?,
+        sk_type: o("sock", "sk_type")?,
+        sk_uid: o("sock", "sk_uid")?,
+        sk_reuseport_cb: o("sock", "sk_reuseport_cb")?,
+        sk_receive_queue_prev: o("sock", "sk_receive_queue.prev")?,
+        sk_socket: o("sock", "sk_socket")?,
+        net_inum: o("net", "ns.inum")?,
+        socket_sk: o("socket", "sk")?,
+        socket_file: o("socket", "file")?,
+        socket_alloc_inode: o("socket_alloc", "vfs_inode")?,
+        inode_ino: o("inode", "i_ino")?,
+        task_files: o("task_struct", "files")?,
+        files_fdt: o("files_struct", "fdt")?,
+        fdt_fd: o("fdtable", "fd")?,
+        fdt_max_fds: o("fdtable", "max_fds")?,
+        file_private_data: o("file", "private_data")?,
+        icsk_accept_tail: o("inet_connection_sock", "icsk_accept_queue.rskq_accept_tail")?,
+        tw_timer: o("inet_timewait_sock", "tw_timer")?,
+        tw_substate: o("inet_timewait_sock", "tw_substate")?,
+        timer_function: o("timer_list", "function")?,
+        timer_expires: o("timer_list", "expires")?,
+        skb_head: o("sk_buff", "head")?,
+        skb_network_header: o("sk_buff", "network_header")?,
+        skb_transport_header: o("sk_buff", "transport_header")?,
+        regs_di: o("pt_regs", "di")?,
+        regs_si: o("pt_regs", "si")?,
+        regs_orig_ax: o("pt_regs", "orig_ax")?,
+        nr_bind: libc::SYS_bind as u32,
+        nr_listen: libc::SYS_listen as u32,
+        nr_connect: libc::SYS_connect as u32,
+        nr_accept: libc::SYS_accept as u32,
+        nr_accept4: libc::SYS_accept4 as u32,
+        inet_sport: o("inet_sock", "inet_sport")?,
+        _reserved: 0,
+    })
+}

@@ -1,0 +1,288 @@
+//! The trace record: one kernel observation, decoded, attributed and ready
+//! to print or serialise. Its JSON form is the versioned schema documented in
+//! docs/trace-schema.md; field names there are stable.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use inspector_common::{AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, flag, phase};
+use serde::Serialize;
+
+use crate::names::{errno_is_failure, errno_name, tcp_state_name};
+
+/// Version of the JSON schema; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordType {
+    Bind,
+    Connect,
+    Accept,
+    State,
+    TwEnter,
+    TwExit,
+    Reuseport,
+}
+
+impl RecordType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bind => "bind",
+            Self::Connect => "connect",
+            Self::Accept => "accept",
+            Self::State => "state",
+            Self::TwEnter => "tw_enter",
+            Self::TwExit => "tw_exit",
+            Self::Reuseport => "reuseport",
+        }
+    }
+}
+
+/// Where `pid`/`comm` of a record come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerSource {
+    /// The owner's own syscall raised the event.
+    Syscall,
+    /// Remembered from the owner's earlier bind/listen/connect/accept.
+    Remembered,
+    /// An accepted-but-not-yet-accepted connection: the listener's owner.
+    Listener,
+    /// Nobody owns it (TIME_WAIT sockets, unknown sockets); see `last_pid`.
+    None,
+}
+
+/// A process that owns (or owned) a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub comm: String,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Record {
+    pub v: u32,
+    #[serde(rename = "type")]
+    pub kind: RecordType,
+    pub ts_ns: u64,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub uid: Option<u32>,
+    pub owner: OwnerSource,
+    /// For TIME_WAIT records: the process that owned the connection before.
+    pub last_pid: Option<u32>,
+    pub last_comm: Option<String>,
+    pub netns: u32,
+    pub cookie: Option<u64>,
+    /// Kernel socket address in hex: ties the events of one socket together.
+    pub sock_id: String,
+    pub ino: Option<u64>,
+    pub proto: &'static str,
+    pub family: &'static str,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub v6only: bool,
+    pub bound_dev_if: i32,
+    pub phase: Option<&'static str>,
+    pub req_addr: Option<IpAddr>,
+    pub req_port: Option<u16>,
+    pub errno: Option<String>,
+    pub old_state: Option<&'static str>,
+    pub new_state: Option<&'static str>,
+    pub reason: Option<&'static str>,
+    pub duration_ns: Option<u64>,
+    /// Reuseport group id (kernel address of the group), for `reuseport`.
+    pub group: Option<String>,
+}
+
+impl Record {
+    /// Decodes the parts every kind shares. Attribution (`pid`, `owner`,
+    /// `last_*`) and kind-specific fields are set by the tracker.
+    pub fn from_event(ev: &Event, kind: RecordType) -> Self {
+        let family = ev.family;
+        Self {
+            v: SCHEMA_VERSION,
+            kind,
+            ts_ns: ev.ts_ns,
+            pid: None,
+            comm: None,
+            uid: (ev.uid != u32::MAX).then_some(ev.uid),
+            owner: OwnerSource::None,
+            last_pid: None,
+            last_comm: None,
+            netns: ev.netns,
+            cookie: (ev.cookie != 0).then_some(ev.cookie),
+            sock_id: format!("{:x}", ev.sock),
+            ino: (ev.ino != 0).then_some(ev.ino),
+            proto: proto_name(ev.proto),
+            family: if family == AF_INET6 { "inet6" } else { "inet" },
+            laddr: addr(family, &ev.laddr),
+            lport: ev.lport,
+            raddr: addr(family, &ev.raddr),
+            rport: ev.rport,
+            reuseaddr: ev.flags & flag::REUSEADDR != 0,
+            reuseport: ev.flags & flag::REUSEPORT != 0,
+            v6only: ev.flags & flag::V6ONLY != 0,
+            bound_dev_if: ev.bound_dev_if,
+            phase: None,
+            req_addr: None,
+            req_port: None,
+            errno: None,
+            old_state: None,
+            new_state: None,
+            reason: None,
+            duration_ns: None,
+            group: None,
+        }
+    }
+
+    pub fn set_owner(&mut self, owner: &Owner, source: OwnerSource) {
+        self.pid = Some(owner.pid);
+        self.comm = Some(owner.comm.clone());
+        self.owner = source;
+    }
+
+    /// A bind/listen/connect that the caller saw fail (EINPROGRESS is not
+    /// a failure of the port decision).
+    pub fn is_failure(&self) -> bool {
+        self.errno.as_deref().is_some_and(|e| e != "EINPROGRESS")
+    }
+}
+
+pub fn decode_bind(ev: &Event, kind: RecordType) -> Record {
+    let mut r = Record::from_event(ev, kind);
+    r.phase = Some(phase_name(ev.phase));
+    r.req_addr = Some(addr(ev.family, &ev.req_addr));
+    r.req_port = Some(ev.req_port);
+    r.errno = (ev.errno != 0).then(|| errno_name(ev.errno).into_owned());
+    debug_assert_eq!(r.is_failure(), errno_is_failure(ev.errno));
+    r
+}
+
+pub fn decode_state(ev: &Event) -> Record {
+    let mut r = Record::from_event(ev, RecordType::State);
+    r.old_state = Some(tcp_state_name(ev.old_state));
+    r.new_state = Some(tcp_state_name(ev.new_state));
+    r
+}
+
+pub fn phase_name(p: u8) -> &'static str {
+    match p {
+        phase::BIND => "bind",
+        phase::LISTEN => "listen",
+        phase::AUTOBIND => "autobind",
+        phase::CONNECT => "connect",
+        _ => "unknown",
+    }
+}
+
+pub fn proto_name(p: u8) -> &'static str {
+    match p {
+        IPPROTO_TCP => "tcp",
+        IPPROTO_UDP => "udp",
+        _ => "other",
+    }
+}
+
+/// Kernel address bytes (network order; IPv4 in the first four) to an
+/// address. IPv4-mapped IPv6 addresses stay IPv6: that is what the socket has.
+pub fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    }
+}
+
+/// The `comm` array up to its first NUL.
+pub fn comm(bytes: &[u8; 16]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use inspector_common::{AF_INET, kind};
+
+    use super::*;
+
+    fn bind_event() -> Event {
+        let mut ev = Event::zeroed();
+        ev.kind = kind::BIND;
+        ev.phase = phase::LISTEN;
+        ev.family = AF_INET;
+        ev.proto = IPPROTO_TCP;
+        ev.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        ev.lport = 8080;
+        ev.req_port = 8080;
+        ev.errno = libc::EADDRINUSE;
+        ev.flags = flag::REUSEADDR | flag::V6ONLY;
+        ev.sock = 0xffff_8880_1234_5678;
+        ev.uid = 0;
+        ev
+    }
+
+    #[test]
+    fn decodes_a_failed_listen() {
+        let r = decode_bind(&bind_event(), RecordType::Bind);
+        assert_eq!(r.phase, Some("listen"));
+        assert_eq!(r.errno.as_deref(), Some("EADDRINUSE"));
+        assert!(r.is_failure());
+        assert!(r.reuseaddr && !r.reuseport && r.v6only);
+        assert_eq!(r.laddr, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(r.sock_id, "ffff888012345678");
+        assert_eq!(r.proto, "tcp");
+        assert_eq!(r.cookie, None);
+    }
+
+    #[test]
+    fn json_field_names_are_the_schema() {
+        let r = decode_bind(&bind_event(), RecordType::Bind);
+        let v = serde_json::to_value(&r).expect("serialise");
+        for key in [
+            "type",
+            "ts_ns",
+            "pid",
+            "comm",
+            "uid",
+            "netns",
+            "cookie",
+            "proto",
+            "family",
+            "laddr",
+            "lport",
+            "raddr",
+            "rport",
+            "reuseaddr",
+            "reuseport",
+            "phase",
+            "errno",
+            "old_state",
+            "new_state",
+            "reason",
+            "duration_ns",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["type"], "bind");
+        assert_eq!(v["errno"], "EADDRINUSE");
+        assert_eq!(v["laddr"], "127.0.0.1");
+        assert_eq!(v["reason"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn ipv6_and_comm_decoding() {
+        let mut b = [0u8; 16];
+        b[15] = 1;
+        assert_eq!(addr(AF_INET6, &b), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        let mut c = [0u8; 16];
+        c[..4].copy_from_slice(b"nginx"[..4].try_into().expect("4 bytes"));
+        assert_eq!(comm(&c), "ngin");
+        assert_eq!(comm(b"0123456789abcdef"), "0123456789abcdef");
+    }
+}

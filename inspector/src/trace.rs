@@ -1,0 +1,166 @@
+//! `inspector trace`: the probes, the tracker and a printer in one loop.
+
+use std::{
+    io::{self, Write},
+    os::fd::AsFd,
+    time::Duration,
+};
+
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::SignalKind,
+};
+
+use crate::{
+    filter::Filter,
+    output,
+    probe::{Counters, LoadOptions, Probes},
+    record::Record,
+    tracker::{CANCEL_GRACE_NS, Tracker},
+};
+
+/// The kernel probes and the tracker: raw events in, attributed records out.
+/// The trace printer, the tests and the dashboard all read through this.
+pub struct Pipeline {
+    pub probes: Probes,
+    pub tracker: Tracker,
+    pub filter: Filter,
+    /// Events read from the ring buffer.
+    pub seen: u64,
+    scratch: Vec<Record>,
+}
+
+impl Pipeline {
+    pub fn new(filter: Filter) -> Result<Self, crate::probe::ProbeError> {
+        let probes = Probes::load(LoadOptions {
+            netns: filter.netns,
+        })?;
+        Ok(Self {
+            probes,
+            tracker: Tracker::new(),
+            filter,
+            seen: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Reads what the kernel has emitted so far and appends the matching
+    /// records to `out`. With `final_flush`, pending TIME_WAIT exits are
+    /// resolved now instead of after their grace period.
+    pub fn poll(&mut self, out: &mut Vec<Record>, final_flush: bool) {
+        let Self {
+            probes,
+            tracker,
+            scratch,
+            ..
+        } = self;
+        self.seen += probes.drain(|ev| tracker.apply(ev, scratch)) as u64;
+        let now = monotonic_ns();
+        let now = if final_flush {
+            now.saturating_add(CANCEL_GRACE_NS)
+        } else {
+            now
+        };
+        self.tracker.flush(now, &mut self.scratch);
+        let filter = &self.filter;
+        out.extend(self.scratch.drain(..).filter(|r| filter.matches(r)));
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.probes.counters().unwrap_or_default()
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub struct TraceOptions {
+    pub filter: Filter,
+    pub json: bool,
+    pub duration: Option<Duration>,
+}
+
+pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
+    let mut pipeline = Pipeline::new(opts.filter)?;
+    eprintln!(
+        "inspector: {} mode, attached: {}; filters: {}",
+        pipeline.probes.mode,
+        pipeline.probes.attached.join(", "),
+        pipeline.filter.describe()
+    );
+    for m in &pipeline.probes.missing {
+        eprintln!("inspector: warning: {m}");
+    }
+    // Poll a duplicate of the ring buffer's descriptor, owned by the AsyncFd:
+    // readiness is a property of the shared file description.
+    let dup = pipeline.probes.ring().as_fd().try_clone_to_owned()?;
+    // SAFETY: `dup` is a valid open descriptor owned by the AsyncFd for its
+    // whole lifetime, and `as_raw_fd` on it always returns that descriptor.
+    let ring = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let stdout = io::stdout();
+    let mut w = io::BufWriter::new(stdout.lock());
+    if !opts.json {
+        writeln!(w, "{}", output::HEADER)?;
+        w.flush()?;
+    }
+    let t0 = monotonic_ns();
+    let mut batch = Vec::new();
+    let mut printed = 0u64;
+    loop {
+        let done = tokio::select! {
+            guard = ring.readable() => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                false
+            }
+            _ = tick.tick() => false,
+            _ = sigterm.recv() => true,
+            _ = sigint.recv() => true,
+            () = &mut deadline => true,
+        };
+        pipeline.poll(&mut batch, done);
+        for r in batch.drain(..) {
+            printed += 1;
+            let res = if opts.json {
+                serde_json::to_writer(&mut w, &r)
+                    .map_err(io::Error::from)
+                    .and_then(|()| writeln!(w))
+            } else {
+                writeln!(w, "{}", output::line(&r, t0))
+            };
+            if let Err(e) = res {
+                if e.kind() == io::ErrorKind::BrokenPipe {
+                    return Ok(());
+                }
+                return Err(e.into());
+            }
+        }
+        match w.flush() {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            r => r?,
+        }
+        if done {
+            break;
+        }
+    }
+    let c = pipeline.counters();
+    eprintln!(
+        "inspector: {} events read, {} printed, {} dropped (ring buffer full), {} kernel read errors",
+        pipeline.seen, printed, c.dropped, c.read_errors
+    );
+    Ok(())
+}

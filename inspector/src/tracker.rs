@@ -1,0 +1,298 @@
+//! Turns raw kernel events into attributed trace records.
+//!
+//! Two jobs need memory across events:
+//! - Attribution. Events raised in softirq or timer context carry whatever
+//!   task the CPU was running. The kernel side already attributes sockets it
+//!   saw in their owner's syscalls; here an unaccepted connection is given to
+//!   the owner of its listener, and a TIME_WAIT socket (owned by nobody) keeps
+//!   the owner its connection had, found by network namespace and 4-tuple.
+//! - The TIME_WAIT lifecycle. The kernel shows timer operations on
+//!   `inet_timewait_sock`s: arm, detach, expire. Expiry is "detach, then
+//!   handler", a re-arm is "detach, then arm", a kill or reuse is a detach
+//!   alone. A detach is therefore held until the next operation on the same
+//!   socket or until [`Tracker::flush`] finds it older than [`CANCEL_GRACE_NS`].
+
+use std::{collections::HashMap, net::IpAddr};
+
+use inspector_common::{Event, flag, kind};
+
+use crate::{
+    names::{TCP_CLOSE, TCP_LISTEN, tcp_state_name},
+    record::{Owner, OwnerSource, Record, RecordType, comm, decode_bind, decode_state},
+};
+
+/// How long a detached timewait timer waits for its "expire" or "re-arm"
+/// follow-up before it counts as killed or reused. The follow-up comes
+/// from the same CPU within microseconds; 100 ms is generous.
+pub const CANCEL_GRACE_NS: u64 = 100_000_000;
+
+/// Bound on remembered connections, so memory stays flat on busy hosts.
+const MAX_REMEMBERED: usize = 131_072;
+
+/// Connection identity: network namespace plus 4-tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tuple {
+    pub netns: u32,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+}
+
+impl Tuple {
+    fn of(r: &Record) -> Self {
+        Self {
+            netns: r.netns,
+            laddr: r.laddr,
+            lport: r.lport,
+            raddr: r.raddr,
+            rport: r.rport,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Tw {
+    /// `tw_substate`: TIME_WAIT, or FIN_WAIT2 while the peer's FIN is due.
+    substate: u8,
+    /// When the timewait socket took over, if tracing saw that.
+    entered_ns: Option<u64>,
+    /// A detach waiting for its follow-up: (time, inside a connect()).
+    cancel: Option<(u64, bool)>,
+    record: Record,
+}
+
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Socket id -> owner, from events that named the owner.
+    owners: HashMap<u64, Owner>,
+    /// Listening sockets by (netns, port) -> owner.
+    listeners: HashMap<(u32, u16), Owner>,
+    /// Last owner of each connection, by 4-tuple.
+    connections: HashMap<Tuple, Owner>,
+    /// Timewait sockets by kernel address.
+    tw: HashMap<u64, Tw>,
+}
+
+impl Tracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of timewait sockets currently known (any substate).
+    pub fn time_wait_count(&self) -> usize {
+        self.tw.len()
+    }
+
+    /// Applies one kernel event, appending the records it produces to `out`.
+    pub fn apply(&mut self, ev: &Event, out: &mut Vec<Record>) {
+        match ev.kind {
+            kind::BIND | kind::CONNECT | kind::ACCEPT => self.on_syscall(ev, out),
+            kind::STATE => self.on_state(ev, out),
+            kind::REUSEPORT => {
+                let mut r = Record::from_event(ev, RecordType::Reuseport);
+                r.group = Some(format!("{:x}", ev.aux));
+                self.attribute(ev, &mut r);
+                out.push(r);
+            }
+            kind::TW_ARM => self.on_tw_arm(ev, out),
+            kind::TW_CANCEL => self.on_tw_cancel(ev),
+            kind::TW_EXPIRE => {
+                if let Some(mut tw) = self.tw.remove(&ev.sock) {
+                    tw.substate = ev.new_state;
+                    out.push(exit_record(tw, ev.ts_ns, "expired"));
+                }
+            }
+            _ => {}
+        }
+        if self.connections.len() > MAX_REMEMBERED {
+            self.connections.clear();
+        }
+        if self.owners.len() > MAX_REMEMBERED {
+            self.owners.clear();
+        }
+    }
+
+    /// Resolves detached timewait timers older than the grace period:
+    /// reused when the detach happened inside a connect(), killed otherwise.
+    pub fn flush(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        let due: Vec<u64> = self
+            .tw
+            .iter()
+            .filter(|(_, t)| {
+                t.cancel
+                    .is_some_and(|(at, _)| now_ns.saturating_sub(at) >= CANCEL_GRACE_NS)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            if let Some(tw) = self.tw.remove(&key) {
+                let (at, in_connect) = tw.cancel.unwrap_or((now_ns, false));
+                let reason = if in_connect { "reused" } else { "killed" };
+                out.push(exit_record(tw, at, reason));
+            }
+        }
+    }
+
+    fn remember(&mut self, ev: &Event) -> Owner {
+        let owner = Owner {
+            pid: ev.pid,
+            comm: comm(&ev.comm),
+            uid: ev.uid,
+        };
+        self.owners.insert(ev.sock, owner.clone());
+        owner
+    }
+
+    fn on_syscall(&mut self, ev: &Event, out: &mut Vec<Record>) {
+        let kind = match ev.kind {
+            kind::BIND => RecordType::Bind,
+            kind::CONNECT => RecordType::Connect,
+            _ => RecordType::Accept,
+        };
+        let mut r = if kind == RecordType::Accept {
+            Record::from_event(ev, kind)
+        } else {
+            decode_bind(ev, kind)
+        };
+        let owner = self.remember(ev);
+        r.set_owner(&owner, OwnerSource::Syscall);
+        if kind == RecordType::Connect && (ev.errno == 0 || ev.errno == libc::EINPROGRESS) {
+            self.connections.insert(Tuple::of(&r), owner);
+        }
+        out.push(r);
+    }
+
+    fn on_state(&mut self, ev: &Event, out: &mut Vec<Record>) {
+        let mut r = decode_state(ev);
+        self.attribute(ev, &mut r);
+        let tuple = Tuple::of(&r);
+        if ev.new_state == TCP_LISTEN {
+            if let Some(pid) = r.pid {
+                let owner = Owner {
+                    pid,
+                    comm: r.comm.clone().unwrap_or_default(),
+                    uid: ev.uid,
+                };
+                self.listeners.insert((ev.netns, ev.lport), owner);
+            }
+        } else if ev.old_state == TCP_LISTEN {
+            self.listeners.remove(&(ev.netns, ev.lport));
+        } else if let Some(pid) = r.pid {
+            let owner = Owner {
+                pid,
+                comm: r.comm.clone().unwrap_or_default(),
+                uid: ev.uid,
+            };
+            self.connections.insert(tuple, owner);
+        }
+        if ev.new_state == TCP_CLOSE {
+            self.owners.remove(&ev.sock);
+        }
+        // A new socket on the 4-tuple of a just-detached timewait socket:
+        // the kernel reused the timewait slot (e.g. a SYN arriving in
+        // TIME_WAIT, tcp_timewait_state_process() -> TCP_TW_SYN).
+        if ev.new_state != TCP_CLOSE {
+            let reused: Vec<u64> = self
+                .tw
+                .iter()
+                .filter(|(_, t)| t.cancel.is_some() && Tuple::of(&t.record) == tuple)
+                .map(|(k, _)| *k)
+                .collect();
+            for key in reused {
+                if let Some(tw) = self.tw.remove(&key) {
+                    let at = tw.cancel.map_or(ev.ts_ns, |(at, _)| at);
+                    out.push(exit_record(tw, at, "reused"));
+                }
+            }
+        }
+        out.push(r);
+    }
+
+    /// Sets `pid`/`comm` from the best source: the kernel's remembered
+    /// owner, ours, or the listener's for a connection not yet accepted.
+    fn attribute(&mut self, ev: &Event, r: &mut Record) {
+        if ev.flags & (flag::OWNER_KNOWN | flag::SYSCALL) != 0 {
+            let owner = self.remember(ev);
+            let source = if ev.flags & flag::SYSCALL != 0 {
+                OwnerSource::Syscall
+            } else {
+                OwnerSource::Remembered
+            };
+            r.set_owner(&owner, source);
+        } else if let Some(owner) = self.owners.get(&ev.sock) {
+            r.set_owner(owner, OwnerSource::Remembered);
+        } else if let Some(owner) = self.listeners.get(&(ev.netns, ev.lport))
+            && ev.kind == kind::STATE
+        {
+            r.set_owner(owner, OwnerSource::Listener);
+        }
+    }
+
+    /// A timewait timer armed: a new timewait socket (entry), or a re-arm of
+    /// a known one, which may carry its FIN_WAIT2 -> TIME_WAIT move.
+    fn on_tw_arm(&mut self, ev: &Event, out: &mut Vec<Record>) {
+        if let Some(tw) = self.tw.get_mut(&ev.sock) {
+            // Re-armed: the detach before it was not an exit.
+            tw.cancel = None;
+            if tw.substate != ev.new_state {
+                let mut r = tw.record.clone();
+                r.kind = RecordType::State;
+                r.ts_ns = ev.ts_ns;
+                r.old_state = Some(tcp_state_name(tw.substate));
+                r.new_state = Some(tcp_state_name(ev.new_state));
+                tw.substate = ev.new_state;
+                out.push(r);
+            }
+            return;
+        }
+        let mut r = Record::from_event(ev, RecordType::TwEnter);
+        r.new_state = Some(tcp_state_name(ev.new_state));
+        if let Some(last) = self.connections.get(&Tuple::of(&r)) {
+            r.last_pid = Some(last.pid);
+            r.last_comm = Some(last.comm.clone());
+            r.uid = Some(last.uid);
+        }
+        out.push(r.clone());
+        let tw = Tw {
+            substate: ev.new_state,
+            entered_ns: Some(ev.ts_ns),
+            cancel: None,
+            record: r,
+        };
+        self.tw.insert(ev.sock, tw);
+    }
+
+    fn on_tw_cancel(&mut self, ev: &Event) {
+        let in_connect = ev.flags & flag::IN_CONNECT != 0;
+        if let Some(tw) = self.tw.get_mut(&ev.sock) {
+            tw.substate = ev.new_state;
+            tw.cancel = Some((ev.ts_ns, in_connect));
+            return;
+        }
+        // A timewait socket created before tracing started: its exit is
+        // still worth reporting, without a duration.
+        let mut r = Record::from_event(ev, RecordType::TwEnter);
+        r.new_state = Some(tcp_state_name(ev.new_state));
+        let tw = Tw {
+            substate: ev.new_state,
+            entered_ns: None,
+            cancel: Some((ev.ts_ns, in_connect)),
+            record: r,
+        };
+        self.tw.insert(ev.sock, tw);
+    }
+}
+
+/// The tw_exit record for a timewait socket; `old_state` is its substate
+/// when it went.
+fn exit_record(tw: Tw, at_ns: u64, reason: &'static str) -> Record {
+    let mut r = tw.record;
+    r.kind = RecordType::TwExit;
+    r.old_state = Some(tcp_state_name(tw.substate));
+    r.new_state = None;
+    r.ts_ns = at_ns;
+    r.reason = Some(reason);
+    r.duration_ns = tw.entered_ns.map(|t| at_ns.saturating_sub(t));
+    r
+}

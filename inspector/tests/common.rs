@@ -1,0 +1,83 @@
+//! Shared by the privileged tests: loading the real probes (failing in CI,
+//! skipping with a reason elsewhere) and collecting their records.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::{
+    net::SocketAddr,
+    os::fd::AsRawFd,
+    time::{Duration, Instant},
+};
+
+use inspector::{filter::Filter, record::Record, trace::Pipeline};
+
+/// Loads the real kernel programs. Under `CI=true` any failure fails the
+/// test; elsewhere, a missing privilege skips it with a printed reason.
+pub fn pipeline(filter: Filter) -> Option<Pipeline> {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && !ci {
+        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
+        return None;
+    }
+    match Pipeline::new(filter) {
+        Ok(p) => Some(p),
+        Err(e) if ci => panic!("CI=true and the probes cannot load: {e}"),
+        Err(e) => {
+            eprintln!("SKIPPED: the probes cannot load here: {e}");
+            None
+        }
+    }
+}
+
+/// Polls the pipeline until `done` holds over everything collected, or the
+/// timeout passes; returns what was collected (only namespace `netns`).
+pub fn collect(
+    p: &mut Pipeline,
+    netns: u32,
+    timeout: Duration,
+    done: impl Fn(&[Record]) -> bool,
+) -> Vec<Record> {
+    let start = Instant::now();
+    let mut all = Vec::new();
+    let mut batch = Vec::new();
+    loop {
+        let last = start.elapsed() >= timeout;
+        p.poll(&mut batch, last);
+        all.extend(batch.drain(..).filter(|r| r.netns == netns));
+        if last || done(&all) {
+            return all;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn of_type<'a>(records: &'a [Record], t: &str) -> Vec<&'a Record> {
+    records.iter().filter(|r| r.kind.as_str() == t).collect()
+}
+
+pub fn tcp() -> socket2::Socket {
+    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("tcp socket")
+}
+
+pub fn udp() -> socket2::Socket {
+    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("udp socket")
+}
+
+pub fn addr(s: &str) -> socket2::SockAddr {
+    s.parse::<SocketAddr>().expect("address").into()
+}
+
+/// The socket's inode, as the kernel reports it in events (`ino`).
+pub fn inode(s: &impl AsRawFd) -> u64 {
+    // SAFETY: fstat on a valid descriptor into a zeroed stat buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let rc = unsafe { libc::fstat(s.as_raw_fd(), &mut st) };
+    assert_eq!(rc, 0, "fstat");
+    st.st_ino
+}
+
+pub fn errno_of(r: std::io::Result<()>) -> Option<i32> {
+    r.err().map(|e| e.raw_os_error().unwrap_or(-1))
+}

@@ -1,0 +1,477 @@
+//! Privileged integration tests: the real kernel programs, real sockets in
+//! fresh network namespaces, and assertions on what the probes reported
+//! against what the syscalls returned.
+
+mod common;
+
+use std::{collections::HashMap, sync::mpsc, time::Duration};
+
+use common::{addr, collect, errno_of, inode, of_type, pipeline, tcp, udp};
+use inspector::{
+    filter::Filter,
+    netns::{in_new_netns, set_sysctl},
+};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+#[test]
+fn successful_bind_reports_flags_owner_and_phase() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let (netns, ino, pid) = in_new_netns(|netns| {
+        let s = tcp();
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        s.set_reuse_port(true).expect("SO_REUSEPORT");
+        s.bind(&addr("127.0.0.1:7001")).expect("bind");
+        s.listen(16).expect("listen");
+        (netns, inode(&s), std::process::id())
+    })
+    .expect("netns");
+    let recs = collect(&mut p, netns, WAIT, |r| of_type(r, "bind").len() >= 2);
+    let binds = of_type(&recs, "bind");
+    assert_eq!(binds.len(), 2, "bind and listen decisions: {recs:#?}");
+    let (bind, listen) = (binds[0], binds[1]);
+    assert_eq!(bind.phase, Some("bind"));
+    assert_eq!(listen.phase, Some("listen"));
+    for b in [bind, listen] {
+        assert_eq!(b.errno, None);
+        assert_eq!(b.lport, 7001);
+        assert_eq!(b.laddr.to_string(), "127.0.0.1");
+        assert!(b.reuseaddr && b.reuseport && !b.v6only);
+        assert_eq!(b.proto, "tcp");
+        assert_eq!(b.pid, Some(pid));
+        assert_eq!(b.ino, Some(ino));
+        assert_eq!(b.uid, Some(0));
+    }
+    assert_eq!(bind.req_port, Some(7001));
+}
+
+#[test]
+fn rebinding_over_server_side_time_wait_fails_with_eaddrinuse() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let (netns, errno) = in_new_netns(|netns| {
+        set_sysctl("net/ipv4/tcp_tw_reuse", "0").expect("sysctl");
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7002")).expect("bind");
+        listener.listen(4).expect("listen");
+        let client = tcp();
+        client.connect(&addr("127.0.0.1:7002")).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        // The server closes first: the TIME_WAIT socket is on port 7002.
+        drop(server_side);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(client);
+        drop(listener);
+        std::thread::sleep(Duration::from_millis(50));
+        let again = tcp();
+        (netns, errno_of(again.bind(&addr("127.0.0.1:7002"))))
+    })
+    .expect("netns");
+    assert_eq!(
+        errno,
+        Some(libc::EADDRINUSE),
+        "the kernel refuses the restart"
+    );
+    let recs = collect(&mut p, netns, WAIT, |r| r.iter().any(|r| r.is_failure()));
+    let failed: Vec<_> = recs.iter().filter(|r| r.is_failure()).collect();
+    assert_eq!(failed.len(), 1, "{recs:#?}");
+    assert_eq!(failed[0].errno.as_deref(), Some("EADDRINUSE"));
+    assert_eq!(failed[0].phase, Some("bind"));
+    assert_eq!(failed[0].req_port, Some(7002));
+    assert!(!failed[0].reuseaddr);
+    let tw = of_type(&recs, "tw_enter");
+    assert!(
+        tw.iter().any(|t| t.lport == 7002),
+        "server-side TIME_WAIT seen: {recs:#?}"
+    );
+}
+
+#[test]
+fn listen_can_fail_after_a_successful_bind() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let (netns, first, second) = in_new_netns(|netns| {
+        let a = tcp();
+        let b = tcp();
+        for s in [&a, &b] {
+            s.set_reuse_address(true).expect("SO_REUSEADDR");
+            s.bind(&addr("127.0.0.1:7003"))
+                .expect("both binds succeed with SO_REUSEADDR");
+        }
+        let first = errno_of(a.listen(4));
+        let second = errno_of(b.listen(4));
+        (netns, first, second)
+    })
+    .expect("netns");
+    assert_eq!(first, None);
+    assert_eq!(second, Some(libc::EADDRINUSE));
+    let recs = collect(&mut p, netns, WAIT, |r| of_type(r, "bind").len() >= 4);
+    let binds = of_type(&recs, "bind");
+    let phases: Vec<_> = binds
+        .iter()
+        .map(|b| (b.phase, b.errno.as_deref()))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            (Some("bind"), None),
+            (Some("bind"), None),
+            (Some("listen"), None),
+            (Some("listen"), Some("EADDRINUSE"))
+        ]
+    );
+}
+
+#[test]
+fn udp_binds_with_reuseaddr_share_a_port() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let (netns, results) = in_new_netns(|netns| {
+        let socks: Vec<_> = (0..2).map(|_| udp()).collect();
+        let results: Vec<_> = socks
+            .iter()
+            .map(|s| {
+                s.set_reuse_address(true).expect("SO_REUSEADDR");
+                errno_of(s.bind(&addr("127.0.0.1:7004")))
+            })
+            .collect();
+        (netns, results)
+    })
+    .expect("netns");
+    assert_eq!(results, [None, None]);
+    let recs = collect(&mut p, netns, WAIT, |r| of_type(r, "bind").len() >= 2);
+    let binds = of_type(&recs, "bind");
+    assert_eq!(binds.len(), 2);
+    for b in binds {
+        assert_eq!(
+            (b.proto, b.lport, b.reuseaddr, b.errno.as_deref()),
+            ("udp", 7004, true, None)
+        );
+    }
+}
+
+#[test]
+fn time_wait_entry_and_exit_carry_tuple_and_flags() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let (netns, client_port, reuse_errno) = in_new_netns(|netns| {
+        set_sysctl("net/ipv4/tcp_tw_reuse", "1").expect("sysctl");
+        set_sysctl("net/ipv4/tcp_timestamps", "1").expect("sysctl");
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7005")).expect("bind");
+        listener.listen(4).expect("listen");
+        let client = tcp();
+        client.set_reuse_address(true).expect("SO_REUSEADDR");
+        client.bind(&addr("127.0.0.1:0")).expect("bind");
+        let port = client
+            .local_addr()
+            .expect("addr")
+            .as_socket()
+            .expect("inet")
+            .port();
+        client.connect(&addr("127.0.0.1:7005")).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        drop(client); // the client closes first: its side goes to TIME_WAIT
+        std::thread::sleep(Duration::from_millis(50));
+        drop(server_side);
+        // tcp_tw_reuse lets a new connect on the same 4-tuple take over the
+        // TIME_WAIT socket once it is a second old (tcp_twsk_unique()).
+        std::thread::sleep(Duration::from_millis(1100));
+        let again = tcp();
+        again.set_reuse_address(true).expect("SO_REUSEADDR");
+        again
+            .bind(&addr(&format!("127.0.0.1:{port}")))
+            .expect("rebind");
+        let reuse = errno_of(again.connect(&addr("127.0.0.1:7005")));
+        (netns, port, reuse)
+    })
+    .expect("netns");
+    assert_eq!(
+        reuse_errno, None,
+        "tcp_tw_reuse=1 lets the client reuse its TIME_WAIT slot"
+    );
+    let recs = collect(&mut p, netns, WAIT, |r| !of_type(r, "tw_exit").is_empty());
+    let enter = of_type(&recs, "tw_enter");
+    assert_eq!(enter.len(), 1, "{recs:#?}");
+    let e = enter[0];
+    assert_eq!(
+        (e.laddr.to_string(), e.lport),
+        ("127.0.0.1".to_owned(), client_port)
+    );
+    assert_eq!(
+        (e.raddr.to_string(), e.rport),
+        ("127.0.0.1".to_owned(), 7005)
+    );
+    assert!(
+        e.reuseaddr,
+        "tw_reuse copied from the client's SO_REUSEADDR"
+    );
+    assert!(!e.reuseport);
+    assert_eq!(e.pid, None, "a TIME_WAIT socket has no owner");
+    assert_eq!(
+        e.last_pid,
+        Some(std::process::id()),
+        "the last owner is kept"
+    );
+    let exit = of_type(&recs, "tw_exit");
+    assert_eq!(exit.len(), 1, "{recs:#?}");
+    assert_eq!(exit[0].sock_id, e.sock_id);
+    assert_eq!(exit[0].reason, Some("reused"));
+    let d = exit[0].duration_ns.expect("duration");
+    assert!(
+        d >= 1_000_000_000,
+        "the socket waited the reuse delay: {d} ns"
+    );
+}
+
+#[test]
+fn time_wait_sockets_are_killed_with_their_namespace() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let netns = in_new_netns(|netns| {
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7006")).expect("bind");
+        listener.listen(4).expect("listen");
+        for _ in 0..3 {
+            let client = tcp();
+            client.connect(&addr("127.0.0.1:7006")).expect("connect");
+            let (server_side, _) = listener.accept().expect("accept");
+            drop(client);
+            std::thread::sleep(Duration::from_millis(20));
+            drop(server_side);
+        }
+        netns
+    })
+    .expect("netns");
+    // The thread is gone: the namespace is torn down and its timewait
+    // sockets purged (inet_twsk_purge()).
+    let recs = collect(&mut p, netns, Duration::from_secs(20), |r| {
+        of_type(r, "tw_exit").len() >= 3
+    });
+    assert_eq!(of_type(&recs, "tw_enter").len(), 3, "{recs:#?}");
+    let exits = of_type(&recs, "tw_exit");
+    assert_eq!(exits.len(), 3, "{recs:#?}");
+    assert!(
+        exits.iter().all(|x| x.reason == Some("killed")),
+        "{exits:#?}"
+    );
+}
+
+#[test]
+fn tcp_reuseport_deliveries_match_accepts_exactly() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    const CONNECTIONS: usize = 240;
+    let (netns, accepted) = in_new_netns(|netns| {
+        let listeners: Vec<_> = (0..3)
+            .map(|_| {
+                let s = tcp();
+                s.set_reuse_port(true).expect("SO_REUSEPORT");
+                s.bind(&addr("127.0.0.1:7007")).expect("bind");
+                s.listen(1024).expect("listen");
+                s.set_nonblocking(true).expect("nonblocking");
+                s
+            })
+            .collect();
+        let mut clients = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let c = tcp();
+            c.connect(&addr("127.0.0.1:7007")).expect("connect");
+            clients.push(c);
+        }
+        let mut accepted: HashMap<u64, usize> = HashMap::new();
+        let mut total = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while total < CONNECTIONS && std::time::Instant::now() < deadline {
+            for l in &listeners {
+                while let Ok((_conn, _)) = l.accept() {
+                    *accepted.entry(inode(l)).or_default() += 1;
+                    total += 1;
+                }
+            }
+        }
+        (netns, accepted)
+    })
+    .expect("netns");
+    assert_eq!(accepted.values().sum::<usize>(), CONNECTIONS);
+    let recs = collect(&mut p, netns, WAIT, |r| {
+        of_type(r, "reuseport").len() >= CONNECTIONS
+    });
+    let mut delivered: HashMap<u64, usize> = HashMap::new();
+    for r in of_type(&recs, "reuseport") {
+        assert_eq!((r.proto, r.lport), ("tcp", 7007));
+        assert_ne!(r.rport, 0, "the connection's client port is reported");
+        *delivered.entry(r.ino.expect("listener inode")).or_default() += 1;
+    }
+    assert_eq!(
+        delivered, accepted,
+        "per-listener deliveries equal per-listener accepts"
+    );
+}
+
+#[test]
+fn udp_reuseport_deliveries_match_receives_exactly() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    const SENDERS: usize = 60;
+    const PER_SENDER: usize = 5;
+    let (netns, received, sources) = in_new_netns(|netns| {
+        let receivers: Vec<_> = (0..3)
+            .map(|_| {
+                let s = udp();
+                s.set_reuse_port(true).expect("SO_REUSEPORT");
+                s.bind(&addr("127.0.0.1:7008")).expect("bind");
+                s.set_nonblocking(true).expect("nonblocking");
+                s
+            })
+            .collect();
+        let mut sources = Vec::new();
+        let mut received: HashMap<u64, usize> = HashMap::new();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+        for _ in 0..SENDERS {
+            let s = udp();
+            s.bind(&addr("127.0.0.1:0")).expect("bind");
+            sources.push(
+                s.local_addr()
+                    .expect("addr")
+                    .as_socket()
+                    .expect("inet")
+                    .port(),
+            );
+            for _ in 0..PER_SENDER {
+                s.send_to(b"ping", &addr("127.0.0.1:7008")).expect("send");
+            }
+            for r in &receivers {
+                while r.recv(&mut buf).is_ok() {
+                    *received.entry(inode(r)).or_default() += 1;
+                }
+            }
+        }
+        (netns, received, sources)
+    })
+    .expect("netns");
+    assert_eq!(
+        received.values().sum::<usize>(),
+        SENDERS * PER_SENDER,
+        "nothing lost on lo"
+    );
+    let recs = collect(&mut p, netns, WAIT, |r| {
+        of_type(r, "reuseport").len() >= SENDERS * PER_SENDER
+    });
+    let mut delivered: HashMap<u64, usize> = HashMap::new();
+    for r in of_type(&recs, "reuseport") {
+        assert_eq!((r.proto, r.lport), ("udp", 7008));
+        assert!(
+            sources.contains(&r.rport),
+            "source port {} is one of the senders",
+            r.rport
+        );
+        *delivered.entry(r.ino.expect("receiver inode")).or_default() += 1;
+    }
+    assert_eq!(
+        delivered, received,
+        "per-socket deliveries equal per-socket receives"
+    );
+}
+
+#[test]
+fn ephemeral_exhaustion_reports_eaddrnotavail_with_destination() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let (netns, results) = in_new_netns(|netns| {
+        set_sysctl("net/ipv4/ip_local_port_range", "40000 40001").expect("sysctl");
+        set_sysctl("net/ipv4/tcp_tw_reuse", "0").expect("sysctl");
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7009")).expect("bind");
+        listener.listen(16).expect("listen");
+        let mut keep = Vec::new();
+        let mut results = Vec::new();
+        for _ in 0..3 {
+            let c = tcp();
+            results.push(errno_of(c.connect(&addr("127.0.0.1:7009"))));
+            keep.push(c);
+        }
+        (netns, results)
+    })
+    .expect("netns");
+    assert_eq!(results, [None, None, Some(libc::EADDRNOTAVAIL)]);
+    let recs = collect(&mut p, netns, WAIT, |r| r.iter().any(|r| r.is_failure()));
+    let connects = of_type(&recs, "connect");
+    assert_eq!(connects.len(), 3, "{recs:#?}");
+    let ports: Vec<_> = connects[..2].iter().map(|c| c.lport).collect();
+    assert!(
+        ports.iter().all(|p| (40000..=40001).contains(p)),
+        "{ports:?}"
+    );
+    let failed = connects[2];
+    assert_eq!(failed.errno.as_deref(), Some("EADDRNOTAVAIL"));
+    assert_eq!(failed.phase, Some("connect"));
+    assert_eq!(
+        (failed.raddr.to_string(), failed.rport),
+        ("127.0.0.1".to_owned(), 7009)
+    );
+}
+
+#[test]
+fn netns_filter_keeps_only_the_chosen_namespace() {
+    // Two namespaces that bind the same port; the probes are loaded with a
+    // kernel-side filter for the first one only.
+    let (tx_a, rx_a) = mpsc::channel();
+    let (go_a, wait_a) = mpsc::channel::<()>();
+    let a = std::thread::spawn(move || {
+        inspector::netns::enter_new_netns().expect("netns");
+        tx_a.send(inspector::probe::current_netns().expect("ino"))
+            .expect("send");
+        wait_a.recv().expect("go");
+        let s = tcp();
+        s.bind(&addr("127.0.0.1:7010")).expect("bind");
+    });
+    let ns_a = rx_a.recv().expect("netns a");
+    let filter = Filter {
+        netns: Some(ns_a),
+        ..Filter::default()
+    };
+    let Some(mut p) = pipeline(filter) else {
+        drop(go_a);
+        let _ = a.join();
+        return;
+    };
+    let ns_b = in_new_netns(|netns| {
+        let s = tcp();
+        s.bind(&addr("127.0.0.1:7010")).expect("bind");
+        netns
+    })
+    .expect("netns b");
+    go_a.send(()).expect("go");
+    a.join().expect("thread a");
+    let mut batch = Vec::new();
+    let mut all = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline
+        && !all
+            .iter()
+            .any(|r: &inspector::record::Record| r.lport == 7010)
+    {
+        p.poll(&mut batch, false);
+        all.append(&mut batch);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        all.iter().any(|r| r.netns == ns_a && r.lport == 7010),
+        "namespace A is traced"
+    );
+    assert!(
+        all.iter().all(|r| r.netns == ns_a),
+        "nothing from elsewhere, B is {ns_b}"
+    );
+}
