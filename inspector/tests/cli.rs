@@ -1,0 +1,252 @@
+//! The `inspector` binary as a user runs it: real probes, real sockets in a
+//! namespace of the test's own, a signal to stop, and what it printed.
+
+mod common;
+
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    os::unix::process::CommandExt as _,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use common::{addr, errno_of, tcp};
+use inspector::netns::in_new_netns;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_inspector");
+
+fn inspector(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// True when the privileged tests should run; prints why not otherwise.
+fn privileged() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root || !ci,
+        "CI=true but not root: the kernel probes cannot be tested"
+    );
+    if !root {
+        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
+    }
+    root
+}
+
+/// Waits for `child` to exit, killing it after `limit`.
+fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("inspector did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a failing command and returns (exit code, stderr).
+fn failure(cmd: &mut Command) -> (i32, String) {
+    let out = cmd.output().expect("run inspector");
+    assert!(!out.status.success(), "expected a failure: {out:?}");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn malformed_port_filters_are_usage_errors() {
+    for (arg, needle) in [
+        ("70000", "out of range"),
+        ("90-80", "90-80"),
+        ("http", "http"),
+    ] {
+        let (code, err) = failure(&mut inspector(&["trace", "--port", arg]));
+        assert_eq!(code, 2, "clap usage errors exit with 2: {err}");
+        assert!(err.contains(needle), "{arg}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn unknown_pid_and_netns_are_named() {
+    if !privileged() {
+        return;
+    }
+    // Past the kernel's pid_max (at most 2^22), so no process can have it.
+    let (_, err) = failure(&mut inspector(&["trace", "--pid", "4194305"]));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no process with pid 4194305"), "{err}");
+    let (_, err) = failure(&mut inspector(&[
+        "trace",
+        "--netns",
+        "/run/netns/does-not-exist",
+    ]));
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/run/netns/does-not-exist"), "{err}");
+}
+
+#[test]
+fn without_privileges_the_error_names_the_capabilities() {
+    if !privileged() {
+        return;
+    }
+    // Drop to nobody: no capabilities at all.
+    let mut cmd = inspector(&["trace"]);
+    cmd.uid(65534).gid(65534);
+    let (code, err) = failure(&mut cmd);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("CAP_PERFMON"),
+        "{err}"
+    );
+}
+
+/// Starts `inspector trace` and waits for it to report the probes attached.
+/// Returns the child and a channel with the rest of its stderr lines.
+fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = inspector(args).spawn().expect("spawn inspector");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("inspector printed nothing");
+    assert!(first.contains("attached"), "first line: {first}");
+    (child, rx)
+}
+
+fn stop(mut child: Child, rx: &mpsc::Receiver<String>) -> (String, Vec<String>) {
+    // SAFETY: kill on a pid we spawned and have not reaped.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read stdout");
+    let status = wait_bounded(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    let stderr: Vec<String> = rx.try_iter().collect();
+    (stdout, stderr)
+}
+
+#[test]
+fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
+    if !privileged() {
+        return;
+    }
+    let (netns, errno, rx, child) = in_new_netns(|netns| {
+        // The tool filters on this thread's namespace; it runs outside it.
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let (child, rx) = start(&["trace", "--json", "--netns", &path]);
+        let holder = tcp();
+        holder.bind(&addr("127.0.0.1:7201")).expect("bind");
+        holder.listen(1).expect("listen");
+        let second = tcp();
+        let errno = errno_of(second.bind(&addr("127.0.0.1:7201")));
+        std::thread::sleep(Duration::from_millis(300));
+        (netns, errno, rx, child)
+    })
+    .expect("netns");
+    assert_eq!(errno, Some(libc::EADDRINUSE));
+    let (stdout, stderr) = stop(child, &rx);
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!records.is_empty(), "no records; stderr: {stderr:?}");
+    for r in &records {
+        assert_eq!(r["v"], 1);
+        assert_eq!(
+            r["netns"],
+            u64::from(netns),
+            "the namespace filter holds: {r}"
+        );
+    }
+    let refused: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["errno"] == "EADDRINUSE")
+        .collect();
+    assert_eq!(refused.len(), 1, "{records:#?}");
+    let r = refused[0];
+    assert_eq!(r["type"], "bind");
+    assert_eq!(r["phase"], "bind");
+    assert_eq!(r["proto"], "tcp");
+    assert_eq!(r["req_port"], 7201);
+    assert_eq!(r["pid"], std::process::id());
+    assert_eq!(r["reuseaddr"], false);
+    let listens = records
+        .iter()
+        .filter(|r| r["type"] == "bind" && r["phase"] == "listen" && r["errno"].is_null())
+        .count();
+    assert_eq!(listens, 1, "{records:#?}");
+    let summary = stderr.last().expect("a summary line");
+    assert!(
+        summary.contains("events read") && summary.contains("0 dropped"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn trace_text_lines_are_aligned_and_filtered_by_port() {
+    if !privileged() {
+        return;
+    }
+    let (errno, rx, child) = in_new_netns(|_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let (child, rx) = start(&[
+            "trace",
+            "--netns",
+            &path,
+            "--port",
+            "7202",
+            "--failures-only",
+        ]);
+        let other = tcp();
+        other.bind(&addr("127.0.0.1:7203")).expect("bind");
+        let holder = tcp();
+        holder.bind(&addr("127.0.0.1:7202")).expect("bind");
+        let second = tcp();
+        let errno = errno_of(second.bind(&addr("127.0.0.1:7202")));
+        std::thread::sleep(Duration::from_millis(300));
+        (errno, rx, child)
+    })
+    .expect("netns");
+    assert_eq!(errno, Some(libc::EADDRINUSE));
+    let (stdout, _) = stop(child, &rx);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "header and one failure: {stdout}");
+    assert!(lines[0].starts_with("TIME(s)"), "{stdout}");
+    let cols = |l: &str| l.find("PROTO").or_else(|| l.find("tcp")).expect("column");
+    assert_eq!(cols(lines[0]), cols(lines[1]), "aligned:\n{stdout}");
+    assert!(
+        lines[1].contains("EADDRINUSE") && lines[1].contains(":7202"),
+        "{stdout}"
+    );
+}
