@@ -231,6 +231,46 @@ fn time_wait_entry_and_exit_carry_tuple_and_flags() {
 }
 
 #[test]
+fn an_orphaned_fin_wait2_timewait_socket_expires_on_tcp_fin_timeout() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let (netns, server_port, client) = in_new_netns(|netns| {
+        // The side that closes first, and whose peer never closes, waits in
+        // a FIN_WAIT2 timewait socket for tcp_fin_timeout seconds.
+        set_sysctl("net/ipv4/tcp_fin_timeout", "1").expect("sysctl");
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7007")).expect("bind");
+        listener.listen(4).expect("listen");
+        let client = tcp();
+        client.connect(&addr("127.0.0.1:7007")).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        drop(server_side);
+        // Keep the client open (never sending its FIN) until the timer ran.
+        std::thread::sleep(Duration::from_millis(2500));
+        (netns, 7007, client)
+    })
+    .expect("netns");
+    let recs = collect(&mut p, netns, WAIT, |r| !of_type(r, "tw_exit").is_empty());
+    drop(client);
+    let enter = of_type(&recs, "tw_enter");
+    assert_eq!(enter.len(), 1, "{recs:#?}");
+    assert_eq!(enter[0].lport, server_port);
+    assert_eq!(enter[0].new_state, Some("FIN_WAIT2"));
+    let exit = of_type(&recs, "tw_exit");
+    assert_eq!(exit.len(), 1, "{recs:#?}");
+    assert_eq!(
+        (exit[0].reason, exit[0].old_state),
+        (Some("expired"), Some("FIN_WAIT2"))
+    );
+    let d = exit[0].duration_ns.expect("duration");
+    assert!(
+        (900_000_000..2_500_000_000).contains(&d),
+        "about tcp_fin_timeout: {d} ns"
+    );
+}
+
+#[test]
 fn time_wait_sockets_are_killed_with_their_namespace() {
     let Some(mut p) = pipeline(Filter::default()) else {
         return;
