@@ -57,9 +57,18 @@ struct Tw {
     substate: u8,
     /// When the timewait socket took over, if tracing saw that.
     entered_ns: Option<u64>,
-    /// A detach waiting for its follow-up: (time, inside a connect()).
-    cancel: Option<(u64, bool)>,
+    /// A detach waiting for its follow-up.
+    cancel: Option<Cancel>,
     record: Record,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Cancel {
+    at_ns: u64,
+    /// Inside a connect(): the slot is being reused.
+    in_connect: bool,
+    /// The substate when detached: the final one, if no re-arm follows.
+    substate: u8,
 }
 
 #[derive(Debug, Default)]
@@ -121,15 +130,17 @@ impl Tracker {
             .iter()
             .filter(|(_, t)| {
                 t.cancel
-                    .is_some_and(|(at, _)| now_ns.saturating_sub(at) >= CANCEL_GRACE_NS)
+                    .is_some_and(|c| now_ns.saturating_sub(c.at_ns) >= CANCEL_GRACE_NS)
             })
             .map(|(k, _)| *k)
             .collect();
         for key in due {
-            if let Some(tw) = self.tw.remove(&key) {
-                let (at, in_connect) = tw.cancel.unwrap_or((now_ns, false));
-                let reason = if in_connect { "reused" } else { "killed" };
-                out.push(exit_record(tw, at, reason));
+            if let Some(mut tw) = self.tw.remove(&key)
+                && let Some(c) = tw.cancel
+            {
+                tw.substate = c.substate;
+                let reason = if c.in_connect { "reused" } else { "killed" };
+                out.push(exit_record(tw, c.at_ns, reason));
             }
         }
     }
@@ -200,9 +211,11 @@ impl Tracker {
                 .map(|(k, _)| *k)
                 .collect();
             for key in reused {
-                if let Some(tw) = self.tw.remove(&key) {
-                    let at = tw.cancel.map_or(ev.ts_ns, |(at, _)| at);
-                    out.push(exit_record(tw, at, "reused"));
+                if let Some(mut tw) = self.tw.remove(&key)
+                    && let Some(c) = tw.cancel
+                {
+                    tw.substate = c.substate;
+                    out.push(exit_record(tw, c.at_ns, "reused"));
                 }
             }
         }
@@ -264,10 +277,13 @@ impl Tracker {
     }
 
     fn on_tw_cancel(&mut self, ev: &Event) {
-        let in_connect = ev.flags & flag::IN_CONNECT != 0;
+        let cancel = Cancel {
+            at_ns: ev.ts_ns,
+            in_connect: ev.flags & flag::IN_CONNECT != 0,
+            substate: ev.new_state,
+        };
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
-            tw.substate = ev.new_state;
-            tw.cancel = Some((ev.ts_ns, in_connect));
+            tw.cancel = Some(cancel);
             return;
         }
         // A timewait socket created before tracing started: its exit is
@@ -277,7 +293,7 @@ impl Tracker {
         let tw = Tw {
             substate: ev.new_state,
             entered_ns: None,
-            cancel: Some((ev.ts_ns, in_connect)),
+            cancel: Some(cancel),
             record: r,
         };
         self.tw.insert(ev.sock, tw);
@@ -295,4 +311,168 @@ fn exit_record(tw: Tw, at_ns: u64, reason: &'static str) -> Record {
     r.reason = Some(reason);
     r.duration_ns = tw.entered_ns.map(|t| at_ns.saturating_sub(t));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use inspector_common::{AF_INET, IPPROTO_TCP, phase};
+
+    use super::*;
+    use crate::names::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_RECV, TCP_TIME_WAIT};
+
+    const NS: u32 = 4026531840;
+
+    fn ev(kind: u8, sock: u64, ts_ns: u64) -> Event {
+        let mut e = Event::zeroed();
+        e.kind = kind;
+        e.sock = sock;
+        e.ts_ns = ts_ns;
+        e.family = AF_INET;
+        e.proto = IPPROTO_TCP;
+        e.netns = NS;
+        e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.lport = 8080;
+        e.rport = 40000;
+        e
+    }
+
+    fn owned(mut e: Event, pid: u32, name: &[u8], flags: u8) -> Event {
+        e.pid = pid;
+        e.comm[..name.len()].copy_from_slice(name);
+        e.flags |= flags;
+        e
+    }
+
+    fn tw(kind: u8, substate: u8, ts_ns: u64) -> Event {
+        let mut e = ev(kind, 0xdead, ts_ns);
+        e.new_state = substate;
+        e
+    }
+
+    fn apply(t: &mut Tracker, events: &[Event]) -> Vec<Record> {
+        let mut out = Vec::new();
+        for e in events {
+            t.apply(e, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn softirq_state_changes_get_the_listener_owner_not_the_cpu_task() {
+        let mut t = Tracker::new();
+        let mut listen = owned(ev(kind::STATE, 1, 1), 42, b"server", flag::OWNER_KNOWN);
+        listen.rport = 0;
+        listen.old_state = TCP_CLOSE;
+        listen.new_state = TCP_LISTEN;
+        // A handshake completing in softirq: the CPU ran pid 7, the kernel
+        // side found no owner for the new request socket.
+        let mut syn = owned(ev(kind::STATE, 2, 2), 7, b"bystander", 0);
+        syn.pid = 0;
+        syn.comm = [0; 16];
+        syn.old_state = TCP_SYN_RECV;
+        syn.new_state = TCP_ESTABLISHED;
+        let out = apply(&mut t, &[listen, syn]);
+        assert_eq!(out[1].pid, Some(42));
+        assert_eq!(out[1].comm.as_deref(), Some("server"));
+        assert_eq!(out[1].owner, OwnerSource::Listener);
+    }
+
+    #[test]
+    fn a_socket_keeps_its_owner_after_its_syscall() {
+        let mut t = Tracker::new();
+        let mut bind = owned(ev(kind::BIND, 5, 1), 42, b"server", flag::SYSCALL);
+        bind.phase = phase::BIND;
+        let mut later = ev(kind::STATE, 5, 2);
+        later.old_state = TCP_ESTABLISHED;
+        later.new_state = TCP_FIN_WAIT2;
+        let out = apply(&mut t, &[bind, later]);
+        assert_eq!(
+            (out[1].pid, out[1].owner),
+            (Some(42), OwnerSource::Remembered)
+        );
+    }
+
+    #[test]
+    fn time_wait_keeps_the_last_owner_and_expires() {
+        let mut t = Tracker::new();
+        let connect = owned(ev(kind::CONNECT, 9, 1), 42, b"client", flag::SYSCALL);
+        let out = apply(
+            &mut t,
+            &[
+                connect,
+                tw(kind::TW_ARM, TCP_TIME_WAIT, 10),
+                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 60_000_000_010),
+                tw(kind::TW_EXPIRE, TCP_TIME_WAIT, 60_000_000_011),
+            ],
+        );
+        let kinds: Vec<_> = out.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [RecordType::Connect, RecordType::TwEnter, RecordType::TwExit]
+        );
+        let (enter, exit) = (&out[1], &out[2]);
+        assert_eq!((enter.pid, enter.last_pid), (None, Some(42)));
+        assert_eq!(enter.new_state, Some("TIME_WAIT"));
+        assert_eq!(exit.reason, Some("expired"));
+        assert_eq!(exit.duration_ns, Some(60_000_000_001));
+        assert_eq!(t.time_wait_count(), 0);
+    }
+
+    #[test]
+    fn a_detach_alone_is_a_kill_or_inside_connect_a_reuse() {
+        for (flags, reason) in [(0, "killed"), (flag::IN_CONNECT, "reused")] {
+            let mut t = Tracker::new();
+            let mut cancel = tw(kind::TW_CANCEL, TCP_TIME_WAIT, 1_000);
+            cancel.flags = flags;
+            let mut out = apply(&mut t, &[tw(kind::TW_ARM, TCP_TIME_WAIT, 10), cancel]);
+            assert_eq!(out.len(), 1, "the exit waits for a possible follow-up");
+            t.flush(1_000 + CANCEL_GRACE_NS - 1, &mut out);
+            assert_eq!(out.len(), 1);
+            t.flush(1_000 + CANCEL_GRACE_NS, &mut out);
+            assert_eq!(out[1].reason, Some(reason));
+            assert_eq!(out[1].ts_ns, 1_000, "the exit time is the detach");
+        }
+    }
+
+    #[test]
+    fn a_rearm_is_not_an_exit_and_reports_the_substate_move() {
+        let mut t = Tracker::new();
+        let out = apply(
+            &mut t,
+            &[
+                tw(kind::TW_ARM, TCP_FIN_WAIT2, 10),
+                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 20),
+                tw(kind::TW_ARM, TCP_TIME_WAIT, 21),
+            ],
+        );
+        let mut out = out;
+        t.flush(u64::MAX, &mut out);
+        assert_eq!(out.len(), 2, "{out:#?}");
+        assert_eq!(out[0].new_state, Some("FIN_WAIT2"));
+        assert_eq!(out[1].kind, RecordType::State);
+        assert_eq!(
+            (out[1].old_state, out[1].new_state),
+            (Some("FIN_WAIT2"), Some("TIME_WAIT"))
+        );
+        assert_eq!(t.time_wait_count(), 1);
+    }
+
+    #[test]
+    fn a_new_connection_on_the_tuple_of_a_detached_timewait_socket_is_a_reuse() {
+        let mut t = Tracker::new();
+        let mut syn = ev(kind::STATE, 77, 30);
+        syn.old_state = TCP_LISTEN;
+        syn.new_state = TCP_SYN_RECV;
+        let out = apply(
+            &mut t,
+            &[
+                tw(kind::TW_ARM, TCP_TIME_WAIT, 10),
+                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 29),
+                syn,
+            ],
+        );
+        assert_eq!(out[1].kind, RecordType::TwExit);
+        assert_eq!(out[1].reason, Some("reused"));
+    }
 }
