@@ -23,6 +23,35 @@ pub struct Cli {
 pub enum Command {
     /// Print every kernel decision as it happens (text or NDJSON).
     Trace(TraceArgs),
+    /// Replay the documented scenarios on this kernel: claim versus what happened.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// List the catalog.
+    List {
+        /// One JSON object per scenario.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run scenarios (by name or number), each in its own network namespace.
+    Run {
+        /// Scenario names or numbers.
+        #[arg(
+            value_name = "NAME",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        names: Vec<String>,
+        /// Run the whole catalog.
+        #[arg(long)]
+        all: bool,
+        /// One JSON object per result (schema: docs/scenario-schema.md).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args, Default, Clone)]

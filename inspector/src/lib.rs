@@ -13,6 +13,7 @@ pub mod netns;
 pub mod output;
 pub mod probe;
 pub mod record;
+pub mod scenario;
 pub mod trace;
 pub mod tracker;
 
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Some(cli::Command::Scenario(cmd)) => scenario_command(cmd),
         None => {
             trace::run(trace::TraceOptions {
                 filter,
@@ -77,4 +79,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+fn scenario_command(cmd: cli::ScenarioCommand) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (names, all, json) = match cmd {
+        cli::ScenarioCommand::List { json: true } => {
+            for s in scenario::CATALOG {
+                let line = serde_json::json!({
+                    "number": s.number, "name": s.name, "title": s.title,
+                    "claim": s.claim, "source": s.source,
+                });
+                writeln!(out, "{line}")?;
+            }
+            return Ok(());
+        }
+        cli::ScenarioCommand::List { json: false } => {
+            write!(out, "{}", scenario::report::list())?;
+            return Ok(());
+        }
+        cli::ScenarioCommand::Run { names, all, json } => (names, all, json),
+    };
+    let chosen: Vec<&'static scenario::Scenario> = if all {
+        scenario::CATALOG.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                scenario::find(n).with_context(|| {
+                    format!("no scenario {n:?}: `inspector scenario list` shows the catalog")
+                })
+            })
+            .collect::<anyhow::Result<_>>()?
+    };
+    let mut pipeline = trace::Pipeline::new(filter::Filter::default())?;
+    let mut results = Vec::new();
+    for s in chosen {
+        if !json {
+            eprintln!("running {} {} ...", s.number, s.name);
+        }
+        let r = scenario::run_traced(&mut pipeline, s);
+        if json {
+            serde_json::to_writer(&mut out, &r)?;
+            writeln!(out)?;
+        } else {
+            writeln!(out, "{}", scenario::report::block(&r))?;
+        }
+        out.flush()?;
+        results.push(r);
+    }
+    let c = pipeline.counters();
+    if !json {
+        writeln!(out, "{}", scenario::report::tally(&results))?;
+    }
+    eprintln!(
+        "inspector: {} events read, {} dropped (ring buffer full), {} kernel read errors",
+        pipeline.seen, c.dropped, c.read_errors
+    );
+    Ok(())
 }

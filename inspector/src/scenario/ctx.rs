@@ -1,0 +1,300 @@
+//! What a scenario works through: fresh namespaces, real sockets, and a log
+//! of every call and its errno that the evidence is checked against.
+
+use std::{
+    io,
+    mem::MaybeUninit,
+    net::SocketAddr,
+    os::fd::AsRawFd as _,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::ScenarioError;
+use crate::{names::errno_name, netns};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+/// A socket of the scenario, with the label the log and the output use.
+#[derive(Debug)]
+pub struct Sock {
+    pub label: String,
+    pub proto: Proto,
+    pub sock: Socket,
+    /// Inode of the socket's file: how events name it (`ino`).
+    pub ino: u64,
+}
+
+impl Sock {
+    pub fn local_port(&self) -> u16 {
+        self.sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map_or(0, |a| a.port())
+    }
+}
+
+/// One bind / listen / connect the driver made, and what it returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Call {
+    pub socket: String,
+    pub proto: Proto,
+    /// `bind`, `listen` or `connect` (the trace schema's `phase` names).
+    pub op: &'static str,
+    pub addr: String,
+    pub port: u16,
+    /// Errno name, or null on success.
+    pub errno: Option<String>,
+}
+
+/// Datagrams or connections one socket received, as the driver counted them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub socket: String,
+    #[serde(skip)]
+    pub ino: u64,
+    pub count: u64,
+    /// Whether the kernel reports deliveries to it (a SO_REUSEPORT member):
+    /// then the evidence must show exactly `count` of them.
+    #[serde(skip)]
+    pub checked: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct Ctx {
+    namespaces: Arc<Mutex<Vec<u32>>>,
+    /// Sysctls and socket options, in the order they were set.
+    pub setup: Vec<String>,
+    pub calls: Vec<Call>,
+    pub deliveries: Vec<Delivery>,
+    /// Ports on which the evidence must show a TIME_WAIT entry.
+    pub expect_time_wait: Vec<u16>,
+    held: Vec<Socket>,
+}
+
+/// The errno name of an I/O result, or `None` on success.
+pub fn errno_of<T>(r: &io::Result<T>) -> Option<String> {
+    r.as_ref()
+        .err()
+        .map(|e| errno_name(e.raw_os_error().unwrap_or(0)).into_owned())
+}
+
+pub fn sockaddr(s: &str) -> Result<SocketAddr, ScenarioError> {
+    s.parse()
+        .map_err(|_| ScenarioError::Setup(format!("bad address {s}")))
+}
+
+impl Ctx {
+    pub(super) fn new(namespaces: Arc<Mutex<Vec<u32>>>) -> Self {
+        Self {
+            namespaces,
+            ..Self::default()
+        }
+    }
+
+    /// Moves this scenario's thread into a new network namespace with `lo`
+    /// up; sockets made before stay in the previous one.
+    pub fn fresh_netns(&mut self) -> Result<u32, ScenarioError> {
+        netns::enter_new_netns()?;
+        let ino = crate::probe::current_netns()?;
+        if let Ok(mut n) = self.namespaces.lock() {
+            n.push(ino);
+        }
+        Ok(ino)
+    }
+
+    /// Sets a sysctl of the current namespace and logs it.
+    pub fn sysctl(&mut self, name: &str, value: &str) -> Result<(), ScenarioError> {
+        netns::set_sysctl(name, value)?;
+        self.setup
+            .push(format!("sysctl {}={value}", name.replace('/', ".")));
+        Ok(())
+    }
+
+    pub fn note(&mut self, line: impl Into<String>) {
+        self.setup.push(line.into());
+    }
+
+    pub fn socket(&mut self, label: &str, proto: Proto, v6: bool) -> Result<Sock, ScenarioError> {
+        let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let ty = match proto {
+            Proto::Tcp => Type::STREAM,
+            Proto::Udp => Type::DGRAM,
+        };
+        let sock = Socket::new(domain, ty, None)?;
+        let ino = inode(&sock)?;
+        Ok(Sock {
+            label: label.to_owned(),
+            proto,
+            sock,
+            ino,
+        })
+    }
+
+    pub fn tcp(&mut self, label: &str) -> Result<Sock, ScenarioError> {
+        self.socket(label, Proto::Tcp, false)
+    }
+
+    pub fn udp(&mut self, label: &str) -> Result<Sock, ScenarioError> {
+        self.socket(label, Proto::Udp, false)
+    }
+
+    pub fn reuseaddr(&mut self, s: &Sock) -> Result<(), ScenarioError> {
+        s.sock.set_reuse_address(true)?;
+        self.setup.push(format!("{}: SO_REUSEADDR=1", s.label));
+        Ok(())
+    }
+
+    pub fn reuseport(&mut self, s: &Sock) -> Result<(), ScenarioError> {
+        s.sock.set_reuse_port(true)?;
+        self.setup.push(format!("{}: SO_REUSEPORT=1", s.label));
+        Ok(())
+    }
+
+    pub fn v6only(&mut self, s: &Sock, on: bool) -> Result<(), ScenarioError> {
+        s.sock.set_only_v6(on)?;
+        self.setup
+            .push(format!("{}: IPV6_V6ONLY={}", s.label, u8::from(on)));
+        Ok(())
+    }
+
+    fn log(&mut self, s: &Sock, op: &'static str, addr: SocketAddr, errno: Option<String>) {
+        self.calls.push(Call {
+            socket: s.label.clone(),
+            proto: s.proto,
+            op,
+            addr: addr.ip().to_string(),
+            port: addr.port(),
+            errno,
+        });
+    }
+
+    /// `bind()`; returns the errno name, `None` on success.
+    pub fn bind(&mut self, s: &Sock, addr: &str) -> Result<Option<String>, ScenarioError> {
+        let a = sockaddr(addr)?;
+        let errno = errno_of(&s.sock.bind(&a.into()));
+        self.log(s, "bind", a, errno.clone());
+        Ok(errno)
+    }
+
+    /// `listen()`; the logged address is the one the socket is bound to.
+    pub fn listen(&mut self, s: &Sock, backlog: i32) -> Option<String> {
+        let errno = errno_of(&s.sock.listen(backlog));
+        let a = s
+            .sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        self.log(s, "listen", a, errno.clone());
+        errno
+    }
+
+    /// Blocking `connect()` to `addr`.
+    pub fn connect(&mut self, s: &Sock, addr: &str) -> Result<Option<String>, ScenarioError> {
+        let a = sockaddr(addr)?;
+        let errno = errno_of(&s.sock.connect_timeout(&a.into(), Duration::from_secs(2)));
+        self.log(s, "connect", a, errno.clone());
+        Ok(errno)
+    }
+
+    /// Records what `s` received; `checked` when the kernel reports its
+    /// deliveries (a SO_REUSEPORT member), so the evidence must match.
+    pub fn delivered(&mut self, s: &Sock, count: u64, checked: bool) {
+        self.deliveries.push(Delivery {
+            socket: s.label.clone(),
+            ino: s.ino,
+            count,
+            checked,
+        });
+    }
+
+    /// Keeps a socket open until the scenario's thread ends.
+    pub fn hold(&mut self, s: Sock) {
+        self.held.push(s.sock);
+    }
+
+    pub(super) fn close_all(&mut self) {
+        self.held.clear();
+    }
+
+    pub(super) fn deliveries_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.deliveries).unwrap_or_default()
+    }
+}
+
+/// The inode of a socket's file, as events report it (`ino`).
+pub fn inode(s: &Socket) -> io::Result<u64> {
+    let mut st = MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat on a valid descriptor into a properly sized buffer.
+    if unsafe { libc::fstat(s.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fstat succeeded and filled the buffer.
+    Ok(unsafe { st.assume_init() }.st_ino)
+}
+
+/// Accepts connections on `listener` until `n` arrived or `timeout` passed.
+pub fn accept_n(listener: &Sock, n: usize, timeout: Duration) -> Vec<Socket> {
+    let mut out = Vec::new();
+    let _ = listener.sock.set_nonblocking(true);
+    let start = Instant::now();
+    while out.len() < n && start.elapsed() < timeout {
+        match listener.sock.accept() {
+            Ok((s, _)) => out.push(s),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// Drains what is queued on a UDP socket now: the source of each datagram.
+pub fn drain_udp(s: &Sock) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let _ = s.sock.set_nonblocking(true);
+    let mut buf = [MaybeUninit::<u8>::uninit(); 256];
+    while let Ok((_, from)) = s.sock.recv_from(&mut buf) {
+        if let Some(a) = from.as_socket() {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// A UDP socket bound to `addr` (port 0 for any) that sends `count`
+/// datagrams to `to`.
+pub fn send_udp(from: &str, to: &str, count: usize) -> Result<u16, ScenarioError> {
+    let from = sockaddr(from)?;
+    let to: SockAddr = sockaddr(to)?.into();
+    let domain = if from.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let s = Socket::new(domain, Type::DGRAM, None)?;
+    s.bind(&from.into())?;
+    for _ in 0..count {
+        s.send_to(b"inspector", &to)?;
+    }
+    Ok(s.local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(0, |a| a.port()))
+}
+
+/// Lets in-flight loopback packets land before counting.
+pub fn settle() {
+    std::thread::sleep(Duration::from_millis(50));
+}

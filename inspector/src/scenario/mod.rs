@@ -1,0 +1,395 @@
+//! The traffic driver: each documented scenario, replayed on the live kernel
+//! in network namespaces of its own, with the claim it tests, what happened
+//! (syscall results, who received what), the kernel's own account of it
+//! (the eBPF evidence), a verdict and the kernel rule behind it.
+//!
+//! A scenario is a plain function over a [`Ctx`]: it creates namespaces,
+//! sockets and traffic through the context, which logs every call and its
+//! errno, and returns an [`Outcome`] computed from what it observed. The
+//! caller collects the trace records of the scenario's namespaces while it
+//! runs and hands them to [`Running::finish`], which checks them against the
+//! driver's own log.
+
+mod catalog;
+mod ctx;
+mod foreign;
+pub mod report;
+pub mod stats;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    thread::JoinHandle,
+    time::Instant,
+};
+
+pub use catalog::CATALOG;
+pub use ctx::{Call, Ctx, Proto, Sock};
+use serde::Serialize;
+
+use crate::{
+    record::{Record, RecordType},
+    trace::Pipeline,
+};
+
+/// One entry of the catalog.
+pub struct Scenario {
+    /// Its number in the catalog (stable; the README and docs refer to it).
+    pub number: u32,
+    pub name: &'static str,
+    /// What the scenario sets up, in one line.
+    pub title: &'static str,
+    /// The claim, quoted from its source document.
+    pub claim: &'static str,
+    /// The document's file name.
+    pub source: &'static str,
+    pub run: fn(&mut Ctx) -> Result<Outcome, ScenarioError>,
+}
+
+impl std::fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Scenario({} {})", self.number, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Confirmed,
+    Refuted,
+    Partly,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Confirmed => "confirmed",
+            Self::Refuted => "refuted",
+            Self::Partly => "partly",
+        }
+    }
+
+    /// `confirmed` when every part of a claim held, `refuted` when none
+    /// did, `partly` in between.
+    pub fn of(held: &[bool]) -> Self {
+        match (held.iter().all(|&h| h), held.iter().any(|&h| h)) {
+            (true, _) => Self::Confirmed,
+            (false, false) => Self::Refuted,
+            (false, true) => Self::Partly,
+        }
+    }
+}
+
+/// What a scenario function concludes from what it observed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// What happened, in one or two lines a reader takes in at once.
+    pub summary: String,
+    /// Structured observations specific to the scenario.
+    pub details: serde_json::Value,
+    /// Why, naming the kernel rule and function.
+    pub explanation: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Whether the kernel's account (the trace records of the scenario's
+/// namespaces) agrees with what the driver saw through its syscalls.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvidenceCheck {
+    pub agrees: bool,
+    /// How many driver observations were checked against the evidence.
+    pub checked: usize,
+    pub mismatches: Vec<String>,
+}
+
+/// A finished scenario: the `scenario run --json` object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub number: u32,
+    pub name: &'static str,
+    pub title: &'static str,
+    pub claim: &'static str,
+    pub source: &'static str,
+    /// Null when the scenario could not run (see `error`).
+    pub verdict: Option<Verdict>,
+    pub observed: serde_json::Value,
+    /// The trace records of the scenario's namespaces (the first
+    /// [`EVIDENCE_KEPT`]; `evidence_total` counts them all).
+    pub evidence: Vec<Record>,
+    pub evidence_total: usize,
+    pub evidence_check: EvidenceCheck,
+    pub explanation: String,
+    pub namespaces: Vec<u32>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+impl ScenarioResult {
+    /// The one-line observed summary.
+    pub fn summary(&self) -> &str {
+        self.observed
+            .get("summary")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Evidence records kept in a result; the check uses all of them.
+pub const EVIDENCE_KEPT: usize = 500;
+
+/// Finds a scenario by name or catalog number.
+pub fn find(key: &str) -> Option<&'static Scenario> {
+    let number = key.parse::<u32>().ok();
+    CATALOG
+        .iter()
+        .find(|s| s.name == key || Some(s.number) == number)
+}
+
+/// A scenario running on a thread of its own.
+pub struct Running {
+    pub scenario: &'static Scenario,
+    namespaces: Arc<Mutex<Vec<u32>>>,
+    started: Instant,
+    handle: JoinHandle<(Result<Outcome, ScenarioError>, Ctx)>,
+}
+
+/// Starts `scenario` on a new thread; its namespaces appear in
+/// [`Running::namespaces`] as it creates them.
+pub fn start(scenario: &'static Scenario) -> std::io::Result<Running> {
+    let namespaces = Arc::new(Mutex::new(Vec::new()));
+    let shared = Arc::clone(&namespaces);
+    let handle = std::thread::Builder::new()
+        .name(format!("scenario-{}", scenario.number))
+        .spawn(move || {
+            let mut ctx = Ctx::new(shared);
+            let outcome = (scenario.run)(&mut ctx);
+            // Sockets still held by the context close here, on this
+            // thread, so the namespaces go when the thread does.
+            ctx.close_all();
+            (outcome, ctx)
+        })?;
+    Ok(Running {
+        scenario,
+        namespaces,
+        started: Instant::now(),
+        handle,
+    })
+}
+
+impl Running {
+    /// Network namespace inodes created so far.
+    pub fn namespaces(&self) -> Vec<u32> {
+        self.namespaces
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+
+    /// Waits for the scenario and assembles its result with `records`, of
+    /// which those of its namespaces become the evidence.
+    pub fn finish(self, records: Vec<Record>) -> ScenarioResult {
+        let s = self.scenario;
+        let namespaces = self.namespaces();
+        let evidence: Vec<Record> = records
+            .into_iter()
+            .filter(|r| namespaces.contains(&r.netns))
+            .collect();
+        let (outcome, ctx) = match self.handle.join() {
+            Ok(v) => v,
+            Err(_) => (
+                Err(ScenarioError::Setup("the scenario thread panicked".into())),
+                Ctx::default(),
+            ),
+        };
+        let duration_ms = self.started.elapsed().as_millis() as u64;
+        let check = check_evidence(&ctx, &evidence);
+        let evidence_total = evidence.len();
+        let mut evidence = evidence;
+        evidence.truncate(EVIDENCE_KEPT);
+        let mut observed = serde_json::json!({
+            "setup": ctx.setup,
+            "calls": ctx.calls,
+            "deliveries": ctx.deliveries_json(),
+        });
+        let (verdict, explanation, error) = match outcome {
+            Ok(o) => {
+                observed["summary"] = o.summary.into();
+                observed["details"] = o.details;
+                (Some(o.verdict), o.explanation, None)
+            }
+            Err(e) => {
+                observed["summary"] = format!("did not run: {e}").into();
+                (None, String::new(), Some(e.to_string()))
+            }
+        };
+        ScenarioResult {
+            number: s.number,
+            name: s.name,
+            title: s.title,
+            claim: s.claim,
+            source: s.source,
+            verdict,
+            observed,
+            evidence,
+            evidence_total,
+            evidence_check: check,
+            explanation,
+            namespaces,
+            duration_ms,
+            error,
+        }
+    }
+}
+
+/// Runs `scenario` to the end while `pipeline` collects its evidence.
+pub fn run_traced(pipeline: &mut Pipeline, scenario: &'static Scenario) -> ScenarioResult {
+    let mut records = Vec::new();
+    let mut batch = Vec::new();
+    let running = match start(scenario) {
+        Ok(r) => r,
+        Err(e) => return not_started(scenario, &e.to_string()),
+    };
+    let mut keep = |batch: &mut Vec<Record>, running: &Running| {
+        let ns = running.namespaces();
+        records.extend(batch.drain(..).filter(|r| ns.contains(&r.netns)));
+    };
+    while !running.is_finished() {
+        pipeline.poll(&mut batch, false);
+        keep(&mut batch, &running);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Let the last loopback packets and timer events land, then resolve
+    // pending TIME_WAIT detaches now.
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    pipeline.poll(&mut batch, true);
+    keep(&mut batch, &running);
+    running.finish(records)
+}
+
+fn not_started(s: &'static Scenario, why: &str) -> ScenarioResult {
+    ScenarioResult {
+        number: s.number,
+        name: s.name,
+        title: s.title,
+        claim: s.claim,
+        source: s.source,
+        verdict: None,
+        observed: serde_json::json!({ "summary": format!("did not run: {why}") }),
+        evidence: Vec::new(),
+        evidence_total: 0,
+        evidence_check: EvidenceCheck::default(),
+        explanation: String::new(),
+        namespaces: Vec::new(),
+        duration_ms: 0,
+        error: Some(why.to_owned()),
+    }
+}
+
+/// Compares the driver's log with the kernel's account:
+/// - every EADDRINUSE / EADDRNOTAVAIL a call returned is a failed decision
+///   with the same errno, phase and port;
+/// - every socket whose deliveries the scenario counted got exactly that
+///   many `reuseport` delivery events;
+/// - every port where the scenario expects a TIME_WAIT socket has one.
+pub fn check_evidence(ctx: &Ctx, evidence: &[Record]) -> EvidenceCheck {
+    let mut check = EvidenceCheck::default();
+    for call in &ctx.calls {
+        let Some(errno) = call.errno.as_deref() else {
+            continue;
+        };
+        if errno != "EADDRINUSE" && errno != "EADDRNOTAVAIL" {
+            continue;
+        }
+        check.checked += 1;
+        let want_type = if call.op == "connect" {
+            RecordType::Connect
+        } else {
+            RecordType::Bind
+        };
+        let found = evidence.iter().any(|r| {
+            r.kind == want_type
+                && r.errno.as_deref() == Some(errno)
+                && r.phase == Some(call.op)
+                && (r.req_port == Some(call.port) || r.lport == call.port)
+        });
+        if !found {
+            check.mismatches.push(format!(
+                "{} {} {}:{} returned {errno}, but no failed {} decision with that port is in the evidence",
+                call.socket, call.op, call.addr, call.port, call.op
+            ));
+        }
+    }
+    let mut delivered: BTreeMap<u64, u64> = BTreeMap::new();
+    for r in evidence.iter().filter(|r| r.kind == RecordType::Reuseport) {
+        if let Some(ino) = r.ino {
+            *delivered.entry(ino).or_default() += 1;
+        }
+    }
+    for d in &ctx.deliveries {
+        if !d.checked {
+            continue;
+        }
+        check.checked += 1;
+        let seen = delivered.get(&d.ino).copied().unwrap_or(0);
+        if seen != d.count {
+            check.mismatches.push(format!(
+                "{} received {} but the kernel reported {seen} deliveries to it",
+                d.socket, d.count
+            ));
+        }
+    }
+    for &port in &ctx.expect_time_wait {
+        check.checked += 1;
+        if !evidence
+            .iter()
+            .any(|r| r.kind == RecordType::TwEnter && r.lport == port)
+        {
+            check
+                .mismatches
+                .push(format!("no TIME_WAIT entry on port {port} in the evidence"));
+        }
+    }
+    check.agrees = check.mismatches.is_empty();
+    check
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_numbers_and_names_are_unique_and_in_order() {
+        for (i, s) in CATALOG.iter().enumerate() {
+            assert_eq!(s.number as usize, i + 1, "{s:?}");
+            assert!(!s.claim.is_empty() && !s.source.is_empty(), "{s:?}");
+            assert!(s.source.ends_with(".md"), "{s:?}");
+            assert_eq!(
+                CATALOG.iter().filter(|o| o.name == s.name).count(),
+                1,
+                "{s:?}"
+            );
+        }
+        assert_eq!(find("1").map(|s| s.number), Some(1));
+        assert_eq!(find(CATALOG[2].name).map(|s| s.number), Some(3));
+        assert!(find("no-such-scenario").is_none());
+    }
+
+    #[test]
+    fn verdict_of_parts() {
+        assert_eq!(Verdict::of(&[true, true]), Verdict::Confirmed);
+        assert_eq!(Verdict::of(&[false, false]), Verdict::Refuted);
+        assert_eq!(Verdict::of(&[true, false]), Verdict::Partly);
+    }
+}
