@@ -21,6 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The live dashboard (the default when no command is given).
+    Dashboard,
     /// Print every kernel decision as it happens (text or NDJSON).
     Trace(TraceArgs),
     /// Replay the documented scenarios on this kernel: claim versus what happened.

@@ -7,6 +7,7 @@
 
 pub mod btf;
 pub mod cli;
+pub mod dashboard;
 pub mod filter;
 pub mod names;
 pub mod netns;
@@ -70,14 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Some(cli::Command::Scenario(cmd)) => scenario_command(cmd),
-        None => {
-            trace::run(trace::TraceOptions {
-                filter,
-                json: false,
-                duration: None,
-            })
-            .await
-        }
+        Some(cli::Command::Dashboard) | None => dashboard::run(filter).await,
     }
 }
 

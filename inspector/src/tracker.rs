@@ -245,6 +245,25 @@ impl Tracker {
     /// A timewait timer armed: a new timewait socket (entry), or a re-arm of
     /// a known one, which may carry its FIN_WAIT2 -> TIME_WAIT move.
     fn on_tw_arm(&mut self, ev: &Event, out: &mut Vec<Record>) {
+        // The kernel reuses a freed timewait socket's memory: the same
+        // address with another connection is a new socket, and the old one
+        // is gone (its exit may still wait for its grace period).
+        let fresh = Record::from_event(ev, RecordType::TwEnter);
+        if self
+            .tw
+            .get(&ev.sock)
+            .is_some_and(|tw| Tuple::of(&tw.record) != Tuple::of(&fresh))
+            && let Some(mut old) = self.tw.remove(&ev.sock)
+        {
+            let (at, reason) = match old.cancel {
+                Some(c) => {
+                    old.substate = c.substate;
+                    (c.at_ns, if c.in_connect { "reused" } else { "killed" })
+                }
+                None => (ev.ts_ns, "killed"),
+            };
+            out.push(exit_record(old, at, reason));
+        }
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             // Re-armed: the detach before it was not an exit.
             tw.cancel = None;
@@ -259,7 +278,7 @@ impl Tracker {
             }
             return;
         }
-        let mut r = Record::from_event(ev, RecordType::TwEnter);
+        let mut r = fresh;
         r.new_state = Some(tcp_state_name(ev.new_state));
         if let Some(last) = self.connections.get(&Tuple::of(&r)) {
             r.last_pid = Some(last.pid);
@@ -456,6 +475,28 @@ mod tests {
             (Some("FIN_WAIT2"), Some("TIME_WAIT"))
         );
         assert_eq!(t.time_wait_count(), 1);
+    }
+
+    #[test]
+    fn a_reused_timewait_address_with_another_tuple_is_a_new_socket() {
+        let mut t = Tracker::new();
+        let mut other = tw(kind::TW_ARM, TCP_TIME_WAIT, 50);
+        other.rport = 40001;
+        let out = apply(
+            &mut t,
+            &[
+                tw(kind::TW_ARM, TCP_TIME_WAIT, 10),
+                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 20),
+                other,
+            ],
+        );
+        let kinds: Vec<_> = out.iter().map(|r| r.kind).collect();
+        assert_eq!(
+            kinds,
+            [RecordType::TwEnter, RecordType::TwExit, RecordType::TwEnter]
+        );
+        assert_eq!((out[1].reason, out[1].rport), (Some("killed"), 40000));
+        assert_eq!(out[2].rport, 40001);
     }
 
     #[test]

@@ -88,6 +88,11 @@ fn check_facts(r: &ScenarioResult) {
                 d["fixed_port_listeners"], 1,
                 "a fixed 4-tuple sticks: {ctx}"
             );
+            assert_eq!(
+                errno(&d["late_joiner_without_reuseport"]),
+                Some("EADDRINUSE"),
+                "{ctx}"
+            );
             let total: u64 = d["per_listener"]
                 .as_array()
                 .map_or(0, |a| a.iter().filter_map(Value::as_u64).sum());

@@ -657,6 +657,10 @@ fn tcp_reuseport(ctx: &mut Ctx) -> Res {
         ctx.listen(&s, 512);
         listeners.push(s);
     }
+    // A worker that forgot SO_REUSEPORT cannot join the group.
+    let late = ctx.tcp("late worker without SO_REUSEPORT")?;
+    let late_bind = ctx.bind(&late, "127.0.0.1:8012")?;
+    drop(late);
     const CONNECTIONS: usize = 150;
     let to: SockAddr = sockaddr("127.0.0.1:8012")?.into();
     let mut clients = Vec::new();
@@ -702,14 +706,18 @@ fn tcp_reuseport(ctx: &mut Ctx) -> Res {
         verdict: Verdict::of(&[same_listener]),
         summary: format!(
             "{CONNECTIONS} connections from changing source ports: per listener {varied:?}, \
-             max/mean {:.2}, chi-square p {:.3}; {FIXED} from fixed source port 40999: {fixed:?}",
-            spread.imbalance, spread.p_value
+             max/mean {:.2}, chi-square p {:.3}; {FIXED} from fixed source port 40999: {fixed:?}; \
+             a 4th worker without SO_REUSEPORT: {}",
+            spread.imbalance,
+            spread.p_value,
+            show(&late_bind)
         ),
         details: json!({
             "per_listener": varied,
             "spread": spread,
             "fixed_source_port": fixed,
             "fixed_port_listeners": fixed_members,
+            "late_joiner_without_reuseport": late_bind,
         }),
         explanation: "For each SYN, reuseport_select_sock() maps the 4-tuple hash \
             (inet_ehashfn()) onto the group. The source port is in the hash: one client IP \

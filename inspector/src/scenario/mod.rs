@@ -278,7 +278,7 @@ pub fn run_traced(pipeline: &mut Pipeline, scenario: &'static Scenario) -> Scena
     running.finish(records)
 }
 
-fn not_started(s: &'static Scenario, why: &str) -> ScenarioResult {
+pub fn not_started(s: &'static Scenario, why: &str) -> ScenarioResult {
     ScenarioResult {
         number: s.number,
         name: s.name,

@@ -1,0 +1,309 @@
+//! What the dashboard shows, kept from the record stream: recent decisions,
+//! live sockets per port, TIME_WAIT, and SO_REUSEPORT groups. No terminal
+//! here; memory is bounded however many records arrive.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    net::IpAddr,
+};
+
+use crate::record::{Record, RecordType};
+
+/// Recent bind/listen/connect decisions kept for the list.
+pub const RECENT: usize = 2000;
+/// Seconds of history in the TIME_WAIT sparklines.
+pub const HISTORY_SECS: usize = 60;
+/// Sockets tracked per port table; beyond it, the oldest are forgotten.
+const MAX_SOCKETS: usize = 100_000;
+/// TCP_TIMEWAIT_LEN: how long a timewait socket lives.
+pub const TIME_WAIT_NS: u64 = 60_000_000_000;
+
+/// A port as the kernel's tables key it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortKey {
+    pub proto: &'static str,
+    pub port: u16,
+    pub netns: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LiveSock {
+    pub key: PortKey,
+    pub state: &'static str,
+    pub owner: Option<(u32, String)>,
+    pub since_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimeWait {
+    pub key: PortKey,
+    pub entered_ns: u64,
+    pub last_owner: Option<(u32, String)>,
+}
+
+/// One member of a SO_REUSEPORT group.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub sock_id: String,
+    pub ino: Option<u64>,
+    pub owner: Option<(u32, String)>,
+    pub deliveries: u64,
+}
+
+/// A SO_REUSEPORT group, named by its address and port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub proto: &'static str,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub netns: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Model {
+    pub decisions: VecDeque<Record>,
+    pub failures: u64,
+    pub sockets: HashMap<String, LiveSock>,
+    pub time_wait: HashMap<String, TimeWait>,
+    pub groups: BTreeMap<GroupKey, Vec<Member>>,
+    /// TIME_WAIT entries and exits per second, newest last.
+    pub tw_entries: VecDeque<u64>,
+    pub tw_exits: VecDeque<u64>,
+    /// The second the last bucket counts.
+    bucket_sec: u64,
+    /// Records applied, and at the last rate sample.
+    pub records: u64,
+    rate_mark: (u64, u64),
+    pub rate: f64,
+    /// Kernel time of the newest record (the dashboard's clock for ages).
+    pub now_ns: u64,
+}
+
+fn owner(r: &Record) -> Option<(u32, String)> {
+    r.pid.map(|p| (p, r.comm.clone().unwrap_or_default()))
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    pub fn apply(&mut self, r: &Record) {
+        self.records += 1;
+        self.now_ns = self.now_ns.max(r.ts_ns);
+        self.roll(r.ts_ns);
+        let key = PortKey {
+            proto: r.proto,
+            port: r.lport,
+            netns: r.netns,
+        };
+        match r.kind {
+            RecordType::Bind | RecordType::Connect => {
+                if r.is_failure() {
+                    self.failures += 1;
+                }
+                if self.decisions.len() == RECENT {
+                    self.decisions.pop_front();
+                }
+                self.decisions.push_back(r.clone());
+                if r.errno.is_none() && r.lport != 0 {
+                    let state = match (r.proto, r.phase) {
+                        ("tcp", Some("listen")) => "LISTEN",
+                        ("tcp", Some("connect")) => "SYN_SENT",
+                        ("udp", Some("connect")) => "CONNECTED",
+                        _ => "BOUND",
+                    };
+                    self.track(r, key, state);
+                }
+            }
+            RecordType::Accept => self.track(r, key, "ESTABLISHED"),
+            RecordType::State => {
+                let state = r.new_state.unwrap_or("?");
+                if state == "CLOSE" {
+                    self.sockets.remove(&r.sock_id);
+                } else if r.lport != 0 {
+                    self.track(r, key, state);
+                }
+            }
+            RecordType::TwEnter => {
+                self.sockets.remove(&r.sock_id);
+                let last = r
+                    .last_pid
+                    .map(|p| (p, r.last_comm.clone().unwrap_or_default()));
+                self.time_wait.insert(
+                    r.sock_id.clone(),
+                    TimeWait {
+                        key,
+                        entered_ns: r.ts_ns,
+                        last_owner: last,
+                    },
+                );
+                if let Some(b) = self.tw_entries.back_mut() {
+                    *b += 1;
+                }
+            }
+            RecordType::TwExit => {
+                self.time_wait.remove(&r.sock_id);
+                if let Some(b) = self.tw_exits.back_mut() {
+                    *b += 1;
+                }
+            }
+            RecordType::Reuseport => self.deliver(r),
+        }
+        if self.time_wait.len() > MAX_SOCKETS {
+            self.time_wait.clear();
+        }
+    }
+
+    fn track(&mut self, r: &Record, key: PortKey, state: &'static str) {
+        if self.sockets.len() >= MAX_SOCKETS && !self.sockets.contains_key(&r.sock_id) {
+            self.sockets.clear();
+        }
+        let entry = self.sockets.entry(r.sock_id.clone()).or_insert(LiveSock {
+            key,
+            state,
+            owner: None,
+            since_ns: r.ts_ns,
+        });
+        entry.key = key;
+        if entry.state != state {
+            entry.state = state;
+            entry.since_ns = r.ts_ns;
+        }
+        if let Some(o) = owner(r) {
+            entry.owner = Some(o);
+        }
+    }
+
+    fn deliver(&mut self, r: &Record) {
+        let key = GroupKey {
+            proto: r.proto,
+            addr: r.laddr,
+            port: r.lport,
+            netns: r.netns,
+        };
+        let members = self.groups.entry(key).or_default();
+        match members.iter_mut().find(|m| m.sock_id == r.sock_id) {
+            Some(m) => {
+                m.deliveries += 1;
+                if m.owner.is_none() {
+                    m.owner = owner(r);
+                }
+            }
+            None => members.push(Member {
+                sock_id: r.sock_id.clone(),
+                ino: r.ino,
+                owner: owner(r),
+                deliveries: 1,
+            }),
+        }
+    }
+
+    /// Advances the per-second buckets to the second of `ts_ns`.
+    fn roll(&mut self, ts_ns: u64) {
+        let sec = ts_ns / 1_000_000_000;
+        if self.tw_entries.is_empty() {
+            self.bucket_sec = sec;
+            self.tw_entries.push_back(0);
+            self.tw_exits.push_back(0);
+            return;
+        }
+        let steps = sec.saturating_sub(self.bucket_sec).min(HISTORY_SECS as u64);
+        for _ in 0..steps {
+            self.tw_entries.push_back(0);
+            self.tw_exits.push_back(0);
+        }
+        while self.tw_entries.len() > HISTORY_SECS {
+            self.tw_entries.pop_front();
+            self.tw_exits.pop_front();
+        }
+        self.bucket_sec = self.bucket_sec.max(sec);
+    }
+
+    /// Updates the events/s figure; `now_ns` is the caller's clock.
+    pub fn sample_rate(&mut self, now_ns: u64) {
+        let (at, n) = self.rate_mark;
+        if at == 0 {
+            self.rate_mark = (now_ns, self.records);
+            return;
+        }
+        let dt = now_ns.saturating_sub(at);
+        if dt >= 1_000_000_000 {
+            self.rate = (self.records - n) as f64 / (dt as f64 / 1e9);
+            self.rate_mark = (now_ns, self.records);
+        }
+    }
+
+    /// Zeroes the delivery counters of every group (the `r` key).
+    pub fn reset_groups(&mut self) {
+        for members in self.groups.values_mut() {
+            for m in members {
+                m.deliveries = 0;
+            }
+        }
+    }
+
+    /// Per-port rows for the ports table, busiest first.
+    pub fn port_rows(&self) -> Vec<PortRow> {
+        let mut rows: BTreeMap<PortKey, PortRow> = BTreeMap::new();
+        for s in self.sockets.values() {
+            let row = rows.entry(s.key).or_insert_with(|| PortRow::new(s.key));
+            *row.states.entry(s.state).or_default() += 1;
+            if let Some((pid, comm)) = &s.owner
+                && !row.owners.iter().any(|(p, _)| p == pid)
+                && row.owners.len() < 4
+            {
+                row.owners.push((*pid, comm.clone()));
+            }
+        }
+        for t in self.time_wait.values() {
+            let row = rows.entry(t.key).or_insert_with(|| PortRow::new(t.key));
+            row.time_wait += 1;
+            let left = TIME_WAIT_NS.saturating_sub(self.now_ns.saturating_sub(t.entered_ns));
+            row.tw_left_min = Some(row.tw_left_min.map_or(left, |m: u64| m.min(left)));
+            row.tw_left_max = Some(row.tw_left_max.map_or(left, |m: u64| m.max(left)));
+            if row.owners.is_empty()
+                && let Some((pid, comm)) = &t.last_owner
+            {
+                row.last_owner = Some((*pid, comm.clone()));
+            }
+        }
+        let mut rows: Vec<PortRow> = rows.into_values().collect();
+        rows.sort_by(|a, b| b.total().cmp(&a.total()).then(a.key.cmp(&b.key)));
+        rows
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PortRow {
+    pub key: PortKey,
+    pub states: BTreeMap<&'static str, u64>,
+    pub owners: Vec<(u32, String)>,
+    pub last_owner: Option<(u32, String)>,
+    pub time_wait: u64,
+    /// Time left on the newest and the oldest TIME_WAIT socket.
+    pub tw_left_max: Option<u64>,
+    pub tw_left_min: Option<u64>,
+}
+
+impl PortRow {
+    fn new(key: PortKey) -> Self {
+        Self {
+            key,
+            states: BTreeMap::new(),
+            owners: Vec::new(),
+            last_owner: None,
+            time_wait: 0,
+            tw_left_max: None,
+            tw_left_min: None,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.states.values().sum::<u64>() + self.time_wait
+    }
+}

@@ -1,0 +1,348 @@
+//! Snapshots of every pane, stepped with fixture inputs (no terminal, no
+//! sleeps): kernel events go through the real tracker into the app.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use inspector_common::{AF_INET, Event, IPPROTO_TCP, IPPROTO_UDP, flag, kind, phase};
+use ratatui::{Terminal, backend::TestBackend};
+
+use super::{
+    app::{App, Header, Input, Pane, ViewFilter},
+    ui,
+};
+use crate::{
+    probe::Counters,
+    record::Record,
+    scenario::{CATALOG, EvidenceCheck, ScenarioResult, Verdict},
+    tracker::Tracker,
+};
+
+const NS: u32 = 4026532999;
+const SEC: u64 = 1_000_000_000;
+
+fn event(k: u8, sock: u64, ts: u64, lport: u16, rport: u16) -> Event {
+    let mut e = Event::zeroed();
+    e.kind = k;
+    e.sock = sock;
+    e.ts_ns = ts;
+    e.family = AF_INET;
+    e.proto = IPPROTO_TCP;
+    e.netns = NS;
+    e.ino = sock & 0xffff;
+    e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    if rport != 0 {
+        e.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    }
+    e.lport = lport;
+    e.rport = rport;
+    e
+}
+
+fn by(mut e: Event, pid: u32, name: &str) -> Event {
+    e.pid = pid;
+    e.tid = pid;
+    e.comm[..name.len()].copy_from_slice(name.as_bytes());
+    e.flags |= flag::SYSCALL;
+    e
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a fixture builder, one argument per field"
+)]
+fn bind(
+    sock: u64,
+    ts: u64,
+    port: u16,
+    ph: u8,
+    errno: i32,
+    flags: u8,
+    pid: u32,
+    name: &str,
+) -> Event {
+    let mut e = by(
+        event(kind::BIND, sock, ts, if errno == 0 { port } else { 0 }, 0),
+        pid,
+        name,
+    );
+    e.phase = ph;
+    e.errno = errno;
+    e.flags |= flags;
+    e.req_port = port;
+    e.req_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    e
+}
+
+/// A server restarted over its TIME_WAIT, a reuseport group, UDP binds.
+fn fixture() -> Vec<Record> {
+    let mut events = vec![
+        bind(0x1001, SEC, 8080, phase::BIND, 0, 0, 4242, "server"),
+        bind(
+            0x1001,
+            SEC + 1000,
+            8080,
+            phase::LISTEN,
+            0,
+            0,
+            4242,
+            "server",
+        ),
+    ];
+    let mut listen = by(
+        event(kind::STATE, 0x1001, SEC + 2000, 8080, 0),
+        4242,
+        "server",
+    );
+    listen.old_state = 7;
+    listen.new_state = 10;
+    events.push(listen);
+    let mut conn = by(
+        event(kind::CONNECT, 0x2001, 2 * SEC, 40100, 8080),
+        77,
+        "curl",
+    );
+    conn.phase = phase::CONNECT;
+    conn.req_port = 8080;
+    conn.req_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    events.push(conn);
+    let mut est = event(kind::STATE, 0x3001, 2 * SEC + 10, 8080, 40100);
+    est.old_state = 3;
+    est.new_state = 1;
+    events.push(est);
+    // The server's side of that connection ends in TIME_WAIT.
+    let mut tw = event(kind::TW_ARM, 0x4001, 3 * SEC, 8080, 40100);
+    tw.new_state = 6;
+    events.push(tw);
+    events.push(bind(
+        0x5001,
+        4 * SEC,
+        8080,
+        phase::BIND,
+        libc::EADDRINUSE,
+        0,
+        4243,
+        "server",
+    ));
+    events.push(bind(
+        0x5002,
+        4 * SEC + 5,
+        8080,
+        phase::BIND,
+        0,
+        flag::REUSEADDR,
+        4244,
+        "server",
+    ));
+    events.push(bind(
+        0x5002,
+        4 * SEC + 9,
+        8080,
+        phase::LISTEN,
+        libc::EADDRINUSE,
+        flag::REUSEADDR,
+        4244,
+        "server",
+    ));
+    // A UDP SO_REUSEPORT group of three workers.
+    for (i, n) in [(0u64, 40u32), (1, 25), (2, 35)] {
+        let sock = 0x6000 + i;
+        let mut b = bind(
+            sock,
+            5 * SEC + i,
+            5353,
+            phase::BIND,
+            0,
+            flag::REUSEPORT,
+            900 + i as u32,
+            "worker",
+        );
+        b.proto = IPPROTO_UDP;
+        events.push(b);
+        for j in 0..n {
+            let mut d = event(
+                kind::REUSEPORT,
+                sock,
+                6 * SEC + u64::from(j),
+                5353,
+                30000 + j as u16,
+            );
+            d.proto = IPPROTO_UDP;
+            d.flags |= flag::OWNER_KNOWN;
+            d.pid = 900 + i as u32;
+            d.comm[..6].copy_from_slice(b"worker");
+            d.aux = 0xabc;
+            events.push(d);
+        }
+    }
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    for e in &events {
+        tracker.apply(e, &mut out);
+    }
+    out
+}
+
+fn app_with(records: Vec<Record>) -> App {
+    let header = Header {
+        mode: "tracepoint".into(),
+        probes: 7,
+        filters: "none".into(),
+    };
+    let mut app = App::new(header, true);
+    app.update(Input::Records(records));
+    app.update(Input::Tick {
+        counters: Counters {
+            emitted: 120,
+            dropped: 0,
+            read_errors: 0,
+        },
+        now_ns: 1,
+    });
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app.update(Input::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn screen(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).expect("test backend");
+    t.draw(|f| ui::render(app, f)).expect("draw");
+    format!("{}", t.backend())
+}
+
+fn scenario_result() -> ScenarioResult {
+    let s = &CATALOG[0];
+    ScenarioResult {
+        number: s.number,
+        name: s.name,
+        title: s.title,
+        claim: s.claim,
+        source: s.source,
+        verdict: Some(Verdict::Confirmed),
+        observed: serde_json::json!({ "summary": "restart without SO_REUSEADDR: EADDRINUSE" }),
+        evidence: Vec::new(),
+        evidence_total: 19,
+        evidence_check: EvidenceCheck {
+            agrees: true,
+            checked: 2,
+            mismatches: Vec::new(),
+        },
+        explanation:
+            "inet_csk_get_port() finds the port's bind bucket still owned by the timewait socket."
+                .into(),
+        namespaces: vec![NS],
+        duration_ms: 180,
+        error: None,
+    }
+}
+
+#[test]
+fn empty_dashboard() {
+    let app = app_with(Vec::new());
+    insta::assert_snapshot!("empty_80x24", screen(&app, 80, 24));
+}
+
+#[test]
+fn every_pane_at_both_sizes() {
+    let mut app = app_with(fixture());
+    app.update(Input::ScenarioFinished(Box::new(scenario_result())));
+    app.namespaces = None;
+    for (i, pane) in Pane::ALL.iter().enumerate() {
+        key(&mut app, KeyCode::Char(char::from(b'1' + i as u8)));
+        assert_eq!(app.pane, *pane);
+        for (w, h) in [(80, 24), (160, 48)] {
+            let name = format!(
+                "{}_{w}x{h}",
+                pane.title().replace([' ', '&'], "_").to_lowercase()
+            );
+            insta::assert_snapshot!(name, screen(&app, w, h));
+        }
+    }
+}
+
+#[test]
+fn failures_stand_out_and_the_detail_follows_the_selection() {
+    let mut app = app_with(fixture());
+    let s = screen(&app, 100, 30);
+    assert!(s.contains("EADDRINUSE"), "{s}");
+    assert!(s.contains("2 failed"), "{s}");
+    // The newest decision is selected first; three down is the
+    // listen-phase failure, and the detail follows.
+    assert!(s.contains("udp bind() asked 127.0.0.1:5353 -> ok"), "{s}");
+    for _ in 0..3 {
+        key(&mut app, KeyCode::Char('j'));
+    }
+    let s = screen(&app, 100, 30);
+    assert!(
+        s.contains("tcp listen() asked 127.0.0.1:8080 -> EADDRINUSE"),
+        "{s}"
+    );
+}
+
+#[test]
+fn filter_prompt_pause_clear_and_help() {
+    let mut app = app_with(fixture());
+    key(&mut app, KeyCode::Char('/'));
+    for c in "pid 4243".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.view, Some(ViewFilter::Pid(4243)));
+    assert_eq!(app.visible_decisions().len(), 1);
+    key(&mut app, KeyCode::Esc);
+    assert_eq!(app.view, None);
+    key(&mut app, KeyCode::Char('p'));
+    let before = app.model.records;
+    app.update(Input::Records(fixture()));
+    assert_eq!(app.model.records, before, "paused: nothing taken in");
+    key(&mut app, KeyCode::Char('p'));
+    key(&mut app, KeyCode::Char('c'));
+    assert!(app.model.decisions.is_empty());
+    key(&mut app, KeyCode::Char('?'));
+    insta::assert_snapshot!("help_80x24", screen(&app, 80, 24));
+    key(&mut app, KeyCode::Char('x'));
+    assert!(!app.help);
+}
+
+#[test]
+fn enter_on_a_scenario_asks_to_run_it_once() {
+    let mut app = app_with(Vec::new());
+    key(&mut app, KeyCode::Char('4'));
+    key(&mut app, KeyCode::Char('j'));
+    let actions = app.update(Input::Key(KeyEvent::new(
+        KeyCode::Enter,
+        KeyModifiers::NONE,
+    )));
+    assert!(matches!(actions.as_slice(), [super::app::Action::RunScenario(s)] if s.number == 2));
+    let again = app.update(Input::Key(KeyEvent::new(
+        KeyCode::Enter,
+        KeyModifiers::NONE,
+    )));
+    assert!(again.is_empty(), "one scenario at a time");
+    app.update(Input::ScenarioStarted {
+        namespaces: vec![7],
+    });
+    let mut other = fixture();
+    other.truncate(3);
+    app.update(Input::Records(other));
+    assert!(
+        app.model.decisions.is_empty(),
+        "records of other namespaces are not shown"
+    );
+    let q = app.update(Input::Key(KeyEvent::new(
+        KeyCode::Char('q'),
+        KeyModifiers::NONE,
+    )));
+    assert!(matches!(q.as_slice(), [super::app::Action::Quit]));
+}
+
+#[test]
+fn a_burst_keeps_memory_bounded() {
+    let mut app = app_with(Vec::new());
+    let one = fixture();
+    for _ in 0..2_000 {
+        app.update(Input::Records(one.clone()));
+    }
+    assert!(app.model.decisions.len() <= super::model::RECENT);
+    assert!(app.model.groups.values().all(|m| m.len() == 3));
+}
