@@ -81,6 +81,9 @@ pub struct Tracker {
     connections: HashMap<Tuple, Owner>,
     /// Timewait sockets by kernel address.
     tw: HashMap<u64, Tw>,
+    /// The detached ones (awaiting their follow-up) by 4-tuple, so state
+    /// events and flushes find them without scanning every timewait socket.
+    detached: HashMap<Tuple, u64>,
 }
 
 impl Tracker {
@@ -107,7 +110,7 @@ impl Tracker {
             kind::TW_ARM => self.on_tw_arm(ev, out),
             kind::TW_CANCEL => self.on_tw_cancel(ev),
             kind::TW_EXPIRE => {
-                if let Some(mut tw) = self.tw.remove(&ev.sock) {
+                if let Some(mut tw) = self.remove_tw(ev.sock) {
                     tw.substate = ev.new_state;
                     out.push(exit_record(tw, ev.ts_ns, "expired"));
                 }
@@ -126,16 +129,18 @@ impl Tracker {
     /// reused when the detach happened inside a connect(), killed otherwise.
     pub fn flush(&mut self, now_ns: u64, out: &mut Vec<Record>) {
         let due: Vec<u64> = self
-            .tw
-            .iter()
-            .filter(|(_, t)| {
-                t.cancel
+            .detached
+            .values()
+            .filter(|sock| {
+                self.tw
+                    .get(sock)
+                    .and_then(|t| t.cancel)
                     .is_some_and(|c| now_ns.saturating_sub(c.at_ns) >= CANCEL_GRACE_NS)
             })
-            .map(|(k, _)| *k)
+            .copied()
             .collect();
         for key in due {
-            if let Some(mut tw) = self.tw.remove(&key)
+            if let Some(mut tw) = self.remove_tw(key)
                 && let Some(c) = tw.cancel
             {
                 tw.substate = c.substate;
@@ -143,6 +148,16 @@ impl Tracker {
                 out.push(exit_record(tw, c.at_ns, reason));
             }
         }
+    }
+
+    /// Forgets a timewait socket, and its detach if one is pending.
+    fn remove_tw(&mut self, sock: u64) -> Option<Tw> {
+        let tw = self.tw.remove(&sock)?;
+        let tuple = Tuple::of(&tw.record);
+        if self.detached.get(&tuple) == Some(&sock) {
+            self.detached.remove(&tuple);
+        }
+        Some(tw)
     }
 
     fn remember(&mut self, ev: &Event) -> Owner {
@@ -203,21 +218,13 @@ impl Tracker {
         // A new socket on the 4-tuple of a just-detached timewait socket:
         // the kernel reused the timewait slot (e.g. a SYN arriving in
         // TIME_WAIT, tcp_timewait_state_process() -> TCP_TW_SYN).
-        if ev.new_state != TCP_CLOSE {
-            let reused: Vec<u64> = self
-                .tw
-                .iter()
-                .filter(|(_, t)| t.cancel.is_some() && Tuple::of(&t.record) == tuple)
-                .map(|(k, _)| *k)
-                .collect();
-            for key in reused {
-                if let Some(mut tw) = self.tw.remove(&key)
-                    && let Some(c) = tw.cancel
-                {
-                    tw.substate = c.substate;
-                    out.push(exit_record(tw, c.at_ns, "reused"));
-                }
-            }
+        if ev.new_state != TCP_CLOSE
+            && let Some(&sock) = self.detached.get(&tuple)
+            && let Some(mut tw) = self.remove_tw(sock)
+            && let Some(c) = tw.cancel
+        {
+            tw.substate = c.substate;
+            out.push(exit_record(tw, c.at_ns, "reused"));
         }
         out.push(r);
     }
@@ -253,7 +260,7 @@ impl Tracker {
             .tw
             .get(&ev.sock)
             .is_some_and(|tw| Tuple::of(&tw.record) != Tuple::of(&fresh))
-            && let Some(mut old) = self.tw.remove(&ev.sock)
+            && let Some(mut old) = self.remove_tw(ev.sock)
         {
             let (at, reason) = match old.cancel {
                 Some(c) => {
@@ -267,6 +274,10 @@ impl Tracker {
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             // Re-armed: the detach before it was not an exit.
             tw.cancel = None;
+            let tuple = Tuple::of(&tw.record);
+            if self.detached.get(&tuple) == Some(&ev.sock) {
+                self.detached.remove(&tuple);
+            }
             if tw.substate != ev.new_state {
                 let mut r = tw.record.clone();
                 r.kind = RecordType::State;
@@ -303,6 +314,7 @@ impl Tracker {
         };
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             tw.cancel = Some(cancel);
+            self.detached.insert(Tuple::of(&tw.record), ev.sock);
             return;
         }
         // A timewait socket created before tracing started: its exit is
@@ -315,6 +327,7 @@ impl Tracker {
             cancel: Some(cancel),
             record: r,
         };
+        self.detached.insert(Tuple::of(&tw.record), ev.sock);
         self.tw.insert(ev.sock, tw);
     }
 }

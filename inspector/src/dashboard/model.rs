@@ -59,8 +59,27 @@ pub struct GroupKey {
     pub netns: u32,
 }
 
+/// Per-port aggregates, kept up to date as sockets come and go, so a frame
+/// never walks every socket.
+#[derive(Debug, Default, Clone)]
+struct PortAgg {
+    states: BTreeMap<&'static str, u64>,
+    owners: Vec<(u32, String)>,
+    /// TIME_WAIT entry times -> how many entered then.
+    tw: BTreeMap<u64, u32>,
+    tw_count: u64,
+    last_owner: Option<(u32, String)>,
+}
+
+impl PortAgg {
+    fn is_empty(&self) -> bool {
+        self.states.is_empty() && self.tw_count == 0
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Model {
+    ports: HashMap<PortKey, PortAgg>,
     pub decisions: VecDeque<Record>,
     pub failures: u64,
     pub sockets: HashMap<String, LiveSock>,
@@ -124,16 +143,23 @@ impl Model {
             RecordType::State => {
                 let state = r.new_state.unwrap_or("?");
                 if state == "CLOSE" {
-                    self.sockets.remove(&r.sock_id);
+                    self.untrack(&r.sock_id);
                 } else if r.lport != 0 {
                     self.track(r, key, state);
                 }
             }
             RecordType::TwEnter => {
-                self.sockets.remove(&r.sock_id);
+                self.untrack(&r.sock_id);
+                self.tw_gone(&r.sock_id);
                 let last = r
                     .last_pid
                     .map(|p| (p, r.last_comm.clone().unwrap_or_default()));
+                let agg = self.ports.entry(key).or_default();
+                *agg.tw.entry(r.ts_ns).or_default() += 1;
+                agg.tw_count += 1;
+                if last.is_some() {
+                    agg.last_owner.clone_from(&last);
+                }
                 self.time_wait.insert(
                     r.sock_id.clone(),
                     TimeWait {
@@ -147,21 +173,72 @@ impl Model {
                 }
             }
             RecordType::TwExit => {
-                self.time_wait.remove(&r.sock_id);
+                self.tw_gone(&r.sock_id);
                 if let Some(b) = self.tw_exits.back_mut() {
                     *b += 1;
                 }
             }
             RecordType::Reuseport => self.deliver(r),
         }
-        if self.time_wait.len() > MAX_SOCKETS {
+        if self.time_wait.len() > MAX_SOCKETS || self.sockets.len() > MAX_SOCKETS {
+            // Bounded memory over completeness on a host this busy.
             self.time_wait.clear();
+            self.sockets.clear();
+            self.ports.clear();
+        }
+    }
+
+    fn port_dec(&mut self, key: PortKey, state: &'static str) {
+        if let Some(agg) = self.ports.get_mut(&key) {
+            if let Some(n) = agg.states.get_mut(state) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    agg.states.remove(state);
+                }
+            }
+            if agg.is_empty() {
+                self.ports.remove(&key);
+            }
+        }
+    }
+
+    fn untrack(&mut self, sock_id: &str) {
+        if let Some(s) = self.sockets.remove(sock_id) {
+            self.port_dec(s.key, s.state);
+        }
+    }
+
+    fn tw_gone(&mut self, sock_id: &str) {
+        let Some(t) = self.time_wait.remove(sock_id) else {
+            return;
+        };
+        if let Some(agg) = self.ports.get_mut(&t.key) {
+            if let Some(n) = agg.tw.get_mut(&t.entered_ns) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    agg.tw.remove(&t.entered_ns);
+                }
+            }
+            agg.tw_count = agg.tw_count.saturating_sub(1);
+            if agg.is_empty() {
+                self.ports.remove(&t.key);
+            }
         }
     }
 
     fn track(&mut self, r: &Record, key: PortKey, state: &'static str) {
-        if self.sockets.len() >= MAX_SOCKETS && !self.sockets.contains_key(&r.sock_id) {
-            self.sockets.clear();
+        let previous = self.sockets.get(&r.sock_id).map(|s| (s.key, s.state));
+        if previous != Some((key, state)) {
+            if let Some((k, s)) = previous {
+                self.port_dec(k, s);
+            }
+            *self
+                .ports
+                .entry(key)
+                .or_default()
+                .states
+                .entry(state)
+                .or_default() += 1;
         }
         let entry = self.sockets.entry(r.sock_id.clone()).or_insert(LiveSock {
             key,
@@ -175,7 +252,13 @@ impl Model {
             entry.since_ns = r.ts_ns;
         }
         if let Some(o) = owner(r) {
-            entry.owner = Some(o);
+            entry.owner = Some(o.clone());
+            if let Some(agg) = self.ports.get_mut(&key)
+                && agg.owners.len() < 4
+                && !agg.owners.iter().any(|(p, _)| *p == o.0)
+            {
+                agg.owners.push(o);
+            }
         }
     }
 
@@ -249,30 +332,24 @@ impl Model {
 
     /// Per-port rows for the ports table, busiest first.
     pub fn port_rows(&self) -> Vec<PortRow> {
-        let mut rows: BTreeMap<PortKey, PortRow> = BTreeMap::new();
-        for s in self.sockets.values() {
-            let row = rows.entry(s.key).or_insert_with(|| PortRow::new(s.key));
-            *row.states.entry(s.state).or_default() += 1;
-            if let Some((pid, comm)) = &s.owner
-                && !row.owners.iter().any(|(p, _)| p == pid)
-                && row.owners.len() < 4
-            {
-                row.owners.push((*pid, comm.clone()));
-            }
-        }
-        for t in self.time_wait.values() {
-            let row = rows.entry(t.key).or_insert_with(|| PortRow::new(t.key));
-            row.time_wait += 1;
-            let left = TIME_WAIT_NS.saturating_sub(self.now_ns.saturating_sub(t.entered_ns));
-            row.tw_left_min = Some(row.tw_left_min.map_or(left, |m: u64| m.min(left)));
-            row.tw_left_max = Some(row.tw_left_max.map_or(left, |m: u64| m.max(left)));
-            if row.owners.is_empty()
-                && let Some((pid, comm)) = &t.last_owner
-            {
-                row.last_owner = Some((*pid, comm.clone()));
-            }
-        }
-        let mut rows: Vec<PortRow> = rows.into_values().collect();
+        let left = |entered: u64| TIME_WAIT_NS.saturating_sub(self.now_ns.saturating_sub(entered));
+        let mut rows: Vec<PortRow> = self
+            .ports
+            .iter()
+            .map(|(key, agg)| PortRow {
+                key: *key,
+                states: agg.states.clone(),
+                owners: agg.owners.clone(),
+                last_owner: if agg.owners.is_empty() {
+                    agg.last_owner.clone()
+                } else {
+                    None
+                },
+                time_wait: agg.tw_count,
+                tw_left_max: agg.tw.keys().next_back().map(|&e| left(e)),
+                tw_left_min: agg.tw.keys().next().map(|&e| left(e)),
+            })
+            .collect();
         rows.sort_by(|a, b| b.total().cmp(&a.total()).then(a.key.cmp(&b.key)));
         rows
     }
@@ -291,18 +368,6 @@ pub struct PortRow {
 }
 
 impl PortRow {
-    fn new(key: PortKey) -> Self {
-        Self {
-            key,
-            states: BTreeMap::new(),
-            owners: Vec::new(),
-            last_owner: None,
-            time_wait: 0,
-            tw_left_max: None,
-            tw_left_min: None,
-        }
-    }
-
     pub fn total(&self) -> u64 {
         self.states.values().sum::<u64>() + self.time_wait
     }

@@ -174,7 +174,13 @@ fn asked(r: &Record) -> String {
 fn render_binds(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     let [list, detail] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
     let rows_shown = app.visible_decisions();
-    let rows = rows_shown.iter().map(|r| {
+    // Build only the rows that fit (title and header take two lines),
+    // scrolled so the selection stays in view.
+    let height = usize::from(list.height.saturating_sub(2)).max(1);
+    let selected = app.selected[0].min(rows_shown.len().saturating_sub(1));
+    let start = selected.saturating_sub(height - 1);
+    let window = &rows_shown[start.min(rows_shown.len())..(start + height).min(rows_shown.len())];
+    let rows = window.iter().map(|r| {
         let style = if r.is_failure() {
             t.failure()
         } else {
@@ -217,10 +223,10 @@ fn render_binds(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     )));
     let mut state = TableState::default();
     if !rows_shown.is_empty() {
-        state.select(Some(app.selected[0].min(rows_shown.len() - 1)));
+        state.select(Some(selected - start));
     }
     f.render_stateful_widget(table, list, &mut state);
-    let text = match state.selected().and_then(|i| rows_shown.get(i)) {
+    let text = match rows_shown.get(selected) {
         Some(r) => detail_lines(r),
         None => vec![Line::from(Span::styled(
             "No bind decisions yet. Run a server, or start a scenario (4, Enter).",
