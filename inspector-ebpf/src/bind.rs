@@ -55,8 +55,11 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
 pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     match try_sys_exit(&ctx) {
         Ok(()) => 0,
-        Err(_) => {
+        Err(e) => {
             read_error();
+            // Rare by design: a kernel read failed. Counted, and the reason
+            // goes to the user-space log.
+            aya_log_ebpf::warn!(&ctx, "sys_exit: kernel read failed, error {}", e);
             0
         }
     }

@@ -14,8 +14,11 @@ use crate::core_read::{attribute, emit, fill_sock, now, off, read, read_error};
 pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
     match try_data_ready(&ctx) {
         Ok(()) => 0,
-        Err(_) => {
+        Err(e) => {
             read_error();
+            // Rare by design: a kernel read failed. Counted, and the reason
+            // goes to the user-space log.
+            aya_log_ebpf::warn!(&ctx, "sk_data_ready: kernel read failed, error {}", e);
             0
         }
     }

@@ -21,8 +21,11 @@ use crate::core_read::{
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     match try_set_state(&ctx) {
         Ok(()) => 0,
-        Err(_) => {
+        Err(e) => {
             read_error();
+            // Rare by design: a kernel read failed. Counted, and the reason
+            // goes to the user-space log.
+            aya_log_ebpf::warn!(&ctx, "inet_sock_set_state: kernel read failed, error {}", e);
             0
         }
     }

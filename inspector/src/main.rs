@@ -2,6 +2,22 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = inspector::cli::Cli::parse();
+    // Kernel-side diagnostics (aya-log) and our own warnings go to stderr,
+    // except under the dashboard, which owns the terminal.
+    let dashboard = matches!(cli.command, None | Some(inspector::cli::Command::Dashboard));
+    if !dashboard {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+            .format(|buf, record| {
+                use std::io::Write as _;
+                writeln!(
+                    buf,
+                    "inspector: {}: {}",
+                    record.level().as_str().to_lowercase(),
+                    record.args()
+                )
+            })
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -81,6 +81,8 @@ pub struct Counters {
 pub struct Probes {
     _ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    /// Kernel-side diagnostics (aya-log), forwarded to the `log` crate.
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     counters: PerCpuArray<MapData, u64>,
     /// "tracepoint" (tp_btf programs; the only mode this build has).
     pub mode: &'static str,
@@ -140,6 +142,8 @@ impl Probes {
             })?;
             attached.push(tracepoint);
         }
+        // Without log statements in the object there is no log map: fine.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(ProbeError::Map("EVENTS"))?)
             .map_err(|_| ProbeError::Map("EVENTS"))?;
         let counters = PerCpuArray::try_from(
@@ -150,6 +154,7 @@ impl Probes {
         Ok(Self {
             _ebpf: ebpf,
             ring,
+            logger,
             counters,
             mode: "tracepoint",
             attached,
@@ -164,6 +169,9 @@ impl Probes {
 
     /// Reads every event available now; returns how many were read.
     pub fn drain(&mut self, mut sink: impl FnMut(&Event)) -> usize {
+        if let Some(logger) = &mut self.logger {
+            logger.flush();
+        }
         drain_ring(&mut self.ring, &mut sink)
     }
 
