@@ -15,6 +15,13 @@ use inspector_common::{AF_INET, AF_INET6, Event, Offsets, Owner, counter, flag};
 #[unsafe(no_mangle)]
 pub static OFFSETS: Offsets = Offsets::zeroed();
 
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+/// Unread bytes at which a commit wakes the reader: 256 events, well under
+/// the ring's 4 MiB so a burst is read long before it could overflow.
+const WAKEUP_BYTES: u64 = 256 * core::mem::size_of::<Event>() as u64;
+
 /// All events, in the order they were committed.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
@@ -85,7 +92,15 @@ pub fn emit(ev: &Event) {
     if want != 0 && ev.netns != want {
         return;
     }
-    match EVENTS.output::<Event>(ev, 0) {
+    // Waking the reader for every event costs the traced workload a
+    // context switch per event; user space polls every few tens of
+    // milliseconds anyway, so wake it only once a batch has piled up.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    match EVENTS.output::<Event>(ev, flags) {
         Ok(()) => bump(counter::EMITTED),
         Err(_) => bump(counter::DROPPED),
     }

@@ -45,7 +45,11 @@ fn event(i: u64) -> Event {
             e.kind = kind::BIND;
             e.phase = phase::BIND;
             e.req_port = e.lport;
-            e.errno = if i.is_multiple_of(7) { libc::EADDRINUSE } else { 0 };
+            e.errno = if i.is_multiple_of(7) {
+                libc::EADDRINUSE
+            } else {
+                0
+            };
         }
         1 => {
             e.kind = kind::STATE;

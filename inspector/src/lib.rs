@@ -8,6 +8,7 @@
 pub mod btf;
 pub mod cli;
 pub mod dashboard;
+pub mod fasthash;
 pub mod filter;
 pub mod names;
 pub mod netns;

@@ -77,6 +77,9 @@ pub struct Record {
     pub cookie: Option<u64>,
     /// Kernel socket address in hex: ties the events of one socket together.
     pub sock_id: String,
+    /// The same address as a number, for maps keyed by socket.
+    #[serde(skip)]
+    pub sock: u64,
     pub ino: Option<u64>,
     pub proto: &'static str,
     pub family: &'static str,
@@ -118,6 +121,7 @@ impl Record {
             netns: ev.netns,
             cookie: (ev.cookie != 0).then_some(ev.cookie),
             sock_id: format!("{:x}", ev.sock),
+            sock: ev.sock,
             ino: (ev.ino != 0).then_some(ev.ino),
             proto: proto_name(ev.proto),
             family: if family == AF_INET6 { "inet6" } else { "inet" },

@@ -110,7 +110,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));
     tokio::pin!(deadline);
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
     let stdout = io::stdout();
     let mut w = io::BufWriter::new(stdout.lock());
     if !opts.json {

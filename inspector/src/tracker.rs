@@ -12,11 +12,12 @@
 //!   alone. A detach is therefore held until the next operation on the same
 //!   socket or until [`Tracker::flush`] finds it older than [`CANCEL_GRACE_NS`].
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::hash_map::Entry, net::IpAddr};
 
 use inspector_common::{Event, flag, kind};
 
 use crate::{
+    fasthash::FastMap,
     names::{TCP_CLOSE, TCP_LISTEN, tcp_state_name},
     record::{Owner, OwnerSource, Record, RecordType, comm, decode_bind, decode_state},
 };
@@ -74,16 +75,16 @@ struct Cancel {
 #[derive(Debug, Default)]
 pub struct Tracker {
     /// Socket id -> owner, from events that named the owner.
-    owners: HashMap<u64, Owner>,
+    owners: FastMap<u64, Owner>,
     /// Listening sockets by (netns, port) -> owner.
-    listeners: HashMap<(u32, u16), Owner>,
+    listeners: FastMap<(u32, u16), Owner>,
     /// Last owner of each connection, by 4-tuple.
-    connections: HashMap<Tuple, Owner>,
+    connections: FastMap<Tuple, Owner>,
     /// Timewait sockets by kernel address.
-    tw: HashMap<u64, Tw>,
+    tw: FastMap<u64, Tw>,
     /// The detached ones (awaiting their follow-up) by 4-tuple, so state
     /// events and flushes find them without scanning every timewait socket.
-    detached: HashMap<Tuple, u64>,
+    detached: FastMap<Tuple, u64>,
 }
 
 impl Tracker {
@@ -160,14 +161,45 @@ impl Tracker {
         Some(tw)
     }
 
-    fn remember(&mut self, ev: &Event) -> Owner {
-        let owner = Owner {
+    /// The event's owner, remembered for its socket. Most events repeat
+    /// what is already known: those allocate nothing here.
+    fn remember(&mut self, ev: &Event) -> &Owner {
+        let same = |o: &Owner| {
+            let end = ev
+                .comm
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(ev.comm.len());
+            o.pid == ev.pid && o.uid == ev.uid && o.comm.as_bytes() == &ev.comm[..end]
+        };
+        let fresh = || Owner {
             pid: ev.pid,
             comm: comm(&ev.comm),
             uid: ev.uid,
         };
-        self.owners.insert(ev.sock, owner.clone());
-        owner
+        match self.owners.entry(ev.sock) {
+            Entry::Occupied(o) => {
+                let o = o.into_mut();
+                if !same(o) {
+                    *o = fresh();
+                }
+                o
+            }
+            Entry::Vacant(v) => v.insert(fresh()),
+        }
+    }
+
+    /// Remembers `pid` as the owner of connection `tuple`, unless it is.
+    fn remember_connection(&mut self, tuple: Tuple, pid: u32, comm: Option<&String>, uid: u32) {
+        if self.connections.get(&tuple).is_some_and(|o| o.pid == pid) {
+            return;
+        }
+        let owner = Owner {
+            pid,
+            comm: comm.cloned().unwrap_or_default(),
+            uid,
+        };
+        self.connections.insert(tuple, owner);
     }
 
     fn on_syscall(&mut self, ev: &Event, out: &mut Vec<Record>) {
@@ -182,9 +214,9 @@ impl Tracker {
             decode_bind(ev, kind)
         };
         let owner = self.remember(ev);
-        r.set_owner(&owner, OwnerSource::Syscall);
+        r.set_owner(owner, OwnerSource::Syscall);
         if kind == RecordType::Connect && (ev.errno == 0 || ev.errno == libc::EINPROGRESS) {
-            self.connections.insert(Tuple::of(&r), owner);
+            self.remember_connection(Tuple::of(&r), ev.pid, r.comm.as_ref(), ev.uid);
         }
         out.push(r);
     }
@@ -205,12 +237,7 @@ impl Tracker {
         } else if ev.old_state == TCP_LISTEN {
             self.listeners.remove(&(ev.netns, ev.lport));
         } else if let Some(pid) = r.pid {
-            let owner = Owner {
-                pid,
-                comm: r.comm.clone().unwrap_or_default(),
-                uid: ev.uid,
-            };
-            self.connections.insert(tuple, owner);
+            self.remember_connection(tuple, pid, r.comm.as_ref(), ev.uid);
         }
         if ev.new_state == TCP_CLOSE {
             self.owners.remove(&ev.sock);
@@ -233,13 +260,12 @@ impl Tracker {
     /// owner, ours, or the listener's for a connection not yet accepted.
     fn attribute(&mut self, ev: &Event, r: &mut Record) {
         if ev.flags & (flag::OWNER_KNOWN | flag::SYSCALL) != 0 {
-            let owner = self.remember(ev);
             let source = if ev.flags & flag::SYSCALL != 0 {
                 OwnerSource::Syscall
             } else {
                 OwnerSource::Remembered
             };
-            r.set_owner(&owner, source);
+            r.set_owner(self.remember(ev), source);
         } else if let Some(owner) = self.owners.get(&ev.sock) {
             r.set_owner(owner, OwnerSource::Remembered);
         } else if let Some(owner) = self.listeners.get(&(ev.netns, ev.lport))

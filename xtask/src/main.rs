@@ -2,6 +2,7 @@
 //! Rust, so a fresh machine and CI need nothing but cargo to get going, and
 //! there is exactly one test command to keep in sync with the README and CI.
 
+mod bench;
 mod setup;
 
 use std::{
@@ -14,7 +15,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- TEST-ARGS...] | run [ARGS...]>";
+const USAGE: &str = "usage: cargo xtask <setup | test [-- TEST-ARGS...] | run [ARGS...] | bench [--smoke] [--long]>";
 
 fn main() -> ExitCode {
     let mut args = env::args_os().skip(1);
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         Some("setup") => setup::setup(),
         Some("test") => test(rest),
         Some("run") => run(rest),
+        Some("bench") => bench::bench(&rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -69,8 +71,15 @@ fn test(extra: Vec<OsString>) -> Result<()> {
         env::var("CI").unwrap_or_else(|_| "unset".into()),
     );
     let mut tests = cargo(["test", "--workspace", "--", "--test-threads=1"]);
+    let filtered = !extra.is_empty();
     tests.args(extra);
-    step("test", tests)
+    step("test", tests)?;
+    // The benchmark suite, briefly: the report must be produced and
+    // well-formed (figures are for `cargo xtask bench`, not for CI).
+    if setup::is_root() && !filtered {
+        bench::bench(&["--smoke".into()])?;
+    }
+    Ok(())
 }
 
 /// Build the release binary and replace this process with it, so signals and

@@ -102,7 +102,7 @@ pub async fn run(filter: Filter) -> anyhow::Result<()> {
             }
         })?;
 
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut running: Option<(Running, Vec<crate::record::Record>)> = None;
     let mut batch = Vec::new();
     let mut dirty = true;

@@ -3,11 +3,14 @@
 //! here; memory is bounded however many records arrive.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     net::IpAddr,
 };
 
-use crate::record::{Record, RecordType};
+use crate::{
+    fasthash::FastMap,
+    record::{Record, RecordType},
+};
 
 /// Recent bind/listen/connect decisions kept for the list.
 pub const RECENT: usize = 2000;
@@ -45,6 +48,7 @@ pub struct TimeWait {
 #[derive(Debug, Clone)]
 pub struct Member {
     pub sock_id: String,
+    pub sock: u64,
     pub ino: Option<u64>,
     pub owner: Option<(u32, String)>,
     pub deliveries: u64,
@@ -79,11 +83,11 @@ impl PortAgg {
 
 #[derive(Debug, Default)]
 pub struct Model {
-    ports: HashMap<PortKey, PortAgg>,
+    ports: FastMap<PortKey, PortAgg>,
     pub decisions: VecDeque<Record>,
     pub failures: u64,
-    pub sockets: HashMap<String, LiveSock>,
-    pub time_wait: HashMap<String, TimeWait>,
+    pub sockets: FastMap<u64, LiveSock>,
+    pub time_wait: FastMap<u64, TimeWait>,
     pub groups: BTreeMap<GroupKey, Vec<Member>>,
     /// TIME_WAIT entries and exits per second, newest last.
     pub tw_entries: VecDeque<u64>,
@@ -143,14 +147,14 @@ impl Model {
             RecordType::State => {
                 let state = r.new_state.unwrap_or("?");
                 if state == "CLOSE" {
-                    self.untrack(&r.sock_id);
+                    self.untrack(r.sock);
                 } else if r.lport != 0 {
                     self.track(r, key, state);
                 }
             }
             RecordType::TwEnter => {
-                self.untrack(&r.sock_id);
-                self.tw_gone(&r.sock_id);
+                self.untrack(r.sock);
+                self.tw_gone(r.sock);
                 let last = r
                     .last_pid
                     .map(|p| (p, r.last_comm.clone().unwrap_or_default()));
@@ -161,7 +165,7 @@ impl Model {
                     agg.last_owner.clone_from(&last);
                 }
                 self.time_wait.insert(
-                    r.sock_id.clone(),
+                    r.sock,
                     TimeWait {
                         key,
                         entered_ns: r.ts_ns,
@@ -173,7 +177,7 @@ impl Model {
                 }
             }
             RecordType::TwExit => {
-                self.tw_gone(&r.sock_id);
+                self.tw_gone(r.sock);
                 if let Some(b) = self.tw_exits.back_mut() {
                     *b += 1;
                 }
@@ -202,14 +206,14 @@ impl Model {
         }
     }
 
-    fn untrack(&mut self, sock_id: &str) {
-        if let Some(s) = self.sockets.remove(sock_id) {
+    fn untrack(&mut self, sock: u64) {
+        if let Some(s) = self.sockets.remove(&sock) {
             self.port_dec(s.key, s.state);
         }
     }
 
-    fn tw_gone(&mut self, sock_id: &str) {
-        let Some(t) = self.time_wait.remove(sock_id) else {
+    fn tw_gone(&mut self, sock: u64) {
+        let Some(t) = self.time_wait.remove(&sock) else {
             return;
         };
         if let Some(agg) = self.ports.get_mut(&t.key) {
@@ -227,7 +231,7 @@ impl Model {
     }
 
     fn track(&mut self, r: &Record, key: PortKey, state: &'static str) {
-        let previous = self.sockets.get(&r.sock_id).map(|s| (s.key, s.state));
+        let previous = self.sockets.get(&r.sock).map(|s| (s.key, s.state));
         if previous != Some((key, state)) {
             if let Some((k, s)) = previous {
                 self.port_dec(k, s);
@@ -240,7 +244,7 @@ impl Model {
                 .entry(state)
                 .or_default() += 1;
         }
-        let entry = self.sockets.entry(r.sock_id.clone()).or_insert(LiveSock {
+        let entry = self.sockets.entry(r.sock).or_insert(LiveSock {
             key,
             state,
             owner: None,
@@ -270,7 +274,7 @@ impl Model {
             netns: r.netns,
         };
         let members = self.groups.entry(key).or_default();
-        match members.iter_mut().find(|m| m.sock_id == r.sock_id) {
+        match members.iter_mut().find(|m| m.sock == r.sock) {
             Some(m) => {
                 m.deliveries += 1;
                 if m.owner.is_none() {
@@ -279,6 +283,7 @@ impl Model {
             }
             None => members.push(Member {
                 sock_id: r.sock_id.clone(),
+                sock: r.sock,
                 ino: r.ino,
                 owner: owner(r),
                 deliveries: 1,

@@ -303,7 +303,11 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     let [table_area, spark_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(4)]).areas(area);
     let rows_data = app.model.port_rows();
-    let rows = rows_data.iter().map(|row| {
+    let height = usize::from(table_area.height.saturating_sub(2)).max(1);
+    let selected = app.selected[1].min(rows_data.len().saturating_sub(1));
+    let start = selected.saturating_sub(height - 1);
+    let window = &rows_data[start.min(rows_data.len())..(start + height).min(rows_data.len())];
+    let rows = window.iter().map(|row| {
         let states = row
             .states
             .iter()
@@ -365,7 +369,7 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     )));
     let mut state = TableState::default();
     if !rows_data.is_empty() {
-        state.select(Some(app.selected[1].min(rows_data.len() - 1)));
+        state.select(Some(selected - start));
     }
     f.render_stateful_widget(table, table_area, &mut state);
     let [enter, exit] =
