@@ -207,7 +207,7 @@ fn check(r: &Value) -> Result<()> {
         ("pipeline rate", &r["pipeline_events_per_s"]["decode_track"]),
         ("RSS", &o["memory"]["rss_kib_after_events"]),
     ] {
-        if !(f(v) > 0.0) {
+        if f(v).is_nan() || f(v) <= 0.0 {
             bail!("benchmark report: {what} is missing or zero: {v}");
         }
     }
