@@ -8,6 +8,7 @@
 pub mod btf;
 pub mod cli;
 pub mod dashboard;
+pub mod explain;
 pub mod fasthash;
 pub mod filter;
 pub mod names;

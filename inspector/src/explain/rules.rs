@@ -1,0 +1,1244 @@
+//! The kernel's port rules for `bind()` and `listen()`, as a pure function
+//! of the sockets on a port (Linux 6.x; read against 6.18 and checked
+//! against it by the differential test in `tests/explain.rs`).
+//!
+//! What the kernel decides with, and where:
+//! - TCP `bind()` and `listen()` both end in `inet_csk_get_port()`
+//!   (net/ipv4/inet_connection_sock.c; `listen()` through
+//!   `inet_csk_listen_start()`). It first tries the bind bucket's cached
+//!   fast paths (`tb->fastreuse`, `sk_reuseport_match()`), which skip the
+//!   conflict check; otherwise `inet_csk_bind_conflict()` /
+//!   `inet_bhash2_addr_any_conflict()` compare the socket with every owner
+//!   of the port through `inet_bind_conflict()` and the address rules.
+//! - UDP `bind()` ends in `udp_lib_get_port()` (net/ipv4/udp.c), which walks
+//!   the port's hash chain in `udp_lib_lport_inuse()` and stops at the first
+//!   socket whose address overlaps: that one alone decides.
+//!
+//! Both fast paths depend on history the sockets do not show (the order of
+//! binds and listens): a [`Port`] built with [`Port::new`] replays that
+//! history like the kernel does; one built from an inventory with
+//! [`Port::from_inventory`] has no history, so only the full check is
+//! applied (the kernel may still take a fast path that allows more).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use serde::Serialize;
+
+/// `LOOPBACK4_IPV6` (include/net/ipv6.h): the IPv4 receive address the
+/// kernel gives an IPv6 socket once connect() picked a non-mapped source.
+const LOOPBACK4_IPV6: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// What a socket on the port is doing, as far as the rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SockState {
+    /// Bound, not listening (TCP_CLOSE; a bound UDP socket).
+    Bound,
+    /// TCP_LISTEN.
+    Listen,
+    /// A full socket in any connection state (ESTABLISHED, CLOSE_WAIT, ...;
+    /// a connected UDP socket).
+    Connected,
+    /// A timewait socket (`inet_timewait_sock`, substate TIME_WAIT or
+    /// FIN_WAIT2): no owner, its flags copied from the closed socket.
+    TimeWait,
+}
+
+/// One socket: an existing holder of the port, or the one about to bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sock {
+    pub proto: Proto,
+    /// Local address as the kernel holds it. An IPv6 socket has a V6
+    /// address (v4-mapped for a dual-stack socket bound to an IPv4 address);
+    /// an IPv4 socket a V4 one.
+    pub addr: IpAddr,
+    pub port: u16,
+    /// SO_REUSEADDR (`sk_reuse`, `tw_reuse`); `None` when not known.
+    pub reuseaddr: Option<bool>,
+    /// SO_REUSEPORT (`sk_reuseport`, `tw_reuseport`); `None` when not known.
+    pub reuseport: Option<bool>,
+    /// IPV6_V6ONLY (`sk_ipv6only`). The kernel sets it itself when an IPv6
+    /// socket binds a specific non-mapped address (`__inet6_bind`).
+    pub v6only: bool,
+    pub uid: u32,
+    /// SO_BINDTODEVICE ifindex (`sk_bound_dev_if`), 0 for none.
+    pub bound_dev_if: i32,
+    pub state: SockState,
+    /// An IPv6 socket whose source address connect() chose: its IPv4
+    /// receive address is then `LOOPBACK4_IPV6`.
+    pub connected_from_any: bool,
+}
+
+impl Sock {
+    /// A socket about to bind `addr:port` with no options, as uid 0.
+    pub fn new(proto: Proto, addr: IpAddr, port: u16) -> Self {
+        Self {
+            proto,
+            addr,
+            port,
+            reuseaddr: Some(false),
+            reuseport: Some(false),
+            v6only: false,
+            uid: 0,
+            bound_dev_if: 0,
+            state: SockState::Bound,
+            connected_from_any: false,
+        }
+    }
+
+    pub fn is_v6(&self) -> bool {
+        self.addr.is_ipv6()
+    }
+
+    fn reuse(&self) -> bool {
+        self.reuseaddr.unwrap_or(false)
+    }
+
+    fn rport(&self) -> bool {
+        self.reuseport.unwrap_or(false)
+    }
+
+    /// The socket's `sk_v6_rcv_saddr`, or `None` for an IPv4 socket
+    /// (`inet6_rcv_saddr()`).
+    fn v6(&self) -> Option<Ipv6Addr> {
+        match self.addr {
+            IpAddr::V6(a) => Some(a),
+            IpAddr::V4(_) => None,
+        }
+    }
+
+    /// The socket's `inet_rcv_saddr`: the IPv4 address; for IPv6 the mapped
+    /// IPv4 address, 0 for `::`, and otherwise 0 after `__inet6_bind` (which
+    /// also sets `sk_ipv6only`, so it is never compared) or
+    /// `LOOPBACK4_IPV6` after connect().
+    fn rcv_saddr(&self) -> u32 {
+        match self.addr {
+            IpAddr::V4(a) => u32::from(a),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(v4) => u32::from(v4),
+                None if a.is_unspecified() => 0,
+                None if self.connected_from_any => u32::from(LOOPBACK4_IPV6),
+                None => 0,
+            },
+        }
+    }
+
+    /// Bound to a wildcard: 0.0.0.0, `::` or `::ffff:0.0.0.0`.
+    pub fn is_wildcard(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(a) => a.is_unspecified(),
+            IpAddr::V6(a) => {
+                a.is_unspecified() || a.to_ipv4_mapped().is_some_and(|v| v.is_unspecified())
+            }
+        }
+    }
+
+    /// An IPv4 socket, or an IPv6 one on a v4-mapped address.
+    fn is_v4_like(&self) -> bool {
+        match self.addr {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+        }
+    }
+
+    /// The flags after bind(): `__inet6_bind` sets `sk_ipv6only` for a
+    /// specific non-mapped IPv6 address.
+    fn after_bind(&self) -> Self {
+        let mut s = self.clone();
+        if let IpAddr::V6(a) = s.addr
+            && !a.is_unspecified()
+            && a.to_ipv4_mapped().is_none()
+        {
+            s.v6only = true;
+        }
+        s
+    }
+}
+
+/// `ipv6_addr_type()` reduced to what the rules distinguish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AddrType {
+    Any,
+    Mapped,
+    Other,
+}
+
+fn addr_type(a: &Ipv6Addr) -> AddrType {
+    if a.is_unspecified() {
+        AddrType::Any
+    } else if a.to_ipv4_mapped().is_some() {
+        AddrType::Mapped
+    } else {
+        AddrType::Other
+    }
+}
+
+/// `ipv4_rcv_saddr_equal()` (net/ipv4/inet_connection_sock.c).
+fn ipv4_rcv_saddr_equal(
+    sk1: u32,
+    sk2: u32,
+    sk2_ipv6only: bool,
+    match1: bool,
+    match2: bool,
+) -> bool {
+    if !sk2_ipv6only {
+        if sk1 == sk2 {
+            return true;
+        }
+        return (match1 && sk1 == 0) || (match2 && sk2 == 0);
+    }
+    false
+}
+
+/// `ipv6_rcv_saddr_equal()` (net/ipv4/inet_connection_sock.c).
+#[allow(clippy::too_many_arguments, reason = "mirrors the kernel function")]
+fn ipv6_rcv_saddr_equal(
+    sk1_6: &Ipv6Addr,
+    sk2_6: Option<&Ipv6Addr>,
+    sk1_4: u32,
+    sk2_4: u32,
+    sk1_ipv6only: bool,
+    sk2_ipv6only: bool,
+    match1: bool,
+    match2: bool,
+) -> bool {
+    let t1 = addr_type(sk1_6);
+    let t2 = sk2_6.map_or(AddrType::Mapped, addr_type);
+    // "if both are mapped, treat as IPv4"
+    if t1 == AddrType::Mapped && t2 == AddrType::Mapped {
+        if !sk2_ipv6only {
+            if sk1_4 == sk2_4 {
+                return true;
+            }
+            return (match1 && sk1_4 == 0) || (match2 && sk2_4 == 0);
+        }
+        return false;
+    }
+    if t1 == AddrType::Any && t2 == AddrType::Any {
+        return true;
+    }
+    if t2 == AddrType::Any && match2 && !(sk2_ipv6only && t1 == AddrType::Mapped) {
+        return true;
+    }
+    if t1 == AddrType::Any && match1 && !(sk1_ipv6only && t2 == AddrType::Mapped) {
+        return true;
+    }
+    sk2_6.is_some_and(|a| a == sk1_6)
+}
+
+/// `inet_rcv_saddr_equal(sk, sk2, match_wildcard)`.
+fn inet_rcv_saddr_equal(sk: &Sock, sk2: &Sock, wildcard: bool) -> bool {
+    match sk.v6() {
+        Some(a) => ipv6_rcv_saddr_equal(
+            &a,
+            sk2.v6().as_ref(),
+            sk.rcv_saddr(),
+            sk2.rcv_saddr(),
+            sk.v6only,
+            sk2.v6only,
+            wildcard,
+            wildcard,
+        ),
+        None => ipv4_rcv_saddr_equal(
+            sk.rcv_saddr(),
+            sk2.rcv_saddr(),
+            sk2.v6only,
+            wildcard,
+            wildcard,
+        ),
+    }
+}
+
+/// Whether the addresses of a TCP socket about to take the port and an
+/// owner overlap, the way `inet_csk_get_port()` looks: a specific address
+/// (`inet_use_bhash2_on_bind()`) is compared with the owners of its own
+/// bhash2 bucket (`inet_bind2_bucket_addr_match()`) and of the wildcard
+/// buckets (`inet_bind2_bucket_match_addr_any()`), skipping IPV6_V6ONLY
+/// owners for IPv4 (`__inet_bhash2_conflict()`); a wildcard with every owner
+/// through `inet_rcv_saddr_equal(sk, sk2, true)`.
+fn tcp_addr_overlap(sk: &Sock, sk2: &Sock) -> bool {
+    if sk.is_wildcard() {
+        return inet_rcv_saddr_equal(sk, sk2, true);
+    }
+    let exact = match (sk.addr, sk2.addr) {
+        (IpAddr::V6(a), IpAddr::V6(b)) => a == b,
+        (IpAddr::V6(a), IpAddr::V4(b)) => a.to_ipv4_mapped() == Some(b),
+        (IpAddr::V4(a), IpAddr::V6(b)) => b.to_ipv4_mapped() == Some(a),
+        (IpAddr::V4(a), IpAddr::V4(b)) => a == b,
+    };
+    let any = match sk2.addr {
+        IpAddr::V6(b) if b.is_unspecified() => true,
+        _ => sk2.is_wildcard() && sk.is_v4_like(),
+    };
+    if !(exact || any) {
+        return false;
+    }
+    !(sk2.v6only && sk.is_v4_like())
+}
+
+/// The bound devices overlap: either unbound, or the same
+/// (`inet_bind_conflict()`, `udp_lib_lport_inuse()`).
+fn dev_overlap(sk: &Sock, sk2: &Sock) -> bool {
+    sk.bound_dev_if == 0 || sk2.bound_dev_if == 0 || sk.bound_dev_if == sk2.bound_dev_if
+}
+
+/// `inet_bind_conflict(sk, sk2, uid, relax=true, reuseport_cb_ok=true,
+/// reuseport_ok=true)` without the address part: whether the options of
+/// the two sockets let them share the port.
+/// A timewait holder is exempt from the uid comparison
+/// (`sk2->sk_state == TCP_TIME_WAIT || uid_eq(uid, sk_uid(sk2))`); a
+/// socket still closing (FIN_WAIT1, before the timewait socket replaces
+/// it) is not.
+fn tcp_flags_conflict(sk: &Sock, sk2: &Sock) -> bool {
+    if sk.reuse() && sk2.reuse() && sk2.state != SockState::Listen {
+        return false;
+    }
+    !(sk.rport() && sk2.rport() && (sk2.state == SockState::TimeWait || sk.uid == sk2.uid))
+}
+
+/// The condition that makes `sk2` block `sk` over TCP, in words.
+fn tcp_why(sk: &Sock, sk2: &Sock) -> String {
+    let reuse = if sk.reuse() && sk2.reuse() {
+        "SO_REUSEADDR on both, but the holder is listening (sk2->sk_state == TCP_LISTEN)".to_owned()
+    } else {
+        format!(
+            "SO_REUSEADDR not set on {}",
+            missing(sk.reuseaddr, sk2.reuseaddr)
+        )
+    };
+    let port = if sk.rport() && sk2.rport() {
+        format!(
+            "SO_REUSEPORT on both, but the uids differ (new {}, holder {}) and the holder is not TIME_WAIT",
+            sk.uid, sk2.uid
+        )
+    } else {
+        format!(
+            "SO_REUSEPORT not set on {}",
+            missing(sk.reuseport, sk2.reuseport)
+        )
+    };
+    format!("{reuse}; {port}; {}", overlap_words(sk, sk2))
+}
+
+fn missing(new: Option<bool>, holder: Option<bool>) -> &'static str {
+    match (new.unwrap_or(false), holder) {
+        (false, Some(false)) => "either socket",
+        (false, None) => "the new socket (holder: unknown)",
+        (false, Some(true)) => "the new socket",
+        (true, None) => "the holder (unknown: assumed not)",
+        (true, _) => "the holder",
+    }
+}
+
+fn overlap_words(sk: &Sock, sk2: &Sock) -> String {
+    let a = crate::explain::fmt_addr(sk.addr, sk.port);
+    let b = crate::explain::fmt_addr(sk2.addr, sk2.port);
+    if sk.addr == sk2.addr {
+        format!("same address {a}")
+    } else if sk2.is_wildcard() && sk2.is_v6() && !sk2.v6only && !sk.is_v6() {
+        format!("the holder {b} is dual-stack (IPV6_V6ONLY=0) and covers {a}")
+    } else if sk.is_wildcard() && sk.is_v6() && !sk.v6only && !sk2.is_v6() {
+        format!("{a} without IPV6_V6ONLY also claims IPv4, including {b}")
+    } else if sk2.is_wildcard() {
+        format!("the holder's wildcard {b} covers {a}")
+    } else if sk.is_wildcard() {
+        format!("the wildcard {a} covers the holder's {b}")
+    } else {
+        format!("{a} overlaps {b}")
+    }
+}
+
+/// The kernel function and condition behind a verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub function: &'static str,
+    pub condition: String,
+}
+
+/// The predicted result of one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// `ok`, an errno name, or `not_reached` (listen after a failed bind).
+    pub result: String,
+    pub rule: Rule,
+    /// Indices (into [`Port::socks`]) of the sockets that block the call.
+    pub blockers: Vec<usize>,
+    /// What would change the result.
+    pub advice: Vec<String>,
+    /// Set when the result rests on a flag the inventory could not read
+    /// (a TIME_WAIT socket's SO_REUSEADDR/SO_REUSEPORT): the result if the
+    /// unknown flags are set instead.
+    pub if_unknown_flags_set: Option<String>,
+}
+
+impl Verdict {
+    fn ok(function: &'static str, condition: impl Into<String>) -> Self {
+        Self {
+            result: "ok".into(),
+            rule: Rule {
+                function,
+                condition: condition.into(),
+            },
+            blockers: Vec::new(),
+            advice: Vec::new(),
+            if_unknown_flags_set: None,
+        }
+    }
+
+    fn err(errno: &str, function: &'static str, condition: impl Into<String>) -> Self {
+        Self {
+            result: errno.into(),
+            ..Self::ok(function, condition)
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.result == "ok"
+    }
+}
+
+/// The state `inet_csk_update_fastreuse()` keeps in a TCP bind bucket
+/// (`struct inet_bind_bucket`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Bucket {
+    fastreuse: bool,
+    /// 0, `FASTREUSEPORT_ANY` or `FASTREUSEPORT_STRICT`.
+    fastreuseport: FastReuseport,
+    fast: Option<Sock>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FastReuseport {
+    Off,
+    Any,
+    Strict,
+}
+
+/// `sk_reuseport_match()` (include/net/inet_hashtables.h /
+/// inet_connection_sock.c).
+fn sk_reuseport_match(tb: &Bucket, sk: &Sock) -> bool {
+    let Some(fast) = &tb.fast else { return false };
+    if tb.fastreuseport == FastReuseport::Off || !sk.rport() || fast.uid != sk.uid {
+        return false;
+    }
+    if tb.fastreuseport == FastReuseport::Any {
+        return true;
+    }
+    match fast.v6() {
+        Some(f6) => ipv6_rcv_saddr_equal(
+            &f6,
+            sk.v6().as_ref(),
+            fast.rcv_saddr(),
+            sk.rcv_saddr(),
+            fast.v6only,
+            sk.v6only,
+            true,
+            false,
+        ),
+        None => ipv4_rcv_saddr_equal(fast.rcv_saddr(), sk.rcv_saddr(), sk.v6only, true, false),
+    }
+}
+
+/// The call being predicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Bind,
+    Listen,
+}
+
+/// The sockets on one port of one namespace, and (for a port whose history
+/// is replayed) the kernel's per-port cache.
+#[derive(Debug, Clone)]
+pub struct Port {
+    /// TCP: any order. UDP: the order of the kernel's hash chain, head
+    /// first (a sock_diag dump lists them in that order).
+    pub socks: Vec<Sock>,
+    /// `None` when the history is unknown (built from an inventory).
+    bucket: Option<Bucket>,
+    /// `net.ipv4.ip_unprivileged_port_start` of the namespace.
+    pub unprivileged_port_start: u16,
+}
+
+impl Default for Port {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Port {
+    /// An empty port whose history [`Port::bind`] / [`Port::listen`] replay.
+    pub fn new() -> Self {
+        Self {
+            socks: Vec::new(),
+            bucket: None,
+            unprivileged_port_start: 1024,
+        }
+    }
+
+    /// The sockets an inventory found; TCP fast-path state unknown.
+    pub fn from_inventory(socks: Vec<Sock>) -> Self {
+        Self {
+            socks,
+            bucket: None,
+            unprivileged_port_start: 1024,
+        }
+    }
+
+    /// Predicts `bind()` of `sk` and, when it succeeds, applies it (the
+    /// socket joins the port). Returns the verdict and the new socket's
+    /// index.
+    pub fn bind(&mut self, sk: &Sock) -> (Verdict, Option<usize>) {
+        let v = self.check(sk, Phase::Bind, None);
+        if !v.is_ok() {
+            return (v, None);
+        }
+        let sk = sk.after_bind();
+        let idx = match sk.proto {
+            Proto::Tcp => {
+                self.update_fastreuse(&sk, Phase::Bind);
+                self.socks.push(sk);
+                self.socks.len() - 1
+            }
+            // udp_lib_get_port(): an IPv6 SO_REUSEPORT socket goes to the
+            // tail of the chain, every other one to the head.
+            Proto::Udp if sk.is_v6() && sk.rport() => {
+                self.socks.push(sk);
+                self.socks.len() - 1
+            }
+            Proto::Udp => {
+                self.socks.insert(0, sk);
+                0
+            }
+        };
+        (v, Some(idx))
+    }
+
+    /// Predicts `listen()` of the bound TCP socket `idx` and, when it
+    /// succeeds, applies it.
+    pub fn listen(&mut self, idx: usize) -> Verdict {
+        let Some(sk) = self.socks.get(idx).cloned() else {
+            return Verdict::err("EINVAL", "inet_listen", "no such socket");
+        };
+        if sk.proto == Proto::Udp {
+            return udp_listen();
+        }
+        let mut sk = sk;
+        sk.state = SockState::Listen;
+        let v = self.check(&sk, Phase::Listen, Some(idx));
+        if v.is_ok() {
+            self.update_fastreuse(&sk, Phase::Listen);
+            self.socks[idx] = sk;
+        }
+        v
+    }
+
+    /// connect() of socket `idx` from `src` (its source address when bound
+    /// to a wildcard): the socket keeps the port and takes the address.
+    pub fn connect(&mut self, idx: usize, src: IpAddr) {
+        if let Some(s) = self.socks.get_mut(idx) {
+            if s.is_wildcard() {
+                s.connected_from_any = s.is_v6() && src.is_ipv6();
+                s.addr = src;
+            }
+            s.state = SockState::Connected;
+        }
+    }
+
+    /// The TCP socket `idx` closed into TIME_WAIT (`tcp_time_wait()`); the
+    /// timewait socket keeps its flags and takes its place in the bucket
+    /// without touching the bucket's cache.
+    pub fn time_wait(&mut self, idx: usize) {
+        if let Some(s) = self.socks.get_mut(idx) {
+            s.state = SockState::TimeWait;
+        }
+    }
+
+    /// Predicts `bind()` of `sk` and then (TCP) `listen()` on it, leaving
+    /// the port as it is.
+    pub fn predict(&self, sk: &Sock) -> (Verdict, Verdict) {
+        let unknown = self
+            .socks
+            .iter()
+            .any(|s| s.reuseaddr.is_none() || s.reuseport.is_none());
+        let (mut bind, mut listen) = self.clone().predict_known(sk);
+        if unknown {
+            let mut opt = self.clone();
+            for s in &mut opt.socks {
+                s.reuseaddr.get_or_insert(true);
+                s.reuseport.get_or_insert(true);
+            }
+            let (b2, l2) = opt.predict_known(sk);
+            if b2.result != bind.result {
+                bind.if_unknown_flags_set = Some(b2.result);
+            }
+            if l2.result != listen.result {
+                listen.if_unknown_flags_set = Some(l2.result);
+            }
+        }
+        self.advise(sk, &mut bind, &mut listen);
+        (bind, listen)
+    }
+
+    fn predict_known(mut self, sk: &Sock) -> (Verdict, Verdict) {
+        let (bind, idx) = self.bind(sk);
+        let listen = match (idx, sk.proto) {
+            (_, Proto::Udp) => udp_listen(),
+            (Some(i), Proto::Tcp) => self.listen(i),
+            (None, Proto::Tcp) => Verdict::err(
+                "not_reached",
+                "inet_listen",
+                "bind() failed; listen() on an unbound socket would pick a random port (autobind)",
+            ),
+        };
+        (bind, listen)
+    }
+
+    /// The checks `inet_bind()`/`__inet6_bind()` make before the port
+    /// itself, then the port decision.
+    fn check(&self, sk: &Sock, phase: Phase, own: Option<usize>) -> Verdict {
+        if phase == Phase::Bind
+            && let Some(v) = self.precheck(sk)
+        {
+            return v;
+        }
+        match sk.proto {
+            Proto::Tcp => self.tcp_get_port(&sk.after_bind(), phase, own),
+            Proto::Udp => self.udp_get_port(&sk.after_bind()),
+        }
+    }
+
+    fn precheck(&self, sk: &Sock) -> Option<Verdict> {
+        if let IpAddr::V6(a) = sk.addr
+            && a.to_ipv4_mapped().is_some()
+            && sk.v6only
+        {
+            return Some(Verdict::err(
+                "EINVAL",
+                "__inet6_bind",
+                "a v4-mapped address on an IPV6_V6ONLY socket",
+            ));
+        }
+        // inet_port_requires_bind_service(): below
+        // ip_unprivileged_port_start a bind needs CAP_NET_BIND_SERVICE.
+        if sk.port != 0 && sk.port < self.unprivileged_port_start && sk.uid != 0 {
+            return Some(Verdict::err(
+                "EACCES",
+                "inet_port_requires_bind_service",
+                format!(
+                    "port {} < net.ipv4.ip_unprivileged_port_start ({}) and uid {} (assumed without CAP_NET_BIND_SERVICE)",
+                    sk.port, self.unprivileged_port_start, sk.uid
+                ),
+            ));
+        }
+        None
+    }
+
+    /// `inet_csk_get_port()` for an explicit port.
+    fn tcp_get_port(&self, sk: &Sock, phase: Phase, own: Option<usize>) -> Verdict {
+        const F: &str = "inet_csk_get_port";
+        let others: Vec<usize> = (0..self.socks.len())
+            .filter(|&i| Some(i) != own && self.socks[i].proto == Proto::Tcp)
+            .collect();
+        if others.is_empty() && own.is_none() {
+            return Verdict::ok(F, "no socket holds the port");
+        }
+        // `reuse` is false for a socket that is listening (its state is
+        // already TCP_LISTEN when inet_csk_listen_start() calls here).
+        let reuse = sk.reuse() && phase == Phase::Bind;
+        if let Some(tb) = &self.bucket {
+            if tb.fastreuse && reuse {
+                return Verdict::ok(
+                    F,
+                    "fast path: every owner of the port had SO_REUSEADDR and none listened when it took it (tb->fastreuse), and so has this one",
+                );
+            }
+            if sk_reuseport_match(tb, sk) {
+                return Verdict::ok(
+                    F,
+                    if tb.fastreuseport == FastReuseport::Any {
+                        "fast path: every owner of the port took it with SO_REUSEPORT and this uid (tb->fastreuseport == FASTREUSEPORT_ANY, sk_reuseport_match)"
+                    } else {
+                        "fast path: the last SO_REUSEPORT socket that passed the full check has this uid and a matching address (FASTREUSEPORT_STRICT, sk_reuseport_match)"
+                    },
+                );
+            }
+        }
+        let blockers: Vec<usize> = others
+            .into_iter()
+            .filter(|&i| {
+                let sk2 = &self.socks[i];
+                dev_overlap(sk, sk2) && tcp_flags_conflict(sk, sk2) && tcp_addr_overlap(sk, sk2)
+            })
+            .collect();
+        let function = if sk.is_wildcard() {
+            "inet_csk_bind_conflict"
+        } else {
+            "inet_bhash2_conflict"
+        };
+        match blockers.first() {
+            None => Verdict::ok(
+                function,
+                "every owner either has SO_REUSEADDR like this socket and is not listening, or SO_REUSEPORT with the same uid (or is TIME_WAIT), or its address or device does not overlap (inet_bind_conflict)",
+            ),
+            Some(&i) => Verdict {
+                blockers: blockers.clone(),
+                ..Verdict::err(
+                    "EADDRINUSE",
+                    function,
+                    format!("inet_bind_conflict: {}", tcp_why(sk, &self.socks[i])),
+                )
+            },
+        }
+    }
+
+    /// `udp_lib_get_port()` -> `udp_lib_lport_inuse()`: the first socket of
+    /// the chain that overlaps decides.
+    fn udp_get_port(&self, sk: &Sock) -> Verdict {
+        const F: &str = "udp_lib_lport_inuse";
+        for (i, sk2) in self.socks.iter().enumerate() {
+            if sk2.proto != Proto::Udp
+                || (sk2.reuse() && sk.reuse())
+                || !dev_overlap(sk, sk2)
+                || !inet_rcv_saddr_equal(sk, sk2, true)
+            {
+                continue;
+            }
+            if sk2.rport() && sk.rport() && sk.uid == sk2.uid {
+                return Verdict::ok(
+                    F,
+                    format!(
+                        "the first overlapping socket of the chain ({}) has SO_REUSEPORT and the same uid: the search stops there",
+                        crate::explain::fmt_addr(sk2.addr, sk2.port)
+                    ),
+                );
+            }
+            let reuse = format!(
+                "SO_REUSEADDR not set on {}",
+                missing(sk.reuseaddr, sk2.reuseaddr)
+            );
+            let port = if sk.rport() && sk2.rport() {
+                format!(
+                    "SO_REUSEPORT on both but the uids differ (new {}, holder {})",
+                    sk.uid, sk2.uid
+                )
+            } else {
+                format!(
+                    "SO_REUSEPORT not set on {}",
+                    missing(sk.reuseport, sk2.reuseport)
+                )
+            };
+            return Verdict {
+                blockers: vec![i],
+                ..Verdict::err(
+                    "EADDRINUSE",
+                    F,
+                    format!("{reuse}; {port}; {}", overlap_words(sk, sk2)),
+                )
+            };
+        }
+        Verdict::ok(
+            F,
+            "no socket on the port overlaps without SO_REUSEADDR on both (or the port is free)",
+        )
+    }
+
+    /// `inet_csk_update_fastreuse()` after a successful get_port.
+    fn update_fastreuse(&mut self, sk: &Sock, phase: Phase) {
+        let reuse = sk.reuse() && phase == Phase::Bind;
+        let empty = phase == Phase::Bind && self.socks.iter().all(|s| s.proto != Proto::Tcp);
+        let tb = self.bucket.get_or_insert(Bucket {
+            fastreuse: false,
+            fastreuseport: FastReuseport::Off,
+            fast: None,
+        });
+        if empty {
+            tb.fastreuse = reuse;
+            if sk.rport() {
+                tb.fastreuseport = FastReuseport::Any;
+                tb.fast = Some(sk.clone());
+            } else {
+                tb.fastreuseport = FastReuseport::Off;
+            }
+            return;
+        }
+        if !reuse {
+            tb.fastreuse = false;
+        }
+        if sk.rport() {
+            if !sk_reuseport_match(tb, sk) {
+                tb.fastreuseport = FastReuseport::Strict;
+                tb.fast = Some(sk.clone());
+            }
+        } else {
+            tb.fastreuseport = FastReuseport::Off;
+        }
+    }
+
+    /// What would change a refusal, and what a success implies.
+    fn advise(&self, sk: &Sock, bind: &mut Verdict, listen: &mut Verdict) {
+        let failing = if !bind.is_ok() {
+            Some(&*bind)
+        } else if !listen.is_ok() && sk.proto == Proto::Tcp {
+            Some(&*listen)
+        } else {
+            None
+        };
+        let mut advice = Vec::new();
+        if let Some(v) = failing {
+            for &i in &v.blockers {
+                let Some(h) = self.socks.get(i) else { continue };
+                advice.extend(blocker_advice(sk, h));
+            }
+            if v.result == "EADDRINUSE" {
+                advice.extend(self.what_if(sk));
+            }
+            if v.result == "EACCES" {
+                advice.push(format!(
+                    "bind as root, grant CAP_NET_BIND_SERVICE, or use a port >= {}",
+                    self.unprivileged_port_start
+                ));
+            }
+        } else if sk.proto == Proto::Tcp {
+            advice.extend(self.later_listens(sk));
+        } else if sk.reuse()
+            && self
+                .socks
+                .iter()
+                .any(|h| h.reuse() && inet_rcv_saddr_equal(sk, h, false))
+        {
+            advice.push(
+                "SO_REUSEADDR on both UDP sockets: unicast datagrams go to the most recently bound one only, not to both"
+                    .into(),
+            );
+        }
+        advice.dedup();
+        if !bind.is_ok() {
+            bind.advice = advice;
+        } else {
+            listen.advice = advice;
+        }
+    }
+
+    /// The smallest change of the new socket's own options that makes both
+    /// calls succeed.
+    fn what_if(&self, sk: &Sock) -> Vec<String> {
+        let mut tries: Vec<(&str, Sock)> = Vec::new();
+        let mut t = sk.clone();
+        if !sk.reuse() {
+            t.reuseaddr = Some(true);
+            tries.push(("SO_REUSEADDR", t.clone()));
+        }
+        let mut t = sk.clone();
+        if !sk.rport() {
+            t.reuseport = Some(true);
+            tries.push(("SO_REUSEPORT", t.clone()));
+            if !sk.reuse() {
+                t.reuseaddr = Some(true);
+                tries.push(("SO_REUSEADDR and SO_REUSEPORT", t));
+            }
+        }
+        if sk.is_v6() && sk.is_wildcard() && !sk.v6only {
+            let mut t = sk.clone();
+            t.v6only = true;
+            tries.push(("IPV6_V6ONLY=1", t));
+        }
+        for (what, t) in tries {
+            let (b, l) = self.clone().predict_known(&t);
+            let listen_ok = l.is_ok() || t.proto == Proto::Udp;
+            if b.is_ok() && listen_ok {
+                return vec![format!(
+                    "with {what} on the new socket, bind() {} succeed",
+                    if t.proto == Proto::Tcp {
+                        "and listen() would"
+                    } else {
+                        "would"
+                    }
+                )];
+            }
+            if b.is_ok() && t.proto == Proto::Tcp {
+                return vec![format!(
+                    "with {what} on the new socket bind() would succeed, but listen() would still fail ({})",
+                    l.result
+                )];
+            }
+        }
+        Vec::new()
+    }
+
+    /// Bound, not listening sockets whose own listen() fails once the new
+    /// socket listens.
+    fn later_listens(&self, sk: &Sock) -> Vec<String> {
+        let mut after = self.clone();
+        let (b, Some(idx)) = after.bind(sk) else {
+            return Vec::new();
+        };
+        if !b.is_ok() || !after.listen(idx).is_ok() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, h) in after.socks.iter().enumerate() {
+            if i == idx || h.state != SockState::Bound || h.proto != Proto::Tcp {
+                continue;
+            }
+            let mut probe = after.clone();
+            if !probe.listen(i).is_ok() {
+                out.push(format!(
+                    "{} is bound but not listening: its own listen() will fail with EADDRINUSE once this socket listens",
+                    crate::explain::fmt_addr(h.addr, h.port)
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn udp_listen() -> Verdict {
+    Verdict::err(
+        "EOPNOTSUPP",
+        "sock_no_listen",
+        "UDP sockets do not listen (inet_dgram_ops.listen)",
+    )
+}
+
+/// Advice about one blocking socket.
+fn blocker_advice(sk: &Sock, h: &Sock) -> Vec<String> {
+    let at = crate::explain::fmt_addr(h.addr, h.port);
+    let mut out = Vec::new();
+    match h.state {
+        SockState::TimeWait if h.proto == Proto::Tcp => match h.reuseaddr {
+            Some(false) if h.reuseport != Some(true) => out.push(format!(
+                "the TIME_WAIT socket {at} was created without SO_REUSEADDR (tw_reuse=0): setting it on the new socket does not help until that socket expires; set SO_REUSEADDR on the listener so future restarts can bind"
+            )),
+            Some(true) if !sk.reuse() => out.push(format!(
+                "the TIME_WAIT socket {at} has SO_REUSEADDR: set SO_REUSEADDR on the new socket"
+            )),
+            None => out.push(format!(
+                "sock_diag does not report a TIME_WAIT socket's SO_REUSEADDR: if the closed socket {at} had it (accepted sockets inherit the listener's), SO_REUSEADDR on the new socket is enough; otherwise wait for it to expire"
+            )),
+            _ => {}
+        },
+        SockState::Listen => {
+            if h.reuseport == Some(true) && h.uid != sk.uid {
+                out.push(format!(
+                    "{at} listens with SO_REUSEPORT as uid {}: a SO_REUSEPORT group needs the same uid (yours is {})",
+                    h.uid, sk.uid
+                ));
+            } else {
+                out.push(format!(
+                    "{at} is listening: SO_REUSEADDR never lets two TCP sockets listen on one address and port; stop it, pick another address or port, or set SO_REUSEPORT on both (same uid)"
+                ));
+            }
+        }
+        _ => {
+            if h.reuseaddr == Some(false) && h.proto == Proto::Tcp {
+                out.push(format!(
+                    "{at} has no SO_REUSEADDR: sharing needs it on both sockets (and the holder not listening)"
+                ));
+            }
+        }
+    }
+    if h.is_v6() && h.is_wildcard() && !h.v6only && !sk.is_v6() {
+        out.push(format!(
+            "{at} is dual-stack (IPV6_V6ONLY=0) and claims IPv4 too; with IPV6_V6ONLY=1 it would not"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    fn tcp(addr: &str) -> Sock {
+        Sock::new(Proto::Tcp, ip(addr), 7000)
+    }
+
+    fn udp(addr: &str) -> Sock {
+        Sock::new(Proto::Udp, ip(addr), 7000)
+    }
+
+    fn ra(mut s: Sock) -> Sock {
+        s.reuseaddr = Some(true);
+        s
+    }
+
+    fn rp(mut s: Sock) -> Sock {
+        s.reuseport = Some(true);
+        s
+    }
+
+    fn uid(mut s: Sock, u: u32) -> Sock {
+        s.uid = u;
+        s
+    }
+
+    /// Binds (and listens when asked) every socket in order; panics if the
+    /// setup itself is refused.
+    fn port(setup: &[(Sock, bool)]) -> Port {
+        let mut p = Port::new();
+        for (s, listen) in setup {
+            let (v, idx) = p.bind(s);
+            assert!(v.is_ok(), "setup bind refused: {v:?}");
+            if *listen {
+                let v = p.listen(idx.expect("index"));
+                assert!(v.is_ok(), "setup listen refused: {v:?}");
+            }
+        }
+        p
+    }
+
+    fn results(p: &Port, s: &Sock) -> (String, String) {
+        let (b, l) = p.predict(s);
+        (b.result, l.result)
+    }
+
+    #[test]
+    fn free_port_binds_and_listens() {
+        // inet_csk_get_port: an empty bucket.
+        assert_eq!(
+            results(&Port::new(), &tcp("0.0.0.0")),
+            ("ok".into(), "ok".into())
+        );
+    }
+
+    #[test]
+    fn inet_bind_conflict_no_reuseaddr_same_address() {
+        // inet_bind_conflict: neither sk_reuse nor sk_reuseport on both.
+        let p = port(&[(tcp("127.0.0.1"), false)]);
+        let (b, _) = p.predict(&tcp("127.0.0.1"));
+        assert_eq!(b.result, "EADDRINUSE");
+        assert_eq!(b.blockers, vec![0]);
+        assert!(b.rule.condition.contains("SO_REUSEADDR not set"), "{b:?}");
+    }
+
+    #[test]
+    fn inet_bind_conflict_reuseaddr_both_holder_bound() {
+        // inet_bind_conflict: sk_reuse && sk2->sk_reuse && sk2 not LISTEN.
+        let p = port(&[(ra(tcp("127.0.0.1")), false)]);
+        assert_eq!(results(&p, &ra(tcp("127.0.0.1"))).0, "ok");
+    }
+
+    #[test]
+    fn inet_bind_conflict_reuseaddr_holder_listening() {
+        // inet_bind_conflict: sk2->sk_state == TCP_LISTEN defeats sk_reuse.
+        let p = port(&[(ra(tcp("127.0.0.1")), true)]);
+        let (b, _) = p.predict(&ra(tcp("127.0.0.1")));
+        assert_eq!(b.result, "EADDRINUSE");
+        assert!(b.rule.condition.contains("listening"), "{b:?}");
+    }
+
+    #[test]
+    fn inet_csk_listen_start_rechecks() {
+        // inet_csk_listen_start -> inet_csk_get_port: both bound with
+        // SO_REUSEADDR, the first listens, the second's listen fails.
+        let mut p = port(&[(ra(tcp("127.0.0.1")), false)]);
+        let (v, b) = p.bind(&ra(tcp("127.0.0.1")));
+        assert!(v.is_ok());
+        assert!(p.listen(0).is_ok());
+        assert_eq!(p.listen(b.expect("index")).result, "EADDRINUSE");
+    }
+
+    #[test]
+    fn inet_bind_conflict_reuseport_same_uid() {
+        // inet_bind_conflict: sk_reuseport on both and uid_eq.
+        let p = port(&[(rp(tcp("0.0.0.0")), true)]);
+        assert_eq!(results(&p, &rp(tcp("0.0.0.0"))), ("ok".into(), "ok".into()));
+    }
+
+    #[test]
+    fn inet_bind_conflict_reuseport_other_uid() {
+        // inet_bind_conflict: sk_reuseport on both but !uid_eq.
+        let p = port(&[(uid(rp(tcp("0.0.0.0")), 65534), true)]);
+        let (b, _) = p.predict(&rp(tcp("0.0.0.0")));
+        assert_eq!(b.result, "EADDRINUSE");
+        assert!(b.rule.condition.contains("uids differ"), "{b:?}");
+    }
+
+    #[test]
+    fn inet_bind_conflict_reuseport_time_wait_other_uid() {
+        // inet_bind_conflict: sk2->sk_state == TCP_TIME_WAIT skips the uid;
+        // the same socket before it became a timewait socket does not.
+        let mut p = port(&[(uid(rp(tcp("127.0.0.1")), 65534), false)]);
+        p.connect(0, ip("127.0.0.1"));
+        assert_eq!(results(&p, &rp(tcp("127.0.0.1"))).0, "EADDRINUSE");
+        p.time_wait(0);
+        assert_eq!(results(&p, &rp(tcp("127.0.0.1"))).0, "ok");
+    }
+
+    #[test]
+    fn time_wait_without_reuseaddr_blocks_and_advises() {
+        // inet_bind_conflict: tw_reuse=0 on the timewait socket.
+        let mut p = port(&[(tcp("127.0.0.1"), false)]);
+        p.time_wait(0);
+        let (b, _) = p.predict(&ra(tcp("127.0.0.1")));
+        assert_eq!(b.result, "EADDRINUSE");
+        assert!(
+            b.advice.iter().any(|a| a.contains("does not help")),
+            "{b:?}"
+        );
+    }
+
+    #[test]
+    fn time_wait_with_unknown_flags_says_both() {
+        let mut t = tcp("127.0.0.1");
+        t.state = SockState::TimeWait;
+        t.reuseaddr = None;
+        t.reuseport = None;
+        let p = Port::from_inventory(vec![t]);
+        let (b, _) = p.predict(&ra(tcp("127.0.0.1")));
+        assert_eq!(b.result, "EADDRINUSE");
+        assert_eq!(b.if_unknown_flags_set.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn inet_rcv_saddr_equal_wildcard_covers_specific() {
+        // inet_bhash2_addr_any_conflict: a specific bind next to 0.0.0.0.
+        let p = port(&[(tcp("0.0.0.0"), false)]);
+        assert_eq!(results(&p, &tcp("127.0.0.1")).0, "EADDRINUSE");
+        // inet_csk_bind_conflict + inet_rcv_saddr_equal(.., true): the reverse.
+        let p = port(&[(tcp("127.0.0.1"), false)]);
+        assert_eq!(results(&p, &tcp("0.0.0.0")).0, "EADDRINUSE");
+    }
+
+    #[test]
+    fn different_specific_addresses_do_not_overlap() {
+        // inet_bind2_bucket_addr_match: other bhash2 bucket.
+        let p = port(&[(tcp("127.0.0.1"), true)]);
+        assert_eq!(results(&p, &tcp("127.0.0.2")), ("ok".into(), "ok".into()));
+    }
+
+    #[test]
+    fn dual_stack_any_covers_ipv4() {
+        // ipv6_rcv_saddr_equal / __inet_bhash2_conflict: [::] with
+        // IPV6_V6ONLY=0 covers 0.0.0.0 and 127.0.0.1; with V6ONLY=1 not.
+        let p = port(&[(tcp("::"), true)]);
+        assert_eq!(results(&p, &tcp("0.0.0.0")).0, "EADDRINUSE");
+        assert_eq!(results(&p, &tcp("127.0.0.1")).0, "EADDRINUSE");
+        let mut only = tcp("::");
+        only.v6only = true;
+        let p = port(&[(only, true)]);
+        assert_eq!(results(&p, &tcp("0.0.0.0")).0, "ok");
+        assert_eq!(results(&p, &tcp("::1")).0, "EADDRINUSE");
+    }
+
+    #[test]
+    fn ipv6_specific_is_v6only() {
+        // __inet6_bind sets sk_ipv6only for ::1, so 0.0.0.0 does not overlap.
+        let p = port(&[(tcp("::1"), true)]);
+        assert_eq!(results(&p, &tcp("0.0.0.0")).0, "ok");
+        assert!(p.socks[0].v6only);
+    }
+
+    #[test]
+    fn v4_mapped_on_v6only_is_einval() {
+        // __inet6_bind: "Binding to v4-mapped address on a v6-only socket".
+        let mut s = tcp("::ffff:127.0.0.1");
+        s.v6only = true;
+        assert_eq!(results(&Port::new(), &s).0, "EINVAL");
+    }
+
+    #[test]
+    fn bound_devices_that_differ_do_not_conflict() {
+        // inet_bind_conflict: sk_bound_dev_if both set and different.
+        let mut a = tcp("127.0.0.1");
+        a.bound_dev_if = 1;
+        let p = port(&[(a, true)]);
+        let mut b = tcp("127.0.0.1");
+        b.bound_dev_if = 2;
+        assert_eq!(results(&p, &b).0, "ok");
+        b.bound_dev_if = 0;
+        assert_eq!(results(&p, &b).0, "EADDRINUSE");
+    }
+
+    #[test]
+    fn sk_reuseport_match_strict_fast_path() {
+        // inet_csk_get_port: FASTREUSEPORT_STRICT set by a wildcard
+        // SO_REUSEPORT socket lets a matching one skip the full check,
+        // although the full check would refuse it (checked on 6.18).
+        let p = port(&[
+            (ra(tcp("127.0.0.1")), false),
+            (ra(rp(tcp("0.0.0.0"))), false),
+        ]);
+        assert_eq!(results(&p, &rp(tcp("127.0.0.1"))).0, "ok");
+        // Without the history, only the full check applies.
+        let q = Port::from_inventory(p.socks.clone());
+        assert_eq!(results(&q, &rp(tcp("127.0.0.1"))).0, "EADDRINUSE");
+    }
+
+    #[test]
+    fn privileged_port_needs_capability() {
+        // inet_port_requires_bind_service.
+        let mut s = uid(tcp("127.0.0.1"), 65534);
+        s.port = 80;
+        assert_eq!(results(&Port::new(), &s).0, "EACCES");
+    }
+
+    #[test]
+    fn udp_lport_inuse_reuseaddr_both_any_uid() {
+        // udp_lib_lport_inuse: sk_reuse on both skips the socket, any uid.
+        let p = port(&[(uid(ra(udp("0.0.0.0")), 65534), false)]);
+        assert_eq!(results(&p, &ra(udp("127.0.0.1"))).0, "ok");
+        assert_eq!(results(&p, &udp("127.0.0.1")).0, "EADDRINUSE");
+    }
+
+    #[test]
+    fn udp_lport_inuse_reuseport_needs_same_uid() {
+        // udp_lib_lport_inuse: sk_reuseport on both and uid_eq.
+        let p = port(&[(rp(udp("127.0.0.1")), false)]);
+        assert_eq!(results(&p, &rp(udp("127.0.0.1"))).0, "ok");
+        assert_eq!(
+            results(&p, &uid(rp(udp("127.0.0.1")), 65534)).0,
+            "EADDRINUSE"
+        );
+    }
+
+    #[test]
+    fn udp_first_overlapping_socket_decides() {
+        // udp_lib_lport_inuse returns 0 at the first reuseport match.
+        let p = port(&[
+            (ra(udp("0.0.0.0")), false),
+            (ra(rp(udp("127.0.0.1"))), false),
+        ]);
+        assert_eq!(results(&p, &rp(udp("127.0.0.1"))).0, "ok");
+        let p = port(&[
+            (ra(rp(udp("127.0.0.1"))), false),
+            (ra(udp("0.0.0.0")), false),
+        ]);
+        assert_eq!(results(&p, &rp(udp("127.0.0.1"))).0, "EADDRINUSE");
+    }
+
+    #[test]
+    fn udp_does_not_listen() {
+        assert_eq!(results(&Port::new(), &udp("0.0.0.0")).1, "EOPNOTSUPP");
+    }
+
+    #[test]
+    fn what_if_suggests_the_missing_option() {
+        let p = port(&[(ra(tcp("127.0.0.1")), false)]);
+        let (b, _) = p.predict(&tcp("127.0.0.1"));
+        assert!(
+            b.advice.iter().any(|a| a.contains("with SO_REUSEADDR")),
+            "{b:?}"
+        );
+    }
+}

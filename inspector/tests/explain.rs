@@ -1,0 +1,564 @@
+//! `inspector explain` against the real kernel: random sets of sockets are
+//! built for real in fresh network namespaces, and every bind() and
+//! listen() the kernel decides, of the set-up and of one more socket, is
+//! compared with what `explain::rules` predicts. Replay a run with
+//! `INSPECTOR_SEED=<seed>`.
+
+mod common;
+
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, SocketAddr},
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant},
+};
+
+use inspector::{
+    explain::rules::{Port, Proto, Sock, SockState},
+    netns,
+};
+use socket2::{Domain, SockAddr, Socket, Type};
+
+/// True when the privileged tests should run; prints why not otherwise.
+fn privileged() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root || !ci,
+        "CI=true but not root: network namespaces cannot be created"
+    );
+    if !root {
+        eprintln!("SKIPPED: needs root to create network namespaces and sockets of uid 65534");
+    }
+    root
+}
+
+/// xorshift64*: small, seedable, good enough to pick configurations.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+const ADDRS: [&str; 5] = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "::1", "::"];
+const NOBODY: u32 = 65534;
+/// Listeners that "connected" and TIME_WAIT sockets connect to, one per
+/// socket index, so that no two sockets of a case share a 4-tuple.
+const HELPER_PORT: u16 = 10000;
+
+#[derive(Debug, Clone)]
+struct Spec {
+    sock: Sock,
+    /// The v6only flag set with setsockopt (the model's may differ after
+    /// bind: the kernel sets it for a specific IPv6 address).
+    set_v6only: bool,
+    target: SockState,
+}
+
+fn random_spec(rng: &mut Rng, proto: Proto, port: u16, existing: bool) -> Spec {
+    let addr: IpAddr = ADDRS[rng.below(ADDRS.len() as u64) as usize]
+        .parse()
+        .expect("address");
+    let mut sock = Sock::new(proto, addr, port);
+    sock.reuseaddr = Some(rng.chance(50));
+    sock.reuseport = Some(rng.chance(50));
+    let set_v6only = addr.is_ipv6() && rng.chance(40);
+    sock.v6only = set_v6only;
+    sock.uid = if rng.chance(30) { NOBODY } else { 0 };
+    let target = match (existing, proto, rng.below(4)) {
+        (false, _, _) => SockState::Bound,
+        (true, Proto::Udp, 0 | 1) => SockState::Bound,
+        (true, Proto::Udp, _) => SockState::Connected,
+        (true, Proto::Tcp, 0) => SockState::Bound,
+        (true, Proto::Tcp, 1) => SockState::Listen,
+        (true, Proto::Tcp, 2) => SockState::Connected,
+        (true, Proto::Tcp, _) => SockState::TimeWait,
+    };
+    Spec {
+        sock,
+        set_v6only,
+        target,
+    }
+}
+
+/// What to do with one socket, prepared before any fork.
+struct Plan {
+    domain: libc::c_int,
+    ty: libc::c_int,
+    reuseaddr: bool,
+    reuseport: bool,
+    v6only: bool,
+    bind: SockAddr,
+    listen: bool,
+    connect: Option<SockAddr>,
+    close_after: bool,
+}
+
+impl Plan {
+    fn new(spec: &Spec, helper: u16) -> Self {
+        let s = &spec.sock;
+        let bind: SockAddr = SocketAddr::new(s.addr, s.port).into();
+        let (listen, connect, close_after) = match spec.target {
+            SockState::Bound => (false, false, false),
+            SockState::Listen => (true, false, false),
+            SockState::Connected => (false, true, false),
+            SockState::TimeWait => (false, true, true),
+        };
+        let dst: IpAddr = if s.addr.is_ipv6() {
+            "::1".parse().expect("address")
+        } else {
+            "127.0.0.1".parse().expect("address")
+        };
+        Self {
+            domain: if s.addr.is_ipv6() {
+                libc::AF_INET6
+            } else {
+                libc::AF_INET
+            },
+            ty: match s.proto {
+                Proto::Tcp => libc::SOCK_STREAM,
+                Proto::Udp => libc::SOCK_DGRAM,
+            },
+            reuseaddr: s.reuseaddr == Some(true),
+            reuseport: s.reuseport == Some(true),
+            v6only: spec.set_v6only,
+            bind,
+            listen,
+            connect: connect.then(|| SocketAddr::new(dst, helper).into()),
+            close_after,
+        }
+    }
+}
+
+/// Errnos of bind, listen and connect; 0 for success, -1 for not tried.
+type Report = [libc::c_int; 3];
+
+/// A socket of a case: held by this process, or by a child of another uid.
+enum Holder {
+    Local { _sock: Option<Socket> },
+    Child { pid: libc::pid_t },
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Holder::Child { pid } = *self {
+            // SAFETY: ending and reaping our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+            }
+        }
+    }
+}
+
+fn setopt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, on: bool) -> libc::c_int {
+    let v: libc::c_int = on.into();
+    // SAFETY: setsockopt with a pointer to a local int and its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const v).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    }
+}
+
+/// Runs the plan's steps on `fd`; async-signal-safe (used in the child).
+fn steps(fd: libc::c_int, plan: &Plan) -> Report {
+    let mut r: Report = [-1; 3];
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
+    if plan.reuseaddr {
+        setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, true);
+    }
+    if plan.reuseport {
+        setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, true);
+    }
+    if plan.v6only {
+        setopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, true);
+    }
+    // SAFETY: the address is a valid sockaddr of the given length.
+    r[0] = if unsafe { libc::bind(fd, plan.bind.as_ptr().cast(), plan.bind.len()) } == 0 {
+        0
+    } else {
+        errno()
+    };
+    if r[0] != 0 {
+        return r;
+    }
+    if plan.listen {
+        // SAFETY: listen on our socket.
+        r[1] = if unsafe { libc::listen(fd, 16) } == 0 {
+            0
+        } else {
+            errno()
+        };
+    }
+    if let Some(dst) = &plan.connect {
+        // SAFETY: as for bind.
+        r[2] = if unsafe { libc::connect(fd, dst.as_ptr().cast(), dst.len()) } == 0 {
+            0
+        } else {
+            errno()
+        };
+    }
+    r
+}
+
+/// Carries out the plan as `uid` (0 in this process, otherwise in a child
+/// that drops to `uid`).
+fn run_plan(plan: &Plan, uid: u32) -> std::io::Result<(Holder, Report)> {
+    if uid == 0 {
+        let domain = Domain::from(plan.domain);
+        let ty = Type::from(plan.ty);
+        let sock = Socket::new(domain, ty, None)?;
+        let r = steps(sock.as_raw_fd(), plan);
+        let sock = (!plan.close_after).then_some(sock);
+        return Ok((Holder::Local { _sock: sock }, r));
+    }
+    let mut report = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the array.
+    if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the child only makes async-signal-safe system calls on memory
+    // prepared before the fork, and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: see above; raw syscalls change only this child.
+        unsafe {
+            // Keep only the report pipe: inherited descriptors (sockets of
+            // this and the other worker) would otherwise outlive their
+            // close in the parent.
+            let w = report[1] as libc::c_uint;
+            if w > 3 {
+                libc::syscall(libc::SYS_close_range, 3u32, w - 1, 0u32);
+            }
+            libc::syscall(libc::SYS_close_range, w + 1, u32::MAX, 0u32);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            let id = libc::c_long::from(uid);
+            let mut r: Report = [-1; 3];
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                && libc::syscall(libc::SYS_setresgid, id, id, id) == 0
+                && libc::syscall(libc::SYS_setresuid, id, id, id) == 0
+            {
+                let fd = libc::socket(plan.domain, plan.ty, 0);
+                if fd >= 0 {
+                    r = steps(fd, plan);
+                    if plan.close_after {
+                        libc::close(fd);
+                    }
+                }
+            }
+            libc::write(
+                report[1],
+                (&raw const r).cast(),
+                std::mem::size_of::<Report>(),
+            );
+            libc::close(report[1]);
+            // Holds the socket until the parent kills it.
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let holder = Holder::Child { pid };
+    let mut r: Report = [-1; 3];
+    // SAFETY: our pipe ends; reading the report into a local array.
+    let n = unsafe {
+        libc::close(report[1]);
+        let n = libc::read(
+            report[0],
+            (&raw mut r).cast(),
+            std::mem::size_of::<Report>(),
+        );
+        libc::close(report[0]);
+        n
+    };
+    if n != std::mem::size_of::<Report>() as isize {
+        return Err(std::io::Error::other("the child died before reporting"));
+    }
+    Ok((holder, r))
+}
+
+fn errno_str(e: libc::c_int) -> String {
+    if e == 0 {
+        "ok".into()
+    } else {
+        inspector::names::errno_name(e).into_owned()
+    }
+}
+
+/// Timewait sockets on `port` in this thread's namespace, from
+/// /proc/thread-self/net/tcp{,6} (timer 3 is the timewait timer).
+fn timewait_count(port: u16) -> usize {
+    let mut n = 0;
+    for f in ["tcp", "tcp6"] {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{f}")) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(timer)) = (cols.get(1), cols.get(5)) else {
+                continue;
+            };
+            let lport = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if lport == Some(port) && timer.starts_with("03:") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[derive(Default)]
+struct Tally {
+    cases: usize,
+    checks: usize,
+    disagreements: Vec<String>,
+    skipped: usize,
+}
+
+fn describe(s: &Sock, target: Option<SockState>) -> String {
+    format!(
+        "{:?} {} ra={} rp={} v6only={} uid={}{}",
+        s.proto,
+        inspector::explain::fmt_addr(s.addr, s.port),
+        u8::from(s.reuseaddr == Some(true)),
+        u8::from(s.reuseport == Some(true)),
+        u8::from(s.v6only),
+        s.uid,
+        target.map(|t| format!(" -> {t:?}")).unwrap_or_default()
+    )
+}
+
+/// Builds one case on `port` and checks every decision. Returns false when
+/// the set-up could not be built as planned (skipped).
+fn run_case(rng: &mut Rng, port: u16, t: &mut Tally) -> bool {
+    let proto = if rng.chance(50) {
+        Proto::Tcp
+    } else {
+        Proto::Udp
+    };
+    let n = 1 + rng.below(3) as usize;
+    let mut model = Port::new();
+    let mut held: Vec<Holder> = Vec::new();
+    let mut log = String::new();
+    let mut tw_expected = 0;
+    for i in 0..n {
+        let p = if rng.chance(10) {
+            match proto {
+                Proto::Tcp => Proto::Udp,
+                Proto::Udp => Proto::Tcp,
+            }
+        } else {
+            proto
+        };
+        let spec = random_spec(rng, p, port, true);
+        let _ = writeln!(
+            log,
+            "  existing {i}: {}",
+            describe(&spec.sock, Some(spec.target))
+        );
+        let plan = Plan::new(&spec, HELPER_PORT + i as u16);
+        let (predicted, idx) = model.bind(&spec.sock);
+        let Ok((holder, r)) = run_plan(&plan, spec.sock.uid) else {
+            return false;
+        };
+        held.push(holder);
+        t.checks += 1;
+        if predicted.result != errno_str(r[0]) {
+            t.disagreements.push(format!(
+                "port {port}: set-up bind of existing {i}: predicted {} ({}), kernel {}\n{log}",
+                predicted.result,
+                predicted.rule.condition,
+                errno_str(r[0])
+            ));
+            return true;
+        }
+        let Some(idx) = idx else { continue };
+        if plan.listen {
+            let predicted = model.listen(idx);
+            t.checks += 1;
+            if predicted.result != errno_str(r[1]) {
+                t.disagreements.push(format!(
+                    "port {port}: set-up listen of existing {i}: predicted {} ({}), kernel {}\n{log}",
+                    predicted.result,
+                    predicted.rule.condition,
+                    errno_str(r[1])
+                ));
+                return true;
+            }
+        }
+        if plan.connect.is_some() {
+            if r[2] != 0 {
+                // A connect that fails leaves nothing worth comparing.
+                return false;
+            }
+            let src: IpAddr = if spec.sock.addr.is_ipv6() {
+                "::1".parse().expect("address")
+            } else {
+                "127.0.0.1".parse().expect("address")
+            };
+            model.connect(idx, src);
+            if plan.close_after && p == Proto::Tcp {
+                // Until the timewait socket replaces it, the closing socket
+                // is a full socket (FIN_WAIT1) and counts as one.
+                tw_expected += 1;
+                let start = Instant::now();
+                while timewait_count(port) < tw_expected {
+                    if start.elapsed() > Duration::from_secs(2) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                model.time_wait(idx);
+            }
+        }
+    }
+    let new = random_spec(rng, proto, port, false);
+    let _ = writeln!(log, "  new: {}", describe(&new.sock, None));
+    let (bind, listen) = model.predict(&new.sock);
+    let mut plan = Plan::new(&new, 0);
+    plan.listen = proto == Proto::Tcp;
+    let Ok((holder, r)) = run_plan(&plan, new.sock.uid) else {
+        return false;
+    };
+    held.push(holder);
+    t.cases += 1;
+    t.checks += 1;
+    if bind.result != errno_str(r[0]) {
+        t.disagreements.push(format!(
+            "port {port}: bind predicted {} ({}: {}), kernel {}\n{log}",
+            bind.result,
+            bind.rule.function,
+            bind.rule.condition,
+            errno_str(r[0])
+        ));
+    } else if r[0] == 0 && proto == Proto::Tcp {
+        t.checks += 1;
+        if listen.result != errno_str(r[1]) {
+            t.disagreements.push(format!(
+                "port {port}: listen predicted {} ({}: {}), kernel {}\n{log}",
+                listen.result,
+                listen.rule.function,
+                listen.rule.condition,
+                errno_str(r[1])
+            ));
+        }
+    }
+    drop(held);
+    true
+}
+
+/// One worker: its own namespace, its own range of ports.
+fn worker(seed: u64, first_port: u16, cases: usize) -> std::io::Result<Tally> {
+    netns::in_new_netns(move |_| {
+        let mut helpers = Vec::new();
+        for i in 0..3 {
+            let l = Socket::new(Domain::IPV6, Type::STREAM, None)?;
+            l.set_only_v6(false)?;
+            let a: SocketAddr = format!("[::]:{}", HELPER_PORT + i)
+                .parse()
+                .expect("address");
+            l.bind(&a.into())?;
+            l.listen(4096)?;
+            helpers.push(l);
+        }
+        let mut rng = Rng(seed | 1);
+        let mut t = Tally::default();
+        let mut port = first_port;
+        while t.cases < cases {
+            if !run_case(&mut rng, port, &mut t) {
+                t.skipped += 1;
+            }
+            port += 1;
+            if t.skipped > cases {
+                return Err(std::io::Error::other("too many cases could not be built"));
+            }
+        }
+        Ok(t)
+    })?
+}
+
+#[test]
+fn predictions_match_the_kernel() {
+    if !privileged() {
+        return;
+    }
+    let seed = std::env::var("INSPECTOR_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let cases: usize = std::env::var("INSPECTOR_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    eprintln!("differential test: seed {seed} (replay with INSPECTOR_SEED={seed}), {cases} cases");
+    let start = Instant::now();
+    let workers = 2;
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            let s = seed
+                .wrapping_add(w as u64)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            let per = cases.div_ceil(workers);
+            std::thread::spawn(move || worker(s, 20000 + (w as u16) * 20000, per))
+        })
+        .collect();
+    let mut total = Tally::default();
+    for h in handles {
+        let t = h.join().expect("worker").expect("worker namespace");
+        total.cases += t.cases;
+        total.checks += t.checks;
+        total.skipped += t.skipped;
+        total.disagreements.extend(t.disagreements);
+    }
+    let took = start.elapsed();
+    for d in &total.disagreements {
+        eprintln!("DISAGREEMENT {d}");
+    }
+    eprintln!(
+        "differential test: seed {seed}: {} cases, {} kernel decisions compared, {} disagreements, {} set-ups skipped, {:.1} s",
+        total.cases,
+        total.checks,
+        total.disagreements.len(),
+        total.skipped,
+        took.as_secs_f64()
+    );
+    assert!(total.cases >= cases, "only {} cases ran", total.cases);
+    assert!(
+        total.disagreements.is_empty(),
+        "{} disagreements with the kernel (seed {seed})",
+        total.disagreements.len()
+    );
+    assert!(took < Duration::from_secs(50), "took {took:?}");
+}
