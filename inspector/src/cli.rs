@@ -28,6 +28,8 @@ pub enum Command {
     /// Replay the documented scenarios on this kernel: claim versus what happened.
     #[command(subcommand)]
     Scenario(ScenarioCommand),
+    /// Who holds a port, and which kernel rule decides a bind() and listen() on it.
+    Explain(ExplainArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,4 +88,40 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+}
+
+/// `inspector explain PORT`; the namespace comes from the global `--netns`
+/// or `--pid`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ExplainArgs {
+    /// The port (1-65535).
+    #[arg(value_name = "PORT")]
+    pub target_port: u32,
+    /// A TCP socket (the default).
+    #[arg(long)]
+    pub tcp: bool,
+    /// A UDP socket.
+    #[arg(long)]
+    pub udp: bool,
+    /// Local address of the would-be socket (default 0.0.0.0, or :: with --v6only).
+    #[arg(long, value_name = "IP")]
+    pub addr: Option<std::net::IpAddr>,
+    /// With SO_REUSEADDR.
+    #[arg(long)]
+    pub reuseaddr: bool,
+    /// With SO_REUSEPORT.
+    #[arg(long)]
+    pub reuseport: bool,
+    /// With IPV6_V6ONLY.
+    #[arg(long)]
+    pub v6only: bool,
+    /// As this uid (default: the caller's).
+    #[arg(long, value_name = "N")]
+    pub uid: Option<u32>,
+    /// One JSON object: holders, bind, listen.
+    #[arg(long)]
+    pub json: bool,
+    /// Also bind (and listen) for real in the namespace and compare.
+    #[arg(long)]
+    pub probe: bool,
 }

@@ -73,6 +73,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Some(cli::Command::Scenario(cmd)) => scenario_command(cmd),
+        Some(cli::Command::Explain(args)) => Ok(explain::command(&explain::Request::from_args(
+            &args,
+            &cli.filters,
+        ))?),
         Some(cli::Command::Dashboard) | None => dashboard::run(filter).await,
     }
 }

@@ -562,3 +562,140 @@ fn predictions_match_the_kernel() {
     );
     assert!(took < Duration::from_secs(50), "took {took:?}");
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_inspector");
+
+/// Runs `inspector explain` with `args`; returns (success, stdout, stderr).
+fn explain_cmd(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("explain")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run inspector");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn explain_json_names_the_listener_and_the_time_wait_sockets() {
+    if !privileged() {
+        return;
+    }
+    let (json, text) = netns::in_new_netns(|_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let ns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        listener.set_reuse_address(true).expect("SO_REUSEADDR");
+        let a: SocketAddr = "0.0.0.0:7400".parse().expect("address");
+        listener.bind(&a.into()).expect("bind");
+        listener.listen(16).expect("listen");
+        let to: SocketAddr = "127.0.0.1:7400".parse().expect("address");
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            c.connect(&to.into()).expect("connect");
+            // The server closes first: its side goes to TIME_WAIT once
+            // the client closes too.
+            drop(listener.accept().expect("accept"));
+            clients.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        drop(clients);
+        let start = Instant::now();
+        while timewait_count(7400) < 2 {
+            assert!(start.elapsed() < Duration::from_secs(5), "no TIME_WAIT");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let json = explain_cmd(&["7400", "--netns", &ns, "--json"]);
+        let text = explain_cmd(&["7400", "--netns", &ns, "--addr", "127.0.0.1", "--reuseaddr"]);
+        drop(listener);
+        (json, text)
+    })
+    .expect("namespace");
+    let (ok, stdout, stderr) = json;
+    assert!(ok, "inspector explain failed: {stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    let holders = v["holders"].as_array().expect("holders");
+    let listeners: Vec<_> = holders.iter().filter(|h| h["state"] == "LISTEN").collect();
+    let tw: Vec<_> = holders.iter().filter(|h| h["timewait"] == true).collect();
+    assert_eq!(listeners.len(), 1, "{stdout}");
+    assert_eq!(tw.len(), 2, "{stdout}");
+    let l = listeners[0];
+    assert_eq!(l["pid"], u64::from(std::process::id()), "{l}");
+    assert_eq!(l["laddr"], "0.0.0.0");
+    assert_eq!(l["lport"], 7400);
+    assert_eq!(l["proto"], "tcp");
+    assert_eq!(l["family"], "inet");
+    assert_eq!(l["reuseaddr"], true);
+    assert_eq!(l["reuseport"], false);
+    assert_eq!(l["flags_source"], "getsockopt");
+    assert!(l["ino"].as_u64().is_some_and(|i| i > 0), "{l}");
+    for t in &tw {
+        assert_eq!(t["pid"], serde_json::Value::Null, "{t}");
+        assert_eq!(t["state"], "TIME_WAIT", "{t}");
+        assert_eq!(t["flags_source"], "unknown for TIME_WAIT");
+        assert_eq!(t["reuseaddr"], serde_json::Value::Null);
+        assert_eq!(t["laddr"], "127.0.0.1");
+        let left = t["expires_ms"].as_u64().expect("expires_ms");
+        assert!(left > 0 && left <= 60_000, "{t}");
+    }
+    // A plain bind of 0.0.0.0:7400 is refused by the listener (and the
+    // TIME_WAIT sockets), and listen() is never reached.
+    let bind = &v["bind"];
+    assert_eq!(bind["result"], "EADDRINUSE", "{bind}");
+    assert!(
+        bind["rule"]["function"]
+            .as_str()
+            .is_some_and(|f| f.contains("conflict")),
+        "{bind}"
+    );
+    let blockers = bind["blockers"].as_array().expect("blockers");
+    assert!(
+        blockers.iter().any(|b| b["cookie"] == l["cookie"]),
+        "{bind}"
+    );
+    assert!(!bind["advice"].as_array().expect("advice").is_empty());
+    assert_eq!(v["listen"]["result"], "not_reached");
+    // The text form: one screen with the table and both verdicts.
+    let (ok, stdout, stderr) = text;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("LISTEN") && stdout.contains("TIME_WAIT"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("bind()    EADDRINUSE"), "{stdout}");
+    assert!(stdout.contains("listening"), "{stdout}");
+    assert!(stdout.lines().count() < 40, "{stdout}");
+}
+
+#[test]
+fn explain_bad_input_is_one_line() {
+    for (args, needle) in [
+        (vec!["0"], "1 to 65535"),
+        (vec!["70000"], "1 to 65535"),
+        (vec!["80", "--tcp", "--udp"], "--tcp and --udp"),
+        (
+            vec!["80", "--netns", "/proc/self/ns/net", "--pid", "1"],
+            "--netns and --pid",
+        ),
+        (
+            vec!["80", "--pid", "4194305"],
+            "no process with pid 4194305",
+        ),
+        (
+            vec!["80", "--netns", "/run/netns/does-not-exist"],
+            "/run/netns/does-not-exist",
+        ),
+    ] {
+        let (ok, _, err) = explain_cmd(&args);
+        assert!(!ok, "{args:?} accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}

@@ -1,19 +1,550 @@
 //! `inspector explain PORT`: who holds a port, and which kernel rule
 //! decides a would-be `bind()` and `listen()` on it.
 //!
-//! [`rules`] predicts the kernel's decision from the sockets on the port
-//! (no I/O); [`inventory`] lists those sockets from the kernel
+//! `rules` predicts the kernel's decision from the sockets on the port
+//! (no I/O); `inventory` lists those sockets from the kernel
 //! (NETLINK_SOCK_DIAG inside the target namespace, owners from `/proc`,
-//! socket options via `pidfd_getfd`).
+//! socket options via `pidfd_getfd`). This module puts them together for
+//! the command line.
 
+pub mod inventory;
 pub mod rules;
 
-use std::net::IpAddr;
+use std::{
+    io::{self, Write},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+};
+
+use serde::Serialize;
+use socket2::{Domain, Socket, Type};
+
+use self::{
+    inventory::{Holder, Inventory, InventoryError},
+    rules::{Port, Proto, Sock, Verdict},
+};
 
 /// `addr:port`, with brackets for IPv6.
 pub fn fmt_addr(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// Bad command-line input: one line naming the problem and the fix.
+    #[error("{0}")]
+    Input(String),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error("writing the output: {0}")]
+    Output(#[from] io::Error),
+}
+
+/// What to explain, as the command line gives it.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub port: u32,
+    pub tcp: bool,
+    pub udp: bool,
+    pub addr: Option<IpAddr>,
+    pub netns: Option<PathBuf>,
+    pub pid: Option<u32>,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub v6only: bool,
+    pub uid: Option<u32>,
+    pub json: bool,
+    pub probe: bool,
+}
+
+impl Request {
+    /// From `inspector explain`'s arguments and the global `--netns`/`--pid`.
+    pub fn from_args(a: &crate::cli::ExplainArgs, f: &crate::cli::FilterArgs) -> Self {
+        Self {
+            port: a.target_port,
+            tcp: a.tcp,
+            udp: a.udp,
+            addr: a.addr,
+            netns: f.netns.clone(),
+            pid: f.pid,
+            reuseaddr: a.reuseaddr,
+            reuseport: a.reuseport,
+            v6only: a.v6only,
+            uid: a.uid,
+            json: a.json,
+            probe: a.probe,
+        }
+    }
+}
+
+/// The validated request: the socket to predict and where.
+#[derive(Debug, Clone)]
+struct Plan {
+    sock: Sock,
+    netns: Option<PathBuf>,
+}
+
+fn plan(req: &Request) -> Result<Plan, ExplainError> {
+    let bad = |m: String| Err(ExplainError::Input(m));
+    if req.port == 0 || req.port > 65535 {
+        return bad(format!(
+            "port {} is out of range: give a port from 1 to 65535",
+            req.port
+        ));
+    }
+    if req.tcp && req.udp {
+        return bad("--tcp and --udp conflict: explain one protocol at a time".into());
+    }
+    if req.netns.is_some() && req.pid.is_some() {
+        return bad(
+            "--netns and --pid conflict: give the namespace file, or a process whose namespace to use, not both"
+                .into(),
+        );
+    }
+    let netns = match (&req.netns, req.pid) {
+        (Some(p), _) => {
+            if !p.exists() {
+                return bad(format!(
+                    "no network namespace {}: give /proc/PID/ns/net or /run/netns/NAME",
+                    p.display()
+                ));
+            }
+            Some(p.clone())
+        }
+        (None, Some(pid)) => {
+            let p = PathBuf::from(format!("/proc/{pid}/ns/net"));
+            if !p.exists() {
+                return bad(format!("no process with pid {pid} (check `ps -p {pid}`)"));
+            }
+            Some(p)
+        }
+        (None, None) => None,
+    };
+    let addr = match req.addr {
+        Some(a) => a,
+        None if req.v6only => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    if req.v6only && addr.is_ipv4() {
+        return bad(format!(
+            "--v6only applies to IPv6 sockets: give an IPv6 --addr (such as ::), not {addr}"
+        ));
+    }
+    let proto = if req.udp { Proto::Udp } else { Proto::Tcp };
+    let mut sock = Sock::new(proto, addr, req.port as u16);
+    sock.reuseaddr = Some(req.reuseaddr);
+    sock.reuseport = Some(req.reuseport);
+    sock.v6only = req.v6only;
+    // SAFETY: geteuid has no preconditions.
+    sock.uid = req.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
+    Ok(Plan { sock, netns })
+}
+
+/// A blocking socket, named the way the inventory names it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocker {
+    pub cookie: u64,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub state: &'static str,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+}
+
+/// A verdict with its blockers resolved to sockets.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    pub result: String,
+    pub rule: rules::Rule,
+    pub blockers: Vec<Blocker>,
+    pub advice: Vec<String>,
+    pub if_unknown_flags_set: Option<String>,
+}
+
+/// What a real bind (and listen) in the namespace returned (`--probe`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeResult {
+    pub bind: String,
+    pub listen: Option<String>,
+    /// Whether the probe agrees with the prediction.
+    pub agrees: bool,
+}
+
+/// The would-be socket, in the trace schema's field names.
+#[derive(Debug, Clone, Serialize)]
+pub struct Wanted {
+    pub proto: &'static str,
+    pub family: &'static str,
+    pub laddr: IpAddr,
+    pub lport: u16,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub v6only: bool,
+    pub uid: u32,
+}
+
+/// The whole answer (`--json` prints it as one object).
+#[derive(Debug, Clone, Serialize)]
+pub struct Explanation {
+    pub netns: u32,
+    pub request: Wanted,
+    pub holders: Vec<Holder>,
+    pub bind: Decision,
+    pub listen: Decision,
+    pub probe: Option<ProbeResult>,
+    pub notes: Vec<String>,
+}
+
+fn decision(v: Verdict, holders: &[&Holder]) -> Decision {
+    Decision {
+        blockers: v
+            .blockers
+            .iter()
+            .filter_map(|&i| holders.get(i))
+            .map(|h| Blocker {
+                cookie: h.cookie,
+                laddr: h.laddr,
+                lport: h.lport,
+                raddr: h.raddr,
+                rport: h.rport,
+                state: h.state,
+                pid: h.pid,
+                comm: h.comm.clone(),
+            })
+            .collect(),
+        result: v.result,
+        rule: v.rule,
+        advice: v.advice,
+        if_unknown_flags_set: v.if_unknown_flags_set,
+    }
+}
+
+/// Collects the inventory and predicts; `--probe` also binds for real.
+pub fn explain(req: &Request) -> Result<Explanation, ExplainError> {
+    let plan = plan(req)?;
+    let inv = inventory::collect(plan.netns.as_deref(), plan.sock.port)?;
+    Ok(predict(&plan, inv, req.probe))
+}
+
+fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
+    let Inventory {
+        holders,
+        netns,
+        unprivileged_port_start,
+    } = inv;
+    let sock = &plan.sock;
+    // Only sockets of the same protocol share a port's bind table.
+    let same: Vec<&Holder> = holders
+        .iter()
+        .filter(|h| h.proto == sock.proto.as_str())
+        .collect();
+    let mut port = Port::from_inventory(same.iter().map(|h| h.to_rule_sock()).collect());
+    port.unprivileged_port_start = unprivileged_port_start;
+    let (bind, listen) = port.predict(sock);
+    let mut notes = Vec::new();
+    if sock.proto == Proto::Tcp && sock.reuseport == Some(true) && !bind.is_ok() {
+        notes.push(
+            "the kernel's per-port SO_REUSEPORT cache (tb->fastreuseport) can let a SO_REUSEPORT bind through that the full check refuses; it depends on the order of earlier binds, which no inventory shows: --probe tries it"
+                .to_owned(),
+        );
+    }
+    if same.iter().any(|h| h.flags_source != "getsockopt") {
+        notes.push(
+            "sock_diag does not report SO_REUSEADDR/SO_REUSEPORT; holders without a process (TIME_WAIT) or whose descriptor could not be duplicated have unknown flags, assumed unset; `if_unknown_flags_set` gives the result if they were set"
+                .to_owned(),
+        );
+    }
+    let probe = probe.then(|| {
+        let (b, l) = probe_bind(plan);
+        let agrees = b == bind.result
+            && (b != "ok" || sock.proto == Proto::Udp || l.as_deref() == Some(&listen.result));
+        ProbeResult {
+            bind: b,
+            listen: l,
+            agrees,
+        }
+    });
+    Explanation {
+        netns,
+        request: Wanted {
+            proto: sock.proto.as_str(),
+            family: if sock.is_v6() { "inet6" } else { "inet" },
+            laddr: sock.addr,
+            lport: sock.port,
+            reuseaddr: sock.reuseaddr == Some(true),
+            reuseport: sock.reuseport == Some(true),
+            v6only: sock.v6only,
+            uid: sock.uid,
+        },
+        bind: decision(bind, &same),
+        listen: decision(listen, &same),
+        holders,
+        probe,
+        notes,
+    }
+}
+
+/// A real bind (and listen, for TCP) with the requested options in the
+/// target namespace, as the caller's uid; the socket is closed at once.
+fn probe_bind(plan: &Plan) -> (String, Option<String>) {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if plan.sock.uid != me {
+        return (
+            format!(
+                "skipped: the probe binds as the caller's uid {me}, not {}",
+                plan.sock.uid
+            ),
+            None,
+        );
+    }
+    let sock = plan.sock.clone();
+    let run = move || -> Result<(String, Option<String>), InventoryError> {
+        let name = |r: io::Result<()>| match r {
+            Ok(()) => "ok".to_owned(),
+            Err(e) => crate::names::errno_name(e.raw_os_error().unwrap_or(0)).into_owned(),
+        };
+        let domain = if sock.is_v6() {
+            Domain::IPV6
+        } else {
+            Domain::IPV4
+        };
+        let ty = match sock.proto {
+            Proto::Tcp => Type::STREAM,
+            Proto::Udp => Type::DGRAM,
+        };
+        let s = Socket::new(domain, ty, None).map_err(InventoryError::Netlink)?;
+        let set = s
+            .set_reuse_address(sock.reuseaddr == Some(true))
+            .and_then(|()| s.set_reuse_port(sock.reuseport == Some(true)))
+            .and_then(|()| {
+                if sock.is_v6() {
+                    s.set_only_v6(sock.v6only)
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = set {
+            return Ok((format!("skipped: setting the options failed: {e}"), None));
+        }
+        let b = name(s.bind(&std::net::SocketAddr::new(sock.addr, sock.port).into()));
+        let l = (b == "ok" && sock.proto == Proto::Tcp).then(|| name(s.listen(1)));
+        Ok((b, l))
+    };
+    match inventory::in_netns(plan.netns.as_deref(), run) {
+        Ok(r) => r,
+        Err(e) => (format!("skipped: {e}"), None),
+    }
+}
+
+fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: bool) -> String {
+    let f = |v: Option<bool>, c: char| match v {
+        Some(true) => c,
+        Some(false) => '.',
+        None => '?',
+    };
+    format!(
+        "{}{}{}",
+        f(reuseaddr, 'R'),
+        f(reuseport, 'r'),
+        if v6only { '6' } else { '.' }
+    )
+}
+
+/// The one-screen text form.
+pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
+    let r = &e.request;
+    writeln!(
+        out,
+        "port {}/{} in netns {}: {} socket{}",
+        r.lport,
+        r.proto,
+        e.netns,
+        e.holders.len(),
+        if e.holders.len() == 1 { "" } else { "s" }
+    )?;
+    if !e.holders.is_empty() {
+        writeln!(
+            out,
+            "{:<5} {:<11} {:<28} {:<28} {:<22} {:<6} {:<4} FLAGS FROM",
+            "PROTO", "STATE", "LOCAL", "REMOTE", "OWNER", "UID", "OPTS"
+        )?;
+        for h in &e.holders {
+            let owner = match (h.pid, &h.comm) {
+                (Some(p), Some(c)) => format!("{p} {c}"),
+                (Some(p), None) => p.to_string(),
+                _ => "-".into(),
+            };
+            let mut tail = h.flags_source.clone();
+            if let Some(ms) = h.expires_ms {
+                tail.push_str(&format!(", expires in {:.1} s", f64::from(ms) / 1000.0));
+            }
+            writeln!(
+                out,
+                "{:<5} {:<11} {:<28} {:<28} {:<22} {:<6} {:<4} {}",
+                h.proto,
+                h.state,
+                fmt_addr(h.laddr, h.lport),
+                fmt_addr(h.raddr, h.rport),
+                owner,
+                h.uid.map_or("-".into(), |u| u.to_string()),
+                opts(h.reuseaddr, h.reuseport, h.v6only),
+                tail
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "OPTS: R SO_REUSEADDR, r SO_REUSEPORT, 6 IPV6_V6ONLY, ? unknown"
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "new {} socket {} ({}, uid {}):",
+        r.proto,
+        fmt_addr(r.laddr, r.lport),
+        opts(Some(r.reuseaddr), Some(r.reuseport), r.v6only),
+        r.uid
+    )?;
+    for (what, d) in [("bind()", &e.bind), ("listen()", &e.listen)] {
+        write!(out, "  {what:<9} {}", d.result)?;
+        if let Some(alt) = &d.if_unknown_flags_set {
+            write!(out, " (or {alt} if the unknown flags are set)")?;
+        }
+        writeln!(out)?;
+        writeln!(out, "    rule: {}: {}", d.rule.function, d.rule.condition)?;
+        for b in &d.blockers {
+            let who = match (b.pid, &b.comm) {
+                (Some(p), Some(c)) => format!("pid {p} {c}"),
+                _ => "no owner".into(),
+            };
+            writeln!(
+                out,
+                "    blocked by: {} {} -> {} ({who}, cookie {})",
+                b.state,
+                fmt_addr(b.laddr, b.lport),
+                fmt_addr(b.raddr, b.rport),
+                b.cookie
+            )?;
+        }
+        for a in &d.advice {
+            writeln!(out, "    advice: {a}")?;
+        }
+    }
+    if let Some(p) = &e.probe {
+        writeln!(
+            out,
+            "  probe: bind() {}{}: {}",
+            p.bind,
+            p.listen
+                .as_ref()
+                .map(|l| format!(", listen() {l}"))
+                .unwrap_or_default(),
+            if p.agrees {
+                "agrees with the prediction"
+            } else {
+                "DIFFERS from the prediction"
+            }
+        )?;
+    }
+    for n in &e.notes {
+        writeln!(out, "note: {n}")?;
+    }
+    Ok(())
+}
+
+/// `inspector explain`: prints the answer as text or one JSON object.
+pub fn command(req: &Request) -> Result<(), ExplainError> {
+    let e = explain(req)?;
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if req.json {
+        serde_json::to_writer(&mut out, &e).map_err(io::Error::other)?;
+        writeln!(out)?;
+    } else {
+        write_text(&e, &mut out)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(port: u32) -> Request {
+        Request {
+            port,
+            ..Request::default()
+        }
+    }
+
+    #[test]
+    fn bad_input_is_one_line_naming_the_fix() {
+        for (r, needle) in [
+            (req(0), "1 to 65535"),
+            (req(70000), "1 to 65535"),
+            (
+                Request {
+                    tcp: true,
+                    udp: true,
+                    ..req(80)
+                },
+                "--tcp and --udp",
+            ),
+            (
+                Request {
+                    netns: Some("/proc/1/ns/net".into()),
+                    pid: Some(1),
+                    ..req(80)
+                },
+                "--netns and --pid",
+            ),
+            (
+                Request {
+                    pid: Some(4_194_305),
+                    ..req(80)
+                },
+                "no process with pid 4194305",
+            ),
+            (
+                Request {
+                    netns: Some("/run/netns/does-not-exist".into()),
+                    ..req(80)
+                },
+                "/run/netns/does-not-exist",
+            ),
+            (
+                Request {
+                    v6only: true,
+                    addr: Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    ..req(80)
+                },
+                "--v6only",
+            ),
+        ] {
+            let e = plan(&r).expect_err("refused").to_string();
+            assert!(e.contains(needle), "{e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_a_tcp_wildcard_of_the_caller() {
+        let p = plan(&req(8080)).expect("plan");
+        assert_eq!(p.sock.proto, Proto::Tcp);
+        assert_eq!(p.sock.addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let p = plan(&Request {
+            v6only: true,
+            udp: true,
+            ..req(8080)
+        })
+        .expect("plan");
+        assert_eq!(p.sock.addr, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(p.sock.proto, Proto::Udp);
     }
 }

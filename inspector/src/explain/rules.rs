@@ -83,6 +83,8 @@ pub struct Sock {
     /// An IPv6 socket whose source address connect() chose: its IPv4
     /// receive address is then `LOOPBACK4_IPV6`.
     pub connected_from_any: bool,
+    /// Time left of a TIME_WAIT socket, for advice.
+    pub expires_ms: Option<u32>,
 }
 
 impl Sock {
@@ -99,6 +101,7 @@ impl Sock {
             bound_dev_if: 0,
             state: SockState::Bound,
             connected_from_any: false,
+            expires_ms: None,
         }
     }
 
@@ -827,7 +830,8 @@ impl Port {
                     .into(),
             );
         }
-        advice.dedup();
+        let mut seen = std::collections::HashSet::new();
+        advice.retain(|a| seen.insert(a.clone()));
         if !bind.is_ok() {
             bind.advice = advice;
         } else {
@@ -919,17 +923,21 @@ fn udp_listen() -> Verdict {
 /// Advice about one blocking socket.
 fn blocker_advice(sk: &Sock, h: &Sock) -> Vec<String> {
     let at = crate::explain::fmt_addr(h.addr, h.port);
+    let expiry = h.expires_ms.map_or_else(
+        || "until it expires".to_owned(),
+        |ms| format!("until it expires in {:.0} s", f64::from(ms) / 1000.0),
+    );
     let mut out = Vec::new();
     match h.state {
         SockState::TimeWait if h.proto == Proto::Tcp => match h.reuseaddr {
             Some(false) if h.reuseport != Some(true) => out.push(format!(
-                "the TIME_WAIT socket {at} was created without SO_REUSEADDR (tw_reuse=0): setting it on the new socket does not help until that socket expires; set SO_REUSEADDR on the listener so future restarts can bind"
+                "the TIME_WAIT socket {at} was created without SO_REUSEADDR (tw_reuse=0): setting it on the new socket does not help {expiry}; set SO_REUSEADDR on the listener so future restarts can bind"
             )),
             Some(true) if !sk.reuse() => out.push(format!(
                 "the TIME_WAIT socket {at} has SO_REUSEADDR: set SO_REUSEADDR on the new socket"
             )),
             None => out.push(format!(
-                "sock_diag does not report a TIME_WAIT socket's SO_REUSEADDR: if the closed socket {at} had it (accepted sockets inherit the listener's), SO_REUSEADDR on the new socket is enough; otherwise wait for it to expire"
+                "sock_diag does not report a TIME_WAIT socket's SO_REUSEADDR: if the closed socket {at} had it (accepted sockets inherit the listener's), SO_REUSEADDR on the new socket is enough; otherwise the port stays blocked {expiry}"
             )),
             _ => {}
         },
