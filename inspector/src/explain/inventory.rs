@@ -75,7 +75,10 @@ pub struct Holder {
     /// duplicate of the owner's descriptor), `unknown for TIME_WAIT`, or
     /// `unknown: ...` with the reason.
     pub flags_source: String,
-    pub v6only: bool,
+    /// IPV6_V6ONLY: from sock_diag for listening and unconnected sockets,
+    /// from getsockopt for other owned ones; null when unknown (an IPv6
+    /// TIME_WAIT socket).
+    pub v6only: Option<bool>,
     pub bound_dev_if: i32,
 }
 
@@ -99,7 +102,7 @@ impl Holder {
             IpAddr::V6(a) => {
                 state != SockState::Bound
                     && state != SockState::Listen
-                    && !self.v6only
+                    && self.v6only == Some(false)
                     && a.to_ipv4_mapped().is_none()
                     && !a.is_unspecified()
             }
@@ -111,7 +114,8 @@ impl Holder {
             port: self.lport,
             reuseaddr: self.reuseaddr,
             reuseport: self.reuseport,
-            v6only: self.v6only,
+            v6only: self.v6only.unwrap_or(false),
+            v6only_unknown: self.v6only.is_none(),
             uid: self.uid.unwrap_or(u32::MAX),
             bound_dev_if: self.bound_dev_if,
             state,
@@ -232,7 +236,9 @@ struct Diag {
     expires: u32,
     uid: u32,
     ino: u64,
-    v6only: bool,
+    /// `INET_DIAG_SKV6ONLY`, sent for IPv6 sockets in LISTEN or CLOSE only
+    /// (`inet_diag_msg_attrs_fill()`).
+    v6only: Option<bool>,
 }
 
 fn nl_socket() -> io::Result<OwnedFd> {
@@ -352,7 +358,7 @@ fn parse(m: &[u8], proto: u8) -> Option<Diag> {
         expires: u32_at(m, 52),
         uid: u32_at(m, 64),
         ino: u64::from(u32_at(m, 68)),
-        v6only: false,
+        v6only: (family != libc::AF_INET6 as u8).then_some(false),
     };
     let mut off = 72;
     while off + 4 <= m.len() {
@@ -362,7 +368,7 @@ fn parse(m: &[u8], proto: u8) -> Option<Diag> {
             break;
         }
         if ty == INET_DIAG_SKV6ONLY && len >= 5 {
-            d.v6only = m[off + 4] != 0;
+            d.v6only = Some(m[off + 4] != 0);
         }
         off += (len + 3) & !3;
     }
@@ -412,11 +418,17 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
     let tw =
         d.proto == libc::IPPROTO_TCP as u8 && (d.state == TIME_WAIT || d.timer == TIMEWAIT_TIMER);
     let held = owners.get(&d.ino).cloned().unwrap_or_default();
+    let mut v6only = d.v6only;
     let (reuseaddr, reuseport, flags_source) = if tw {
         (None, None, "unknown for TIME_WAIT".to_owned())
     } else {
         match flags_of(&held) {
-            Ok((a, p)) => (Some(a), Some(p), "getsockopt".to_owned()),
+            Ok((a, p, only)) => {
+                if v6only.is_none() {
+                    v6only = only;
+                }
+                (Some(a), Some(p), "getsockopt".to_owned())
+            }
             Err(e) => (None, None, format!("unknown: {e}")),
         }
     };
@@ -454,7 +466,7 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
         reuseaddr,
         reuseport,
         flags_source,
-        v6only: d.v6only,
+        v6only,
         bound_dev_if: i32::try_from(d.bound_dev_if).unwrap_or(0),
     }
 }
@@ -462,7 +474,7 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
 /// SO_REUSEADDR and SO_REUSEPORT of a socket another process holds: a
 /// duplicate of its descriptor (`pidfd_open` + `pidfd_getfd`, which needs
 /// ptrace rights over the owner) and `getsockopt`.
-fn flags_of(held: &[(u32, i32)]) -> Result<(bool, bool), String> {
+fn flags_of(held: &[(u32, i32)]) -> Result<(bool, bool, Option<bool>), String> {
     let mut last = "no process holds a descriptor of it".to_owned();
     for &(pid, fd) in held {
         match dup_from(pid, fd) {
@@ -471,7 +483,9 @@ fn flags_of(held: &[(u32, i32)]) -> Result<(bool, bool), String> {
                     .map_err(|e| format!("getsockopt SO_REUSEADDR: {e}"))?;
                 let p = sockopt(&own, libc::SOL_SOCKET, libc::SO_REUSEPORT)
                     .map_err(|e| format!("getsockopt SO_REUSEPORT: {e}"))?;
-                return Ok((a, p));
+                // Fails with ENOPROTOOPT on an IPv4 socket.
+                let only = sockopt(&own, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).ok();
+                return Ok((a, p, only));
             }
             Err(e) => last = format!("pidfd_getfd on pid {pid}: {e}"),
         }
@@ -531,7 +545,7 @@ mod tests {
         assert_eq!(d.src, IpAddr::V6(Ipv6Addr::LOCALHOST));
         assert_eq!(d.cookie, 7);
         assert_eq!((d.uid, d.ino), (1000, 4242));
-        assert!(d.v6only);
+        assert_eq!(d.v6only, Some(true));
         let h = holder(d, &HashMap::new());
         assert_eq!(h.state, "LISTEN");
         assert_eq!(h.pid, None);

@@ -154,6 +154,8 @@ pub struct Blocker {
     pub state: &'static str,
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// The condition that makes this socket block the call.
+    pub why: String,
 }
 
 /// A verdict with its blockers resolved to sockets.
@@ -164,6 +166,7 @@ pub struct Decision {
     pub blockers: Vec<Blocker>,
     pub advice: Vec<String>,
     pub if_unknown_flags_set: Option<String>,
+    pub if_chain_order_differs: Option<String>,
 }
 
 /// What a real bind (and listen) in the namespace returned (`--probe`).
@@ -205,8 +208,9 @@ fn decision(v: Verdict, holders: &[&Holder]) -> Decision {
         blockers: v
             .blockers
             .iter()
-            .filter_map(|&i| holders.get(i))
-            .map(|h| Blocker {
+            .zip(v.why.iter())
+            .filter_map(|(&i, why)| holders.get(i).map(|h| (h, why)))
+            .map(|(h, why)| Blocker {
                 cookie: h.cookie,
                 laddr: h.laddr,
                 lport: h.lport,
@@ -215,12 +219,14 @@ fn decision(v: Verdict, holders: &[&Holder]) -> Decision {
                 state: h.state,
                 pid: h.pid,
                 comm: h.comm.clone(),
+                why: why.clone(),
             })
             .collect(),
         result: v.result,
         rule: v.rule,
         advice: v.advice,
         if_unknown_flags_set: v.if_unknown_flags_set,
+        if_chain_order_differs: v.if_chain_order_differs,
     }
 }
 
@@ -342,7 +348,7 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
     }
 }
 
-fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: bool) -> String {
+fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: Option<bool>) -> String {
     let f = |v: Option<bool>, c: char| match v {
         Some(true) => c,
         Some(false) => '.',
@@ -352,7 +358,7 @@ fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: bool) -> Strin
         "{}{}{}",
         f(reuseaddr, 'R'),
         f(reuseport, 'r'),
-        if v6only { '6' } else { '.' }
+        f(v6only, '6')
     )
 }
 
@@ -408,13 +414,19 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
         "new {} socket {} ({}, uid {}):",
         r.proto,
         fmt_addr(r.laddr, r.lport),
-        opts(Some(r.reuseaddr), Some(r.reuseport), r.v6only),
+        opts(Some(r.reuseaddr), Some(r.reuseport), Some(r.v6only)),
         r.uid
     )?;
     for (what, d) in [("bind()", &e.bind), ("listen()", &e.listen)] {
         write!(out, "  {what:<9} {}", d.result)?;
         if let Some(alt) = &d.if_unknown_flags_set {
             write!(out, " (or {alt} if the unknown flags are set)")?;
+        }
+        if let Some(alt) = &d.if_chain_order_differs {
+            write!(
+                out,
+                " (or {alt}, depending on the order of IPv4 and IPv6 sockets in the kernel's hash chain)"
+            )?;
         }
         writeln!(out)?;
         writeln!(out, "    rule: {}: {}", d.rule.function, d.rule.condition)?;
@@ -431,6 +443,9 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
                 fmt_addr(b.raddr, b.rport),
                 b.cookie
             )?;
+            if !d.rule.condition.ends_with(&b.why) {
+                writeln!(out, "      because: {}", b.why)?;
+            }
         }
         for a in &d.advice {
             writeln!(out, "    advice: {a}")?;

@@ -85,6 +85,10 @@ pub struct Sock {
     pub connected_from_any: bool,
     /// Time left of a TIME_WAIT socket, for advice.
     pub expires_ms: Option<u32>,
+    /// `v6only` was not readable (sock_diag reports IPV6_V6ONLY only for
+    /// listening and unconnected sockets): it is then assumed off, and
+    /// [`Port::predict`] also tries it on.
+    pub v6only_unknown: bool,
 }
 
 impl Sock {
@@ -102,6 +106,7 @@ impl Sock {
             state: SockState::Bound,
             connected_from_any: false,
             expires_ms: None,
+            v6only_unknown: false,
         }
     }
 
@@ -382,12 +387,18 @@ pub struct Verdict {
     pub rule: Rule,
     /// Indices (into [`Port::socks`]) of the sockets that block the call.
     pub blockers: Vec<usize>,
+    /// For each blocker, the condition that makes it block.
+    pub why: Vec<String>,
     /// What would change the result.
     pub advice: Vec<String>,
     /// Set when the result rests on a flag the inventory could not read
     /// (a TIME_WAIT socket's SO_REUSEADDR/SO_REUSEPORT): the result if the
     /// unknown flags are set instead.
     pub if_unknown_flags_set: Option<String>,
+    /// Set when the result depends on where IPv4 and IPv6 UDP sockets sit
+    /// in the port's hash chain, which an inventory (one dump per family)
+    /// does not show: the result for the other order.
+    pub if_chain_order_differs: Option<String>,
 }
 
 impl Verdict {
@@ -399,8 +410,10 @@ impl Verdict {
                 condition: condition.into(),
             },
             blockers: Vec::new(),
+            why: Vec::new(),
             advice: Vec::new(),
             if_unknown_flags_set: None,
+            if_chain_order_differs: None,
         }
     }
 
@@ -474,6 +487,9 @@ pub struct Port {
     pub socks: Vec<Sock>,
     /// `None` when the history is unknown (built from an inventory).
     bucket: Option<Bucket>,
+    /// Built by replaying binds (`Port::new`), so the UDP chain order is
+    /// the kernel's; false for an inventory.
+    history: bool,
     /// `net.ipv4.ip_unprivileged_port_start` of the namespace.
     pub unprivileged_port_start: u16,
 }
@@ -490,6 +506,7 @@ impl Port {
         Self {
             socks: Vec::new(),
             bucket: None,
+            history: true,
             unprivileged_port_start: 1024,
         }
     }
@@ -499,6 +516,7 @@ impl Port {
         Self {
             socks,
             bucket: None,
+            history: false,
             unprivileged_port_start: 1024,
         }
     }
@@ -578,13 +596,15 @@ impl Port {
         let unknown = self
             .socks
             .iter()
-            .any(|s| s.reuseaddr.is_none() || s.reuseport.is_none());
+            .any(|s| s.reuseaddr.is_none() || s.reuseport.is_none() || s.v6only_unknown);
         let (mut bind, mut listen) = self.clone().predict_known(sk);
         if unknown {
             let mut opt = self.clone();
             for s in &mut opt.socks {
                 s.reuseaddr.get_or_insert(true);
                 s.reuseport.get_or_insert(true);
+                // IPV6_V6ONLY only ever narrows what a holder overlaps.
+                s.v6only |= s.v6only_unknown;
             }
             let (b2, l2) = opt.predict_known(sk);
             if b2.result != bind.result {
@@ -592,6 +612,26 @@ impl Port {
             }
             if l2.result != listen.result {
                 listen.if_unknown_flags_set = Some(l2.result);
+            }
+        }
+        // udp_lib_lport_inuse() stops at the first socket that passes its
+        // filters: the first such IPv4 or IPv6 socket decides, so the two
+        // family orders cover every interleaving.
+        let udp: Vec<&Sock> = self
+            .socks
+            .iter()
+            .filter(|s| s.proto == Proto::Udp)
+            .collect();
+        if sk.proto == Proto::Udp
+            && !self.history
+            && udp.iter().any(|s| s.is_v6())
+            && udp.iter().any(|s| !s.is_v6())
+        {
+            let mut other = self.clone();
+            other.socks.sort_by_key(|s| !s.is_v6());
+            let (b2, _) = other.predict_known(sk);
+            if b2.result != bind.result {
+                bind.if_chain_order_differs = Some(b2.result);
             }
         }
         self.advise(sk, &mut bind, &mut listen);
@@ -700,6 +740,10 @@ impl Port {
                 "every owner either has SO_REUSEADDR like this socket and is not listening, or SO_REUSEPORT with the same uid (or is TIME_WAIT), or its address or device does not overlap (inet_bind_conflict)",
             ),
             Some(&i) => Verdict {
+                why: blockers
+                    .iter()
+                    .map(|&b| tcp_why(sk, &self.socks[b]))
+                    .collect(),
                 blockers: blockers.clone(),
                 ..Verdict::err(
                     "EADDRINUSE",
@@ -746,13 +790,11 @@ impl Port {
                     missing(sk.reuseport, sk2.reuseport)
                 )
             };
+            let why = format!("{reuse}; {port}; {}", overlap_words(sk, sk2));
             return Verdict {
                 blockers: vec![i],
-                ..Verdict::err(
-                    "EADDRINUSE",
-                    F,
-                    format!("{reuse}; {port}; {}", overlap_words(sk, sk2)),
-                )
+                why: vec![why.clone()],
+                ..Verdict::err("EADDRINUSE", F, why)
             };
         }
         Verdict::ok(
