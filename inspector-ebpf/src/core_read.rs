@@ -4,7 +4,8 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf, bpf_probe_read_user,
     },
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -34,7 +35,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::L
 /// connect or accept on it. Events raised in softirq or timer context are
 /// attributed from here, never to the task the CPU happened to be running.
 #[map]
-pub static OWNERS: LruHashMap<u64, Owner> = LruHashMap::with_max_entries(65536, 0);
+pub static OWNERS: LruHashMap<u64, Owner> =
+    LruHashMap::with_max_entries(65536, BPF_F_NO_COMMON_LRU);
+
+/// Per-CPU LRU lists: a lookup from every state change must not contend
+/// on one global LRU lock.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 
 /// Syscall in flight per thread (between sys_enter and sys_exit).
 #[map]
@@ -143,41 +149,79 @@ pub fn attribute(ev: &mut Event, sk: u64) {
     }
 }
 
-#[inline(always)]
-fn read_bit(base: u64, bit: u32, width: u32) -> Result<u8, i64> {
-    let byte: u8 = read(base, bit / 8)?;
-    Ok(((u16::from(byte) >> (bit % 8)) & ((1u16 << width) - 1)) as u8)
+/// Bytes of `struct sock_common` copied in one helper call: every field
+/// the events need lies in them on the kernels we know (a field beyond is
+/// read on its own).
+const HEAD: usize = 128;
+
+/// `struct sock_common`'s first [`HEAD`] bytes, read once.
+struct Head {
+    base: u64,
+    bytes: [u8; HEAD],
+}
+
+impl Head {
+    #[inline(always)]
+    fn read(base: u64) -> Result<Self, i64> {
+        let mut bytes = [0u8; HEAD];
+        // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error.
+        unsafe { bpf_probe_read_kernel_buf(base as *const u8, &mut bytes) }
+            .map_err(|e| e as i64)?;
+        Ok(Self { base, bytes })
+    }
+
+    /// The field at `offset`, from the copy, or read on its own.
+    #[inline(always)]
+    fn get<T: Copy>(&self, offset: u32) -> Result<T, i64> {
+        let at = offset as usize;
+        if at + core::mem::size_of::<T>() <= HEAD {
+            // SAFETY: in bounds of the copy; any bit pattern is a valid T
+            // for the integer and byte-array types read here.
+            Ok(unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(at).cast::<T>()) })
+        } else {
+            read(self.base, offset)
+        }
+    }
+
+    #[inline(always)]
+    fn bit(&self, bit: u32, width: u32) -> Result<u8, i64> {
+        let byte: u8 = self.get(bit / 8)?;
+        Ok(((u16::from(byte) >> (bit % 8)) & ((1u16 << width) - 1)) as u8)
+    }
 }
 
 /// Fills the `struct sock_common` part: family, ports, addresses, flags,
 /// bound device and network namespace. Valid for full sockets, request
-/// sockets and timewait sockets alike.
+/// sockets and timewait sockets alike. One helper call reads the fields;
+/// these hooks run for every connection, so every call counts.
 #[inline(always)]
 pub fn fill_common(ev: &mut Event, skc: u64) -> Result<(), i64> {
-    let family: u16 = read(skc, off!(skc_family))?;
+    let h = Head::read(skc)?;
+    let family: u16 = h.get(off!(skc_family))?;
     ev.family = family as u8;
-    ev.lport = read(skc, off!(skc_num))?;
-    ev.rport = u16::from_be(read(skc, off!(skc_dport))?);
+    ev.lport = h.get(off!(skc_num))?;
+    ev.rport = u16::from_be(h.get(off!(skc_dport))?);
     if ev.family == AF_INET6 {
-        ev.laddr = read(skc, off!(skc_v6_rcv_saddr))?;
-        ev.raddr = read(skc, off!(skc_v6_daddr))?;
+        ev.laddr = h.get(off!(skc_v6_rcv_saddr))?;
+        ev.raddr = h.get(off!(skc_v6_daddr))?;
     } else if ev.family == AF_INET {
-        let l: [u8; 4] = read(skc, off!(skc_rcv_saddr))?;
-        let r: [u8; 4] = read(skc, off!(skc_daddr))?;
+        let l: [u8; 4] = h.get(off!(skc_rcv_saddr))?;
+        let r: [u8; 4] = h.get(off!(skc_daddr))?;
         ev.laddr[..4].copy_from_slice(&l);
         ev.raddr[..4].copy_from_slice(&r);
     }
-    if read_bit(skc, off!(skc_reuse_bit), off!(skc_reuse_width))? != 0 {
+    if h.bit(off!(skc_reuse_bit), off!(skc_reuse_width))? != 0 {
         ev.flags |= flag::REUSEADDR;
     }
-    if read_bit(skc, off!(skc_reuseport_bit), 1)? != 0 {
+    if h.bit(off!(skc_reuseport_bit), 1)? != 0 {
         ev.flags |= flag::REUSEPORT;
     }
-    if read_bit(skc, off!(skc_ipv6only_bit), 1)? != 0 {
+    if h.bit(off!(skc_ipv6only_bit), 1)? != 0 {
         ev.flags |= flag::V6ONLY;
     }
-    ev.bound_dev_if = read(skc, off!(skc_bound_dev_if))?;
-    let net: u64 = read(skc, off!(skc_net))?;
+    ev.bound_dev_if = h.get(off!(skc_bound_dev_if))?;
+    ev.cookie = h.get(off!(skc_cookie))?;
+    let net: u64 = h.get(off!(skc_net))?;
     ev.netns = read(net, off!(net_inum))?;
     Ok(())
 }
@@ -191,7 +235,6 @@ pub fn fill_sock(ev: &mut Event, sk: u64) -> Result<(), i64> {
     let proto: u16 = read(sk, off!(sk_protocol))?;
     ev.proto = proto as u8;
     ev.uid = read(sk, off!(sk_uid))?;
-    ev.cookie = read(sk, off!(skc_cookie))?;
     let socket: u64 = read(sk, off!(sk_socket))?;
     if socket != 0 {
         ev.ino = read(
