@@ -475,7 +475,9 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
 /// duplicate of its descriptor (`pidfd_open` + `pidfd_getfd`, which needs
 /// ptrace rights over the owner) and `getsockopt`.
 fn flags_of(held: &[(u32, i32)]) -> Result<(bool, bool, Option<bool>), String> {
-    let mut last = "no process holds a descriptor of it".to_owned();
+    let mut last =
+        "no process in this /proc holds a descriptor of it (another PID namespace, or a kernel socket)"
+            .to_owned();
     for &(pid, fd) in held {
         match dup_from(pid, fd) {
             Ok(own) => {

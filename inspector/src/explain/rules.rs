@@ -698,8 +698,15 @@ impl Port {
         let others: Vec<usize> = (0..self.socks.len())
             .filter(|&i| Some(i) != own && self.socks[i].proto == Proto::Tcp)
             .collect();
-        if others.is_empty() && own.is_none() {
-            return Verdict::ok(F, "no socket holds the port");
+        if others.is_empty() {
+            return Verdict::ok(
+                F,
+                if own.is_none() {
+                    "no socket holds the port"
+                } else {
+                    "no other socket holds the port"
+                },
+            );
         }
         // `reuse` is false for a socket that is listening (its state is
         // already TCP_LISTEN when inet_csk_listen_start() calls here).
@@ -849,6 +856,9 @@ impl Port {
             for &i in &v.blockers {
                 let Some(h) = self.socks.get(i) else { continue };
                 advice.extend(blocker_advice(sk, h));
+                if h.state == SockState::TimeWait && h.reuseaddr.is_none() {
+                    advice.extend(self.inherited_hint(h));
+                }
             }
             if v.result == "EADDRINUSE" {
                 advice.extend(self.what_if(sk));
@@ -879,6 +889,25 @@ impl Port {
         } else {
             listen.advice = advice;
         }
+    }
+
+    /// A listener whose address covers a timewait socket of unknown flags:
+    /// if the connection was one it accepted, the timewait socket has the
+    /// listener's flags (`inet_csk_clone_lock()` copies the socket,
+    /// `tcp_time_wait()` copies `sk_reuse` to `tw_reuse`).
+    fn inherited_hint(&self, tw: &Sock) -> Option<String> {
+        let l = self.socks.iter().find(|l| {
+            l.state == SockState::Listen
+                && l.proto == Proto::Tcp
+                && l.reuseaddr.is_some()
+                && (l.addr == tw.addr || inet_rcv_saddr_equal(tw, l, true))
+        })?;
+        Some(format!(
+            "the listener {} has SO_REUSEADDR={} SO_REUSEPORT={}: TIME_WAIT sockets of connections it accepted have the same",
+            crate::explain::fmt_addr(l.addr, l.port),
+            u8::from(l.reuse()),
+            u8::from(l.rport())
+        ))
     }
 
     /// The smallest change of the new socket's own options that makes both
@@ -1158,6 +1187,27 @@ mod tests {
         let (b, _) = p.predict(&ra(tcp("127.0.0.1")));
         assert_eq!(b.result, "EADDRINUSE");
         assert_eq!(b.if_unknown_flags_set.as_deref(), Some("ok"));
+    }
+
+    #[test]
+    fn unknown_time_wait_flags_point_at_the_listener() {
+        // tcp_time_wait() copies sk_reuse of an accepted socket, which
+        // inet_csk_clone_lock() copied from the listener.
+        let mut l = ra(tcp("0.0.0.0"));
+        l.state = SockState::Listen;
+        let mut t = tcp("127.0.0.1");
+        t.state = SockState::TimeWait;
+        t.reuseaddr = None;
+        t.reuseport = None;
+        let p = Port::from_inventory(vec![l, t]);
+        let (b, _) = p.predict(&tcp("127.0.0.1"));
+        assert_eq!(b.blockers, vec![0, 1]);
+        assert!(
+            b.advice
+                .iter()
+                .any(|a| a.contains("SO_REUSEADDR=1 SO_REUSEPORT=0")),
+            "{b:?}"
+        );
     }
 
     #[test]
