@@ -785,3 +785,48 @@ fn explain_bad_input_is_one_line() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn explain_probe_binds_as_the_requested_uid() {
+    if !privileged() {
+        return;
+    }
+    let runs = netns::in_new_netns(|_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let ns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let l = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        l.set_reuse_port(true).expect("SO_REUSEPORT");
+        let a: SocketAddr = "0.0.0.0:7401".parse().expect("address");
+        l.bind(&a.into()).expect("bind");
+        l.listen(16).expect("listen");
+        let run = |uid: &str| {
+            explain_cmd(&[
+                "7401",
+                "--netns",
+                &ns,
+                "--reuseport",
+                "--uid",
+                uid,
+                "--probe",
+                "--json",
+            ])
+        };
+        let runs = (run("0"), run("65534"));
+        drop(l);
+        runs
+    })
+    .expect("namespace");
+    // SO_REUSEPORT joins a group only with the same uid
+    // (inet_bind_conflict: uid_eq); the probe confirms both ways.
+    for ((ok, stdout, stderr), bind, listen) in
+        [(runs.0, "ok", Some("ok")), (runs.1, "EADDRINUSE", None)]
+    {
+        assert!(ok, "{stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+        assert_eq!(v["bind"]["result"], bind, "{stdout}");
+        assert_eq!(v["probe"]["bind"], bind, "{stdout}");
+        assert_eq!(v["probe"]["listen"].as_str(), listen, "{stdout}");
+        assert_eq!(v["probe"]["agrees"], true, "{stdout}");
+    }
+}

@@ -301,13 +301,13 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if plan.sock.uid != me {
-        return (
-            format!(
-                "skipped: the probe binds as the caller's uid {me}, not {}",
-                plan.sock.uid
-            ),
-            None,
-        );
+        let sock = plan.sock.clone();
+        return match inventory::in_netns(plan.netns.as_deref(), move || {
+            probe_as(&sock).map_err(InventoryError::Netlink)
+        }) {
+            Ok(r) => r,
+            Err(e) => (format!("skipped: {e}"), None),
+        };
     }
     let sock = plan.sock.clone();
     let run = move || -> Result<(String, Option<String>), InventoryError> {
@@ -346,6 +346,108 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
         Ok(r) => r,
         Err(e) => (format!("skipped: {e}"), None),
     }
+}
+
+/// The probe as another uid: a forked child (of this thread, so in its
+/// namespace) drops to `sock.uid` (gid too), binds, listens, reports the
+/// two errnos and exits.
+fn probe_as(sock: &Sock) -> io::Result<(String, Option<String>)> {
+    let sa: socket2::SockAddr = std::net::SocketAddr::new(sock.addr, sock.port).into();
+    let family = if sock.is_v6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    let ty = match sock.proto {
+        Proto::Tcp => libc::SOCK_STREAM,
+        Proto::Udp => libc::SOCK_DGRAM,
+    };
+    let (ra, rp, v6, listen) = (
+        sock.reuseaddr == Some(true),
+        sock.reuseport == Some(true),
+        sock.is_v6().then_some(sock.v6only),
+        sock.proto == Proto::Tcp,
+    );
+    let id = libc::c_long::from(sock.uid);
+    let mut pipe = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills the array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the child makes only async-signal-safe system calls on memory
+    // prepared before the fork, and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: closing our own pipe.
+        unsafe {
+            libc::close(pipe[0]);
+            libc::close(pipe[1]);
+        }
+        return Err(e);
+    }
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            let set = |fd, level, name, on: bool| {
+                let v: libc::c_int = on.into();
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    (&raw const v).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            };
+            let mut r: [libc::c_int; 2] = [-1, -1];
+            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
+                && libc::syscall(libc::SYS_setresgid, id, id, id) == 0
+                && libc::syscall(libc::SYS_setresuid, id, id, id) == 0
+            {
+                let fd = libc::socket(family, ty, 0);
+                if fd >= 0 {
+                    set(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, ra);
+                    set(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, rp);
+                    if let Some(only) = v6 {
+                        set(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, only);
+                    }
+                    r[0] = if libc::bind(fd, sa.as_ptr().cast(), sa.len()) == 0 {
+                        0
+                    } else {
+                        *libc::__errno_location()
+                    };
+                    if r[0] == 0 && listen {
+                        r[1] = if libc::listen(fd, 1) == 0 {
+                            0
+                        } else {
+                            *libc::__errno_location()
+                        };
+                    }
+                }
+            }
+            libc::write(pipe[1], (&raw const r).cast(), std::mem::size_of_val(&r));
+            libc::_exit(0)
+        }
+    }
+    let mut r: [libc::c_int; 2] = [-1, -1];
+    // SAFETY: our pipe ends and our child.
+    let n = unsafe {
+        libc::close(pipe[1]);
+        let n = libc::read(pipe[0], (&raw mut r).cast(), std::mem::size_of_val(&r));
+        libc::close(pipe[0]);
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        n
+    };
+    if n != std::mem::size_of_val(&r) as isize {
+        return Err(io::Error::other("the probe child died before reporting"));
+    }
+    let name = |e: libc::c_int| match e {
+        0 => "ok".to_owned(),
+        -1 => "skipped: could not become that uid or create the socket".to_owned(),
+        e => crate::names::errno_name(e).into_owned(),
+    };
+    Ok((name(r[0]), (r[0] == 0 && listen).then(|| name(r[1]))))
 }
 
 fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: Option<bool>) -> String {
