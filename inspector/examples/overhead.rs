@@ -86,6 +86,8 @@ fn args() -> Args {
 /// A running tracer and what it reports when stopped.
 struct Tracer {
     child: Child,
+    /// CPU it had used when ready (start-up is not tracing cost).
+    cpu_at_start: u64,
     stderr: mpsc::Receiver<String>,
     mode: Mode,
     json: Option<PathBuf>,
@@ -125,8 +127,10 @@ fn start(mode: Mode, a: &Args, round: usize) -> Option<Tracer> {
                 .recv_timeout(Duration::from_secs(30))
                 .expect("inspector started");
             assert!(first.contains("attached"), "inspector: {first}");
+            let cpu_at_start = cpu_ms(child.id());
             Some(Tracer {
                 child,
+                cpu_at_start,
                 stderr: rx,
                 mode,
                 json: Some(json),
@@ -144,8 +148,10 @@ fn start(mode: Mode, a: &Args, round: usize) -> Option<Tracer> {
                 .recv_timeout(Duration::from_secs(60))
                 .expect("bpftrace started");
             assert!(first.contains("Attaching"), "bpftrace: {first}");
+            let cpu_at_start = cpu_ms(child.id());
             Some(Tracer {
                 child,
+                cpu_at_start,
                 stderr: rx,
                 mode,
                 json: None,
@@ -157,6 +163,7 @@ fn start(mode: Mode, a: &Args, round: usize) -> Option<Tracer> {
 /// Stops a tracer; returns what it counted (state changes on the workload
 /// port, events read, dropped).
 fn stop(t: Tracer) -> Value {
+    let cpu_ms = cpu_ms(t.child.id()).saturating_sub(t.cpu_at_start);
     let sig = if t.mode == Mode::Bpftrace {
         libc::SIGINT
     } else {
@@ -181,6 +188,7 @@ fn stop(t: Tracer) -> Value {
                 "state_changes": get("state"),
                 "syscalls": get("exit"),
                 "tw_arm": get("tw_arm"),
+                "tracer_cpu_ms": cpu_ms,
             })
         }
         _ => {
@@ -226,6 +234,7 @@ fn stop(t: Tracer) -> Value {
                 "events_read": num("events"),
                 "dropped": num("dropped"),
                 "tw_enter": tw,
+                "tracer_cpu_ms": cpu_ms,
                 "summary": summary,
             })
         }
@@ -295,6 +304,22 @@ fn udp_workload(n: usize) -> f64 {
     });
     let got = total.load(std::sync::atomic::Ordering::Relaxed);
     got as f64 / (start.elapsed().as_secs_f64() - 0.1).max(1e-3)
+}
+
+/// User + system CPU time a process has used so far, in ms.
+fn cpu_ms(pid: u32) -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime
+            // are the 12th and 13th of them.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .map_or(0, |ticks| ticks * 1000 / hz)
 }
 
 fn median(v: &mut [f64]) -> f64 {

@@ -155,6 +155,12 @@ fn markdown(r: &Value) -> String {
         "| events dropped by the inspector, per round | {} | - | 0 |",
         counted("inspector", "dropped").join(", "),
     );
+    let _ = writeln!(
+        s,
+        "| tracer process CPU per round (ms) | {} | {} | - |",
+        counted("inspector", "tracer_cpu_ms").join(", "),
+        counted("bpftrace", "tracer_cpu_ms").join(", "),
+    );
     let p = &r["pipeline_events_per_s"];
     let _ = writeln!(
         s,
