@@ -70,8 +70,8 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // SAFETY: `regs` is the tracepoint's BTF-typed `struct pt_regs *` and
     // the offset is `orig_ax`'s in this kernel's BTF: a verified direct
     // load, no helper call. This runs after every system call on the host.
-    let nr: u64 =
-        unsafe { core::ptr::read_volatile((regs + u64::from(off!(regs_orig_ax))) as *const u64) };
+    let at = regs + u64::from(off!(regs_orig_ax));
+    let nr: u64 = unsafe { core::ptr::read_volatile(at as *const u64) };
     let nr = nr as u32;
     let ret: i64 = ctx.arg(1);
     if nr == off!(nr_accept) || nr == off!(nr_accept4) {

@@ -37,8 +37,8 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
     // offset and size are those of `sk_protocol` in this kernel's BTF: the
     // verifier checks the load; it needs no helper call, and this filter
     // runs for every state change of every socket.
-    let proto: u16 =
-        unsafe { core::ptr::read_volatile((sk + u64::from(off!(sk_protocol))) as *const u16) };
+    let at = sk + u64::from(off!(sk_protocol));
+    let proto: u16 = unsafe { core::ptr::read_volatile(at as *const u16) };
     if proto != u16::from(IPPROTO_TCP) {
         return Ok(());
     }
