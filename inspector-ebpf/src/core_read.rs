@@ -154,19 +154,27 @@ pub fn attribute(ev: &mut Event, sk: u64) {
 /// read on its own).
 const HEAD: usize = 128;
 
+/// Per-CPU room for the copy: on the stack it would push the programs
+/// that also hold an event past the 512-byte stack limit of older
+/// verifiers (6.1 counts the combined stack of calls).
+#[map]
+static HEADS: PerCpuArray<[u8; HEAD]> = PerCpuArray::with_max_entries(1, 0);
+
 /// `struct sock_common`'s first [`HEAD`] bytes, read once.
 struct Head {
     base: u64,
-    bytes: [u8; HEAD],
+    bytes: &'static [u8; HEAD],
 }
 
 impl Head {
     #[inline(always)]
     fn read(base: u64) -> Result<Self, i64> {
-        let mut bytes = [0u8; HEAD];
-        // SAFETY: bpf_probe_read_kernel checks the address; a bad one is an error.
-        unsafe { bpf_probe_read_kernel_buf(base as *const u8, &mut bytes) }
-            .map_err(|e| e as i64)?;
+        let slot = HEADS.get_ptr_mut(0).ok_or(-1i64)?;
+        // SAFETY: the per-CPU slot is ours until this program returns (BPF
+        // programs do not migrate or nest on a CPU).
+        let bytes = unsafe { &mut *slot };
+        // SAFETY: bpf_probe_read_kernel checks the source address.
+        unsafe { bpf_probe_read_kernel_buf(base as *const u8, bytes) }.map_err(|e| e as i64)?;
         Ok(Self { base, bytes })
     }
 

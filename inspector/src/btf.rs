@@ -380,6 +380,16 @@ impl Btf {
     }
 
     /// Size in bytes of a named struct (or union).
+    /// Whether a typedef called `name` exists, e.g. `btf_trace_sk_data_ready`
+    /// for a tracepoint of this kernel (one linear scan).
+    pub fn has_type(&self, name: &str) -> bool {
+        self.types.iter().any(|t| {
+            t.kind() == kind::TYPEDEF
+                && btf_str(&self.data, &self.strings, t.name_off)
+                    .is_ok_and(|n| n == name.as_bytes())
+        })
+    }
+
     pub fn struct_size(&self, struct_name: &str) -> Result<u32, BtfError> {
         Ok(self.ty(self.composite_id(struct_name)?)?.size_or_type)
     }

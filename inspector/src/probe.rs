@@ -126,6 +126,17 @@ impl Probes {
             if tracepoint.starts_with("timer_") && offsets.tw_timer_handler == 0 {
                 continue;
             }
+            // `sock:sk_data_ready` is younger than the other hooks (Linux
+            // 6.1 lacks it): without it everything but SO_REUSEPORT
+            // deliveries still works, so say so instead of failing.
+            if tracepoint == "sk_data_ready" && !kernel.has_type(&format!("btf_trace_{tracepoint}"))
+            {
+                missing.push(format!(
+                    "SO_REUSEPORT deliveries: this kernel has no sock:{tracepoint} tracepoint \
+                     (added after Linux 6.1); bind, state and TIME_WAIT events are unaffected"
+                ));
+                continue;
+            }
             let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
                 let prog: &mut BtfTracePoint = ebpf
                     .program_mut(name)

@@ -81,3 +81,23 @@ pub fn inode(s: &impl AsRawFd) -> u64 {
 pub fn errno_of(r: std::io::Result<()>) -> Option<i32> {
     r.err().map(|e| e.raw_os_error().unwrap_or(-1))
 }
+
+/// True when this kernel has no `sock:sk_data_ready` tracepoint (Linux
+/// 6.1), so SO_REUSEPORT deliveries cannot be observed; the probes must
+/// then have said so, and the kernel's BTF must confirm it.
+pub fn reuseport_hook_missing(p: &Pipeline) -> bool {
+    let reported = p.probes.missing.iter().any(|m| m.contains("sk_data_ready"));
+    let btf = inspector::btf::Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))
+        .expect("kernel BTF");
+    let exists = btf.has_type("btf_trace_sk_data_ready");
+    assert_eq!(
+        reported, !exists,
+        "the probes report the hook missing exactly when the kernel lacks it"
+    );
+    if reported {
+        eprintln!(
+            "SKIPPED: this kernel has no sock:sk_data_ready tracepoint (reported by the probes)"
+        );
+    }
+    reported
+}

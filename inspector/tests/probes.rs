@@ -309,6 +309,9 @@ fn tcp_reuseport_deliveries_match_accepts_exactly() {
     let Some(mut p) = pipeline(Filter::default()) else {
         return;
     };
+    if common::reuseport_hook_missing(&p) {
+        return;
+    }
     const CONNECTIONS: usize = 240;
     let (netns, accepted) = in_new_netns(|netns| {
         let listeners: Vec<_> = (0..3)
@@ -362,6 +365,9 @@ fn udp_reuseport_deliveries_match_receives_exactly() {
     let Some(mut p) = pipeline(Filter::default()) else {
         return;
     };
+    if common::reuseport_hook_missing(&p) {
+        return;
+    }
     const SENDERS: usize = 60;
     const PER_SENDER: usize = 5;
     let (netns, received, sources) = in_new_netns(|netns| {

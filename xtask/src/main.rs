@@ -4,6 +4,7 @@
 
 mod bench;
 mod setup;
+mod vm;
 
 use std::{
     env,
@@ -15,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- TEST-ARGS...] | run [ARGS...] | bench [--smoke] [--long]>";
+const USAGE: &str = "usage: cargo xtask <setup | test [-- TEST-ARGS...] | run [ARGS...] | bench [--smoke] [--long] | vm-test>";
 
 fn main() -> ExitCode {
     let mut args = env::args_os().skip(1);
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
         Some("test") => test(rest),
         Some("run") => run(rest),
         Some("bench") => bench::bench(&rest),
+        Some("vm-test") => vm::vm_test(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -78,6 +80,8 @@ fn test(extra: Vec<OsString>) -> Result<()> {
     // well-formed (figures are for `cargo xtask bench`, not for CI).
     if setup::is_root() && !filtered {
         bench::bench(&["--smoke".into()])?;
+        // The same build on Debian's 6.1 and 6.12 kernels, in QEMU.
+        vm::vm_test()?;
     }
     Ok(())
 }

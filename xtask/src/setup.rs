@@ -41,8 +41,13 @@ pub fn setup() -> Result<()> {
 }
 
 fn packages() -> Result<()> {
+    install_packages(PACKAGES)
+}
+
+/// Installs the Debian packages of `list` that are missing.
+pub fn install_packages(list: &[&str]) -> Result<()> {
     let mut missing = Vec::new();
-    for &package in PACKAGES {
+    for &package in list {
         if !installed(package)? {
             missing.push(package);
         }
@@ -50,7 +55,7 @@ fn packages() -> Result<()> {
     if missing.is_empty() {
         println!(
             "setup: Debian packages already installed: {}",
-            PACKAGES.join(" ")
+            list.join(" ")
         );
         return Ok(());
     }

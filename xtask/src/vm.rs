@@ -1,0 +1,314 @@
+//! `cargo xtask vm-test`: the privileged test binaries and the same
+//! `inspector` build, run inside QEMU on Debian's own kernels (6.1 and
+//! 6.12), booted under software emulation with a minimal initramfs.
+//! Everything comes from Debian packages, fetched into `target/vm/`.
+
+use std::{
+    fs,
+    io::Write as _,
+    os::unix::fs::{PermissionsExt as _, symlink},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::{cargo, root, setup, step};
+
+const TOOLS: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
+/// The privileged test binaries run in each guest.
+const TESTS: &[&str] = &["probes", "cli"];
+/// Per guest, boot to power-off.
+const GUEST_LIMIT: Duration = Duration::from_secs(1200);
+
+/// Newest package whose name matches `pattern` (an apt-cache regex).
+fn newest(pattern: &str) -> Result<String> {
+    let out = Command::new("apt-cache")
+        .args(["search", "--names-only", pattern])
+        .output()?;
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    names.sort_by_key(|n| version_key(n));
+    names
+        .pop()
+        .with_context(|| format!("no Debian package matches {pattern} (apt-get update?)"))
+}
+
+fn version_key(name: &str) -> Vec<u64> {
+    name.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Downloads `package` into `dir` (once) and returns its vmlinuz.
+fn kernel(dir: &Path, package: &str) -> Result<PathBuf> {
+    let unpacked = dir.join(package);
+    if let Some(v) = find_vmlinuz(&unpacked) {
+        return Ok(v);
+    }
+    if !fs::read_dir(dir)?.filter_map(Result::ok).any(|e| {
+        e.file_name()
+            .to_string_lossy()
+            .starts_with(&format!("{package}_"))
+    }) {
+        let mut dl = Command::new("apt-get");
+        dl.args(["download", package]).current_dir(dir);
+        step("apt-get download", dl)?;
+    }
+    let deb = fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+        })
+        .context("downloaded kernel package not found")?;
+    fs::create_dir_all(&unpacked)?;
+    let mut x = Command::new("dpkg-deb");
+    x.arg("-x").arg(&deb).arg(&unpacked);
+    step("unpack kernel", x)?;
+    find_vmlinuz(&unpacked).context("no boot/vmlinuz-* in the kernel package")
+}
+
+fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
+    fs::read_dir(dir.join("boot"))
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+}
+
+/// Test executables cargo built, by test target name.
+fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
+    let mut cmd = cargo([
+        "test",
+        "--no-run",
+        "-p",
+        "inspector",
+        "--message-format=json",
+    ]);
+    for t in TESTS {
+        cmd.args(["--test", t]);
+    }
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the test binaries failed");
+    }
+    let mut found = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str())
+            && TESTS.contains(&name)
+        {
+            found.push((name.to_owned(), PathBuf::from(exe)));
+        }
+    }
+    if found.len() != TESTS.len() {
+        bail!("expected test binaries {TESTS:?}, cargo built {found:?}");
+    }
+    Ok(found)
+}
+
+/// Shared libraries `ldd` names for `bin`.
+fn libraries(bin: &Path) -> Result<Vec<PathBuf>> {
+    let out = Command::new("ldd").arg(bin).output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from)
+        })
+        .collect())
+}
+
+/// Copies `file` into `tree` at the same absolute path.
+fn place(tree: &Path, file: &Path) -> Result<()> {
+    let dst = tree.join(file.strip_prefix("/").unwrap_or(file));
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::copy(file, &dst).with_context(|| format!("copying {}", file.display()))?;
+    Ok(())
+}
+
+fn initramfs(dir: &Path, inspector: &Path, tests: &[(String, PathBuf)]) -> Result<PathBuf> {
+    let tree = dir.join("initramfs");
+    let _ = fs::remove_dir_all(&tree);
+    for d in ["bin", "proc", "sys", "dev", "tmp", "root", "run/netns"] {
+        fs::create_dir_all(tree.join(d))?;
+    }
+    fs::copy("/bin/busybox", tree.join("bin/busybox")).context("busybox-static")?;
+    let list = Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" && !applet.is_empty() {
+            let _ = symlink("busybox", tree.join("bin").join(applet));
+        }
+    }
+    let mut binaries: Vec<&Path> = vec![inspector];
+    binaries.extend(tests.iter().map(|(_, p)| p.as_path()));
+    for b in &binaries {
+        place(&tree, b)?;
+        for lib in libraries(b)? {
+            place(&tree, &lib)?;
+        }
+    }
+    let runs: String = tests
+        .iter()
+        .map(|(name, path)| {
+            format!(
+                "s=$(date +%s); {} --test-threads=1; rc=$?; echo \"INSPECTOR-RESULT {name} rc=$rc secs=$(( $(date +%s) - s ))\"\n",
+                path.display()
+            )
+        })
+        .collect();
+    let init = format!(
+        "#!/bin/sh\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sys /sys\n\
+         mount -t devtmpfs dev /dev\n\
+         mount -t tmpfs tmp /tmp\n\
+         mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null\n\
+         mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
+         ip link set lo up\n\
+         export CI=true HOME=/root PATH=/bin RUST_BACKTRACE=1\n\
+         echo \"INSPECTOR-KERNEL $(uname -r)\"\n\
+         {runs}\
+         poweroff -f\n"
+    );
+    let init_path = tree.join("init");
+    fs::write(&init_path, init)?;
+    fs::set_permissions(&init_path, fs::Permissions::from_mode(0o755))?;
+    let image = dir.join("initramfs.cpio.gz");
+    let script = format!(
+        "cd {} && find . | cpio -o -H newc --quiet | gzip -1 > {}",
+        tree.display(),
+        image.display()
+    );
+    step("pack initramfs", {
+        let mut c = Command::new("sh");
+        c.args(["-c", &script]);
+        c
+    })?;
+    Ok(image)
+}
+
+struct GuestRun {
+    kernel: String,
+    results: Vec<String>,
+    ok: bool,
+    secs: f64,
+    log: PathBuf,
+}
+
+fn boot(vmlinuz: &Path, image: &Path, log: &Path) -> Result<GuestRun> {
+    let start = Instant::now();
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel",
+            "tcg",
+            "-cpu",
+            "max",
+            "-m",
+            "2G",
+            "-smp",
+            "2",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .args(["-nic", "none", "-kernel"])
+        .arg(vmlinuz)
+        .arg("-initrd")
+        .arg(image)
+        .args([
+            "-append",
+            "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init",
+        ])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(log)?)
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if start.elapsed() > GUEST_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let after = |l: &str, tag: &str| l.split_once(tag).map(|(_, rest)| rest.trim().to_owned());
+    let kernel = text
+        .lines()
+        .find_map(|l| after(l, "INSPECTOR-KERNEL "))
+        .unwrap_or_else(|| "did not boot".into());
+    let results: Vec<String> = text
+        .lines()
+        .filter_map(|l| after(l, "INSPECTOR-RESULT "))
+        .collect();
+    let ok = results.len() == TESTS.len() && results.iter().all(|r| r.contains(" rc=0 "));
+    Ok(GuestRun {
+        kernel,
+        results,
+        ok,
+        secs: start.elapsed().as_secs_f64(),
+        log: log.to_owned(),
+    })
+}
+
+pub fn vm_test() -> Result<()> {
+    setup::setup()?;
+    setup::install_packages(TOOLS)?;
+    let dir = root().join("target/vm");
+    fs::create_dir_all(&dir)?;
+    let packages = [
+        newest(r"^linux-image-6\.1\.0-[0-9]+-amd64$")?,
+        newest(r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$")?,
+    ];
+    let kernels: Vec<(String, PathBuf)> = packages
+        .iter()
+        .map(|p| Ok((p.clone(), kernel(&dir, p)?)))
+        .collect::<Result<_>>()?;
+    step("build", cargo(["build", "-p", "inspector"]))?;
+    let tests = test_binaries()?;
+    let inspector = root().join("target/debug/inspector").canonicalize()?;
+    let image = initramfs(&dir, &inspector, &tests)?;
+    let mut runs = Vec::new();
+    for (package, vmlinuz) in &kernels {
+        println!("vm-test: booting {package}");
+        let run = boot(vmlinuz, &image, &dir.join(format!("{package}.log")))?;
+        println!(
+            "vm-test: kernel {} ({package}), tracepoint mode: {} in {:.0} s (boot + tests): {}",
+            run.kernel,
+            if run.ok { "passed" } else { "FAILED" },
+            run.secs,
+            run.results.join("; ")
+        );
+        runs.push(run);
+    }
+    let failed: Vec<&GuestRun> = runs.iter().filter(|r| !r.ok).collect();
+    for r in &failed {
+        println!("---- guest log {} ----", r.log.display());
+        let text = fs::read_to_string(&r.log).unwrap_or_default();
+        let _ = std::io::stdout().write_all(text.as_bytes());
+    }
+    if !failed.is_empty() {
+        bail!("{} of {} guests failed", failed.len(), runs.len());
+    }
+    Ok(())
+}
