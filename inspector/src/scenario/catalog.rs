@@ -261,69 +261,74 @@ fn restart_plain(ctx: &mut Ctx) -> Res {
     })
 }
 
-fn restart_reuseaddr(ctx: &mut Ctx) -> Res {
+/// A restart over TIME_WAIT with `option` set on the new socket only, then
+/// on the old and the new one: (new only, old and new) results.
+fn restart_with(
+    ctx: &mut Ctx,
+    port: u16,
+    option: &str,
+) -> Result<(Option<String>, Option<String>), ScenarioError> {
+    let (addr, port_opt) = (option == "SO_REUSEADDR", option == "SO_REUSEPORT");
     ctx.fresh_netns()?;
     ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
-    server_left_time_wait(ctx, 8002, false, false)?;
-    let new_only = restart(
+    server_left_time_wait(ctx, port, false, false)?;
+    let label = format!("new-server ({option}, old without)");
+    let new_only = restart(ctx, &label, port, addr, port_opt)?;
+    ctx.fresh_netns()?;
+    ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
+    server_left_time_wait(ctx, port, addr, port_opt)?;
+    let both = restart(
         ctx,
-        "new-server (SO_REUSEADDR, old without)",
-        8002,
-        true,
-        false,
+        &format!("new-server ({option}, old too)"),
+        port,
+        addr,
+        port_opt,
     )?;
-    ctx.fresh_netns()?;
-    ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
-    server_left_time_wait(ctx, 8002, true, false)?;
-    let both = restart(ctx, "new-server (SO_REUSEADDR, old too)", 8002, true, false)?;
-    let held = [new_only.is_none(), both.is_none()];
-    Ok(Outcome {
-        verdict: Verdict::of(&held),
+    Ok((new_only, both))
+}
+
+fn restart_outcome(
+    option: &str,
+    new_only: Option<String>,
+    both: Option<String>,
+    why: &str,
+) -> Outcome {
+    Outcome {
+        verdict: Verdict::of(&[new_only.is_none(), both.is_none()]),
         summary: format!(
-            "SO_REUSEADDR on the new socket only: {}; on the old and the new: {}",
+            "{option} on the new socket only: {}; on the old and the new: {}",
             show(&new_only),
             show(&both)
         ),
         details: json!({ "new_only": new_only, "old_and_new": both }),
-        explanation: "The timewait socket keeps the SO_REUSEADDR of the socket it replaced \
-            (tw_reuse). inet_bind_conflict() ignores a TIME_WAIT holder only when both it and \
-            the new socket have sk_reuse: setting SO_REUSEADDR on the restarted server helps \
-            only if the old server had it too. Set it on every listener, before the restart is \
-            needed."
-            .into(),
-    })
+        explanation: why.into(),
+    }
+}
+
+fn restart_reuseaddr(ctx: &mut Ctx) -> Res {
+    let (new_only, both) = restart_with(ctx, 8002, "SO_REUSEADDR")?;
+    Ok(restart_outcome(
+        "SO_REUSEADDR",
+        new_only,
+        both,
+        "The timewait socket keeps the SO_REUSEADDR of the socket it replaced (tw_reuse). \
+         inet_bind_conflict() ignores a TIME_WAIT holder only when both it and the new socket \
+         have sk_reuse: setting SO_REUSEADDR on the restarted server helps only if the old \
+         server had it too. Set it on every listener, before the restart is needed.",
+    ))
 }
 
 fn restart_reuseport(ctx: &mut Ctx) -> Res {
-    ctx.fresh_netns()?;
-    ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
-    server_left_time_wait(ctx, 8003, false, false)?;
-    let new_only = restart(
-        ctx,
-        "new-server (SO_REUSEPORT, old without)",
-        8003,
-        false,
-        true,
-    )?;
-    ctx.fresh_netns()?;
-    ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
-    server_left_time_wait(ctx, 8003, false, true)?;
-    let both = restart(ctx, "new-server (SO_REUSEPORT, old too)", 8003, false, true)?;
-    let held = [new_only.is_none(), both.is_none()];
-    Ok(Outcome {
-        verdict: Verdict::of(&held),
-        summary: format!(
-            "SO_REUSEPORT on the new socket only: {}; on the old and the new: {}",
-            show(&new_only),
-            show(&both)
-        ),
-        details: json!({ "new_only": new_only, "old_and_new": both }),
-        explanation: "inet_bind_conflict() lets SO_REUSEPORT sockets share a port when both \
-            have sk_reuseport and either the holder is TIME_WAIT or the uids match; the \
-            timewait socket's tw_reuseport is copied from the closed socket, so the old server \
-            must have set it."
-            .into(),
-    })
+    let (new_only, both) = restart_with(ctx, 8003, "SO_REUSEPORT")?;
+    Ok(restart_outcome(
+        "SO_REUSEPORT",
+        new_only,
+        both,
+        "inet_bind_conflict() lets SO_REUSEPORT sockets share a port when both have \
+         sk_reuseport and either the holder is TIME_WAIT or the uids match; the timewait \
+         socket's tw_reuseport is copied from the closed socket, so the old server must have \
+         set it.",
+    ))
 }
 
 fn reuseaddr_while_listening(ctx: &mut Ctx) -> Res {
