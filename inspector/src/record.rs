@@ -80,6 +80,10 @@ pub struct Record {
     /// The same address as a number, for maps keyed by socket.
     #[serde(skip)]
     pub sock: u64,
+    /// The thread that made the call, for syscall records (its network
+    /// namespace may differ from its process's).
+    #[serde(skip)]
+    pub tid: Option<u32>,
     pub ino: Option<u64>,
     pub proto: &'static str,
     pub family: &'static str,
@@ -101,6 +105,10 @@ pub struct Record {
     pub duration_ns: Option<u64>,
     /// Reuseport group id (kernel address of the group), for `reuseport`.
     pub group: Option<String>,
+    /// For a failed `bind`: the kernel rule that refused it and the
+    /// socket(s) holding the port, as `inspector explain` sees them right
+    /// after the failure.
+    pub explanation: Option<String>,
 }
 
 impl Record {
@@ -122,6 +130,7 @@ impl Record {
             cookie: (ev.cookie != 0).then_some(ev.cookie),
             sock_id: format!("{:x}", ev.sock),
             sock: ev.sock,
+            tid: (ev.tid != 0).then_some(ev.tid),
             ino: (ev.ino != 0).then_some(ev.ino),
             proto: proto_name(ev.proto),
             family: if family == AF_INET6 { "inet6" } else { "inet" },
@@ -142,6 +151,7 @@ impl Record {
             reason: None,
             duration_ns: None,
             group: None,
+            explanation: None,
         }
     }
 

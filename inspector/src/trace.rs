@@ -119,6 +119,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     }
     let t0 = monotonic_ns();
     let mut batch = Vec::new();
+    let mut annotator = crate::explain::annotate::Annotator::default();
     let mut printed = 0u64;
     loop {
         let done = tokio::select! {
@@ -133,6 +134,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             () = &mut deadline => true,
         };
         pipeline.poll(&mut batch, done);
+        annotator.annotate(&mut batch);
         for r in batch.drain(..) {
             printed += 1;
             let res = if opts.json {
@@ -140,7 +142,10 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                     .map_err(io::Error::from)
                     .and_then(|()| writeln!(w))
             } else {
-                writeln!(w, "{}", output::line(&r, t0))
+                writeln!(w, "{}", output::line(&r, t0)).and_then(|()| match &r.explanation {
+                    Some(why) => writeln!(w, "{:11}why: {why}", ""),
+                    None => Ok(()),
+                })
             };
             if let Err(e) = res {
                 if e.kind() == io::ErrorKind::BrokenPipe {

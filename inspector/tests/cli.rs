@@ -192,6 +192,13 @@ fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
         .filter(|r| r["errno"] == "EADDRINUSE")
         .collect();
     assert_eq!(refused.len(), 1, "{records:#?}");
+    // Explained right after the failure, from the same predictor and
+    // inventory as `inspector explain`.
+    let why = refused[0]["explanation"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("held by LISTEN 127.0.0.1:7201"),
+        "explanation: {why:?}"
+    );
     let r = refused[0];
     assert_eq!(r["type"], "bind");
     assert_eq!(r["phase"], "bind");
@@ -241,12 +248,20 @@ fn trace_text_lines_are_aligned_and_filtered_by_port() {
     assert_eq!(errno, Some(libc::EADDRINUSE));
     let (stdout, _) = stop(child, &rx);
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.len(), 2, "header and one failure: {stdout}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "header, one failure and its explanation: {stdout}"
+    );
     assert!(lines[0].starts_with("TIME(s)"), "{stdout}");
     let cols = |l: &str| l.find("PROTO").or_else(|| l.find("tcp")).expect("column");
     assert_eq!(cols(lines[0]), cols(lines[1]), "aligned:\n{stdout}");
     assert!(
         lines[1].contains("EADDRINUSE") && lines[1].contains(":7202"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].trim_start().starts_with("why: ") && lines[2].contains("held by"),
         "{stdout}"
     );
 }

@@ -105,6 +105,7 @@ pub async fn run(filter: Filter) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut running: Option<(Running, Vec<crate::record::Record>)> = None;
     let mut batch = Vec::new();
+    let mut annotator = crate::explain::annotate::Annotator::default();
     let mut dirty = true;
     let mut last_draw = Instant::now() - Duration::from_secs(1);
     loop {
@@ -132,6 +133,7 @@ pub async fn run(filter: Filter) -> anyhow::Result<()> {
         }
         // Intake: everything the kernel has so far.
         pipeline.poll(&mut batch, false);
+        annotator.annotate(&mut batch);
         if let Some((run, evidence)) = &mut running {
             let ns = run.namespaces();
             evidence.extend(batch.iter().filter(|r| ns.contains(&r.netns)).cloned());

@@ -178,6 +178,17 @@ fn fixture() -> Vec<Record> {
     for e in &events {
         tracker.apply(e, &mut out);
     }
+    // What the annotator attaches to a failure on a live system.
+    for r in out
+        .iter_mut()
+        .filter(|r| r.is_failure() && r.phase == Some("listen"))
+    {
+        r.explanation = Some(
+            "inet_csk_get_port: a LISTEN holder conflicts even with SO_REUSEADDR on both; \
+             held by LISTEN 127.0.0.1:8080 (pid 4242 server)"
+                .into(),
+        );
+    }
     out
 }
 
@@ -277,6 +288,7 @@ fn failures_stand_out_and_the_detail_follows_the_selection() {
         s.contains("tcp listen() asked 127.0.0.1:8080 -> EADDRINUSE"),
         "{s}"
     );
+    assert!(s.contains("why: inet_csk_get_port: a LISTEN holder"), "{s}");
 }
 
 #[test]

@@ -172,7 +172,7 @@ fn asked(r: &Record) -> String {
 }
 
 fn render_binds(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
-    let [list, detail] = Layout::vertical([Constraint::Min(3), Constraint::Length(5)]).areas(area);
+    let [list, detail] = Layout::vertical([Constraint::Min(3), Constraint::Length(6)]).areas(area);
     let rows_shown = app.visible_decisions();
     // Build only the rows that fit (title and header take two lines),
     // scrolled so the selection stays in view.
@@ -270,7 +270,7 @@ fn detail_lines(r: &Record) -> Vec<Line<'static>> {
     } else {
         flags.join(" ")
     };
-    vec![
+    let mut lines = vec![
         Line::from(format!(
             "{} {}() {} {} -> {}; local {}",
             r.proto,
@@ -292,7 +292,11 @@ fn detail_lines(r: &Record) -> Vec<Line<'static>> {
             r.sock_id,
             r.ino.map_or("-".to_owned(), |i| i.to_string())
         )),
-    ]
+    ];
+    if let Some(why) = &r.explanation {
+        lines.push(Line::from(format!("why: {why}")));
+    }
+    lines
 }
 
 fn secs(ns: Option<u64>) -> String {

@@ -7,6 +7,7 @@
 //! socket options via `pidfd_getfd`). This module puts them together for
 //! the command line.
 
+pub mod annotate;
 pub mod inventory;
 pub mod rules;
 
