@@ -12,6 +12,7 @@ pub mod explain;
 pub mod fasthash;
 pub mod filter;
 pub mod names;
+pub mod ndjson;
 pub mod netns;
 pub mod output;
 pub mod probe;

@@ -112,7 +112,8 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let stdout = io::stdout();
-    let mut w = io::BufWriter::new(stdout.lock());
+    let mut w = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut line = Vec::with_capacity(1024);
     if !opts.json {
         writeln!(w, "{}", output::HEADER)?;
         w.flush()?;
@@ -138,9 +139,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         for r in batch.drain(..) {
             printed += 1;
             let res = if opts.json {
-                serde_json::to_writer(&mut w, &r)
-                    .map_err(io::Error::from)
-                    .and_then(|()| writeln!(w))
+                line.clear();
+                crate::ndjson::write(&r, &mut line);
+                w.write_all(&line)
             } else {
                 writeln!(w, "{}", output::line(&r, t0)).and_then(|()| match &r.explanation {
                     Some(why) => writeln!(w, "{:11}why: {why}", ""),
