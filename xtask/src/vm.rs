@@ -173,12 +173,13 @@ fn initramfs(dir: &Path, inspector: &Path, tests: &[(String, PathBuf)]) -> Resul
             )
         })
         .collect();
+    // No tmpfs over /tmp: the binaries sit at their build paths, which may
+    // be under /tmp (the initramfs root is already in memory).
     let init = format!(
         "#!/bin/sh\n\
          mount -t proc proc /proc\n\
          mount -t sysfs sys /sys\n\
          mount -t devtmpfs dev /dev\n\
-         mount -t tmpfs tmp /tmp\n\
          mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
          ip link set lo up\n\
