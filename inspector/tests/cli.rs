@@ -239,6 +239,9 @@ fn trace_text_lines_are_aligned_and_filtered_by_port() {
         other.bind(&addr("127.0.0.1:7203")).expect("bind");
         let holder = tcp();
         holder.bind(&addr("127.0.0.1:7202")).expect("bind");
+        // Listening, so sock_diag lists it on every kernel (bound-only TCP
+        // sockets only from Linux 6.6 on).
+        holder.listen(1).expect("listen");
         let second = tcp();
         let errno = errno_of(second.bind(&addr("127.0.0.1:7202")));
         std::thread::sleep(Duration::from_millis(300));

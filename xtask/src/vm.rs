@@ -143,7 +143,44 @@ fn place(tree: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
-fn initramfs(dir: &Path, inspector: &Path, tests: &[(String, PathBuf)]) -> Result<PathBuf> {
+/// The sock_diag modules `inspector explain` needs (built as modules in
+/// Debian's kernels), decompressed into `tree/lib/modules/<version>/`.
+const MODULES: &[&str] = &["inet_diag", "tcp_diag", "udp_diag"];
+
+fn add_modules(tree: &Path, unpacked: &Path) -> Result<()> {
+    for entry in fs::read_dir(unpacked.join("lib/modules"))? {
+        let entry = entry?;
+        let version = entry.file_name();
+        let dst = tree.join("lib/modules").join(&version);
+        fs::create_dir_all(&dst)?;
+        for m in MODULES {
+            let base = entry.path().join("kernel/net/ipv4").join(format!("{m}.ko"));
+            let out = dst.join(format!("{m}.ko"));
+            if base.exists() {
+                fs::copy(&base, &out)?;
+                continue;
+            }
+            let xz = base.with_extension("ko.xz");
+            let data = Command::new("/bin/busybox")
+                .args(["xz", "-dc"])
+                .arg(&xz)
+                .output()
+                .with_context(|| format!("decompressing {}", xz.display()))?;
+            if !data.status.success() {
+                bail!("cannot decompress {}", xz.display());
+            }
+            fs::write(&out, data.stdout)?;
+        }
+    }
+    Ok(())
+}
+
+fn initramfs(
+    dir: &Path,
+    inspector: &Path,
+    tests: &[(String, PathBuf)],
+    kernels: &[(String, PathBuf)],
+) -> Result<PathBuf> {
     let tree = dir.join("initramfs");
     let _ = fs::remove_dir_all(&tree);
     for d in ["bin", "proc", "sys", "dev", "tmp", "root", "run/netns"] {
@@ -155,6 +192,9 @@ fn initramfs(dir: &Path, inspector: &Path, tests: &[(String, PathBuf)]) -> Resul
         if applet != "busybox" && !applet.is_empty() {
             let _ = symlink("busybox", tree.join("bin").join(applet));
         }
+    }
+    for (package, _) in kernels {
+        add_modules(&tree, &dir.join(package))?;
     }
     let mut binaries: Vec<&Path> = vec![inspector];
     binaries.extend(tests.iter().map(|(_, p)| p.as_path()));
@@ -183,6 +223,7 @@ fn initramfs(dir: &Path, inspector: &Path, tests: &[(String, PathBuf)]) -> Resul
          mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
          ip link set lo up\n\
+         for m in inet_diag tcp_diag udp_diag; do insmod /lib/modules/$(uname -r)/$m.ko; done\n\
          export CI=true HOME=/root PATH=/bin RUST_BACKTRACE=1\n\
          echo \"INSPECTOR-KERNEL $(uname -r)\"\n\
          {runs}\
@@ -288,7 +329,7 @@ pub fn vm_test() -> Result<()> {
     step("build", cargo(["build", "-p", "inspector"]))?;
     let tests = test_binaries()?;
     let inspector = root().join("target/debug/inspector").canonicalize()?;
-    let image = initramfs(&dir, &inspector, &tests)?;
+    let image = initramfs(&dir, &inspector, &tests, &kernels)?;
     let mut runs = Vec::new();
     for (package, vmlinuz) in &kernels {
         println!("vm-test: booting {package}");

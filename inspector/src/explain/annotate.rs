@@ -84,7 +84,11 @@ pub fn explain_failure(r: &Record) -> Option<String> {
         &e.bind
     };
     if d.result == "ok" {
-        return Some("the port is free again now: whatever held it has gone".into());
+        return Some(
+            "no socket that blocks it is visible now: the holder has gone since, or it is a \
+             TCP socket bound without listen(), which sock_diag lists only from Linux 6.6 on"
+                .into(),
+        );
     }
     let blockers: Vec<String> = d
         .blockers
