@@ -2,7 +2,7 @@
 
 use std::{
     io::{self, Write},
-    os::fd::AsFd,
+    os::fd::{AsFd, OwnedFd},
     time::Duration,
 };
 
@@ -69,6 +69,18 @@ impl Pipeline {
     pub fn counters(&self) -> Counters {
         self.probes.counters().unwrap_or_default()
     }
+
+    /// Readiness of the ring buffer for a tokio loop, on a duplicate of its
+    /// descriptor owned by the returned `AsyncFd` (readiness belongs to the
+    /// shared file description). The kernel wakes it once a batch has piled
+    /// up; callers also poll on a timer.
+    pub fn readiness(&mut self) -> io::Result<AsyncFd<OwnedFd>> {
+        let dup = self.probes.ring().as_fd().try_clone_to_owned()?;
+        // SAFETY: `dup` is a valid open descriptor owned by the AsyncFd for
+        // its whole lifetime, and `as_raw_fd` on it returns that descriptor.
+        unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
@@ -99,13 +111,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     for m in &pipeline.probes.missing {
         eprintln!("inspector: warning: {m}");
     }
-    // Poll a duplicate of the ring buffer's descriptor, owned by the AsyncFd:
-    // readiness is a property of the shared file description.
-    let dup = pipeline.probes.ring().as_fd().try_clone_to_owned()?;
-    // SAFETY: `dup` is a valid open descriptor owned by the AsyncFd for its
-    // whole lifetime, and `as_raw_fd` on it always returns that descriptor.
-    let ring = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let ring = pipeline.readiness()?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let deadline = tokio::time::sleep(opts.duration.unwrap_or(Duration::from_secs(u64::MAX / 4)));

@@ -9,7 +9,6 @@ pub mod ui;
 
 use std::{
     io::{self, IsTerminal as _},
-    os::fd::AsFd as _,
     time::{Duration, Instant},
 };
 
@@ -20,11 +19,7 @@ use crossterm::{
     terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
 };
 use ratatui::{Terminal, backend::CrosstermBackend};
-use tokio::{
-    io::{Interest, unix::AsyncFd},
-    signal::unix::SignalKind,
-    sync::mpsc,
-};
+use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use self::app::{Action, App, Header, Input};
 use crate::{
@@ -75,10 +70,7 @@ pub async fn run(filter: Filter) -> anyhow::Result<()> {
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let mut app = App::new(header, no_color);
 
-    let dup = pipeline.probes.ring().as_fd().try_clone_to_owned()?;
-    // SAFETY: `dup` is a valid descriptor owned by the AsyncFd from here on.
-    let ring = unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let ring = pipeline.readiness()?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
 
     let previous = std::panic::take_hook();
