@@ -2,7 +2,11 @@
 //! explanation, computed right after the failure by the same predictor and
 //! inventory as `inspector explain`.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
 
 use super::{Decision, Request, explain};
 use crate::record::{Record, RecordType};
@@ -11,12 +15,47 @@ use crate::record::{Record, RecordType};
 /// sockets and scans `/proc`, and a failure storm must not stall intake.
 const PER_SECOND: u32 = 20;
 
+/// How long an explanation answers the same failure again: a failure
+/// storm usually repeats one request, and each answer costs a socket dump
+/// and a `/proc` scan on the ring buffer reader's path.
+const REUSE: Duration = Duration::from_secs(1);
+
+/// What makes two failures the same question.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    netns: u32,
+    pid: Option<u32>,
+    proto: &'static str,
+    addr: Option<IpAddr>,
+    port: Option<u16>,
+    phase: Option<&'static str>,
+    flags: (bool, bool, bool),
+    uid: Option<u32>,
+}
+
+impl Key {
+    fn of(r: &Record) -> Self {
+        Self {
+            netns: r.netns,
+            pid: r.pid,
+            proto: r.proto,
+            addr: r.req_addr,
+            port: r.req_port,
+            phase: r.phase,
+            flags: (r.reuseaddr, r.reuseport, r.v6only),
+            uid: r.uid,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Annotator {
     window: Instant,
     used: u32,
     /// Failures left unexplained by the rate limit.
     pub skipped: u64,
+    /// Answers of the last [`REUSE`] period, by question.
+    recent: HashMap<Key, (Instant, Option<String>)>,
 }
 
 impl Default for Annotator {
@@ -25,6 +64,7 @@ impl Default for Annotator {
             window: Instant::now(),
             used: 0,
             skipped: 0,
+            recent: HashMap::new(),
         }
     }
 }
@@ -36,9 +76,17 @@ impl Annotator {
             if r.kind != RecordType::Bind || r.errno.as_deref() != Some("EADDRINUSE") {
                 continue;
             }
+            let key = Key::of(r);
+            if let Some((at, why)) = self.recent.get(&key)
+                && at.elapsed() < REUSE
+            {
+                r.explanation.clone_from(why);
+                continue;
+            }
             if self.window.elapsed() >= Duration::from_secs(1) {
                 self.window = Instant::now();
                 self.used = 0;
+                self.recent.retain(|_, (at, _)| at.elapsed() < REUSE);
             }
             if self.used >= PER_SECOND {
                 self.skipped += 1;
@@ -46,6 +94,8 @@ impl Annotator {
             }
             self.used += 1;
             r.explanation = explain_failure(r);
+            self.recent
+                .insert(key, (Instant::now(), r.explanation.clone()));
         }
     }
 }
