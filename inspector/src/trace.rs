@@ -100,6 +100,16 @@ pub struct TraceOptions {
     pub duration: Option<Duration>,
 }
 
+/// A write failed: a closed pipe (`| head`) is the reader leaving, a
+/// normal end; anything else is an error.
+fn reader_gone(e: io::Error) -> anyhow::Result<()> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(e.into())
+    }
+}
+
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(opts.filter)?;
     eprintln!(
@@ -119,7 +129,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     let stdout = io::stdout();
     let mut w = io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let mut line = Vec::with_capacity(1024);
+    let mut lines = Vec::with_capacity(1 << 16);
     if !opts.json {
         writeln!(w, "{}", output::HEADER)?;
         w.flush()?;
@@ -145,9 +155,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         for r in batch.drain(..) {
             printed += 1;
             let res = if opts.json {
-                line.clear();
-                crate::ndjson::write(&r, &mut line);
-                w.write_all(&line)
+                // The batch's lines go out in one write below.
+                crate::ndjson::write(&r, &mut lines);
+                Ok(())
             } else {
                 writeln!(w, "{}", output::line(&r, t0)).and_then(|()| match &r.explanation {
                     Some(why) => writeln!(w, "{:11}why: {why}", ""),
@@ -155,16 +165,13 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 })
             };
             if let Err(e) = res {
-                if e.kind() == io::ErrorKind::BrokenPipe {
-                    return Ok(());
-                }
-                return Err(e.into());
+                return reader_gone(e);
             }
         }
-        match w.flush() {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            r => r?,
+        if let Err(e) = w.write_all(&lines).and_then(|()| w.flush()) {
+            return reader_gone(e);
         }
+        lines.clear();
         if done {
             break;
         }
