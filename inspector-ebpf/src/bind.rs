@@ -7,11 +7,11 @@
 //! because `inet_csk_listen_start` calls `inet_csk_get_port` again.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use inspector_common::{AF_INET, AF_INET6, Event, IPPROTO_TCP, flag, kind, phase};
+use inspector_common::{Event, IPPROTO_TCP, flag, kind, phase};
 
 use crate::core_read::{
-    INFLIGHT, Inflight, OWNERS, current_owner, emit, fill_sock, is_inet, now, off, read,
-    read_error, read_user, set_owner, sock_from_fd,
+    INFLIGHT, Inflight, OWNERS, Space, current_owner, emit, fill_sock, is_inet, now, off, read,
+    read_error, read_sockaddr, set_owner, sock_from_fd,
 };
 
 #[btf_tracepoint(function = "sys_enter")]
@@ -46,6 +46,8 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
         uaddr: read(regs, off!(regs_si))?,
         nr,
         num_before: u32::from(num_before),
+        decided: 0,
+        _pad: 0,
     };
     let _ = INFLIGHT.insert(owner.tid, inflight, 0);
     Ok(())
@@ -111,17 +113,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         ev.req_port = inflight.num_before as u16;
         ev.req_addr = ev.laddr;
     } else {
-        // struct sockaddr_in / sockaddr_in6: family, port (network order),
-        // then the address at offset 4 (v4) or 8 (v6).
-        let family: u16 = read_user(inflight.uaddr).unwrap_or(0);
-        let port: u16 = read_user(inflight.uaddr + 2).unwrap_or(0);
-        ev.req_port = u16::from_be(port);
-        if family == u16::from(AF_INET) {
-            let a: [u8; 4] = read_user(inflight.uaddr + 4).unwrap_or([0; 4]);
-            ev.req_addr[..4].copy_from_slice(&a);
-        } else if family == u16::from(AF_INET6) {
-            ev.req_addr = read_user(inflight.uaddr + 8).unwrap_or([0; 16]);
-        }
+        read_sockaddr(&mut ev, inflight.uaddr, Space::User);
         if nr == off!(nr_bind) {
             ev.kind = kind::BIND;
             ev.phase = if ev.req_port == 0 {

@@ -54,6 +54,43 @@ pub struct Inflight {
     pub nr: u32,
     /// `skc_num` before the call: 0 means the socket was unbound.
     pub num_before: u32,
+    /// Set when the port decision inside this call was already reported
+    /// (fentry mode: `inet_csk_get_port` / `udp_lib_get_port` ran).
+    pub decided: u32,
+    pub _pad: u32,
+}
+
+/// Where a `struct sockaddr` lives: the caller's memory (syscall
+/// arguments) or the kernel's copy of it (arguments of `inet_bind` and
+/// friends).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Space {
+    User,
+    Kernel,
+}
+
+#[inline(always)]
+fn read_in<T>(space: Space, addr: u64) -> Result<T, i64> {
+    match space {
+        Space::User => read_user(addr),
+        Space::Kernel => read(addr, 0),
+    }
+}
+
+/// Fills `req_port`/`req_addr` from a `struct sockaddr_in` /
+/// `sockaddr_in6`: family, port (network order), then the address at
+/// offset 4 (v4) or 8 (v6). An unreadable address leaves them zero.
+#[inline(always)]
+pub fn read_sockaddr(ev: &mut Event, uaddr: u64, space: Space) {
+    let family: u16 = read_in(space, uaddr).unwrap_or(0);
+    let port: u16 = read_in(space, uaddr + 2).unwrap_or(0);
+    ev.req_port = u16::from_be(port);
+    if family == u16::from(AF_INET) {
+        let a: [u8; 4] = read_in(space, uaddr + 4).unwrap_or([0; 4]);
+        ev.req_addr[..4].copy_from_slice(&a);
+    } else if family == u16::from(AF_INET6) {
+        ev.req_addr = read_in(space, uaddr + 8).unwrap_or([0; 16]);
+    }
 }
 
 /// Reads one field of [`OFFSETS`]. Volatile so the compiler keeps the load

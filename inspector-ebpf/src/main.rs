@@ -1,20 +1,31 @@
 //! Kernel programs of the inspector.
 //!
-//! Every program is a BTF tracepoint (`tp_btf`): they need neither kprobes
-//! nor fentry (both refused on locked-down kernels) nor a mounted tracefs.
-//! Struct layouts are not compiled in: user space reads the running kernel's
+//! Two sets of programs, one per mode, loaded by user space:
+//! - tracepoint mode: BTF tracepoints (`tp_btf`) only, which need neither
+//!   kprobes nor fentry (both refused on locked-down kernels) nor a mounted
+//!   tracefs; decisions are seen at the syscall boundary and TIME_WAIT on
+//!   the timewait socket's timer.
+//! - fentry mode: fentry/fexit on the functions that decide
+//!   (`inet_csk_get_port`, `udp_lib_get_port`, `reuseport_select_sock`, the
+//!   timewait functions), cheaper and more precise where the kernel allows.
+//!
+//! Both emit the same events; the state tracepoint serves both. Struct layouts are not compiled in: user space reads the running kernel's
 //! BTF and fills [`OFFSETS`] before loading, so one object runs on any BTF
 //! kernel.
 //!
 //! One concern per file: `bind` (bind/listen/connect/accept decisions seen at
 //! the syscall boundary), `state` (TCP state changes and the TIME_WAIT
 //! lifecycle), `reuseport` (which member of a SO_REUSEPORT group got a
-//! connection or datagram).
+//! connection or datagram), and their fentry-mode counterparts
+//! `fentry_bind`, `fentry_timewait`, `fentry_reuseport`.
 #![no_std]
 #![no_main]
 
 mod bind;
 mod core_read;
+mod fentry_bind;
+mod fentry_reuseport;
+mod fentry_timewait;
 mod reuseport;
 mod state;
 

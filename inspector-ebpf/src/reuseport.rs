@@ -50,7 +50,7 @@ fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), i64> {
         let tail: u64 = read(sk, off!(sk_receive_queue_prev))?;
         let head_of_list = sk + u64::from(off!(sk_receive_queue_prev)) - 8;
         if tail != 0 && tail != head_of_list {
-            read_datagram_source(&mut ev, tail)?;
+            read_packet_source(&mut ev, tail)?;
         }
     } else {
         return Ok(());
@@ -75,8 +75,10 @@ fn read_peer(ev: &mut Event, req: u64) -> Result<(), i64> {
     Ok(())
 }
 
+/// The sender of the packet in `skb` (IPv4 or IPv6; TCP and UDP both
+/// start their header with the source port).
 #[inline(always)]
-fn read_datagram_source(ev: &mut Event, skb: u64) -> Result<(), i64> {
+pub fn read_packet_source(ev: &mut Event, skb: u64) -> Result<(), i64> {
     let head: u64 = read(skb, off!(skb_head))?;
     let nh: u16 = read(skb, off!(skb_network_header))?;
     let th: u16 = read(skb, off!(skb_transport_header))?;

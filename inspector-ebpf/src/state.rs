@@ -99,7 +99,13 @@ fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
 }
 
 fn try_tw_timer(timer: u64, k: u8) -> Result<(), i64> {
-    let tw = timer - u64::from(off!(tw_timer));
+    report_tw(timer - u64::from(off!(tw_timer)), k)
+}
+
+/// One event of the timewait socket `tw`: its 4-tuple, flags, substate and
+/// timer expiry (jiffies).
+#[inline(always)]
+pub fn report_tw(tw: u64, k: u8) -> Result<(), i64> {
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
     ev.kind = k;
@@ -107,7 +113,7 @@ fn try_tw_timer(timer: u64, k: u8) -> Result<(), i64> {
     ev.proto = IPPROTO_TCP;
     fill_common(&mut ev, tw)?;
     ev.new_state = read(tw, off!(tw_substate))?;
-    ev.aux = read(timer, off!(timer_expires))?;
+    ev.aux = read(tw + u64::from(off!(tw_timer)), off!(timer_expires))?;
     ev.uid = u32::MAX;
     if k == kind::TW_CANCEL {
         let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();

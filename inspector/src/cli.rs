@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::filter::{PortSet, Proto};
+use crate::{
+    filter::{PortSet, Proto},
+    probe::Mode,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -17,6 +20,10 @@ pub struct Cli {
     pub command: Option<Command>,
     #[command(flatten)]
     pub filters: FilterArgs,
+    /// How the probes attach: fentry/fexit on the deciding kernel functions,
+    /// BTF tracepoints, or auto (fentry where the kernel accepts it).
+    #[arg(long, value_enum, default_value_t = Mode::Auto, env = "INSPECTOR_MODE", global = true)]
+    pub mode: Mode,
 }
 
 #[derive(Debug, Subcommand)]

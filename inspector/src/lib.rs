@@ -68,21 +68,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             trace::run(trace::TraceOptions {
                 filter,
+                mode: cli.mode,
                 json: t.json,
                 duration,
             })
             .await
         }
-        Some(cli::Command::Scenario(cmd)) => scenario_command(cmd),
+        Some(cli::Command::Scenario(cmd)) => scenario_command(cmd, cli.mode),
         Some(cli::Command::Explain(args)) => Ok(explain::command(&explain::Request::from_args(
             &args,
             &cli.filters,
         ))?),
-        Some(cli::Command::Dashboard) | None => dashboard::run(filter).await,
+        Some(cli::Command::Dashboard) | None => dashboard::run(filter, cli.mode).await,
     }
 }
 
-fn scenario_command(cmd: cli::ScenarioCommand) -> anyhow::Result<()> {
+fn scenario_command(cmd: cli::ScenarioCommand, mode: probe::Mode) -> anyhow::Result<()> {
     use std::io::Write as _;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -115,7 +116,7 @@ fn scenario_command(cmd: cli::ScenarioCommand) -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let mut pipeline = trace::Pipeline::new(filter::Filter::default())?;
+    let mut pipeline = trace::Pipeline::new(filter::Filter::default(), mode)?;
     let mut results = Vec::new();
     for s in chosen {
         if !json {

@@ -5,7 +5,7 @@ use std::{fs, io, path::PathBuf};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, FEntry, FExit, ProgramError},
 };
 use inspector_common::{Event, Offsets, counter};
 
@@ -34,13 +34,18 @@ pub enum ProbeError {
     Bitfield(&'static str),
     #[error("loading the eBPF object failed: {0}")]
     Load(#[source] Box<aya::EbpfError>),
-    #[error("program {name} failed to load or attach to tracepoint {tracepoint}: {source}")]
+    #[error("program {name} failed to load or attach to {hook}: {source}")]
     Attach {
         name: &'static str,
-        tracepoint: &'static str,
+        hook: String,
         #[source]
-        source: Box<aya::programs::ProgramError>,
+        source: Box<ProgramError>,
     },
+    #[error(
+        "this kernel refuses fentry/fexit programs ({hook}: {reason}); \
+         use --mode tracepoint (or --mode auto, which falls back by itself)"
+    )]
+    FentryRefused { hook: String, reason: String },
     #[error("eBPF map {0} is missing or has the wrong type")]
     Map(&'static str),
     #[error("reading counters: {0}")]
@@ -51,22 +56,126 @@ pub enum ProbeError {
     Arch,
 }
 
-/// One BTF tracepoint program: (program name in the object, tracepoint).
-const PROGRAMS: &[(&str, &str)] = &[
-    ("sys_enter", "sys_enter"),
-    ("sys_exit", "sys_exit"),
-    ("inet_sock_set_state", "inet_sock_set_state"),
-    ("sk_data_ready", "sk_data_ready"),
-    ("timer_start", "timer_start"),
-    ("timer_cancel", "timer_cancel"),
-    ("timer_expire_entry", "timer_expire_entry"),
+/// Where a program of the object attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// A BTF tracepoint (`tp_btf`).
+    Tracepoint(&'static str),
+    /// fentry on a kernel function.
+    Entry(&'static str),
+    /// fexit on a kernel function.
+    Exit(&'static str),
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::Tracepoint(t) => write!(f, "{t}"),
+            Hook::Entry(func) => write!(f, "fentry:{func}"),
+            Hook::Exit(func) => write!(f, "fexit:{func}"),
+        }
+    }
+}
+
+/// Tracepoint mode: (program name in the object, hook).
+const TRACEPOINT_PROGRAMS: &[(&str, Hook)] = &[
+    ("sys_enter", Hook::Tracepoint("sys_enter")),
+    ("sys_exit", Hook::Tracepoint("sys_exit")),
+    (
+        "inet_sock_set_state",
+        Hook::Tracepoint("inet_sock_set_state"),
+    ),
+    ("sk_data_ready", Hook::Tracepoint("sk_data_ready")),
+    ("timer_start", Hook::Tracepoint("timer_start")),
+    ("timer_cancel", Hook::Tracepoint("timer_cancel")),
+    ("timer_expire_entry", Hook::Tracepoint("timer_expire_entry")),
 ];
+
+/// fentry mode: the deciding functions, and the state tracepoint (state
+/// changes have no better hook). The first one doubles as the probe of
+/// whether this kernel accepts fentry at all.
+const FENTRY_PROGRAMS: &[(&str, Hook)] = &[
+    ("fentry_inet_bind", Hook::Entry("inet_bind")),
+    ("fexit_inet_bind", Hook::Exit("inet_bind")),
+    ("fentry_inet6_bind", Hook::Entry("inet6_bind")),
+    ("fexit_inet6_bind", Hook::Exit("inet6_bind")),
+    ("fexit_inet_csk_get_port", Hook::Exit("inet_csk_get_port")),
+    ("fexit_udp_lib_get_port", Hook::Exit("udp_lib_get_port")),
+    (
+        "fentry_inet_stream_connect",
+        Hook::Entry("inet_stream_connect"),
+    ),
+    (
+        "fexit_inet_stream_connect",
+        Hook::Exit("inet_stream_connect"),
+    ),
+    (
+        "fentry_inet_dgram_connect",
+        Hook::Entry("inet_dgram_connect"),
+    ),
+    ("fexit_inet_dgram_connect", Hook::Exit("inet_dgram_connect")),
+    ("fexit_inet_accept", Hook::Exit("inet_accept")),
+    (
+        "inet_sock_set_state",
+        Hook::Tracepoint("inet_sock_set_state"),
+    ),
+    (
+        "fexit_reuseport_select_sock",
+        Hook::Exit("reuseport_select_sock"),
+    ),
+    (
+        "fexit_inet_twsk_schedule",
+        Hook::Exit("__inet_twsk_schedule"),
+    ),
+    ("fentry_tw_timer_handler", Hook::Entry("tw_timer_handler")),
+    (
+        "fentry_inet_twsk_deschedule_put",
+        Hook::Entry("inet_twsk_deschedule_put"),
+    ),
+];
+
+/// How the programs attach.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// fentry/fexit where the kernel accepts them, else tracepoints.
+    #[default]
+    Auto,
+    /// BTF tracepoints only (syscall boundary, timers, sk_data_ready).
+    Tracepoint,
+    /// fentry/fexit on the deciding kernel functions.
+    Fentry,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Auto => "auto",
+            Mode::Tracepoint => "tracepoint",
+            Mode::Fentry => "fentry",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Mode::Auto),
+            "tracepoint" => Ok(Mode::Tracepoint),
+            "fentry" => Ok(Mode::Fentry),
+            other => Err(format!(
+                "unknown mode {other:?}: expected auto, tracepoint or fentry"
+            )),
+        }
+    }
+}
 
 /// Options that shape what the kernel side emits.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
     /// Only this network namespace inode (filtered in the kernel).
     pub netns: Option<u32>,
+    pub mode: Mode,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -84,11 +193,13 @@ pub struct Probes {
     /// Kernel-side diagnostics (aya-log), forwarded to the `log` crate.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     counters: PerCpuArray<MapData, u64>,
-    /// "tracepoint" (tp_btf programs; the only mode this build has).
+    /// The active mode: "tracepoint" or "fentry".
     pub mode: &'static str,
-    /// The tracepoints attached, in order.
-    pub attached: Vec<&'static str>,
-    /// Hooks that could not be attached on this kernel, with the reason.
+    /// The hooks attached, in order (`fentry:`/`fexit:` prefixes for
+    /// functions).
+    pub attached: Vec<String>,
+    /// Hooks that could not be attached on this kernel, with the reason;
+    /// in auto mode also why fentry was not used.
     pub missing: Vec<String>,
 }
 
@@ -107,51 +218,57 @@ impl Probes {
         let mut offsets = kernel_offsets(&kernel)?;
         offsets.filter_netns = opts.netns.unwrap_or(0);
         let mut missing = Vec::new();
-        match kallsyms("tw_timer_handler") {
-            Some(addr) => offsets.tw_timer_handler = addr,
-            None => missing.push(
-                "TIME_WAIT events: tw_timer_handler not found in /proc/kallsyms \
-                 (kernel.kptr_restrict hides addresses?)"
-                    .to_owned(),
-            ),
-        }
+        // Tracepoint mode tells timewait timers from others by callback.
+        offsets.tw_timer_handler = kallsyms("tw_timer_handler").unwrap_or(0);
 
-        let mut ebpf = EbpfLoader::new()
-            .override_global("OFFSETS", &offsets, true)
-            .load(EBPF_OBJECT)
-            .map_err(|e| ProbeError::Load(Box::new(e)))?;
         let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(Box::new(e.into())))?;
+        let load = || {
+            EbpfLoader::new()
+                .override_global("OFFSETS", &offsets, true)
+                .load(EBPF_OBJECT)
+                .map_err(|e| ProbeError::Load(Box::new(e)))
+        };
+        let mut ebpf = load()?;
         let mut attached = Vec::new();
-        for &(name, tracepoint) in PROGRAMS {
-            if tracepoint.starts_with("timer_") && offsets.tw_timer_handler == 0 {
-                continue;
+        let mode = match opts.mode {
+            Mode::Tracepoint => Mode::Tracepoint,
+            Mode::Fentry => {
+                attach_fentry(&mut ebpf, &btf, &mut attached)?;
+                Mode::Fentry
             }
-            // `sock:sk_data_ready` is younger than the other hooks (Linux
-            // 6.1 lacks it): without it everything but SO_REUSEPORT
-            // deliveries still works, so say so instead of failing.
-            if tracepoint == "sk_data_ready" && !kernel.has_type(&format!("btf_trace_{tracepoint}"))
-            {
-                missing.push(format!(
-                    "SO_REUSEPORT deliveries: this kernel has no sock:{tracepoint} tracepoint \
-                     (added after Linux 6.1); bind, state and TIME_WAIT events are unaffected"
-                ));
-                continue;
+            Mode::Auto => match attach_fentry(&mut ebpf, &btf, &mut attached) {
+                Ok(()) => Mode::Fentry,
+                Err(ProbeError::FentryRefused { hook, reason }) => {
+                    missing.push(format!(
+                        "fentry/fexit refused by this kernel ({hook}: {reason}); \
+                         using tracepoints"
+                    ));
+                    // Start over from a fresh object: nothing of the
+                    // refused mode stays loaded.
+                    drop(ebpf);
+                    ebpf = load()?;
+                    attached.clear();
+                    Mode::Tracepoint
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        if mode == Mode::Tracepoint {
+            if offsets.tw_timer_handler == 0 {
+                missing.push(
+                    "TIME_WAIT events: tw_timer_handler not found in /proc/kallsyms \
+                     (kernel.kptr_restrict hides addresses?)"
+                        .to_owned(),
+                );
             }
-            let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
-                let prog: &mut BtfTracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or(aya::programs::ProgramError::NotLoaded)?
-                    .try_into()?;
-                prog.load(tracepoint, &btf)?;
-                prog.attach()?;
-                Ok(())
-            };
-            attach(&mut ebpf).map_err(|source| ProbeError::Attach {
-                name,
-                tracepoint,
-                source: Box::new(source),
-            })?;
-            attached.push(tracepoint);
+            attach_tracepoints(
+                &mut ebpf,
+                &btf,
+                &kernel,
+                &offsets,
+                &mut attached,
+                &mut missing,
+            )?;
         }
         // Without log statements in the object there is no log map: fine.
         let logger = aya_log::EbpfLogger::init(&mut ebpf).ok();
@@ -167,7 +284,7 @@ impl Probes {
             ring,
             logger,
             counters,
-            mode: "tracepoint",
+            mode: mode.name(),
             attached,
             missing,
         })
@@ -197,6 +314,108 @@ impl Probes {
             read_errors: sum(counter::READ_ERRORS)?,
         })
     }
+}
+
+/// Loads and attaches one program of the object.
+fn attach(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    name: &'static str,
+    hook: Hook,
+) -> Result<(), ProgramError> {
+    let prog = ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
+    match hook {
+        Hook::Tracepoint(tp) => {
+            let prog: &mut BtfTracePoint = prog.try_into()?;
+            prog.load(tp, btf)?;
+            prog.attach()?;
+        }
+        Hook::Entry(func) => {
+            let prog: &mut FEntry = prog.try_into()?;
+            prog.load(func, btf)?;
+            prog.attach()?;
+        }
+        Hook::Exit(func) => {
+            let prog: &mut FExit = prog.try_into()?;
+            prog.load(func, btf)?;
+            prog.attach()?;
+        }
+    }
+    Ok(())
+}
+
+/// The fentry-mode set. A refusal of the first function program (locked
+/// down kernels answer EPERM, kernels without BPF trampolines ENOTSUPP)
+/// is [`ProbeError::FentryRefused`]; any later failure is a real error.
+fn attach_fentry(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    attached: &mut Vec<String>,
+) -> Result<(), ProbeError> {
+    for (i, &(name, hook)) in FENTRY_PROGRAMS.iter().enumerate() {
+        match attach(ebpf, btf, name, hook) {
+            Ok(()) => attached.push(hook.to_string()),
+            Err(e) if i == 0 => {
+                return Err(ProbeError::FentryRefused {
+                    hook: hook.to_string(),
+                    reason: root_cause(&e),
+                });
+            }
+            Err(source) => {
+                return Err(ProbeError::Attach {
+                    name,
+                    hook: hook.to_string(),
+                    source: Box::new(source),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    kernel: &Btf,
+    offsets: &Offsets,
+    attached: &mut Vec<String>,
+    missing: &mut Vec<String>,
+) -> Result<(), ProbeError> {
+    for &(name, hook) in TRACEPOINT_PROGRAMS {
+        let Hook::Tracepoint(tracepoint) = hook else {
+            continue;
+        };
+        if tracepoint.starts_with("timer_") && offsets.tw_timer_handler == 0 {
+            continue;
+        }
+        // `sock:sk_data_ready` is younger than the other hooks (Linux 6.1
+        // lacks it): without it everything but SO_REUSEPORT deliveries
+        // still works, so say so instead of failing.
+        if tracepoint == "sk_data_ready" && !kernel.has_type(&format!("btf_trace_{tracepoint}")) {
+            missing.push(format!(
+                "SO_REUSEPORT deliveries: this kernel has no sock:{tracepoint} tracepoint \
+                 (added after Linux 6.1; --mode fentry sees them); bind, state and \
+                 TIME_WAIT events are unaffected"
+            ));
+            continue;
+        }
+        attach(ebpf, btf, name, hook).map_err(|source| ProbeError::Attach {
+            name,
+            hook: hook.to_string(),
+            source: Box::new(source),
+        })?;
+        attached.push(hook.to_string());
+    }
+    Ok(())
+}
+
+/// The innermost message of an error chain (the kernel's answer).
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// Drains `ring`, decoding each entry as an [`Event`].

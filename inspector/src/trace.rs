@@ -14,7 +14,7 @@ use tokio::{
 use crate::{
     filter::Filter,
     output,
-    probe::{Counters, LoadOptions, Probes},
+    probe::{Counters, LoadOptions, Mode, Probes},
     record::Record,
     tracker::{CANCEL_GRACE_NS, Tracker},
 };
@@ -31,9 +31,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(filter: Filter) -> Result<Self, crate::probe::ProbeError> {
+    pub fn new(filter: Filter, mode: Mode) -> Result<Self, crate::probe::ProbeError> {
         let probes = Probes::load(LoadOptions {
             netns: filter.netns,
+            mode,
         })?;
         Ok(Self {
             probes,
@@ -96,6 +97,7 @@ pub fn monotonic_ns() -> u64 {
 
 pub struct TraceOptions {
     pub filter: Filter,
+    pub mode: Mode,
     pub json: bool,
     pub duration: Option<Duration>,
 }
@@ -111,7 +113,7 @@ fn reader_gone(e: io::Error) -> anyhow::Result<()> {
 }
 
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
-    let mut pipeline = Pipeline::new(opts.filter)?;
+    let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
     eprintln!(
         "inspector: {} mode, attached: {}; filters: {}",
         pipeline.probes.mode,

@@ -20,13 +20,27 @@ pub fn pipeline(filter: Filter) -> Option<Pipeline> {
         eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
         return None;
     }
-    match Pipeline::new(filter) {
-        Ok(p) => Some(p),
+    let mode = test_mode();
+    match Pipeline::new(filter, mode) {
+        Ok(p) => {
+            eprintln!("probes: {} mode (asked: {})", p.probes.mode, mode.name());
+            Some(p)
+        }
         Err(e) if ci => panic!("CI=true and the probes cannot load: {e}"),
         Err(e) => {
             eprintln!("SKIPPED: the probes cannot load here: {e}");
             None
         }
+    }
+}
+
+/// The mode the privileged tests load the probes in: `INSPECTOR_MODE`
+/// (auto, tracepoint, fentry), auto when unset. The VM matrix runs every
+/// test binary once per mode.
+pub fn test_mode() -> inspector::probe::Mode {
+    match std::env::var("INSPECTOR_MODE") {
+        Ok(m) => m.parse().unwrap_or_else(|e| panic!("INSPECTOR_MODE: {e}")),
+        Err(_) => inspector::probe::Mode::Auto,
     }
 }
 
@@ -87,6 +101,13 @@ pub fn errno_of(r: std::io::Result<()>) -> Option<i32> {
 /// then have said so, and the kernel's BTF must confirm it.
 pub fn reuseport_hook_missing(p: &Pipeline) -> bool {
     let reported = p.probes.missing.iter().any(|m| m.contains("sk_data_ready"));
+    if p.probes.mode == "fentry" {
+        assert!(
+            !reported,
+            "fentry mode sees choices at reuseport_select_sock"
+        );
+        return false;
+    }
     let btf = inspector::btf::Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))
         .expect("kernel BTF");
     let exists = btf.has_type("btf_trace_sk_data_ready");

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- TEST-ARGS...] | run [ARGS...] | bench [--smoke] [--long] | vm-test>";
+const USAGE: &str = "usage: cargo xtask <setup | test [-- TEST-ARGS...] | run [ARGS...] | bench [--smoke] [--long] | vm-test [--kernel 6.1|6.12]>";
 
 fn main() -> ExitCode {
     let mut args = env::args_os().skip(1);
@@ -27,7 +27,11 @@ fn main() -> ExitCode {
         Some("test") => test(rest),
         Some("run") => run(rest),
         Some("bench") => bench::bench(&rest),
-        Some("vm-test") => vm::vm_test(),
+        Some("vm-test") => match rest.iter().map(|a| a.to_str()).collect::<Vec<_>>()[..] {
+            [] => vm::vm_test(None),
+            [Some("--kernel"), Some(k)] => vm::vm_test(Some(k)),
+            _ => Err(anyhow::anyhow!("{USAGE}")),
+        },
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -81,7 +85,7 @@ fn test(extra: Vec<OsString>) -> Result<()> {
     if setup::is_root() && !filtered {
         bench::bench(&["--smoke".into()])?;
         // The same build on Debian's 6.1 and 6.12 kernels, in QEMU.
-        vm::vm_test()?;
+        vm::vm_test(None)?;
     }
     Ok(())
 }

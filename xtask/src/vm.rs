@@ -17,8 +17,12 @@ use anyhow::{Context as _, Result, bail};
 use crate::{cargo, root, setup, step};
 
 const TOOLS: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
-/// The privileged test binaries run in each guest.
+/// The privileged test binaries run in each guest, once per mode.
 const TESTS: &[&str] = &["probes", "cli"];
+/// The cross-mode check, run once per guest (it loads both modes itself).
+const CROSS_MODE: &str = "modes";
+/// The modes every guest kernel runs the tests in.
+const MODES: &[&str] = &["tracepoint", "fentry"];
 /// Per guest, boot to power-off.
 const GUEST_LIMIT: Duration = Duration::from_secs(1200);
 
@@ -93,7 +97,7 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
         "inspector",
         "--message-format=json",
     ]);
-    for t in TESTS {
+    for t in TESTS.iter().chain([&CROSS_MODE]) {
         cmd.args(["--test", t]);
     }
     let out = cmd
@@ -109,12 +113,12 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
             continue;
         };
         if let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str())
-            && TESTS.contains(&name)
+            && (TESTS.contains(&name) || name == CROSS_MODE)
         {
             found.push((name.to_owned(), PathBuf::from(exe)));
         }
     }
-    if found.len() != TESTS.len() {
+    if found.len() != TESTS.len() + 1 {
         bail!("expected test binaries {TESTS:?}, cargo built {found:?}");
     }
     Ok(found)
@@ -204,15 +208,22 @@ fn initramfs(
             place(&tree, &lib)?;
         }
     }
-    let runs: String = tests
-        .iter()
-        .map(|(name, path)| {
-            format!(
-                "s=$(date +%s); {} --test-threads=1; rc=$?; echo \"INSPECTOR-RESULT {name} rc=$rc secs=$(( $(date +%s) - s ))\"\n",
-                path.display()
-            )
-        })
-        .collect();
+    let run = |name: &str, path: &Path, mode: &str| {
+        format!(
+            "s=$(date +%s); INSPECTOR_MODE={mode} {} --test-threads=1; rc=$?; \
+             echo \"INSPECTOR-RESULT {name} mode={mode} rc=$rc secs=$(( $(date +%s) - s ))\"\n",
+            path.display()
+        )
+    };
+    let mut runs = String::new();
+    for mode in MODES {
+        for (name, path) in tests.iter().filter(|(n, _)| n != CROSS_MODE) {
+            runs.push_str(&run(name, path, mode));
+        }
+    }
+    for (name, path) in tests.iter().filter(|(n, _)| n == CROSS_MODE) {
+        runs.push_str(&run(name, path, "both"));
+    }
     // No tmpfs over /tmp: the binaries sit at their build paths, which may
     // be under /tmp (the initramfs root is already in memory).
     let init = format!(
@@ -224,7 +235,7 @@ fn initramfs(
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
          ip link set lo up\n\
          for m in inet_diag tcp_diag udp_diag; do insmod /lib/modules/$(uname -r)/$m.ko; done\n\
-         export CI=true HOME=/root PATH=/bin RUST_BACKTRACE=1\n\
+         export CI=true HOME=/root PATH=/bin RUST_BACKTRACE=1 INSPECTOR_REQUIRE_FENTRY=1\n\
          echo \"INSPECTOR-KERNEL $(uname -r)\"\n\
          {runs}\
          poweroff -f\n"
@@ -303,7 +314,8 @@ fn boot(vmlinuz: &Path, image: &Path, log: &Path) -> Result<GuestRun> {
         .lines()
         .filter_map(|l| after(l, "INSPECTOR-RESULT "))
         .collect();
-    let ok = results.len() == TESTS.len() && results.iter().all(|r| r.contains(" rc=0 "));
+    let expected = TESTS.len() * MODES.len() + 1;
+    let ok = results.len() == expected && results.iter().all(|r| r.contains(" rc=0 "));
     Ok(GuestRun {
         kernel,
         results,
@@ -313,15 +325,30 @@ fn boot(vmlinuz: &Path, image: &Path, log: &Path) -> Result<GuestRun> {
     })
 }
 
-pub fn vm_test() -> Result<()> {
+/// `only`: run just the kernel whose version starts with this ("6.1",
+/// "6.12"); all of them when `None`.
+pub fn vm_test(only: Option<&str>) -> Result<()> {
     setup::setup()?;
     setup::install_packages(TOOLS)?;
     let dir = root().join("target/vm");
     fs::create_dir_all(&dir)?;
-    let packages = [
-        newest(r"^linux-image-6\.1\.0-[0-9]+-amd64$")?,
-        newest(r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$")?,
-    ];
+    let packages: Vec<String> = [
+        ("6.1", newest(r"^linux-image-6\.1\.0-[0-9]+-amd64$")?),
+        (
+            "6.12",
+            newest(r"^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$")?,
+        ),
+    ]
+    .into_iter()
+    .filter(|(v, _)| only.is_none_or(|o| o == *v))
+    .map(|(_, p)| p)
+    .collect();
+    if packages.is_empty() {
+        bail!(
+            "no kernel {} in the matrix (6.1, 6.12)",
+            only.unwrap_or_default()
+        );
+    }
     let kernels: Vec<(String, PathBuf)> = packages
         .iter()
         .map(|p| Ok((p.clone(), kernel(&dir, p)?)))
@@ -335,8 +362,9 @@ pub fn vm_test() -> Result<()> {
         println!("vm-test: booting {package}");
         let run = boot(vmlinuz, &image, &dir.join(format!("{package}.log")))?;
         println!(
-            "vm-test: kernel {} ({package}), tracepoint mode: {} in {:.0} s (boot + tests): {}",
+            "vm-test: kernel {} ({package}), modes {}: {} in {:.0} s (boot + tests): {}",
             run.kernel,
+            MODES.join(" + "),
             if run.ok { "passed" } else { "FAILED" },
             run.secs,
             run.results.join("; ")

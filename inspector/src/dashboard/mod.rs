@@ -54,14 +54,14 @@ impl Drop for TerminalGuard {
     }
 }
 
-pub async fn run(filter: Filter) -> anyhow::Result<()> {
+pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()> {
     if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         bail!(
             "the dashboard needs a terminal; for a headless stream use `inspector trace` (or `--json`)"
         );
     }
     let filters = filter.describe();
-    let mut pipeline = Pipeline::new(filter)?;
+    let mut pipeline = Pipeline::new(filter, mode)?;
     let header = Header {
         mode: pipeline.probes.mode.to_owned(),
         probes: pipeline.probes.attached.len(),

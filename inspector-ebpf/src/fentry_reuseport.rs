@@ -1,0 +1,43 @@
+//! Which member of a SO_REUSEPORT group the kernel picked (fentry mode).
+//!
+//! `reuseport_select_sock(sk, hash, skb, hdr_len)` makes the choice for
+//! TCP listener lookups (each SYN) and UDP lookups (each datagram): by
+//! `reciprocal_scale(hash, n)`, or by an attached SK_REUSEPORT / classic
+//! BPF program. fexit sees the socket it returned and the packet.
+
+use aya_ebpf::{macros::fexit, programs::FExitContext};
+use inspector_common::{Event, kind};
+
+use crate::{
+    core_read::{attribute, emit, fill_sock, now, off, read, read_error},
+    reuseport::read_packet_source,
+};
+
+#[fexit(function = "reuseport_select_sock")]
+pub fn fexit_reuseport_select_sock(ctx: FExitContext) -> i32 {
+    let chosen: u64 = ctx.ret().unwrap_or(0);
+    if chosen == 0 {
+        return 0; // no group, or an empty one: the caller keeps its socket
+    }
+    let skb: u64 = ctx.arg(2);
+    if report(chosen, skb).is_err() {
+        read_error();
+    }
+    0
+}
+
+fn report(sk: u64, skb: u64) -> Result<(), i64> {
+    let group: u64 = read(sk, off!(sk_reuseport_cb))?;
+    let mut ev = Event::zeroed();
+    fill_sock(&mut ev, sk)?;
+    // Lookups without a packet (socket lookup helpers) have no sender.
+    if skb != 0 {
+        read_packet_source(&mut ev, skb)?;
+    }
+    ev.ts_ns = now();
+    ev.kind = kind::REUSEPORT;
+    ev.aux = group;
+    attribute(&mut ev, sk);
+    emit(&ev);
+    Ok(())
+}
