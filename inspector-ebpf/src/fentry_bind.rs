@@ -194,6 +194,12 @@ fn report_decision(sk: u64, snum: u16, ret: i32) -> Result<(), i64> {
         (true, _) => phase::LISTEN,
         (false, _) => phase::BIND,
     };
+    if ev.errno != 0 && ev.phase != phase::LISTEN {
+        // A refused bind leaves the socket without an address
+        // (`__inet_bind` / `__inet6_bind` clear it): report it as the
+        // caller finds it, like the tracepoint mode.
+        ev.laddr = [0; 16];
+    }
     if let Some(inflight) = INFLIGHT.get_ptr_mut(owner.tid) {
         // SAFETY: this thread's own entry; nothing else writes it.
         let inflight = unsafe { &mut *inflight };

@@ -1,9 +1,14 @@
 //! The TIME_WAIT lifecycle on the timewait functions themselves (fentry
 //! mode): `__inet_twsk_schedule` arms the timer on entry (and re-arms it
 //! when the FIN_WAIT2 substate moves to TIME_WAIT), `tw_timer_handler` is
-//! the expiry, and `inet_twsk_deschedule_put` takes a timewait socket away
-//! early (reuse by connect(), an RST, namespace teardown). The events are
-//! those of the timer tracepoints, so the tracker reads both modes alike.
+//! the expiry. The events are those of the timer tracepoints, so the
+//! tracker reads both modes alike.
+//!
+//! An early end (reuse by connect(), an RST, namespace teardown) goes
+//! through `inet_twsk_deschedule_put`, but its callers in the same file
+//! (`inet_twsk_purge` on namespace teardown) get it inlined on some builds
+//! (Debian 6.1), where fentry never sees those calls. That detach is taken
+//! from the `timer_cancel` tracepoint instead, in both modes.
 
 use aya_ebpf::{
     macros::{fentry, fexit},
@@ -29,15 +34,6 @@ pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {
 pub fn fentry_tw_timer_handler(ctx: FEntryContext) -> i32 {
     let timer: u64 = ctx.arg(0);
     if report_tw(timer - u64::from(off!(tw_timer)), kind::TW_EXPIRE).is_err() {
-        read_error();
-    }
-    0
-}
-
-#[fentry(function = "inet_twsk_deschedule_put")]
-pub fn fentry_inet_twsk_deschedule_put(ctx: FEntryContext) -> i32 {
-    let tw: u64 = ctx.arg(0);
-    if report_tw(tw, kind::TW_CANCEL).is_err() {
         read_error();
     }
     0

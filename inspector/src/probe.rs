@@ -128,10 +128,9 @@ const FENTRY_PROGRAMS: &[(&str, Hook)] = &[
         Hook::Exit("__inet_twsk_schedule"),
     ),
     ("fentry_tw_timer_handler", Hook::Entry("tw_timer_handler")),
-    (
-        "fentry_inet_twsk_deschedule_put",
-        Hook::Entry("inet_twsk_deschedule_put"),
-    ),
+    // The early end of a timewait socket: see inspector-ebpf's
+    // fentry_timewait for why this one stays a tracepoint.
+    ("timer_cancel", Hook::Tracepoint("timer_cancel")),
 ];
 
 /// How the programs attach.
@@ -233,25 +232,27 @@ impl Probes {
         let mode = match opts.mode {
             Mode::Tracepoint => Mode::Tracepoint,
             Mode::Fentry => {
-                attach_fentry(&mut ebpf, &btf, &mut attached)?;
+                attach_fentry(&mut ebpf, &btf, &offsets, &mut attached, &mut missing)?;
                 Mode::Fentry
             }
-            Mode::Auto => match attach_fentry(&mut ebpf, &btf, &mut attached) {
-                Ok(()) => Mode::Fentry,
-                Err(ProbeError::FentryRefused { hook, reason }) => {
-                    missing.push(format!(
-                        "fentry/fexit refused by this kernel ({hook}: {reason}); \
+            Mode::Auto => {
+                match attach_fentry(&mut ebpf, &btf, &offsets, &mut attached, &mut missing) {
+                    Ok(()) => Mode::Fentry,
+                    Err(ProbeError::FentryRefused { hook, reason }) => {
+                        missing.push(format!(
+                            "fentry/fexit refused by this kernel ({hook}: {reason}); \
                          using tracepoints"
-                    ));
-                    // Start over from a fresh object: nothing of the
-                    // refused mode stays loaded.
-                    drop(ebpf);
-                    ebpf = load()?;
-                    attached.clear();
-                    Mode::Tracepoint
+                        ));
+                        // Start over from a fresh object: nothing of the
+                        // refused mode stays loaded.
+                        drop(ebpf);
+                        ebpf = load()?;
+                        attached.clear();
+                        Mode::Tracepoint
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
         };
         if mode == Mode::Tracepoint {
             if offsets.tw_timer_handler == 0 {
@@ -350,9 +351,19 @@ fn attach(
 fn attach_fentry(
     ebpf: &mut Ebpf,
     btf: &aya::Btf,
+    offsets: &Offsets,
     attached: &mut Vec<String>,
+    missing: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
     for (i, &(name, hook)) in FENTRY_PROGRAMS.iter().enumerate() {
+        if hook == Hook::Tracepoint("timer_cancel") && offsets.tw_timer_handler == 0 {
+            missing.push(
+                "early TIME_WAIT exits (reuse, RST, namespace teardown): tw_timer_handler \
+                 not found in /proc/kallsyms (kernel.kptr_restrict hides addresses?)"
+                    .to_owned(),
+            );
+            continue;
+        }
         match attach(ebpf, btf, name, hook) {
             Ok(()) => attached.push(hook.to_string()),
             Err(e) if i == 0 => {

@@ -189,6 +189,11 @@ fn time_wait_entry_and_exit_carry_tuple_and_flags() {
             .bind(&addr(&format!("127.0.0.1:{port}")))
             .expect("rebind");
         let reuse = errno_of(again.connect(&addr("127.0.0.1:7005")));
+        // The listener goes first: its unaccepted connection is reset, so
+        // the second connection leaves no TIME_WAIT socket of its own.
+        drop(listener);
+        std::thread::sleep(Duration::from_millis(20));
+        drop(again);
         (netns, port, reuse)
     })
     .expect("netns");
