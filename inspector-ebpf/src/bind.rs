@@ -114,26 +114,33 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
         ev.req_addr = ev.laddr;
     } else {
         read_sockaddr(&mut ev, inflight.uaddr, Space::User);
-        if nr == off!(nr_bind) {
-            ev.kind = kind::BIND;
-            ev.phase = if ev.req_port == 0 {
-                phase::AUTOBIND
-            } else {
-                phase::BIND
-            };
-        } else {
-            ev.kind = kind::CONNECT;
-            ev.phase = phase::CONNECT;
-            // A failed connect leaves no destination on the socket: report
-            // the one the caller asked for.
-            if ev.rport == 0 {
-                ev.rport = ev.req_port;
-                ev.raddr = ev.req_addr;
-            }
-        }
+        bind_or_connect(&mut ev, nr);
     }
     emit(&ev);
     Ok(())
+}
+
+/// Kind and phase of a bind() or connect() whose requested address is in
+/// `ev` (both modes).
+#[inline(always)]
+pub fn bind_or_connect(ev: &mut Event, nr: u32) {
+    if nr == off!(nr_bind) {
+        ev.kind = kind::BIND;
+        ev.phase = if ev.req_port == 0 {
+            phase::AUTOBIND
+        } else {
+            phase::BIND
+        };
+    } else {
+        ev.kind = kind::CONNECT;
+        ev.phase = phase::CONNECT;
+        // A failed connect leaves no destination on the socket: report the
+        // one the caller asked for.
+        if ev.rport == 0 {
+            ev.rport = ev.req_port;
+            ev.raddr = ev.req_addr;
+        }
+    }
 }
 
 /// accept()/accept4() returned `ret` as the new descriptor: its socket now

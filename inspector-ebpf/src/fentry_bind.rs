@@ -19,9 +19,12 @@ use aya_ebpf::{
 };
 use inspector_common::{Event, IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
 
-use crate::core_read::{
-    INFLIGHT, Inflight, OWNERS, Space, current_owner, emit, fill_sock, is_inet, now, off, read,
-    read_error, read_sockaddr, set_owner,
+use crate::{
+    bind::bind_or_connect,
+    core_read::{
+        INFLIGHT, Inflight, OWNERS, Space, current_owner, emit, fill_sock, is_inet, now, off, read,
+        read_error, read_sockaddr, set_owner,
+    },
 };
 
 /// errno for "address in use": what bind() and listen() return when the
@@ -125,23 +128,7 @@ fn report_call(inflight: &Inflight, ret: i32) -> Result<(), i64> {
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
     ev.errno = if ret < 0 { -ret } else { 0 };
     read_sockaddr(&mut ev, inflight.uaddr, Space::Kernel);
-    if inflight.nr == off!(nr_bind) {
-        ev.kind = kind::BIND;
-        ev.phase = if ev.req_port == 0 {
-            phase::AUTOBIND
-        } else {
-            phase::BIND
-        };
-    } else {
-        ev.kind = kind::CONNECT;
-        ev.phase = phase::CONNECT;
-        // A failed connect leaves no destination on the socket: report
-        // the one the caller asked for.
-        if ev.rport == 0 {
-            ev.rport = ev.req_port;
-            ev.raddr = ev.req_addr;
-        }
-    }
+    bind_or_connect(&mut ev, inflight.nr);
     emit(&ev);
     Ok(())
 }
