@@ -152,6 +152,13 @@ fn accepted(ret: i64) -> Result<(), i64> {
     let Ok(sk) = sock_from_fd(ret as u64) else {
         return Ok(());
     };
+    report_accept(sk)
+}
+
+/// `sk` was just handed to the current task by accept() (both modes): it
+/// becomes the socket's owner.
+#[inline(always)]
+pub fn report_accept(sk: u64) -> Result<(), i64> {
     if !is_inet(sk) {
         return Ok(());
     }

@@ -20,7 +20,7 @@ use aya_ebpf::{
 use inspector_common::{Event, IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
 
 use crate::{
-    bind::bind_or_connect,
+    bind::{bind_or_connect, report_accept},
     core_read::{
         INFLIGHT, Inflight, OWNERS, Space, current_owner, emit, fill_sock, is_inet, now, off, read,
         read_error, read_sockaddr, set_owner,
@@ -210,25 +210,10 @@ pub fn fexit_inet_accept(ctx: FExitContext) -> i32 {
         return 0;
     }
     let newsock: u64 = ctx.arg(1);
-    if report_accept(newsock).is_err() {
+    let accepted = read::<u64>(newsock, off!(socket_sk))
+        .and_then(|sk| if sk == 0 { Ok(()) } else { report_accept(sk) });
+    if accepted.is_err() {
         read_error();
     }
     0
-}
-
-fn report_accept(newsock: u64) -> Result<(), i64> {
-    let sk: u64 = read(newsock, off!(socket_sk))?;
-    if sk == 0 || !is_inet(sk) {
-        return Ok(());
-    }
-    let owner = current_owner();
-    let _ = OWNERS.insert(sk, owner, 0);
-    let mut ev = Event::zeroed();
-    ev.ts_ns = now();
-    fill_sock(&mut ev, sk)?;
-    set_owner(&mut ev, &owner);
-    ev.kind = kind::ACCEPT;
-    ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
-    emit(&ev);
-    Ok(())
 }

@@ -155,20 +155,6 @@ impl Mode {
     }
 }
 
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Mode::Auto),
-            "tracepoint" => Ok(Mode::Tracepoint),
-            "fentry" => Ok(Mode::Fentry),
-            other => Err(format!(
-                "unknown mode {other:?}: expected auto, tracepoint or fentry"
-            )),
-        }
-    }
-}
-
 /// Options that shape what the kernel side emits.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {

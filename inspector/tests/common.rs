@@ -39,7 +39,8 @@ pub fn pipeline(filter: Filter) -> Option<Pipeline> {
 /// test binary once per mode.
 pub fn test_mode() -> inspector::probe::Mode {
     match std::env::var("INSPECTOR_MODE") {
-        Ok(m) => m.parse().unwrap_or_else(|e| panic!("INSPECTOR_MODE: {e}")),
+        Ok(m) => clap::ValueEnum::from_str(&m, false)
+            .unwrap_or_else(|e| panic!("INSPECTOR_MODE={m}: {e} (auto, tracepoint or fentry)")),
         Err(_) => inspector::probe::Mode::Auto,
     }
 }
