@@ -2,8 +2,9 @@
 //!
 //! Domain logic lives in plain modules without a terminal: `probe` loads the
 //! kernel programs, `tracker` attributes and assembles their events into
-//! `record`s, `filter` selects them, `output` formats them. Commands (`trace`)
-//! only wire these together.
+//! `record`s, `filter` selects them, `output` formats them, and `pipeline`
+//! joins probes, tracker and filter into one source of records. Commands
+//! (`trace`, `dashboard`, `scenario`) only wire the pipeline to their output.
 
 pub mod btf;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod names;
 pub mod ndjson;
 pub mod netns;
 pub mod output;
+pub mod pipeline;
 pub mod probe;
 pub mod record;
 pub mod scenario;
@@ -116,7 +118,7 @@ fn scenario_command(cmd: cli::ScenarioCommand, mode: probe::Mode) -> anyhow::Res
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let mut pipeline = trace::Pipeline::new(filter::Filter::default(), mode)?;
+    let mut pipeline = pipeline::Pipeline::new(filter::Filter::default(), mode)?;
     let mut results = Vec::new();
     for s in chosen {
         if !json {

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use inspector::{filter::Filter, record::Record, trace::Pipeline};
+use inspector::{filter::Filter, pipeline::Pipeline, record::Record};
 
 /// Loads the real kernel programs. Under `CI=true` any failure fails the
 /// test; elsewhere, a missing privilege skips it with a printed reason.

@@ -19,9 +19,9 @@ use common::{addr, inode, tcp, udp};
 use inspector::{
     filter::Filter,
     netns::{in_new_netns, set_sysctl},
+    pipeline::Pipeline,
     probe::{Mode, ProbeError},
     record::Record,
-    trace::Pipeline,
 };
 
 const CONNECTIONS: usize = 120;

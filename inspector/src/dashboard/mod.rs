@@ -24,8 +24,8 @@ use tokio::{signal::unix::SignalKind, sync::mpsc};
 use self::app::{Action, App, Header, Input};
 use crate::{
     filter::Filter,
+    pipeline::{Pipeline, monotonic_ns},
     scenario::{self, Running},
-    trace::{Pipeline, monotonic_ns},
 };
 
 /// Puts the terminal back however the dashboard ends: normal return, `?`

@@ -28,8 +28,8 @@ pub use ctx::{Call, Ctx, Proto, Sock};
 use serde::Serialize;
 
 use crate::{
+    pipeline::Pipeline,
     record::{Record, RecordType},
-    trace::Pipeline,
 };
 
 /// One entry of the catalog.
