@@ -1,0 +1,191 @@
+//! The catalog: each setup the documents discuss, as a function that runs it
+//! and judges the document's claim from what the kernel did. This file holds
+//! the table; the scenarios live one file per family: `restart` (TIME_WAIT),
+//! `reuseaddr` (bind conflicts), `reuseport` (who receives what), `client`
+//! (source ports) and `throughput`.
+
+mod client;
+mod restart;
+mod reuseaddr;
+mod reuseport;
+mod throughput;
+
+use self::{
+    client::{client_fixed_port, ephemeral_exhaustion},
+    restart::{restart_plain, restart_reuseaddr, restart_reuseport},
+    reuseaddr::{
+        different_addresses, dual_stack, reuseaddr_bind_both_then_listen,
+        reuseaddr_while_listening, wildcard_plus_specific,
+    },
+    reuseport::{
+        port_hijack, reuseport_other_uid, rolling_restart, tcp_reuseport, udp_multicast,
+        udp_reuseaddr_unicast, udp_reuseport,
+    },
+    throughput::throughput,
+};
+
+// `Call` and `ctx` are named through `super::` by the scenarios that log a
+// call or a delivery by hand.
+use super::{Call, Outcome, Scenario, ScenarioError, ctx};
+
+type Res = Result<Outcome, ScenarioError>;
+
+const GOLANG: &str = "golang-tcp-port-reuse.md";
+const GUIDE: &str = "reuseport-vs-reuseaddr-guide.md";
+const EXPLAINED: &str = "so-reuseaddr-explained.md";
+const NOTES: &str = "socket-options-notes.md";
+
+pub static CATALOG: &[Scenario] = &[
+    Scenario {
+        number: 1,
+        name: "restart-over-time-wait",
+        title: "server restart over its own TIME_WAIT, new socket without SO_REUSEADDR",
+        claim: "Can't bind on the same port by the server w/o `SO_REUSEADDR` option if socket in TIME_WAIT state",
+        source: GOLANG,
+        run: restart_plain,
+    },
+    Scenario {
+        number: 2,
+        name: "restart-reuseaddr",
+        title: "the same restart with SO_REUSEADDR on the new socket only, then on old and new",
+        claim: "allows to bind to a socket even if another socket socket is in `TIME_WAIT` ... `SO_REUSEADDR` simply ignores and existing sockets in `TIME_WAIT`",
+        source: NOTES,
+        run: restart_reuseaddr,
+    },
+    Scenario {
+        number: 3,
+        name: "restart-reuseport",
+        title: "the same restart with SO_REUSEPORT only: on the new socket, then on both",
+        claim: "| **TIME_WAIT bypass** | ✅ Yes (TCP only) | ✅ Yes (TCP) |",
+        source: GUIDE,
+        run: restart_reuseport,
+    },
+    Scenario {
+        number: 4,
+        name: "reuseaddr-second-bind-while-listening",
+        title: "two TCP sockets with SO_REUSEADDR on one address and port, the first listening",
+        claim: "SO_REUSEADDR BEHAVIOR ... Multiple Binds ... ❌ No (one process)",
+        source: GUIDE,
+        run: reuseaddr_while_listening,
+    },
+    Scenario {
+        number: 5,
+        name: "reuseaddr-bind-both-then-listen",
+        title: "two TCP sockets with SO_REUSEADDR bound to one address and port, then both listen",
+        claim: "COMPLETE COMPARISON ... Multiple binds ... ❌ No",
+        source: GUIDE,
+        run: reuseaddr_bind_both_then_listen,
+    },
+    Scenario {
+        number: 6,
+        name: "wildcard-plus-specific",
+        title: "0.0.0.0:P plus 127.0.0.1:P with SO_REUSEADDR, the first listening, then only bound",
+        claim: "`0.0.0.0:80` and `127.0.0.1:80` -> NOT O.K. (would be okay with `REUSEADDR`)",
+        source: NOTES,
+        run: wildcard_plus_specific,
+    },
+    Scenario {
+        number: 7,
+        name: "different-addresses-or-ports",
+        title: "different addresses on one port; one address on different ports; no options",
+        claim: "`127.0.0.1:80` and `127.0.0.2:80` -> O.K. ... `127.0.0.1:80` and `127.0.0.1:81` -> O.K.",
+        source: NOTES,
+        run: different_addresses,
+    },
+    Scenario {
+        number: 8,
+        name: "udp-reuseaddr-unicast",
+        title: "UDP: three SO_REUSEADDR sockets on one port, unicast from many sources, then the receiver closes",
+        claim: "If two sockets are bound to the same interface and port, data will be delivered to both sockets.",
+        source: EXPLAINED,
+        run: udp_reuseaddr_unicast,
+    },
+    Scenario {
+        number: 9,
+        name: "udp-multicast-reuseaddr",
+        title: "UDP multicast group on loopback with three SO_REUSEADDR receivers",
+        claim: "Scenario: Multiple processes want to receive same multicast stream ... All three processes receive SAME packets! ✅",
+        source: GUIDE,
+        run: udp_multicast,
+    },
+    Scenario {
+        number: 10,
+        name: "udp-reuseport-distribution",
+        title: "UDP SO_REUSEPORT group of 3: per-socket distribution and per-source stickiness",
+        claim: "✅ Consistent hashing ensures: ... • Same source always goes to same process ... • Even distribution across processes ... • No packet duplication",
+        source: GUIDE,
+        run: udp_reuseport,
+    },
+    Scenario {
+        number: 11,
+        name: "tcp-reuseport-distribution",
+        title: "TCP SO_REUSEPORT group of 3: per-listener distribution; fixed versus changing source port",
+        claim: "Client 1 reconnects (same IP, different port): ... Route to → Process 1 ✅ (Same!) ... Good for session affinity!",
+        source: GUIDE,
+        run: tcp_reuseport,
+    },
+    Scenario {
+        number: 12,
+        name: "reuseport-other-uid",
+        title: "SO_REUSEPORT bind by a process of another uid (65534), TCP and UDP",
+        claim: "on Linux all sockets that want to share the same address, port combination need to belong to the same User ID to avoid **port hijacking**",
+        source: NOTES,
+        run: reuseport_other_uid,
+    },
+    Scenario {
+        number: 13,
+        name: "port-hijack",
+        title: "wildcard bind by one party, specific bind by another, TCP and UDP: who gets which traffic",
+        claim: "bind(0.0.0.0:80)  ← Binds to all IPs ... bind(192.168.1.100:80)  ← Specific IP ... 3. Traffic might go to BOTH! ... - Some requests → legitimate server ... - Some requests → attacker's process",
+        source: GUIDE,
+        run: port_hijack,
+    },
+    Scenario {
+        number: 14,
+        name: "ephemeral-exhaustion",
+        title: "client connects with a 4-port ip_local_port_range, tcp_tw_reuse 0 then 1",
+        claim: "3. Client uses random port for itself and make a lot of reconnects so it exhausted all ephemeral ports ... (left all potential available port in `TIME_WAIT` state)",
+        source: GOLANG,
+        run: ephemeral_exhaustion,
+    },
+    Scenario {
+        number: 15,
+        name: "client-fixed-source-port",
+        title: "client binds an explicit source port, closes first and reconnects at once",
+        claim: "Sometimes your TCP server written in Go fails with error `bind: address already in use` ... 4. Client uses the same port to itself",
+        source: GOLANG,
+        run: client_fixed_port,
+    },
+    Scenario {
+        number: 16,
+        name: "rolling-restart-reuseport",
+        title: "close one of two SO_REUSEPORT listeners with connections in its accept queue, tcp_migrate_req 0 and 1",
+        claim: "Stop Worker 1 ... Workers 2, 3, 4 handle all traffic ... (kernel redistributes automatically) ... Result: Zero downtime deployment!",
+        source: GUIDE,
+        run: rolling_restart,
+    },
+    Scenario {
+        number: 17,
+        name: "dual-stack",
+        title: "[::]:P versus 0.0.0.0:P with IPV6_V6ONLY 0 and 1",
+        claim: "(no document covers dual-stack; closest statement: \"`0.0.0.0` is a wildcard that matches **ALL** local addresses\") A dual-stack [::]:P (IPV6_V6ONLY=0) also covers 0.0.0.0:P, so the two cannot both be bound; with IPV6_V6ONLY=1 they are independent",
+        source: NOTES,
+        run: dual_stack,
+    },
+    Scenario {
+        number: 18,
+        name: "reuseport-throughput",
+        title: "one listener versus 4 SO_REUSEPORT listeners (TCP conn/s), one versus 4 UDP receivers (datagrams/s)",
+        claim: "Single Process vs SO_REUSEPORT (4 cores): ... Single Process: ... 20,000 conn/s ... SO_REUSEPORT (4 workers): ... 75,000 conn/s ... Improvement: 3.75x ... Single thread: ... 500K pps ... 4 processes: ... 2.5M pps ... Improvement: 5x throughput",
+        source: GUIDE,
+        run: throughput,
+    },
+];
+
+fn io<T>(r: std::io::Result<T>) -> Result<T, ScenarioError> {
+    r.map_err(ScenarioError::Io)
+}
+
+fn show(errno: &Option<String>) -> &str {
+    errno.as_deref().unwrap_or("ok")
+}
