@@ -2,6 +2,10 @@
 //! reports, and a terminal view. Event intake and drawing are decoupled:
 //! records are drained whenever the ring buffer is readable, frames are drawn
 //! at most every 100 ms, so a burst of events never stalls the screen.
+//!
+//! Everything from outside the kernel (keys, resizes, SIGTERM) enters as an
+//! [`Event`] on one channel, and the loop ([`Dashboard::run`]) draws on any
+//! ratatui [`Backend`]: the terminal in [`run`], a `TestBackend` in tests.
 
 pub mod app;
 pub mod model;
@@ -9,22 +13,33 @@ pub mod ui;
 
 use std::{
     io::{self, IsTerminal as _},
+    os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 use crossterm::{
-    event::{self, Event},
+    event::{self as term, KeyEventKind},
     execute,
     terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
 };
-use ratatui::{Terminal, backend::CrosstermBackend};
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use ratatui::{
+    Terminal,
+    backend::{Backend, CrosstermBackend},
+};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::SignalKind,
+    sync::mpsc::{self, UnboundedReceiver},
+    time::Interval,
+};
 
 use self::app::{Action, App, Header, Input};
 use crate::{
+    explain::annotate::Annotator,
     filter::Filter,
     pipeline::{Pipeline, monotonic_ns},
+    record::Record,
     scenario::{self, Running},
 };
 
@@ -60,17 +75,9 @@ pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()>
             "the dashboard needs a terminal; for a headless stream use `inspector trace` (or `--json`)"
         );
     }
-    let filters = filter.describe();
-    let mut pipeline = Pipeline::new(filter, mode)?;
-    let header = Header {
-        mode: pipeline.probes.mode.to_owned(),
-        probes: pipeline.probes.attached.len(),
-        filters,
-    };
+    let pipeline = Pipeline::new(filter, mode)?;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let mut app = App::new(header, no_color);
-
-    let ring = pipeline.readiness()?;
+    let mut dashboard = Dashboard::new(pipeline, no_color)?;
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
 
     let previous = std::panic::take_hook();
@@ -82,86 +89,158 @@ pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()>
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
 
-    // Terminal input on a thread of its own: crossterm's read blocks.
-    let (keys_tx, mut keys) = mpsc::unbounded_channel();
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    // Terminal input on a thread of its own: crossterm's read blocks. When
+    // the terminal goes away, the dashboard ends.
+    let keys_tx = events_tx.clone();
     std::thread::Builder::new()
         .name("inspector-keys".into())
         .spawn(move || {
-            while let Ok(ev) = event::read() {
-                if keys_tx.send(ev).is_err() {
-                    break;
+            while let Ok(ev) = term::read() {
+                if keys_tx.send(Event::Terminal(ev)).is_err() {
+                    return;
                 }
             }
+            let _ = keys_tx.send(Event::Quit);
         })?;
+    tokio::spawn(async move {
+        sigterm.recv().await;
+        let _ = events_tx.send(Event::Quit);
+    });
 
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut running: Option<(Running, Vec<crate::record::Record>)> = None;
-    let mut batch = Vec::new();
-    let mut annotator = crate::explain::annotate::Annotator::default();
-    let mut dirty = true;
-    let mut last_draw = Instant::now() - Duration::from_secs(1);
-    loop {
+    dashboard.run(&mut terminal, &mut events).await
+}
+
+/// What reaches the dashboard from outside the kernel.
+#[derive(Debug)]
+pub enum Event {
+    /// Terminal input: keys and resizes.
+    Terminal(term::Event),
+    /// SIGTERM, or the terminal went away.
+    Quit,
+}
+
+/// Whether the loop goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+/// The dashboard's loop: the pipeline feeding the [`App`], the scenario
+/// started from it, and when to draw.
+pub struct Dashboard {
+    pipeline: Pipeline,
+    ring: AsyncFd<OwnedFd>,
+    tick: Interval,
+    pub app: App,
+    running: Option<Running>,
+    batch: Vec<Record>,
+    annotator: Annotator,
+    dirty: bool,
+    last_draw: Instant,
+}
+
+impl Dashboard {
+    /// Needs a tokio runtime: it registers the ring buffer and a timer.
+    pub fn new(mut pipeline: Pipeline, no_color: bool) -> io::Result<Self> {
+        let header = Header {
+            mode: pipeline.probes.mode.to_owned(),
+            probes: pipeline.probes.attached.len(),
+            filters: pipeline.filter.describe(),
+        };
+        let ring = pipeline.readiness()?;
+        Ok(Self {
+            pipeline,
+            ring,
+            tick: tokio::time::interval(Duration::from_millis(100)),
+            app: App::new(header, no_color),
+            running: None,
+            batch: Vec::new(),
+            annotator: Annotator::default(),
+            dirty: true,
+            last_draw: Instant::now() - Duration::from_secs(1),
+        })
+    }
+
+    /// Steps until a quit key, [`Event::Quit`] or the end of `events`.
+    pub async fn run<B: Backend>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        events: &mut UnboundedReceiver<Event>,
+    ) -> anyhow::Result<()> {
+        while self.step(terminal, events).await? == Flow::Continue {}
+        Ok(())
+    }
+
+    /// Waits for the ring buffer, the next tick or an event, takes in what
+    /// the kernel has so far, carries out the app's actions and draws when
+    /// due.
+    pub async fn step<B: Backend>(
+        &mut self,
+        terminal: &mut Terminal<B>,
+        events: &mut UnboundedReceiver<Event>,
+    ) -> anyhow::Result<Flow> {
+        let app = &mut self.app;
         let mut actions = Vec::new();
         tokio::select! {
-            guard = ring.readable() => {
+            guard = self.ring.readable() => {
                 let mut guard = guard?;
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
-                let counters = pipeline.counters();
+            _ = self.tick.tick() => {
+                let counters = self.pipeline.counters();
                 actions.extend(app.update(Input::Tick { counters, now_ns: monotonic_ns() }));
-                dirty = true;
+                self.dirty = true;
             }
-            ev = keys.recv() => match ev {
-                Some(Event::Key(k)) if k.kind != event::KeyEventKind::Release => {
+            ev = events.recv() => match ev {
+                Some(Event::Terminal(term::Event::Key(k))) if k.kind != KeyEventKind::Release => {
                     actions.extend(app.update(Input::Key(k)));
-                    dirty = true;
+                    self.dirty = true;
                 }
-                Some(Event::Resize(..)) => dirty = true,
-                Some(_) => {}
-                None => actions.push(Action::Quit),
+                Some(Event::Terminal(term::Event::Resize(..))) => self.dirty = true,
+                Some(Event::Terminal(_)) => {}
+                Some(Event::Quit) | None => actions.push(Action::Quit),
             },
-            _ = sigterm.recv() => actions.push(Action::Quit),
         }
         // Intake: everything the kernel has so far.
-        pipeline.poll(&mut batch, false);
-        annotator.annotate(&mut batch);
-        if let Some((run, evidence)) = &mut running {
-            let ns = run.namespaces();
-            evidence.extend(batch.iter().filter(|r| ns.contains(&r.netns)).cloned());
-            if !ns.is_empty() && app.namespaces.as_ref() != Some(&ns) {
+        self.pipeline.poll(&mut self.batch, false);
+        self.annotator.annotate(&mut self.batch);
+        if let Some(run) = &mut self.running {
+            let ns = run.observe(&self.batch);
+            if !ns.is_empty() && app.namespaces.as_deref() != Some(ns) {
                 let first = app.namespaces.is_none()
                     || app.namespaces.as_ref().is_some_and(|a| !ns.starts_with(a));
+                let namespaces = ns.to_vec();
                 actions.extend(app.update(if first {
-                    Input::ScenarioStarted { namespaces: ns }
+                    Input::ScenarioStarted { namespaces }
                 } else {
-                    Input::FollowNamespaces(ns)
+                    Input::FollowNamespaces(namespaces)
                 }));
             }
         }
-        if !batch.is_empty() {
-            actions.extend(app.update(Input::Records(std::mem::take(&mut batch))));
-            dirty = true;
+        if !self.batch.is_empty() {
+            actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
+            self.dirty = true;
         }
-        if running.as_ref().is_some_and(|(run, _)| run.is_finished())
-            && let Some((run, mut evidence)) = running.take()
+        if self.running.as_ref().is_some_and(Running::is_finished)
+            && let Some(mut run) = self.running.take()
         {
             // Trailing loopback and timer events, and pending TIME_WAIT
             // detaches resolved now.
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            pipeline.poll(&mut batch, true);
-            let ns = run.namespaces();
-            evidence.extend(batch.iter().filter(|r| ns.contains(&r.netns)).cloned());
-            actions.extend(app.update(Input::Records(std::mem::take(&mut batch))));
-            let result = run.finish(evidence);
+            tokio::time::sleep(scenario::SETTLE).await;
+            self.pipeline.poll(&mut self.batch, true);
+            run.observe(&self.batch);
+            actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
+            let result = run.finish();
             actions.extend(app.update(Input::ScenarioFinished(Box::new(result))));
-            dirty = true;
+            self.dirty = true;
         }
         for action in actions {
             match action {
-                Action::Quit => return Ok(()),
+                Action::Quit => return Ok(Flow::Quit),
                 Action::RunScenario(s) => match scenario::start(s) {
-                    Ok(run) => running = Some((run, Vec::new())),
+                    Ok(run) => self.running = Some(run),
                     Err(e) => {
                         let r = scenario::not_started(s, &e.to_string());
                         app.update(Input::ScenarioFinished(Box::new(r)));
@@ -169,11 +248,12 @@ pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()>
                 },
             }
         }
-        if dirty && last_draw.elapsed() >= Duration::from_millis(100) {
-            terminal.draw(|f| ui::render(&app, f))?;
-            last_draw = Instant::now();
-            dirty = false;
+        if self.dirty && self.last_draw.elapsed() >= Duration::from_millis(100) {
+            terminal.draw(|f| ui::render(app, f))?;
+            self.last_draw = Instant::now();
+            self.dirty = false;
         }
+        Ok(Flow::Continue)
     }
 }
 

@@ -5,10 +5,12 @@
 //!
 //! A scenario is a plain function over a [`Ctx`]: it creates namespaces,
 //! sockets and traffic through the context, which logs every call and its
-//! errno, and returns an [`Outcome`] computed from what it observed. The
-//! caller collects the trace records of the scenario's namespaces while it
-//! runs and hands them to [`Running::finish`], which checks them against the
-//! driver's own log.
+//! errno, and returns an [`Outcome`] computed from what it observed. While it
+//! runs, the caller hands every batch of trace records to
+//! [`Running::observe`], which keeps those of the scenario's namespaces as
+//! evidence; [`Running::finish`] checks that evidence against the driver's
+//! own log. The batch runner ([`run_traced`]) and the dashboard both go
+//! through these two calls.
 
 mod catalog;
 mod ctx;
@@ -20,7 +22,7 @@ use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
     thread::JoinHandle,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 pub use catalog::CATALOG;
@@ -153,10 +155,20 @@ pub fn find(key: &str) -> Option<&'static Scenario> {
         .find(|s| s.name == key || Some(s.number) == number)
 }
 
-/// A scenario running on a thread of its own.
+/// How long to wait after a scenario's thread ends before the last poll:
+/// its trailing loopback packets and timer events land in the ring buffer
+/// meanwhile.
+pub const SETTLE: Duration = Duration::from_millis(30);
+
+/// A scenario running on a thread of its own, and the evidence collected
+/// for it so far.
 pub struct Running {
     pub scenario: &'static Scenario,
     namespaces: Arc<Mutex<Vec<u32>>>,
+    /// The namespaces as of the last [`Running::observe`].
+    followed: Vec<u32>,
+    /// The records of the scenario's namespaces, in arrival order.
+    evidence: Vec<Record>,
     started: Instant,
     handle: JoinHandle<(Result<Outcome, ScenarioError>, Ctx)>,
 }
@@ -179,6 +191,8 @@ pub fn start(scenario: &'static Scenario) -> std::io::Result<Running> {
     Ok(Running {
         scenario,
         namespaces,
+        followed: Vec::new(),
+        evidence: Vec::new(),
         started: Instant::now(),
         handle,
     })
@@ -197,15 +211,24 @@ impl Running {
         self.handle.is_finished()
     }
 
-    /// Waits for the scenario and assembles its result with `records`, of
-    /// which those of its namespaces become the evidence.
-    pub fn finish(self, records: Vec<Record>) -> ScenarioResult {
+    /// Keeps, of `records`, those of the namespaces the scenario has created
+    /// so far as evidence, and returns those namespaces. A record only
+    /// counts if its namespace existed when it was observed: namespaces
+    /// only grow, so this is the set the records can belong to.
+    pub fn observe(&mut self, records: &[Record]) -> &[u32] {
+        self.followed = self.namespaces();
+        let ns = &self.followed;
+        self.evidence
+            .extend(records.iter().filter(|r| ns.contains(&r.netns)).cloned());
+        &self.followed
+    }
+
+    /// Waits for the scenario and assembles its result with the evidence
+    /// observed.
+    pub fn finish(self) -> ScenarioResult {
         let s = self.scenario;
         let namespaces = self.namespaces();
-        let evidence: Vec<Record> = records
-            .into_iter()
-            .filter(|r| namespaces.contains(&r.netns))
-            .collect();
+        let evidence = self.evidence;
         let (outcome, ctx) = match self.handle.join() {
             Ok(v) => v,
             Err(_) => (
@@ -255,27 +278,23 @@ impl Running {
 
 /// Runs `scenario` to the end while `pipeline` collects its evidence.
 pub fn run_traced(pipeline: &mut Pipeline, scenario: &'static Scenario) -> ScenarioResult {
-    let mut records = Vec::new();
     let mut batch = Vec::new();
-    let running = match start(scenario) {
+    let mut running = match start(scenario) {
         Ok(r) => r,
         Err(e) => return not_started(scenario, &e.to_string()),
     };
-    let mut keep = |batch: &mut Vec<Record>, running: &Running| {
-        let ns = running.namespaces();
-        records.extend(batch.drain(..).filter(|r| ns.contains(&r.netns)));
-    };
     while !running.is_finished() {
         pipeline.poll(&mut batch, false);
-        keep(&mut batch, &running);
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        running.observe(&batch);
+        batch.clear();
+        std::thread::sleep(Duration::from_millis(10));
     }
     // Let the last loopback packets and timer events land, then resolve
     // pending TIME_WAIT detaches now.
-    std::thread::sleep(std::time::Duration::from_millis(30));
+    std::thread::sleep(SETTLE);
     pipeline.poll(&mut batch, true);
-    keep(&mut batch, &running);
-    running.finish(records)
+    running.observe(&batch);
+    running.finish()
 }
 
 pub fn not_started(s: &'static Scenario, why: &str) -> ScenarioResult {
