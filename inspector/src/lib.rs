@@ -14,6 +14,7 @@ pub mod filter;
 pub mod names;
 pub mod ndjson;
 pub mod netns;
+pub mod offsets;
 pub mod output;
 pub mod probe;
 pub mod record;
