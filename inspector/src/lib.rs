@@ -19,6 +19,7 @@ pub mod output;
 pub mod probe;
 pub mod record;
 pub mod scenario;
+pub mod sockets;
 pub mod trace;
 pub mod tracker;
 
