@@ -50,8 +50,10 @@ const ITERATORS: [(&str, Proto, &str); 2] = [
 ];
 
 /// Maps of the shared object that the iterators never use: shrunk to their
-/// minimum so a socket table does not pin megabytes of kernel memory.
-const UNUSED_MAPS: [(&str, u32); 3] = [("EVENTS", 4096), ("OWNERS", 1), ("INFLIGHT", 1)];
+/// minimum so a socket table does not pin megabytes of kernel memory (the
+/// ring buffer's minimum is one page, set at load).
+const UNUSED_MAPS: [(&str, u32); 2] = [("OWNERS", 1), ("INFLIGHT", 1)];
+const UNUSED_RING: &str = "EVENTS";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketTableError {
@@ -229,6 +231,11 @@ impl SocketTable {
         loader.override_global("OFFSETS", &offsets, true);
         for (name, size) in UNUSED_MAPS {
             loader.map_max_entries(name, size);
+        }
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if let Ok(page) = u32::try_from(page) {
+            loader.map_max_entries(UNUSED_RING, page);
         }
         let mut ebpf = loader
             .load(probe::EBPF_OBJECT)
