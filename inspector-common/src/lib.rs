@@ -254,6 +254,84 @@ impl Offsets {
     }
 }
 
+/// `TCP_NEW_SYN_RECV`: a request socket (`struct request_sock`) waiting in
+/// the established hash for the handshake's final ACK.
+pub const TCP_NEW_SYN_RECV: u8 = 12;
+
+/// Bits of [`SockRecord::flags`]. The first three are those of [`flag`].
+pub mod sock_flag {
+    /// SO_REUSEADDR (`skc_reuse` non-zero; for a timewait socket its
+    /// `tw_reuse`, the same bits).
+    pub const REUSEADDR: u8 = super::flag::REUSEADDR;
+    /// SO_REUSEPORT (`skc_reuseport`; for a timewait socket `tw_reuseport`).
+    pub const REUSEPORT: u8 = super::flag::REUSEPORT;
+    /// IPV6_V6ONLY (`skc_ipv6only`).
+    pub const V6ONLY: u8 = super::flag::V6ONLY;
+    /// `uid` is meaningful: a full socket's `sk_uid`, or for a request socket
+    /// its listener's. Timewait sockets have none.
+    pub const UID_KNOWN: u8 = 1 << 3;
+    /// `tw_expires` and `jiffies` were read (timewait sockets).
+    pub const TW_TIMER: u8 = 1 << 4;
+}
+
+/// One socket as a BPF socket iterator (`iter/tcp`, `iter/udp`) found it in
+/// the kernel's tables. Addresses in network byte order (IPv4 in the first
+/// 4 bytes), ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockRecord {
+    /// Socket cookie (`sock_gen_cookie`), the id events and sock_diag share.
+    pub cookie: u64,
+    /// Inode of the socket's file; 0 for timewait and request sockets and
+    /// for a full socket without a file (accepted child not yet accepted).
+    pub ino: u64,
+    /// Timewait sockets: `tw_timer.expires`, in jiffies.
+    pub tw_expires: u64,
+    /// `jiffies` when the record was written, to compare with `tw_expires`.
+    pub jiffies: u64,
+    /// Network namespace inode (`net->ns.inum`).
+    pub netns: u32,
+    /// `sk_uid` (kernel uid), see [`sock_flag::UID_KNOWN`].
+    pub uid: u32,
+    /// `skc_bound_dev_if` (SO_BINDTODEVICE), 0 when unbound.
+    pub bound_dev_if: i32,
+    pub lport: u16,
+    pub rport: u16,
+    pub family: u8,
+    pub proto: u8,
+    /// `skc_state`: a TCP state, [`TCP_TIME_WAIT`] or [`TCP_NEW_SYN_RECV`]
+    /// included; UDP sockets use ESTABLISHED (connected) and CLOSE.
+    pub state: u8,
+    /// [`sock_flag`] bits.
+    pub flags: u8,
+    /// Timewait sockets: `tw_substate` (TIME_WAIT, or FIN_WAIT2 for a
+    /// socket closed before the peer's FIN).
+    pub tw_substate: u8,
+    pub _pad: [u8; 3],
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+impl SockRecord {
+    pub const fn zeroed() -> Self {
+        // SAFETY: every field is an integer or byte array: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
+}
+
+/// What the socket iterators keep (0 = any), set by user space in the
+/// one-entry array `ITER_FILTER` before each snapshot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IterFilter {
+    /// Network namespace inode. The iterators walk only the namespace of
+    /// the thread that created the iterator fd anyway.
+    pub netns: u32,
+    /// Local port.
+    pub lport: u16,
+    pub _pad: u16,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, explicit padding, no pointers.
@@ -262,6 +340,10 @@ mod user {
     unsafe impl aya::Pod for super::Offsets {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Owner {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockRecord {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::IterFilter {}
 }
 
 #[cfg(test)]
@@ -286,5 +368,18 @@ mod tests {
         // 1 u64 + 50 u32 fields, nothing in between.
         assert_eq!(size_of::<Offsets>(), 8 + 50 * 4);
         assert_eq!(size_of::<Owner>(), 32);
+    }
+
+    #[test]
+    fn sock_record_layout_is_pinned() {
+        assert_eq!(size_of::<SockRecord>(), 88);
+        assert_eq!(align_of::<SockRecord>(), 8);
+        assert_eq!(offset_of!(SockRecord, netns), 32);
+        assert_eq!(offset_of!(SockRecord, lport), 44);
+        assert_eq!(offset_of!(SockRecord, family), 48);
+        assert_eq!(offset_of!(SockRecord, tw_substate), 52);
+        assert_eq!(offset_of!(SockRecord, laddr), 56);
+        assert_eq!(offset_of!(SockRecord, raddr), 72);
+        assert_eq!(size_of::<IterFilter>(), 8);
     }
 }

@@ -17,7 +17,8 @@
 //! the syscall boundary), `state` (TCP state changes and the TIME_WAIT
 //! lifecycle), `reuseport` (which member of a SO_REUSEPORT group got a
 //! connection or datagram), and their fentry-mode counterparts
-//! `fentry_bind`, `fentry_timewait`, `fentry_reuseport`.
+//! `fentry_bind`, `fentry_timewait`, `fentry_reuseport`; and `iter`, the
+//! socket-table iterators user space runs on demand.
 #![no_std]
 #![no_main]
 
@@ -26,6 +27,7 @@ mod core_read;
 mod fentry_bind;
 mod fentry_reuseport;
 mod fentry_timewait;
+mod iter;
 mod reuseport;
 mod state;
 

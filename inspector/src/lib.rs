@@ -15,11 +15,13 @@ pub mod filter;
 pub mod names;
 pub mod ndjson;
 pub mod netns;
+pub mod offsets;
 pub mod output;
 pub mod pipeline;
 pub mod probe;
 pub mod record;
 pub mod scenario;
+pub mod sockets;
 pub mod trace;
 pub mod tracker;
 

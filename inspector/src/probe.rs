@@ -9,12 +9,14 @@ use aya::{
 };
 use inspector_common::{Event, Offsets, counter};
 
-use crate::btf::{Btf, BtfError};
+use crate::{
+    btf::{Btf, BtfError},
+    offsets::{self, VMLINUX},
+};
 
 /// The compiled kernel programs, embedded at build time.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
-
-const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/inspector"));
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -196,11 +198,7 @@ impl Probes {
         if !has_bpf_privilege() {
             return Err(ProbeError::NoPrivilege);
         }
-        if !std::path::Path::new(VMLINUX).exists() {
-            return Err(ProbeError::NoBtf);
-        }
-        let kernel = Btf::from_file(std::path::Path::new(VMLINUX))?;
-        let mut offsets = kernel_offsets(&kernel)?;
+        let (kernel, mut offsets) = offsets::running_kernel()?;
         offsets.filter_netns = opts.netns.unwrap_or(0);
         let mut missing = Vec::new();
         // Tracepoint mode tells timewait timers from others by callback.
@@ -407,7 +405,7 @@ fn attach_tracepoints(
 }
 
 /// The innermost message of an error chain (the kernel's answer).
-fn root_cause(e: &dyn std::error::Error) -> String {
+pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
     let mut cur = e;
     while let Some(next) = cur.source() {
         cur = next;
@@ -439,7 +437,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
 
 /// CAP_BPF (39) + CAP_PERFMON (38), or CAP_SYS_ADMIN (21), in the
 /// effective set.
-fn has_bpf_privilege() -> bool {
+pub(crate) fn has_bpf_privilege() -> bool {
     let Ok(status) = fs::read_to_string("/proc/self/status") else {
         return true; // cannot tell: let the load itself report
     };
@@ -481,94 +479,4 @@ pub fn netns_inode(path: &std::path::Path) -> io::Result<u32> {
 /// The current thread's network namespace inode.
 pub fn current_netns() -> io::Result<u32> {
     netns_inode(&PathBuf::from("/proc/thread-self/ns/net"))
-}
-
-/// Absolute bit offset and width of a bitfield that must sit inside one
-/// byte (the programs read a single byte and shift).
-fn bit(btf: &Btf, ty: &str, path: &'static str) -> Result<(u32, u32), ProbeError> {
-    let m = btf.member(ty, path)?;
-    let width = if m.bitfield_size == 0 {
-        8
-    } else {
-        m.bitfield_size
-    };
-    if (m.bit_offset % 8) + width > 8 {
-        return Err(ProbeError::Bitfield(path));
-    }
-    Ok((m.bit_offset, width))
-}
-
-/// Reads every layout fact the programs need from the kernel's BTF.
-pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, ProbeError> {
-    let o = |ty: &str, path: &str| btf.offset(ty, path);
-    let sc = "sock_common";
-    let (skc_reuse_bit, skc_reuse_width) = bit(btf, sc, "skc_reuse")?;
-    let (skc_reuseport_bit, _) = bit(btf, sc, "skc_reuseport")?;
-    let (skc_ipv6only_bit, _) = bit(btf, sc, "skc_ipv6only")?;
-    // The programs treat a sock, a timewait sock and a request sock as
-    // starting with their sock_common; check that this kernel agrees.
-    for (ty, member) in [
-        ("sock", "__sk_common"),
-        ("inet_timewait_sock", "__tw_common"),
-        ("request_sock", "__req_common"),
-    ] {
-        if o(ty, member)? != 0 {
-            return Err(ProbeError::Layout(BtfError::Malformed(format!(
-                "struct {ty}: {member} is not at offset 0"
-            ))));
-        }
-    }
-    Ok(Offsets {
-        tw_timer_handler: 0,
-        filter_netns: 0,
-        skc_daddr: o(sc, "skc_daddr")?,
-        skc_rcv_saddr: o(sc, "skc_rcv_saddr")?,
-        skc_dport: o(sc, "skc_dport")?,
-        skc_num: o(sc, "skc_num")?,
-        skc_family: o(sc, "skc_family")?,
-        skc_state: o(sc, "skc_state")?,
-        skc_reuse_bit,
-        skc_reuse_width,
-        skc_reuseport_bit,
-        skc_ipv6only_bit,
-        skc_bound_dev_if: o(sc, "skc_bound_dev_if")?,
-        skc_net: o(sc, "skc_net")?,
-        skc_v6_daddr: o(sc, "skc_v6_daddr")?,
-        skc_v6_rcv_saddr: o(sc, "skc_v6_rcv_saddr")?,
-        skc_cookie: o(sc, "skc_cookie")?,
-        sk_protocol: o("sock", "sk_protocol")?,
-        sk_type: o("sock", "sk_type")?,
-        sk_uid: o("sock", "sk_uid")?,
-        sk_reuseport_cb: o("sock", "sk_reuseport_cb")?,
-        sk_receive_queue_prev: o("sock", "sk_receive_queue.prev")?,
-        sk_socket: o("sock", "sk_socket")?,
-        net_inum: o("net", "ns.inum")?,
-        socket_sk: o("socket", "sk")?,
-        socket_file: o("socket", "file")?,
-        socket_alloc_inode: o("socket_alloc", "vfs_inode")?,
-        inode_ino: o("inode", "i_ino")?,
-        task_files: o("task_struct", "files")?,
-        files_fdt: o("files_struct", "fdt")?,
-        fdt_fd: o("fdtable", "fd")?,
-        fdt_max_fds: o("fdtable", "max_fds")?,
-        file_private_data: o("file", "private_data")?,
-        icsk_accept_tail: o("inet_connection_sock", "icsk_accept_queue.rskq_accept_tail")?,
-        tw_timer: o("inet_timewait_sock", "tw_timer")?,
-        tw_substate: o("inet_timewait_sock", "tw_substate")?,
-        timer_function: o("timer_list", "function")?,
-        timer_expires: o("timer_list", "expires")?,
-        skb_head: o("sk_buff", "head")?,
-        skb_network_header: o("sk_buff", "network_header")?,
-        skb_transport_header: o("sk_buff", "transport_header")?,
-        regs_di: o("pt_regs", "di")?,
-        regs_si: o("pt_regs", "si")?,
-        regs_orig_ax: o("pt_regs", "orig_ax")?,
-        nr_bind: libc::SYS_bind as u32,
-        nr_listen: libc::SYS_listen as u32,
-        nr_connect: libc::SYS_connect as u32,
-        nr_accept: libc::SYS_accept as u32,
-        nr_accept4: libc::SYS_accept4 as u32,
-        inet_sport: o("inet_sock", "inet_sport")?,
-        _reserved: 0,
-    })
 }

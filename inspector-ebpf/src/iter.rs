@@ -1,0 +1,165 @@
+//! The kernel's own socket tables, read by BPF socket iterators.
+//!
+//! `iter/tcp` and `iter/udp` programs run once per socket of the TCP
+//! (listening and established hashes) and UDP tables while user space
+//! reads the iterator fd, and write one [`SockRecord`] each with
+//! `bpf_seq_write`. Iterator programs are `BPF_PROG_TYPE_TRACING` with
+//! attach type `BPF_TRACE_ITER`: no trampoline is involved, so they load
+//! where fentry is refused.
+//!
+//! What the walk covers (net/ipv4/tcp_ipv4.c `bpf_iter_tcp_batch`,
+//! net/ipv4/udp.c `bpf_iter_udp_batch`):
+//! - only sockets of the network namespace the iterator fd was created in
+//!   (`bpf_iter_init_seq_net` takes `current->nsproxy->net_ns` when the fd
+//!   is created; `seq_sk_match` compares each socket's net with it);
+//! - TCP: listeners, full sockets in the established hash, and the
+//!   `inet_timewait_sock` / `request_sock` entries of that hash, passed as
+//!   a `struct sock_common *` told apart by `skc_state`. A socket that is
+//!   only bound (no listen, no connect) sits in the bind hash alone and is
+//!   not walked; unhashed sockets are skipped (`bpf_iter_tcp_seq_show`).
+//! - UDP: every bound socket (the port-keyed `hslot` table).
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    helpers::generated::{bpf_get_socket_cookie, bpf_jiffies64, bpf_seq_write},
+    macros::map,
+    maps::Array,
+};
+use inspector_common::{
+    Event, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
+    sock_flag,
+};
+
+use crate::core_read::{fill_common, fill_sock, off, read, read_error};
+
+/// What to keep, slot 0; written by user space before each snapshot.
+#[map]
+static ITER_FILTER: Array<IterFilter> = Array::with_max_entries(1, 0);
+
+/// Byte offsets in the iterator contexts (`struct bpf_iter__tcp { meta;
+/// sk_common; uid; }`, `struct bpf_iter__udp { meta; udp_sk; uid; bucket; }`,
+/// each member 8-byte aligned) and in `struct bpf_iter_meta { seq; ... }`.
+/// These are kernel ABI for iterator programs, unlike socket layouts.
+const CTX_META: usize = 0;
+const CTX_SOCK: usize = 8;
+const CTX_UID: usize = 16;
+
+/// `iter/tcp`: one record per TCP socket of the namespace.
+#[unsafe(link_section = "iter/tcp")]
+#[unsafe(no_mangle)]
+pub extern "C" fn iter_tcp(ctx: *mut c_void) -> i32 {
+    match try_iter(ctx, IPPROTO_TCP) {
+        Ok(()) => 0,
+        Err(_) => {
+            read_error();
+            0
+        }
+    }
+}
+
+/// `iter/udp`: one record per bound UDP socket of the namespace.
+#[unsafe(link_section = "iter/udp")]
+#[unsafe(no_mangle)]
+pub extern "C" fn iter_udp(ctx: *mut c_void) -> i32 {
+    match try_iter(ctx, IPPROTO_UDP) {
+        Ok(()) => 0,
+        Err(_) => {
+            read_error();
+            0
+        }
+    }
+}
+
+#[inline(always)]
+fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), i64> {
+    let base = ctx as usize;
+    // SAFETY: the verifier checks context loads against the context's BTF
+    // type; these offsets and sizes are those of its pointer members.
+    let meta = unsafe { core::ptr::read_volatile((base + CTX_META) as *const u64) };
+    // SAFETY: as above.
+    let sk = unsafe { core::ptr::read_volatile((base + CTX_SOCK) as *const u64) };
+    // The final call of a walk (`bpf_iter_*_seq_stop`) passes no socket.
+    if sk == 0 || meta == 0 {
+        return Ok(());
+    }
+    // SAFETY: `meta` is the context's `struct bpf_iter_meta *`, whose first
+    // member is the `struct seq_file *` to write to.
+    let seq = unsafe { core::ptr::read_volatile(meta as *const u64) };
+
+    let state: u8 = read(sk, off!(skc_state))?;
+    let mut ev = Event::zeroed();
+    let mut rec = SockRecord::zeroed();
+    // A timewait or request socket is only a `sock_common` with its own
+    // tail: `struct sock` fields must not be read from it.
+    let full = !(proto == IPPROTO_TCP && (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV));
+    if full {
+        fill_sock(&mut ev, sk)?;
+        rec.uid = ev.uid;
+        rec.flags |= sock_flag::UID_KNOWN;
+    } else {
+        fill_common(&mut ev, sk)?;
+    }
+    if state == TCP_NEW_SYN_RECV && proto == IPPROTO_TCP {
+        // The iterator hands a request socket its listener's uid
+        // (`bpf_iter_tcp_seq_show`).
+        // SAFETY: context load of the `uid` member, checked by the verifier.
+        rec.uid = unsafe { core::ptr::read_volatile((base + CTX_UID) as *const u32) };
+        rec.flags |= sock_flag::UID_KNOWN;
+    }
+
+    if let Some(f) = ITER_FILTER.get(0) {
+        if f.netns != 0 && f.netns != ev.netns {
+            return Ok(());
+        }
+        if f.lport != 0 && f.lport != ev.lport {
+            return Ok(());
+        }
+    }
+
+    if proto == IPPROTO_TCP && state == TCP_TIME_WAIT {
+        // `tw_reuse` / `tw_reuseport` are `#define`s for the timewait
+        // socket's `__tw_common.skc_reuse` / `skc_reuseport`
+        // (include/net/inet_timewait_sock.h), copied from the closed socket
+        // by `inet_twsk_alloc`: `fill_common` read them as the flags, the
+        // same bits `inet_bind_conflict` reads as `sk2->sk_reuse`.
+        rec.tw_substate = read(sk, off!(tw_substate))?;
+        let timer = sk + u64::from(off!(tw_timer));
+        if let Ok(expires) = read::<u64>(timer, off!(timer_expires)) {
+            rec.tw_expires = expires;
+            // SAFETY: helper without arguments.
+            rec.jiffies = unsafe { bpf_jiffies64() };
+            rec.flags |= sock_flag::TW_TIMER;
+        }
+    }
+
+    // SAFETY: `sk` is the context's BTF-typed socket pointer, checked for
+    // NULL above; the helper takes any `struct sock_common` (full, timewait
+    // or request socket) and gives it a cookie if it has none yet, as
+    // sock_diag does.
+    rec.cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    rec.ino = ev.ino;
+    rec.netns = ev.netns;
+    rec.bound_dev_if = ev.bound_dev_if;
+    rec.lport = ev.lport;
+    rec.rport = ev.rport;
+    rec.family = ev.family;
+    rec.proto = proto;
+    rec.state = state;
+    rec.flags |= ev.flags & (sock_flag::REUSEADDR | sock_flag::REUSEPORT | sock_flag::V6ONLY);
+    rec.laddr = ev.laddr;
+    rec.raddr = ev.raddr;
+    // SAFETY: `seq` is the iterator's seq_file; the record is on this
+    // program's stack and its size is passed with it.
+    // The result needs no check: when the seq buffer is full the helper
+    // answers -EOVERFLOW, and `bpf_seq_read` rolls this socket back and
+    // shows it again in the next read.
+    let _ = unsafe {
+        bpf_seq_write(
+            seq as *mut _,
+            (&rec as *const SockRecord).cast(),
+            core::mem::size_of::<SockRecord>() as u32,
+        )
+    };
+    Ok(())
+}
