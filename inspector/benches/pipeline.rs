@@ -11,10 +11,11 @@ use inspector::{
         model::Model,
         ui,
     },
+    fixture::EventBuilder,
     probe::decode,
     tracker::Tracker,
 };
-use inspector_common::{AF_INET, Event, IPPROTO_TCP, flag, kind, phase};
+use inspector_common::{flag, kind};
 use ratatui::{Terminal, backend::TestBackend};
 
 /// A realistic mix: binds (some failing), state changes of a connection's
@@ -22,54 +23,34 @@ use ratatui::{Terminal, backend::TestBackend};
 fn events(n: u64, socks: u64) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
-            let mut e = Event::zeroed();
-            e.ts_ns = 1_000_000_000 + i * 1_000;
-            e.family = AF_INET;
-            e.proto = IPPROTO_TCP;
-            e.netns = 4026531840;
-            e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-            e.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-            e.pid = 1000 + (i % 50) as u32;
-            e.comm[..6].copy_from_slice(b"worker");
-            e.sock = 0xffff_0000_0000 + (i % socks);
-            e.lport = 8000 + (i % 500) as u16;
-            e.rport = 30000 + (i % 20_000) as u16;
-            e.flags = flag::OWNER_KNOWN;
-            match i % 8 {
-                0 => {
-                    e.kind = kind::BIND;
-                    e.flags = flag::SYSCALL;
-                    e.phase = phase::BIND;
-                    e.req_port = e.lport;
-                    e.errno = if i % 7 == 0 { libc::EADDRINUSE } else { 0 };
-                }
-                1..=4 => {
-                    e.kind = kind::STATE;
-                    e.old_state = (i % 8) as u8;
-                    e.new_state = (i % 8) as u8 + 1;
-                }
-                5 => {
-                    e.kind = kind::TW_ARM;
-                    e.new_state = 6;
-                    e.sock = 0xeeee_0000_0000 + (i % socks);
-                }
-                6 => {
-                    e.kind = kind::REUSEPORT;
-                    e.sock = 0xdddd_0000_0000 + (i % 4);
-                    e.lport = 9000;
-                }
-                _ => {
-                    e.kind = kind::TW_EXPIRE;
-                    e.new_state = 6;
-                    e.sock = 0xeeee_0000_0000 + ((i - 2) % socks);
-                }
-            }
-            // SAFETY: Event is plain old data; viewing it as bytes is what
-            // the kernel's ring buffer hands over.
-            let bytes = unsafe {
-                std::slice::from_raw_parts((&raw const e).cast::<u8>(), size_of::<Event>())
+            let lport = 8000 + (i % 500) as u16;
+            let base = |b: EventBuilder| {
+                b.at(1_000_000_000 + i * 1_000)
+                    .owner(1000 + (i % 50) as u32, "worker")
+                    .sock(0xffff_0000_0000 + (i % socks))
+                    .ports(lport, 30000 + (i % 20_000) as u16)
             };
-            bytes.to_vec()
+            let tw_sock = 0xeeee_0000_0000;
+            let e = match i % 8 {
+                0 => base(EventBuilder::bind(lport)).errno(if i % 7 == 0 {
+                    libc::EADDRINUSE
+                } else {
+                    0
+                }),
+                1..=4 => base(EventBuilder::state((i % 8) as u8, (i % 8) as u8 + 1))
+                    .flags(flag::OWNER_KNOWN),
+                5 => base(EventBuilder::time_wait(kind::TW_ARM, 6))
+                    .sock(tw_sock + (i % socks))
+                    .flags(flag::OWNER_KNOWN),
+                6 => base(EventBuilder::new(kind::REUSEPORT))
+                    .sock(0xdddd_0000_0000 + (i % 4))
+                    .lport(9000)
+                    .flags(flag::OWNER_KNOWN),
+                _ => base(EventBuilder::time_wait(kind::TW_EXPIRE, 6))
+                    .sock(tw_sock + ((i - 2) % socks))
+                    .flags(flag::OWNER_KNOWN),
+            };
+            e.bytes()
         })
         .collect()
 }

@@ -10,9 +10,10 @@ use inspector::{
         app::{App, Header, Input},
         ui,
     },
+    fixture::EventBuilder,
     tracker::Tracker,
 };
-use inspector_common::{AF_INET, Event, IPPROTO_TCP, flag, kind, phase};
+use inspector_common::{Event, flag, kind};
 use ratatui::{Terminal, backend::TestBackend};
 
 fn rss_kib() -> u64 {
@@ -27,52 +28,32 @@ fn rss_kib() -> u64 {
 }
 
 fn event(i: u64) -> Event {
-    let mut e = Event::zeroed();
-    e.ts_ns = 1_000_000_000 + i * 1_000;
-    e.family = AF_INET;
-    e.proto = IPPROTO_TCP;
-    e.netns = 4026531840;
-    e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    e.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    e.pid = 1000 + (i % 50) as u32;
-    e.comm[..6].copy_from_slice(b"worker");
-    e.flags = flag::SYSCALL;
-    e.sock = 0xffff_0000_0000 + i;
-    e.lport = 8000 + (i % 500) as u16;
-    e.rport = 30000 + (i % 20000) as u16;
-    match i % 5 {
-        0 => {
-            e.kind = kind::BIND;
-            e.phase = phase::BIND;
-            e.req_port = e.lport;
-            e.errno = if i.is_multiple_of(7) {
-                libc::EADDRINUSE
-            } else {
-                0
-            };
-        }
-        1 => {
-            e.kind = kind::STATE;
-            e.old_state = 1;
-            e.new_state = 4;
-        }
-        2 => {
-            e.kind = kind::TW_ARM;
-            e.new_state = 6;
-            e.sock = 0xeeee_0000_0000 + i;
-        }
-        3 => {
-            e.kind = kind::REUSEPORT;
-            e.sock = 0xdddd_0000_0000 + (i % 4);
-            e.lport = 9000;
-        }
-        _ => {
-            e.kind = kind::STATE;
-            e.old_state = 4;
-            e.new_state = 7;
-        }
-    }
-    e
+    let lport = 8000 + (i % 500) as u16;
+    let e = match i % 5 {
+        0 => EventBuilder::bind(lport).errno(if i.is_multiple_of(7) {
+            libc::EADDRINUSE
+        } else {
+            0
+        }),
+        1 => EventBuilder::state(1, 4),
+        2 => EventBuilder::time_wait(kind::TW_ARM, 6),
+        3 => EventBuilder::new(kind::REUSEPORT),
+        _ => EventBuilder::state(4, 7),
+    };
+    let sock = match i % 5 {
+        2 => 0xeeee_0000_0000 + i,
+        3 => 0xdddd_0000_0000 + (i % 4),
+        _ => 0xffff_0000_0000 + i,
+    };
+    e.at(1_000_000_000 + i * 1_000)
+        .owner(1000 + (i % 50) as u32, "worker")
+        .flags(flag::SYSCALL)
+        .sock(sock)
+        .ports(
+            if i % 5 == 3 { 9000 } else { lport },
+            30000 + (i % 20000) as u16,
+        )
+        .build()
 }
 
 fn main() {

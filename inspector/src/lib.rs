@@ -12,6 +12,8 @@ pub mod dashboard;
 pub mod explain;
 pub mod fasthash;
 pub mod filter;
+#[doc(hidden)]
+pub mod fixture;
 pub mod names;
 pub mod ndjson;
 pub mod netns;

@@ -373,39 +373,35 @@ fn exit_record(tw: Tw, at_ns: u64, reason: &'static str) -> Record {
 
 #[cfg(test)]
 mod tests {
-    use inspector_common::{AF_INET, IPPROTO_TCP, phase};
+    use inspector_common::phase;
 
     use super::*;
-    use crate::names::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_RECV, TCP_TIME_WAIT};
+    use crate::{
+        fixture::EventBuilder,
+        names::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_RECV, TCP_TIME_WAIT},
+    };
 
-    const NS: u32 = 4026531840;
-
+    /// A TCP event on 127.0.0.1:8080 <-> 127.0.0.1:40000.
     fn ev(kind: u8, sock: u64, ts_ns: u64) -> Event {
-        let mut e = Event::zeroed();
-        e.kind = kind;
-        e.sock = sock;
-        e.ts_ns = ts_ns;
-        e.family = AF_INET;
-        e.proto = IPPROTO_TCP;
-        e.netns = NS;
-        e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        e.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        e.lport = 8080;
-        e.rport = 40000;
-        e
+        EventBuilder::new(kind)
+            .sock(sock)
+            .at(ts_ns)
+            .ports(8080, 40000)
+            .build()
     }
 
-    fn owned(mut e: Event, pid: u32, name: &[u8], flags: u8) -> Event {
-        e.pid = pid;
-        e.comm[..name.len()].copy_from_slice(name);
-        e.flags |= flags;
-        e
+    fn owned(e: Event, pid: u32, name: &[u8], flags: u8) -> Event {
+        let name = std::str::from_utf8(name).unwrap_or_default();
+        EventBuilder::from(e).owner(pid, name).flags(flags).build()
     }
 
+    /// A timewait socket (id 0xdead) on the same tuple.
     fn tw(kind: u8, substate: u8, ts_ns: u64) -> Event {
-        let mut e = ev(kind, 0xdead, ts_ns);
-        e.new_state = substate;
-        e
+        EventBuilder::time_wait(kind, substate)
+            .sock(0xdead)
+            .at(ts_ns)
+            .ports(8080, 40000)
+            .build()
     }
 
     fn apply(t: &mut Tracker, events: &[Event]) -> Vec<Record> {

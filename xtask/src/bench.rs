@@ -9,7 +9,7 @@
 //! `--smoke` runs everything briefly (CI checks the report is produced and
 //! well-formed); `--long` adds the 5-minute memory run.
 
-use std::{ffi::OsString, fmt::Write as _, fs};
+use std::{fmt::Write as _, fs};
 
 use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
@@ -27,12 +27,17 @@ fn criterion_mean(group: &str, bench: &str) -> Option<f64> {
     v["mean"]["point_estimate"].as_f64()
 }
 
-pub fn bench(args: &[OsString]) -> Result<()> {
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let long = args.iter().any(|a| a == "--long");
-    if let Some(a) = args.iter().find(|a| *a != "--smoke" && *a != "--long") {
-        bail!("unknown bench argument {a:?}: use --smoke or --long");
-    }
+#[derive(clap::Args)]
+pub struct Options {
+    /// Run everything briefly: checks the report is produced and well-formed.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Add the 5-minute memory run.
+    #[arg(long)]
+    pub long: bool,
+}
+
+pub fn bench(Options { smoke, long }: Options) -> Result<()> {
     setup::setup()?;
     let out = root().join("target/bench");
     fs::create_dir_all(&out).context("creating target/bench")?;

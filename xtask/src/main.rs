@@ -15,31 +15,67 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use clap::Parser;
 
-const USAGE: &str = "usage: cargo xtask <setup | test [-- TEST-ARGS...] | run [ARGS...] | bench [--smoke] [--long] | vm-test [--kernel 6.1|6.12]>";
+/// The project's tasks: set up a machine, test, run, benchmark.
+#[derive(Parser)]
+#[command(name = "xtask", bin_name = "cargo xtask", about)]
+struct Options {
+    #[command(subcommand)]
+    command: Subcommand,
+}
+
+#[derive(clap::Subcommand)]
+enum Subcommand {
+    /// Install what building and testing need.
+    ///
+    /// Debian's rustc-web and BPF core library, bpf-linker, a tracefs mount.
+    Setup,
+    /// Check formatting and clippy, then run every test [-- TEST-ARGS...].
+    ///
+    /// Tests run one at a time (they share kernel state). As root, and
+    /// unless TEST-ARGS filter the tests, a benchmark smoke run and the VM
+    /// tests follow.
+    #[command(override_usage = "cargo xtask test [-- TEST-ARGS...]")]
+    Test {
+        /// Passed to the test binaries, e.g. `-- --nocapture` or a test name.
+        #[arg(
+            value_name = "TEST-ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<OsString>,
+    },
+    /// Build the release binary and run it with [ARGS...].
+    ///
+    /// Every argument, `--help` included, goes to `inspector`.
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Passed to `inspector` as they are, e.g. `trace --port 8080 --json`.
+        #[arg(
+            value_name = "ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        args: Vec<OsString>,
+    },
+    /// Run the benchmarks into target/bench/ [--smoke: briefly] [--long: add a
+    /// 5-minute memory run].
+    Bench(bench::Options),
+    /// Run the privileged tests in QEMU on Debian's kernels [--kernel 6.1|6.12:
+    /// only that one].
+    #[command(name = "vm-test")]
+    VmTest(vm::Options),
+}
 
 fn main() -> ExitCode {
-    let mut args = env::args_os().skip(1);
-    let sub = args.next();
-    let rest: Vec<OsString> = args.collect();
-    let result = match sub.as_ref().and_then(|s| s.to_str()) {
-        Some("setup") => setup::setup(),
-        Some("test") => test(rest),
-        Some("run") => run(rest),
-        Some("bench") => bench::bench(&rest),
-        Some("vm-test") => match rest.iter().map(|a| a.to_str()).collect::<Vec<_>>()[..] {
-            [] => vm::vm_test(None),
-            [Some("--kernel"), Some(k)] => vm::vm_test(Some(k)),
-            _ => Err(anyhow::anyhow!("{USAGE}")),
-        },
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            return ExitCode::FAILURE;
-        }
+    let Options { command } = Options::parse();
+    let result = match command {
+        Subcommand::Setup => setup::setup(),
+        Subcommand::Test { args } => test(args),
+        Subcommand::Run { args } => run(args),
+        Subcommand::Bench(opts) => bench::bench(opts),
+        Subcommand::VmTest(opts) => vm::vm_test(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,11 +90,6 @@ fn main() -> ExitCode {
 /// kernel state (BPF programs, sockets), and need root to load BPF.
 fn test(extra: Vec<OsString>) -> Result<()> {
     setup::setup()?;
-    // `cargo xtask test -- --nocapture` arrives here as `-- --nocapture`.
-    let extra = match extra.split_first() {
-        Some((first, rest)) if first == "--" => rest.to_vec(),
-        _ => extra,
-    };
     step("format", cargo(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy",
@@ -83,9 +114,12 @@ fn test(extra: Vec<OsString>) -> Result<()> {
     // The benchmark suite, briefly: the report must be produced and
     // well-formed (figures are for `cargo xtask bench`, not for CI).
     if setup::is_root() && !filtered {
-        bench::bench(&["--smoke".into()])?;
+        bench::bench(bench::Options {
+            smoke: true,
+            long: false,
+        })?;
         // The same build on Debian's 6.1 and 6.12 kernels, in QEMU.
-        vm::vm_test(None)?;
+        vm::vm_test(vm::Options { kernel: None })?;
     }
     Ok(())
 }
@@ -142,4 +176,75 @@ fn show(cmd: &Command) -> String {
         line.push_str(&arg.to_string_lossy());
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::{Options, Subcommand};
+
+    fn parse(args: &[&str]) -> Subcommand {
+        let argv = std::iter::once("xtask").chain(args.iter().copied());
+        match Options::try_parse_from(argv) {
+            Ok(o) => o.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    fn strings(v: &[std::ffi::OsString]) -> Vec<&str> {
+        v.iter().filter_map(|a| a.to_str()).collect()
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Options::command().debug_assert();
+    }
+
+    #[test]
+    fn test_args_after_the_separator_reach_the_test_binaries() {
+        for (argv, want) in [
+            (&["test"][..], &[][..]),
+            (&["test", "--", "--nocapture"], &["--nocapture"]),
+            (
+                &["test", "probes", "--", "--nocapture"],
+                &["probes", "--", "--nocapture"],
+            ),
+            (&["test", "--nocapture"], &["--nocapture"]),
+        ] {
+            let Subcommand::Test { args } = parse(argv) else {
+                panic!("{argv:?} is not `test`");
+            };
+            assert_eq!(strings(&args), want, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn run_passes_every_argument_on_help_included() {
+        for argv in [
+            &["run", "trace", "--port", "8080", "--json"][..],
+            &["run", "--mode", "fentry"],
+            &["run", "--help"],
+            &["run"],
+        ] {
+            let Subcommand::Run { args } = parse(argv) else {
+                panic!("{argv:?} is not `run`");
+            };
+            assert_eq!(strings(&args), argv[1..], "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn bench_and_vm_test_flags() {
+        let Subcommand::Bench(b) = parse(&["bench", "--smoke", "--long"]) else {
+            panic!("not bench");
+        };
+        assert!(b.smoke && b.long);
+        let Subcommand::VmTest(v) = parse(&["vm-test", "--kernel", "6.12"]) else {
+            panic!("not vm-test");
+        };
+        assert_eq!(v.kernel.as_deref(), Some("6.12"));
+        assert!(Options::try_parse_from(["xtask", "vm-test", "--kernel", "5.10"]).is_err());
+        assert!(Options::try_parse_from(["xtask", "bench", "--fast"]).is_err());
+    }
 }

@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use cargo_metadata::{Artifact, Message};
 
 use crate::{cargo, root, setup, step};
 
@@ -88,6 +89,13 @@ fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
         })
 }
 
+#[derive(clap::Args)]
+pub struct Options {
+    /// Boot only this kernel (default: all of them).
+    #[arg(long, value_parser = ["6.1", "6.12"])]
+    pub kernel: Option<String>,
+}
+
 /// Test executables cargo built, by test target name.
 fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
     let mut cmd = cargo([
@@ -108,14 +116,15 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
         bail!("building the test binaries failed");
     }
     let mut found = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        if let (Some(exe), Some(name)) = (v["executable"].as_str(), v["target"]["name"].as_str())
-            && (TESTS.contains(&name) || name == CROSS_MODE)
+    for message in Message::parse_stream(out.stdout.as_slice()) {
+        if let Message::CompilerArtifact(Artifact {
+            executable: Some(exe),
+            target,
+            ..
+        }) = message.context("reading cargo's JSON messages")?
+            && (TESTS.contains(&target.name.as_str()) || target.name == CROSS_MODE)
         {
-            found.push((name.to_owned(), PathBuf::from(exe)));
+            found.push((target.name, exe.into_std_path_buf()));
         }
     }
     if found.len() != TESTS.len() + 1 {
@@ -341,9 +350,9 @@ fn boot(vmlinuz: &Path, image: &Path, log: &Path) -> Result<GuestRun> {
     })
 }
 
-/// `only`: run just the kernel whose version starts with this ("6.1",
-/// "6.12"); all of them when `None`.
-pub fn vm_test(only: Option<&str>) -> Result<()> {
+/// `kernel`: run just that kernel ("6.1", "6.12"); all of them when `None`.
+pub fn vm_test(opts: Options) -> Result<()> {
+    let only = opts.kernel.as_deref();
     setup::setup()?;
     setup::install_packages(TOOLS)?;
     let dir = root().join("target/vm");

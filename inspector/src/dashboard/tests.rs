@@ -2,7 +2,7 @@
 //! sleeps): kernel events go through the real tracker into the app.
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use inspector_common::{AF_INET, Event, IPPROTO_TCP, IPPROTO_UDP, flag, kind, phase};
+use inspector_common::{flag, kind, phase};
 use ratatui::{Terminal, backend::TestBackend};
 
 use super::{
@@ -10,6 +10,7 @@ use super::{
     ui,
 };
 use crate::{
+    fixture::EventBuilder,
     probe::Counters,
     record::Record,
     scenario::{CATALOG, EvidenceCheck, ScenarioResult, Verdict},
@@ -19,158 +20,93 @@ use crate::{
 const NS: u32 = 4026532999;
 const SEC: u64 = 1_000_000_000;
 
-fn event(k: u8, sock: u64, ts: u64, lport: u16, rport: u16) -> Event {
-    let mut e = Event::zeroed();
-    e.kind = k;
-    e.sock = sock;
-    e.ts_ns = ts;
-    e.family = AF_INET;
-    e.proto = IPPROTO_TCP;
-    e.netns = NS;
-    e.ino = sock & 0xffff;
-    e.laddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    if rport != 0 {
-        e.raddr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    }
-    e.lport = lport;
-    e.rport = rport;
-    e
+/// Every fixture socket lives in one namespace, its file inode derived
+/// from its id.
+fn on(b: EventBuilder, sock: u64, ts: u64) -> EventBuilder {
+    b.netns(NS).sock(sock).ino(sock & 0xffff).at(ts)
 }
 
-fn by(mut e: Event, pid: u32, name: &str) -> Event {
-    e.pid = pid;
-    e.tid = pid;
-    e.comm[..name.len()].copy_from_slice(name.as_bytes());
-    e.flags |= flag::SYSCALL;
-    e
+/// Raised inside `name`'s own syscall.
+fn by(b: EventBuilder, pid: u32, name: &str) -> EventBuilder {
+    b.owner(pid, name).tid(pid).flags(flag::SYSCALL)
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "a fixture builder, one argument per field"
-)]
-fn bind(
-    sock: u64,
-    ts: u64,
-    port: u16,
-    ph: u8,
-    errno: i32,
-    flags: u8,
-    pid: u32,
-    name: &str,
-) -> Event {
-    let mut e = by(
-        event(kind::BIND, sock, ts, if errno == 0 { port } else { 0 }, 0),
-        pid,
-        name,
-    );
-    e.phase = ph;
-    e.errno = errno;
-    e.flags |= flags;
-    e.req_port = port;
-    e.req_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    e
+/// `name` binding 127.0.0.1:`port`.
+fn bind(sock: u64, ts: u64, port: u16, pid: u32, name: &str) -> EventBuilder {
+    by(on(EventBuilder::bind(port), sock, ts), pid, name)
+}
+
+/// The call failed with `errno`: the socket got no local port.
+fn failed(b: EventBuilder, errno: i32) -> EventBuilder {
+    b.errno(errno).lport(0)
 }
 
 /// A server restarted over its TIME_WAIT, a reuseport group, UDP binds.
 fn fixture() -> Vec<Record> {
     let mut events = vec![
-        bind(0x1001, SEC, 8080, phase::BIND, 0, 0, 4242, "server"),
-        bind(
-            0x1001,
-            SEC + 1000,
-            8080,
-            phase::LISTEN,
-            0,
-            0,
+        bind(0x1001, SEC, 8080, 4242, "server").build(),
+        bind(0x1001, SEC + 1000, 8080, 4242, "server")
+            .phase(phase::LISTEN)
+            .build(),
+        by(
+            on(EventBuilder::state(7, 10).lport(8080), 0x1001, SEC + 2000),
             4242,
             "server",
-        ),
+        )
+        .build(),
+        by(
+            on(EventBuilder::connect(8080).lport(40100), 0x2001, 2 * SEC),
+            77,
+            "curl",
+        )
+        .build(),
+        on(
+            EventBuilder::state(3, 1).ports(8080, 40100),
+            0x3001,
+            2 * SEC + 10,
+        )
+        .build(),
+        // The server's side of that connection ends in TIME_WAIT.
+        on(
+            EventBuilder::time_wait(kind::TW_ARM, 6).ports(8080, 40100),
+            0x4001,
+            3 * SEC,
+        )
+        .build(),
+        failed(
+            bind(0x5001, 4 * SEC, 8080, 4243, "server"),
+            libc::EADDRINUSE,
+        )
+        .build(),
+        bind(0x5002, 4 * SEC + 5, 8080, 4244, "server")
+            .flags(flag::REUSEADDR)
+            .build(),
+        failed(
+            bind(0x5002, 4 * SEC + 9, 8080, 4244, "server"),
+            libc::EADDRINUSE,
+        )
+        .phase(phase::LISTEN)
+        .flags(flag::REUSEADDR)
+        .build(),
     ];
-    let mut listen = by(
-        event(kind::STATE, 0x1001, SEC + 2000, 8080, 0),
-        4242,
-        "server",
-    );
-    listen.old_state = 7;
-    listen.new_state = 10;
-    events.push(listen);
-    let mut conn = by(
-        event(kind::CONNECT, 0x2001, 2 * SEC, 40100, 8080),
-        77,
-        "curl",
-    );
-    conn.phase = phase::CONNECT;
-    conn.req_port = 8080;
-    conn.req_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-    events.push(conn);
-    let mut est = event(kind::STATE, 0x3001, 2 * SEC + 10, 8080, 40100);
-    est.old_state = 3;
-    est.new_state = 1;
-    events.push(est);
-    // The server's side of that connection ends in TIME_WAIT.
-    let mut tw = event(kind::TW_ARM, 0x4001, 3 * SEC, 8080, 40100);
-    tw.new_state = 6;
-    events.push(tw);
-    events.push(bind(
-        0x5001,
-        4 * SEC,
-        8080,
-        phase::BIND,
-        libc::EADDRINUSE,
-        0,
-        4243,
-        "server",
-    ));
-    events.push(bind(
-        0x5002,
-        4 * SEC + 5,
-        8080,
-        phase::BIND,
-        0,
-        flag::REUSEADDR,
-        4244,
-        "server",
-    ));
-    events.push(bind(
-        0x5002,
-        4 * SEC + 9,
-        8080,
-        phase::LISTEN,
-        libc::EADDRINUSE,
-        flag::REUSEADDR,
-        4244,
-        "server",
-    ));
     // A UDP SO_REUSEPORT group of three workers.
     for (i, n) in [(0u64, 40u32), (1, 25), (2, 35)] {
         let sock = 0x6000 + i;
-        let mut b = bind(
-            sock,
-            5 * SEC + i,
-            5353,
-            phase::BIND,
-            0,
-            flag::REUSEPORT,
-            900 + i as u32,
-            "worker",
+        let pid = 900 + i as u32;
+        events.push(
+            bind(sock, 5 * SEC + i, 5353, pid, "worker")
+                .udp()
+                .flags(flag::REUSEPORT)
+                .build(),
         );
-        b.proto = IPPROTO_UDP;
-        events.push(b);
         for j in 0..n {
-            let mut d = event(
-                kind::REUSEPORT,
-                sock,
-                6 * SEC + u64::from(j),
-                5353,
-                30000 + j as u16,
-            );
-            d.proto = IPPROTO_UDP;
-            d.flags |= flag::OWNER_KNOWN;
-            d.pid = 900 + i as u32;
-            d.comm[..6].copy_from_slice(b"worker");
-            d.aux = 0xabc;
-            events.push(d);
+            let delivery = EventBuilder::new(kind::REUSEPORT)
+                .udp()
+                .ports(5353, 30000 + j as u16)
+                .flags(flag::OWNER_KNOWN)
+                .owner(pid, "worker")
+                .aux(0xabc);
+            events.push(on(delivery, sock, 6 * SEC + u64::from(j)).build());
         }
     }
     let mut tracker = Tracker::new();
