@@ -11,7 +11,8 @@ use inspector::{
         model::Model,
         ui,
     },
-    probe::decode,
+    kernel::TcpState,
+    probe::{Mode, decode},
     tracker::Tracker,
 };
 use inspector_common::{AF_INET, Event, IPPROTO_TCP, flag, kind, phase};
@@ -50,7 +51,7 @@ fn events(n: u64, socks: u64) -> Vec<Vec<u8>> {
                 }
                 5 => {
                     e.kind = kind::TW_ARM;
-                    e.new_state = 6;
+                    e.new_state = TcpState::TIME_WAIT.raw();
                     e.sock = 0xeeee_0000_0000 + (i % socks);
                 }
                 6 => {
@@ -60,7 +61,7 @@ fn events(n: u64, socks: u64) -> Vec<Vec<u8>> {
                 }
                 _ => {
                     e.kind = kind::TW_EXPIRE;
-                    e.new_state = 6;
+                    e.new_state = TcpState::TIME_WAIT.raw();
                     e.sock = 0xeeee_0000_0000 + ((i - 2) % socks);
                 }
             }
@@ -119,7 +120,7 @@ fn capacity(c: &mut Criterion) {
 
 fn frame(c: &mut Criterion) {
     let header = Header {
-        mode: "tracepoint".into(),
+        mode: Mode::Tracepoint,
         probes: 7,
         filters: "none".into(),
     };

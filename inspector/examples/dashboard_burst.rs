@@ -10,6 +10,8 @@ use inspector::{
         app::{App, Header, Input},
         ui,
     },
+    kernel::TcpState,
+    probe::Mode,
     tracker::Tracker,
 };
 use inspector_common::{AF_INET, Event, IPPROTO_TCP, flag, kind, phase};
@@ -53,12 +55,12 @@ fn event(i: u64) -> Event {
         }
         1 => {
             e.kind = kind::STATE;
-            e.old_state = 1;
-            e.new_state = 4;
+            e.old_state = TcpState::ESTABLISHED.raw();
+            e.new_state = TcpState::FIN_WAIT1.raw();
         }
         2 => {
             e.kind = kind::TW_ARM;
-            e.new_state = 6;
+            e.new_state = TcpState::TIME_WAIT.raw();
             e.sock = 0xeeee_0000_0000 + i;
         }
         3 => {
@@ -68,8 +70,8 @@ fn event(i: u64) -> Event {
         }
         _ => {
             e.kind = kind::STATE;
-            e.old_state = 4;
-            e.new_state = 7;
+            e.old_state = TcpState::FIN_WAIT1.raw();
+            e.new_state = TcpState::CLOSE.raw();
         }
     }
     e
@@ -78,7 +80,7 @@ fn event(i: u64) -> Event {
 fn main() {
     let before = rss_kib();
     let header = Header {
-        mode: "tracepoint".into(),
+        mode: Mode::Tracepoint,
         probes: 7,
         filters: "none".into(),
     };

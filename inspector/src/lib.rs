@@ -11,7 +11,7 @@ pub mod dashboard;
 pub mod explain;
 pub mod fasthash;
 pub mod filter;
-pub mod names;
+pub mod kernel;
 pub mod ndjson;
 pub mod netns;
 pub mod output;

@@ -63,7 +63,7 @@ pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()>
     let filters = filter.describe();
     let mut pipeline = Pipeline::new(filter, mode)?;
     let header = Header {
-        mode: pipeline.probes.mode.to_owned(),
+        mode: pipeline.probes.mode,
         probes: pipeline.probes.attached.len(),
         filters,
     };

@@ -10,7 +10,8 @@ use super::{
     ui,
 };
 use crate::{
-    probe::Counters,
+    kernel::{Phase, TcpState},
+    probe::{Counters, Mode},
     record::Record,
     scenario::{CATALOG, EvidenceCheck, ScenarioResult, Verdict},
     tracker::Tracker,
@@ -92,8 +93,8 @@ fn fixture() -> Vec<Record> {
         4242,
         "server",
     );
-    listen.old_state = 7;
-    listen.new_state = 10;
+    listen.old_state = TcpState::CLOSE.raw();
+    listen.new_state = TcpState::LISTEN.raw();
     events.push(listen);
     let mut conn = by(
         event(kind::CONNECT, 0x2001, 2 * SEC, 40100, 8080),
@@ -105,12 +106,12 @@ fn fixture() -> Vec<Record> {
     conn.req_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
     events.push(conn);
     let mut est = event(kind::STATE, 0x3001, 2 * SEC + 10, 8080, 40100);
-    est.old_state = 3;
-    est.new_state = 1;
+    est.old_state = TcpState::SYN_RECV.raw();
+    est.new_state = TcpState::ESTABLISHED.raw();
     events.push(est);
     // The server's side of that connection ends in TIME_WAIT.
     let mut tw = event(kind::TW_ARM, 0x4001, 3 * SEC, 8080, 40100);
-    tw.new_state = 6;
+    tw.new_state = TcpState::TIME_WAIT.raw();
     events.push(tw);
     events.push(bind(
         0x5001,
@@ -181,7 +182,7 @@ fn fixture() -> Vec<Record> {
     // What the annotator attaches to a failure on a live system.
     for r in out
         .iter_mut()
-        .filter(|r| r.is_failure() && r.phase == Some("listen"))
+        .filter(|r| r.is_failure() && r.phase == Some(Phase::Listen))
     {
         r.explanation = Some(
             "inet_csk_get_port: a LISTEN holder conflicts even with SO_REUSEADDR on both; \
@@ -194,7 +195,7 @@ fn fixture() -> Vec<Record> {
 
 fn app_with(records: Vec<Record>) -> App {
     let header = Header {
-        mode: "tracepoint".into(),
+        mode: Mode::Tracepoint,
         probes: 7,
         filters: "none".into(),
     };

@@ -17,7 +17,7 @@ use super::{
     foreign::{NOBODY, bind_as_nobody},
     stats::Spread,
 };
-use crate::names::errno_name;
+use crate::kernel::Errno;
 
 type Res = Result<Outcome, ScenarioError>;
 
@@ -745,7 +745,7 @@ fn reuseport_other_uid(ctx: &mut Ctx) -> Res {
         }
         let addr = sockaddr(&format!("127.0.0.1:{port}"))?;
         let other = io(bind_as_nobody(proto, addr, true, false))?;
-        let errno = other.errno.map(|e| errno_name(e).into_owned());
+        let errno = other.errno.map(|e| Errno::from(e).to_string());
         ctx.calls.push(super::Call {
             socket: format!("{proto:?} intruder (uid {NOBODY}, pid {})", other.pid),
             proto,
