@@ -12,7 +12,8 @@ use inspector::{
         ui,
     },
     fixture::EventBuilder,
-    probe::decode,
+    kernel::TcpState,
+    probe::{Mode, decode},
     tracker::Tracker,
 };
 use inspector_common::{flag, kind};
@@ -37,18 +38,24 @@ fn events(n: u64, socks: u64) -> Vec<Vec<u8>> {
                 } else {
                     0
                 }),
-                1..=4 => base(EventBuilder::state((i % 8) as u8, (i % 8) as u8 + 1))
-                    .flags(flag::OWNER_KNOWN),
-                5 => base(EventBuilder::time_wait(kind::TW_ARM, 6))
+                1..=4 => base(EventBuilder::state(
+                    TcpState::from((i % 8) as u8),
+                    TcpState::from((i % 8) as u8 + 1),
+                ))
+                .flags(flag::OWNER_KNOWN),
+                5 => base(EventBuilder::time_wait(kind::TW_ARM, TcpState::TIME_WAIT))
                     .sock(tw_sock + (i % socks))
                     .flags(flag::OWNER_KNOWN),
                 6 => base(EventBuilder::new(kind::REUSEPORT))
                     .sock(0xdddd_0000_0000 + (i % 4))
                     .lport(9000)
                     .flags(flag::OWNER_KNOWN),
-                _ => base(EventBuilder::time_wait(kind::TW_EXPIRE, 6))
-                    .sock(tw_sock + ((i - 2) % socks))
-                    .flags(flag::OWNER_KNOWN),
+                _ => base(EventBuilder::time_wait(
+                    kind::TW_EXPIRE,
+                    TcpState::TIME_WAIT,
+                ))
+                .sock(tw_sock + ((i - 2) % socks))
+                .flags(flag::OWNER_KNOWN),
             };
             e.bytes()
         })
@@ -100,7 +107,7 @@ fn capacity(c: &mut Criterion) {
 
 fn frame(c: &mut Criterion) {
     let header = Header {
-        mode: "tracepoint".into(),
+        mode: Mode::Tracepoint,
         probes: 7,
         filters: "none".into(),
     };

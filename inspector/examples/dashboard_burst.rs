@@ -11,6 +11,8 @@ use inspector::{
         ui,
     },
     fixture::EventBuilder,
+    kernel::TcpState,
+    probe::Mode,
     tracker::Tracker,
 };
 use inspector_common::{Event, flag, kind};
@@ -35,10 +37,10 @@ fn event(i: u64) -> Event {
         } else {
             0
         }),
-        1 => EventBuilder::state(1, 4),
-        2 => EventBuilder::time_wait(kind::TW_ARM, 6),
+        1 => EventBuilder::state(TcpState::ESTABLISHED, TcpState::FIN_WAIT1),
+        2 => EventBuilder::time_wait(kind::TW_ARM, TcpState::TIME_WAIT),
         3 => EventBuilder::new(kind::REUSEPORT),
-        _ => EventBuilder::state(4, 7),
+        _ => EventBuilder::state(TcpState::FIN_WAIT1, TcpState::CLOSE),
     };
     let sock = match i % 5 {
         2 => 0xeeee_0000_0000 + i,
@@ -59,7 +61,7 @@ fn event(i: u64) -> Event {
 fn main() {
     let before = rss_kib();
     let header = Header {
-        mode: "tracepoint".into(),
+        mode: Mode::Tracepoint,
         probes: 7,
         filters: "none".into(),
     };

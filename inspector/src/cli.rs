@@ -4,10 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{
-    filter::{PortSet, Proto},
-    probe::Mode,
-};
+use crate::{filter::PortSet, kernel::Proto, probe::Mode};
 
 #[derive(Debug, Parser)]
 #[command(

@@ -2,6 +2,7 @@
 
 use std::{ops::RangeInclusive, str::FromStr};
 
+use crate::kernel::Proto;
 use crate::record::Record;
 
 /// `--port 80,443,8000-8100`: a list of ports and inclusive ranges.
@@ -47,21 +48,6 @@ fn port(s: &str) -> Result<u16, String> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
-    }
-}
-
 /// All filters of `trace` and the dashboard. Empty means "everything".
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -100,7 +86,7 @@ impl Filter {
         if self.netns.is_some_and(|n| n != r.netns) {
             return false;
         }
-        if self.proto.is_some_and(|p| p.as_str() != r.proto) {
+        if self.proto.is_some_and(|p| Some(p) != r.proto) {
             return false;
         }
         if self.failures_only && !r.is_failure() {

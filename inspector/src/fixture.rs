@@ -14,6 +14,7 @@
 //! assert_eq!((e.req_port, e.errno), (8080, libc::EADDRINUSE));
 //! ```
 
+use crate::kernel::TcpState;
 use inspector_common::{AF_INET, Event, IPPROTO_TCP, IPPROTO_UDP, flag, kind, phase};
 
 /// The initial network namespace's inode number on most systems.
@@ -61,18 +62,18 @@ impl EventBuilder {
     }
 
     /// A TCP state change (`sock:inet_sock_set_state`).
-    pub fn state(old: u8, new: u8) -> Self {
+    pub fn state(old: TcpState, new: TcpState) -> Self {
         let mut b = Self::new(kind::STATE);
-        b.event.old_state = old;
-        b.event.new_state = new;
+        b.event.old_state = old.raw();
+        b.event.new_state = new.raw();
         b
     }
 
     /// A timewait timer event (`kind` is TW_ARM, TW_CANCEL or TW_EXPIRE)
     /// for a timewait socket in `substate`.
-    pub fn time_wait(kind: u8, substate: u8) -> Self {
+    pub fn time_wait(kind: u8, substate: TcpState) -> Self {
         let mut b = Self::new(kind);
-        b.event.new_state = substate;
+        b.event.new_state = substate.raw();
         b
     }
 

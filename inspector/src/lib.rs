@@ -14,7 +14,7 @@ pub mod fasthash;
 pub mod filter;
 #[doc(hidden)]
 pub mod fixture;
-pub mod names;
+pub mod kernel;
 pub mod ndjson;
 pub mod netns;
 pub mod offsets;

@@ -6,7 +6,10 @@
 
 use std::{io::Write as _, net::IpAddr};
 
-use crate::record::{OwnerSource, Record};
+use crate::{
+    kernel::{Errno, TcpState},
+    record::{OwnerSource, Record, proto_str},
+};
 
 fn owner_str(o: OwnerSource) -> &'static str {
     match o {
@@ -82,6 +85,24 @@ impl Obj<'_> {
             None => self.out.extend_from_slice(b"null"),
         }
     }
+    /// A kernel number by its table name; one this build does not know
+    /// goes through `Display` (still plain ASCII, nothing to escape).
+    fn opt_named<T: std::fmt::Display>(&mut self, k: &str, v: Option<T>, name: Option<&str>) {
+        self.key(k);
+        match (v, name) {
+            (_, Some(n)) => string(self.out, n),
+            (Some(v), None) => {
+                let _ = write!(self.out, "\"{v}\"");
+            }
+            (None, None) => self.out.extend_from_slice(b"null"),
+        }
+    }
+    fn opt_errno(&mut self, k: &str, v: Option<Errno>) {
+        self.opt_named(k, v, v.and_then(Errno::name));
+    }
+    fn opt_state(&mut self, k: &str, v: Option<TcpState>) {
+        self.opt_named(k, v, v.and_then(TcpState::name));
+    }
     fn bool(&mut self, k: &str, v: bool) {
         self.key(k);
         self.out
@@ -137,8 +158,8 @@ pub fn write(r: &Record, out: &mut Vec<u8>) {
     o.opt_num("cookie", r.cookie);
     o.str("sock_id", &r.sock_id);
     o.opt_num("ino", r.ino);
-    o.str("proto", r.proto);
-    o.str("family", r.family);
+    o.str("proto", proto_str(r.proto));
+    o.str("family", r.family.as_str());
     o.addr("laddr", r.laddr);
     o.num("lport", r.lport);
     o.addr("raddr", r.raddr);
@@ -147,13 +168,13 @@ pub fn write(r: &Record, out: &mut Vec<u8>) {
     o.bool("reuseport", r.reuseport);
     o.bool("v6only", r.v6only);
     o.num("bound_dev_if", r.bound_dev_if);
-    o.opt_str("phase", r.phase);
+    o.opt_str("phase", r.phase.map(|p| p.as_str()));
     o.opt_addr("req_addr", r.req_addr);
     o.opt_num("req_port", r.req_port);
-    o.opt_str("errno", r.errno.as_deref());
-    o.opt_str("old_state", r.old_state);
-    o.opt_str("new_state", r.new_state);
-    o.opt_str("reason", r.reason);
+    o.opt_errno("errno", r.errno);
+    o.opt_state("old_state", r.old_state);
+    o.opt_state("new_state", r.new_state);
+    o.opt_str("reason", r.reason.map(|x| x.as_str()));
     o.opt_num("duration_ns", r.duration_ns);
     o.opt_str("group", r.group.as_deref());
     o.opt_str("explanation", r.explanation.as_deref());
@@ -166,7 +187,10 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::record::{RecordType, decode_bind};
+    use crate::{
+        kernel::Proto,
+        record::{ExitReason, RecordType, decode_bind, decode_state},
+    };
 
     fn same(r: &Record) {
         let mut out = Vec::new();
@@ -199,10 +223,22 @@ mod tests {
         r.ino = Some(12345);
         r.explanation = Some("held by LISTEN [::1]:8080 (pid 7 srv)".into());
         r.duration_ns = Some(60_000_000_000);
-        r.reason = Some("expired");
+        r.reason = Some(ExitReason::Expired);
         r.group = Some("ffff8881".into());
         r.last_comm = Some("ünïcode".into());
         r.kind = RecordType::TwExit;
+        same(&r);
+        // A protocol, errno and state this build has no name for.
+        r.proto = None;
+        r.errno = Some(Errno::from(4095));
+        r.old_state = Some(TcpState::from(99));
+        same(&r);
+        ev.kind = kind::STATE;
+        ev.proto = inspector_common::IPPROTO_UDP;
+        ev.old_state = 1;
+        ev.new_state = 7;
+        let r = decode_state(&ev);
+        assert_eq!(r.proto, Some(Proto::Udp));
         same(&r);
     }
 }

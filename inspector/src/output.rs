@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::record::{Record, RecordType};
+use crate::record::{Record, RecordType, proto_str};
 
 pub const HEADER: &str = "TIME(s)    TYPE      PID     COMM             PROTO OPTS LOCAL                       REMOTE                      DETAIL";
 
@@ -23,6 +23,18 @@ pub fn endpoint(addr: std::net::IpAddr, port: u16) -> String {
     }
 }
 
+/// A value, or `?` where the record has none.
+struct Or<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for Or<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.pad("?"),
+        }
+    }
+}
+
 /// One aligned line; `t0_ns` is the time origin for the first column.
 pub fn line(r: &Record, t0_ns: u64) -> String {
     let secs = r.ts_ns.saturating_sub(t0_ns) as f64 / 1e9;
@@ -39,36 +51,29 @@ pub fn line(r: &Record, t0_ns: u64) -> String {
     let mut out = format!(
         "{secs:<10.3} {:<9} {pid:<7} {comm:<16} {:<5} {} {:<27} {:<27} ",
         r.kind.as_str(),
-        r.proto,
+        proto_str(r.proto),
         opts(r),
         endpoint(r.laddr, r.lport),
         remote,
     );
-    let errno = r.errno.as_deref().unwrap_or("ok");
     let _ = match r.kind {
         RecordType::Bind | RecordType::Connect => {
             let req = r
                 .req_addr
                 .map(|a| endpoint(a, r.req_port.unwrap_or(0)))
                 .unwrap_or_default();
-            write!(out, "{} {errno} (asked {req})", r.phase.unwrap_or("?"))
+            let phase = Or(r.phase);
+            match r.errno {
+                Some(e) => write!(out, "{phase} {e} (asked {req})"),
+                None => write!(out, "{phase} ok (asked {req})"),
+            }
         }
         RecordType::Accept => write!(out, "accepted"),
-        RecordType::State => write!(
-            out,
-            "{} -> {}",
-            r.old_state.unwrap_or("?"),
-            r.new_state.unwrap_or("?")
-        ),
+        RecordType::State => write!(out, "{} -> {}", Or(r.old_state), Or(r.new_state)),
         RecordType::TwEnter => write!(out, "entered TIME_WAIT, owner none"),
         RecordType::TwExit => match r.duration_ns {
-            Some(d) => write!(
-                out,
-                "{} after {:.3}s",
-                r.reason.unwrap_or("?"),
-                d as f64 / 1e9
-            ),
-            None => write!(out, "{} (entry not seen)", r.reason.unwrap_or("?")),
+            Some(d) => write!(out, "{} after {:.3}s", Or(r.reason), d as f64 / 1e9),
+            None => write!(out, "{} (entry not seen)", Or(r.reason)),
         },
         RecordType::Reuseport => {
             write!(

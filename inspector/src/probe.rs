@@ -157,6 +157,12 @@ impl Mode {
     }
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.name())
+    }
+}
+
 /// Options that shape what the kernel side emits.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoadOptions {
@@ -180,8 +186,8 @@ pub struct Probes {
     /// Kernel-side diagnostics (aya-log), forwarded to the `log` crate.
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     counters: PerCpuArray<MapData, u64>,
-    /// The active mode: "tracepoint" or "fentry".
-    pub mode: &'static str,
+    /// The active mode: tracepoint or fentry.
+    pub mode: Mode,
     /// The hooks attached, in order (`fentry:`/`fexit:` prefixes for
     /// functions).
     pub attached: Vec<String>,
@@ -269,7 +275,7 @@ impl Probes {
             ring,
             logger,
             counters,
-            mode: mode.name(),
+            mode,
             attached,
             missing,
         })

@@ -4,10 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use inspector_common::{AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, flag, phase};
-use serde::Serialize;
+use inspector_common::{AF_INET6, Event, flag};
+use serde::{Serialize, Serializer};
 
-use crate::names::{errno_is_failure, errno_name, tcp_state_name};
+use crate::kernel::{Errno, Family, Phase, Proto, TcpState};
 
 /// Version of the JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -52,6 +52,43 @@ pub enum OwnerSource {
     None,
 }
 
+/// How a timewait socket went (`tw_exit`): its timer expired
+/// (`tw_timer_handler`), it was killed (RST, `inet_twsk_deschedule_put`), or
+/// a new connection took its 4-tuple (`tcp_tw_reuse`, a SYN in TIME_WAIT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitReason {
+    Expired,
+    Killed,
+    Reused,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Killed => "killed",
+            Self::Reused => "reused",
+        }
+    }
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The JSON and text name of a record's protocol; `other` for a protocol
+/// the kernel programs do not emit.
+pub fn proto_str(p: Option<Proto>) -> &'static str {
+    p.map_or("other", Proto::as_str)
+}
+
+fn serialize_proto<S: Serializer>(p: &Option<Proto>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(proto_str(*p))
+}
+
 /// A process that owns (or owned) a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
@@ -85,8 +122,11 @@ pub struct Record {
     #[serde(skip)]
     pub tid: Option<u32>,
     pub ino: Option<u64>,
-    pub proto: &'static str,
-    pub family: &'static str,
+    /// `None` only for a protocol the kernel programs do not emit
+    /// (serialised as `other`).
+    #[serde(serialize_with = "serialize_proto")]
+    pub proto: Option<Proto>,
+    pub family: Family,
     pub laddr: IpAddr,
     pub lport: u16,
     pub raddr: IpAddr,
@@ -95,13 +135,13 @@ pub struct Record {
     pub reuseport: bool,
     pub v6only: bool,
     pub bound_dev_if: i32,
-    pub phase: Option<&'static str>,
+    pub phase: Option<Phase>,
     pub req_addr: Option<IpAddr>,
     pub req_port: Option<u16>,
-    pub errno: Option<String>,
-    pub old_state: Option<&'static str>,
-    pub new_state: Option<&'static str>,
-    pub reason: Option<&'static str>,
+    pub errno: Option<Errno>,
+    pub old_state: Option<TcpState>,
+    pub new_state: Option<TcpState>,
+    pub reason: Option<ExitReason>,
     pub duration_ns: Option<u64>,
     /// Reuseport group id (kernel address of the group), for `reuseport`.
     pub group: Option<String>,
@@ -132,8 +172,8 @@ impl Record {
             sock: ev.sock,
             tid: (ev.tid != 0).then_some(ev.tid),
             ino: (ev.ino != 0).then_some(ev.ino),
-            proto: proto_name(ev.proto),
-            family: if family == AF_INET6 { "inet6" } else { "inet" },
+            proto: Proto::from_kernel(ev.proto),
+            family: Family::from_kernel(family),
             laddr: addr(family, &ev.laddr),
             lport: ev.lport,
             raddr: addr(family, &ev.raddr),
@@ -164,43 +204,24 @@ impl Record {
     /// A bind/listen/connect that the caller saw fail (EINPROGRESS is not
     /// a failure of the port decision).
     pub fn is_failure(&self) -> bool {
-        self.errno.as_deref().is_some_and(|e| e != "EINPROGRESS")
+        self.errno.is_some_and(Errno::is_failure)
     }
 }
 
 pub fn decode_bind(ev: &Event, kind: RecordType) -> Record {
     let mut r = Record::from_event(ev, kind);
-    r.phase = Some(phase_name(ev.phase));
+    r.phase = Some(Phase::from_kernel(ev.phase));
     r.req_addr = Some(addr(ev.family, &ev.req_addr));
     r.req_port = Some(ev.req_port);
-    r.errno = (ev.errno != 0).then(|| errno_name(ev.errno).into_owned());
-    debug_assert_eq!(r.is_failure(), errno_is_failure(ev.errno));
+    r.errno = (ev.errno != 0).then_some(Errno::from(ev.errno));
     r
 }
 
 pub fn decode_state(ev: &Event) -> Record {
     let mut r = Record::from_event(ev, RecordType::State);
-    r.old_state = Some(tcp_state_name(ev.old_state));
-    r.new_state = Some(tcp_state_name(ev.new_state));
+    r.old_state = Some(TcpState::from(ev.old_state));
+    r.new_state = Some(TcpState::from(ev.new_state));
     r
-}
-
-pub fn phase_name(p: u8) -> &'static str {
-    match p {
-        phase::BIND => "bind",
-        phase::LISTEN => "listen",
-        phase::AUTOBIND => "autobind",
-        phase::CONNECT => "connect",
-        _ => "unknown",
-    }
-}
-
-pub fn proto_name(p: u8) -> &'static str {
-    match p {
-        IPPROTO_TCP => "tcp",
-        IPPROTO_UDP => "udp",
-        _ => "other",
-    }
 }
 
 /// Kernel address bytes (network order; IPv4 in the first four) to an
@@ -221,7 +242,7 @@ pub fn comm(bytes: &[u8; 16]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use inspector_common::{AF_INET, kind};
+    use inspector_common::{AF_INET, IPPROTO_TCP, kind, phase};
 
     use super::*;
 
@@ -244,13 +265,13 @@ mod tests {
     #[test]
     fn decodes_a_failed_listen() {
         let r = decode_bind(&bind_event(), RecordType::Bind);
-        assert_eq!(r.phase, Some("listen"));
-        assert_eq!(r.errno.as_deref(), Some("EADDRINUSE"));
+        assert_eq!(r.phase, Some(Phase::Listen));
+        assert_eq!(r.errno, Some(Errno::EADDRINUSE));
         assert!(r.is_failure());
         assert!(r.reuseaddr && !r.reuseport && r.v6only);
         assert_eq!(r.laddr, IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_eq!(r.sock_id, "ffff888012345678");
-        assert_eq!(r.proto, "tcp");
+        assert_eq!(r.proto, Some(Proto::Tcp));
         assert_eq!(r.cookie, None);
     }
 

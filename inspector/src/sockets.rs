@@ -37,7 +37,7 @@ use inspector_common::{
 };
 
 use crate::{
-    filter::Proto,
+    kernel::Proto,
     offsets,
     probe::{self, ProbeError},
 };

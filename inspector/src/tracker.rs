@@ -18,8 +18,8 @@ use inspector_common::{Event, flag, kind};
 
 use crate::{
     fasthash::FastMap,
-    names::{TCP_CLOSE, TCP_LISTEN, tcp_state_name},
-    record::{Owner, OwnerSource, Record, RecordType, comm, decode_bind, decode_state},
+    kernel::TcpState,
+    record::{ExitReason, Owner, OwnerSource, Record, RecordType, comm, decode_bind, decode_state},
 };
 
 /// How long a detached timewait timer waits for its "expire" or "re-arm"
@@ -55,7 +55,7 @@ impl Tuple {
 #[derive(Debug)]
 struct Tw {
     /// `tw_substate`: TIME_WAIT, or FIN_WAIT2 while the peer's FIN is due.
-    substate: u8,
+    substate: TcpState,
     /// When the timewait socket took over, if tracing saw that.
     entered_ns: Option<u64>,
     /// A detach waiting for its follow-up.
@@ -69,7 +69,19 @@ struct Cancel {
     /// Inside a connect(): the slot is being reused.
     in_connect: bool,
     /// The substate when detached: the final one, if no re-arm follows.
-    substate: u8,
+    substate: TcpState,
+}
+
+impl Cancel {
+    /// A detach with no follow-up: inside a connect() the slot went to
+    /// the new connection, otherwise the timewait socket was killed.
+    fn reason(self) -> ExitReason {
+        if self.in_connect {
+            ExitReason::Reused
+        } else {
+            ExitReason::Killed
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -112,8 +124,8 @@ impl Tracker {
             kind::TW_CANCEL => self.on_tw_cancel(ev),
             kind::TW_EXPIRE => {
                 if let Some(mut tw) = self.remove_tw(ev.sock) {
-                    tw.substate = ev.new_state;
-                    out.push(exit_record(tw, ev.ts_ns, "expired"));
+                    tw.substate = TcpState::from(ev.new_state);
+                    out.push(exit_record(tw, ev.ts_ns, ExitReason::Expired));
                 }
             }
             _ => {}
@@ -145,8 +157,7 @@ impl Tracker {
                 && let Some(c) = tw.cancel
             {
                 tw.substate = c.substate;
-                let reason = if c.in_connect { "reused" } else { "killed" };
-                out.push(exit_record(tw, c.at_ns, reason));
+                out.push(exit_record(tw, c.at_ns, c.reason()));
             }
         }
     }
@@ -225,7 +236,8 @@ impl Tracker {
         let mut r = decode_state(ev);
         self.attribute(ev, &mut r);
         let tuple = Tuple::of(&r);
-        if ev.new_state == TCP_LISTEN {
+        let (old, new) = (TcpState::from(ev.old_state), TcpState::from(ev.new_state));
+        if new == TcpState::LISTEN {
             if let Some(pid) = r.pid {
                 let owner = Owner {
                     pid,
@@ -234,24 +246,24 @@ impl Tracker {
                 };
                 self.listeners.insert((ev.netns, ev.lport), owner);
             }
-        } else if ev.old_state == TCP_LISTEN {
+        } else if old == TcpState::LISTEN {
             self.listeners.remove(&(ev.netns, ev.lport));
         } else if let Some(pid) = r.pid {
             self.remember_connection(tuple, pid, r.comm.as_ref(), ev.uid);
         }
-        if ev.new_state == TCP_CLOSE {
+        if new == TcpState::CLOSE {
             self.owners.remove(&ev.sock);
         }
         // A new socket on the 4-tuple of a just-detached timewait socket:
         // the kernel reused the timewait slot (e.g. a SYN arriving in
         // TIME_WAIT, tcp_timewait_state_process() -> TCP_TW_SYN).
-        if ev.new_state != TCP_CLOSE
+        if new != TcpState::CLOSE
             && let Some(&sock) = self.detached.get(&tuple)
             && let Some(mut tw) = self.remove_tw(sock)
             && let Some(c) = tw.cancel
         {
             tw.substate = c.substate;
-            out.push(exit_record(tw, c.at_ns, "reused"));
+            out.push(exit_record(tw, c.at_ns, ExitReason::Reused));
         }
         out.push(r);
     }
@@ -291,9 +303,9 @@ impl Tracker {
             let (at, reason) = match old.cancel {
                 Some(c) => {
                     old.substate = c.substate;
-                    (c.at_ns, if c.in_connect { "reused" } else { "killed" })
+                    (c.at_ns, c.reason())
                 }
-                None => (ev.ts_ns, "killed"),
+                None => (ev.ts_ns, ExitReason::Killed),
             };
             out.push(exit_record(old, at, reason));
         }
@@ -304,19 +316,20 @@ impl Tracker {
             if self.detached.get(&tuple) == Some(&ev.sock) {
                 self.detached.remove(&tuple);
             }
-            if tw.substate != ev.new_state {
+            let substate = TcpState::from(ev.new_state);
+            if tw.substate != substate {
                 let mut r = tw.record.clone();
                 r.kind = RecordType::State;
                 r.ts_ns = ev.ts_ns;
-                r.old_state = Some(tcp_state_name(tw.substate));
-                r.new_state = Some(tcp_state_name(ev.new_state));
-                tw.substate = ev.new_state;
+                r.old_state = Some(tw.substate);
+                r.new_state = Some(substate);
+                tw.substate = substate;
                 out.push(r);
             }
             return;
         }
         let mut r = fresh;
-        r.new_state = Some(tcp_state_name(ev.new_state));
+        r.new_state = Some(TcpState::from(ev.new_state));
         if let Some(last) = self.connections.get(&Tuple::of(&r)) {
             r.last_pid = Some(last.pid);
             r.last_comm = Some(last.comm.clone());
@@ -324,7 +337,7 @@ impl Tracker {
         }
         out.push(r.clone());
         let tw = Tw {
-            substate: ev.new_state,
+            substate: TcpState::from(ev.new_state),
             entered_ns: Some(ev.ts_ns),
             cancel: None,
             record: r,
@@ -336,7 +349,7 @@ impl Tracker {
         let cancel = Cancel {
             at_ns: ev.ts_ns,
             in_connect: ev.flags & flag::IN_CONNECT != 0,
-            substate: ev.new_state,
+            substate: TcpState::from(ev.new_state),
         };
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             tw.cancel = Some(cancel);
@@ -346,9 +359,9 @@ impl Tracker {
         // A timewait socket created before tracing started: its exit is
         // still worth reporting, without a duration.
         let mut r = Record::from_event(ev, RecordType::TwEnter);
-        r.new_state = Some(tcp_state_name(ev.new_state));
+        r.new_state = Some(cancel.substate);
         let tw = Tw {
-            substate: ev.new_state,
+            substate: cancel.substate,
             entered_ns: None,
             cancel: Some(cancel),
             record: r,
@@ -360,10 +373,10 @@ impl Tracker {
 
 /// The tw_exit record for a timewait socket; `old_state` is its substate
 /// when it went.
-fn exit_record(tw: Tw, at_ns: u64, reason: &'static str) -> Record {
+fn exit_record(tw: Tw, at_ns: u64, reason: ExitReason) -> Record {
     let mut r = tw.record;
     r.kind = RecordType::TwExit;
-    r.old_state = Some(tcp_state_name(tw.substate));
+    r.old_state = Some(tw.substate);
     r.new_state = None;
     r.ts_ns = at_ns;
     r.reason = Some(reason);
@@ -376,10 +389,7 @@ mod tests {
     use inspector_common::phase;
 
     use super::*;
-    use crate::{
-        fixture::EventBuilder,
-        names::{TCP_ESTABLISHED, TCP_FIN_WAIT2, TCP_SYN_RECV, TCP_TIME_WAIT},
-    };
+    use crate::fixture::EventBuilder;
 
     /// A TCP event on 127.0.0.1:8080 <-> 127.0.0.1:40000.
     fn ev(kind: u8, sock: u64, ts_ns: u64) -> Event {
@@ -396,7 +406,7 @@ mod tests {
     }
 
     /// A timewait socket (id 0xdead) on the same tuple.
-    fn tw(kind: u8, substate: u8, ts_ns: u64) -> Event {
+    fn tw(kind: u8, substate: TcpState, ts_ns: u64) -> Event {
         EventBuilder::time_wait(kind, substate)
             .sock(0xdead)
             .at(ts_ns)
@@ -417,15 +427,15 @@ mod tests {
         let mut t = Tracker::new();
         let mut listen = owned(ev(kind::STATE, 1, 1), 42, b"server", flag::OWNER_KNOWN);
         listen.rport = 0;
-        listen.old_state = TCP_CLOSE;
-        listen.new_state = TCP_LISTEN;
+        listen.old_state = TcpState::CLOSE.raw();
+        listen.new_state = TcpState::LISTEN.raw();
         // A handshake completing in softirq: the CPU ran pid 7, the kernel
         // side found no owner for the new request socket.
         let mut syn = owned(ev(kind::STATE, 2, 2), 7, b"bystander", 0);
         syn.pid = 0;
         syn.comm = [0; 16];
-        syn.old_state = TCP_SYN_RECV;
-        syn.new_state = TCP_ESTABLISHED;
+        syn.old_state = TcpState::SYN_RECV.raw();
+        syn.new_state = TcpState::ESTABLISHED.raw();
         let out = apply(&mut t, &[listen, syn]);
         assert_eq!(out[1].pid, Some(42));
         assert_eq!(out[1].comm.as_deref(), Some("server"));
@@ -438,8 +448,8 @@ mod tests {
         let mut bind = owned(ev(kind::BIND, 5, 1), 42, b"server", flag::SYSCALL);
         bind.phase = phase::BIND;
         let mut later = ev(kind::STATE, 5, 2);
-        later.old_state = TCP_ESTABLISHED;
-        later.new_state = TCP_FIN_WAIT2;
+        later.old_state = TcpState::ESTABLISHED.raw();
+        later.new_state = TcpState::FIN_WAIT2.raw();
         let out = apply(&mut t, &[bind, later]);
         assert_eq!(
             (out[1].pid, out[1].owner),
@@ -455,9 +465,9 @@ mod tests {
             &mut t,
             &[
                 connect,
-                tw(kind::TW_ARM, TCP_TIME_WAIT, 10),
-                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 60_000_000_010),
-                tw(kind::TW_EXPIRE, TCP_TIME_WAIT, 60_000_000_011),
+                tw(kind::TW_ARM, TcpState::TIME_WAIT, 10),
+                tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 60_000_000_010),
+                tw(kind::TW_EXPIRE, TcpState::TIME_WAIT, 60_000_000_011),
             ],
         );
         let kinds: Vec<_> = out.iter().map(|r| r.kind).collect();
@@ -467,19 +477,22 @@ mod tests {
         );
         let (enter, exit) = (&out[1], &out[2]);
         assert_eq!((enter.pid, enter.last_pid), (None, Some(42)));
-        assert_eq!(enter.new_state, Some("TIME_WAIT"));
-        assert_eq!(exit.reason, Some("expired"));
+        assert_eq!(enter.new_state, Some(TcpState::TIME_WAIT));
+        assert_eq!(exit.reason, Some(ExitReason::Expired));
         assert_eq!(exit.duration_ns, Some(60_000_000_001));
         assert_eq!(t.time_wait_count(), 0);
     }
 
     #[test]
     fn a_detach_alone_is_a_kill_or_inside_connect_a_reuse() {
-        for (flags, reason) in [(0, "killed"), (flag::IN_CONNECT, "reused")] {
+        for (flags, reason) in [
+            (0, ExitReason::Killed),
+            (flag::IN_CONNECT, ExitReason::Reused),
+        ] {
             let mut t = Tracker::new();
-            let mut cancel = tw(kind::TW_CANCEL, TCP_TIME_WAIT, 1_000);
+            let mut cancel = tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 1_000);
             cancel.flags = flags;
-            let mut out = apply(&mut t, &[tw(kind::TW_ARM, TCP_TIME_WAIT, 10), cancel]);
+            let mut out = apply(&mut t, &[tw(kind::TW_ARM, TcpState::TIME_WAIT, 10), cancel]);
             assert_eq!(out.len(), 1, "the exit waits for a possible follow-up");
             t.flush(1_000 + CANCEL_GRACE_NS - 1, &mut out);
             assert_eq!(out.len(), 1);
@@ -495,19 +508,19 @@ mod tests {
         let out = apply(
             &mut t,
             &[
-                tw(kind::TW_ARM, TCP_FIN_WAIT2, 10),
-                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 20),
-                tw(kind::TW_ARM, TCP_TIME_WAIT, 21),
+                tw(kind::TW_ARM, TcpState::FIN_WAIT2, 10),
+                tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 20),
+                tw(kind::TW_ARM, TcpState::TIME_WAIT, 21),
             ],
         );
         let mut out = out;
         t.flush(u64::MAX, &mut out);
         assert_eq!(out.len(), 2, "{out:#?}");
-        assert_eq!(out[0].new_state, Some("FIN_WAIT2"));
+        assert_eq!(out[0].new_state, Some(TcpState::FIN_WAIT2));
         assert_eq!(out[1].kind, RecordType::State);
         assert_eq!(
             (out[1].old_state, out[1].new_state),
-            (Some("FIN_WAIT2"), Some("TIME_WAIT"))
+            (Some(TcpState::FIN_WAIT2), Some(TcpState::TIME_WAIT))
         );
         assert_eq!(t.time_wait_count(), 1);
     }
@@ -515,13 +528,13 @@ mod tests {
     #[test]
     fn a_reused_timewait_address_with_another_tuple_is_a_new_socket() {
         let mut t = Tracker::new();
-        let mut other = tw(kind::TW_ARM, TCP_TIME_WAIT, 50);
+        let mut other = tw(kind::TW_ARM, TcpState::TIME_WAIT, 50);
         other.rport = 40001;
         let out = apply(
             &mut t,
             &[
-                tw(kind::TW_ARM, TCP_TIME_WAIT, 10),
-                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 20),
+                tw(kind::TW_ARM, TcpState::TIME_WAIT, 10),
+                tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 20),
                 other,
             ],
         );
@@ -530,7 +543,10 @@ mod tests {
             kinds,
             [RecordType::TwEnter, RecordType::TwExit, RecordType::TwEnter]
         );
-        assert_eq!((out[1].reason, out[1].rport), (Some("killed"), 40000));
+        assert_eq!(
+            (out[1].reason, out[1].rport),
+            (Some(ExitReason::Killed), 40000)
+        );
         assert_eq!(out[2].rport, 40001);
     }
 
@@ -538,17 +554,17 @@ mod tests {
     fn a_new_connection_on_the_tuple_of_a_detached_timewait_socket_is_a_reuse() {
         let mut t = Tracker::new();
         let mut syn = ev(kind::STATE, 77, 30);
-        syn.old_state = TCP_LISTEN;
-        syn.new_state = TCP_SYN_RECV;
+        syn.old_state = TcpState::LISTEN.raw();
+        syn.new_state = TcpState::SYN_RECV.raw();
         let out = apply(
             &mut t,
             &[
-                tw(kind::TW_ARM, TCP_TIME_WAIT, 10),
-                tw(kind::TW_CANCEL, TCP_TIME_WAIT, 29),
+                tw(kind::TW_ARM, TcpState::TIME_WAIT, 10),
+                tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 29),
                 syn,
             ],
         );
         assert_eq!(out[1].kind, RecordType::TwExit);
-        assert_eq!(out[1].reason, Some("reused"));
+        assert_eq!(out[1].reason, Some(ExitReason::Reused));
     }
 }

@@ -309,7 +309,7 @@ fn errno_str(e: libc::c_int) -> String {
     if e == 0 {
         "ok".into()
     } else {
-        inspector::names::errno_name(e).into_owned()
+        inspector::kernel::Errno::from(e).to_string()
     }
 }
 

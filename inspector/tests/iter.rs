@@ -17,7 +17,7 @@ use std::{
 
 use common::{addr, tcp, udp};
 use inspector::{
-    filter::Proto,
+    kernel::Proto,
     netns::enter_new_netns,
     probe::current_netns,
     sockets::{Entry, KernelSocket, SnapshotFilter, SocketTable},

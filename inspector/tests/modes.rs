@@ -18,10 +18,11 @@ use std::{
 use common::{addr, inode, tcp, udp};
 use inspector::{
     filter::Filter,
+    kernel::Proto,
     netns::{in_new_netns, set_sysctl},
     pipeline::Pipeline,
     probe::{Mode, ProbeError},
-    record::Record,
+    record::{Record, RecordType},
 };
 
 const CONNECTIONS: usize = 120;
@@ -217,9 +218,9 @@ fn collect_both(tp: &mut Pipeline, fe: &mut Pipeline, netns: u32) -> (Vec<Record
 /// Bind and listen decisions, as a multiset of what a user compares.
 fn decisions(records: &[Record]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for r in records.iter().filter(|r| r.kind.as_str() == "bind") {
+    for r in records.iter().filter(|r| r.kind == RecordType::Bind) {
         let key = format!(
-            "{} ino={:?} lport={} req_port={:?} phase={:?} errno={:?} reuseaddr={} reuseport={}",
+            "{:?} ino={:?} lport={} req_port={:?} phase={:?} errno={:?} reuseaddr={} reuseport={}",
             r.proto, r.ino, r.lport, r.req_port, r.phase, r.errno, r.reuseaddr, r.reuseport
         );
         *out.entry(key).or_default() += 1;
@@ -229,9 +230,9 @@ fn decisions(records: &[Record]) -> BTreeMap<String, usize> {
 
 fn connects(records: &[Record]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for r in records.iter().filter(|r| r.kind.as_str() == "connect") {
+    for r in records.iter().filter(|r| r.kind == RecordType::Connect) {
         let key = format!(
-            "{} ino={:?} lport={} rport={} errno={:?}",
+            "{:?} ino={:?} lport={} rport={} errno={:?}",
             r.proto, r.ino, r.lport, r.rport, r.errno
         );
         *out.entry(key).or_default() += 1;
@@ -241,17 +242,17 @@ fn connects(records: &[Record]) -> BTreeMap<String, usize> {
 
 fn tw_entries(records: &[Record]) -> BTreeMap<(u16, u16), usize> {
     let mut out = BTreeMap::new();
-    for r in records.iter().filter(|r| r.kind.as_str() == "tw_enter") {
+    for r in records.iter().filter(|r| r.kind == RecordType::TwEnter) {
         *out.entry((r.lport, r.rport)).or_default() += 1;
     }
     out
 }
 
-fn reuseport_counts(records: &[Record], proto: &str) -> HashMap<u64, usize> {
+fn reuseport_counts(records: &[Record], proto: Proto) -> HashMap<u64, usize> {
     let mut out = HashMap::new();
     for r in records
         .iter()
-        .filter(|r| r.kind.as_str() == "reuseport" && r.proto == proto)
+        .filter(|r| r.kind == RecordType::Reuseport && r.proto == Some(proto))
     {
         *out.entry(r.ino.expect("member inode")).or_default() += 1;
     }
@@ -263,7 +264,10 @@ fn fentry_and_tracepoint_modes_report_the_same_decisions() {
     let Some((mut tp, mut fe)) = both() else {
         return;
     };
-    assert_eq!((tp.probes.mode, fe.probes.mode), ("tracepoint", "fentry"));
+    assert_eq!(
+        (tp.probes.mode, fe.probes.mode),
+        (Mode::Tracepoint, Mode::Fentry)
+    );
     let truth = workload();
     let (a, b) = collect_both(&mut tp, &mut fe, truth.netns);
 
@@ -273,8 +277,8 @@ fn fentry_and_tracepoint_modes_report_the_same_decisions() {
     for (port, errno) in &truth.refused {
         let refused = b
             .iter()
-            .filter(|r| r.kind.as_str() == "bind" && r.req_port == Some(*port))
-            .filter_map(|r| r.errno.as_deref())
+            .filter(|r| r.kind == RecordType::Bind && r.req_port == Some(*port))
+            .filter_map(|r| r.errno)
             .count();
         assert!(
             refused >= 1,
@@ -302,7 +306,10 @@ fn fentry_and_tracepoint_modes_report_the_same_decisions() {
         "one entry per server-closed connection: {tb:?}"
     );
 
-    let (tcp_fe, udp_fe) = (reuseport_counts(&b, "tcp"), reuseport_counts(&b, "udp"));
+    let (tcp_fe, udp_fe) = (
+        reuseport_counts(&b, Proto::Tcp),
+        reuseport_counts(&b, Proto::Udp),
+    );
     assert_eq!(tcp_fe, truth.tcp_accepts, "fentry: TCP choices = accepts");
     assert_eq!(udp_fe, truth.udp_receives, "fentry: UDP choices = receives");
     if tp
@@ -316,8 +323,16 @@ fn fentry_and_tracepoint_modes_report_the_same_decisions() {
              against accepts and receives only"
         );
     } else {
-        assert_eq!(reuseport_counts(&a, "tcp"), tcp_fe, "TCP per-socket counts");
-        assert_eq!(reuseport_counts(&a, "udp"), udp_fe, "UDP per-socket counts");
+        assert_eq!(
+            reuseport_counts(&a, Proto::Tcp),
+            tcp_fe,
+            "TCP per-socket counts"
+        );
+        assert_eq!(
+            reuseport_counts(&a, Proto::Udp),
+            udp_fe,
+            "UDP per-socket counts"
+        );
     }
     eprintln!(
         "cross-mode: agree on {} bind/listen decisions, {} connects, {} TIME_WAIT entries, {} + {} reuseport choices",
@@ -356,7 +371,7 @@ fn auto_mode_uses_fentry_exactly_when_the_kernel_accepts_it() {
     );
     let refusal_noted = p.missing.iter().any(|m| m.contains("fentry/fexit refused"));
     if accepts {
-        assert_eq!(p.mode, "fentry");
+        assert_eq!(p.mode, Mode::Fentry);
         assert!(!refusal_noted);
         for hook in [
             "fexit:inet_csk_get_port",
@@ -368,7 +383,7 @@ fn auto_mode_uses_fentry_exactly_when_the_kernel_accepts_it() {
         }
         assert!(!p.attached.iter().any(|a| a == "sys_enter"));
     } else {
-        assert_eq!(p.mode, "tracepoint");
+        assert_eq!(p.mode, Mode::Tracepoint);
         assert!(refusal_noted, "the fallback is said: {:?}", p.missing);
         assert!(p.attached.iter().any(|a| a == "sys_enter"));
         assert!(!p.attached.iter().any(|a| a.starts_with("fexit:")));

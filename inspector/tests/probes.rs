@@ -9,7 +9,9 @@ use std::{collections::HashMap, sync::mpsc, time::Duration};
 use common::{addr, collect, errno_of, inode, of_type, pipeline, tcp, udp};
 use inspector::{
     filter::Filter,
+    kernel::{Errno, Phase, Proto, TcpState},
     netns::{in_new_netns, set_sysctl},
+    record::ExitReason,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -32,14 +34,14 @@ fn successful_bind_reports_flags_owner_and_phase() {
     let binds = of_type(&recs, "bind");
     assert_eq!(binds.len(), 2, "bind and listen decisions: {recs:#?}");
     let (bind, listen) = (binds[0], binds[1]);
-    assert_eq!(bind.phase, Some("bind"));
-    assert_eq!(listen.phase, Some("listen"));
+    assert_eq!(bind.phase, Some(Phase::Bind));
+    assert_eq!(listen.phase, Some(Phase::Listen));
     for b in [bind, listen] {
         assert_eq!(b.errno, None);
         assert_eq!(b.lport, 7001);
         assert_eq!(b.laddr.to_string(), "127.0.0.1");
         assert!(b.reuseaddr && b.reuseport && !b.v6only);
-        assert_eq!(b.proto, "tcp");
+        assert_eq!(b.proto, Some(Proto::Tcp));
         assert_eq!(b.pid, Some(pid));
         assert_eq!(b.ino, Some(ino));
         assert_eq!(b.uid, Some(0));
@@ -78,8 +80,8 @@ fn rebinding_over_server_side_time_wait_fails_with_eaddrinuse() {
     let recs = collect(&mut p, netns, WAIT, |r| r.iter().any(|r| r.is_failure()));
     let failed: Vec<_> = recs.iter().filter(|r| r.is_failure()).collect();
     assert_eq!(failed.len(), 1, "{recs:#?}");
-    assert_eq!(failed[0].errno.as_deref(), Some("EADDRINUSE"));
-    assert_eq!(failed[0].phase, Some("bind"));
+    assert_eq!(failed[0].errno, Some(Errno::EADDRINUSE));
+    assert_eq!(failed[0].phase, Some(Phase::Bind));
     assert_eq!(failed[0].req_port, Some(7002));
     assert!(!failed[0].reuseaddr);
     let tw = of_type(&recs, "tw_enter");
@@ -111,17 +113,14 @@ fn listen_can_fail_after_a_successful_bind() {
     assert_eq!(second, Some(libc::EADDRINUSE));
     let recs = collect(&mut p, netns, WAIT, |r| of_type(r, "bind").len() >= 4);
     let binds = of_type(&recs, "bind");
-    let phases: Vec<_> = binds
-        .iter()
-        .map(|b| (b.phase, b.errno.as_deref()))
-        .collect();
+    let phases: Vec<_> = binds.iter().map(|b| (b.phase, b.errno)).collect();
     assert_eq!(
         phases,
         [
-            (Some("bind"), None),
-            (Some("bind"), None),
-            (Some("listen"), None),
-            (Some("listen"), Some("EADDRINUSE"))
+            (Some(Phase::Bind), None),
+            (Some(Phase::Bind), None),
+            (Some(Phase::Listen), None),
+            (Some(Phase::Listen), Some(Errno::EADDRINUSE))
         ]
     );
 }
@@ -149,8 +148,8 @@ fn udp_binds_with_reuseaddr_share_a_port() {
     assert_eq!(binds.len(), 2);
     for b in binds {
         assert_eq!(
-            (b.proto, b.lport, b.reuseaddr, b.errno.as_deref()),
-            ("udp", 7004, true, None)
+            (b.proto, b.lport, b.reuseaddr, b.errno),
+            (Some(Proto::Udp), 7004, true, None)
         );
     }
 }
@@ -227,7 +226,7 @@ fn time_wait_entry_and_exit_carry_tuple_and_flags() {
     let exit = of_type(&recs, "tw_exit");
     assert_eq!(exit.len(), 1, "{recs:#?}");
     assert_eq!(exit[0].sock_id, e.sock_id);
-    assert_eq!(exit[0].reason, Some("reused"));
+    assert_eq!(exit[0].reason, Some(ExitReason::Reused));
     let d = exit[0].duration_ns.expect("duration");
     assert!(
         d >= 1_000_000_000,
@@ -261,12 +260,12 @@ fn an_orphaned_fin_wait2_timewait_socket_expires_on_tcp_fin_timeout() {
     let enter = of_type(&recs, "tw_enter");
     assert_eq!(enter.len(), 1, "{recs:#?}");
     assert_eq!(enter[0].lport, server_port);
-    assert_eq!(enter[0].new_state, Some("FIN_WAIT2"));
+    assert_eq!(enter[0].new_state, Some(TcpState::FIN_WAIT2));
     let exit = of_type(&recs, "tw_exit");
     assert_eq!(exit.len(), 1, "{recs:#?}");
     assert_eq!(
         (exit[0].reason, exit[0].old_state),
-        (Some("expired"), Some("FIN_WAIT2"))
+        (Some(ExitReason::Expired), Some(TcpState::FIN_WAIT2))
     );
     let d = exit[0].duration_ns.expect("duration");
     assert!(
@@ -304,7 +303,7 @@ fn time_wait_sockets_are_killed_with_their_namespace() {
     let exits = of_type(&recs, "tw_exit");
     assert_eq!(exits.len(), 3, "{recs:#?}");
     assert!(
-        exits.iter().all(|x| x.reason == Some("killed")),
+        exits.iter().all(|x| x.reason == Some(ExitReason::Killed)),
         "{exits:#?}"
     );
 }
@@ -355,7 +354,7 @@ fn tcp_reuseport_deliveries_match_accepts_exactly() {
     });
     let mut delivered: HashMap<u64, usize> = HashMap::new();
     for r in of_type(&recs, "reuseport") {
-        assert_eq!((r.proto, r.lport), ("tcp", 7007));
+        assert_eq!((r.proto, r.lport), (Some(Proto::Tcp), 7007));
         assert_ne!(r.rport, 0, "the connection's client port is reported");
         *delivered.entry(r.ino.expect("listener inode")).or_default() += 1;
     }
@@ -420,7 +419,7 @@ fn udp_reuseport_deliveries_match_receives_exactly() {
     });
     let mut delivered: HashMap<u64, usize> = HashMap::new();
     for r in of_type(&recs, "reuseport") {
-        assert_eq!((r.proto, r.lport), ("udp", 7008));
+        assert_eq!((r.proto, r.lport), (Some(Proto::Udp), 7008));
         assert!(
             sources.contains(&r.rport),
             "source port {} is one of the senders",
@@ -465,8 +464,8 @@ fn ephemeral_exhaustion_reports_eaddrnotavail_with_destination() {
         "{ports:?}"
     );
     let failed = connects[2];
-    assert_eq!(failed.errno.as_deref(), Some("EADDRNOTAVAIL"));
-    assert_eq!(failed.phase, Some("connect"));
+    assert_eq!(failed.errno, Some(Errno::EADDRNOTAVAIL));
+    assert_eq!(failed.phase, Some(Phase::Connect));
     assert_eq!(
         (failed.raddr.to_string(), failed.rport),
         ("127.0.0.1".to_owned(), 7009)

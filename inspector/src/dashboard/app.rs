@@ -137,7 +137,7 @@ pub struct App {
 /// Fixed facts for the header line.
 #[derive(Debug, Clone, Default)]
 pub struct Header {
-    pub mode: String,
+    pub mode: crate::probe::Mode,
     pub probes: usize,
     pub filters: String,
 }

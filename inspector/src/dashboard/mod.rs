@@ -145,7 +145,7 @@ impl Dashboard {
     /// Needs a tokio runtime: it registers the ring buffer and a timer.
     pub fn new(mut pipeline: Pipeline, no_color: bool) -> io::Result<Self> {
         let header = Header {
-            mode: pipeline.probes.mode.to_owned(),
+            mode: pipeline.probes.mode,
             probes: pipeline.probes.attached.len(),
             filters: pipeline.filter.describe(),
         };

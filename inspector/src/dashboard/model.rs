@@ -9,6 +9,7 @@ use std::{
 
 use crate::{
     fasthash::FastMap,
+    kernel::{Phase, Proto, TcpState},
     record::{Record, RecordType},
 };
 
@@ -24,7 +25,7 @@ pub const TIME_WAIT_NS: u64 = 60_000_000_000;
 /// A port as the kernel's tables key it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortKey {
-    pub proto: &'static str,
+    pub proto: Option<Proto>,
     pub port: u16,
     pub netns: u32,
 }
@@ -57,7 +58,7 @@ pub struct Member {
 /// A SO_REUSEPORT group, named by its address and port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GroupKey {
-    pub proto: &'static str,
+    pub proto: Option<Proto>,
     pub addr: IpAddr,
     pub port: u16,
     pub netns: u32,
@@ -135,9 +136,9 @@ impl Model {
                 self.decisions.push_back(r.clone());
                 if r.errno.is_none() && r.lport != 0 {
                     let state = match (r.proto, r.phase) {
-                        ("tcp", Some("listen")) => "LISTEN",
-                        ("tcp", Some("connect")) => "SYN_SENT",
-                        ("udp", Some("connect")) => "CONNECTED",
+                        (Some(Proto::Tcp), Some(Phase::Listen)) => "LISTEN",
+                        (Some(Proto::Tcp), Some(Phase::Connect)) => "SYN_SENT",
+                        (Some(Proto::Udp), Some(Phase::Connect)) => "CONNECTED",
                         _ => "BOUND",
                     };
                     self.track(r, key, state);
@@ -145,10 +146,10 @@ impl Model {
             }
             RecordType::Accept => self.track(r, key, "ESTABLISHED"),
             RecordType::State => {
-                let state = r.new_state.unwrap_or("?");
-                if state == "CLOSE" {
+                if r.new_state == Some(TcpState::CLOSE) {
                     self.untrack(r.sock);
                 } else if r.lport != 0 {
+                    let state = r.new_state.and_then(TcpState::name).unwrap_or("?");
                     self.track(r, key, state);
                 }
             }

@@ -11,7 +11,8 @@ use super::{
 };
 use crate::{
     fixture::EventBuilder,
-    probe::Counters,
+    kernel::{Phase, TcpState},
+    probe::{Counters, Mode},
     record::Record,
     scenario::{CATALOG, EvidenceCheck, ScenarioResult, Verdict},
     tracker::Tracker,
@@ -49,7 +50,11 @@ fn fixture() -> Vec<Record> {
             .phase(phase::LISTEN)
             .build(),
         by(
-            on(EventBuilder::state(7, 10).lport(8080), 0x1001, SEC + 2000),
+            on(
+                EventBuilder::state(TcpState::CLOSE, TcpState::LISTEN).lport(8080),
+                0x1001,
+                SEC + 2000,
+            ),
             4242,
             "server",
         )
@@ -61,14 +66,14 @@ fn fixture() -> Vec<Record> {
         )
         .build(),
         on(
-            EventBuilder::state(3, 1).ports(8080, 40100),
+            EventBuilder::state(TcpState::SYN_RECV, TcpState::ESTABLISHED).ports(8080, 40100),
             0x3001,
             2 * SEC + 10,
         )
         .build(),
         // The server's side of that connection ends in TIME_WAIT.
         on(
-            EventBuilder::time_wait(kind::TW_ARM, 6).ports(8080, 40100),
+            EventBuilder::time_wait(kind::TW_ARM, TcpState::TIME_WAIT).ports(8080, 40100),
             0x4001,
             3 * SEC,
         )
@@ -117,7 +122,7 @@ fn fixture() -> Vec<Record> {
     // What the annotator attaches to a failure on a live system.
     for r in out
         .iter_mut()
-        .filter(|r| r.is_failure() && r.phase == Some("listen"))
+        .filter(|r| r.is_failure() && r.phase == Some(Phase::Listen))
     {
         r.explanation = Some(
             "inet_csk_get_port: a LISTEN holder conflicts even with SO_REUSEADDR on both; \
@@ -130,7 +135,7 @@ fn fixture() -> Vec<Record> {
 
 fn app_with(records: Vec<Record>) -> App {
     let header = Header {
-        mode: "tracepoint".into(),
+        mode: Mode::Tracepoint,
         probes: 7,
         filters: "none".into(),
     };

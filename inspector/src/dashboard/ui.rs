@@ -13,8 +13,9 @@ use super::{
     model::Model,
 };
 use crate::{
+    kernel::Phase,
     output::{endpoint, opts},
-    record::Record,
+    record::{Record, proto_str},
     scenario::{CATALOG, report::verdict_label, stats::Spread},
 };
 
@@ -161,7 +162,7 @@ fn who(r: &Record) -> String {
 }
 
 fn decision_result(r: &Record) -> String {
-    r.errno.clone().unwrap_or_else(|| "ok".to_owned())
+    r.errno.map_or_else(|| "ok".to_owned(), |e| e.to_string())
 }
 
 fn asked(r: &Record) -> String {
@@ -188,9 +189,9 @@ fn render_binds(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         };
         Row::new(vec![
             Cell::from(age(&app.model, r.ts_ns)),
-            Cell::from(r.phase.unwrap_or("?")),
+            Cell::from(r.phase.map_or("?", Phase::as_str)),
             Cell::from(decision_result(r)),
-            Cell::from(r.proto),
+            Cell::from(proto_str(r.proto)),
             Cell::from(opts(r)),
             Cell::from(asked(r)),
             Cell::from(who(r)),
@@ -273,9 +274,9 @@ fn detail_lines(r: &Record) -> Vec<Line<'static>> {
     let mut lines = vec![
         Line::from(format!(
             "{} {}() {} {} -> {}; local {}",
-            r.proto,
-            r.phase.unwrap_or("?"),
-            if r.phase == Some("connect") {
+            proto_str(r.proto),
+            r.phase.map_or("?", Phase::as_str),
+            if r.phase == Some(Phase::Connect) {
                 "to"
             } else {
                 "asked"
@@ -330,7 +331,7 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 .join(", ")
         };
         Row::new(vec![
-            Cell::from(row.key.proto),
+            Cell::from(proto_str(row.key.proto)),
             Cell::from(row.key.port.to_string()),
             Cell::from(states),
             Cell::from(row.time_wait.to_string()),
@@ -428,7 +429,7 @@ fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         let spread = Spread::of(&counts);
         let title = format!(
             "{} {}  {} members  {} delivered  max/mean {:.2}  chi2 p {:.3}",
-            key.proto,
+            proto_str(key.proto),
             endpoint(key.addr, key.port),
             spread.members,
             spread.total,

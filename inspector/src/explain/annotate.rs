@@ -9,7 +9,10 @@ use std::{
 };
 
 use super::{Decision, Request, explain};
-use crate::record::{Record, RecordType};
+use crate::{
+    kernel::{Errno, Phase, Proto},
+    record::{Record, RecordType},
+};
 
 /// At most this many explanations per second: each one dumps the port's
 /// sockets and scans `/proc`, and a failure storm must not stall intake.
@@ -25,10 +28,10 @@ const REUSE: Duration = Duration::from_secs(1);
 struct Key {
     netns: u32,
     pid: Option<u32>,
-    proto: &'static str,
+    proto: Option<Proto>,
     addr: Option<IpAddr>,
     port: Option<u16>,
-    phase: Option<&'static str>,
+    phase: Option<Phase>,
     flags: (bool, bool, bool),
     uid: Option<u32>,
 }
@@ -73,7 +76,7 @@ impl Annotator {
     /// Fills `explanation` on the EADDRINUSE decisions of `records`.
     pub fn annotate(&mut self, records: &mut [Record]) {
         for r in records.iter_mut() {
-            if r.kind != RecordType::Bind || r.errno.as_deref() != Some("EADDRINUSE") {
+            if r.kind != RecordType::Bind || r.errno != Some(Errno::EADDRINUSE) {
                 continue;
             }
             let key = Key::of(r);
@@ -111,8 +114,8 @@ pub fn explain_failure(r: &Record) -> Option<String> {
         .filter(|p| p.exists());
     let req = Request {
         port: u32::from(r.req_port?),
-        tcp: r.proto == "tcp",
-        udp: r.proto == "udp",
+        tcp: r.proto == Some(Proto::Tcp),
+        udp: r.proto == Some(Proto::Udp),
         addr: r.req_addr,
         pid: if netns.is_some() { None } else { Some(pid) },
         netns,
@@ -128,7 +131,7 @@ pub fn explain_failure(r: &Record) -> Option<String> {
     if e.netns != r.netns {
         return None;
     }
-    let d: &Decision = if r.phase == Some("listen") {
+    let d: &Decision = if r.phase == Some(Phase::Listen) {
         &e.listen
     } else {
         &e.bind

@@ -24,7 +24,7 @@ use std::{
 use serde::Serialize;
 
 use super::rules::{self, SockState};
-use crate::names::tcp_state_name;
+use crate::kernel::TcpState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
@@ -152,7 +152,9 @@ pub fn collect(netns: Option<&Path>, port: u16) -> Result<Inventory, InventoryEr
                 dump(family, proto)
                     .map_err(InventoryError::Netlink)?
                     .into_iter()
-                    .filter(|d| d.sport == port && d.state != NEW_SYN_RECV),
+                    .filter(|d| {
+                        d.sport == port && TcpState::from(d.state) != TcpState::NEW_SYN_RECV
+                    }),
             );
         }
         let netns = crate::probe::current_netns().map_err(InventoryError::Netlink)?;
@@ -215,8 +217,6 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const INET_DIAG_SKV6ONLY: u16 = 11;
-const NEW_SYN_RECV: u8 = 12;
-const TIME_WAIT: u8 = 6;
 /// `idiag_timer` of a timewait socket (`inet_twsk_diag_fill()`).
 const TIMEWAIT_TIMER: u8 = 3;
 
@@ -415,8 +415,8 @@ fn owners_of(inodes: &[u64]) -> HashMap<u64, Vec<(u32, i32)>> {
 }
 
 fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
-    let tw =
-        d.proto == libc::IPPROTO_TCP as u8 && (d.state == TIME_WAIT || d.timer == TIMEWAIT_TIMER);
+    let tw = d.proto == libc::IPPROTO_TCP as u8
+        && (TcpState::from(d.state) == TcpState::TIME_WAIT || d.timer == TIMEWAIT_TIMER);
     let held = owners.get(&d.ino).cloned().unwrap_or_default();
     let mut v6only = d.v6only;
     let (reuseaddr, reuseport, flags_source) = if tw {
@@ -450,7 +450,7 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
         lport: d.sport,
         raddr: d.dst,
         rport: d.dport,
-        state: tcp_state_name(d.state),
+        state: TcpState::from(d.state).name().unwrap_or("UNKNOWN"),
         timewait: tw,
         expires_ms: tw.then_some(d.expires),
         pid,

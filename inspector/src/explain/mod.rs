@@ -314,7 +314,7 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
     let run = move || -> Result<(String, Option<String>), InventoryError> {
         let name = |r: io::Result<()>| match r {
             Ok(()) => "ok".to_owned(),
-            Err(e) => crate::names::errno_name(e.raw_os_error().unwrap_or(0)).into_owned(),
+            Err(e) => crate::kernel::Errno::of(&e).to_string(),
         };
         let domain = if sock.is_v6() {
             Domain::IPV6
@@ -446,7 +446,7 @@ fn probe_as(sock: &Sock) -> io::Result<(String, Option<String>)> {
     let name = |e: libc::c_int| match e {
         0 => "ok".to_owned(),
         -1 => "skipped: could not become that uid or create the socket".to_owned(),
-        e => crate::names::errno_name(e).into_owned(),
+        e => crate::kernel::Errno::from(e).to_string(),
     };
     Ok((name(r[0]), (r[0] == 0 && listen).then(|| name(r[1]))))
 }

@@ -28,21 +28,7 @@ use serde::Serialize;
 /// kernel gives an IPv6 socket once connect() picked a non-mapped source.
 const LOOPBACK4_IPV6: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
-    }
-}
+pub use crate::kernel::Proto;
 
 /// What a socket on the port is doing, as far as the rules care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -14,14 +14,8 @@ use serde::Serialize;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::ScenarioError;
-use crate::{names::errno_name, netns};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
+pub use crate::kernel::Proto;
+use crate::{kernel::Errno, netns};
 
 /// A socket of the scenario, with the label the log and the output use.
 #[derive(Debug)]
@@ -83,9 +77,7 @@ pub struct Ctx {
 
 /// The errno name of an I/O result, or `None` on success.
 pub fn errno_of<T>(r: &io::Result<T>) -> Option<String> {
-    r.as_ref()
-        .err()
-        .map(|e| errno_name(e.raw_os_error().unwrap_or(0)).into_owned())
+    r.as_ref().err().map(|e| Errno::of(e).to_string())
 }
 
 pub fn sockaddr(s: &str) -> Result<SocketAddr, ScenarioError> {

@@ -30,6 +30,7 @@ pub use ctx::{Call, Ctx, Proto, Sock};
 use serde::Serialize;
 
 use crate::{
+    kernel::{Errno, Phase},
     pipeline::Pipeline,
     record::{Record, RecordType},
 };
@@ -339,8 +340,8 @@ pub fn check_evidence(ctx: &Ctx, evidence: &[Record]) -> EvidenceCheck {
         };
         let found = evidence.iter().any(|r| {
             r.kind == want_type
-                && r.errno.as_deref() == Some(errno)
-                && r.phase == Some(call.op)
+                && r.errno.and_then(Errno::name) == Some(errno)
+                && r.phase.map(Phase::as_str) == Some(call.op)
                 && (r.req_port == Some(call.port) || r.lport == call.port)
         });
         if !found {

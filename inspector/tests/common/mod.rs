@@ -102,7 +102,7 @@ pub fn errno_of(r: std::io::Result<()>) -> Option<i32> {
 /// then have said so, and the kernel's BTF must confirm it.
 pub fn reuseport_hook_missing(p: &Pipeline) -> bool {
     let reported = p.probes.missing.iter().any(|m| m.contains("sk_data_ready"));
-    if p.probes.mode == "fentry" {
+    if p.probes.mode == inspector::probe::Mode::Fentry {
         assert!(
             !reported,
             "fentry mode sees choices at reuseport_select_sock"

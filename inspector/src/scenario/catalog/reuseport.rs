@@ -14,7 +14,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{Res, io, show};
 use crate::{
-    names::errno_name,
+    kernel::Errno,
     scenario::{
         Outcome, ScenarioError, Verdict,
         ctx::{Ctx, Proto, Sock, accept_n, drain_udp, send_udp, settle, sockaddr},
@@ -293,7 +293,7 @@ pub(super) fn reuseport_other_uid(ctx: &mut Ctx) -> Res {
         }
         let addr = sockaddr(&format!("127.0.0.1:{port}"))?;
         let other = io(bind_as_nobody(proto, addr, true, false))?;
-        let errno = other.errno.map(|e| errno_name(e).into_owned());
+        let errno = other.errno.map(|e| Errno::from(e).to_string());
         ctx.calls.push(super::Call {
             socket: format!("{proto:?} intruder (uid {NOBODY}, pid {})", other.pid),
             proto,
