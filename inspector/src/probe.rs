@@ -26,15 +26,15 @@ pub enum ProbeError {
         "this kernel exposes no BTF at {VMLINUX}: a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
     )]
     NoBtf,
-    #[error("reading kernel layout from BTF: {0}")]
+    #[error("reading kernel layout from BTF")]
     Layout(#[from] BtfError),
     #[error(
         "kernel BTF field {0} is a bitfield that straddles bytes; this kernel's layout is not supported"
     )]
     Bitfield(&'static str),
-    #[error("loading the eBPF object failed: {0}")]
+    #[error("loading the eBPF object failed")]
     Load(#[source] Box<aya::EbpfError>),
-    #[error("program {name} failed to load or attach to {hook}: {source}")]
+    #[error("program {name} failed to load or attach to {hook}")]
     Attach {
         name: &'static str,
         hook: String,
@@ -48,7 +48,7 @@ pub enum ProbeError {
     FentryRefused { hook: String, reason: String },
     #[error("eBPF map {0} is missing or has the wrong type")]
     Map(&'static str),
-    #[error("reading counters: {0}")]
+    #[error("reading counters")]
     Counters(#[source] aya::maps::MapError),
     #[error(
         "this architecture is not supported yet (x86_64 only: syscall registers are read from pt_regs)"
