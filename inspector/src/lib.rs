@@ -18,6 +18,7 @@ pub mod output;
 pub mod probe;
 pub mod record;
 pub mod scenario;
+pub mod sys;
 pub mod trace;
 pub mod tracker;
 
@@ -31,13 +32,7 @@ use crate::{cli::Cli, filter::Filter};
 /// checked before any probe is loaded.
 pub fn filter_from_args(args: &cli::FilterArgs) -> anyhow::Result<Filter> {
     let netns = match &args.netns {
-        Some(path) => Some(probe::netns_inode(path).with_context(|| {
-            format!(
-                "cannot open network namespace {}: give a namespace file such as \
-                 /proc/PID/ns/net or /run/netns/NAME",
-                path.display()
-            )
-        })?),
+        Some(path) => Some(netns::inode(path)?),
         None => None,
     };
     if let Some(pid) = args.pid

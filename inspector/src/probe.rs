@@ -1,6 +1,6 @@
 //! Loading and attaching the kernel programs, and reading what they emit.
 
-use std::{fs, io, path::PathBuf};
+use std::fs;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -468,19 +468,6 @@ pub fn kallsyms(symbol: &str) -> Option<u64> {
         let addr = u64::from_str_radix(addr, 16).ok()?;
         (addr != 0).then_some(addr)
     })
-}
-
-/// The inode of a network namespace file (`/proc/PID/ns/net`,
-/// `/run/netns/NAME`), as the kernel's `net->ns.inum`.
-pub fn netns_inode(path: &std::path::Path) -> io::Result<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::metadata(path)?;
-    u32::try_from(meta.ino()).map_err(|_| io::Error::other("namespace inode does not fit 32 bits"))
-}
-
-/// The current thread's network namespace inode.
-pub fn current_netns() -> io::Result<u32> {
-    netns_inode(&PathBuf::from("/proc/thread-self/ns/net"))
 }
 
 /// Absolute bit offset and width of a bitfield that must sit inside one
