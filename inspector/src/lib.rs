@@ -70,10 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Some(cli::Command::Scenario(cmd)) => scenario_command(cmd, cli.mode),
-        Some(cli::Command::Explain(args)) => Ok(explain::command(&explain::Request::from_args(
-            &args,
-            &cli.filters,
-        ))?),
+        Some(cli::Command::Explain(args)) => Ok(explain::command(&args.to_request(&cli.filters))?),
         Some(cli::Command::Dashboard) | None => dashboard::run(filter, cli.mode).await,
     }
 }

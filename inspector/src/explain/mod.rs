@@ -48,7 +48,7 @@ pub enum ExplainError {
     Output(#[from] io::Error),
 }
 
-/// What to explain, as the command line gives it.
+/// What to explain: the would-be socket and the namespace to look in.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     pub port: u32,
@@ -63,26 +63,6 @@ pub struct Request {
     pub uid: Option<u32>,
     pub json: bool,
     pub probe: bool,
-}
-
-impl Request {
-    /// From `inspector explain`'s arguments and the global `--netns`/`--pid`.
-    pub fn from_args(a: &crate::cli::ExplainArgs, f: &crate::cli::FilterArgs) -> Self {
-        Self {
-            port: a.target_port,
-            tcp: a.tcp,
-            udp: a.udp,
-            addr: a.addr,
-            netns: f.netns.clone(),
-            pid: f.pid,
-            reuseaddr: a.reuseaddr,
-            reuseport: a.reuseport,
-            v6only: a.v6only,
-            uid: a.uid,
-            json: a.json,
-            probe: a.probe,
-        }
-    }
 }
 
 /// The validated request: the socket to predict and where.
