@@ -2,11 +2,12 @@
 //! decides a would-be `bind()` and `listen()` on it.
 //!
 //! `rules` predicts the kernel's decision from the sockets on the port
-//! (no I/O); `inventory` lists those sockets from the kernel
-//! (NETLINK_SOCK_DIAG inside the target namespace, owners from `/proc`,
-//! socket options via `pidfd_getfd`). This module puts them together for
-//! the command line.
+//! (no I/O); `advice` words what would change it; `inventory` lists those
+//! sockets from the kernel (NETLINK_SOCK_DIAG inside the target namespace,
+//! owners from `/proc`, socket options via `pidfd_getfd`). This module puts
+//! them together for a [`Request`].
 
+pub mod advice;
 pub mod annotate;
 pub mod inventory;
 pub mod rules;
