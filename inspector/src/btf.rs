@@ -56,7 +56,7 @@ mod kind {
 /// line and name the struct and member, since they reach the user as-is.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
-    #[error("cannot read BTF from {}: {source} (is CONFIG_DEBUG_INFO_BTF enabled?)", path.display())]
+    #[error("cannot read BTF from {} (is CONFIG_DEBUG_INFO_BTF enabled?)", path.display())]
     Io {
         path: PathBuf,
         #[source]
@@ -923,10 +923,13 @@ mod tests {
         let err = Btf::from_file(Path::new("/nonexistent/btf")).expect_err("must fail");
         let msg = err.to_string();
         assert!(
-            msg.starts_with("cannot read BTF from /nonexistent/btf: "),
+            msg.starts_with("cannot read BTF from /nonexistent/btf "),
             "{msg}"
         );
         assert!(msg.contains("CONFIG_DEBUG_INFO_BTF"), "{msg}");
+        // The OS error is the source, printed once by the caller's chain.
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert!(source.is_some_and(|s| s.contains("os error")), "{err:?}");
     }
 
     const VMLINUX: &str = "/sys/kernel/btf/vmlinux";

@@ -129,3 +129,23 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub probe: bool,
 }
+
+impl ExplainArgs {
+    /// The domain request: these arguments with the global `--netns`/`--pid`.
+    pub fn to_request(&self, f: &FilterArgs) -> crate::explain::Request {
+        crate::explain::Request {
+            port: self.target_port,
+            tcp: self.tcp,
+            udp: self.udp,
+            addr: self.addr,
+            netns: f.netns.clone(),
+            pid: f.pid,
+            reuseaddr: self.reuseaddr,
+            reuseport: self.reuseport,
+            v6only: self.v6only,
+            uid: self.uid,
+            json: self.json,
+            probe: self.probe,
+        }
+    }
+}

@@ -24,6 +24,7 @@ pub mod probe;
 pub mod record;
 pub mod scenario;
 pub mod sockets;
+pub mod sys;
 pub mod trace;
 pub mod tracker;
 
@@ -37,13 +38,7 @@ use crate::{cli::Cli, filter::Filter};
 /// checked before any probe is loaded.
 pub fn filter_from_args(args: &cli::FilterArgs) -> anyhow::Result<Filter> {
     let netns = match &args.netns {
-        Some(path) => Some(probe::netns_inode(path).with_context(|| {
-            format!(
-                "cannot open network namespace {}: give a namespace file such as \
-                 /proc/PID/ns/net or /run/netns/NAME",
-                path.display()
-            )
-        })?),
+        Some(path) => Some(netns::inode(path)?),
         None => None,
     };
     if let Some(pid) = args.pid
@@ -81,10 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Some(cli::Command::Scenario(cmd)) => scenario_command(cmd, cli.mode),
-        Some(cli::Command::Explain(args)) => Ok(explain::command(&explain::Request::from_args(
-            &args,
-            &cli.filters,
-        ))?),
+        Some(cli::Command::Explain(args)) => Ok(explain::command(&args.to_request(&cli.filters))?),
         Some(cli::Command::Dashboard) | None => dashboard::run(filter, cli.mode).await,
     }
 }

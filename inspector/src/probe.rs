@@ -1,6 +1,6 @@
 //! Loading and attaching the kernel programs, and reading what they emit.
 
-use std::{fs, io, path::PathBuf};
+use std::fs;
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -28,15 +28,15 @@ pub enum ProbeError {
         "this kernel exposes no BTF at {VMLINUX}: a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
     )]
     NoBtf,
-    #[error("reading kernel layout from BTF: {0}")]
+    #[error("reading kernel layout from BTF")]
     Layout(#[from] BtfError),
     #[error(
         "kernel BTF field {0} is a bitfield that straddles bytes; this kernel's layout is not supported"
     )]
     Bitfield(&'static str),
-    #[error("loading the eBPF object failed: {0}")]
+    #[error("loading the eBPF object failed")]
     Load(#[source] Box<aya::EbpfError>),
-    #[error("program {name} failed to load or attach to {hook}: {source}")]
+    #[error("program {name} failed to load or attach to {hook}")]
     Attach {
         name: &'static str,
         hook: String,
@@ -50,7 +50,7 @@ pub enum ProbeError {
     FentryRefused { hook: String, reason: String },
     #[error("eBPF map {0} is missing or has the wrong type")]
     Map(&'static str),
-    #[error("reading counters: {0}")]
+    #[error("reading counters")]
     Counters(#[source] aya::maps::MapError),
     #[error(
         "this architecture is not supported yet (x86_64 only: syscall registers are read from pt_regs)"
@@ -472,17 +472,4 @@ pub fn kallsyms(symbol: &str) -> Option<u64> {
         let addr = u64::from_str_radix(addr, 16).ok()?;
         (addr != 0).then_some(addr)
     })
-}
-
-/// The inode of a network namespace file (`/proc/PID/ns/net`,
-/// `/run/netns/NAME`), as the kernel's `net->ns.inum`.
-pub fn netns_inode(path: &std::path::Path) -> io::Result<u32> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = fs::metadata(path)?;
-    u32::try_from(meta.ino()).map_err(|_| io::Error::other("namespace inode does not fit 32 bits"))
-}
-
-/// The current thread's network namespace inode.
-pub fn current_netns() -> io::Result<u32> {
-    netns_inode(&PathBuf::from("/proc/thread-self/ns/net"))
 }

@@ -99,6 +99,50 @@ fn unknown_pid_and_netns_are_named() {
 }
 
 #[test]
+fn a_netns_path_that_is_no_network_namespace_is_named() {
+    let file = std::env::temp_dir().join(format!("inspector-not-a-netns-{}", std::process::id()));
+    std::fs::write(&file, "").expect("temp file");
+    let dir = std::env::temp_dir();
+    for (path, what) in [
+        (file.to_str().expect("utf-8 path"), "a regular file"),
+        (dir.to_str().expect("utf-8 path"), "a directory"),
+        ("/proc/self/ns/mnt", "a mount namespace"),
+    ] {
+        for args in [
+            vec!["trace", "--netns", path],
+            vec!["explain", "80", "--netns", path],
+        ] {
+            let (code, err) = failure(&mut inspector(&args));
+            assert_eq!(code, 1, "{err}");
+            assert_eq!(err.lines().count(), 1, "one line: {err}");
+            assert!(
+                err.contains(&format!("{path} is {what}, not a network namespace")),
+                "{err}"
+            );
+            assert!(err.contains("/proc/PID/ns/net"), "names the fix: {err}");
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn explain_refuses_the_uid_that_setresuid_ignores() {
+    // (uid_t)-1 is "leave unchanged" to setresuid(): a probe as that uid
+    // would bind as the caller.
+    let (code, err) = failure(&mut inspector(&[
+        "explain",
+        "8080",
+        "--probe",
+        "--uid",
+        "4294967295",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("uid 4294967295"), "{err}");
+    assert!(err.contains("give a real uid"), "{err}");
+}
+
+#[test]
 fn without_privileges_the_error_names_the_capabilities() {
     if !privileged() {
         return;

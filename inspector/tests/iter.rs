@@ -18,8 +18,8 @@ use std::{
 use common::{addr, tcp, udp};
 use inspector::{
     kernel::Proto,
+    netns::current_netns,
     netns::enter_new_netns,
-    probe::current_netns,
     sockets::{Entry, KernelSocket, SnapshotFilter, SocketTable},
 };
 

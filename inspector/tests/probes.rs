@@ -480,7 +480,7 @@ fn netns_filter_keeps_only_the_chosen_namespace() {
     let (go_a, wait_a) = mpsc::channel::<()>();
     let a = std::thread::spawn(move || {
         inspector::netns::enter_new_netns().expect("netns");
-        tx_a.send(inspector::probe::current_netns().expect("ino"))
+        tx_a.send(inspector::netns::current_netns().expect("ino"))
             .expect("send");
         wait_a.recv().expect("go");
         let s = tcp();

@@ -17,27 +17,25 @@ use std::{
     collections::HashMap,
     fs, io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    path::{Path, PathBuf},
+    os::fd::{AsRawFd as _, OwnedFd},
+    path::Path,
 };
 
 use serde::Serialize;
 
 use super::rules::{self, SockState};
-use crate::kernel::TcpState;
+use crate::{
+    kernel::TcpState,
+    netns::{self, NetnsError},
+    sys::{self, syscall},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InventoryError {
-    #[error(
-        "cannot open network namespace {path}: {source} (give /proc/PID/ns/net or /run/netns/NAME)"
-    )]
-    Namespace { path: PathBuf, source: io::Error },
-    #[error("cannot enter network namespace {path}: {source} (entering a namespace needs root)")]
-    Setns { path: PathBuf, source: io::Error },
-    #[error("sock_diag dump failed: {0}")]
-    Netlink(io::Error),
-    #[error("the namespace thread failed: {0}")]
-    Thread(String),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("sock_diag dump failed")]
+    Netlink(#[source] io::Error),
 }
 
 /// One socket on the port. Field names follow the trace schema
@@ -139,8 +137,8 @@ pub struct Inventory {
 
 /// Lists every socket on `port` in the namespace of `netns` (a namespace
 /// file), or of the calling thread when `None`.
-pub fn collect(netns: Option<&Path>, port: u16) -> Result<Inventory, InventoryError> {
-    let found = in_netns(netns, move || {
+pub fn collect(netns_file: Option<&Path>, port: u16) -> Result<Inventory, InventoryError> {
+    let found = netns::in_netns(netns_file, move || {
         let mut diag = Vec::new();
         for (proto, family) in [
             (libc::IPPROTO_TCP as u8, libc::AF_INET as u8),
@@ -157,12 +155,12 @@ pub fn collect(netns: Option<&Path>, port: u16) -> Result<Inventory, InventoryEr
                     }),
             );
         }
-        let netns = crate::probe::current_netns().map_err(InventoryError::Netlink)?;
-        let start = crate::netns::sysctl("net/ipv4/ip_unprivileged_port_start")
+        let netns = netns::current_netns().map_err(InventoryError::Netlink)?;
+        let start = netns::sysctl("net/ipv4/ip_unprivileged_port_start")
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(1024);
-        Ok((diag, netns, start))
+        Ok::<_, InventoryError>((diag, netns, start))
     })?;
     let (diag, netns, unprivileged_port_start) = found;
     let wanted: Vec<u64> = diag.iter().filter(|d| d.ino != 0).map(|d| d.ino).collect();
@@ -173,44 +171,6 @@ pub fn collect(netns: Option<&Path>, port: u16) -> Result<Inventory, InventoryEr
         netns,
         unprivileged_port_start,
     })
-}
-
-/// Runs `f` on a thread inside the namespace of the file `path` (or in the
-/// caller's namespace).
-pub fn in_netns<T, F>(path: Option<&Path>, f: F) -> Result<T, InventoryError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Result<T, InventoryError> + Send + 'static,
-{
-    let ns = match path {
-        Some(p) => Some((
-            p.to_path_buf(),
-            fs::File::open(p).map_err(|source| InventoryError::Namespace {
-                path: p.to_path_buf(),
-                source,
-            })?,
-        )),
-        None => None,
-    };
-    let handle = std::thread::Builder::new()
-        .name("inspector-explain".into())
-        .spawn(move || {
-            if let Some((path, file)) = ns {
-                // SAFETY: setns on a valid namespace descriptor; it changes
-                // only this thread's network namespace.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(InventoryError::Setns {
-                        path,
-                        source: io::Error::last_os_error(),
-                    });
-                }
-            }
-            f()
-        })
-        .map_err(|e| InventoryError::Thread(e.to_string()))?;
-    handle
-        .join()
-        .map_err(|_| InventoryError::Thread("panicked".into()))?
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -242,19 +202,16 @@ struct Diag {
 }
 
 fn nl_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the descriptor is owned below.
+    // SAFETY: socket(2) takes plain integers.
     let fd = unsafe {
-        libc::socket(
+        syscall!(socket(
             libc::AF_NETLINK,
             libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
             libc::NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a new descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        ))
+    }?;
+    // SAFETY: socket(2) succeeded: fd is new and nobody else owns it.
+    unsafe { sys::owned(fd.into()) }
 }
 
 /// A `SOCK_DIAG_BY_FAMILY` dump of every socket of `family`/`proto` in the
@@ -272,25 +229,25 @@ fn dump(family: u8, proto: u8) -> io::Result<Vec<Diag>> {
     req[17] = proto;
     // idiag_states: every state.
     req[20..24].copy_from_slice(&u32::MAX.to_ne_bytes());
-    // SAFETY: sending our initialised buffer on our socket (to the kernel:
-    // an unbound netlink socket sends to pid 0).
-    let n = unsafe { libc::send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: send reads `req.len()` bytes of our initialised buffer, on
+    // our socket (to the kernel: an unbound netlink socket sends to pid 0).
+    unsafe { syscall!(send(sock.as_raw_fd(), req.as_ptr().cast(), req.len(), 0)) }?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        // SAFETY: receiving into our buffer of the given length.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        let n = n as usize;
+        // SAFETY: recv writes at most `buf.len()` bytes into our buffer.
+        let n = match unsafe {
+            syscall!(recv(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0
+            ))
+        } {
+            Ok(n) => n.unsigned_abs(),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             return Ok(out);
         }
@@ -496,31 +453,31 @@ fn flags_of(held: &[(u32, i32)]) -> Result<(bool, bool, Option<bool>), String> {
 }
 
 fn dup_from(pid: u32, fd: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open(2) with no flags; returns a new descriptor.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0u32) };
-    if pidfd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pidfd is a new descriptor we own.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    // SAFETY: pidfd_getfd(2) on our pidfd; returns a new descriptor.
-    let dup = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0u32) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(dup as i32) })
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
+    // SAFETY: pidfd_open(2) takes a pid and no flags.
+    let pidfd = unsafe { syscall!(syscall(libc::SYS_pidfd_open, pid, 0u32)) }?;
+    // SAFETY: pidfd_open succeeded: the pidfd is new and ours alone.
+    let pidfd = unsafe { sys::owned(pidfd) }?;
+    // SAFETY: pidfd_getfd(2) takes our pidfd, a descriptor number of that
+    // process and no flags.
+    let dup = unsafe { syscall!(syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0u32)) }?;
+    // SAFETY: pidfd_getfd succeeded: the duplicate is new and ours alone.
+    unsafe { sys::owned(dup) }
 }
 
 fn sockopt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> io::Result<bool> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt into a local int with its size.
-    let rc =
-        unsafe { libc::getsockopt(fd.as_raw_fd(), level, name, (&raw mut v).cast(), &mut len) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    // SAFETY: getsockopt writes at most `len` bytes into the local int.
+    unsafe {
+        syscall!(getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw mut v).cast(),
+            &mut len
+        ))
+    }?;
     Ok(v != 0)
 }
 

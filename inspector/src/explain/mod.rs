@@ -2,11 +2,12 @@
 //! decides a would-be `bind()` and `listen()` on it.
 //!
 //! `rules` predicts the kernel's decision from the sockets on the port
-//! (no I/O); `inventory` lists those sockets from the kernel
-//! (NETLINK_SOCK_DIAG inside the target namespace, owners from `/proc`,
-//! socket options via `pidfd_getfd`). This module puts them together for
-//! the command line.
+//! (no I/O); `advice` words what would change it; `inventory` lists those
+//! sockets from the kernel (NETLINK_SOCK_DIAG inside the target namespace,
+//! owners from `/proc`, socket options via `pidfd_getfd`). This module puts
+//! them together for a [`Request`].
 
+pub mod advice;
 pub mod annotate;
 pub mod inventory;
 pub mod rules;
@@ -24,6 +25,10 @@ use self::{
     inventory::{Holder, Inventory, InventoryError},
     rules::{Port, Proto, Sock, Verdict},
 };
+use crate::{
+    netns::{self, NetnsError},
+    sys::{self, BindSpec},
+};
 
 /// `addr:port`, with brackets for IPv6.
 pub fn fmt_addr(addr: IpAddr, port: u16) -> String {
@@ -40,11 +45,11 @@ pub enum ExplainError {
     Input(String),
     #[error(transparent)]
     Inventory(#[from] InventoryError),
-    #[error("writing the output: {0}")]
+    #[error("writing the output")]
     Output(#[from] io::Error),
 }
 
-/// What to explain, as the command line gives it.
+/// What to explain: the would-be socket and the namespace to look in.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     pub port: u32,
@@ -59,26 +64,6 @@ pub struct Request {
     pub uid: Option<u32>,
     pub json: bool,
     pub probe: bool,
-}
-
-impl Request {
-    /// From `inspector explain`'s arguments and the global `--netns`/`--pid`.
-    pub fn from_args(a: &crate::cli::ExplainArgs, f: &crate::cli::FilterArgs) -> Self {
-        Self {
-            port: a.target_port,
-            tcp: a.tcp,
-            udp: a.udp,
-            addr: a.addr,
-            netns: f.netns.clone(),
-            pid: f.pid,
-            reuseaddr: a.reuseaddr,
-            reuseport: a.reuseport,
-            v6only: a.v6only,
-            uid: a.uid,
-            json: a.json,
-            probe: a.probe,
-        }
-    }
 }
 
 /// The validated request: the socket to predict and where.
@@ -124,6 +109,12 @@ fn plan(req: &Request) -> Result<Plan, ExplainError> {
         }
         (None, None) => None,
     };
+    if req.uid == Some(u32::MAX) {
+        return bad(
+            "uid 4294967295 is (uid_t)-1, which the kernel treats as \"no uid\" (setresuid() leaves the uid unchanged): give a real uid"
+                .into(),
+        );
+    }
     let addr = match req.addr {
         Some(a) => a,
         None if req.v6only => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
@@ -139,8 +130,7 @@ fn plan(req: &Request) -> Result<Plan, ExplainError> {
     sock.reuseaddr = Some(req.reuseaddr);
     sock.reuseport = Some(req.reuseport);
     sock.v6only = req.v6only;
-    // SAFETY: geteuid has no preconditions.
-    sock.uid = req.uid.unwrap_or_else(|| unsafe { libc::geteuid() });
+    sock.uid = req.uid.unwrap_or_else(sys::geteuid);
     Ok(Plan { sock, netns })
 }
 
@@ -299,19 +289,17 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
 /// A real bind (and listen, for TCP) with the requested options in the
 /// target namespace, as the caller's uid; the socket is closed at once.
 fn probe_bind(plan: &Plan) -> (String, Option<String>) {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if plan.sock.uid != me {
+    if plan.sock.uid != sys::geteuid() {
         let sock = plan.sock.clone();
-        return match inventory::in_netns(plan.netns.as_deref(), move || {
-            probe_as(&sock).map_err(InventoryError::Netlink)
+        return match netns::in_netns(plan.netns.as_deref(), move || {
+            probe_as(&sock).map_err(ProbeError::Child)
         }) {
             Ok(r) => r,
-            Err(e) => (format!("skipped: {e}"), None),
+            Err(e) => (format!("skipped: {}", chain(&e)), None),
         };
     }
     let sock = plan.sock.clone();
-    let run = move || -> Result<(String, Option<String>), InventoryError> {
+    let run = move || -> Result<(String, Option<String>), ProbeError> {
         let name = |r: io::Result<()>| match r {
             Ok(()) => "ok".to_owned(),
             Err(e) => crate::kernel::Errno::of(&e).to_string(),
@@ -325,7 +313,7 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
             Proto::Tcp => Type::STREAM,
             Proto::Udp => Type::DGRAM,
         };
-        let s = Socket::new(domain, ty, None).map_err(InventoryError::Netlink)?;
+        let s = Socket::new(domain, ty, None).map_err(ProbeError::Socket)?;
         let set = s
             .set_reuse_address(sock.reuseaddr == Some(true))
             .and_then(|()| s.set_reuse_port(sock.reuseport == Some(true)))
@@ -343,112 +331,65 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
         let l = (b == "ok" && sock.proto == Proto::Tcp).then(|| name(s.listen(1)));
         Ok((b, l))
     };
-    match inventory::in_netns(plan.netns.as_deref(), run) {
+    match netns::in_netns(plan.netns.as_deref(), run) {
         Ok(r) => r,
-        Err(e) => (format!("skipped: {e}"), None),
+        Err(e) => (format!("skipped: {}", chain(&e)), None),
     }
+}
+
+/// Why a `--probe` could not run.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("creating the probe socket")]
+    Socket(#[source] io::Error),
+    #[error("the probe child could not run")]
+    Child(#[source] io::Error),
+}
+
+/// An error and its causes on one line, each once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 /// The probe as another uid: a forked child (of this thread, so in its
 /// namespace) drops to `sock.uid` (gid too), binds, listens, reports the
-/// two errnos and exits.
+/// errnos and exits.
 fn probe_as(sock: &Sock) -> io::Result<(String, Option<String>)> {
-    let sa: socket2::SockAddr = std::net::SocketAddr::new(sock.addr, sock.port).into();
-    let family = if sock.is_v6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
+    let listen = sock.proto == Proto::Tcp;
+    let spec = BindSpec {
+        addr: std::net::SocketAddr::new(sock.addr, sock.port),
+        stream: listen,
+        reuseaddr: sock.reuseaddr == Some(true),
+        reuseport: sock.reuseport == Some(true),
+        v6only: sock.is_v6().then_some(sock.v6only),
+        listen: listen.then_some(1),
     };
-    let ty = match sock.proto {
-        Proto::Tcp => libc::SOCK_STREAM,
-        Proto::Udp => libc::SOCK_DGRAM,
+    let report = sys::fork_as(sock.uid, &spec, false)?.report;
+    if report.setup != 0 {
+        return Ok((
+            "skipped: could not become that uid or create the socket".to_owned(),
+            None,
+        ));
+    }
+    let name = |e: Option<i32>| match e {
+        Some(0) => "ok".to_owned(),
+        Some(e) => crate::kernel::Errno::from(e).to_string(),
+        None => "skipped: the child did not report it".to_owned(),
     };
-    let (ra, rp, v6, listen) = (
-        sock.reuseaddr == Some(true),
-        sock.reuseport == Some(true),
-        sock.is_v6().then_some(sock.v6only),
-        sock.proto == Proto::Tcp,
-    );
-    let id = libc::c_long::from(sock.uid);
-    let mut pipe = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills the array.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the child makes only async-signal-safe system calls on memory
-    // prepared before the fork, and _exits.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let e = io::Error::last_os_error();
-        // SAFETY: closing our own pipe.
-        unsafe {
-            libc::close(pipe[0]);
-            libc::close(pipe[1]);
-        }
-        return Err(e);
-    }
-    if pid == 0 {
-        // SAFETY: see above.
-        unsafe {
-            let set = |fd, level, name, on: bool| {
-                let v: libc::c_int = on.into();
-                libc::setsockopt(
-                    fd,
-                    level,
-                    name,
-                    (&raw const v).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            };
-            let mut r: [libc::c_int; 2] = [-1, -1];
-            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
-                && libc::syscall(libc::SYS_setresgid, id, id, id) == 0
-                && libc::syscall(libc::SYS_setresuid, id, id, id) == 0
-            {
-                let fd = libc::socket(family, ty, 0);
-                if fd >= 0 {
-                    set(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, ra);
-                    set(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, rp);
-                    if let Some(only) = v6 {
-                        set(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, only);
-                    }
-                    r[0] = if libc::bind(fd, sa.as_ptr().cast(), sa.len()) == 0 {
-                        0
-                    } else {
-                        *libc::__errno_location()
-                    };
-                    if r[0] == 0 && listen {
-                        r[1] = if libc::listen(fd, 1) == 0 {
-                            0
-                        } else {
-                            *libc::__errno_location()
-                        };
-                    }
-                }
-            }
-            libc::write(pipe[1], (&raw const r).cast(), std::mem::size_of_val(&r));
-            libc::_exit(0)
-        }
-    }
-    let mut r: [libc::c_int; 2] = [-1, -1];
-    // SAFETY: our pipe ends and our child.
-    let n = unsafe {
-        libc::close(pipe[1]);
-        let n = libc::read(pipe[0], (&raw mut r).cast(), std::mem::size_of_val(&r));
-        libc::close(pipe[0]);
-        let mut status = 0;
-        libc::waitpid(pid, &mut status, 0);
-        n
-    };
-    if n != std::mem::size_of_val(&r) as isize {
-        return Err(io::Error::other("the probe child died before reporting"));
-    }
-    let name = |e: libc::c_int| match e {
-        0 => "ok".to_owned(),
-        -1 => "skipped: could not become that uid or create the socket".to_owned(),
-        e => crate::kernel::Errno::from(e).to_string(),
-    };
-    Ok((name(r[0]), (r[0] == 0 && listen).then(|| name(r[1]))))
+    let bind_ok = report.bind == Some(0);
+    Ok((
+        name(report.bind),
+        (bind_ok && listen).then(|| name(report.listen)),
+    ))
 }
 
 fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: Option<bool>) -> String {
@@ -643,6 +584,14 @@ mod tests {
                     ..req(80)
                 },
                 "--v6only",
+            ),
+            (
+                Request {
+                    uid: Some(u32::MAX),
+                    probe: true,
+                    ..req(80)
+                },
+                "uid 4294967295",
             ),
         ] {
             let e = plan(&r).expect_err("refused").to_string();

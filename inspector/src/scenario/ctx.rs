@@ -97,7 +97,7 @@ impl Ctx {
     /// up; sockets made before stay in the previous one.
     pub fn fresh_netns(&mut self) -> Result<u32, ScenarioError> {
         netns::enter_new_netns()?;
-        let ino = crate::probe::current_netns()?;
+        let ino = netns::current_netns()?;
         if let Ok(mut n) = self.namespaces.lock() {
             n.push(ino);
         }

@@ -1,16 +1,13 @@
 //! A socket held by another user: a forked child that drops to
 //! uid/gid 65534 (nobody), binds (and optionally listens), reports the errno
-//! and holds the socket until the parent lets go.
+//! and holds the socket until the parent lets go ([`crate::sys::fork_as`]).
 //!
-//! The child inherits the forking thread's network namespace. Between
-//! `fork` and `_exit` it only makes async-signal-safe system calls on
-//! memory prepared before the fork.
+//! The child inherits the forking thread's network namespace.
 
 use std::{io, net::SocketAddr};
 
-use socket2::SockAddr;
-
 use super::ctx::Proto;
+use crate::sys::{self, BindSpec, Forked};
 
 pub const NOBODY: u32 = 65534;
 
@@ -20,7 +17,7 @@ pub struct Foreign {
     pub pid: u32,
     /// Errno of the child's bind (or listen), `None` on success.
     pub errno: Option<i32>,
-    release: libc::c_int,
+    _child: Forked,
 }
 
 /// Forks a child that, as uid/gid 65534, binds a socket to `addr` with
@@ -31,146 +28,18 @@ pub fn bind_as_nobody(
     reuseport: bool,
     listen: bool,
 ) -> io::Result<Foreign> {
-    let sa: SockAddr = addr.into();
-    let family = if addr.is_ipv6() {
-        libc::AF_INET6
-    } else {
-        libc::AF_INET
+    let spec = BindSpec {
+        addr,
+        stream: proto == Proto::Tcp,
+        reuseaddr: false,
+        reuseport,
+        v6only: None,
+        listen: listen.then_some(16),
     };
-    let ty = match proto {
-        Proto::Tcp => libc::SOCK_STREAM,
-        Proto::Udp => libc::SOCK_DGRAM,
-    };
-    let mut report = [0 as libc::c_int; 2];
-    let mut release = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into the arrays.
-    if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::pipe2(release.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        let err = io::Error::last_os_error();
-        close(report[0]);
-        close(report[1]);
-        return Err(err);
-    }
-    // SAFETY: the child below only makes async-signal-safe calls.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        let err = io::Error::last_os_error();
-        for fd in report.iter().chain(&release) {
-            close(*fd);
-        }
-        return Err(err);
-    }
-    if pid == 0 {
-        // SAFETY: async-signal-safe syscalls on memory prepared before fork;
-        // the child never returns into Rust code of the parent.
-        unsafe {
-            // The parent's ends: a held write end would keep the child
-            // waiting for ever.
-            libc::close(report[0]);
-            libc::close(release[1]);
-            child(&sa, family, ty, reuseport, listen, report[1], release[0])
-        }
-    }
-    close(report[1]);
-    close(release[0]);
-    let mut errno: libc::c_int = 0;
-    // SAFETY: reading an int from our pipe end into a local.
-    let n = unsafe {
-        libc::read(
-            report[0],
-            (&raw mut errno).cast(),
-            std::mem::size_of::<libc::c_int>(),
-        )
-    };
-    close(report[0]);
-    let foreign = Foreign {
-        pid: pid as u32,
-        errno: (errno != 0).then_some(errno),
-        release: release[1],
-    };
-    if n != std::mem::size_of::<libc::c_int>() as isize {
-        return Err(io::Error::other(
-            "the uid 65534 child died before reporting",
-        ));
-    }
-    Ok(foreign)
-}
-
-/// The child: drop privileges, bind, report, wait to be released.
-///
-/// # Safety
-/// Only to be called in a freshly forked child.
-unsafe fn child(
-    sa: &SockAddr,
-    family: libc::c_int,
-    ty: libc::c_int,
-    reuseport: bool,
-    listen: bool,
-    report: libc::c_int,
-    release: libc::c_int,
-) -> ! {
-    // SAFETY: all calls are async-signal-safe and use valid pointers.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        let mut err: libc::c_int = 0;
-        // Raw system calls: they change only this (single-threaded)
-        // process, with no libc bookkeeping across threads.
-        let id = libc::c_long::from(NOBODY);
-        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
-            || libc::syscall(libc::SYS_setresgid, id, id, id) != 0
-            || libc::syscall(libc::SYS_setresuid, id, id, id) != 0
-        {
-            err = *libc::__errno_location();
-        }
-        let fd = if err == 0 {
-            libc::socket(family, ty, 0)
-        } else {
-            -1
-        };
-        if err == 0 && fd < 0 {
-            err = *libc::__errno_location();
-        }
-        if err == 0 && reuseport {
-            let one: libc::c_int = 1;
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEPORT,
-                (&raw const one).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        if err == 0 && libc::bind(fd, sa.as_ptr().cast(), sa.len()) != 0 {
-            err = *libc::__errno_location();
-        }
-        if err == 0 && listen && libc::listen(fd, 16) != 0 {
-            err = *libc::__errno_location();
-        }
-        libc::write(
-            report,
-            (&raw const err).cast(),
-            std::mem::size_of::<libc::c_int>(),
-        );
-        let mut byte = 0u8;
-        // Blocks until the parent closes its end (or dies).
-        libc::read(release, (&raw mut byte).cast(), 1);
-        libc::_exit(0)
-    }
-}
-
-fn close(fd: libc::c_int) {
-    // SAFETY: closing a descriptor this module opened and still owns.
-    unsafe { libc::close(fd) };
-}
-
-impl Drop for Foreign {
-    fn drop(&mut self) {
-        close(self.release);
-        let mut status = 0;
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) };
-    }
+    let child = sys::fork_as(NOBODY, &spec, true)?;
+    Ok(Foreign {
+        pid: child.pid,
+        errno: child.report.first_error(),
+        _child: child,
+    })
 }

@@ -97,7 +97,7 @@ pub struct Outcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Setup(String),
