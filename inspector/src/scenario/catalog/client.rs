@@ -66,6 +66,8 @@ pub(super) fn ephemeral_exhaustion(ctx: &mut Ctx) -> Res {
     let no_reuse_exhausted = exhausted("tcp_tw_reuse=0");
     let reuse_exhausted = exhausted("tcp_tw_reuse=1");
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[no_reuse_exhausted, reuse_exhausted]),
         summary: format!(
             "4 ephemeral ports, 4 connections closed by the client, then 2 more after 1.1 s: \
@@ -135,6 +137,8 @@ pub(super) fn client_fixed_port(ctx: &mut Ctx) -> Res {
         .map(str::to_owned);
     ctx.hold(listener);
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[plain_blocked]),
         summary: format!(
             "rebinding the source port after closing: plain {}; with SO_REUSEADDR bind {} and \

@@ -78,6 +78,8 @@ pub(super) fn restart_plain(ctx: &mut Ctx) -> Res {
     let errno = restart(ctx, "new-server", 8001, false, false)?;
     let refused = errno.as_deref() == Some("EADDRINUSE");
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[refused]),
         summary: format!("restart without SO_REUSEADDR: {}", show(&errno)),
         details: json!({ "restart": errno }),
@@ -122,6 +124,8 @@ fn restart_outcome(
     why: &str,
 ) -> Outcome {
     Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[new_only.is_none(), both.is_none()]),
         summary: format!(
             "{option} on the new socket only: {}; on the old and the new: {}",

@@ -24,6 +24,8 @@ pub(super) fn reuseaddr_while_listening(ctx: &mut Ctx) -> Res {
     // The claim: SO_REUSEADDR gives no second bind next to a listener.
     let refused = a_listen.is_none() && b_bind.is_some();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[refused]),
         summary: format!(
             "a bind {}, a listen {}, b bind {}",
@@ -53,6 +55,8 @@ pub(super) fn reuseaddr_bind_both_then_listen(ctx: &mut Ctx) -> Res {
     let both_bound = a_bind.is_none() && b_bind.is_none();
     let both_listen = a_listen.is_none() && b_listen.is_none();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         // The claim: no two binds. Both bind; only the listen is refused.
         verdict: Verdict::of(&[!both_bound, !both_listen]),
         summary: format!(
@@ -94,6 +98,8 @@ pub(super) fn wildcard_plus_specific(ctx: &mut Ctx) -> Res {
     };
     let wild_listen = ctx.listen(&wild, 8);
     Ok(Outcome {
+        reason: None,
+        advice: None,
         // The claim: with SO_REUSEADDR the pair is fine.
         verdict: Verdict::of(&[
             listening.is_none(),
@@ -141,6 +147,8 @@ pub(super) fn different_addresses(ctx: &mut Ctx) -> Res {
     }
     let all_ok = results.iter().all(Option::is_none);
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[all_ok]),
         summary: format!(
             "127.0.0.1:8007 {}, 127.0.0.2:8007 {}, 127.0.0.1:8008 {} (bind + listen, no options)",
@@ -188,6 +196,8 @@ pub(super) fn dual_stack(ctx: &mut Ctx) -> Res {
     let coexist_dual = rows["v6only=0"]["ipv4_wildcard"].is_null();
     let coexist_v6only = rows["v6only=1"]["ipv4_wildcard"].is_null();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         // The claim: they conflict without V6ONLY and coexist with it.
         verdict: Verdict::of(&[!coexist_dual, coexist_v6only]),
         summary: format!(

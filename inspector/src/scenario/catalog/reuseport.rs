@@ -78,6 +78,8 @@ pub(super) fn udp_reuseaddr_unicast(ctx: &mut Ctx) -> Res {
     // The claim: every socket bound to the port gets the data.
     let delivered_to_all = receivers_first == first.len();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[delivered_to_all]),
         summary: format!(
             "100 datagrams from 20 sources: per socket {first:?} ({receivers_first} receiving); \
@@ -147,6 +149,8 @@ pub(super) fn udp_multicast(ctx: &mut Ctx) -> Res {
     }
     let every_copy = counts.iter().all(|&c| c == SENT);
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[every_copy]),
         summary: format!("{SENT} datagrams to 239.1.2.3:8010: received per socket {counts:?}"),
         details: json!({ "sent": SENT, "per_socket": counts }),
@@ -183,6 +187,8 @@ pub(super) fn udp_reuseport(ctx: &mut Ctx) -> Res {
     let even = spread.p_value > 0.001 && counts.iter().all(|&c| c > 0);
     let no_duplicates = spread.total == (SOURCES * PER_SOURCE) as u64;
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[all_sticky, even, no_duplicates]),
         summary: format!(
             "{} datagrams from {SOURCES} sources: per socket {counts:?}, max/mean {:.2}, \
@@ -256,6 +262,8 @@ pub(super) fn tcp_reuseport(ctx: &mut Ctx) -> Res {
     // the same listener.
     let same_listener = varied.iter().filter(|&&c| c > 0).count() == 1;
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[same_listener]),
         summary: format!(
             "{CONNECTIONS} connections from changing source ports: per listener {varied:?}, \
@@ -309,6 +317,8 @@ pub(super) fn reuseport_other_uid(ctx: &mut Ctx) -> Res {
     let tcp = results.get("tcp").cloned().flatten();
     let udp = results.get("udp").cloned().flatten();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[tcp.is_some(), udp.is_some()]),
         summary: format!(
             "SO_REUSEPORT bind by uid {NOBODY} next to uid 0: tcp {}, udp {}",
@@ -374,6 +384,8 @@ pub(super) fn port_hijack(ctx: &mut Ctx) -> Res {
     let tcp_coexist = tcp_plain.is_none() || tcp_reuse.is_none();
     let udp_split = udp_bind.is_none() && thief_got > 0 && thief_got < 10;
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[tcp_coexist, udp_split]),
         summary: format!(
             "TCP specific bind next to a wildcard listener: {} (victim without SO_REUSEADDR), \
@@ -457,6 +469,8 @@ pub(super) fn rolling_restart(ctx: &mut Ctx) -> Res {
     let reset_off = off["reset"].as_u64().unwrap_or(0);
     let reset_on = on["reset"].as_u64().unwrap_or(0);
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[reset_off == 0, reset_on == 0]),
         summary: format!(
             "40 clients queued on 2 listeners, the old one closed unaccepted: \

@@ -156,6 +156,8 @@ pub(super) fn throughput(ctx: &mut Ctx) -> Res {
     let tcp_ratio = t4 / t1;
     let udp_ratio = u4 / u1;
     Ok(Outcome {
+        reason: None,
+        advice: None,
         // The claimed factors, 3.75x (TCP) and 5x (UDP), on 4 cores.
         verdict: Verdict::of(&[tcp_ratio >= 3.75, udp_ratio >= 5.0]),
         summary: format!(
