@@ -21,6 +21,19 @@ pub struct Foreign {
     /// Errno of the child's bind (or listen), `None` on success.
     pub errno: Option<i32>,
     release: libc::c_int,
+    /// Where a counting child reports its datagrams on release (-1: none).
+    counted: libc::c_int,
+}
+
+/// Socket options of the child's socket, beyond [`bind_as_nobody`]'s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub listen: bool,
+    /// On release, count the datagrams queued on the socket and report
+    /// them ([`Foreign::release_and_count`]).
+    pub count: bool,
 }
 
 /// Forks a child that, as uid/gid 65534, binds a socket to `addr` with
@@ -31,6 +44,19 @@ pub fn bind_as_nobody(
     reuseport: bool,
     listen: bool,
 ) -> io::Result<Foreign> {
+    bind_as_nobody_with(
+        proto,
+        addr,
+        Options {
+            reuseport,
+            listen,
+            ..Options::default()
+        },
+    )
+}
+
+/// [`bind_as_nobody`] with every option.
+pub fn bind_as_nobody_with(proto: Proto, addr: SocketAddr, opts: Options) -> io::Result<Foreign> {
     let sa: SockAddr = addr.into();
     let family = if addr.is_ipv6() {
         libc::AF_INET6
@@ -71,7 +97,7 @@ pub fn bind_as_nobody(
             // waiting for ever.
             libc::close(report[0]);
             libc::close(release[1]);
-            child(&sa, family, ty, reuseport, listen, report[1], release[0])
+            child(&sa, family, ty, opts, report[1], release[0])
         }
     }
     close(report[1]);
@@ -85,11 +111,17 @@ pub fn bind_as_nobody(
             std::mem::size_of::<libc::c_int>(),
         )
     };
-    close(report[0]);
+    let counted = if opts.count {
+        report[0]
+    } else {
+        close(report[0]);
+        -1
+    };
     let foreign = Foreign {
         pid: pid as u32,
         errno: (errno != 0).then_some(errno),
         release: release[1],
+        counted,
     };
     if n != std::mem::size_of::<libc::c_int>() as isize {
         return Err(io::Error::other(
@@ -107,8 +139,7 @@ unsafe fn child(
     sa: &SockAddr,
     family: libc::c_int,
     ty: libc::c_int,
-    reuseport: bool,
-    listen: bool,
+    opts: Options,
     report: libc::c_int,
     release: libc::c_int,
 ) -> ! {
@@ -133,20 +164,25 @@ unsafe fn child(
         if err == 0 && fd < 0 {
             err = *libc::__errno_location();
         }
-        if err == 0 && reuseport {
-            let one: libc::c_int = 1;
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_REUSEPORT,
-                (&raw const one).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+        for (on, opt) in [
+            (opts.reuseport, libc::SO_REUSEPORT),
+            (opts.reuseaddr, libc::SO_REUSEADDR),
+        ] {
+            if err == 0 && on {
+                let one: libc::c_int = 1;
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&raw const one).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
         }
         if err == 0 && libc::bind(fd, sa.as_ptr().cast(), sa.len()) != 0 {
             err = *libc::__errno_location();
         }
-        if err == 0 && listen && libc::listen(fd, 16) != 0 {
+        if err == 0 && opts.listen && libc::listen(fd, 16) != 0 {
             err = *libc::__errno_location();
         }
         libc::write(
@@ -157,6 +193,20 @@ unsafe fn child(
         let mut byte = 0u8;
         // Blocks until the parent closes its end (or dies).
         libc::read(release, (&raw mut byte).cast(), 1);
+        if opts.count {
+            let mut n: libc::c_int = 0;
+            let mut buf = [0u8; 64];
+            while fd >= 0
+                && libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) >= 0
+            {
+                n += 1;
+            }
+            libc::write(
+                report,
+                (&raw const n).cast(),
+                std::mem::size_of::<libc::c_int>(),
+            );
+        }
         libc::_exit(0)
     }
 }
@@ -166,9 +216,38 @@ fn close(fd: libc::c_int) {
     unsafe { libc::close(fd) };
 }
 
+impl Foreign {
+    /// Lets a counting child go and returns how many datagrams it had
+    /// received.
+    pub fn release_and_count(mut self) -> io::Result<u64> {
+        close(self.release);
+        self.release = -1;
+        let mut n: libc::c_int = -1;
+        // SAFETY: reading an int from our pipe end into a local.
+        let got = unsafe {
+            libc::read(
+                self.counted,
+                (&raw mut n).cast(),
+                std::mem::size_of::<libc::c_int>(),
+            )
+        };
+        if got != std::mem::size_of::<libc::c_int>() as isize || n < 0 {
+            return Err(io::Error::other(
+                "the uid 65534 child did not report a count",
+            ));
+        }
+        Ok(n as u64)
+    }
+}
+
 impl Drop for Foreign {
     fn drop(&mut self) {
-        close(self.release);
+        if self.release >= 0 {
+            close(self.release);
+        }
+        if self.counted >= 0 {
+            close(self.counted);
+        }
         let mut status = 0;
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, 0) };
