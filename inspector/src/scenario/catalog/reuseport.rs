@@ -256,8 +256,22 @@ pub(super) fn udp_reuseport(ctx: &mut Ctx) -> Res {
         socks.push(s);
     }
     const PER_SOURCE: usize = 4;
-    let sources = udp_flows("127.0.0.1:8011", UDP_FLOWS, PER_SOURCE)?;
-    let (datagrams, by_source) = counts_by_socket(&socks);
+    // In batches, drained between them: 1200 datagrams at once would
+    // overflow the receive buffers (rmem_default) and lose some.
+    const BATCH: usize = 25;
+    let mut sources = Vec::new();
+    let mut datagrams = vec![0u64; socks.len()];
+    let mut by_source: HashMap<u16, Vec<String>> = HashMap::new();
+    while sources.len() < UDP_FLOWS {
+        sources.extend(udp_flows("127.0.0.1:8011", BATCH, PER_SOURCE)?);
+        let (counts, seen) = counts_by_socket(&socks);
+        for (d, c) in datagrams.iter_mut().zip(counts) {
+            *d += c;
+        }
+        for (port, labels) in seen {
+            by_source.entry(port).or_default().extend(labels);
+        }
+    }
     for (s, &c) in socks.iter().zip(&datagrams) {
         ctx.delivered(s, c, true);
     }

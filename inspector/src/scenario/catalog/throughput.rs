@@ -16,6 +16,11 @@ use crate::scenario::{
 
 /// How long the load generator runs per measurement.
 const WINDOW: Duration = Duration::from_millis(500);
+/// At most this many connections / datagrams per window and sender
+/// thread: every one is a traced kernel event, and the trace's ring buffer
+/// must keep up (no event lost) while the scenario's evidence is checked.
+const TCP_CAP: usize = 750;
+const UDP_CAP: usize = 10_000;
 
 /// A counter of the calling thread's network namespace from
 /// /proc/thread-self/net/{snmp,netstat}: `table` (`Udp`, `TcpExt`) and
@@ -95,7 +100,10 @@ fn tcp_rate(ctx: &mut Ctx, listeners: usize, port: u16) -> Result<Delivered, Sce
                 let to = to.clone();
                 let attempted = &attempted;
                 scope.spawn(move || {
-                    while Instant::now() < deadline {
+                    for _ in 0..TCP_CAP {
+                        if Instant::now() >= deadline {
+                            break;
+                        }
                         attempted.fetch_add(1, Ordering::Relaxed);
                         if let Ok(c) = Socket::new(Domain::IPV4, Type::STREAM, None) {
                             let _ = c.set_linger(Some(Duration::ZERO));
@@ -154,7 +162,7 @@ fn udp_rate(ctx: &mut Ctx, receivers: usize, port: u16) -> Result<Delivered, Sce
                 };
                 let to: SockAddr = to.into();
                 let mut i = t;
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && i < UDP_CAP {
                     for _ in 0..64 {
                         if socks[i % socks.len()].send_to(b"inspector", &to).is_ok() {
                             sent.fetch_add(1, Ordering::Relaxed);
