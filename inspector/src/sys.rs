@@ -84,6 +84,9 @@ pub struct BindSpec {
     pub v6only: Option<bool>,
     /// Listen with this backlog after a successful bind.
     pub listen: Option<libc::c_int>,
+    /// A holding child counts the datagrams queued on its socket when
+    /// released and reports them ([`Forked::release_and_count`]).
+    pub count_on_release: bool,
 }
 
 /// What the child reported: errno values, `0` for success.
@@ -117,6 +120,34 @@ pub struct Forked {
     /// Our write end of the release pipe: the holding child waits until it
     /// closes.
     release: Option<OwnedFd>,
+    /// Our read end of the report pipe, kept when the child reports a
+    /// count on release.
+    counted: Option<OwnedFd>,
+}
+
+impl Forked {
+    /// Releases a holding child made with `count_on_release` and returns
+    /// how many datagrams were queued on its socket.
+    pub fn release_and_count(mut self) -> io::Result<u64> {
+        drop(self.release.take());
+        let fd = self.counted.take().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the child was not asked to count",
+            )
+        })?;
+        let mut n: libc::c_int = -1;
+        let want = std::mem::size_of_val(&n);
+        // SAFETY: reading at most `want` bytes into a local of that size.
+        let got = unsafe { syscall!(read(fd.as_raw_fd(), (&raw mut n).cast(), want)) }?;
+        match u64::try_from(n) {
+            Ok(n) if usize::try_from(got).is_ok_and(|g| g == want) => Ok(n),
+            _ => Err(io::Error::other(format!(
+                "the uid child {} did not report a count",
+                self.pid
+            ))),
+        }
+    }
 }
 
 impl Drop for Forked {
@@ -166,6 +197,7 @@ pub fn fork_as(uid: u32, spec: &BindSpec, hold: bool) -> io::Result<Forked> {
         reuseport: spec.reuseport,
         v6only: spec.v6only.filter(|_| spec.addr.is_ipv6()),
         listen: spec.listen,
+        count: hold && spec.count_on_release,
     };
     let (report_rx, report_tx) = pipe()?;
     let (release_rx, release_tx) = if hold {
@@ -199,6 +231,7 @@ pub fn fork_as(uid: u32, spec: &BindSpec, hold: bool) -> io::Result<Forked> {
             listen: (words[2] >= 0).then_some(words[2]),
         },
         release: release_tx,
+        counted: plan.count.then_some(report_rx),
     };
     match n {
         Ok(n) if usize::try_from(n).is_ok_and(|n| n == want) => Ok(forked),
@@ -219,6 +252,8 @@ struct ChildPlan<'a> {
     reuseport: bool,
     v6only: Option<bool>,
     listen: Option<libc::c_int>,
+    /// Count queued datagrams on release and report them.
+    count: bool,
 }
 
 /// The forked child: close what it inherited, drop to the uid, bind,
@@ -288,11 +323,23 @@ unsafe fn child(p: &ChildPlan<'_>, report: RawFd, release: RawFd) -> ! {
             }
         }
         libc::write(report, (&raw const r).cast(), std::mem::size_of_val(&r));
-        libc::close(report);
+        if !p.count {
+            libc::close(report);
+        }
         if release >= 0 {
             let mut byte = 0u8;
             // Blocks until the parent closes its end (or dies).
             libc::read(release, (&raw mut byte).cast(), 1);
+        }
+        if p.count {
+            let mut n: libc::c_int = 0;
+            let mut buf = [0u8; 64];
+            while fd >= 0
+                && libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) >= 0
+            {
+                n += 1;
+            }
+            libc::write(report, (&raw const n).cast(), std::mem::size_of_val(&n));
         }
         libc::_exit(0)
     }
@@ -362,6 +409,7 @@ mod tests {
             reuseport: false,
             v6only: None,
             listen: None,
+            count_on_release: false,
         };
         let e = fork_as(u32::MAX, &spec, false).expect_err("refused");
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
@@ -389,6 +437,7 @@ mod tests {
                 reuseport: false,
                 v6only: None,
                 listen: Some(1),
+                count_on_release: false,
             };
             let child = fork_as(65534, &spec, true)?;
             assert_eq!(child.report.first_error(), None, "{:?}", child.report);

@@ -22,6 +22,14 @@ fn nonzero(v: &Value) -> usize {
         .map_or(0, |a| a.iter().filter(|c| c.as_u64() > Some(0)).count())
 }
 
+/// The hijack across uids: uid 65534 binds the address uid 0 holds (both
+/// SO_REUSEADDR) and takes every unicast datagram.
+fn check_hijack(h: &Value, ctx: &str) {
+    assert!(h["intruder_bind"].is_null(), "no uid check: {ctx}");
+    assert_eq!(h["intruder_received"], h["sent"], "{ctx}");
+    assert_eq!(h["owner_received"], 0, "{ctx}");
+}
+
 /// The Linux facts each scenario must show, whatever the claim says.
 fn check_facts(r: &ScenarioResult) {
     let d = &r.observed["details"];
@@ -78,9 +86,17 @@ fn check_facts(r: &ScenarioResult) {
         }
         10 => {
             assert_eq!(d["sticky_sources"], d["sources"], "{ctx}");
+            assert_eq!(d["sources"], d["flows"], "{ctx}");
+            let flows = d["flows"].as_u64().unwrap_or(0);
             assert_eq!(
-                d["spread"]["total"], 360,
+                d["datagrams"].as_u64(),
+                Some(flows * d["datagrams_per_flow"].as_u64().unwrap_or(0)),
                 "every datagram delivered once: {ctx}"
+            );
+            assert_eq!(
+                d["spread"]["total"].as_u64(),
+                Some(flows),
+                "per flow: {ctx}"
             );
         }
         11 => {
@@ -103,22 +119,15 @@ fn check_facts(r: &ScenarioResult) {
             assert_eq!(errno(&d["udp"]), Some("EADDRINUSE"), "{ctx}");
         }
         13 => {
+            assert!(d["tcp"]["attacker_bind"].is_null(), "{ctx}");
+            assert_eq!(errno(&d["tcp"]["server_bind"]), Some("EADDRINUSE"), "{ctx}");
+            assert!(d["udp"]["server_bind"].is_null(), "{ctx}");
             assert_eq!(
-                errno(&d["tcp_thief_bind_victim_plain"]),
-                Some("EADDRINUSE"),
-                "{ctx}"
-            );
-            assert_eq!(
-                errno(&d["tcp_thief_bind_victim_reuseaddr"]),
-                Some("EADDRINUSE"),
-                "{ctx}"
-            );
-            assert!(d["udp_thief_bind"].is_null(), "{ctx}");
-            assert_eq!(
-                d["udp_thief_received_of_10"], 10,
+                d["udp"]["server_received"], 10,
                 "the specific address wins: {ctx}"
             );
-            assert_eq!(d["udp_victim_received_of_10"], 10, "{ctx}");
+            assert_eq!(d["udp"]["attacker_received"], 0, "{ctx}");
+            check_hijack(&d["hijack"], &ctx);
         }
         14 => {
             let next = |k: &str| d[k]["next_2"].as_array().cloned().unwrap_or_default();
@@ -126,7 +135,13 @@ fn check_facts(r: &ScenarioResult) {
                 next("tcp_tw_reuse=0").iter().all(|e| e == "EADDRNOTAVAIL"),
                 "{ctx}"
             );
-            assert!(next("tcp_tw_reuse=1").iter().all(Value::is_null), "{ctx}");
+            for k in ["default", "tcp_tw_reuse=0"] {
+                assert_eq!(errno(&d[k]["at_once"][0]), Some("EADDRNOTAVAIL"), "{ctx}");
+            }
+            // The default read from the fresh namespace; loopback reuse.
+            if d["default"]["tcp_tw_reuse"] == "2" {
+                assert!(next("default").iter().all(Value::is_null), "{ctx}");
+            }
         }
         15 => {
             assert_eq!(errno(&d["plain"]["rebind"]), Some("EADDRINUSE"), "{ctx}");
@@ -143,10 +158,16 @@ fn check_facts(r: &ScenarioResult) {
                 (Some(0), Some(40)),
                 "{ctx}"
             );
-            let off = &d["tcp_migrate_req=0"];
+            let off = &d["default"];
             let sum =
                 off["reset"].as_u64().unwrap_or(0) + off["accepted_by_new"].as_u64().unwrap_or(0);
             assert_eq!(sum, 40, "every client is either reset or accepted: {ctx}");
+            for run in [off, on] {
+                assert_eq!(
+                    run["new_accepted_by_survivor"], run["new_after_close"],
+                    "new connections reach the survivor: {ctx}"
+                );
+            }
         }
         17 => {
             assert_eq!(
@@ -162,13 +183,27 @@ fn check_facts(r: &ScenarioResult) {
             assert_eq!(d["v6only=1"]["accepted_by_v4"], 1, "{ctx}");
         }
         18 => {
-            for k in ["tcp_conn_per_s", "udp_datagrams_per_s"] {
+            for k in ["tcp_connections", "udp_datagrams"] {
+                for n in ["one", "four"] {
+                    assert!(
+                        d[k][n]
+                            .as_array()
+                            .is_some_and(|a| a.iter().all(|r| r["delivered"].as_u64() > Some(0))),
+                        "{ctx}"
+                    );
+                }
+            }
+            // Asserted from this machine's CPU count, not a fixed one.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            assert_eq!(d["cores"].as_u64(), Some(cores as u64), "{ctx}");
+            if cores < 5 {
+                assert_eq!(r.verdict, Some(scenario::Verdict::Untestable), "{ctx}");
                 assert!(
-                    d[k]["one"].as_f64() > Some(0.0) && d[k]["four"].as_f64() > Some(0.0),
-                    "{ctx}"
+                    r.reason
+                        .as_deref()
+                        .is_some_and(|m| m.contains(&cores.to_string()))
                 );
             }
-            assert!(d["cores"].as_u64() > Some(0), "{ctx}");
         }
         n => panic!("scenario {n} has no facts checked"),
     }
@@ -180,6 +215,7 @@ fn every_scenario_runs_and_its_evidence_agrees_with_its_syscalls() {
         return;
     };
     let mut failures = Vec::new();
+    let mut results = Vec::new();
     for s in CATALOG {
         let r = scenario::run_traced(&mut p, s);
         eprintln!("{}", scenario::report::block(&r));
@@ -199,10 +235,46 @@ fn every_scenario_runs_and_its_evidence_agrees_with_its_syscalls() {
             s.name
         );
         check_facts(&r);
+        results.push(r);
     }
     assert!(failures.is_empty(), "evidence disagrees: {failures:#?}");
     let c = p.counters();
     assert_eq!(c.dropped, 0, "no event lost");
+    // Each socket's records belong to one scenario only: a socket cookie is
+    // never reused, so one seen in two results leaked between them.
+    let mut owner: HashMap<u64, u32> = HashMap::new();
+    for r in &results {
+        for e in &r.evidence {
+            if let Some(cookie) = e.cookie {
+                let first = *owner.entry(cookie).or_insert(r.number);
+                assert_eq!(
+                    first, r.number,
+                    "socket cookie {cookie} in the evidence of scenarios {first} and {}: {e:?}",
+                    r.number
+                );
+            }
+        }
+    }
+}
+
+/// Scenario 10's verdict rests on per-flow statistics at a level where a
+/// fair split passes in >= 99.99% of runs: 20 runs give one verdict.
+#[test]
+fn udp_distribution_verdict_is_stable() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let s = scenario::find("udp-reuseport-distribution").expect("in the catalog");
+    let mut verdicts = Vec::new();
+    for _ in 0..20 {
+        let r = scenario::run_traced(&mut p, s);
+        assert!(r.error.is_none(), "{:?}", r.error);
+        verdicts.push((r.verdict, r.summary().to_owned()));
+    }
+    assert!(
+        verdicts.iter().all(|v| v.0 == verdicts[0].0),
+        "{verdicts:#?}"
+    );
 }
 
 #[test]
@@ -246,9 +318,10 @@ fn scenario_list_json_has_the_whole_catalog() {
     assert_eq!(lines.len(), CATALOG.len());
     for (i, l) in lines.iter().enumerate() {
         assert_eq!(l["number"], i + 1);
-        for k in ["name", "title", "claim", "source"] {
+        for k in ["name", "title", "claim"] {
             assert!(l[k].is_string(), "{k}: {l}");
         }
+        assert!(l["source"].is_string() || l["source"].is_null(), "{l}");
     }
 }
 
@@ -295,6 +368,8 @@ fn scenario_run_json_follows_its_schema() {
         ("claim", Value::is_string),
         ("source", Value::is_string),
         ("verdict", Value::is_string),
+        ("reason", Value::is_null),
+        ("advice", Value::is_null),
         ("observed", Value::is_object),
         ("evidence", Value::is_array),
         ("evidence_total", Value::is_u64),
@@ -309,7 +384,10 @@ fn scenario_run_json_follows_its_schema() {
         for (k, ok) in &types {
             assert!(obj.get(*k).is_some_and(ok), "{k} in {r}");
         }
-        assert!(["confirmed", "refuted", "partly"].contains(&r["verdict"].as_str().unwrap_or("")));
+        assert!(
+            ["confirmed", "refuted", "partly", "untestable"]
+                .contains(&r["verdict"].as_str().unwrap_or(""))
+        );
         for k in ["summary", "setup", "calls", "deliveries", "details"] {
             assert!(r["observed"].get(k).is_some(), "observed.{k}");
         }

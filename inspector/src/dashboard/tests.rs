@@ -171,6 +171,8 @@ fn scenario_result() -> ScenarioResult {
         claim: s.claim,
         source: s.source,
         verdict: Some(Verdict::Confirmed),
+        reason: None,
+        advice: None,
         observed: serde_json::json!({ "summary": "restart without SO_REUSEADDR: EADDRINUSE" }),
         evidence: Vec::new(),
         evidence_total: 19,

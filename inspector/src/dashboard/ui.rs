@@ -497,6 +497,7 @@ fn render_scenarios(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 Some(crate::scenario::Verdict::Confirmed) => "✓",
                 Some(crate::scenario::Verdict::Refuted) => "✗",
                 Some(crate::scenario::Verdict::Partly) => "~",
+                Some(crate::scenario::Verdict::Untestable) => "?",
                 None => " ",
             }
             .to_owned()
@@ -525,7 +526,11 @@ fn render_scenarios(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         )),
         Line::from(vec![
             Span::styled("claim ", t.dim()),
-            Span::raw(format!("\"{}\" ({})", narrow_marks(s.claim), s.source)),
+            Span::raw(format!(
+                "\"{}\" ({})",
+                narrow_marks(s.claim),
+                s.source.unwrap_or("own claim")
+            )),
         ]),
     ];
     let result = app.results.get(app.selected[3]).and_then(Option::as_ref);

@@ -372,6 +372,7 @@ fn probe_as(sock: &Sock) -> io::Result<(String, Option<String>)> {
         reuseport: sock.reuseport == Some(true),
         v6only: sock.is_v6().then_some(sock.v6only),
         listen: listen.then_some(1),
+        count_on_release: false,
     };
     let report = sys::fork_as(sock.uid, &spec, false)?.report;
     if report.setup != 0 {

@@ -13,9 +13,9 @@ use std::{
 use serde::Serialize;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::ScenarioError;
+use super::{NsId, ScenarioError};
 pub use crate::kernel::Proto;
-use crate::{kernel::Errno, netns};
+use crate::{kernel::Errno, netns, pipeline::monotonic_ns};
 
 /// A socket of the scenario, with the label the log and the output use.
 #[derive(Debug)]
@@ -65,7 +65,10 @@ pub struct Delivery {
 
 #[derive(Debug, Default)]
 pub struct Ctx {
-    namespaces: Arc<Mutex<Vec<u32>>>,
+    namespaces: Arc<Mutex<Vec<NsId>>>,
+    /// Each namespace's file, open until the result is assembled so its
+    /// inode cannot be reused meanwhile (see [`NsId`]).
+    ns_files: Vec<std::fs::File>,
     /// Sysctls and socket options, in the order they were set.
     pub setup: Vec<String>,
     pub calls: Vec<Call>,
@@ -86,7 +89,7 @@ pub fn sockaddr(s: &str) -> Result<SocketAddr, ScenarioError> {
 }
 
 impl Ctx {
-    pub(super) fn new(namespaces: Arc<Mutex<Vec<u32>>>) -> Self {
+    pub(super) fn new(namespaces: Arc<Mutex<Vec<NsId>>>) -> Self {
         Self {
             namespaces,
             ..Self::default()
@@ -96,12 +99,21 @@ impl Ctx {
     /// Moves this scenario's thread into a new network namespace with `lo`
     /// up; sockets made before stay in the previous one.
     pub fn fresh_netns(&mut self) -> Result<u32, ScenarioError> {
+        let since_ns = monotonic_ns();
         netns::enter_new_netns()?;
+        self.ns_files
+            .push(std::fs::File::open("/proc/thread-self/ns/net")?);
         let ino = netns::current_netns()?;
         if let Ok(mut n) = self.namespaces.lock() {
-            n.push(ino);
+            n.push(NsId { ino, since_ns });
         }
         Ok(ino)
+    }
+
+    /// Reads a sysctl of the current namespace: a fresh namespace shows
+    /// the kernel's defaults.
+    pub fn read_sysctl(&mut self, name: &str) -> Result<String, ScenarioError> {
+        Ok(netns::sysctl(name)?)
     }
 
     /// Sets a sysctl of the current namespace and logs it.

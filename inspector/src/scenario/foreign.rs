@@ -17,7 +17,18 @@ pub struct Foreign {
     pub pid: u32,
     /// Errno of the child's bind (or listen), `None` on success.
     pub errno: Option<i32>,
-    _child: Forked,
+    child: Forked,
+}
+
+/// Socket options of the child's socket, beyond [`bind_as_nobody`]'s.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub listen: bool,
+    /// On release, count the datagrams queued on the socket and report
+    /// them ([`Foreign::release_and_count`]).
+    pub count: bool,
 }
 
 /// Forks a child that, as uid/gid 65534, binds a socket to `addr` with
@@ -28,18 +39,40 @@ pub fn bind_as_nobody(
     reuseport: bool,
     listen: bool,
 ) -> io::Result<Foreign> {
+    bind_as_nobody_with(
+        proto,
+        addr,
+        Options {
+            reuseport,
+            listen,
+            ..Options::default()
+        },
+    )
+}
+
+/// [`bind_as_nobody`] with every option.
+pub fn bind_as_nobody_with(proto: Proto, addr: SocketAddr, opts: Options) -> io::Result<Foreign> {
     let spec = BindSpec {
         addr,
         stream: proto == Proto::Tcp,
-        reuseaddr: false,
-        reuseport,
+        reuseaddr: opts.reuseaddr,
+        reuseport: opts.reuseport,
         v6only: None,
-        listen: listen.then_some(16),
+        listen: opts.listen.then_some(16),
+        count_on_release: opts.count,
     };
     let child = sys::fork_as(NOBODY, &spec, true)?;
     Ok(Foreign {
         pid: child.pid,
         errno: child.report.first_error(),
-        _child: child,
+        child,
     })
+}
+
+impl Foreign {
+    /// Lets a counting child go and returns how many datagrams it had
+    /// received.
+    pub fn release_and_count(self) -> io::Result<u64> {
+        self.child.release_and_count()
+    }
 }

@@ -42,10 +42,12 @@ pub struct Scenario {
     pub name: &'static str,
     /// What the scenario sets up, in one line.
     pub title: &'static str,
-    /// The claim, quoted from its source document.
+    /// The claim: quoted verbatim from its source document (`...` marks a
+    /// cut), or the project's own claim when `source` is `None`.
     pub claim: &'static str,
-    /// The document's file name.
-    pub source: &'static str,
+    /// The document's file name; `None` for an own claim, which the tally
+    /// does not count as a document's.
+    pub source: Option<&'static str>,
     pub run: fn(&mut Ctx) -> Result<Outcome, ScenarioError>,
 }
 
@@ -61,6 +63,8 @@ pub enum Verdict {
     Confirmed,
     Refuted,
     Partly,
+    /// This machine cannot test the claim (see the result's `reason`).
+    Untestable,
 }
 
 impl Verdict {
@@ -69,6 +73,7 @@ impl Verdict {
             Self::Confirmed => "confirmed",
             Self::Refuted => "refuted",
             Self::Partly => "partly",
+            Self::Untestable => "untestable",
         }
     }
 
@@ -93,6 +98,11 @@ pub struct Outcome {
     pub details: serde_json::Value,
     /// Why, naming the kernel rule and function.
     pub explanation: String,
+    /// Why the verdict is `untestable`.
+    pub reason: Option<String>,
+    /// A setting that changes the outcome, as shown by a second, labelled
+    /// run (`details`): "refuted by default; holds with ...".
+    pub advice: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,9 +130,14 @@ pub struct ScenarioResult {
     pub name: &'static str,
     pub title: &'static str,
     pub claim: &'static str,
-    pub source: &'static str,
+    /// Null for an own claim.
+    pub source: Option<&'static str>,
     /// Null when the scenario could not run (see `error`).
     pub verdict: Option<Verdict>,
+    /// Why the verdict is `untestable`.
+    pub reason: Option<String>,
+    /// A non-default setting that changes the outcome, and how.
+    pub advice: Option<String>,
     pub observed: serde_json::Value,
     /// The trace records of the scenario's namespaces (the first
     /// [`EVIDENCE_KEPT`]; `evidence_total` counts them all).
@@ -161,11 +176,43 @@ pub fn find(key: &str) -> Option<&'static Scenario> {
 /// meanwhile.
 pub const SETTLE: Duration = Duration::from_millis(30);
 
+/// A network namespace of a scenario, named so that no other namespace can
+/// be mistaken for it.
+///
+/// The kernel hands out namespace inode numbers from an IDA and reuses them
+/// as soon as a namespace is freed, and a namespace is torn down
+/// asynchronously (`cleanup_net()`): the TIME_WAIT sockets of a finished
+/// scenario are purged, with their `tw_exit` records, after it ended, maybe
+/// while the next scenario already runs in a namespace with the same inode.
+/// The records carry no netns cookie (the event format has the inode only),
+/// so identity is the pair (inode, creation time):
+/// - the scenario holds each namespace's file open until its result is
+///   assembled ([`Ctx`] keeps it), so the inode cannot be reused while its
+///   evidence is collected;
+/// - `since_ns` is read just before `unshare()`: an earlier namespace with
+///   the same inode was freed (`ns_free_inum()` in `net_ns_net_exit()`,
+///   which runs after every other pernet exit, the TIME_WAIT purge
+///   included) before this one could get the number, so all of its records
+///   carry earlier kernel timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NsId {
+    pub ino: u32,
+    /// CLOCK_MONOTONIC (the clock of the records' `ts_ns`) before creation.
+    pub since_ns: u64,
+}
+
+impl NsId {
+    /// Whether `r` happened in this namespace.
+    pub fn owns(&self, r: &Record) -> bool {
+        r.netns == self.ino && r.ts_ns >= self.since_ns
+    }
+}
+
 /// A scenario running on a thread of its own, and the evidence collected
 /// for it so far.
 pub struct Running {
     pub scenario: &'static Scenario,
-    namespaces: Arc<Mutex<Vec<u32>>>,
+    namespaces: Arc<Mutex<Vec<NsId>>>,
     /// The namespaces as of the last [`Running::observe`].
     followed: Vec<u32>,
     /// The records of the scenario's namespaces, in arrival order.
@@ -202,6 +249,10 @@ pub fn start(scenario: &'static Scenario) -> std::io::Result<Running> {
 impl Running {
     /// Network namespace inodes created so far.
     pub fn namespaces(&self) -> Vec<u32> {
+        self.ns_ids().iter().map(|n| n.ino).collect()
+    }
+
+    fn ns_ids(&self) -> Vec<NsId> {
         self.namespaces
             .lock()
             .map(|n| n.clone())
@@ -213,14 +264,17 @@ impl Running {
     }
 
     /// Keeps, of `records`, those of the namespaces the scenario has created
-    /// so far as evidence, and returns those namespaces. A record only
-    /// counts if its namespace existed when it was observed: namespaces
-    /// only grow, so this is the set the records can belong to.
+    /// so far as evidence (by [`NsId`]: inode and creation time), and
+    /// returns those namespaces' inodes.
     pub fn observe(&mut self, records: &[Record]) -> &[u32] {
-        self.followed = self.namespaces();
-        let ns = &self.followed;
-        self.evidence
-            .extend(records.iter().filter(|r| ns.contains(&r.netns)).cloned());
+        let ids = self.ns_ids();
+        self.followed = ids.iter().map(|n| n.ino).collect();
+        self.evidence.extend(
+            records
+                .iter()
+                .filter(|r| ids.iter().any(|n| n.owns(r)))
+                .cloned(),
+        );
         &self.followed
     }
 
@@ -247,17 +301,19 @@ impl Running {
             "calls": ctx.calls,
             "deliveries": ctx.deliveries_json(),
         });
-        let (verdict, explanation, error) = match outcome {
+        let (verdict, explanation, reason, advice, error) = match outcome {
             Ok(o) => {
                 observed["summary"] = o.summary.into();
                 observed["details"] = o.details;
-                (Some(o.verdict), o.explanation, None)
+                (Some(o.verdict), o.explanation, o.reason, o.advice, None)
             }
             Err(e) => {
                 observed["summary"] = format!("did not run: {e}").into();
-                (None, String::new(), Some(e.to_string()))
+                (None, String::new(), None, None, Some(e.to_string()))
             }
         };
+        // The namespace files close only now that the evidence is in.
+        drop(ctx);
         ScenarioResult {
             number: s.number,
             name: s.name,
@@ -265,6 +321,8 @@ impl Running {
             claim: s.claim,
             source: s.source,
             verdict,
+            reason,
+            advice,
             observed,
             evidence,
             evidence_total,
@@ -306,6 +364,8 @@ pub fn not_started(s: &'static Scenario, why: &str) -> ScenarioResult {
         claim: s.claim,
         source: s.source,
         verdict: None,
+        reason: None,
+        advice: None,
         observed: serde_json::json!({ "summary": format!("did not run: {why}") }),
         evidence: Vec::new(),
         evidence_total: 0,
@@ -393,8 +453,8 @@ mod tests {
     fn catalog_numbers_and_names_are_unique_and_in_order() {
         for (i, s) in CATALOG.iter().enumerate() {
             assert_eq!(s.number as usize, i + 1, "{s:?}");
-            assert!(!s.claim.is_empty() && !s.source.is_empty(), "{s:?}");
-            assert!(s.source.ends_with(".md"), "{s:?}");
+            assert!(!s.claim.is_empty(), "{s:?}");
+            assert!(s.source.is_none_or(|d| d.ends_with(".md")), "{s:?}");
             assert_eq!(
                 CATALOG.iter().filter(|o| o.name == s.name).count(),
                 1,
@@ -411,5 +471,41 @@ mod tests {
         assert_eq!(Verdict::of(&[true, true]), Verdict::Confirmed);
         assert_eq!(Verdict::of(&[false, false]), Verdict::Refuted);
         assert_eq!(Verdict::of(&[true, false]), Verdict::Partly);
+    }
+
+    /// The documents the claims come from, where the machines keep them.
+    fn document(name: &str) -> Option<String> {
+        std::fs::read_to_string(std::path::Path::new("/work/shared/docs").join(name)).ok()
+    }
+
+    fn normalise(s: &str) -> String {
+        s.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+
+    /// A quoted claim is the document's own words: every part between the
+    /// `...` cuts is a verbatim substring of the named document, with runs
+    /// of whitespace counted as one space.
+    #[test]
+    fn every_quoted_claim_is_verbatim_from_its_document() {
+        let mut checked = 0;
+        for s in CATALOG {
+            let Some(name) = s.source else {
+                continue;
+            };
+            let Some(text) = document(name) else {
+                eprintln!("{name} is not on this machine; quotes not checked");
+                return;
+            };
+            let text = normalise(&text);
+            for part in s.claim.split("...").map(normalise) {
+                assert!(
+                    part.is_empty() || text.contains(&part),
+                    "scenario {} quotes {part:?}, which is not in {name}",
+                    s.number
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked > 0);
     }
 }

@@ -27,6 +27,7 @@ pub fn verdict_label(v: Option<Verdict>) -> &'static str {
         Some(Verdict::Confirmed) => "CONFIRMED",
         Some(Verdict::Refuted) => "REFUTED",
         Some(Verdict::Partly) => "PARTLY TRUE",
+        Some(Verdict::Untestable) => "UNTESTABLE",
         None => "DID NOT RUN",
     }
 }
@@ -57,13 +58,18 @@ pub fn block(r: &ScenarioResult) -> String {
         verdict_label(r.verdict)
     );
     wrap(&mut out, "setup", r.title, 4);
-    wrap(
-        &mut out,
-        "claim",
-        &format!("\"{}\" ({})", r.claim, r.source),
-        4,
-    );
+    let claim = match r.source {
+        Some(doc) => format!("\"{}\" ({doc})", r.claim),
+        None => format!("{} (own claim, no document states it)", r.claim),
+    };
+    wrap(&mut out, "claim", &claim, 4);
     wrap(&mut out, "observed", r.summary(), 4);
+    if let Some(reason) = &r.reason {
+        wrap(&mut out, "reason", reason, 4);
+    }
+    if let Some(advice) = &r.advice {
+        wrap(&mut out, "advice", advice, 4);
+    }
     if !r.explanation.is_empty() {
         wrap(&mut out, "why", &r.explanation, 4);
     }
@@ -73,9 +79,11 @@ pub fn block(r: &ScenarioResult) -> String {
     out
 }
 
-/// The closing tally.
+/// The closing tally. Verdicts count for the documents only where a
+/// document made the claim; own claims are counted apart.
 pub fn tally(results: &[ScenarioResult]) -> String {
-    let count = |v: Verdict| results.iter().filter(|r| r.verdict == Some(v)).count();
+    let documented: Vec<&ScenarioResult> = results.iter().filter(|r| r.source.is_some()).collect();
+    let count = |v: Verdict| documented.iter().filter(|r| r.verdict == Some(v)).count();
     let failed = results.iter().filter(|r| r.verdict.is_none()).count();
     let agree = results
         .iter()
@@ -83,12 +91,24 @@ pub fn tally(results: &[ScenarioResult]) -> String {
         .count();
     let ran = results.len() - failed;
     let mut s = format!(
-        "{} scenarios: {} confirmed, {} refuted, {} partly true",
-        results.len(),
+        "{} document claims: {} confirmed, {} refuted, {} partly true",
+        documented.len(),
         count(Verdict::Confirmed),
         count(Verdict::Refuted),
         count(Verdict::Partly)
     );
+    let untestable = count(Verdict::Untestable);
+    if untestable > 0 {
+        let _ = write!(s, ", {untestable} untestable here");
+    }
+    let own = results.len() - documented.len();
+    if own > 0 {
+        let _ = write!(
+            s,
+            " (plus {own} own claim{})",
+            if own == 1 { "" } else { "s" }
+        );
+    }
     if failed > 0 {
         let _ = write!(s, ", {failed} did not run");
     }

@@ -1,5 +1,10 @@
 //! How evenly the kernel spread load: imbalance and a chi-square test
 //! against the uniform distribution.
+//!
+//! The unit counted must be independent draws: the reuseport hash chooses
+//! once per flow (4-tuple), so every datagram of one source lands on the
+//! same socket. Counting datagrams would multiply the statistic by the
+//! datagrams per flow; callers count flows.
 
 use serde::Serialize;
 
@@ -13,9 +18,12 @@ pub struct Spread {
     pub imbalance: f64,
     /// Pearson's chi-square statistic against an even split.
     pub chi_square: f64,
-    /// Probability of a split at least this uneven if the choice were
-    /// uniform at random (degrees of freedom: members - 1).
+    /// Probability of a split at least this uneven (by the chi-square
+    /// statistic) if the choice were uniform at random: exact (multinomial)
+    /// when `exact`, else from the chi-square distribution with
+    /// members - 1 degrees of freedom.
     pub p_value: f64,
+    pub exact: bool,
 }
 
 impl Spread {
@@ -33,6 +41,7 @@ impl Spread {
                 imbalance: 0.0,
                 chi_square: 0.0,
                 p_value: 1.0,
+                exact: true,
             };
         }
         let mean = total as f64 / k as f64;
@@ -40,10 +49,11 @@ impl Spread {
             .iter()
             .map(|&c| (c as f64 - mean).powi(2) / mean)
             .sum();
-        let p_value = if k > 1 {
-            chi_square_sf(chi_square, (k - 1) as f64)
-        } else {
-            1.0
+        let exact = exact_p_value(counts);
+        let p_value = match exact {
+            Some(p) => p,
+            None if k > 1 => chi_square_sf(chi_square, (k - 1) as f64),
+            None => 1.0,
         };
         Self {
             total,
@@ -53,8 +63,121 @@ impl Spread {
             imbalance: max as f64 / mean,
             chi_square,
             p_value,
+            exact: exact.is_some(),
         }
     }
+}
+
+/// Largest number of outcomes enumerated for an exact p-value.
+const EXACT_OUTCOMES: usize = 200_000;
+
+/// Every way to split `n` flows over `k` members, with its probability
+/// under a uniform choice and its chi-square statistic; `None` when there
+/// are more than [`EXACT_OUTCOMES`].
+fn outcomes(k: usize, n: u64) -> Option<Vec<(f64, f64)>> {
+    if k == 0 {
+        return None;
+    }
+    // C(n + k - 1, k - 1) outcomes; stop counting once past the limit.
+    let mut count = 1f64;
+    for i in 1..k {
+        count = count * (n as f64 + i as f64) / i as f64;
+    }
+    if count > EXACT_OUTCOMES as f64 {
+        return None;
+    }
+    let ln_fact: Vec<f64> = (0..=n)
+        .scan(0f64, |acc, i| {
+            if i > 0 {
+                *acc += (i as f64).ln();
+            }
+            Some(*acc)
+        })
+        .collect();
+    let mean = n as f64 / k as f64;
+    let ln_base = ln_fact[n as usize] - n as f64 * (k as f64).ln();
+    let mut out = Vec::with_capacity(count as usize);
+    let mut split = vec![0u64; k];
+    fn walk(
+        i: usize,
+        left: u64,
+        split: &mut [u64],
+        ln_fact: &[f64],
+        ln_base: f64,
+        mean: f64,
+        out: &mut Vec<(f64, f64)>,
+    ) {
+        if i + 1 == split.len() {
+            split[i] = left;
+            let ln_p = ln_base - split.iter().map(|&c| ln_fact[c as usize]).sum::<f64>();
+            let chi: f64 = split
+                .iter()
+                .map(|&c| (c as f64 - mean).powi(2) / mean)
+                .sum();
+            out.push((chi, ln_p.exp()));
+            return;
+        }
+        for c in 0..=left {
+            split[i] = c;
+            walk(i + 1, left - c, split, ln_fact, ln_base, mean, out);
+        }
+    }
+    walk(0, n, &mut split, &ln_fact, ln_base, mean, &mut out);
+    Some(out)
+}
+
+/// Tolerance when comparing chi-square statistics of two outcomes: equal
+/// splits up to permutation must count as equally uneven.
+const CHI_EPS: f64 = 1e-9;
+
+/// The exact p-value of `counts` under a uniform multinomial: the
+/// probability of all splits whose chi-square statistic is at least the
+/// observed one.
+pub fn exact_p_value(counts: &[u64]) -> Option<f64> {
+    let n: u64 = counts.iter().sum();
+    let k = counts.len();
+    if k < 2 || n == 0 {
+        return None;
+    }
+    let mean = n as f64 / k as f64;
+    let observed: f64 = counts
+        .iter()
+        .map(|&c| (c as f64 - mean).powi(2) / mean)
+        .sum();
+    let all = outcomes(k, n)?;
+    let p: f64 = all
+        .iter()
+        .filter(|(chi, _)| *chi >= observed - CHI_EPS)
+        .map(|(_, p)| p)
+        .sum();
+    Some(p.clamp(0.0, 1.0))
+}
+
+/// The probability that a fair split of `n` flows over `k` members passes
+/// the test `p_value > alpha`: what a scenario's verdict stability rests
+/// on. `None` when the outcomes are too many to enumerate.
+pub fn pass_probability(k: usize, n: u64, alpha: f64) -> Option<f64> {
+    let mut all = outcomes(k, n)?;
+    // From the most uneven down: each outcome's p-value is the running sum
+    // of the probabilities of outcomes at least as uneven.
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut fail = 0f64;
+    let mut i = 0;
+    while i < all.len() {
+        // Outcomes with the same statistic share one p-value.
+        let mut j = i;
+        let mut tied = 0f64;
+        while j < all.len() && all[j].0 >= all[i].0 - CHI_EPS {
+            tied += all[j].1;
+            j += 1;
+        }
+        if fail + tied > alpha {
+            break;
+        }
+        fail += tied;
+        i = j;
+    }
+    Some(1.0 - fail)
 }
 
 /// Survival function of the chi-square distribution with `df` degrees of
@@ -169,5 +292,38 @@ mod tests {
         assert!(skewed.p_value < 1e-100);
         let empty = Spread::of(&[]);
         assert_eq!(empty.p_value, 1.0);
+    }
+
+    #[test]
+    fn exact_p_value_agrees_with_the_chi_square_tail_for_many_flows() {
+        // The audit's case: per-source counts [20, 37, 33] are a plausible
+        // fair split; per-datagram counts (x4) are not.
+        let per_flow = Spread::of(&[20, 37, 33]);
+        assert!(per_flow.exact);
+        assert!(
+            per_flow.p_value > 0.05 && per_flow.p_value < 0.1,
+            "{per_flow:?}"
+        );
+        let approx = chi_square_sf(per_flow.chi_square, 2.0);
+        assert!(
+            (per_flow.p_value - approx).abs() < 0.02,
+            "{per_flow:?} {approx}"
+        );
+        // Two members, 4 flows: P(split at least as uneven as 4:0) = 2/16.
+        assert!(close(exact_p_value(&[4, 0]).unwrap_or(0.0), 0.125));
+        assert!(close(exact_p_value(&[2, 2]).unwrap_or(0.0), 1.0));
+    }
+
+    #[test]
+    fn a_fair_split_passes_at_the_documented_rate() {
+        // Two members, 4 flows, alpha 0.2: only 4:0 and 0:4 (p = 0.125)
+        // fail, so a fair split passes with 1 - 2/16.
+        let p = pass_probability(2, 4, 0.2).unwrap_or(0.0);
+        assert!(close(p, 1.0 - 0.125), "{p}");
+        // A discrete test never rejects a fair split more often than alpha.
+        for (k, n, alpha) in [(3, 30, 0.01), (3, 90, 1e-3), (3, 300, 1e-4)] {
+            let p = pass_probability(k, n, alpha).unwrap_or(0.0);
+            assert!(p >= 1.0 - alpha, "k {k} n {n} alpha {alpha}: {p}");
+        }
     }
 }

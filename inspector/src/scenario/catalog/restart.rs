@@ -78,13 +78,16 @@ pub(super) fn restart_plain(ctx: &mut Ctx) -> Res {
     let errno = restart(ctx, "new-server", 8001, false, false)?;
     let refused = errno.as_deref() == Some("EADDRINUSE");
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[refused]),
         summary: format!("restart without SO_REUSEADDR: {}", show(&errno)),
         details: json!({ "restart": errno }),
         explanation: "inet_csk_get_port() finds the port's bind bucket still owned by the \
-            timewait socket; inet_csk_bind_conflict() lets a new socket share it only when both \
+            timewait socket; inet_bind_conflict() lets a new socket share it only when both \
             have SO_REUSEADDR (sk_reuse, and tw_reuse copied from the closed socket) or both \
-            SO_REUSEPORT with the same uid."
+            SO_REUSEPORT (a TIME_WAIT holder's uid is not checked; a live holder's must \
+            match)."
             .into(),
     })
 }
@@ -122,6 +125,8 @@ fn restart_outcome(
     why: &str,
 ) -> Outcome {
     Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[new_only.is_none(), both.is_none()]),
         summary: format!(
             "{option} on the new socket only: {}; on the old and the new: {}",
@@ -152,9 +157,12 @@ pub(super) fn restart_reuseport(ctx: &mut Ctx) -> Res {
         "SO_REUSEPORT",
         new_only,
         both,
-        "inet_bind_conflict() lets SO_REUSEPORT sockets share a port when both have \
-         sk_reuseport and either the holder is TIME_WAIT or the uids match; the timewait \
-         socket's tw_reuseport is copied from the closed socket, so the old server must have \
-         set it.",
+        "The timewait socket's tw_reuseport is copied from the closed socket. New socket \
+         only: inet_bind_conflict() meets a TIME_WAIT holder without sk_reuseport and refuses. \
+         Old and new: inet_csk_get_port() never reaches the conflict walk, because the bind \
+         bucket still carries the fastreuseport state the old listener left and \
+         sk_reuseport_match() accepts the new socket on that fast path (same uid, same \
+         address); the walk would allow it too, since a TIME_WAIT holder's uid is not \
+         checked.",
     ))
 }

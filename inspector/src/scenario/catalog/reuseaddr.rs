@@ -24,6 +24,8 @@ pub(super) fn reuseaddr_while_listening(ctx: &mut Ctx) -> Res {
     // The claim: SO_REUSEADDR gives no second bind next to a listener.
     let refused = a_listen.is_none() && b_bind.is_some();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[refused]),
         summary: format!(
             "a bind {}, a listen {}, b bind {}",
@@ -53,6 +55,8 @@ pub(super) fn reuseaddr_bind_both_then_listen(ctx: &mut Ctx) -> Res {
     let both_bound = a_bind.is_none() && b_bind.is_none();
     let both_listen = a_listen.is_none() && b_listen.is_none();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         // The claim: no two binds. Both bind; only the listen is refused.
         verdict: Verdict::of(&[!both_bound, !both_listen]),
         summary: format!(
@@ -94,6 +98,8 @@ pub(super) fn wildcard_plus_specific(ctx: &mut Ctx) -> Res {
     };
     let wild_listen = ctx.listen(&wild, 8);
     Ok(Outcome {
+        reason: None,
+        advice: None,
         // The claim: with SO_REUSEADDR the pair is fine.
         verdict: Verdict::of(&[
             listening.is_none(),
@@ -117,7 +123,10 @@ pub(super) fn wildcard_plus_specific(ctx: &mut Ctx) -> Res {
         explanation: "inet_rcv_saddr_equal() treats 0.0.0.0 as equal to every address, so a \
             wildcard and a specific socket on one port conflict like two identical ones: \
             allowed while neither listens and both have SO_REUSEADDR, refused once one listens \
-            (inet_bind_conflict(): holder in LISTEN). Whichever listens second gets EADDRINUSE."
+            (inet_bind_conflict(): holder in LISTEN). On 6.x inet_csk_bind_conflict() finds \
+            the pairs through bhash2: a specific bind meets the wildcard holders in \
+            inet_bhash2_addr_any_conflict(), a wildcard bind walks every address of the port. \
+            Whichever listens second gets EADDRINUSE."
             .into(),
     })
 }
@@ -141,6 +150,8 @@ pub(super) fn different_addresses(ctx: &mut Ctx) -> Res {
     }
     let all_ok = results.iter().all(Option::is_none);
     Ok(Outcome {
+        reason: None,
+        advice: None,
         verdict: Verdict::of(&[all_ok]),
         summary: format!(
             "127.0.0.1:8007 {}, 127.0.0.2:8007 {}, 127.0.0.1:8008 {} (bind + listen, no options)",
@@ -188,6 +199,8 @@ pub(super) fn dual_stack(ctx: &mut Ctx) -> Res {
     let coexist_dual = rows["v6only=0"]["ipv4_wildcard"].is_null();
     let coexist_v6only = rows["v6only=1"]["ipv4_wildcard"].is_null();
     Ok(Outcome {
+        reason: None,
+        advice: None,
         // The claim: they conflict without V6ONLY and coexist with it.
         verdict: Verdict::of(&[!coexist_dual, coexist_v6only]),
         summary: format!(
@@ -196,10 +209,12 @@ pub(super) fn dual_stack(ctx: &mut Ctx) -> Res {
             rows["v6only=1"]["ipv4_wildcard"].as_str().unwrap_or("ok")
         ),
         details: json!(rows),
-        explanation: "A [::] socket without IPV6_V6ONLY also accepts IPv4 (v4-mapped), so \
-            inet_rcv_saddr_equal() -> ipv6_rcv_saddr_equal() makes it conflict with 0.0.0.0 \
-            on the same port; with IPV6_V6ONLY=1 (ipv6_only_sock()) they are disjoint and both \
-            bind. The default comes from net.ipv6.bindv6only (0)."
+        explanation: "A [::] socket without IPV6_V6ONLY also accepts IPv4 (v4-mapped). The \
+            0.0.0.0 bind is AF_INET, so inet_rcv_saddr_equal() compares through \
+            ipv4_rcv_saddr_equal(..., ipv6_only_sock(sk2)): the [::] holder's IPv4 address is \
+            0 and, not being v6-only, it matches the wildcard, so the bind conflicts; with \
+            IPV6_V6ONLY=1 the holder never matches an IPv4 address and both bind. The default \
+            comes from net.ipv6.bindv6only (0)."
             .into(),
     })
 }
