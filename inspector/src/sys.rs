@@ -223,6 +223,13 @@ pub fn fork_as(uid: u32, spec: &BindSpec, hold: bool) -> io::Result<Forked> {
     let want = std::mem::size_of_val(&words);
     // SAFETY: reading at most `want` bytes into the local array of that size.
     let n = unsafe { syscall!(read(report_rx.as_raw_fd(), (&raw mut words).cast(), want)) };
+    if !plan.count && matches!(n, Ok(n) if usize::try_from(n).is_ok_and(|n| n == want)) {
+        // Wait for the child to close its end (EOF), so that once we
+        // return it holds only its socket and the release pipe.
+        let mut byte = 0u8;
+        // SAFETY: reading at most one byte into a local.
+        let _ = unsafe { syscall!(read(report_rx.as_raw_fd(), (&raw mut byte).cast(), 1)) };
+    }
     let forked = Forked {
         pid: u32::try_from(pid).unwrap_or_default(),
         report: Report {

@@ -234,7 +234,7 @@ pub(super) fn udp_multicast(ctx: &mut Ctx) -> Res {
 /// The unit is the flow (one source socket, one 4-tuple): the reuseport
 /// hash decides once per flow, so the flow counts of a fair split are
 /// multinomial(FLOWS, 1/3 each) and the exact p-value of
-/// [`Spread::of`](crate::scenario::stats::Spread) rejects a fair split with
+/// [`Spread::exact`](crate::scenario::stats::Spread) rejects a fair split with
 /// probability at most ALPHA (a discrete test never exceeds its level;
 /// `stats::pass_probability` computes it). With ALPHA = 1e-4 a fair split
 /// passes in >= 99.99% of runs, so 20 runs agree with probability >= 99.8%.
@@ -289,7 +289,7 @@ pub(super) fn udp_reuseport(ctx: &mut Ctx) -> Res {
                 .count() as u64
         })
         .collect();
-    let spread = Spread::of(&flows);
+    let spread = Spread::exact(&flows);
     let all_sticky = sticky == by_source.len();
     let even = spread.p_value > ALPHA;
     let total: u64 = datagrams.iter().sum();
@@ -380,7 +380,7 @@ pub(super) fn tcp_reuseport(ctx: &mut Ctx) -> Res {
         ctx.delivered(l, counts[i], true);
     }
     let varied: Vec<u64> = counts.iter().zip(&fixed).map(|(c, f)| c - f).collect();
-    let spread = Spread::of(&varied);
+    let spread = Spread::exact(&varied);
     let fixed_members = fixed.iter().filter(|&&c| c > 0).count();
     // The claim: one client IP reconnecting from new ports keeps reaching
     // the same listener.
