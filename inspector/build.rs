@@ -38,6 +38,13 @@ fn main() -> anyhow::Result<()> {
     }
     let toolchain = toolchain.to_str().context("non-UTF-8 OUT_DIR")?.to_owned();
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 path")?.to_owned();
+    // inspector-ebpf writes two BPF atomic instructions as inline assembly
+    // (an unstable feature on the BPF target): allow nightly features for
+    // it (its object is named `inspector`) and for aya-ebpf, in the eBPF
+    // build only, which inherits this variable.
+    // SAFETY: a build script is single-threaded; nothing reads the
+    // environment concurrently.
+    unsafe { env::set_var("RUSTC_BOOTSTRAP", "aya_ebpf,inspector") };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "inspector-ebpf",
