@@ -303,8 +303,9 @@ const HEAD: usize = 128;
 /// by a softirq whose program (`inet_sock_set_state`, `sk_data_ready`,
 /// `timer_expire_entry`) copies its own socket over the outer one's half
 /// read, and a hardirq (`timer_start` from an interrupt handler) can
-/// interrupt both. Tracepoint programs run with preemption disabled
-/// (`__bpf_trace_run`), so those nest last-in first-out; fentry and
+/// interrupt both. Tracepoint programs run with preemption disabled (the
+/// tracepoint disables it around its probes; `__bpf_trace_run` asserts
+/// `cant_sleep()`), so those nest last-in first-out; fentry and
 /// iterator programs only disable migration (`__bpf_prog_enter`,
 /// `bpf_iter_run_prog`) and may be preempted by another task's program on
 /// the same CPU, which a depth counter would hand the same slot. The swap
