@@ -99,6 +99,11 @@ fn build_ebpf(toolchain_bin: &Path, out_dir: &Path) -> anyhow::Result<Vec<(Strin
         .env("PATH", path)
         .env("RUSTC", toolchain_bin.join("rustc"))
         .env("RUSTDOC", toolchain_bin.join("rustdoc"))
+        // inspector-ebpf writes two BPF atomic instructions as inline
+        // assembly (an unstable feature on the BPF target): allow nightly
+        // features for it (its object is named `inspector`) and for
+        // aya-ebpf, in this build only.
+        .env("RUSTC_BOOTSTRAP", "aya_ebpf,inspector")
         // aya-ebpf reads `bpf_target_arch` to pick the host arch's pt_regs;
         // `--btf` makes bpf-linker emit the BTF the loader relies on.
         .env(

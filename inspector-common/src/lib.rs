@@ -56,6 +56,10 @@ pub mod flag {
     /// A [`kind::TW_CANCEL`] raised while the current task was inside
     /// `connect()`: the timewait socket is being reused by a new connection.
     pub const IN_CONNECT: u8 = 1 << 5;
+    /// The address passed to bind()/connect() could not be read (the call
+    /// itself fails with EFAULT): `req_addr`/`req_port` are unknown, and a
+    /// bind keeps phase `BIND` rather than claiming an autobind.
+    pub const ADDR_UNREADABLE: u8 = 1 << 6;
 }
 
 pub const AF_INET: u8 = 2;
@@ -65,15 +69,61 @@ pub const IPPROTO_UDP: u8 = 17;
 pub const TCP_LISTEN: u8 = 10;
 pub const TCP_TIME_WAIT: u8 = 6;
 
-/// Counter slots in the per-CPU `COUNTERS` array.
+/// Counter slots in the per-CPU `COUNTERS` array: what the kernel side
+/// emitted, lost and failed to do, by kind. Every failure a program meets is
+/// counted in exactly one slot; user space reports them all.
 pub mod counter {
     /// Events written to the ring buffer.
     pub const EMITTED: u32 = 0;
-    /// Events lost because the ring buffer was full.
+    /// Events lost because the ring buffer was full (`bpf_ringbuf_output`
+    /// found no room).
     pub const DROPPED: u32 = 1;
-    /// Kernel reads that failed (a field could not be read).
-    pub const READ_ERRORS: u32 = 2;
-    pub const LEN: u32 = 4;
+    /// A field of a socket (`struct sock`, `sock_common`, a timewait or
+    /// request socket) or of what it points to (netns, file inode) could not
+    /// be read: the event was not emitted.
+    pub const READ_SOCK: u32 = 2;
+    /// The address passed to bind()/connect() could not be read (the
+    /// caller's memory, or in fentry mode the kernel's copy of it): the
+    /// event was emitted with `flag::ADDR_UNREADABLE`.
+    pub const READ_USER_ADDR: u32 = 3;
+    /// A `timer_list` (callback or expiry) could not be read.
+    pub const READ_TIMER: u32 = 4;
+    /// A syscall's arguments (`pt_regs`) or the caller's descriptor table
+    /// down to its socket could not be read.
+    pub const READ_SYSCALL: u32 = 5;
+    /// A received packet (`sk_buff` headers) could not be read.
+    pub const READ_PACKET: u32 = 6;
+    /// The per-thread in-flight syscall map (`INFLIGHT`) refused an insert
+    /// (full): that call is not reported.
+    pub const MAP_INFLIGHT_FULL: u32 = 7;
+    /// The socket owner map (`OWNERS`) refused an insert: later events of
+    /// that socket have no owner.
+    pub const MAP_OWNER_FULL: u32 = 8;
+    /// Every per-CPU scratch slot was taken (nesting deeper than the slots):
+    /// the event was not emitted.
+    pub const SCRATCH_BUSY: u32 = 9;
+    pub const LEN: u32 = 10;
+
+    /// The kernel-side error slots: everything but [`EMITTED`] and
+    /// [`DROPPED`].
+    pub const ERRORS: core::ops::Range<u32> = READ_SOCK..LEN;
+
+    /// The slot's name in output (`stats` records, the trace summary).
+    pub const fn name(slot: u32) -> &'static str {
+        match slot {
+            EMITTED => "emitted",
+            DROPPED => "dropped",
+            READ_SOCK => "read_sock",
+            READ_USER_ADDR => "read_user_addr",
+            READ_TIMER => "read_timer",
+            READ_SYSCALL => "read_syscall",
+            READ_PACKET => "read_packet",
+            MAP_INFLIGHT_FULL => "map_inflight_full",
+            MAP_OWNER_FULL => "map_owner_full",
+            SCRATCH_BUSY => "scratch_busy",
+            _ => "unknown",
+        }
+    }
 }
 
 /// One kernel observation. Fixed size for every kind; fields a kind does not
@@ -368,6 +418,18 @@ mod tests {
         // 1 u64 + 50 u32 fields, nothing in between.
         assert_eq!(size_of::<Offsets>(), 8 + 50 * 4);
         assert_eq!(size_of::<Owner>(), 32);
+    }
+
+    #[test]
+    fn every_counter_slot_has_a_distinct_name() {
+        for a in 0..counter::LEN {
+            assert_ne!(counter::name(a), "unknown", "slot {a}");
+            for b in a + 1..counter::LEN {
+                assert_ne!(counter::name(a), counter::name(b));
+            }
+        }
+        assert_eq!(counter::name(counter::LEN), "unknown");
+        assert_eq!(counter::ERRORS.len() as u32, counter::LEN - 2);
     }
 
     #[test]

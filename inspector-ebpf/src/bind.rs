@@ -7,49 +7,55 @@
 //! because `inet_csk_listen_start` calls `inet_csk_get_port` again.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use inspector_common::{Event, IPPROTO_TCP, flag, kind, phase};
+use inspector_common::{Event, IPPROTO_TCP, counter, flag, kind, phase};
 
 use crate::core_read::{
-    INFLIGHT, Inflight, OWNERS, Space, current_owner, emit, fill_sock, is_inet, now, off, read,
-    read_error, read_sockaddr, set_owner, sock_from_fd,
+    INFLIGHT, Inflight, Miss, Space, begin_call, count, current_owner, emit, fill_sock, is_inet,
+    now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
 };
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     match try_sys_enter(&ctx) {
         Ok(()) => 0,
-        Err(_) => 0,
+        Err(e) => {
+            // Counted by kind; the call then goes unreported.
+            count(e.slot);
+            0
+        }
     }
 }
 
-fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), i64> {
+fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let nr: i64 = ctx.arg(1);
     let nr = nr as u32;
     if nr != off!(nr_bind) && nr != off!(nr_listen) && nr != off!(nr_connect) {
         return Ok(());
     }
     let regs: u64 = ctx.arg(0);
-    let fd: u64 = read(regs, off!(regs_di))?;
-    let Ok(sk) = sock_from_fd(fd) else {
+    let args = Miss::at(counter::READ_SYSCALL);
+    let fd: u64 = read(regs, off!(regs_di)).map_err(&args)?;
+    let uaddr: u64 = read(regs, off!(regs_si)).map_err(&args)?;
+    let Some(sk) = sock_from_fd(fd)? else {
         return Ok(()); // not a socket: the syscall fails with ENOTSOCK/EBADF
     };
-    if !is_inet(sk) {
+    if !is_inet(sk)? {
         return Ok(());
     }
     let num_before: u16 = read(sk, off!(skc_num))?;
     let owner = current_owner();
     // Remember the owner now: state changes raised inside this very call
     // (CLOSE -> SYN_SENT in connect) already find it.
-    let _ = OWNERS.insert(sk, owner, 0);
+    remember_owner(sk, &owner);
     let inflight = Inflight {
         sk,
-        uaddr: read(regs, off!(regs_si))?,
+        uaddr,
         nr,
         num_before: u32::from(num_before),
         decided: 0,
         _pad: 0,
     };
-    let _ = INFLIGHT.insert(owner.tid, inflight, 0);
+    begin_call(owner.tid, &inflight);
     Ok(())
 }
 
@@ -58,16 +64,21 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     match try_sys_exit(&ctx) {
         Ok(()) => 0,
         Err(e) => {
-            read_error();
-            // Rare by design: a kernel read failed. Counted, and the reason
-            // goes to the user-space log.
-            aya_log_ebpf::warn!(&ctx, "sys_exit: kernel read failed, error {}", e);
+            count(e.slot);
+            // Rare by design: a kernel read failed. Counted by kind, and the
+            // reason goes to the user-space log.
+            aya_log_ebpf::warn!(
+                &ctx,
+                "sys_exit: kernel read failed (counter {}), error {}",
+                e.slot,
+                e.code
+            );
             0
         }
     }
 }
 
-fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
+fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let regs: u64 = ctx.arg(0);
     // SAFETY: `regs` is the tracepoint's BTF-typed `struct pt_regs *` and
     // the offset is `orig_ax`'s in this kernel's BTF: a verified direct
@@ -126,7 +137,9 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), i64> {
 pub fn bind_or_connect(ev: &mut Event, nr: u32) {
     if nr == off!(nr_bind) {
         ev.kind = kind::BIND;
-        ev.phase = if ev.req_port == 0 {
+        // Port 0 asks the kernel to pick, unless the address could not be
+        // read at all: then nothing was asked that we know of.
+        ev.phase = if ev.req_port == 0 && ev.flags & flag::ADDR_UNREADABLE == 0 {
             phase::AUTOBIND
         } else {
             phase::BIND
@@ -145,11 +158,11 @@ pub fn bind_or_connect(ev: &mut Event, nr: u32) {
 
 /// accept()/accept4() returned `ret` as the new descriptor: its socket now
 /// belongs to the caller.
-fn accepted(ret: i64) -> Result<(), i64> {
+fn accepted(ret: i64) -> Result<(), Miss> {
     if ret < 0 {
         return Ok(());
     }
-    let Ok(sk) = sock_from_fd(ret as u64) else {
+    let Some(sk) = sock_from_fd(ret as u64)? else {
         return Ok(());
     };
     report_accept(sk)
@@ -158,12 +171,12 @@ fn accepted(ret: i64) -> Result<(), i64> {
 /// `sk` was just handed to the current task by accept() (both modes): it
 /// becomes the socket's owner.
 #[inline(always)]
-pub fn report_accept(sk: u64) -> Result<(), i64> {
-    if !is_inet(sk) {
+pub fn report_accept(sk: u64) -> Result<(), Miss> {
+    if !is_inet(sk)? {
         return Ok(());
     }
     let owner = current_owner();
-    let _ = OWNERS.insert(sk, owner, 0);
+    remember_owner(sk, &owner);
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
     fill_sock(&mut ev, sk)?;

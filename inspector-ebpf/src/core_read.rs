@@ -27,7 +27,8 @@ const WAKEUP_BYTES: u64 = 256 * core::mem::size_of::<Event>() as u64;
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 
-/// Per-CPU counters, indexed by `inspector_common::counter`.
+/// Per-CPU counters, indexed by `inspector_common::counter`, bumped
+/// atomically ([`count`]).
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 
@@ -79,18 +80,32 @@ fn read_in<T>(space: Space, addr: u64) -> Result<T, i64> {
 
 /// Fills `req_port`/`req_addr` from a `struct sockaddr_in` /
 /// `sockaddr_in6`: family, port (network order), then the address at
-/// offset 4 (v4) or 8 (v6). An unreadable address leaves them zero.
+/// offset 4 (v4) or 8 (v6). An unreadable address (the call fails with
+/// EFAULT: `move_addr_to_kernel`) is counted and flagged
+/// [`flag::ADDR_UNREADABLE`]; the fields stay zero and mean nothing then.
 #[inline(always)]
 pub fn read_sockaddr(ev: &mut Event, uaddr: u64, space: Space) {
-    let family: u16 = read_in(space, uaddr).unwrap_or(0);
-    let port: u16 = read_in(space, uaddr + 2).unwrap_or(0);
-    ev.req_port = u16::from_be(port);
+    if try_read_sockaddr(ev, uaddr, space).is_err() {
+        ev.req_port = 0;
+        ev.req_addr = [0; 16];
+        ev.flags |= flag::ADDR_UNREADABLE;
+        count(counter::READ_USER_ADDR);
+    }
+}
+
+#[inline(always)]
+fn try_read_sockaddr(ev: &mut Event, uaddr: u64, space: Space) -> Result<(), i64> {
+    // `sa_family` and `sin_port`/`sin6_port` in one read.
+    let head: [u8; 4] = read_in(space, uaddr)?;
+    let family = u16::from_ne_bytes([head[0], head[1]]);
+    ev.req_port = u16::from_be_bytes([head[2], head[3]]);
     if family == u16::from(AF_INET) {
-        let a: [u8; 4] = read_in(space, uaddr + 4).unwrap_or([0; 4]);
+        let a: [u8; 4] = read_in(space, uaddr + 4)?;
         ev.req_addr[..4].copy_from_slice(&a);
     } else if family == u16::from(AF_INET6) {
-        ev.req_addr = read_in(space, uaddr + 8).unwrap_or([0; 16]);
+        ev.req_addr = read_in(space, uaddr + 8)?;
     }
+    Ok(())
 }
 
 /// Reads one field of [`OFFSETS`]. Volatile so the compiler keeps the load
@@ -115,17 +130,103 @@ pub fn read_user<T>(addr: u64) -> Result<T, i64> {
     unsafe { bpf_probe_read_user(addr as *const T) }.map_err(|e| e as i64)
 }
 
-#[inline(always)]
-fn bump(slot: u32) {
-    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe { *p += 1 };
+/// A failed kernel read or map update, and the [`counter`] slot it is
+/// charged to. Reads through [`read`] are socket reads unless the caller
+/// says otherwise with [`Miss::at`]: every program starts from a socket.
+#[derive(Clone, Copy)]
+pub struct Miss {
+    pub slot: u32,
+    /// The helper's answer (a negative errno).
+    pub code: i64,
+}
+
+impl Miss {
+    /// Charges a helper's error `code` to `slot` (for `map_err`).
+    #[inline(always)]
+    pub fn at(slot: u32) -> impl Fn(i64) -> Self {
+        move |code| Self { slot, code }
     }
 }
 
+impl From<i64> for Miss {
+    #[inline(always)]
+    fn from(code: i64) -> Self {
+        Self {
+            slot: counter::READ_SOCK,
+            code,
+        }
+    }
+}
+
+/// Adds one to the [`counter`] `slot` of this CPU.
+///
+/// Atomically: a program can be interrupted on its CPU by another that
+/// bumps the same slot (a softirq's `inet_sock_set_state` or
+/// `sk_data_ready` over a process-context `sys_exit`, a hardirq's
+/// `timer_start` over either), and a plain `*p += 1` would then lose the
+/// inner count when the outer store lands.
 #[inline(always)]
-pub fn read_error() {
-    bump(counter::READ_ERRORS);
+pub fn count(slot: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot) {
+        atomic_add(p, 1);
+    }
+}
+
+/// `*p += v` in one instruction (`BPF_ATOMIC | BPF_ADD`, the old XADD, which
+/// every verifier accepts on map values). Rust's `AtomicU64::fetch_add`
+/// does not exist for the BPF target (it declares no compare-and-swap), so
+/// the instruction is written out.
+#[inline(always)]
+fn atomic_add(p: *mut u64, v: u64) {
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: `p` is a valid, aligned pointer to a u64 in a map value; the
+    // instruction only adds to it.
+    unsafe {
+        core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v, options(nostack));
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as above; host builds (clippy) only.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(p)
+            .fetch_add(v, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Swaps `v` into `*p` and returns what was there, in one instruction
+/// (`BPF_ATOMIC | BPF_XCHG`, Linux 5.12+).
+#[inline(always)]
+fn atomic_swap(p: *mut u64, v: u64) -> u64 {
+    #[cfg(target_arch = "bpf")]
+    {
+        let mut v = v;
+        // SAFETY: `p` is a valid, aligned pointer to a u64 in a map value.
+        unsafe {
+            core::arch::asm!("{v} = xchg_64({p} + 0, {v})", p = in(reg) p, v = inout(reg) v, options(nostack));
+        }
+        v
+    }
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: as above; host builds (clippy) only.
+    unsafe {
+        core::sync::atomic::AtomicU64::from_ptr(p).swap(v, core::sync::atomic::Ordering::Acquire)
+    }
+}
+
+/// Remembers `owner` as the owner of `sk`; a refused insert is counted.
+#[inline(always)]
+pub fn remember_owner(sk: u64, owner: &Owner) {
+    if OWNERS.insert(sk, *owner, 0).is_err() {
+        count(counter::MAP_OWNER_FULL);
+    }
+}
+
+/// Records the syscall `tid` is in; a refused insert (map full) is
+/// counted, and that call then goes unreported.
+#[inline(always)]
+pub fn begin_call(tid: u32, inflight: &Inflight) {
+    if INFLIGHT.insert(tid, *inflight, 0).is_err() {
+        count(counter::MAP_INFLIGHT_FULL);
+    }
 }
 
 /// Commits `ev` unless the netns filter excludes it; counts drops.
@@ -144,8 +245,8 @@ pub fn emit(ev: &Event) {
         BPF_RB_NO_WAKEUP
     };
     match EVENTS.output::<Event>(ev, flags) {
-        Ok(()) => bump(counter::EMITTED),
-        Err(_) => bump(counter::DROPPED),
+        Ok(()) => count(counter::EMITTED),
+        Err(_) => count(counter::DROPPED),
     }
 }
 
@@ -191,28 +292,60 @@ pub fn attribute(ev: &mut Event, sk: u64) {
 /// read on its own).
 const HEAD: usize = 128;
 
-/// Per-CPU room for the copy: on the stack it would push the programs
-/// that also hold an event past the 512-byte stack limit of older
-/// verifiers (6.1 counts the combined stack of calls).
+/// Per-CPU room for the copy. On the stack it would push the programs that
+/// also hold an event past the 512-byte stack limit of older verifiers
+/// (6.1 counts the combined stack of calls), hence a map.
+///
+/// One room per nesting level, each claimed with an atomic swap of its
+/// `busy` word and given back when the [`Head`] is dropped. One slot shared
+/// by all programs is not enough: on one CPU a process-context program
+/// (`sys_exit`, an fentry on `inet_bind`, an iterator) can be interrupted
+/// by a softirq whose program (`inet_sock_set_state`, `sk_data_ready`,
+/// `timer_expire_entry`) copies its own socket over the outer one's half
+/// read, and a hardirq (`timer_start` from an interrupt handler) can
+/// interrupt both. Tracepoint programs run with preemption disabled (the
+/// tracepoint disables it around its probes; `__bpf_trace_run` asserts
+/// `cant_sleep()`), so those nest last-in first-out; fentry and
+/// iterator programs only disable migration (`__bpf_prog_enter`,
+/// `bpf_iter_run_prog`) and may be preempted by another task's program on
+/// the same CPU, which a depth counter would hand the same slot. The swap
+/// claim holds in both cases. Four slots cover task, softirq, hardirq and
+/// one preempted task; beyond that an event is lost and counted
+/// ([`counter::SCRATCH_BUSY`]), never read from a slot in use.
 #[map]
-static HEADS: PerCpuArray<[u8; HEAD]> = PerCpuArray::with_max_entries(1, 0);
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(SCRATCH_SLOTS, 0);
 
-/// `struct sock_common`'s first [`HEAD`] bytes, read once.
+const SCRATCH_SLOTS: u32 = 4;
+
+#[repr(C)]
+pub struct Scratch {
+    /// 1 while a program holds the slot.
+    busy: u64,
+    bytes: [u8; HEAD],
+}
+
+/// `struct sock_common`'s first [`HEAD`] bytes, read once into a claimed
+/// scratch slot, which is released on drop.
 struct Head {
     base: u64,
-    bytes: &'static [u8; HEAD],
+    slot: *mut Scratch,
 }
 
 impl Head {
     #[inline(always)]
-    fn read(base: u64) -> Result<Self, i64> {
-        let slot = HEADS.get_ptr_mut(0).ok_or(-1i64)?;
-        // SAFETY: the per-CPU slot is ours until this program returns (BPF
-        // programs do not migrate or nest on a CPU).
-        let bytes = unsafe { &mut *slot };
-        // SAFETY: bpf_probe_read_kernel checks the source address.
-        unsafe { bpf_probe_read_kernel_buf(base as *const u8, bytes) }.map_err(|e| e as i64)?;
-        Ok(Self { base, bytes })
+    fn read(base: u64) -> Result<Self, Miss> {
+        let slot = claim_scratch().ok_or(Miss {
+            slot: counter::SCRATCH_BUSY,
+            code: -16, // EBUSY
+        })?;
+        // From here on `Drop` gives the slot back, on every path.
+        let head = Self { base, slot };
+        // SAFETY: the slot is this program's until `head` is dropped (its
+        // `busy` word was swapped from 0 to 1 by us); the helper checks the
+        // source address and writes at most `HEAD` bytes.
+        unsafe { bpf_probe_read_kernel_buf(base as *const u8, &mut (*slot).bytes) }
+            .map_err(|e| Miss::from(e as i64))?;
+        Ok(head)
     }
 
     /// The field at `offset`, from the copy, or read on its own.
@@ -220,9 +353,12 @@ impl Head {
     fn get<T: Copy>(&self, offset: u32) -> Result<T, i64> {
         let at = offset as usize;
         if at + core::mem::size_of::<T>() <= HEAD {
-            // SAFETY: in bounds of the copy; any bit pattern is a valid T
-            // for the integer and byte-array types read here.
-            Ok(unsafe { core::ptr::read_unaligned(self.bytes.as_ptr().add(at).cast::<T>()) })
+            // SAFETY: in bounds of the copy in our claimed slot; any bit
+            // pattern is a valid T for the integer and byte-array types
+            // read here.
+            Ok(unsafe {
+                core::ptr::read_unaligned((*self.slot).bytes.as_ptr().add(at).cast::<T>())
+            })
         } else {
             read(self.base, offset)
         }
@@ -235,12 +371,38 @@ impl Head {
     }
 }
 
+impl Drop for Head {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // Every read of the copy happens before the slot is given back.
+        core::sync::atomic::compiler_fence(core::sync::atomic::Ordering::SeqCst);
+        // SAFETY: our claimed slot; a plain store releases it (same CPU:
+        // whoever claims it next runs after this instruction).
+        unsafe { core::ptr::write_volatile(&raw mut (*self.slot).busy, 0) };
+    }
+}
+
+/// The first free scratch slot of this CPU, now ours.
+#[inline(always)]
+fn claim_scratch() -> Option<*mut Scratch> {
+    for i in 0..SCRATCH_SLOTS {
+        if let Some(slot) = SCRATCH.get_ptr_mut(i) {
+            // SAFETY: a map value pointer; only its `busy` word is touched.
+            let busy = unsafe { &raw mut (*slot).busy };
+            if atomic_swap(busy, 1) == 0 {
+                return Some(slot);
+            }
+        }
+    }
+    None
+}
+
 /// Fills the `struct sock_common` part: family, ports, addresses, flags,
 /// bound device and network namespace. Valid for full sockets, request
 /// sockets and timewait sockets alike. One helper call reads the fields;
 /// these hooks run for every connection, so every call counts.
 #[inline(always)]
-pub fn fill_common(ev: &mut Event, skc: u64) -> Result<(), i64> {
+pub fn fill_common(ev: &mut Event, skc: u64) -> Result<(), Miss> {
     let h = Head::read(skc)?;
     let family: u16 = h.get(off!(skc_family))?;
     ev.family = family as u8;
@@ -274,7 +436,7 @@ pub fn fill_common(ev: &mut Event, skc: u64) -> Result<(), i64> {
 /// Fills everything a full `struct sock` offers on top of [`fill_common`]:
 /// protocol, owner uid, cookie (if generated) and the socket inode.
 #[inline(always)]
-pub fn fill_sock(ev: &mut Event, sk: u64) -> Result<(), i64> {
+pub fn fill_sock(ev: &mut Event, sk: u64) -> Result<(), Miss> {
     fill_common(ev, sk)?;
     ev.sock = sk;
     let proto: u16 = read(sk, off!(sk_protocol))?;
@@ -291,52 +453,52 @@ pub fn fill_sock(ev: &mut Event, sk: u64) -> Result<(), i64> {
 }
 
 /// `current->files->fdt->fd[fd]->private_data->sk`, if `fd` is a socket of
-/// the current task.
+/// the current task (`None`: not a socket, or no such descriptor; the
+/// syscall fails with ENOTSOCK/EBADF by itself).
 #[inline(always)]
-pub fn sock_from_fd(fd: u64) -> Result<u64, i64> {
+pub fn sock_from_fd(fd: u64) -> Result<Option<u64>, Miss> {
     if fd > i32::MAX as u64 {
-        return Err(-1);
+        return Ok(None);
     }
+    let at = Miss::at(counter::READ_SYSCALL);
     // SAFETY: helper without arguments.
     let task = unsafe { bpf_get_current_task() };
-    let files: u64 = read(task, off!(task_files))?;
-    let fdt: u64 = read(files, off!(files_fdt))?;
-    let max: u32 = read(fdt, off!(fdt_max_fds))?;
+    let files: u64 = read(task, off!(task_files)).map_err(&at)?;
+    let fdt: u64 = read(files, off!(files_fdt)).map_err(&at)?;
+    let max: u32 = read(fdt, off!(fdt_max_fds)).map_err(&at)?;
     if fd >= u64::from(max) {
-        return Err(-1);
+        return Ok(None);
     }
-    let fds: u64 = read(fdt, off!(fdt_fd))?;
-    let file: u64 = read(fds + fd * 8, 0)?;
+    let fds: u64 = read(fdt, off!(fdt_fd)).map_err(&at)?;
+    let file: u64 = read(fds + fd * 8, 0).map_err(&at)?;
     if file == 0 {
-        return Err(-1);
+        return Ok(None);
     }
-    let socket: u64 = read(file, off!(file_private_data))?;
+    let socket: u64 = read(file, off!(file_private_data)).map_err(&at)?;
     if socket == 0 {
-        return Err(-1);
+        return Ok(None);
     }
     // Only a socket's private_data points back at its file: this tells a
     // socket from any other kind of file without knowing `socket_file_ops`.
-    let back: u64 = read(socket, off!(socket_file))?;
+    // Reading `socket->file` of another kind of file reads whatever lies
+    // there; a fault is then no error of ours.
+    let Ok(back) = read::<u64>(socket, off!(socket_file)) else {
+        return Ok(None);
+    };
     if back != file {
-        return Err(-1);
+        return Ok(None);
     }
-    read(socket, off!(socket_sk))
+    read(socket, off!(socket_sk)).map(Some).map_err(&at)
 }
 
 /// True for the sockets the inspector follows: TCP and UDP over IPv4/IPv6.
 #[inline(always)]
-pub fn is_inet(sk: u64) -> bool {
-    let family: u16 = match read(sk, off!(skc_family)) {
-        Ok(f) => f,
-        Err(_) => return false,
-    };
+pub fn is_inet(sk: u64) -> Result<bool, Miss> {
+    let family: u16 = read(sk, off!(skc_family))?;
     if family != u16::from(AF_INET) && family != u16::from(AF_INET6) {
-        return false;
+        return Ok(false);
     }
-    let proto: u16 = match read(sk, off!(sk_protocol)) {
-        Ok(p) => p,
-        Err(_) => return false,
-    };
-    proto == u16::from(inspector_common::IPPROTO_TCP)
-        || proto == u16::from(inspector_common::IPPROTO_UDP)
+    let proto: u16 = read(sk, off!(sk_protocol))?;
+    Ok(proto == u16::from(inspector_common::IPPROTO_TCP)
+        || proto == u16::from(inspector_common::IPPROTO_UDP))
 }

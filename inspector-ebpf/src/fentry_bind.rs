@@ -22,8 +22,8 @@ use inspector_common::{Event, IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
 use crate::{
     bind::{bind_or_connect, report_accept},
     core_read::{
-        INFLIGHT, Inflight, OWNERS, Space, current_owner, emit, fill_sock, is_inet, now, off, read,
-        read_error, read_sockaddr, set_owner,
+        INFLIGHT, Inflight, Miss, Space, begin_call, count, current_owner, emit, fill_sock,
+        is_inet, now, off, read, read_sockaddr, remember_owner, set_owner,
     },
 };
 
@@ -79,15 +79,21 @@ pub fn fexit_inet_dgram_connect(ctx: FExitContext) -> i32 {
 fn enter(ctx: &FEntryContext, nr: u32) -> i32 {
     let sock: u64 = ctx.arg(0);
     let uaddr: u64 = ctx.arg(1);
-    let Ok(sk) = read::<u64>(sock, off!(socket_sk)) else {
-        return 0;
-    };
-    if sk == 0 || !is_inet(sk) {
-        return 0;
+    if let Err(e) = try_enter(sock, uaddr, nr) {
+        count(e.slot);
     }
-    let num_before: u16 = read(sk, off!(skc_num)).unwrap_or(0);
+    0
+}
+
+#[inline(always)]
+fn try_enter(sock: u64, uaddr: u64, nr: u32) -> Result<(), Miss> {
+    let sk: u64 = read(sock, off!(socket_sk))?;
+    if sk == 0 || !is_inet(sk)? {
+        return Ok(());
+    }
+    let num_before: u16 = read(sk, off!(skc_num))?;
     let owner = current_owner();
-    let _ = OWNERS.insert(sk, owner, 0);
+    remember_owner(sk, &owner);
     let inflight = Inflight {
         sk,
         uaddr,
@@ -96,8 +102,8 @@ fn enter(ctx: &FEntryContext, nr: u32) -> i32 {
         decided: 0,
         _pad: 0,
     };
-    let _ = INFLIGHT.insert(owner.tid, inflight, 0);
-    0
+    begin_call(owner.tid, &inflight);
+    Ok(())
 }
 
 /// Exit of a bracketed call: reports connect() with the errno its caller
@@ -114,13 +120,13 @@ fn leave(ctx: &FExitContext, nr: u32) -> i32 {
         return 0;
     }
     let ret: i32 = ctx.ret().unwrap_or(0);
-    if report_call(&inflight, ret).is_err() {
-        read_error();
+    if let Err(e) = report_call(&inflight, ret) {
+        count(e.slot);
     }
     0
 }
 
-fn report_call(inflight: &Inflight, ret: i32) -> Result<(), i64> {
+fn report_call(inflight: &Inflight, ret: i32) -> Result<(), Miss> {
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
     fill_sock(&mut ev, inflight.sk)?;
@@ -151,20 +157,20 @@ fn get_port(ctx: &FExitContext) -> i32 {
     let sk: u64 = ctx.arg(0);
     let snum: u64 = ctx.arg(1);
     let ret: i32 = ctx.ret().unwrap_or(0);
-    if report_decision(sk, snum as u16, ret).is_err() {
-        read_error();
+    if let Err(e) = report_decision(sk, snum as u16, ret) {
+        count(e.slot);
     }
     0
 }
 
-fn report_decision(sk: u64, snum: u16, ret: i32) -> Result<(), i64> {
+fn report_decision(sk: u64, snum: u16, ret: i32) -> Result<(), Miss> {
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
     fill_sock(&mut ev, sk)?;
     // Always the caller's own call (bind, listen, connect, sendmsg): the
     // current task owns the socket.
     let owner = current_owner();
-    let _ = OWNERS.insert(sk, owner, 0);
+    remember_owner(sk, &owner);
     set_owner(&mut ev, &owner);
     ev.kind = kind::BIND;
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
@@ -211,9 +217,10 @@ pub fn fexit_inet_accept(ctx: FExitContext) -> i32 {
     }
     let newsock: u64 = ctx.arg(1);
     let accepted = read::<u64>(newsock, off!(socket_sk))
+        .map_err(Miss::from)
         .and_then(|sk| if sk == 0 { Ok(()) } else { report_accept(sk) });
-    if accepted.is_err() {
-        read_error();
+    if let Err(e) = accepted {
+        count(e.slot);
     }
     0
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{macros::fexit, programs::FExitContext};
 use inspector_common::{Event, kind};
 
 use crate::{
-    core_read::{attribute, emit, fill_sock, now, off, read, read_error},
+    core_read::{Miss, attribute, count, emit, fill_sock, now, off, read},
     reuseport::read_packet_source,
 };
 
@@ -20,13 +20,13 @@ pub fn fexit_reuseport_select_sock(ctx: FExitContext) -> i32 {
         return 0; // no group, or an empty one: the caller keeps its socket
     }
     let skb: u64 = ctx.arg(2);
-    if report(chosen, skb).is_err() {
-        read_error();
+    if let Err(e) = report(chosen, skb) {
+        count(e.slot);
     }
     0
 }
 
-fn report(sk: u64, skb: u64) -> Result<(), i64> {
+fn report(sk: u64, skb: u64) -> Result<(), Miss> {
     let group: u64 = read(sk, off!(sk_reuseport_cb))?;
     let mut ev = Event::zeroed();
     fill_sock(&mut ev, sk)?;

@@ -17,15 +17,15 @@ use aya_ebpf::{
 use inspector_common::kind;
 
 use crate::{
-    core_read::{off, read_error},
+    core_read::{count, off},
     state::report_tw,
 };
 
 #[fexit(function = "__inet_twsk_schedule")]
 pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {
     let tw: u64 = ctx.arg(0);
-    if report_tw(tw, kind::TW_ARM).is_err() {
-        read_error();
+    if let Err(e) = report_tw(tw, kind::TW_ARM) {
+        count(e.slot);
     }
     0
 }
@@ -33,8 +33,8 @@ pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {
 #[fentry(function = "tw_timer_handler")]
 pub fn fentry_tw_timer_handler(ctx: FEntryContext) -> i32 {
     let timer: u64 = ctx.arg(0);
-    if report_tw(timer - u64::from(off!(tw_timer)), kind::TW_EXPIRE).is_err() {
-        read_error();
+    if let Err(e) = report_tw(timer - u64::from(off!(tw_timer)), kind::TW_EXPIRE) {
+        count(e.slot);
     }
     0
 }

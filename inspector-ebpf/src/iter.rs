@@ -31,7 +31,7 @@ use inspector_common::{
     sock_flag,
 };
 
-use crate::core_read::{fill_common, fill_sock, off, read, read_error};
+use crate::core_read::{Miss, count, fill_common, fill_sock, off, read};
 
 /// What to keep, slot 0; written by user space before each snapshot.
 #[map]
@@ -51,8 +51,8 @@ const CTX_UID: usize = 16;
 pub extern "C" fn iter_tcp(ctx: *mut c_void) -> i32 {
     match try_iter(ctx, IPPROTO_TCP) {
         Ok(()) => 0,
-        Err(_) => {
-            read_error();
+        Err(e) => {
+            count(e.slot);
             0
         }
     }
@@ -64,15 +64,15 @@ pub extern "C" fn iter_tcp(ctx: *mut c_void) -> i32 {
 pub extern "C" fn iter_udp(ctx: *mut c_void) -> i32 {
     match try_iter(ctx, IPPROTO_UDP) {
         Ok(()) => 0,
-        Err(_) => {
-            read_error();
+        Err(e) => {
+            count(e.slot);
             0
         }
     }
 }
 
 #[inline(always)]
-fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), i64> {
+fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), Miss> {
     let base = ctx as usize;
     // SAFETY: the verifier checks context loads against the context's BTF
     // type; these offsets and sizes are those of its pointer members.

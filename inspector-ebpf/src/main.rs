@@ -21,6 +21,10 @@
 //! socket-table iterators user space runs on demand.
 #![no_std]
 #![no_main]
+// The atomic add and swap of `core_read` are written as BPF instructions:
+// the BPF target has no `AtomicU64::fetch_add` (it declares no
+// compare-and-swap). Host builds (clippy) use the std atomics instead.
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 mod bind;
 mod core_read;

@@ -6,25 +6,30 @@
 //! to. Only members of a group (`sk->sk_reuseport_cb` set) are reported.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use inspector_common::{AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN, kind};
+use inspector_common::{AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN, counter, kind};
 
-use crate::core_read::{attribute, emit, fill_sock, now, off, read, read_error};
+use crate::core_read::{Miss, attribute, count, emit, fill_sock, now, off, read};
 
 #[btf_tracepoint(function = "sk_data_ready")]
 pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
     match try_data_ready(&ctx) {
         Ok(()) => 0,
         Err(e) => {
-            read_error();
-            // Rare by design: a kernel read failed. Counted, and the reason
-            // goes to the user-space log.
-            aya_log_ebpf::warn!(&ctx, "sk_data_ready: kernel read failed, error {}", e);
+            count(e.slot);
+            // Rare by design: a kernel read failed. Counted by kind, and the
+            // reason goes to the user-space log.
+            aya_log_ebpf::warn!(
+                &ctx,
+                "sk_data_ready: kernel read failed (counter {}), error {}",
+                e.slot,
+                e.code
+            );
             0
         }
     }
 }
 
-fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), i64> {
+fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let sk: u64 = ctx.arg(0);
     let group: u64 = read(sk, off!(sk_reuseport_cb))?;
     if group == 0 {
@@ -64,7 +69,7 @@ fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), i64> {
 }
 
 #[inline(always)]
-fn read_peer(ev: &mut Event, req: u64) -> Result<(), i64> {
+fn read_peer(ev: &mut Event, req: u64) -> Result<(), Miss> {
     ev.rport = u16::from_be(read(req, off!(skc_dport))?);
     if ev.family == AF_INET6 {
         ev.raddr = read(req, off!(skc_v6_daddr))?;
@@ -78,7 +83,12 @@ fn read_peer(ev: &mut Event, req: u64) -> Result<(), i64> {
 /// The sender of the packet in `skb` (IPv4 or IPv6; TCP and UDP both
 /// start their header with the source port).
 #[inline(always)]
-pub fn read_packet_source(ev: &mut Event, skb: u64) -> Result<(), i64> {
+pub fn read_packet_source(ev: &mut Event, skb: u64) -> Result<(), Miss> {
+    read_source(ev, skb).map_err(Miss::at(counter::READ_PACKET))
+}
+
+#[inline(always)]
+fn read_source(ev: &mut Event, skb: u64) -> Result<(), i64> {
     let head: u64 = read(skb, off!(skb_head))?;
     let nh: u16 = read(skb, off!(skb_network_header))?;
     let th: u16 = read(skb, off!(skb_transport_header))?;

@@ -11,10 +11,10 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use inspector_common::{Event, IPPROTO_TCP, flag, kind};
+use inspector_common::{Event, IPPROTO_TCP, counter, flag, kind};
 
 use crate::core_read::{
-    INFLIGHT, OWNERS, attribute, emit, fill_common, fill_sock, now, off, read, read_error,
+    INFLIGHT, Miss, OWNERS, attribute, count, emit, fill_common, fill_sock, now, off, read,
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -22,16 +22,21 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     match try_set_state(&ctx) {
         Ok(()) => 0,
         Err(e) => {
-            read_error();
-            // Rare by design: a kernel read failed. Counted, and the reason
-            // goes to the user-space log.
-            aya_log_ebpf::warn!(&ctx, "inet_sock_set_state: kernel read failed, error {}", e);
+            count(e.slot);
+            // Rare by design: a kernel read failed. Counted by kind, and the
+            // reason goes to the user-space log.
+            aya_log_ebpf::warn!(
+                &ctx,
+                "inet_sock_set_state: kernel read failed (counter {}), error {}",
+                e.slot,
+                e.code
+            );
             0
         }
     }
 }
 
-fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), i64> {
+fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let sk: u64 = ctx.arg(0);
     // SAFETY: `sk` is the tracepoint's BTF-typed `struct sock *`, and the
     // offset and size are those of `sk_protocol` in this kernel's BTF: the
@@ -87,25 +92,22 @@ fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
     let timer: u64 = ctx.arg(0);
     // Every timer of the system passes here: compare the callback first.
     let Ok(function) = read::<u64>(timer, off!(timer_function)) else {
+        count(counter::READ_TIMER);
         return 0;
     };
     if function == 0 || function != off!(tw_timer_handler) {
         return 0;
     }
-    if try_tw_timer(timer, k).is_err() {
-        read_error();
+    if let Err(e) = report_tw(timer - u64::from(off!(tw_timer)), k) {
+        count(e.slot);
     }
     0
-}
-
-fn try_tw_timer(timer: u64, k: u8) -> Result<(), i64> {
-    report_tw(timer - u64::from(off!(tw_timer)), k)
 }
 
 /// One event of the timewait socket `tw`: its 4-tuple, flags, substate and
 /// timer expiry (jiffies).
 #[inline(always)]
-pub fn report_tw(tw: u64, k: u8) -> Result<(), i64> {
+pub fn report_tw(tw: u64, k: u8) -> Result<(), Miss> {
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
     ev.kind = k;
@@ -113,7 +115,8 @@ pub fn report_tw(tw: u64, k: u8) -> Result<(), i64> {
     ev.proto = IPPROTO_TCP;
     fill_common(&mut ev, tw)?;
     ev.new_state = read(tw, off!(tw_substate))?;
-    ev.aux = read(tw + u64::from(off!(tw_timer)), off!(timer_expires))?;
+    ev.aux = read(tw + u64::from(off!(tw_timer)), off!(timer_expires))
+        .map_err(Miss::at(counter::READ_TIMER))?;
     ev.uid = u32::MAX;
     if k == kind::TW_CANCEL {
         let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();

@@ -181,6 +181,31 @@ pub fn write(r: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
+/// Appends the `stats` record (docs/trace-schema.md) and a newline.
+pub fn write_stats(s: &crate::pipeline::Stats, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut o = Obj { out, first: true };
+    o.num("v", crate::record::SCHEMA_VERSION);
+    o.str("type", "stats");
+    o.num("ts_ns", s.ts_ns);
+    o.bool("final", s.last);
+    o.num("events_read", s.events_read);
+    o.num("records", s.records);
+    o.num("emitted", s.counters.emitted);
+    o.num("dropped", s.counters.dropped);
+    o.num("kernel_errors", s.counters.read_errors);
+    o.key("errors");
+    o.out.push(b'{');
+    let mut e = Obj {
+        out: o.out,
+        first: true,
+    };
+    for (name, n) in s.counters.errors() {
+        e.num(name, n);
+    }
+    o.out.extend_from_slice(b"}}\n");
+}
+
 #[cfg(test)]
 mod tests {
     use inspector_common::{AF_INET6, Event, kind, phase};
@@ -240,5 +265,104 @@ mod tests {
         let r = decode_state(&ev);
         assert_eq!(r.proto, Some(Proto::Udp));
         same(&r);
+    }
+
+    #[test]
+    fn stats_record_has_every_documented_field() {
+        use inspector_common::counter;
+
+        use crate::{pipeline::Stats, probe::Counters};
+
+        let mut slots = [0; counter::LEN as usize];
+        slots[counter::EMITTED as usize] = 1204;
+        slots[counter::DROPPED as usize] = 7;
+        slots[counter::READ_USER_ADDR as usize] = 2;
+        slots[counter::MAP_OWNER_FULL as usize] = 1;
+        let s = Stats {
+            ts_ns: 5_213_113_327_409,
+            last: true,
+            events_read: 1204,
+            records: 17,
+            counters: Counters::from_slots(slots),
+        };
+        let mut out = Vec::new();
+        write_stats(&s, &mut out);
+        assert_eq!(out.last(), Some(&b'\n'));
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+        let v: Value = serde_json::from_slice(&out).expect("valid JSON");
+        // serde_json's map sorts keys: the order is checked on the text.
+        let text = std::str::from_utf8(&out).expect("UTF-8");
+        let keys = [
+            "v",
+            "type",
+            "ts_ns",
+            "final",
+            "events_read",
+            "records",
+            "emitted",
+            "dropped",
+            "kernel_errors",
+            "errors",
+        ];
+        in_order(text, &keys);
+        assert_eq!(v.as_object().map(serde_json::Map::len), Some(keys.len()));
+        assert_eq!(v["v"], 1);
+        assert_eq!(v["type"], "stats");
+        assert_eq!(v["ts_ns"], 5_213_113_327_409u64);
+        assert_eq!(v["final"], true);
+        assert_eq!(v["events_read"], 1204);
+        assert_eq!(v["records"], 17);
+        assert_eq!(v["emitted"], 1204);
+        assert_eq!(v["dropped"], 7);
+        assert_eq!(v["kernel_errors"], 3);
+        let errors = v["errors"].as_object().expect("errors object");
+        let names = [
+            "read_sock",
+            "read_user_addr",
+            "read_timer",
+            "read_syscall",
+            "read_packet",
+            "map_inflight_full",
+            "map_owner_full",
+            "scratch_busy",
+        ];
+        // Every kind, in slot order.
+        in_order(text, &names);
+        assert_eq!(errors.len(), names.len());
+        assert_eq!(errors["read_user_addr"], 2);
+        assert_eq!(errors["map_owner_full"], 1);
+        assert_eq!(errors["read_sock"], 0);
+        // The documented example is the same shape.
+        let doc = include_str!("../../docs/trace-schema.md");
+        let example = doc
+            .lines()
+            .find(|l| l.starts_with("{\"v\":1,\"type\":\"stats\""))
+            .expect("a stats example in docs/trace-schema.md");
+        let ex: Value = serde_json::from_str(example).expect("example is JSON");
+        in_order(example, &keys);
+        in_order(example, &names);
+        assert_eq!(ex.as_object().map(serde_json::Map::len), Some(keys.len()));
+        assert_eq!(
+            ex["errors"].as_object().map(serde_json::Map::len),
+            Some(names.len())
+        );
+        for name in names {
+            assert!(
+                doc.contains(&format!("`errors.{name}`")),
+                "{name} documented"
+            );
+        }
+    }
+
+    /// Each of `keys` appears as a JSON key in `text`, in this order.
+    fn in_order(text: &str, keys: &[&str]) {
+        let mut from = 0;
+        for k in keys {
+            let needle = format!("\"{k}\":");
+            let at = text[from..]
+                .find(&needle)
+                .unwrap_or_else(|| panic!("{k} missing or out of order in {text}"));
+            from += at + needle.len();
+        }
     }
 }

@@ -30,9 +30,21 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(filter: Filter, mode: Mode) -> Result<Self, ProbeError> {
+        Self::with_options(
+            filter,
+            LoadOptions {
+                mode,
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Pipeline::new`], with every load option; the namespace to
+    /// filter on comes from `filter`.
+    pub fn with_options(filter: Filter, opts: LoadOptions) -> Result<Self, ProbeError> {
         let probes = Probes::load(LoadOptions {
             netns: filter.netns,
-            mode,
+            ..opts
         })?;
         Ok(Self {
             probes,
@@ -69,6 +81,19 @@ impl Pipeline {
         self.probes.counters().unwrap_or_default()
     }
 
+    /// The accounting since load, for a `stats` record: what was read, what
+    /// the kernel emitted, lost and failed to do. `records` is what the
+    /// caller wrote out.
+    pub fn stats(&self, records: u64, last: bool) -> Stats {
+        Stats {
+            ts_ns: monotonic_ns(),
+            last,
+            events_read: self.seen,
+            records,
+            counters: self.counters(),
+        }
+    }
+
     /// Readiness of the ring buffer for a tokio loop, on a duplicate of its
     /// descriptor owned by the returned `AsyncFd` (readiness belongs to the
     /// shared file description). The kernel wakes it once a batch has piled
@@ -79,6 +104,42 @@ impl Pipeline {
         // its whole lifetime, and `as_raw_fd` on it returns that descriptor.
         unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
             .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// In-band accounting of a trace (the `stats` record of
+/// docs/trace-schema.md): cumulative since the probes were loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// CLOCK_MONOTONIC when taken.
+    pub ts_ns: u64,
+    /// The last one, written at exit.
+    pub last: bool,
+    /// Events read from the ring buffer.
+    pub events_read: u64,
+    /// Records written out (after filtering).
+    pub records: u64,
+    pub counters: Counters,
+}
+
+impl Stats {
+    /// The text form: `stats: 12 events read, 10 printed, 0 dropped (ring
+    /// buffer full), 0 kernel errors`, with the nonzero error kinds named.
+    pub fn line(&self) -> String {
+        let c = &self.counters;
+        let mut line = format!(
+            "stats: {} events read, {} printed, {} dropped (ring buffer full), {} kernel errors",
+            self.events_read, self.records, c.dropped, c.read_errors
+        );
+        let kinds: Vec<String> = c
+            .errors()
+            .filter(|&(_, n)| n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if !kinds.is_empty() {
+            line.push_str(&format!(" ({})", kinds.join(", ")));
+        }
+        line
     }
 }
 

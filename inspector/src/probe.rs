@@ -169,14 +169,43 @@ pub struct LoadOptions {
     /// Only this network namespace inode (filtered in the kernel).
     pub netns: Option<u32>,
     pub mode: Mode,
+    /// Size of the event ring buffer in bytes (a power of two, at least a
+    /// page); `None` keeps the object's 4 MiB. Tests shrink it to make it
+    /// overflow.
+    pub ring_bytes: Option<u32>,
 }
 
-/// Kernel counters, summed over CPUs.
+/// Kernel counters since load, summed over CPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Events committed to the ring buffer.
     pub emitted: u64,
+    /// Events lost because the ring buffer was full.
     pub dropped: u64,
+    /// Kernel-side errors of every kind: the sum of [`Counters::errors`].
     pub read_errors: u64,
+    /// Every slot of `inspector_common::counter`, by index (emitted and
+    /// dropped included).
+    pub by_kind: [u64; counter::LEN as usize],
+}
+
+impl Counters {
+    /// Builds the totals from every slot's count.
+    pub fn from_slots(by_kind: [u64; counter::LEN as usize]) -> Self {
+        let at = |slot: u32| by_kind[slot as usize];
+        Self {
+            emitted: at(counter::EMITTED),
+            dropped: at(counter::DROPPED),
+            read_errors: counter::ERRORS.map(at).sum(),
+            by_kind,
+        }
+    }
+
+    /// The kernel-side error kinds with their counts, in slot order (zero
+    /// counts included).
+    pub fn errors(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        counter::ERRORS.map(|slot| (counter::name(slot), self.by_kind[slot as usize]))
+    }
 }
 
 /// The loaded and attached programs. Dropping it detaches everything.
@@ -212,8 +241,12 @@ impl Probes {
 
         let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(Box::new(e.into())))?;
         let load = || {
-            EbpfLoader::new()
-                .override_global("OFFSETS", &offsets, true)
+            let mut loader = EbpfLoader::new();
+            loader.override_global("OFFSETS", &offsets, true);
+            if let Some(bytes) = opts.ring_bytes {
+                loader.map_max_entries("EVENTS", bytes);
+            }
+            loader
                 .load(EBPF_OBJECT)
                 .map_err(|e| ProbeError::Load(Box::new(e)))
         };
@@ -294,16 +327,14 @@ impl Probes {
         drain_ring(&mut self.ring, &mut sink)
     }
 
+    /// Every kernel counter, each summed over CPUs.
     pub fn counters(&self) -> Result<Counters, ProbeError> {
-        let sum = |slot: u32| -> Result<u64, ProbeError> {
+        let mut by_kind = [0; counter::LEN as usize];
+        for (slot, total) in (0..counter::LEN).zip(by_kind.iter_mut()) {
             let values = self.counters.get(&slot, 0).map_err(ProbeError::Counters)?;
-            Ok(values.iter().sum())
-        };
-        Ok(Counters {
-            emitted: sum(counter::EMITTED)?,
-            dropped: sum(counter::DROPPED)?,
-            read_errors: sum(counter::READ_ERRORS)?,
-        })
+            *total = values.iter().sum();
+        }
+        Ok(Counters::from_slots(by_kind))
     }
 }
 

@@ -211,8 +211,12 @@ impl Record {
 pub fn decode_bind(ev: &Event, kind: RecordType) -> Record {
     let mut r = Record::from_event(ev, kind);
     r.phase = Some(Phase::from_kernel(ev.phase));
-    r.req_addr = Some(addr(ev.family, &ev.req_addr));
-    r.req_port = Some(ev.req_port);
+    // An unreadable address (the call failed with EFAULT) asked for
+    // nothing we know: null, not a zero address and port.
+    if ev.flags & inspector_common::flag::ADDR_UNREADABLE == 0 {
+        r.req_addr = Some(addr(ev.family, &ev.req_addr));
+        r.req_port = Some(ev.req_port);
+    }
     r.errno = (ev.errno != 0).then_some(Errno::from(ev.errno));
     r
 }

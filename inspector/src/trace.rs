@@ -2,7 +2,7 @@
 
 use std::{
     io::{self, Write},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::signal::unix::SignalKind;
@@ -13,6 +13,10 @@ use crate::{
     pipeline::{Pipeline, monotonic_ns},
     probe::Mode,
 };
+
+/// A `stats` record goes out at least this often while anything happens,
+/// so a reader of the stream sees losses in band, not only at exit.
+const STATS_EVERY: Duration = Duration::from_secs(10);
 
 pub struct TraceOptions {
     pub filter: Filter,
@@ -59,6 +63,10 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut batch = Vec::new();
     let mut annotator = crate::explain::annotate::Annotator::default();
     let mut printed = 0u64;
+    let mut last_stats = Instant::now();
+    // What the previous `stats` record said: a quiet trace repeats none
+    // until its last.
+    let mut stated = (0, crate::probe::Counters::default());
     loop {
         let done = tokio::select! {
             guard = ring.readable() => {
@@ -89,18 +97,30 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 return reader_gone(e);
             }
         }
+        let mut summary = None;
+        if done || last_stats.elapsed() >= STATS_EVERY {
+            last_stats = Instant::now();
+            let stats = pipeline.stats(printed, done);
+            let now = (stats.events_read, stats.counters);
+            if done || now != stated {
+                stated = now;
+                if opts.json {
+                    crate::ndjson::write_stats(&stats, &mut lines);
+                } else if !done {
+                    // stdout keeps its columns; the final one is the
+                    // summary below.
+                    eprintln!("inspector: {}", stats.line());
+                }
+            }
+            summary = done.then(|| stats.line());
+        }
         if let Err(e) = w.write_all(&lines).and_then(|()| w.flush()) {
             return reader_gone(e);
         }
         lines.clear();
-        if done {
-            break;
+        if let Some(line) = summary {
+            eprintln!("inspector: {line}");
+            return Ok(());
         }
     }
-    let c = pipeline.counters();
-    eprintln!(
-        "inspector: {} events read, {} printed, {} dropped (ring buffer full), {} kernel read errors",
-        pipeline.seen, printed, c.dropped, c.read_errors
-    );
-    Ok(())
 }

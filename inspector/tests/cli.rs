@@ -223,6 +223,15 @@ fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
     assert!(!records.is_empty(), "no records; stderr: {stderr:?}");
+    // The accounting closes the stream; it belongs to no namespace.
+    let last = records.last().expect("records");
+    assert_eq!(last["type"], "stats", "{last}");
+    assert_eq!(last["final"], true, "{last}");
+    assert_eq!(last["dropped"], 0, "{last}");
+    let records: Vec<Value> = records
+        .into_iter()
+        .filter(|r| r["type"] != "stats")
+        .collect();
     for r in &records {
         assert_eq!(r["v"], 1);
         assert_eq!(
@@ -310,5 +319,58 @@ fn trace_text_lines_are_aligned_and_filtered_by_port() {
     assert!(
         lines[2].trim_start().starts_with("why: ") && lines[2].contains("held by"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn trace_json_ends_with_a_stats_record() {
+    if !privileged() {
+        return;
+    }
+    // A quiet namespace of its own keeps the output small: the host's
+    // traffic could fill the pipe while nobody reads it.
+    let (mut child, rx) = in_new_netns(|_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        start(&["trace", "--json", "--duration", "1", "--netns", &path])
+    })
+    .expect("netns");
+    let status = wait_bounded(&mut child, Duration::from_secs(30));
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("read stdout");
+    let stderr: Vec<String> = rx.iter().collect();
+    let stderr = stderr.join("\n");
+    assert!(status.success(), "{status:?}: {stderr}");
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let last = lines
+        .last()
+        .unwrap_or_else(|| panic!("no output; stderr: {stderr}"));
+    assert_eq!(last["v"], 1);
+    assert_eq!(last["type"], "stats", "{last}");
+    assert_eq!(last["final"], true, "{last}");
+    let events = lines.iter().filter(|r| r["type"] != "stats").count();
+    assert_eq!(last["records"], events, "{last}");
+    let num = |k: &str| last[k].as_u64().unwrap_or_else(|| panic!("{k}: {last}"));
+    assert!(num("events_read") <= num("emitted"), "{last}");
+    let errors = last["errors"].as_object().expect("errors");
+    assert_eq!(
+        errors.values().filter_map(Value::as_u64).sum::<u64>(),
+        num("kernel_errors"),
+        "{last}"
+    );
+    assert!(errors.contains_key("read_user_addr"), "{last}");
+    let summary = stderr.lines().last().unwrap_or_default();
+    assert!(
+        summary.contains("stats: ") && summary.contains("events read"),
+        "{stderr}"
     );
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::{collections::HashMap, sync::mpsc, time::Duration};
 
-use common::{addr, collect, errno_of, inode, of_type, pipeline, tcp, udp};
+use common::{addr, collect, errno_of, inode, of_type, pipeline, pipeline_with, tcp, udp};
 use inspector::{
     filter::Filter,
     kernel::{Errno, Phase, Proto, TcpState},
@@ -523,5 +523,242 @@ fn netns_filter_keeps_only_the_chosen_namespace() {
     assert!(
         all.iter().all(|r| r.netns == ns_a),
         "nothing from elsewhere, B is {ns_b}"
+    );
+}
+
+/// A thread in a fresh namespace that runs `work` once told to, so the
+/// probes can be loaded with a kernel filter for that namespace first.
+fn namespace_worker<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> (u32, mpsc::Sender<()>, std::thread::JoinHandle<T>) {
+    let (tx, rx) = mpsc::channel();
+    let (go, wait) = mpsc::channel::<()>();
+    let handle = std::thread::spawn(move || {
+        inspector::netns::enter_new_netns().expect("netns");
+        tx.send(inspector::netns::current_netns().expect("ino"))
+            .expect("send");
+        wait.recv().expect("go");
+        work()
+    });
+    (rx.recv().expect("netns"), go, handle)
+}
+
+/// Drains until the kernel's emitted count is all read (the namespace is
+/// quiet by then), or the timeout.
+fn drain_all(p: &mut inspector::pipeline::Pipeline) -> inspector::probe::Counters {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut batch = Vec::new();
+    loop {
+        p.poll(&mut batch, true);
+        batch.clear();
+        let c = p.counters();
+        if c.emitted == p.seen || std::time::Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_full_ring_counts_drops_and_the_stats_record_reports_them() {
+    const BINDS: usize = 2000;
+    // A 16 KiB ring holds about a hundred events: two thousand binds made
+    // while nobody reads overflow it.
+    let (netns, go, worker) = namespace_worker(|| {
+        for _ in 0..BINDS {
+            let s = udp();
+            s.bind(&addr("127.0.0.1:0")).expect("bind");
+        }
+    });
+    let filter = Filter {
+        netns: Some(netns),
+        ..Filter::default()
+    };
+    let opts = inspector::probe::LoadOptions {
+        ring_bytes: Some(16 << 10),
+        ..Default::default()
+    };
+    let Some(mut p) = pipeline_with(filter, opts) else {
+        drop(go);
+        let _ = worker.join();
+        return;
+    };
+    go.send(()).expect("go");
+    worker.join().expect("worker");
+    let c = drain_all(&mut p);
+    assert!(c.dropped > 0, "the ring overflowed: {c:?}");
+    assert!(c.emitted > 0, "{c:?}");
+    assert_eq!(c.emitted, p.seen, "every committed event was read: {c:?}");
+    assert_eq!(
+        c.emitted + c.dropped,
+        BINDS as u64,
+        "one event per bind, committed or counted as dropped: {c:?}"
+    );
+    assert_eq!(c.read_errors, 0, "{c:?}");
+
+    let stats = p.stats(0, true);
+    let mut line = Vec::new();
+    inspector::ndjson::write_stats(&stats, &mut line);
+    let v: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
+    assert_eq!(v["type"], "stats");
+    assert_eq!(v["dropped"], c.dropped);
+    assert_eq!(v["emitted"], c.emitted);
+    assert_eq!(v["events_read"], p.seen);
+    assert_eq!(v["kernel_errors"], 0);
+}
+
+#[test]
+fn an_unreadable_bind_address_is_counted_and_not_an_autobind() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    let before = p.counters();
+    let (netns, errno, ino) = in_new_netns(|netns| {
+        use std::os::fd::AsRawFd as _;
+        let s = tcp();
+        // SAFETY: an invalid user pointer is the point: the kernel checks
+        // it (`move_addr_to_kernel`) and answers EFAULT; nothing here
+        // dereferences it.
+        let rc = unsafe {
+            libc::bind(
+                s.as_raw_fd(),
+                std::ptr::without_provenance::<libc::sockaddr>(1),
+                16,
+            )
+        };
+        let errno = (rc != 0).then(|| std::io::Error::last_os_error().raw_os_error());
+        (netns, errno.flatten(), inode(&s))
+    })
+    .expect("netns");
+    assert_eq!(errno, Some(libc::EFAULT), "the kernel refuses the address");
+    let recs = collect(&mut p, netns, Duration::from_secs(1), |r| {
+        !of_type(r, "bind").is_empty()
+    });
+    let binds = of_type(&recs, "bind");
+    let after = p.counters();
+    let unreadable = |c: &inspector::probe::Counters| {
+        c.by_kind[inspector_common::counter::READ_USER_ADDR as usize]
+    };
+    if p.probes.mode == inspector::probe::Mode::Fentry {
+        // `__sys_bind` fails before `inet_bind` runs: no decision to see.
+        assert!(binds.is_empty(), "{binds:#?}");
+        return;
+    }
+    // The syscall boundary sees the call and its EFAULT, but not what was
+    // asked for.
+    assert_eq!(binds.len(), 1, "{recs:#?}");
+    let b = binds[0];
+    assert_eq!(b.errno, Some(inspector::kernel::Errno::EFAULT));
+    assert_eq!(
+        b.phase,
+        Some(inspector::kernel::Phase::Bind),
+        "not an autobind: {b:?}"
+    );
+    assert_eq!(b.req_addr, None);
+    assert_eq!(b.req_port, None);
+    assert_eq!(b.ino, Some(ino));
+    let mut json = Vec::new();
+    inspector::ndjson::write(b, &mut json);
+    let v: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
+    assert!(v["req_addr"].is_null() && v["req_port"].is_null(), "{v}");
+    assert!(
+        unreadable(&after) > unreadable(&before),
+        "counted: {before:?} -> {after:?}"
+    );
+}
+
+#[test]
+fn binds_under_a_storm_of_softirq_state_changes_stay_consistent() {
+    // Pinned to one CPU, connections over loopback change TCP states in
+    // softirq (the SYN/ACK and FIN processing) while another thread binds
+    // in process context: the programs of the two nest on that CPU. Every
+    // bind record must still carry its own socket's port, and every event
+    // must be read or counted.
+    const CONNECTIONS: usize = 300;
+    const BINDS: usize = 600;
+    fn pin() {
+        // SAFETY: a zeroed cpu_set_t is valid; CPU 0 exists.
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(0, &mut set);
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        }
+    }
+    let (netns, go, worker) = namespace_worker(|| {
+        pin();
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7020")).expect("bind");
+        listener.listen(1024).expect("listen");
+        let storm = std::thread::spawn(move || {
+            pin();
+            for _ in 0..CONNECTIONS {
+                let c = tcp();
+                c.connect(&addr("127.0.0.1:7020")).expect("connect");
+                let (a, _) = listener.accept().expect("accept");
+                drop(c);
+                drop(a);
+            }
+        });
+        let mut ports = HashMap::new();
+        for _ in 0..BINDS {
+            let s = udp();
+            s.bind(&addr("127.0.0.1:0")).expect("bind");
+            let port = s
+                .local_addr()
+                .expect("getsockname")
+                .as_socket()
+                .expect("inet")
+                .port();
+            ports.insert(inode(&s), port);
+        }
+        storm.join().expect("storm");
+        ports
+    });
+    let filter = Filter {
+        netns: Some(netns),
+        ..Filter::default()
+    };
+    let Some(mut p) = pipeline(filter) else {
+        drop(go);
+        let _ = worker.join();
+        return;
+    };
+    go.send(()).expect("go");
+    let mut all = Vec::new();
+    let mut batch = Vec::new();
+    while !worker.is_finished() {
+        p.poll(&mut batch, false);
+        all.append(&mut batch);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ports = worker.join().expect("worker");
+    let c = drain_all(&mut p);
+    p.poll(&mut batch, true);
+    all.append(&mut batch);
+    assert_eq!(c.emitted, p.seen, "every committed event was read: {c:?}");
+    assert_eq!(c.dropped, 0, "a 4 MiB ring read every 5 ms keeps up: {c:?}");
+    assert_eq!(
+        c.read_errors, 0,
+        "no read failed, no scratch slot ran out: {c:?}"
+    );
+    let udp_binds: Vec<_> = all
+        .iter()
+        .filter(|r| r.kind.as_str() == "bind" && r.proto == Some(inspector::kernel::Proto::Udp))
+        .collect();
+    assert_eq!(udp_binds.len(), BINDS, "one record per bind");
+    for b in udp_binds {
+        assert_eq!(b.phase, Some(inspector::kernel::Phase::Autobind));
+        let ino = b.ino.expect("ino");
+        assert_eq!(
+            Some(&b.lport),
+            ports.get(&ino),
+            "the record's port is what getsockname() said: {b:?}"
+        );
+        assert_eq!(b.laddr.to_string(), "127.0.0.1");
+    }
+    let states = of_type(&all, "state").len();
+    assert!(
+        states >= CONNECTIONS * 4,
+        "the storm happened: {states} state changes"
     );
 }

@@ -146,6 +146,7 @@ fn app_with(records: Vec<Record>) -> App {
             emitted: 120,
             dropped: 0,
             read_errors: 0,
+            ..Counters::default()
         },
         now_ns: 1,
     });

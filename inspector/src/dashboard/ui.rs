@@ -101,6 +101,16 @@ fn render_header(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 Style::default()
             },
         ),
+        // Kernel-side read and map failures (`inspector_common::counter`).
+        Span::raw(" "),
+        Span::styled(
+            format!("err {}", app.counters.read_errors),
+            if app.counters.read_errors > 0 {
+                t.failure().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::default()
+            },
+        ),
         Span::raw(format!(
             "  {} failed  {}  filter {}",
             app.model.failures, ns, app.header.filters

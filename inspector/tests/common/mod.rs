@@ -13,6 +13,12 @@ use inspector::{filter::Filter, pipeline::Pipeline, record::Record};
 /// Loads the real kernel programs. Under `CI=true` any failure fails the
 /// test; elsewhere, a missing privilege skips it with a printed reason.
 pub fn pipeline(filter: Filter) -> Option<Pipeline> {
+    pipeline_with(filter, inspector::probe::LoadOptions::default())
+}
+
+/// [`pipeline`] with load options (`mode` is the tests' own, see
+/// [`test_mode`]).
+pub fn pipeline_with(filter: Filter, opts: inspector::probe::LoadOptions) -> Option<Pipeline> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -21,7 +27,8 @@ pub fn pipeline(filter: Filter) -> Option<Pipeline> {
         return None;
     }
     let mode = test_mode();
-    match Pipeline::new(filter, mode) {
+    let opts = inspector::probe::LoadOptions { mode, ..opts };
+    match Pipeline::with_options(filter, opts) {
         Ok(p) => {
             eprintln!("probes: {} mode (asked: {})", p.probes.mode, mode.name());
             Some(p)
