@@ -384,15 +384,17 @@ pub struct IterFilter {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data, `#[repr(C)]`, explicit padding, no pointers.
+    // SAFETY: each type below is `#[repr(C)]`, `Copy`, made of integers and
+    // byte arrays with explicit padding fields (the layout tests pin their
+    // sizes), so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::Event {}
-    // SAFETY: as above.
+    // SAFETY: `#[repr(C)]` integers only (u32 offsets and bit positions).
     unsafe impl aya::Pod for super::Offsets {}
-    // SAFETY: as above.
+    // SAFETY: `#[repr(C)]` u32 ids, explicit padding and a byte array.
     unsafe impl aya::Pod for super::Owner {}
-    // SAFETY: as above.
+    // SAFETY: `#[repr(C)]` integers and address byte arrays, explicit padding.
     unsafe impl aya::Pod for super::SockRecord {}
-    // SAFETY: as above.
+    // SAFETY: `#[repr(C)]` integers with explicit padding.
     unsafe impl aya::Pod for super::IterFilter {}
 }
 

@@ -185,7 +185,8 @@ fn atomic_add(p: *mut u64, v: u64) {
         core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v, options(nostack));
     }
     #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: as above; host builds (clippy) only.
+    // SAFETY: host builds (clippy) only: `p` points to a live, aligned u64
+    // that only atomics touch.
     unsafe {
         core::sync::atomic::AtomicU64::from_ptr(p)
             .fetch_add(v, core::sync::atomic::Ordering::Relaxed);
@@ -206,7 +207,8 @@ fn atomic_swap(p: *mut u64, v: u64) -> u64 {
         v
     }
     #[cfg(not(target_arch = "bpf"))]
-    // SAFETY: as above; host builds (clippy) only.
+    // SAFETY: host builds (clippy) only: `p` points to a live, aligned u64
+    // that only atomics touch.
     unsafe {
         core::sync::atomic::AtomicU64::from_ptr(p).swap(v, core::sync::atomic::Ordering::Acquire)
     }

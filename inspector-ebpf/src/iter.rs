@@ -77,7 +77,8 @@ fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), Miss> {
     // SAFETY: the verifier checks context loads against the context's BTF
     // type; these offsets and sizes are those of its pointer members.
     let meta = unsafe { core::ptr::read_volatile((base + CTX_META) as *const u64) };
-    // SAFETY: as above.
+    // SAFETY: a verified context load of the socket pointer member, at its
+    // BTF offset and size.
     let sk = unsafe { core::ptr::read_volatile((base + CTX_SOCK) as *const u64) };
     // The final call of a walk (`bpf_iter_*_seq_stop`) passes no socket.
     if sk == 0 || meta == 0 {

@@ -264,7 +264,7 @@ fn build(
     // SAFETY: setfsuid only changes this thread's filesystem uid.
     unsafe { libc::syscall(libc::SYS_setfsuid, NOBODY) };
     let other = tcp();
-    // SAFETY: as above, back to root.
+    // SAFETY: setfsuid only changes this thread's filesystem uid (back to root).
     unsafe { libc::syscall(libc::SYS_setfsuid, 0) };
     other.bind(&addr("127.0.0.1:7107")).expect("bind");
     other.listen(8).expect("listen");

@@ -94,7 +94,8 @@ pub fn addr(s: &str) -> socket2::SockAddr {
 pub fn inode(s: &impl AsRawFd) -> u64 {
     // SAFETY: fstat on a valid descriptor into a zeroed stat buffer.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
+    // SAFETY: fstat writes into the stat buffer we own; the descriptor is
+    // open for the call.
     let rc = unsafe { libc::fstat(s.as_raw_fd(), &mut st) };
     assert_eq!(rc, 0, "fstat");
     st.st_ino

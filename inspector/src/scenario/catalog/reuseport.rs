@@ -118,23 +118,7 @@ pub(super) fn udp_reuseaddr_unicast(ctx: &mut Ctx) -> Res {
 }
 
 fn set_multicast_on_lo() -> Result<(), ScenarioError> {
-    let sock = io(Socket::new(Domain::IPV4, Type::DGRAM, None))?;
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: valid socket and ifreq.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    unsafe { ifr.ifr_ifru.ifru_flags |= libc::IFF_MULTICAST as libc::c_short };
-    // SAFETY: as above.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    crate::netns::set_link_flags("lo", libc::IFF_MULTICAST)?;
     Ok(())
 }
 
