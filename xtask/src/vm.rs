@@ -19,9 +19,15 @@ use crate::{cargo, root, setup, step};
 
 const TOOLS: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
 /// The privileged test binaries run in each guest, once per mode.
-const TESTS: &[&str] = &["probes", "cli"];
-/// The cross-mode check, run once per guest (it loads both modes itself).
+const TESTS: &[&str] = &["probes", "cli", "scenarios"];
+/// Run once per guest: the cross-mode check (it loads both modes itself),
+/// and the tests that do not depend on the attach mode (`explain` and the
+/// socket iterators read the kernel's tables, not the probes).
 const CROSS_MODE: &str = "modes";
+const ONCE: &[&str] = &["explain", "iter"];
+/// Random cases of the explain differential test per guest: software
+/// emulation runs it about ten times slower than the host.
+const GUEST_EXPLAIN_CASES: u32 = 300;
 /// The modes every guest kernel runs the tests in.
 const MODES: &[&str] = &["tracepoint", "fentry"];
 /// Per guest, boot to power-off.
@@ -105,7 +111,7 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
         "inspector",
         "--message-format=json",
     ]);
-    for t in TESTS.iter().chain([&CROSS_MODE]) {
+    for t in TESTS.iter().chain(ONCE).chain([&CROSS_MODE]) {
         cmd.args(["--test", t]);
     }
     let out = cmd
@@ -122,12 +128,14 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
             target,
             ..
         }) = message.context("reading cargo's JSON messages")?
-            && (TESTS.contains(&target.name.as_str()) || target.name == CROSS_MODE)
+            && (TESTS.contains(&target.name.as_str())
+                || ONCE.contains(&target.name.as_str())
+                || target.name == CROSS_MODE)
         {
             found.push((target.name, exe.into_std_path_buf()));
         }
     }
-    if found.len() != TESTS.len() + 1 {
+    if found.len() != TESTS.len() + ONCE.len() + 1 {
         bail!("expected test binaries {TESTS:?}, cargo built {found:?}");
     }
     Ok(found)
@@ -224,20 +232,28 @@ fn initramfs(
         } else {
             ""
         };
+        let env = if name == "explain" {
+            format!(" INSPECTOR_CASES={GUEST_EXPLAIN_CASES}")
+        } else {
+            String::new()
+        };
         format!(
-            "s=$(date +%s); INSPECTOR_MODE={mode} {} --test-threads=1{show}; rc=$?; \
+            "s=$(date +%s); INSPECTOR_MODE={mode}{env} {} --test-threads=1{show}; rc=$?; \
              echo \"INSPECTOR-RESULT {name} mode={mode} rc=$rc secs=$(( $(date +%s) - s ))\"\n",
             path.display()
         )
     };
     let mut runs = String::new();
     for mode in MODES {
-        for (name, path) in tests.iter().filter(|(n, _)| n != CROSS_MODE) {
+        for (name, path) in tests.iter().filter(|(n, _)| TESTS.contains(&n.as_str())) {
             runs.push_str(&run(name, path, mode));
         }
     }
     for (name, path) in tests.iter().filter(|(n, _)| n == CROSS_MODE) {
         runs.push_str(&run(name, path, "both"));
+    }
+    for (name, path) in tests.iter().filter(|(n, _)| ONCE.contains(&n.as_str())) {
+        runs.push_str(&run(name, path, "auto"));
     }
     // No tmpfs over /tmp: the binaries sit at their build paths, which may
     // be under /tmp (the initramfs root is already in memory).
