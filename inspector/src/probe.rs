@@ -226,6 +226,14 @@ pub struct Probes {
 }
 
 impl Probes {
+    /// Whether a hook reports which SO_REUSEPORT member got each
+    /// connection or datagram (`sock:sk_data_ready` is missing on 6.1).
+    pub fn sees_reuseport_deliveries(&self) -> bool {
+        self.attached
+            .iter()
+            .any(|h| h == "sk_data_ready" || h == "fexit:reuseport_select_sock")
+    }
+
     pub fn load(opts: LoadOptions) -> Result<Self, ProbeError> {
         if !cfg!(target_arch = "x86_64") {
             return Err(ProbeError::Arch);

@@ -135,9 +135,21 @@ fn check_facts(r: &ScenarioResult) {
                 next("tcp_tw_reuse=0").iter().all(|e| e == "EADDRNOTAVAIL"),
                 "{ctx}"
             );
-            for k in ["default", "tcp_tw_reuse=0"] {
-                assert_eq!(errno(&d[k]["at_once"][0]), Some("EADDRNOTAVAIL"), "{ctx}");
-            }
+            assert_eq!(
+                errno(&d["tcp_tw_reuse=0"]["at_once"][0]),
+                Some("EADDRNOTAVAIL"),
+                "{ctx}"
+            );
+            // Under loopback reuse an immediate retry may already succeed:
+            // kernels before tcp_tw_reuse_delay compare whole seconds
+            // (tcp_twsk_unique(): time_after32(ktime_get_seconds(), ...)).
+            assert!(
+                matches!(
+                    errno(&d["default"]["at_once"][0]),
+                    None | Some("EADDRNOTAVAIL")
+                ),
+                "{ctx}"
+            );
             // The default read from the fresh namespace; loopback reuse.
             if d["default"]["tcp_tw_reuse"] == "2" {
                 assert!(next("default").iter().all(Value::is_null), "{ctx}");
@@ -293,11 +305,13 @@ fn scenarios_with_failures_or_deliveries_are_cross_checked() {
     ] {
         let s = scenario::find(name).expect("in the catalog");
         let r = scenario::run_traced(&mut p, s);
-        assert!(
-            r.evidence_check.checked >= 2,
-            "{name}: {:?}",
-            r.evidence_check
-        );
+        // Without a delivery hook (tracepoint mode on 6.1) the deliveries
+        // are listed as unchecked, never counted as agreeing.
+        let c = &r.evidence_check;
+        assert!(c.checked + c.unchecked.len() >= 2, "{name}: {c:?}");
+        if p.probes.sees_reuseport_deliveries() {
+            assert!(c.unchecked.is_empty() && c.checked >= 2, "{name}: {c:?}");
+        }
         assert!(r.evidence_check.agrees, "{name}: {:?}", r.evidence_check);
     }
 }

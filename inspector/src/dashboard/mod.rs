@@ -239,7 +239,7 @@ impl Dashboard {
         for action in actions {
             match action {
                 Action::Quit => return Ok(Flow::Quit),
-                Action::RunScenario(s) => match scenario::start(s) {
+                Action::RunScenario(s) => match scenario::start(s, &self.pipeline) {
                     Ok(run) => self.running = Some(run),
                     Err(e) => {
                         let r = scenario::not_started(s, &e.to_string());

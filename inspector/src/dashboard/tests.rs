@@ -181,6 +181,7 @@ fn scenario_result() -> ScenarioResult {
             agrees: true,
             checked: 2,
             mismatches: Vec::new(),
+            unchecked: Vec::new(),
         },
         explanation:
             "inet_csk_get_port() finds the port's bind bucket still owned by the timewait socket."

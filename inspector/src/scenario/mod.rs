@@ -121,6 +121,9 @@ pub struct EvidenceCheck {
     /// How many driver observations were checked against the evidence.
     pub checked: usize,
     pub mismatches: Vec<String>,
+    /// Observations this kernel's probes cannot see, so not checked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<String>,
 }
 
 /// A finished scenario: the `scenario run --json` object.
@@ -219,11 +222,15 @@ pub struct Running {
     evidence: Vec<Record>,
     started: Instant,
     handle: JoinHandle<(Result<Outcome, ScenarioError>, Ctx)>,
+    /// Whether the probes report SO_REUSEPORT deliveries on this kernel
+    /// (tracepoint mode on Linux 6.1 has no `sock:sk_data_ready`).
+    deliveries_seen: bool,
 }
 
-/// Starts `scenario` on a new thread; its namespaces appear in
-/// [`Running::namespaces`] as it creates them.
-pub fn start(scenario: &'static Scenario) -> std::io::Result<Running> {
+/// Starts `scenario` on a new thread, with `pipeline` collecting its
+/// evidence; its namespaces appear in [`Running::namespaces`] as it
+/// creates them.
+pub fn start(scenario: &'static Scenario, pipeline: &Pipeline) -> std::io::Result<Running> {
     let namespaces = Arc::new(Mutex::new(Vec::new()));
     let shared = Arc::clone(&namespaces);
     let handle = std::thread::Builder::new()
@@ -243,6 +250,7 @@ pub fn start(scenario: &'static Scenario) -> std::io::Result<Running> {
         evidence: Vec::new(),
         started: Instant::now(),
         handle,
+        deliveries_seen: pipeline.probes.sees_reuseport_deliveries(),
     })
 }
 
@@ -292,7 +300,7 @@ impl Running {
             ),
         };
         let duration_ms = self.started.elapsed().as_millis() as u64;
-        let check = check_evidence(&ctx, &evidence);
+        let check = check_evidence(&ctx, &evidence, self.deliveries_seen);
         let evidence_total = evidence.len();
         let mut evidence = evidence;
         evidence.truncate(EVIDENCE_KEPT);
@@ -338,7 +346,7 @@ impl Running {
 /// Runs `scenario` to the end while `pipeline` collects its evidence.
 pub fn run_traced(pipeline: &mut Pipeline, scenario: &'static Scenario) -> ScenarioResult {
     let mut batch = Vec::new();
-    let mut running = match start(scenario) {
+    let mut running = match start(scenario, pipeline) {
         Ok(r) => r,
         Err(e) => return not_started(scenario, &e.to_string()),
     };
@@ -383,7 +391,7 @@ pub fn not_started(s: &'static Scenario, why: &str) -> ScenarioResult {
 /// - every socket whose deliveries the scenario counted got exactly that
 ///   many `reuseport` delivery events;
 /// - every port where the scenario expects a TIME_WAIT socket has one.
-pub fn check_evidence(ctx: &Ctx, evidence: &[Record]) -> EvidenceCheck {
+pub fn check_evidence(ctx: &Ctx, evidence: &[Record], deliveries_seen: bool) -> EvidenceCheck {
     let mut check = EvidenceCheck::default();
     for call in &ctx.calls {
         let Some(errno) = call.errno.as_deref() else {
@@ -419,6 +427,14 @@ pub fn check_evidence(ctx: &Ctx, evidence: &[Record]) -> EvidenceCheck {
     }
     for d in &ctx.deliveries {
         if !d.checked {
+            continue;
+        }
+        if !deliveries_seen {
+            check.unchecked.push(format!(
+                "{} received {}: the probes on this kernel do not report SO_REUSEPORT \
+                 deliveries",
+                d.socket, d.count
+            ));
             continue;
         }
         check.checked += 1;
