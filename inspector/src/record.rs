@@ -95,6 +95,8 @@ pub struct Owner {
     pub pid: u32,
     pub comm: String,
     pub uid: u32,
+    /// Its cgroup v2 id when seen (0: unknown).
+    pub cgroup: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -110,6 +112,15 @@ pub struct Record {
     /// For TIME_WAIT records: the process that owned the connection before.
     pub last_pid: Option<u32>,
     pub last_comm: Option<String>,
+    /// cgroup v2 path relative to the v2 root (`/system.slice/nginx.service`):
+    /// the caller's for syscall records, the socket's for the others, the
+    /// last owner's for TIME_WAIT records (a timewait socket has none).
+    pub cgroup: Option<String>,
+    /// Container id (or machine name) parsed from `cgroup`.
+    pub container: Option<String>,
+    /// The cgroup v2 id behind `cgroup`, resolved to it in user space.
+    #[serde(skip)]
+    pub cgroup_id: Option<u64>,
     pub netns: u32,
     pub cookie: Option<u64>,
     /// Kernel socket address in hex: ties the events of one socket together.
@@ -166,6 +177,9 @@ impl Record {
             owner: OwnerSource::None,
             last_pid: None,
             last_comm: None,
+            cgroup: None,
+            container: None,
+            cgroup_id: (ev.cgroup != 0).then_some(ev.cgroup),
             netns: ev.netns,
             cookie: (ev.cookie != 0).then_some(ev.cookie),
             sock_id: format!("{:x}", ev.sock),
@@ -199,6 +213,9 @@ impl Record {
         self.pid = Some(owner.pid);
         self.comm = Some(owner.comm.clone());
         self.owner = source;
+        if self.cgroup_id.is_none() && owner.cgroup != 0 {
+            self.cgroup_id = Some(owner.cgroup);
+        }
     }
 
     /// A bind/listen/connect that the caller saw fail (EINPROGRESS is not
@@ -289,6 +306,8 @@ mod tests {
             "pid",
             "comm",
             "uid",
+            "cgroup",
+            "container",
             "netns",
             "cookie",
             "proto",
