@@ -218,6 +218,20 @@ impl Record {
         }
     }
 
+    /// A short name for the record's cgroup where room is scarce: the
+    /// container id (12 digits, as docker shows it) or machine name, else
+    /// the cgroup path's last component; `None` when unknown or the root.
+    pub fn cgroup_tag(&self) -> Option<&str> {
+        if let Some(c) = self.container.as_deref() {
+            let short = if c.len() == 64 { &c[..12] } else { c };
+            return Some(short);
+        }
+        self.cgroup
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|last| !last.is_empty())
+    }
+
     /// A bind/listen/connect that the caller saw fail (EINPROGRESS is not
     /// a failure of the port decision).
     pub fn is_failure(&self) -> bool {
@@ -331,6 +345,20 @@ mod tests {
         assert_eq!(v["errno"], "EADDRINUSE");
         assert_eq!(v["laddr"], "127.0.0.1");
         assert_eq!(v["reason"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn cgroup_tags_are_short() {
+        let mut r = decode_bind(&bind_event(), RecordType::Bind);
+        assert_eq!(r.cgroup_tag(), None);
+        r.cgroup = Some("/".into());
+        assert_eq!(r.cgroup_tag(), None);
+        r.cgroup = Some("/system.slice/nginx.service".into());
+        assert_eq!(r.cgroup_tag(), Some("nginx.service"));
+        r.container = Some("3f4e156163a0".repeat(5) + "1234");
+        assert_eq!(r.cgroup_tag(), Some("3f4e156163a0"));
+        r.container = Some("web".into());
+        assert_eq!(r.cgroup_tag(), Some("web"));
     }
 
     #[test]
