@@ -174,6 +174,12 @@ pub struct Event {
     /// The address the caller asked for (bind: local; connect: destination).
     pub req_addr: [u8; 16],
     pub comm: [u8; 16],
+    /// cgroup v2 id (the inode of the cgroup's directory in cgroupfs) the
+    /// event belongs to: the calling task's for syscall events
+    /// (`bpf_get_current_cgroup_id`), the socket's (`sk_cgrp_data`) for
+    /// events of a full socket raised elsewhere, else the remembered
+    /// owner's; 0 when unknown (timewait sockets carry none).
+    pub cgroup: u64,
 }
 
 impl Event {
@@ -206,6 +212,7 @@ impl Event {
             raddr: [0; 16],
             req_addr: [0; 16],
             comm: [0; 16],
+            cgroup: 0,
         }
     }
 }
@@ -220,6 +227,8 @@ pub struct Owner {
     pub uid: u32,
     pub _pad: u32,
     pub comm: [u8; 16],
+    /// The owner's cgroup v2 id when it made the call.
+    pub cgroup: u64,
 }
 
 /// Kernel layout facts, read from the running kernel's BTF by user space at
@@ -294,7 +303,13 @@ pub struct Offsets {
     /// `inet_sock.inet_sport`: the local port as the state tracepoint
     /// reports it, kept after `skc_num` is cleared on close.
     pub inet_sport: u32,
-    pub _reserved: u32,
+    /// `sock.sk_cgrp_data.cgroup` (`struct sock_cgroup_data`, 5.15+);
+    /// 0 when this kernel's layout lacks it (the older `val` union).
+    pub sk_cgroup: u32,
+    /// `cgroup.kn`.
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id`: the cgroup id, the inode of its directory.
+    pub kn_id: u32,
 }
 
 impl Offsets {
@@ -406,20 +421,22 @@ mod tests {
 
     #[test]
     fn event_layout_is_pinned() {
-        assert_eq!(size_of::<Event>(), 144);
         assert_eq!(align_of::<Event>(), 8);
         assert_eq!(offset_of!(Event, kind), 40);
         assert_eq!(offset_of!(Event, pid), 48);
         assert_eq!(offset_of!(Event, lport), 72);
         assert_eq!(offset_of!(Event, laddr), 80);
         assert_eq!(offset_of!(Event, comm), 128);
+        assert_eq!(offset_of!(Event, cgroup), 144);
+        assert_eq!(size_of::<Event>(), 152);
     }
 
     #[test]
     fn offsets_have_no_hidden_padding() {
-        // 1 u64 + 50 u32 fields, nothing in between.
-        assert_eq!(size_of::<Offsets>(), 8 + 50 * 4);
-        assert_eq!(size_of::<Owner>(), 32);
+        // 1 u64 + 52 u32 fields, nothing in between.
+        assert_eq!(size_of::<Offsets>(), 8 + 52 * 4);
+        assert_eq!(size_of::<Owner>(), 40);
+        assert_eq!(offset_of!(Owner, cgroup), 32);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_current_task, bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf, bpf_probe_read_user,
     },
     macros::map,
@@ -258,7 +258,10 @@ pub fn now() -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// The current task as an owner.
+/// The current task as an owner. Only meaningful in the task's own
+/// syscall: its cgroup is the v2 cgroup of the task
+/// (`bpf_get_current_cgroup_id`, the default hierarchy's even on a hybrid
+/// v1/v2 host).
 #[inline(always)]
 pub fn current_owner() -> Owner {
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -268,25 +271,59 @@ pub fn current_owner() -> Owner {
         uid: bpf_get_current_uid_gid() as u32,
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        // SAFETY: helper without arguments.
+        cgroup: unsafe { bpf_get_current_cgroup_id() },
     }
 }
 
+/// Makes `o` the event's owner; its cgroup too (a syscall event belongs to
+/// its caller's cgroup, whoever created the socket).
 #[inline(always)]
 pub fn set_owner(ev: &mut Event, o: &Owner) {
     ev.pid = o.pid;
     ev.tid = o.tid;
     ev.comm = o.comm;
+    ev.cgroup = o.cgroup;
 }
 
-/// Fills `pid`/`comm` from the remembered owner of `sk`, if any.
+/// Fills `pid`/`comm` from the remembered owner of `sk`, if any. The
+/// socket's own cgroup, read by [`fill_sock`], stays: it names the socket's
+/// cgroup in softirq and timer context, where the current task's would name
+/// whoever the CPU interrupted; the owner's fills in only when it is unknown.
 #[inline(always)]
 pub fn attribute(ev: &mut Event, sk: u64) {
     // SAFETY: the value is copied out before the map entry can change.
     if let Some(o) = unsafe { OWNERS.get(sk) } {
         let o = *o;
+        let own = ev.cgroup;
         set_owner(ev, &o);
+        if own != 0 {
+            ev.cgroup = own;
+        }
         ev.flags |= flag::OWNER_KNOWN;
     }
+}
+
+/// The cgroup v2 id of a full socket: `sk->sk_cgrp_data.cgroup->kn->id`,
+/// set when the socket was created (`cgroup_sk_alloc`: the creating task's
+/// cgroup, the root's for a socket made in interrupt context) or cloned
+/// from its listener (`cgroup_sk_clone`). 0 when this kernel's layout has
+/// no such pointer (see `Offsets::sk_cgroup`) or it is unset.
+#[inline(always)]
+pub fn sock_cgroup(sk: u64) -> Result<u64, Miss> {
+    let at = off!(sk_cgroup);
+    if at == 0 {
+        return Ok(0);
+    }
+    let cgrp: u64 = read(sk, at)?;
+    if cgrp == 0 {
+        return Ok(0);
+    }
+    let kn: u64 = read(cgrp, off!(cgroup_kn))?;
+    if kn == 0 {
+        return Ok(0);
+    }
+    Ok(read(kn, off!(kn_id))?)
 }
 
 /// Bytes of `struct sock_common` copied in one helper call: every field
@@ -436,7 +473,8 @@ pub fn fill_common(ev: &mut Event, skc: u64) -> Result<(), Miss> {
 }
 
 /// Fills everything a full `struct sock` offers on top of [`fill_common`]:
-/// protocol, owner uid, cookie (if generated) and the socket inode.
+/// protocol, owner uid, cookie (if generated), the socket inode and its
+/// cgroup ([`sock_cgroup`]; syscall events replace it with the caller's).
 #[inline(always)]
 pub fn fill_sock(ev: &mut Event, sk: u64) -> Result<(), Miss> {
     fill_common(ev, sk)?;
@@ -451,6 +489,7 @@ pub fn fill_sock(ev: &mut Event, sk: u64) -> Result<(), Miss> {
             off!(inode_ino),
         )?;
     }
+    ev.cgroup = sock_cgroup(sk)?;
     Ok(())
 }
 

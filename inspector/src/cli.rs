@@ -82,6 +82,13 @@ pub struct FilterArgs {
     /// Only failed bind/listen/connect decisions.
     #[arg(long, global = true)]
     pub failures_only: bool,
+    /// Only events of this cgroup v2 subtree: a path prefix relative to the
+    /// v2 root (/system.slice/nginx.service) or under its mount.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub cgroup: Option<String>,
+    /// Only events of containers whose id (or machine name) starts so.
+    #[arg(long, value_name = "ID", global = true)]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Args, Default, Clone)]

@@ -58,6 +58,10 @@ pub struct Filter {
     pub netns: Option<u32>,
     pub proto: Option<Proto>,
     pub failures_only: bool,
+    /// cgroup v2 path prefix, relative to the v2 root (`--cgroup`).
+    pub cgroup: Option<String>,
+    /// Container id prefix (`--container`).
+    pub container: Option<String>,
 }
 
 impl Filter {
@@ -90,6 +94,22 @@ impl Filter {
             return false;
         }
         if self.failures_only && !r.is_failure() {
+            return false;
+        }
+        if let Some(want) = &self.cgroup
+            && !r
+                .cgroup
+                .as_deref()
+                .is_some_and(|c| c.starts_with(want.as_str()))
+        {
+            return false;
+        }
+        if let Some(want) = &self.container
+            && !r
+                .container
+                .as_deref()
+                .is_some_and(|c| c.starts_with(want.as_str()))
+        {
             return false;
         }
         true
@@ -125,6 +145,12 @@ impl Filter {
         }
         if self.failures_only {
             parts.push("failures only".to_owned());
+        }
+        if let Some(c) = &self.cgroup {
+            parts.push(format!("cgroup {c}"));
+        }
+        if let Some(c) = &self.container {
+            parts.push(format!("container {c}"));
         }
         if parts.is_empty() {
             "none".to_owned()
@@ -243,5 +269,35 @@ mod tests {
         assert!(failures.matches(&r));
         assert!(!failures.matches(&record(8080, 0, 42)));
         assert!(!failures.matches(&record(8080, libc::EINPROGRESS, 42)));
+    }
+
+    #[test]
+    fn cgroup_and_container_are_prefixes() {
+        let mut r = record(8080, 0, 42);
+        let cg = |c: &str| Filter {
+            cgroup: Some(c.into()),
+            ..Filter::default()
+        };
+        let ct = |c: &str| Filter {
+            container: Some(c.into()),
+            ..Filter::default()
+        };
+        // Unknown cgroup: only an unfiltered view shows it.
+        assert!(!cg("/").matches(&r) && !ct("3f").matches(&r));
+        r.cgroup = Some("/system.slice/docker-3f4e15.scope".into());
+        r.container = Some("3f4e15".into());
+        assert!(cg("/system.slice").matches(&r));
+        assert!(cg("/system.slice/docker-3f").matches(&r));
+        assert!(!cg("/user.slice").matches(&r));
+        assert!(ct("3f4e").matches(&r) && !ct("4e").matches(&r));
+        assert_eq!(
+            Filter {
+                cgroup: Some("/a".into()),
+                container: Some("b".into()),
+                ..Filter::default()
+            }
+            .describe(),
+            "cgroup /a · container b"
+        );
     }
 }

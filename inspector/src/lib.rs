@@ -7,6 +7,7 @@
 //! (`trace`, `dashboard`, `scenario`) only wire the pipeline to their output.
 
 pub mod btf;
+pub mod cgroup;
 pub mod cli;
 pub mod dashboard;
 pub mod explain;
@@ -53,6 +54,11 @@ pub fn filter_from_args(args: &cli::FilterArgs) -> anyhow::Result<Filter> {
         netns,
         proto: args.proto,
         failures_only: args.failures_only,
+        cgroup: args
+            .cgroup
+            .as_deref()
+            .map(|c| cgroup::normalize_filter(c, cgroup::v2_mount().as_deref())),
+        container: args.container.clone(),
     })
 }
 

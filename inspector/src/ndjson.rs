@@ -154,6 +154,8 @@ pub fn write(r: &Record, out: &mut Vec<u8>) {
     o.str("owner", owner_str(r.owner));
     o.opt_num("last_pid", r.last_pid);
     o.opt_str("last_comm", r.last_comm.as_deref());
+    o.opt_str("cgroup", r.cgroup.as_deref());
+    o.opt_str("container", r.container.as_deref());
     o.num("netns", r.netns);
     o.opt_num("cookie", r.cookie);
     o.str("sock_id", &r.sock_id);
@@ -251,6 +253,8 @@ mod tests {
         r.reason = Some(ExitReason::Expired);
         r.group = Some("ffff8881".into());
         r.last_comm = Some("ünïcode".into());
+        r.cgroup = Some("/system.slice/docker-3f4e.scope".into());
+        r.container = Some("3f4e".into());
         r.kind = RecordType::TwExit;
         same(&r);
         // A protocol, errno and state this build has no name for.

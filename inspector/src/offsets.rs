@@ -109,6 +109,19 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, ProbeError> {
         nr_accept: libc::SYS_accept as u32,
         nr_accept4: libc::SYS_accept4 as u32,
         inet_sport: o("inet_sock", "inet_sport")?,
-        _reserved: 0,
+        sk_cgroup: sock_cgroup_offset(btf),
+        cgroup_kn: o("cgroup", "kn")?,
+        kn_id: o("kernfs_node", "id")?,
     })
+}
+
+/// Where `struct sock` keeps its cgroup v2 pointer: `sk_cgrp_data.cgroup`
+/// since 5.15 (`struct sock_cgroup_data { struct cgroup *cgroup; u32
+/// classid; u16 prioidx; }`, include/linux/cgroup-defs.h; 6.1 and 6.18
+/// alike). Older kernels pack it into a `val` union shared with the v1
+/// net_cls/net_prio data; there the programs fall back to the owner's
+/// cgroup (0 here: no `struct sock` field lives at offset 0 but
+/// `__sk_common`).
+fn sock_cgroup_offset(btf: &Btf) -> u32 {
+    btf.offset("sock", "sk_cgrp_data.cgroup").unwrap_or(0)
 }

@@ -11,6 +11,7 @@ use std::{
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
+    cgroup::Resolver,
     filter::Filter,
     probe::{Counters, LoadOptions, Mode, ProbeError, Probes},
     record::Record,
@@ -23,6 +24,8 @@ pub struct Pipeline {
     pub probes: Probes,
     pub tracker: Tracker,
     pub filter: Filter,
+    /// Cgroup ids to paths and containers, before the filter sees them.
+    pub cgroups: Resolver,
     /// Events read from the ring buffer.
     pub seen: u64,
     scratch: Vec<Record>,
@@ -50,6 +53,7 @@ impl Pipeline {
             probes,
             tracker: Tracker::new(),
             filter,
+            cgroups: Resolver::new(),
             seen: 0,
             scratch: Vec::new(),
         })
@@ -73,6 +77,7 @@ impl Pipeline {
             now
         };
         self.tracker.flush(now, &mut self.scratch);
+        self.cgroups.fill(&mut self.scratch);
         let filter = &self.filter;
         out.extend(self.scratch.drain(..).filter(|r| filter.matches(r)));
     }

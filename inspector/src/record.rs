@@ -95,6 +95,8 @@ pub struct Owner {
     pub pid: u32,
     pub comm: String,
     pub uid: u32,
+    /// Its cgroup v2 id when seen (0: unknown).
+    pub cgroup: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -110,6 +112,15 @@ pub struct Record {
     /// For TIME_WAIT records: the process that owned the connection before.
     pub last_pid: Option<u32>,
     pub last_comm: Option<String>,
+    /// cgroup v2 path relative to the v2 root (`/system.slice/nginx.service`):
+    /// the caller's for syscall records, the socket's for the others, the
+    /// last owner's for TIME_WAIT records (a timewait socket has none).
+    pub cgroup: Option<String>,
+    /// Container id (or machine name) parsed from `cgroup`.
+    pub container: Option<String>,
+    /// The cgroup v2 id behind `cgroup`, resolved to it in user space.
+    #[serde(skip)]
+    pub cgroup_id: Option<u64>,
     pub netns: u32,
     pub cookie: Option<u64>,
     /// Kernel socket address in hex: ties the events of one socket together.
@@ -166,6 +177,9 @@ impl Record {
             owner: OwnerSource::None,
             last_pid: None,
             last_comm: None,
+            cgroup: None,
+            container: None,
+            cgroup_id: (ev.cgroup != 0).then_some(ev.cgroup),
             netns: ev.netns,
             cookie: (ev.cookie != 0).then_some(ev.cookie),
             sock_id: format!("{:x}", ev.sock),
@@ -199,6 +213,23 @@ impl Record {
         self.pid = Some(owner.pid);
         self.comm = Some(owner.comm.clone());
         self.owner = source;
+        if self.cgroup_id.is_none() && owner.cgroup != 0 {
+            self.cgroup_id = Some(owner.cgroup);
+        }
+    }
+
+    /// A short name for the record's cgroup where room is scarce: the
+    /// container id (12 digits, as docker shows it) or machine name, else
+    /// the cgroup path's last component; `None` when unknown or the root.
+    pub fn cgroup_tag(&self) -> Option<&str> {
+        if let Some(c) = self.container.as_deref() {
+            let short = if c.len() == 64 { &c[..12] } else { c };
+            return Some(short);
+        }
+        self.cgroup
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|last| !last.is_empty())
     }
 
     /// A bind/listen/connect that the caller saw fail (EINPROGRESS is not
@@ -289,6 +320,8 @@ mod tests {
             "pid",
             "comm",
             "uid",
+            "cgroup",
+            "container",
             "netns",
             "cookie",
             "proto",
@@ -312,6 +345,20 @@ mod tests {
         assert_eq!(v["errno"], "EADDRINUSE");
         assert_eq!(v["laddr"], "127.0.0.1");
         assert_eq!(v["reason"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn cgroup_tags_are_short() {
+        let mut r = decode_bind(&bind_event(), RecordType::Bind);
+        assert_eq!(r.cgroup_tag(), None);
+        r.cgroup = Some("/".into());
+        assert_eq!(r.cgroup_tag(), None);
+        r.cgroup = Some("/system.slice/nginx.service".into());
+        assert_eq!(r.cgroup_tag(), Some("nginx.service"));
+        r.container = Some("3f4e156163a0".repeat(5) + "1234");
+        assert_eq!(r.cgroup_tag(), Some("3f4e156163a0"));
+        r.container = Some("web".into());
+        assert_eq!(r.cgroup_tag(), Some("web"));
     }
 
     #[test]

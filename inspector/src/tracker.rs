@@ -181,12 +181,16 @@ impl Tracker {
                 .iter()
                 .position(|&b| b == 0)
                 .unwrap_or(ev.comm.len());
-            o.pid == ev.pid && o.uid == ev.uid && o.comm.as_bytes() == &ev.comm[..end]
+            o.pid == ev.pid
+                && o.uid == ev.uid
+                && o.cgroup == ev.cgroup
+                && o.comm.as_bytes() == &ev.comm[..end]
         };
         let fresh = || Owner {
             pid: ev.pid,
             comm: comm(&ev.comm),
             uid: ev.uid,
+            cgroup: ev.cgroup,
         };
         match self.owners.entry(ev.sock) {
             Entry::Occupied(o) => {
@@ -200,15 +204,24 @@ impl Tracker {
         }
     }
 
-    /// Remembers `pid` as the owner of connection `tuple`, unless it is.
-    fn remember_connection(&mut self, tuple: Tuple, pid: u32, comm: Option<&String>, uid: u32) {
-        if self.connections.get(&tuple).is_some_and(|o| o.pid == pid) {
+    /// Remembers the owner of connection `tuple` (from its record `r`),
+    /// unless it is already: pid, name, uid and cgroup, which its TIME_WAIT
+    /// records carry on.
+    fn remember_connection(&mut self, tuple: Tuple, r: &Record, uid: u32) {
+        let Some(pid) = r.pid else { return };
+        let cgroup = r.cgroup_id.unwrap_or(0);
+        if self
+            .connections
+            .get(&tuple)
+            .is_some_and(|o| o.pid == pid && o.cgroup == cgroup)
+        {
             return;
         }
         let owner = Owner {
             pid,
-            comm: comm.cloned().unwrap_or_default(),
+            comm: r.comm.clone().unwrap_or_default(),
             uid,
+            cgroup,
         };
         self.connections.insert(tuple, owner);
     }
@@ -227,7 +240,7 @@ impl Tracker {
         let owner = self.remember(ev);
         r.set_owner(owner, OwnerSource::Syscall);
         if kind == RecordType::Connect && (ev.errno == 0 || ev.errno == libc::EINPROGRESS) {
-            self.remember_connection(Tuple::of(&r), ev.pid, r.comm.as_ref(), ev.uid);
+            self.remember_connection(Tuple::of(&r), &r, ev.uid);
         }
         out.push(r);
     }
@@ -243,13 +256,14 @@ impl Tracker {
                     pid,
                     comm: r.comm.clone().unwrap_or_default(),
                     uid: ev.uid,
+                    cgroup: r.cgroup_id.unwrap_or(0),
                 };
                 self.listeners.insert((ev.netns, ev.lport), owner);
             }
         } else if old == TcpState::LISTEN {
             self.listeners.remove(&(ev.netns, ev.lport));
-        } else if let Some(pid) = r.pid {
-            self.remember_connection(tuple, pid, r.comm.as_ref(), ev.uid);
+        } else if r.pid.is_some() {
+            self.remember_connection(tuple, &r, ev.uid);
         }
         if new == TcpState::CLOSE {
             self.owners.remove(&ev.sock);
@@ -334,6 +348,9 @@ impl Tracker {
             r.last_pid = Some(last.pid);
             r.last_comm = Some(last.comm.clone());
             r.uid = Some(last.uid);
+            // A timewait socket has no `sk_cgrp_data`: the connection's
+            // last owner's cgroup stands in (docs/trace-schema.md).
+            r.cgroup_id = (last.cgroup != 0).then_some(last.cgroup);
         }
         out.push(r.clone());
         let tw = Tw {

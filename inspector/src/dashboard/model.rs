@@ -52,6 +52,8 @@ pub struct Member {
     pub sock: u64,
     pub ino: Option<u64>,
     pub owner: Option<(u32, String)>,
+    /// Its container (or cgroup) in short ([`Record::cgroup_tag`]).
+    pub cgroup: Option<String>,
     pub deliveries: u64,
 }
 
@@ -281,12 +283,16 @@ impl Model {
                 if m.owner.is_none() {
                     m.owner = owner(r);
                 }
+                if m.cgroup.is_none() {
+                    m.cgroup = r.cgroup_tag().map(str::to_owned);
+                }
             }
             None => members.push(Member {
                 sock_id: r.sock_id.clone(),
                 sock: r.sock,
                 ino: r.ino,
                 owner: owner(r),
+                cgroup: r.cgroup_tag().map(str::to_owned),
                 deliveries: 1,
             }),
         }

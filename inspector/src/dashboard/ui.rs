@@ -165,8 +165,9 @@ fn age(model: &Model, ts_ns: u64) -> String {
 }
 
 fn who(r: &Record) -> String {
-    match (r.pid, &r.comm) {
-        (Some(p), Some(c)) => format!("{p} {c}"),
+    match (r.pid, &r.comm, r.cgroup_tag()) {
+        (Some(p), Some(c), Some(cg)) => format!("{p} {c} {cg}"),
+        (Some(p), Some(c), None) => format!("{p} {c}"),
         _ => "-".to_owned(),
     }
 }
@@ -469,6 +470,10 @@ fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
             let ino = m
                 .ino
                 .map_or_else(|| m.sock_id.clone(), |i| format!("ino {i}"));
+            let ino = match &m.cgroup {
+                Some(cg) => format!("{cg} {ino}"),
+                None => ino,
+            };
             let owner = m
                 .owner
                 .as_ref()
