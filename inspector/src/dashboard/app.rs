@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::model::{GroupKey, Member, Model, PortKey, PortRow};
+use super::model::{GroupKey, Holder, Member, Model, PortKey, PortRow};
 use crate::{
     probe::Counters,
     record::{Record, RecordType},
@@ -20,6 +20,29 @@ pub const PIN_NS: u64 = 5 * 60 * 1_000_000_000;
 pub const PINNED_ROWS: usize = 3;
 /// Failures remembered for the pinned rows and the per-errno counts.
 const PINNED_KEEP: usize = 500;
+/// Holders captured at failures: at most this many, and one per port per
+/// second (each capture walks the socket tables).
+const CAPTURES_KEEP: usize = 64;
+const CAPTURE_EVERY_NS: u64 = 1_000_000_000;
+
+/// The port a decision asked for, as the kernel keys it (a failed one got
+/// no local port).
+pub fn asked_key(r: &Record) -> PortKey {
+    PortKey {
+        proto: r.proto,
+        port: r.req_port.filter(|p| *p != 0).unwrap_or(r.lport),
+        netns: r.netns,
+    }
+}
+
+/// The sockets on a port when a decision there failed: a scenario's
+/// holders are gone a moment later, the reason for the failure stays.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub key: PortKey,
+    pub ts_ns: u64,
+    pub holders: Vec<Holder>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -301,6 +324,8 @@ pub struct App {
     pub group_sort: SortKey,
     /// Failed decisions, newest last, for the pinned rows.
     pub pinned: VecDeque<Record>,
+    /// Holders at recent failures, newest last.
+    pub captures: VecDeque<Capture>,
     /// `/run/netns` names by namespace inode.
     pub netns_names: BTreeMap<u32, String>,
     /// More than one namespace among what is shown: rows name theirs.
@@ -362,6 +387,7 @@ impl App {
             port_sort: SortKey::Busiest,
             group_sort: SortKey::Port,
             pinned: VecDeque::new(),
+            captures: VecDeque::new(),
             netns_names: BTreeMap::new(),
             multi_ns: false,
             fallback: None,
@@ -393,6 +419,7 @@ impl App {
                                     self.pinned.pop_front();
                                 }
                                 self.pinned.push_back(r.clone());
+                                self.capture(r);
                             }
                         }
                     }
@@ -554,9 +581,41 @@ impl App {
             .unwrap_or_else(|| netns.to_string())
     }
 
+    fn capture(&mut self, r: &Record) {
+        let key = asked_key(r);
+        if self
+            .captures
+            .iter()
+            .rev()
+            .take_while(|c| r.ts_ns.saturating_sub(c.ts_ns) < CAPTURE_EVERY_NS)
+            .any(|c| c.key == key)
+        {
+            return;
+        }
+        if self.captures.len() == CAPTURES_KEEP {
+            self.captures.pop_front();
+        }
+        self.captures.push_back(Capture {
+            key,
+            ts_ns: r.ts_ns,
+            holders: self.model.holders(key),
+        });
+    }
+
+    /// The holders captured when `r` (or the failure just before it on the
+    /// same port) failed.
+    pub fn captured(&self, r: &Record) -> Option<&Capture> {
+        let key = asked_key(r);
+        self.captures
+            .iter()
+            .rev()
+            .find(|c| c.key == key && c.ts_ns <= r.ts_ns)
+    }
+
     fn clear(&mut self) {
         self.model.clear();
         self.pinned.clear();
+        self.captures.clear();
         self.multi_ns = false;
     }
 

@@ -10,8 +10,8 @@ use ratatui::{
 };
 
 use super::{
-    app::{App, DecisionRow, DetailTarget, PIN_NS, Pane, ScenarioState},
-    model::{Holder, Model, PortKey},
+    app::{App, DecisionRow, DetailTarget, PIN_NS, Pane, ScenarioState, asked_key},
+    model::{Holder, Model},
 };
 use crate::{
     kernel::Phase,
@@ -422,16 +422,6 @@ fn detail_lines(app: &App, r: &Record) -> Vec<Line<'static>> {
     lines
 }
 
-/// A port as the kernel keys it: the port a decision asked for (a failed
-/// one got none).
-fn asked_key(r: &Record) -> PortKey {
-    PortKey {
-        proto: r.proto,
-        port: r.req_port.filter(|p| *p != 0).unwrap_or(r.lport),
-        netns: r.netns,
-    }
-}
-
 /// The explanation with TIME_WAIT holders' owners filled in from what the
 /// dashboard saw: a timewait socket has no process, but the dashboard
 /// knows who owned the connection before.
@@ -532,6 +522,10 @@ fn render_detail(
             let r = record.as_ref();
             let key = asked_key(r);
             let holders = app.model.holders(key);
+            let captured = app.captured(r);
+            // The owners the explanation lacks: from the moment of the
+            // failure when captured, else from now.
+            let known = captured.map_or(&holders[..], |c| &c.holders[..]);
             lines.extend(detail_lines(app, r).into_iter().take(2));
             if *count > 1 {
                 lines.push(Line::from(format!(
@@ -546,7 +540,7 @@ fn render_detail(
                 // Each clause on a line of its own: the rule, the holders,
                 // the advice.
                 Some(why) => {
-                    for part in with_last_owner(why, &holders).split("; ") {
+                    for part in with_last_owner(why, known).split("; ") {
                         lines.push(Line::from(format!("  {part}")));
                     }
                 }
@@ -558,6 +552,19 @@ fn render_detail(
                     "  the kernel allowed it: nothing to explain",
                     t.dim(),
                 ))),
+            }
+            if let Some(c) = captured {
+                lines.push(Line::default());
+                lines.push(heading(
+                    t,
+                    format!(
+                        "Holders of {} port {} when it failed ({} ago)",
+                        proto_str(key.proto),
+                        key.port,
+                        age(&app.model, c.ts_ns)
+                    ),
+                ));
+                holder_lines(app, t, &c.holders, &mut lines);
             }
             lines.push(Line::default());
             lines.push(heading(
