@@ -12,6 +12,7 @@ pub mod model;
 pub mod ui;
 
 use std::{
+    collections::BTreeMap,
     io::{self, IsTerminal as _},
     os::fd::OwnedFd,
     time::{Duration, Instant},
@@ -139,6 +140,29 @@ pub struct Dashboard {
     annotator: Annotator,
     dirty: bool,
     last_draw: Instant,
+    /// When `/run/netns` was last read.
+    names_read: Option<Instant>,
+}
+
+/// How often `/run/netns` is read again: names come and go rarely.
+const NAMES_EVERY: Duration = Duration::from_secs(10);
+
+/// The names `ip netns` gave namespaces (bind mounts in `/run/netns`), by
+/// namespace inode. Unreadable entries are skipped: a name is a nicety.
+pub fn netns_names() -> BTreeMap<u32, String> {
+    let mut names = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir("/run/netns") else {
+        return names;
+    };
+    for entry in dir.flatten() {
+        if let (Ok(ino), Some(name)) = (
+            crate::netns::inode(&entry.path()),
+            entry.file_name().to_str(),
+        ) {
+            names.insert(ino, name.to_owned());
+        }
+    }
+    names
 }
 
 impl Dashboard {
@@ -149,17 +173,25 @@ impl Dashboard {
             probes: pipeline.probes.attached.len(),
             filters: pipeline.filter.describe(),
         };
+        let mut app = App::new(header, no_color);
+        app.fallback = pipeline
+            .probes
+            .missing
+            .iter()
+            .find(|m| m.starts_with("fentry/fexit refused"))
+            .cloned();
         let ring = pipeline.readiness()?;
         Ok(Self {
             pipeline,
             ring,
             tick: tokio::time::interval(Duration::from_millis(100)),
-            app: App::new(header, no_color),
+            app,
             running: None,
             batch: Vec::new(),
             annotator: Annotator::default(),
             dirty: true,
             last_draw: Instant::now() - Duration::from_secs(1),
+            names_read: None,
         })
     }
 
@@ -191,6 +223,10 @@ impl Dashboard {
             _ = self.tick.tick() => {
                 let counters = self.pipeline.counters();
                 actions.extend(app.update(Input::Tick { counters, now_ns: monotonic_ns() }));
+                if self.names_read.is_none_or(|t| t.elapsed() >= NAMES_EVERY) {
+                    actions.extend(app.update(Input::NetnsNames(netns_names())));
+                    self.names_read = Some(Instant::now());
+                }
                 self.dirty = true;
             }
             ev = events.recv() => match ev {

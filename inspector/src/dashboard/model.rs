@@ -36,6 +36,43 @@ pub struct LiveSock {
     pub state: &'static str,
     pub owner: Option<(u32, String)>,
     pub since_ns: u64,
+    /// Local address and options, for the detail view's holders table.
+    pub addr: Option<SockAddr>,
+}
+
+/// A socket's local address and the options that decide conflicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockAddr {
+    pub ip: IpAddr,
+    pub port: u16,
+    pub reuseaddr: bool,
+    pub reuseport: bool,
+    pub v6only: bool,
+}
+
+impl SockAddr {
+    fn of(r: &Record) -> Self {
+        Self {
+            ip: r.laddr,
+            port: r.lport,
+            reuseaddr: r.reuseaddr,
+            reuseport: r.reuseport,
+            v6only: r.v6only,
+        }
+    }
+}
+
+/// One socket on a port, live or in TIME_WAIT, as the detail view lists it.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub state: &'static str,
+    pub addr: Option<SockAddr>,
+    pub netns: u32,
+    /// The owner of a live socket, or the last owner of a TIME_WAIT one.
+    pub owner: Option<(u32, String)>,
+    pub time_wait: bool,
+    /// Time left before a TIME_WAIT socket expires.
+    pub left_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +80,8 @@ pub struct TimeWait {
     pub key: PortKey,
     pub entered_ns: u64,
     pub last_owner: Option<(u32, String)>,
+    /// Its 4-tuple's local side and the flags copied from the closed socket.
+    pub addr: Option<SockAddr>,
 }
 
 /// One member of a SO_REUSEPORT group.
@@ -55,6 +94,26 @@ pub struct Member {
     /// Its container (or cgroup) in short ([`Record::cgroup_tag`]).
     pub cgroup: Option<String>,
     pub deliveries: u64,
+    /// Deliveries per second (kernel seconds), oldest first, the last
+    /// [`HISTORY_SECS`] seconds.
+    pub per_sec: VecDeque<(u64, u64)>,
+}
+
+impl Member {
+    fn count_second(&mut self, ts_ns: u64) {
+        let sec = ts_ns / 1_000_000_000;
+        match self.per_sec.back_mut() {
+            Some((s, n)) if *s == sec => *n += 1,
+            _ => self.per_sec.push_back((sec, 1)),
+        }
+        while self
+            .per_sec
+            .front()
+            .is_some_and(|(s, _)| sec.saturating_sub(*s) >= HISTORY_SECS as u64)
+        {
+            self.per_sec.pop_front();
+        }
+    }
 }
 
 /// A SO_REUSEPORT group, named by its address and port.
@@ -173,6 +232,7 @@ impl Model {
                         key,
                         entered_ns: r.ts_ns,
                         last_owner: last,
+                        addr: Some(SockAddr::of(r)),
                     },
                 );
                 if let Some(b) = self.tw_entries.back_mut() {
@@ -252,8 +312,12 @@ impl Model {
             state,
             owner: None,
             since_ns: r.ts_ns,
+            addr: None,
         });
         entry.key = key;
+        if r.lport != 0 {
+            entry.addr = Some(SockAddr::of(r));
+        }
         if entry.state != state {
             entry.state = state;
             entry.since_ns = r.ts_ns;
@@ -280,6 +344,7 @@ impl Model {
         match members.iter_mut().find(|m| m.sock == r.sock) {
             Some(m) => {
                 m.deliveries += 1;
+                m.count_second(r.ts_ns);
                 if m.owner.is_none() {
                     m.owner = owner(r);
                 }
@@ -287,14 +352,19 @@ impl Model {
                     m.cgroup = r.cgroup_tag().map(str::to_owned);
                 }
             }
-            None => members.push(Member {
-                sock_id: r.sock_id.clone(),
-                sock: r.sock,
-                ino: r.ino,
-                owner: owner(r),
-                cgroup: r.cgroup_tag().map(str::to_owned),
-                deliveries: 1,
-            }),
+            None => {
+                let mut m = Member {
+                    sock_id: r.sock_id.clone(),
+                    sock: r.sock,
+                    ino: r.ino,
+                    owner: owner(r),
+                    cgroup: r.cgroup_tag().map(str::to_owned),
+                    deliveries: 1,
+                    per_sec: VecDeque::new(),
+                };
+                m.count_second(r.ts_ns);
+                members.push(m);
+            }
         }
     }
 
@@ -364,6 +434,58 @@ impl Model {
             .collect();
         rows.sort_by(|a, b| b.total().cmp(&a.total()).then(a.key.cmp(&b.key)));
         rows
+    }
+}
+
+impl Model {
+    /// Every socket on `key`'s port, live ones first then TIME_WAIT, newest
+    /// TIME_WAIT first. Walks the socket tables: for the detail view only,
+    /// never per frame of the lists.
+    pub fn holders(&self, key: PortKey) -> Vec<Holder> {
+        let mut live: Vec<(&LiveSock, Holder)> = self
+            .sockets
+            .values()
+            .filter(|s| s.key == key)
+            .map(|s| {
+                (
+                    s,
+                    Holder {
+                        state: s.state,
+                        addr: s.addr,
+                        netns: s.key.netns,
+                        owner: s.owner.clone(),
+                        time_wait: false,
+                        left_ns: None,
+                    },
+                )
+            })
+            .collect();
+        live.sort_by_key(|(s, _)| s.since_ns);
+        let mut tw: Vec<(u64, Holder)> = self
+            .time_wait
+            .values()
+            .filter(|t| t.key == key)
+            .map(|t| {
+                (
+                    t.entered_ns,
+                    Holder {
+                        state: "TIME_WAIT",
+                        addr: t.addr,
+                        netns: t.key.netns,
+                        owner: t.last_owner.clone(),
+                        time_wait: true,
+                        left_ns: Some(
+                            TIME_WAIT_NS.saturating_sub(self.now_ns.saturating_sub(t.entered_ns)),
+                        ),
+                    },
+                )
+            })
+            .collect();
+        tw.sort_by_key(|t| std::cmp::Reverse(t.0));
+        live.into_iter()
+            .map(|(_, h)| h)
+            .chain(tw.into_iter().map(|(_, h)| h))
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@ use inspector_common::{flag, kind, phase};
 use ratatui::{Terminal, backend::TestBackend};
 
 use super::{
-    app::{App, Header, Input, Pane, ViewFilter},
+    app::{App, Header, Input, Pane, SortKey, ViewFilter},
     ui,
 };
 use crate::{
@@ -220,10 +220,16 @@ fn every_pane_at_both_sizes() {
 fn failures_stand_out_and_the_detail_follows_the_selection() {
     let mut app = app_with(fixture());
     let s = screen(&app, 100, 30);
+    // The two failures are pinned above the list: the newest decision
+    // comes after them.
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('j'));
+    let s2 = screen(&app, 100, 30);
     assert!(s.contains("EADDRINUSE"), "{s}");
     assert!(s.contains("2 failed"), "{s}");
-    // The newest decision is selected first; three down is the
+    // The newest list row is selected now; three down is the
     // listen-phase failure, and the detail follows.
+    let s = s2;
     assert!(s.contains("udp bind() asked 127.0.0.1:5353 -> ok"), "{s}");
     for _ in 0..3 {
         key(&mut app, KeyCode::Char('j'));
@@ -302,4 +308,206 @@ fn a_burst_keeps_memory_bounded() {
     }
     assert!(app.model.decisions.len() <= super::model::RECENT);
     assert!(app.model.groups.values().all(|m| m.len() == 3));
+}
+
+fn enter(app: &mut App) {
+    key(app, KeyCode::Enter);
+}
+
+#[test]
+fn detail_view_of_a_failed_bind_over_a_listener() {
+    let mut app = app_with(fixture());
+    // The newest failure is pinned first and selected.
+    enter(&mut app);
+    assert!(app.detail.is_some());
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("Holders of tcp port 8080"), "{s}");
+        assert!(s.contains("LISTEN"), "{s}");
+        insta::assert_snapshot!(format!("detail_listener_{w}x{h}"), s);
+    }
+    // It scrolls, and Esc goes back to the list.
+    key(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.detail.as_ref().map(|d| d.scroll), Some(1));
+    key(&mut app, KeyCode::PageUp);
+    assert_eq!(app.detail.as_ref().map(|d| d.scroll), Some(0));
+    key(&mut app, KeyCode::Esc);
+    assert!(app.detail.is_none());
+    assert_eq!(app.pane, Pane::Binds);
+}
+
+/// A client that bound source port 8090 explicitly closed first: its side
+/// of the connection sits in TIME_WAIT, and binding 8090 again fails.
+fn time_wait_fixture() -> Vec<Record> {
+    let events = [
+        by(
+            on(EventBuilder::connect(9000).lport(8090), 0x7001, SEC),
+            55,
+            "client",
+        )
+        .build(),
+        on(
+            EventBuilder::state(TcpState::FIN_WAIT2, TcpState::CLOSE).ports(8090, 9000),
+            0x7001,
+            2 * SEC,
+        )
+        .build(),
+        on(
+            EventBuilder::time_wait(kind::TW_ARM, TcpState::TIME_WAIT).ports(8090, 9000),
+            0x7002,
+            2 * SEC,
+        )
+        .build(),
+        failed(bind(0x7003, 3 * SEC, 8090, 56, "client"), libc::EADDRINUSE).build(),
+    ];
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    for e in &events {
+        tracker.apply(e, &mut out);
+    }
+    for r in out.iter_mut().filter(|r| r.is_failure()) {
+        r.explanation = Some(
+            "inet_csk_get_port: a TIME_WAIT holder conflicts unless both have SO_REUSEADDR; \
+             held by TIME_WAIT 127.0.0.1:8090 (no owner); set SO_REUSEADDR on the new socket \
+             (the timewait socket kept the flags of the closed one)"
+                .into(),
+        );
+    }
+    out
+}
+
+#[test]
+fn detail_view_of_a_failed_bind_over_time_wait_names_the_last_owner() {
+    let mut app = app_with(time_wait_fixture());
+    enter(&mut app);
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("last owner pid 55 client"), "{s}");
+        assert!(s.contains("(was 55 client)"), "{s}");
+        insta::assert_snapshot!(format!("detail_time_wait_{w}x{h}"), s);
+    }
+}
+
+#[test]
+fn identical_decisions_fold_and_failures_stay_pinned() {
+    let mut records = fixture();
+    let mut tracker = Tracker::new();
+    for i in 0..88u64 {
+        let ev = by(
+            on(
+                EventBuilder::connect(8080).lport(41000 + i as u16),
+                0x8000 + i,
+                7 * SEC + i,
+            ),
+            77,
+            "curl",
+        )
+        .build();
+        tracker.apply(&ev, &mut records);
+    }
+    let mut app = app_with(records);
+    let rows = app.decision_rows();
+    assert_eq!(
+        (rows[0].count, rows[0].record.comm.as_deref()),
+        (88, Some("curl"))
+    );
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("x88"), "{s}");
+        assert!(s.contains("Failures, last 5 min: EADDRINUSE x2"), "{s}");
+        insta::assert_snapshot!(format!("folded_{w}x{h}"), s);
+    }
+    // The filter takes several terms at once.
+    key(&mut app, KeyCode::Char('/'));
+    for c in "port 8080 errno eaddrinuse".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    assert_eq!(app.visible_decisions().len(), 2);
+    assert_eq!(
+        ViewFilter::parse("netns blue pid 7"),
+        Some(ViewFilter::All(vec![
+            ViewFilter::Netns("blue".into()),
+            ViewFilter::Pid(7)
+        ]))
+    );
+}
+
+#[test]
+fn same_port_groups_in_two_namespaces_are_told_apart() {
+    const OTHER: u32 = 4026533111;
+    let mut records = Vec::new();
+    let mut tracker = Tracker::new();
+    for (netns, n) in [(NS, 5u64), (OTHER, 3)] {
+        for i in 0..n {
+            let delivery = EventBuilder::new(kind::REUSEPORT)
+                .ports(8020, 40000 + i as u16)
+                .flags(flag::OWNER_KNOWN)
+                .owner(300, "scenario-11")
+                .aux(0xabc)
+                .netns(netns)
+                .sock(0x9000 + u64::from(netns & 0xf) * 16 + i % 2)
+                .ino(100 + i % 2)
+                .at(SEC + i)
+                .build();
+            tracker.apply(&delivery, &mut records);
+        }
+    }
+    let mut app = app_with(records);
+    app.update(Input::NetnsNames([(OTHER, "blue".to_owned())].into()));
+    assert!(app.multi_ns);
+    key(&mut app, KeyCode::Char('3'));
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("tcp 127.0.0.1:8020 netns blue"), "{s}");
+        assert!(s.contains("tcp 127.0.0.1:8020 netns 4026532999"), "{s}");
+        insta::assert_snapshot!(format!("two_namespaces_{w}x{h}"), s);
+    }
+    // A group's detail: per-member deliveries over time.
+    enter(&mut app);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("Reuseport group tcp 127.0.0.1:8020"), "{s}");
+    assert!(s.contains("delivered"), "{s}");
+}
+
+#[test]
+fn sort_keys_show_in_the_titles() {
+    let mut app = app_with(fixture());
+    key(&mut app, KeyCode::Char('2'));
+    assert_eq!(app.port_sort, SortKey::Busiest);
+    key(&mut app, KeyCode::Char('s'));
+    key(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.port_sort, SortKey::TimeWait);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("sort: TIME_WAIT (s)"), "{s}");
+    insta::assert_snapshot!("sort_ports_80x24", s);
+    // A port's detail lists its sockets.
+    enter(&mut app);
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("TIME_WAIT"), "{s}");
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('3'));
+    key(&mut app, KeyCode::Char('s'));
+    key(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.group_sort, SortKey::Imbalance);
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("sort: imbalance (s)"), "{s}");
+    insta::assert_snapshot!("sort_groups_160x48", s);
+}
+
+#[test]
+fn the_header_says_why_auto_fell_back() {
+    let mut app = app_with(Vec::new());
+    app.fallback = Some(
+        "fentry/fexit refused by this kernel (inet_csk_get_port: Operation not permitted \
+         (os error 1)); using tracepoints"
+            .into(),
+    );
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("tracepoint(7) EPERM"), "{s}");
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("auto: fentry refused: EPERM"), "{s}");
+    key(&mut app, KeyCode::Char('?'));
+    let s = screen(&app, 160, 48);
+    assert!(s.contains("Operation not permitted (os error 1)"), "{s}");
 }

@@ -4,19 +4,20 @@ use ratatui::{
     Frame,
     layout::{Constraint, Layout, Rect},
     style::{Color, Modifier, Style},
+    symbols,
     text::{Line, Span},
     widgets::{Block, Borders, Cell, Clear, Paragraph, Row, Sparkline, Table, TableState, Wrap},
 };
 
 use super::{
-    app::{App, Pane, ScenarioState},
-    model::Model,
+    app::{App, DecisionRow, DetailTarget, PIN_NS, Pane, ScenarioState, asked_key},
+    model::{Holder, Model},
 };
 use crate::{
     kernel::Phase,
     output::{endpoint, opts},
     record::{Record, proto_str},
-    scenario::{CATALOG, report::verdict_label, stats::Spread},
+    scenario::{CATALOG, report::verdict_label},
 };
 
 struct Theme {
@@ -63,36 +64,52 @@ pub fn render(app: &App, f: &mut Frame) {
     .areas(f.area());
     render_header(app, &theme, f, header);
     render_tabs(app, &theme, f, tabs);
-    match app.pane {
-        Pane::Binds => render_binds(app, &theme, f, body),
-        Pane::Ports => render_ports(app, &theme, f, body),
-        Pane::Reuseport => render_reuseport(app, &theme, f, body),
-        Pane::Scenarios => render_scenarios(app, &theme, f, body),
+    if let Some(d) = &app.detail {
+        render_detail(app, &theme, f, body, &d.target, d.scroll);
+    } else {
+        match app.pane {
+            Pane::Binds => render_binds(app, &theme, f, body),
+            Pane::Ports => render_ports(app, &theme, f, body),
+            Pane::Reuseport => render_reuseport(app, &theme, f, body),
+            Pane::Scenarios => render_scenarios(app, &theme, f, body),
+        }
     }
     render_footer(app, &theme, f, footer);
     if app.help {
-        render_help(f, body);
+        render_help(app, f, body);
     }
 }
 
 fn render_header(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     let dropped = app.counters.dropped;
+    let wide = area.width >= 120;
     let ns = match &app.namespaces {
         Some(ns) => format!(
             "netns {}",
-            ns.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+            ns.iter()
+                .map(|n| app.ns_name(*n))
+                .collect::<Vec<_>>()
+                .join(",")
         ),
         None => "netns all".to_owned(),
+    };
+    // The attach mode, and why auto did not get fentry (full text in `?`).
+    let mode = match app.fallback_short() {
+        Some(why) if wide => format!("{}({}) auto: {why}", app.header.mode, app.header.probes),
+        Some(why) => format!(
+            "{}({}) {}",
+            app.header.mode,
+            app.header.probes,
+            why.rsplit(' ').next().unwrap_or_default()
+        ),
+        None => format!("{}({})", app.header.mode, app.header.probes),
     };
     let mut spans = vec![
         Span::styled(
             " inspector ",
             t.fg(Color::Cyan).add_modifier(Modifier::BOLD),
         ),
-        Span::raw(format!(
-            " {}({})  {:.0} ev/s  ",
-            app.header.mode, app.header.probes, app.model.rate
-        )),
+        Span::raw(format!(" {mode}  {:.0} ev/s  ", app.model.rate)),
         Span::styled(
             format!("dropped {dropped}"),
             if dropped > 0 {
@@ -111,11 +128,11 @@ fn render_header(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 Style::default()
             },
         ),
-        Span::raw(format!(
-            "  {} failed  {}  filter {}",
-            app.model.failures, ns, app.header.filters
-        )),
+        Span::raw(format!("  {} failed  {}", app.model.failures, ns)),
     ];
+    if wide || app.header.filters != "none" {
+        spans.push(Span::raw(format!("  filter {}", app.header.filters)));
+    }
     if let Some(v) = &app.view {
         spans.push(Span::raw(format!(" + {}", v.describe())));
     }
@@ -143,14 +160,33 @@ fn render_tabs(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
 fn render_footer(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     let line = if let Some(text) = &app.input {
         Line::from(vec![
-            Span::styled(" filter (port N, pid N, comm NAME): ", t.fg(Color::Yellow)),
+            Span::styled(
+                " filter (port N pid N comm X netns N errno E): ",
+                t.fg(Color::Yellow),
+            ),
             Span::raw(format!("{text}_")),
         ])
-    } else {
+    } else if app.detail.is_some() {
         Line::from(Span::styled(
-            " Tab pane  j/k move  Enter run  / filter  f failures  p pause  c clear  ? help  q quit",
+            " Esc back  j/k scroll  PgUp/PgDn page  g top  p pause  ? help  q quit",
             t.dim(),
         ))
+    } else {
+        let keys = match app.pane {
+            Pane::Binds => {
+                " Tab pane  j/k move  Enter detail  / filter  f failures  p pause  ? help  q quit"
+            }
+            Pane::Ports => {
+                " Tab pane  j/k move  Enter detail  s sort  / filter  p pause  ? help  q quit"
+            }
+            Pane::Reuseport => {
+                " Tab pane  j/k move  Enter detail  s sort  r reset  / filter  ? help  q quit"
+            }
+            Pane::Scenarios => {
+                " Tab pane  j/k move  Enter run  / filter  p pause  c clear  ? help  q quit"
+            }
+        };
+        Line::from(Span::styled(keys, t.dim()))
     };
     f.render_widget(Paragraph::new(line), area);
 }
@@ -183,63 +219,139 @@ fn asked(r: &Record) -> String {
     }
 }
 
+fn decision_row<'a>(app: &App, t: &Theme, row: &DecisionRow<'a>, pinned: bool) -> Row<'a> {
+    let r = row.record;
+    let style = if r.is_failure() {
+        t.failure()
+    } else {
+        Style::default()
+    };
+    let count = if row.count > 1 {
+        format!("x{}", row.count)
+    } else {
+        String::new()
+    };
+    let mut address = asked(r);
+    if app.multi_ns {
+        address = format!("{address} {}", app.ns_name(r.netns));
+    }
+    Row::new(vec![
+        Cell::from(format!(
+            "{}{}",
+            if pinned { "!" } else { "" },
+            age(&app.model, r.ts_ns)
+        )),
+        Cell::from(count),
+        Cell::from(r.phase.map_or("?", Phase::as_str)),
+        Cell::from(decision_result(r)),
+        Cell::from(proto_str(r.proto)),
+        Cell::from(opts(r)),
+        Cell::from(address),
+        Cell::from(who(r)),
+    ])
+    .style(style)
+}
+
+const DECISION_COLUMNS: [Constraint; 8] = [
+    Constraint::Length(6),
+    Constraint::Length(5),
+    Constraint::Length(8),
+    Constraint::Length(13),
+    Constraint::Length(4),
+    Constraint::Length(4),
+    Constraint::Min(16),
+    Constraint::Min(10),
+];
+
 fn render_binds(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
-    let [list, detail] = Layout::vertical([Constraint::Min(3), Constraint::Length(6)]).areas(area);
-    let rows_shown = app.visible_decisions();
+    let pinned = app.pinned_rows();
+    let counts = app.failure_counts();
+    // The failures strip: a line of counts per errno and the newest
+    // failures, which a flood of successes cannot push out.
+    let strip_h = if pinned.is_empty() {
+        0
+    } else {
+        pinned.len() as u16 + 1
+    };
+    let [strip, list, detail] = Layout::vertical([
+        Constraint::Length(strip_h),
+        Constraint::Min(3),
+        Constraint::Length(5),
+    ])
+    .areas(area);
+    let rows_shown = app.decision_rows();
+    let decisions: u64 = rows_shown.iter().map(|r| r.count).sum();
+    let sel = app.selected[0].min((pinned.len() + rows_shown.len()).saturating_sub(1));
+    if !pinned.is_empty() {
+        let per_errno = counts
+            .iter()
+            .map(|(e, n)| format!("{e} x{n}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        let [counts_line, pinned_area] =
+            Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(strip);
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                format!(
+                    "Failures, last {} min: {per_errno}",
+                    PIN_NS / 60_000_000_000
+                ),
+                t.failure(),
+            )),
+            counts_line,
+        );
+        let rows = pinned.iter().map(|row| decision_row(app, t, row, true));
+        let table = Table::new(rows, DECISION_COLUMNS).row_highlight_style(t.selected());
+        let mut state = TableState::default();
+        if sel < pinned.len() {
+            state.select(Some(sel));
+        }
+        f.render_stateful_widget(table, pinned_area, &mut state);
+    }
     // Build only the rows that fit (title and header take two lines),
     // scrolled so the selection stays in view.
     let height = usize::from(list.height.saturating_sub(2)).max(1);
-    let selected = app.selected[0].min(rows_shown.len().saturating_sub(1));
+    let list_sel = sel.checked_sub(pinned.len());
+    let selected = list_sel
+        .unwrap_or(0)
+        .min(rows_shown.len().saturating_sub(1));
     let start = selected.saturating_sub(height - 1);
     let window = &rows_shown[start.min(rows_shown.len())..(start + height).min(rows_shown.len())];
-    let rows = window.iter().map(|r| {
-        let style = if r.is_failure() {
-            t.failure()
-        } else {
-            Style::default()
-        };
-        Row::new(vec![
-            Cell::from(age(&app.model, r.ts_ns)),
-            Cell::from(r.phase.map_or("?", Phase::as_str)),
-            Cell::from(decision_result(r)),
-            Cell::from(proto_str(r.proto)),
-            Cell::from(opts(r)),
-            Cell::from(asked(r)),
-            Cell::from(who(r)),
-        ])
-        .style(style)
-    });
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Length(6),
-            Constraint::Length(8),
-            Constraint::Length(14),
-            Constraint::Length(4),
-            Constraint::Length(4),
-            Constraint::Min(16),
-            Constraint::Min(12),
-        ],
-    )
-    .header(Row::new(["AGE", "PHASE", "RESULT", "PROT", "OPTS", "ADDRESS", "OWNER"]).style(t.dim()))
-    .row_highlight_style(t.selected())
-    .block(Block::default().borders(Borders::TOP).title(format!(
-        " {}{} ({} shown, R=SO_REUSEADDR r=SO_REUSEPORT 6=V6ONLY) ",
-        Pane::Binds.title(),
-        if app.failures_only {
-            ", failures only"
-        } else {
-            ""
-        },
-        rows_shown.len()
-    )));
+    let rows = window.iter().map(|row| decision_row(app, t, row, false));
+    let table = Table::new(rows, DECISION_COLUMNS)
+        .header(
+            Row::new([
+                "AGE", "RUN", "PHASE", "RESULT", "PROT", "OPTS", "ADDRESS", "OWNER",
+            ])
+            .style(t.dim()),
+        )
+        .row_highlight_style(t.selected())
+        .block(Block::default().borders(Borders::TOP).title(format!(
+            " {}{} ({} shown, {decisions} calls; R/r/6=REUSEADDR/PORT/V6ONLY) ",
+            Pane::Binds.title(),
+            if app.failures_only {
+                ", failures only"
+            } else {
+                ""
+            },
+            rows_shown.len(),
+        )));
     let mut state = TableState::default();
-    if !rows_shown.is_empty() {
+    if list_sel.is_some() && !rows_shown.is_empty() {
         state.select(Some(selected - start));
     }
     f.render_stateful_widget(table, list, &mut state);
-    let text = match rows_shown.get(selected) {
-        Some(r) => detail_lines(r),
+    let text = match app.selected_decision() {
+        Some(row) => {
+            let mut lines = detail_lines(app, row.record);
+            if row.record.explanation.is_some() {
+                lines.push(Line::from(Span::styled(
+                    "Enter: the whole explanation and the port's holders",
+                    t.dim(),
+                )));
+            }
+            lines
+        }
         None => vec![Line::from(Span::styled(
             "No bind decisions yet. Run a server, or start a scenario (4, Enter).",
             t.dim(),
@@ -267,7 +379,7 @@ fn short_state(s: &str) -> &str {
     }
 }
 
-fn detail_lines(r: &Record) -> Vec<Line<'static>> {
+fn detail_lines(app: &App, r: &Record) -> Vec<Line<'static>> {
     let flags = [
         ("SO_REUSEADDR", r.reuseaddr),
         ("SO_REUSEPORT", r.reuseport),
@@ -300,7 +412,7 @@ fn detail_lines(r: &Record) -> Vec<Line<'static>> {
             "owner {} uid {} · {flags} · netns {} · sock {} ino {}",
             who(r),
             r.uid.map_or("-".to_owned(), |u| u.to_string()),
-            r.netns,
+            app.ns_name(r.netns),
             r.sock_id,
             r.ino.map_or("-".to_owned(), |i| i.to_string())
         )),
@@ -311,6 +423,264 @@ fn detail_lines(r: &Record) -> Vec<Line<'static>> {
     lines
 }
 
+/// The explanation with TIME_WAIT holders' owners filled in from what the
+/// dashboard saw: a timewait socket has no process, but the dashboard
+/// knows who owned the connection before.
+fn with_last_owner(why: &str, holders: &[Holder]) -> String {
+    let mut last: Vec<&(u32, String)> = holders
+        .iter()
+        .filter(|h| h.time_wait)
+        .filter_map(|h| h.owner.as_ref())
+        .collect();
+    last.dedup();
+    match last.as_slice() {
+        [(pid, comm)] if why.contains("TIME_WAIT") => why.replace(
+            "(no owner)",
+            &format!("(no owner, last owner pid {pid} {comm})"),
+        ),
+        _ => why.to_owned(),
+    }
+}
+
+fn flags_str(reuseaddr: bool, reuseport: bool, v6only: bool) -> String {
+    [(reuseaddr, 'R'), (reuseport, 'r'), (v6only, '6')]
+        .iter()
+        .map(|(on, c)| if *on { *c } else { '.' })
+        .collect()
+}
+
+/// The holders table as fixed-width lines, so it scrolls with the rest.
+fn holder_lines(app: &App, t: &Theme, holders: &[Holder], out: &mut Vec<Line<'static>>) {
+    if holders.is_empty() {
+        out.push(Line::from(Span::styled(
+            "  none seen by the dashboard (it knows sockets from the moment it started)",
+            t.dim(),
+        )));
+        return;
+    }
+    out.push(Line::from(Span::styled(
+        format!(
+            "  {:<10} {:<21} {:<20} {:<4} {:<10} {}",
+            "STATE", "ADDRESS", "OWNER (WAS)", "OPTS", "NETNS", "LEFT"
+        ),
+        t.dim(),
+    )));
+    for h in holders {
+        let addr = h
+            .addr
+            .map_or_else(|| "-".to_owned(), |a| endpoint(a.ip, a.port));
+        let owner = match (&h.owner, h.time_wait) {
+            (Some((p, c)), false) => format!("{p} {c}"),
+            (Some((p, c)), true) => format!("(was {p} {c})"),
+            (None, true) => "(none seen)".to_owned(),
+            (None, false) => "-".to_owned(),
+        };
+        let opts = h.addr.map_or_else(
+            || "?".to_owned(),
+            |a| flags_str(a.reuseaddr, a.reuseport, a.v6only),
+        );
+        let owner: String = owner.chars().take(20).collect();
+        out.push(Line::from(format!(
+            "  {:<10} {:<21} {:<20} {:<4} {:<10} {}",
+            short_state(h.state),
+            addr,
+            owner,
+            opts,
+            app.ns_name(h.netns),
+            if h.time_wait {
+                secs(h.left_ns)
+            } else {
+                String::new()
+            }
+        )));
+    }
+}
+
+fn heading(t: &Theme, text: String) -> Line<'static> {
+    Line::from(Span::styled(
+        text,
+        t.fg(Color::Cyan).add_modifier(Modifier::BOLD),
+    ))
+}
+
+/// Enter's full-height view: a decision with its whole explanation and the
+/// port's holders, a port's sockets, or a reuseport group's deliveries.
+fn render_detail(
+    app: &App,
+    t: &Theme,
+    f: &mut Frame,
+    area: Rect,
+    target: &DetailTarget,
+    scroll: u16,
+) {
+    let mut lines: Vec<Line<'static>> = Vec::new();
+    let title = match target {
+        DetailTarget::Decision {
+            record,
+            count,
+            first_ns,
+        } => {
+            let r = record.as_ref();
+            let key = asked_key(r);
+            let holders = app.model.holders(key);
+            let captured = app.captured(r);
+            // The owners the explanation lacks: from the moment of the
+            // failure when captured, else from now.
+            let known = captured.map_or(&holders[..], |c| &c.holders[..]);
+            lines.extend(detail_lines(app, r).into_iter().take(2));
+            if *count > 1 {
+                lines.push(Line::from(format!(
+                    "{count} identical decisions, the first {} ago, the last {} ago",
+                    age(&app.model, *first_ns),
+                    age(&app.model, r.ts_ns)
+                )));
+            }
+            lines.push(Line::default());
+            lines.push(heading(t, "Why".to_owned()));
+            match &r.explanation {
+                // Each clause on a line of its own: the rule, the holders,
+                // the advice.
+                Some(why) => {
+                    for part in with_last_owner(why, known).split("; ") {
+                        lines.push(Line::from(format!("  {part}")));
+                    }
+                }
+                None if r.is_failure() => lines.push(Line::from(Span::styled(
+                    "  no explanation: the holder was gone when the failure was looked at",
+                    t.dim(),
+                ))),
+                None => lines.push(Line::from(Span::styled(
+                    "  the kernel allowed it: nothing to explain",
+                    t.dim(),
+                ))),
+            }
+            if let Some(c) = captured {
+                lines.push(Line::default());
+                lines.push(heading(
+                    t,
+                    format!(
+                        "Holders of {} port {} when it failed ({} ago)",
+                        proto_str(key.proto),
+                        key.port,
+                        age(&app.model, c.ts_ns)
+                    ),
+                ));
+                holder_lines(app, t, &c.holders, &mut lines);
+            }
+            lines.push(Line::default());
+            lines.push(heading(
+                t,
+                format!(
+                    "Holders of {} port {} now (as the dashboard saw them)",
+                    proto_str(key.proto),
+                    key.port
+                ),
+            ));
+            holder_lines(app, t, &holders, &mut lines);
+            format!(
+                " Decision: {} {}() {} -> {} ",
+                proto_str(r.proto),
+                r.phase.map_or("?", Phase::as_str),
+                asked(r),
+                decision_result(r)
+            )
+        }
+        DetailTarget::Port(key) => {
+            let holders = app.model.holders(*key);
+            let tw = holders.iter().filter(|h| h.time_wait).count();
+            lines.push(Line::from(format!(
+                "{} sockets, {tw} of them in TIME_WAIT; netns {}",
+                holders.len(),
+                app.ns_name(key.netns)
+            )));
+            lines.push(Line::default());
+            lines.push(heading(t, "Sockets".to_owned()));
+            holder_lines(app, t, &holders, &mut lines);
+            format!(" Port {} {} ", proto_str(key.proto), key.port)
+        }
+        DetailTarget::Group(key) => {
+            let members = app.model.groups.get(key).map_or(&[][..], Vec::as_slice);
+            let total: u64 = members.iter().map(|m| m.deliveries).sum();
+            lines.push(Line::from(format!(
+                "{} members, {total} delivered; netns {}; per-second deliveries, the last 60 s (kernel time)",
+                members.len(),
+                app.ns_name(key.netns)
+            )));
+            let now_sec = app.model.now_ns / 1_000_000_000;
+            for m in members {
+                lines.push(Line::default());
+                let who = m
+                    .owner
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |(p, c)| format!("{p} {c}"));
+                let ino = m
+                    .ino
+                    .map_or_else(|| m.sock_id.clone(), |i| format!("ino {i}"));
+                lines.push(heading(
+                    t,
+                    format!("{who} {ino}: {} delivered", m.deliveries),
+                ));
+                // One bar per second, oldest left, so bursts and pauses show.
+                let width = usize::from(area.width.saturating_sub(4)).min(60);
+                let first = now_sec.saturating_sub(width as u64 - 1);
+                let mut per = vec![0u64; width];
+                for (sec, n) in &m.per_sec {
+                    if let Some(i) = sec.checked_sub(first).and_then(|i| usize::try_from(i).ok())
+                        && let Some(slot) = per.get_mut(i)
+                    {
+                        *slot = *n;
+                    }
+                }
+                let max = per.iter().copied().max().unwrap_or(0).max(1);
+                const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+                let spark: String = per
+                    .iter()
+                    .map(|n| {
+                        if *n == 0 {
+                            ' '
+                        } else {
+                            BARS[((*n * 7) / max) as usize]
+                        }
+                    })
+                    .collect();
+                lines.push(Line::from(vec![
+                    Span::raw("  "),
+                    Span::styled(spark, t.fg(Color::Cyan)),
+                ]));
+                let recent: Vec<String> = m
+                    .per_sec
+                    .iter()
+                    .rev()
+                    .take(8)
+                    .map(|(sec, n)| format!("-{}s:{n}", now_sec.saturating_sub(*sec)))
+                    .collect();
+                lines.push(Line::from(format!(
+                    "  newest seconds: {}",
+                    recent.join(" ")
+                )));
+            }
+            format!(
+                " Reuseport group {} {} ",
+                proto_str(key.proto),
+                endpoint(key.addr, key.port)
+            )
+        }
+    };
+    let shown = lines.len();
+    f.render_widget(
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
+            .scroll((scroll.min(shown.saturating_sub(1) as u16), 0))
+            .block(
+                Block::default()
+                    .borders(Borders::TOP)
+                    .title(title)
+                    .title_bottom(" Esc back · j/k scroll "),
+            ),
+        area,
+    );
+}
+
 fn secs(ns: Option<u64>) -> String {
     ns.map_or("-".to_owned(), |n| format!("{:.0}s", n as f64 / 1e9))
 }
@@ -318,7 +688,7 @@ fn secs(ns: Option<u64>) -> String {
 fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     let [table_area, spark_area] =
         Layout::vertical([Constraint::Min(3), Constraint::Length(4)]).areas(area);
-    let rows_data = app.model.port_rows();
+    let rows_data = app.port_rows();
     let height = usize::from(table_area.height.saturating_sub(2)).max(1);
     let selected = app.selected[1].min(rows_data.len().saturating_sub(1));
     let start = selected.saturating_sub(height - 1);
@@ -341,9 +711,14 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let port = if app.multi_ns {
+            format!("{} {}", row.key.port, app.ns_name(row.key.netns))
+        } else {
+            row.key.port.to_string()
+        };
         Row::new(vec![
             Cell::from(proto_str(row.key.proto)),
-            Cell::from(row.key.port.to_string()),
+            Cell::from(port),
             Cell::from(states),
             Cell::from(row.time_wait.to_string()),
             Cell::from(format!(
@@ -358,7 +733,7 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         rows,
         [
             Constraint::Length(4),
-            Constraint::Length(6),
+            Constraint::Length(if app.multi_ns { 17 } else { 6 }),
             Constraint::Min(18),
             Constraint::Length(6),
             Constraint::Length(9),
@@ -378,10 +753,11 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     )
     .row_highlight_style(t.selected())
     .block(Block::default().borders(Borders::TOP).title(format!(
-        " {} ({} ports, {} TIME_WAIT; TW LEFT newest/oldest) ",
+        " {} ({} ports, {} TW; sort: {} (s); TW LEFT newest/oldest) ",
         Pane::Ports.title(),
         rows_data.len(),
-        app.model.time_wait.len()
+        app.model.time_wait.len(),
+        app.port_sort.name()
     )));
     let mut state = TableState::default();
     if !rows_data.is_empty() {
@@ -416,13 +792,15 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
 
 fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     let block = Block::default().borders(Borders::TOP).title(format!(
-        " {} ({} groups; r resets counts; bars: deliveries per member) ",
+        " {} ({} groups; sort: {} (s); r resets counts; bars: deliveries) ",
         Pane::Reuseport.title(),
-        app.model.groups.len()
+        app.model.groups.len(),
+        app.group_sort.name()
     ));
     let inner = block.inner(area);
     f.render_widget(block, area);
-    if app.model.groups.is_empty() {
+    let groups = app.group_rows();
+    if groups.is_empty() {
         f.render_widget(
             Paragraph::new(Span::styled(
                 "No SO_REUSEPORT deliveries yet. Scenarios 10, 11 and 16 make some.",
@@ -434,17 +812,22 @@ fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     }
     let width = inner.width as usize;
     let mut lines = Vec::new();
-    let selected = app.selected[2].min(app.model.groups.len() - 1);
-    for (gi, (key, members)) in app.model.groups.iter().enumerate() {
-        let counts: Vec<u64> = members.iter().map(|m| m.deliveries).collect();
-        let spread = Spread::of(&counts);
+    let selected = app.selected[2].min(groups.len() - 1);
+    for (gi, (key, members, spread)) in groups.iter().enumerate() {
+        let ns = if app.multi_ns {
+            format!(" netns {}", app.ns_name(key.netns))
+        } else {
+            String::new()
+        };
         let title = format!(
-            "{} {}  {} members  {} delivered  max/mean {:.2}  chi2 p {:.3}",
+            "{} {}{ns}  {} members  {} {}  max/mean {:.2}  {} {:.3}",
             proto_str(key.proto),
             endpoint(key.addr, key.port),
             spread.members,
             spread.total,
+            if width >= 100 { "delivered" } else { "deliv" },
             spread.imbalance,
+            if width >= 100 { "chi2 p" } else { "p" },
             spread.p_value
         );
         let style = if gi == selected {
@@ -456,7 +839,7 @@ fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         let label_w = 34usize;
         let num_w = 16usize;
         let bar_w = width.saturating_sub(label_w + num_w + 2).max(4);
-        for m in members {
+        for m in *members {
             let share = if spread.total > 0 {
                 m.deliveries as f64 / spread.total as f64
             } else {
@@ -527,6 +910,12 @@ fn render_scenarios(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         .block(
             Block::default()
                 .borders(Borders::TOP | Borders::RIGHT)
+                // The list's corner is where the detail's top line goes
+                // on: a tee, not a corner.
+                .border_set(symbols::border::Set {
+                    top_right: symbols::line::HORIZONTAL_DOWN,
+                    ..symbols::border::PLAIN
+                })
                 .title(" Scenarios (Enter runs) "),
         );
     let mut state = TableState::default();
@@ -603,23 +992,35 @@ fn narrow_marks(s: &str) -> String {
     s.replace('✅', "✓").replace('❌', "✗")
 }
 
-fn render_help(f: &mut Frame, area: Rect) {
-    let lines = [
+fn render_help(app: &App, f: &mut Frame, area: Rect) {
+    let mut lines: Vec<Line> = [
         "Tab / Shift-Tab, 1-4   switch pane",
-        "j k, arrows, PgUp/PgDn select",
-        "Enter                 run the selected scenario",
-        "/                     filter: port N, pid N, comm NAME",
-        "Esc                   clear the filter",
+        "j k, arrows, PgUp/PgDn select (scroll in a detail view)",
+        "Enter                 detail view; in 4 run the scenario",
+        "Esc                   close the detail view, clear the filter",
+        "/                     filter: port N pid N comm X netns N|NAME errno E",
+        "s                     sort panes 2 and 3",
         "a                     show all namespaces again",
         "f                     only failed decisions",
         "p                     pause intake",
         "c                     clear what is shown",
         "r                     reset reuseport counts",
         "q, Ctrl-C             quit",
-        "",
-        "any key closes this help",
-    ];
-    let w = 52.min(area.width);
+    ]
+    .iter()
+    .map(|l| Line::from(*l))
+    .collect();
+    lines.push(Line::default());
+    lines.push(Line::from(format!(
+        "mode: {} with {} probes",
+        app.header.mode, app.header.probes
+    )));
+    if let Some(why) = &app.fallback {
+        lines.push(Line::from(why.clone()));
+    }
+    lines.push(Line::default());
+    lines.push(Line::from("any key closes this help"));
+    let w = 100.min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,
@@ -629,7 +1030,8 @@ fn render_help(f: &mut Frame, area: Rect) {
     };
     f.render_widget(Clear, rect);
     f.render_widget(
-        Paragraph::new(lines.iter().map(|l| Line::from(*l)).collect::<Vec<_>>())
+        Paragraph::new(lines)
+            .wrap(Wrap { trim: false })
             .block(Block::default().borders(Borders::ALL).title(" Keys ")),
         rect,
     );
