@@ -72,7 +72,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             () = &mut deadline => true,
         };
         pipeline.poll(&mut batch, done);
-        annotator.annotate(&mut batch);
+        annotator.annotate(&mut batch, Some(&pipeline.tracker));
         for r in batch.drain(..) {
             printed += 1;
             let res = if opts.json {
