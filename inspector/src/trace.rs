@@ -33,6 +33,9 @@ fn reader_gone(e: io::Error) -> anyhow::Result<()> {
 
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
+    // Loads the socket iterators before the banner says tracing is on, so
+    // the first failure is explained from the port as it was.
+    let mut annotator = crate::explain::annotate::Annotator::default();
     eprintln!(
         "inspector: {} mode, attached: {}; filters: {}",
         pipeline.probes.mode,
@@ -57,7 +60,6 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     }
     let t0 = monotonic_ns();
     let mut batch = Vec::new();
-    let mut annotator = crate::explain::annotate::Annotator::default();
     let mut printed = 0u64;
     loop {
         let done = tokio::select! {

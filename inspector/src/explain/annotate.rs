@@ -19,6 +19,7 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
+    os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
 
@@ -82,7 +83,8 @@ pub struct Annotator {
     pub skipped: u64,
     /// Answers of the last [`REUSE`] period, by question.
     recent: HashMap<Key, Cached>,
-    /// The socket iterators, loaded at the first failure.
+    /// The socket iterators, loaded with the annotator: loading them at the
+    /// first failure would answer late, from a changed port.
     source: Option<Source>,
 }
 
@@ -93,7 +95,7 @@ impl Default for Annotator {
             used: 0,
             skipped: 0,
             recent: HashMap::new(),
-            source: None,
+            source: Some(Source::open()),
         }
     }
 }
@@ -174,8 +176,7 @@ impl Annotator {
                 continue;
             }
             self.used += 1;
-            let source = self.source.get_or_insert_with(Source::open);
-            r.explanation = explain_at(r, source, &created, tracker);
+            r.explanation = explain_at(r, &mut self.source, &created, tracker);
             self.recent.insert(
                 key,
                 Cached {
@@ -191,7 +192,7 @@ impl Annotator {
 /// [`explain_failure`] with holders created after the failure left out.
 fn explain_at(
     r: &Record,
-    source: &mut Source,
+    source: &mut Option<Source>,
     created: &Created,
     tracker: Option<&Tracker>,
 ) -> Option<String> {
@@ -224,20 +225,25 @@ fn explain_at(
 /// One line: the rule that refused the call and the socket(s) that hold
 /// the port, from the failing process's namespace as it is now.
 pub fn explain_failure(r: &Record) -> Option<String> {
-    explain_failure_with(r, &mut Source::open(), |_| true)
+    explain_failure_with(r, &mut None, |_| true)
 }
 
 fn explain_failure_with(
     r: &Record,
-    source: &mut Source,
+    source: &mut Option<Source>,
     keep: impl FnMut(&mut super::Holder) -> bool,
 ) -> Option<String> {
     let pid = r.pid?;
     // The calling thread's namespace: a thread may have entered another.
-    let netns = r
+    // Held open while the answer is computed (loading the iterators the
+    // first time takes a while, and the thread may exit meanwhile); the
+    // inventory enters it through this process's descriptor.
+    let held = r
         .tid
-        .map(|tid| std::path::PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net")))
-        .filter(|p| p.exists());
+        .and_then(|tid| std::fs::File::open(format!("/proc/{pid}/task/{tid}/ns/net")).ok());
+    let netns = held
+        .as_ref()
+        .map(|f| std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())));
     let req = Request {
         port: u32::from(r.req_port?),
         tcp: r.proto == Some(Proto::Tcp),
@@ -251,7 +257,11 @@ fn explain_failure_with(
         uid: r.uid,
         ..Request::default()
     };
+    // Loaded only now, after the failing thread's namespace was named: the
+    // first load takes a while, and the thread may be gone by then.
+    let source = source.get_or_insert_with(Source::open);
     let e = explain_with(&req, source, keep).ok()?;
+    drop(held);
     // The namespace may have changed hands since; only a same-namespace
     // answer explains this record.
     if e.netns != r.netns {
