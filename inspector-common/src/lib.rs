@@ -395,6 +395,37 @@ pub struct IterFilter {
     /// Local port.
     pub lport: u16,
     pub _pad: u16,
+    /// `iter/task_file` only: byte offsets of `task_struct.tgid`, `.pid`
+    /// and `.comm`, read from the kernel's BTF by user space.
+    pub task_tgid: u32,
+    pub task_pid: u32,
+    pub task_comm: u32,
+    pub _pad2: u32,
+}
+
+/// One open file that is an inet TCP/UDP socket, as the `iter/task_file`
+/// iterator found it in a process's descriptor table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileRecord {
+    /// The socket, as the socket iterators describe it.
+    pub sock: SockRecord,
+    /// Thread group (process) id and the id of the task walked, in the
+    /// initial PID namespace's numbering (`task_struct.tgid`, `.pid`).
+    pub tgid: u32,
+    pub pid: u32,
+    /// The descriptor number in that process.
+    pub fd: u32,
+    pub _pad: u32,
+    /// `task_struct.comm`, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+impl FileRecord {
+    pub const fn zeroed() -> Self {
+        // SAFETY: every field is an integer or byte array: all-zero is valid.
+        unsafe { core::mem::zeroed() }
+    }
 }
 
 #[cfg(feature = "user")]
@@ -411,6 +442,8 @@ mod user {
     unsafe impl aya::Pod for super::SockRecord {}
     // SAFETY: `#[repr(C)]` integers with explicit padding.
     unsafe impl aya::Pod for super::IterFilter {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::FileRecord {}
 }
 
 #[cfg(test)]
@@ -461,6 +494,8 @@ mod tests {
         assert_eq!(offset_of!(SockRecord, tw_substate), 52);
         assert_eq!(offset_of!(SockRecord, laddr), 56);
         assert_eq!(offset_of!(SockRecord, raddr), 72);
-        assert_eq!(size_of::<IterFilter>(), 8);
+        assert_eq!(size_of::<IterFilter>(), 24);
+        assert_eq!(size_of::<FileRecord>(), 88 + 32);
+        assert_eq!(offset_of!(FileRecord, comm), 104);
     }
 }

@@ -18,6 +18,12 @@
 //!   only bound (no listen, no connect) sits in the bind hash alone and is
 //!   not walked; unhashed sockets are skipped (`bpf_iter_tcp_seq_show`).
 //! - UDP: every bound socket (the port-keyed `hslot` table).
+//!
+//! `iter/task_file` walks every open file of every process
+//! (kernel/bpf/task_iter.c `task_file_seq_get_next`, one thread per file
+//! table) and writes a [`FileRecord`] for each inet TCP/UDP socket of the
+//! filtered namespace: its owner, and the sockets the TCP walk misses, those
+//! bound without listen() or connect() (state CLOSE, `skc_num` set).
 
 use core::ffi::c_void;
 
@@ -27,11 +33,11 @@ use aya_ebpf::{
     maps::Array,
 };
 use inspector_common::{
-    Event, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
-    sock_flag,
+    Event, FileRecord, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord, TCP_NEW_SYN_RECV,
+    TCP_TIME_WAIT, sock_flag,
 };
 
-use crate::core_read::{Miss, count, fill_common, fill_sock, off, read};
+use crate::core_read::{Miss, count, fill_common, fill_sock, is_inet, off, read};
 
 /// What to keep, slot 0; written by user space before each snapshot.
 #[map]
@@ -44,6 +50,13 @@ static ITER_FILTER: Array<IterFilter> = Array::with_max_entries(1, 0);
 const CTX_META: usize = 0;
 const CTX_SOCK: usize = 8;
 const CTX_UID: usize = 16;
+/// `struct bpf_iter__task_file { meta; task; u32 fd; file; }`.
+const CTX_TASK: usize = 8;
+const CTX_FD: usize = 16;
+const CTX_FILE: usize = 24;
+/// `sk_type` values of the sockets followed (include/linux/net.h).
+const SOCK_STREAM: u16 = 1;
+const SOCK_DGRAM: u16 = 2;
 
 /// `iter/tcp`: one record per TCP socket of the namespace.
 #[unsafe(link_section = "iter/tcp")]
@@ -89,17 +102,12 @@ fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), Miss> {
     let seq = unsafe { core::ptr::read_volatile(meta as *const u64) };
 
     let state: u8 = read(sk, off!(skc_state))?;
-    let mut ev = Event::zeroed();
     let mut rec = SockRecord::zeroed();
     // A timewait or request socket is only a `sock_common` with its own
     // tail: `struct sock` fields must not be read from it.
     let full = !(proto == IPPROTO_TCP && (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV));
-    if full {
-        fill_sock(&mut ev, sk)?;
-        rec.uid = ev.uid;
-        rec.flags |= sock_flag::UID_KNOWN;
-    } else {
-        fill_common(&mut ev, sk)?;
+    if !fill_record(&mut rec, sk, proto, state, full)? {
+        return Ok(());
     }
     if state == TCP_NEW_SYN_RECV && proto == IPPROTO_TCP {
         // The iterator hands a request socket its listener's uid
@@ -108,16 +116,53 @@ fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), Miss> {
         rec.uid = unsafe { core::ptr::read_volatile((base + CTX_UID) as *const u32) };
         rec.flags |= sock_flag::UID_KNOWN;
     }
+    // SAFETY: `sk` is the context's BTF-typed socket pointer, checked for
+    // NULL above; the helper takes any `struct sock_common` (full, timewait
+    // or request socket) and gives it a cookie if it has none yet, as
+    // sock_diag does.
+    rec.cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
+    // SAFETY: `seq` is the iterator's seq_file; the record is on this
+    // program's stack and its size is passed with it.
+    // The result needs no check: when the seq buffer is full the helper
+    // answers -EOVERFLOW, and `bpf_seq_read` rolls this socket back and
+    // shows it again in the next read.
+    let _ = unsafe {
+        bpf_seq_write(
+            seq as *mut _,
+            (&rec as *const SockRecord).cast(),
+            core::mem::size_of::<SockRecord>() as u32,
+        )
+    };
+    Ok(())
+}
 
+/// Fills `rec` from the socket at `sk` (`full`: a `struct sock`, not a
+/// timewait or request socket); `false` when the filter drops it. The
+/// cookie is left to the caller.
+#[inline(always)]
+fn fill_record(
+    rec: &mut SockRecord,
+    sk: u64,
+    proto: u8,
+    state: u8,
+    full: bool,
+) -> Result<bool, Miss> {
+    let mut ev = Event::zeroed();
+    if full {
+        fill_sock(&mut ev, sk)?;
+        rec.uid = ev.uid;
+        rec.flags |= sock_flag::UID_KNOWN;
+    } else {
+        fill_common(&mut ev, sk)?;
+    }
     if let Some(f) = ITER_FILTER.get(0) {
         if f.netns != 0 && f.netns != ev.netns {
-            return Ok(());
+            return Ok(false);
         }
         if f.lport != 0 && f.lport != ev.lport {
-            return Ok(());
+            return Ok(false);
         }
     }
-
     if proto == IPPROTO_TCP && state == TCP_TIME_WAIT {
         // `tw_reuse` / `tw_reuseport` are `#define`s for the timewait
         // socket's `__tw_common.skc_reuse` / `skc_reuseport`
@@ -133,12 +178,6 @@ fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), Miss> {
             rec.flags |= sock_flag::TW_TIMER;
         }
     }
-
-    // SAFETY: `sk` is the context's BTF-typed socket pointer, checked for
-    // NULL above; the helper takes any `struct sock_common` (full, timewait
-    // or request socket) and gives it a cookie if it has none yet, as
-    // sock_diag does.
-    rec.cookie = unsafe { bpf_get_socket_cookie(sk as *mut c_void) };
     rec.ino = ev.ino;
     rec.netns = ev.netns;
     rec.bound_dev_if = ev.bound_dev_if;
@@ -150,16 +189,92 @@ fn try_iter(ctx: *mut c_void, proto: u8) -> Result<(), Miss> {
     rec.flags |= ev.flags & (sock_flag::REUSEADDR | sock_flag::REUSEPORT | sock_flag::V6ONLY);
     rec.laddr = ev.laddr;
     rec.raddr = ev.raddr;
-    // SAFETY: `seq` is the iterator's seq_file; the record is on this
-    // program's stack and its size is passed with it.
-    // The result needs no check: when the seq buffer is full the helper
-    // answers -EOVERFLOW, and `bpf_seq_read` rolls this socket back and
-    // shows it again in the next read.
+    Ok(true)
+}
+
+/// `iter/task_file`: one record per open inet TCP/UDP socket file of the
+/// filtered namespace, with the process holding it.
+#[unsafe(link_section = "iter/task_file")]
+#[unsafe(no_mangle)]
+pub extern "C" fn iter_task_file(ctx: *mut c_void) -> i32 {
+    match try_task_file(ctx) {
+        Ok(()) => 0,
+        Err(e) => {
+            count(e.slot);
+            0
+        }
+    }
+}
+
+#[inline(always)]
+fn try_task_file(ctx: *mut c_void) -> Result<(), Miss> {
+    let base = ctx as usize;
+    // SAFETY: context loads of the pointer members and of `fd`, at the
+    // offsets and sizes of `struct bpf_iter__task_file`; the verifier
+    // checks them against its BTF.
+    let meta = unsafe { core::ptr::read_volatile((base + CTX_META) as *const u64) };
+    // SAFETY: as above.
+    let task = unsafe { core::ptr::read_volatile((base + CTX_TASK) as *const u64) };
+    // SAFETY: as above.
+    let fd = unsafe { core::ptr::read_volatile((base + CTX_FD) as *const u32) };
+    // SAFETY: as above.
+    let file = unsafe { core::ptr::read_volatile((base + CTX_FILE) as *const u64) };
+    // The final call of a walk passes no task or file.
+    if meta == 0 || task == 0 || file == 0 {
+        return Ok(());
+    }
+    let Some(f) = ITER_FILTER.get(0) else {
+        return Ok(());
+    };
+    // Which files are sockets: only a socket's `private_data` (its
+    // `struct socket`) points back at the file, the same test as
+    // `sock_from_fd`. Non-socket files are the common case: no error.
+    let socket: u64 = read(file, off!(file_private_data))?;
+    if socket == 0 {
+        return Ok(());
+    }
+    let back: u64 = match read(socket, off!(socket_file)) {
+        Ok(b) => b,
+        Err(_) => return Ok(()),
+    };
+    if back != file {
+        return Ok(());
+    }
+    let sk: u64 = read(socket, off!(socket_sk))?;
+    if sk == 0 || !is_inet(sk)? {
+        return Ok(());
+    }
+    let ty: u16 = read(sk, off!(sk_type))?;
+    let proto: u16 = read(sk, off!(sk_protocol))?;
+    if !((ty == SOCK_STREAM && proto == u16::from(IPPROTO_TCP))
+        || (ty == SOCK_DGRAM && proto == u16::from(IPPROTO_UDP)))
+    {
+        return Ok(());
+    }
+    let state: u8 = read(sk, off!(skc_state))?;
+    let mut rec = FileRecord::zeroed();
+    // A socket with a file is always a full `struct sock`.
+    if !fill_record(&mut rec.sock, sk, proto as u8, state, true)? {
+        return Ok(());
+    }
+    // `bpf_get_socket_cookie` wants a BTF-typed socket and this one was
+    // read through a file: take the cookie the socket already has. It is 0
+    // only if nothing asked for one yet (`sock_gen_cookie` assigns it on
+    // first use: the socket iterators, sock_diag and the probes all do).
+    rec.sock.cookie = read(sk, off!(skc_cookie))?;
+    rec.tgid = read(task, f.task_tgid)?;
+    rec.pid = read(task, f.task_pid)?;
+    rec.comm = read(task, f.task_comm)?;
+    rec.fd = fd;
+    // SAFETY: `meta` is the context's `struct bpf_iter_meta *`, whose first
+    // member is the `struct seq_file *`.
+    let seq = unsafe { core::ptr::read_volatile(meta as *const u64) };
+    // SAFETY: as in `try_iter`; an overflow is retried by `bpf_seq_read`.
     let _ = unsafe {
         bpf_seq_write(
             seq as *mut _,
-            (&rec as *const SockRecord).cast(),
-            core::mem::size_of::<SockRecord>() as u32,
+            (&rec as *const FileRecord).cast(),
+            core::mem::size_of::<FileRecord>() as u32,
         )
     };
     Ok(())

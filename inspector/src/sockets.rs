@@ -17,27 +17,33 @@
 //!   request sockets included; a TCP socket that is only bound (neither
 //!   listening nor connected) lives in the bind hash alone and is not seen;
 //! - every bound UDP socket.
+//!
+//! [`SocketTable::files_in`] runs `iter/task_file` over every process's
+//! descriptor table (kernel/bpf/task_iter.c) and returns each open TCP/UDP
+//! socket of one namespace with the process holding it: the owners, and
+//! the TCP sockets only bound (state CLOSE with a port), which the TCP walk
+//! misses. It reads the kernel's structures; no process's descriptors are
+//! duplicated or touched.
 
 use std::{
-    fs,
     io::{self, Read as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    os::fd::AsRawFd as _,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, MapData},
-    programs::{Iter, ProgramError},
+    programs::{Iter, ProgramError, iter::IterLink},
 };
 use inspector_common::{
-    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord, TCP_NEW_SYN_RECV,
-    TCP_TIME_WAIT, sock_flag,
+    AF_INET, AF_INET6, FileRecord, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord,
+    TCP_NEW_SYN_RECV, TCP_TIME_WAIT, sock_flag,
 };
 
 use crate::{
     kernel::Proto,
+    netns::{self, NetnsError},
     offsets,
     probe::{self, ProbeError},
 };
@@ -48,6 +54,9 @@ const ITERATORS: [(&str, Proto, &str); 2] = [
     ("iter_tcp", Proto::Tcp, "tcp"),
     ("iter_udp", Proto::Udp, "udp"),
 ];
+
+/// The descriptor-table iterator: (program name, target).
+const TASK_FILE: (&str, &str) = ("iter_task_file", "task_file");
 
 /// Maps of the shared object that the iterators never use: shrunk to their
 /// minimum so a socket table does not pin megabytes of kernel memory (the
@@ -84,20 +93,10 @@ pub enum SocketTableError {
     },
     #[error("the {target} iterator returned {len} bytes, not a whole number of records")]
     Truncated { target: &'static str, len: usize },
-    #[error("cannot open network namespace {}", path.display())]
-    Namespace {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("entering network namespace {} (setns)", path.display())]
-    Setns {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("the thread reading namespace {} failed: {reason}", path.display())]
-    Thread { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("reading the namespace inode")]
+    NetnsInode(#[source] io::Error),
 }
 
 /// Which sockets a snapshot keeps; `None` keeps all.
@@ -205,11 +204,40 @@ impl KernelSocket {
     }
 }
 
+/// An open inet socket file and the process holding it, from the
+/// `iter/task_file` walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketFile {
+    pub socket: KernelSocket,
+    /// Process id (thread group), in the initial PID namespace.
+    pub pid: u32,
+    /// The thread whose file table was walked (the group leader unless a
+    /// thread has a file table of its own).
+    pub tid: u32,
+    pub fd: u32,
+    pub comm: String,
+}
+
+impl SocketFile {
+    pub fn from_record(r: &FileRecord) -> Option<Self> {
+        let end = r.comm.iter().position(|&b| b == 0).unwrap_or(r.comm.len());
+        Some(Self {
+            socket: KernelSocket::from_record(&r.sock)?,
+            pid: r.tgid,
+            tid: r.pid,
+            fd: r.fd,
+            comm: String::from_utf8_lossy(&r.comm[..end]).into_owned(),
+        })
+    }
+}
+
 /// The loaded iterator programs. Only they are loaded into the kernel; the
 /// object's other programs stay unloaded.
 pub struct SocketTable {
     ebpf: Ebpf,
     filter: Array<MapData, IterFilter>,
+    /// `task_struct` offsets for `iter/task_file`: tgid, pid, comm.
+    task: (u32, u32, u32),
 }
 
 impl std::fmt::Debug for SocketTable {
@@ -225,7 +253,13 @@ impl SocketTable {
         if !probe::has_bpf_privilege() {
             return Err(ProbeError::NoPrivilege.into());
         }
-        let (_, offsets) = offsets::running_kernel()?;
+        let (kernel, offsets) = offsets::running_kernel()?;
+        let field = |path: &str| {
+            kernel
+                .offset("task_struct", path)
+                .map_err(|e| SocketTableError::Setup(ProbeError::Layout(e)))
+        };
+        let task = (field("tgid")?, field("pid")?, field("comm")?);
         let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(Box::new(e.into())))?;
         let mut loader = EbpfLoader::new();
         loader.override_global("OFFSETS", &offsets, true);
@@ -240,7 +274,11 @@ impl SocketTable {
         let mut ebpf = loader
             .load(probe::EBPF_OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
-        for (name, _, target) in ITERATORS {
+        let all = ITERATORS
+            .iter()
+            .map(|&(name, _, target)| (name, target))
+            .chain([TASK_FILE]);
+        for (name, target) in all {
             let prog: &mut Iter = ebpf
                 .program_mut(name)
                 .ok_or(SocketTableError::Missing(name))?
@@ -257,7 +295,22 @@ impl SocketTable {
                 .ok_or(SocketTableError::Missing("ITER_FILTER"))?,
         )
         .map_err(|_| SocketTableError::Missing("ITER_FILTER"))?;
-        Ok(Self { ebpf, filter })
+        Ok(Self { ebpf, filter, task })
+    }
+
+    fn set_filter(&mut self, netns: u32, port: Option<u16>) -> Result<(), SocketTableError> {
+        let kernel_filter = IterFilter {
+            netns,
+            lport: port.unwrap_or(0),
+            _pad: 0,
+            task_tgid: self.task.0,
+            task_pid: self.task.1,
+            task_comm: self.task.2,
+            _pad2: 0,
+        };
+        self.filter
+            .set(0, kernel_filter, 0)
+            .map_err(SocketTableError::Filter)
     }
 
     /// The sockets of the calling thread's network namespace that `filter`
@@ -266,22 +319,35 @@ impl SocketTable {
         &mut self,
         filter: &SnapshotFilter,
     ) -> Result<Vec<KernelSocket>, SocketTableError> {
-        let kernel_filter = IterFilter {
-            netns: filter.netns.unwrap_or(0),
-            lport: filter.port.unwrap_or(0),
-            _pad: 0,
-        };
-        self.filter
-            .set(0, kernel_filter, 0)
-            .map_err(SocketTableError::Filter)?;
+        self.sockets(None, filter)
+    }
+
+    /// [`Self::snapshot`] of the network namespace of the file `netns`
+    /// (`/proc/PID/ns/net`, `/run/netns/NAME`): the iterator fds are created
+    /// on a thread inside it ([`netns::in_netns`]); the calling thread stays
+    /// where it is.
+    pub fn snapshot_in(
+        &mut self,
+        netns: &Path,
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<KernelSocket>, SocketTableError> {
+        self.sockets(Some(netns), filter)
+    }
+
+    fn sockets(
+        &mut self,
+        netns: Option<&Path>,
+        filter: &SnapshotFilter,
+    ) -> Result<Vec<KernelSocket>, SocketTableError> {
+        self.set_filter(filter.netns.unwrap_or(0), filter.port)?;
         let mut out = Vec::new();
         for (name, proto, target) in ITERATORS {
             if filter.proto.is_some_and(|p| p != proto) {
                 continue;
             }
-            let bytes = self.run(name, target)?;
+            let bytes = self.run(name, target, netns)?;
             out.extend(
-                decode_records(&bytes)
+                decode::<SockRecord>(&bytes)
                     .ok_or(SocketTableError::Truncated {
                         target,
                         len: bytes.len(),
@@ -293,49 +359,42 @@ impl SocketTable {
         Ok(out)
     }
 
-    /// [`Self::snapshot`] of the network namespace of the file `netns`
-    /// (`/proc/PID/ns/net`, `/run/netns/NAME`), taken from a thread that
-    /// enters it; the calling thread stays where it is.
-    pub fn snapshot_in(
+    /// Every open TCP/UDP socket file of the network namespace of `netns`
+    /// (the calling thread's when `None`) on `port` (any when `None`), with
+    /// the process holding it; a socket held by several processes (after
+    /// fork or descriptor passing) appears once per descriptor.
+    pub fn files_in(
         &mut self,
-        netns: &Path,
-        filter: &SnapshotFilter,
-    ) -> Result<Vec<KernelSocket>, SocketTableError> {
-        let file = fs::File::open(netns).map_err(|source| SocketTableError::Namespace {
-            path: netns.to_owned(),
-            source,
-        })?;
-        let thread_error = |reason: String| SocketTableError::Thread {
-            path: netns.to_owned(),
-            reason,
+        netns: Option<&Path>,
+        port: Option<u16>,
+    ) -> Result<Vec<SocketFile>, SocketTableError> {
+        // The walk covers every process whatever its namespace: the program
+        // keeps the files of this one namespace, so it must be named.
+        let ino = match netns {
+            Some(p) => netns::inode(p)?,
+            None => netns::current_netns().map_err(SocketTableError::NetnsInode)?,
         };
-        std::thread::scope(|s| {
-            let handle = std::thread::Builder::new()
-                .name("inspector-sockets".into())
-                .spawn_scoped(s, || {
-                    // SAFETY: setns on a valid namespace descriptor; it
-                    // changes only this (short-lived) thread's namespace.
-                    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                        return Err(SocketTableError::Setns {
-                            path: netns.to_owned(),
-                            source: io::Error::last_os_error(),
-                        });
-                    }
-                    self.snapshot(filter)
-                })
-                .map_err(|e| thread_error(e.to_string()))?;
-            handle
-                .join()
-                .map_err(|_| thread_error("panicked".to_owned()))?
-        })
+        self.set_filter(ino, port)?;
+        let (name, target) = TASK_FILE;
+        let bytes = self.run(name, target, None)?;
+        Ok(decode::<FileRecord>(&bytes)
+            .ok_or(SocketTableError::Truncated {
+                target,
+                len: bytes.len(),
+            })?
+            .iter()
+            .filter_map(SocketFile::from_record)
+            .collect())
     }
 
-    /// Attaches the program, creates an iterator fd (in the calling
-    /// thread's namespace) and reads it to the end.
+    /// Attaches the program, creates an iterator fd (on a thread inside
+    /// `netns` when given, where the socket iterators take their namespace
+    /// from) and reads it to the end.
     fn run(
         &mut self,
         name: &'static str,
         target: &'static str,
+        netns: Option<&Path>,
     ) -> Result<Vec<u8>, SocketTableError> {
         let create = |e: &dyn std::error::Error| SocketTableError::Create {
             target,
@@ -350,8 +409,16 @@ impl SocketTable {
         // A link per snapshot: the iterator fd keeps what it needs, and
         // dropping the link afterwards leaves nothing attached.
         let id = prog.attach().map_err(|e| create(&e))?;
-        let link = prog.take_link(id).map_err(|e| create(&e))?;
-        let mut file = link.into_file().map_err(|e| create(&e))?;
+        let link: IterLink = prog.take_link(id).map_err(|e| create(&e))?;
+        let mut file = match netns {
+            None => link.into_file().map_err(|e| create(&e))?,
+            Some(path) => netns::in_netns(Some(path), move || {
+                link.into_file().map_err(|e| SocketTableError::Create {
+                    target,
+                    reason: probe::root_cause(&e),
+                })
+            })?,
+        };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(|source| SocketTableError::Read { target, source })?;
@@ -362,7 +429,11 @@ impl SocketTable {
 /// Splits an iterator's output into records; `None` if it is not a whole
 /// number of them.
 pub fn decode_records(bytes: &[u8]) -> Option<Vec<SockRecord>> {
-    let size = size_of::<SockRecord>();
+    decode(bytes)
+}
+
+fn decode<T: aya::Pod>(bytes: &[u8]) -> Option<Vec<T>> {
+    let size = size_of::<T>();
     if !bytes.len().is_multiple_of(size) {
         return None;
     }
@@ -370,10 +441,10 @@ pub fn decode_records(bytes: &[u8]) -> Option<Vec<SockRecord>> {
         bytes
             .chunks_exact(size)
             .map(|chunk| {
-                // SAFETY: the chunk is exactly one record long, SockRecord
-                // is plain old data for which every bit pattern is valid,
-                // and read_unaligned needs no alignment.
-                unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<SockRecord>()) }
+                // SAFETY: the chunk is exactly one record long, T is plain
+                // old data (`aya::Pod`) for which every bit pattern is
+                // valid, and read_unaligned needs no alignment.
+                unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast::<T>()) }
             })
             .collect(),
     )

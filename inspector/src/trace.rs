@@ -37,6 +37,9 @@ fn reader_gone(e: io::Error) -> anyhow::Result<()> {
 
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
+    // Loads the socket iterators before the banner says tracing is on, so
+    // the first failure is explained from the port as it was.
+    let mut annotator = crate::explain::annotate::Annotator::default();
     eprintln!(
         "inspector: {} mode, attached: {}; filters: {}",
         pipeline.probes.mode,
@@ -61,7 +64,6 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     }
     let t0 = monotonic_ns();
     let mut batch = Vec::new();
-    let mut annotator = crate::explain::annotate::Annotator::default();
     let mut printed = 0u64;
     let mut last_stats = Instant::now();
     // What the previous `stats` record said: a quiet trace repeats none
@@ -80,7 +82,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             () = &mut deadline => true,
         };
         pipeline.poll(&mut batch, done);
-        annotator.annotate(&mut batch);
+        annotator.annotate(&mut batch, Some(&pipeline.tracker));
         for r in batch.drain(..) {
             printed += 1;
             let res = if opts.json {

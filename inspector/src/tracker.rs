@@ -109,6 +109,12 @@ impl Tracker {
         self.tw.len()
     }
 
+    /// The last owner the probes saw for the connection `tuple`: who held a
+    /// timewait socket's connection before it closed.
+    pub fn connection_owner(&self, tuple: &Tuple) -> Option<&Owner> {
+        self.connections.get(tuple)
+    }
+
     /// Applies one kernel event, appending the records it produces to `out`.
     pub fn apply(&mut self, ev: &Event, out: &mut Vec<Record>) {
         match ev.kind {

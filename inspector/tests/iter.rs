@@ -513,3 +513,83 @@ fn snapshot_lists_the_namespace_sockets_with_their_flags() {
     a.join().expect("namespace thread a");
     b.join().expect("namespace thread b");
 }
+
+/// `iter/task_file` finds the processes holding sockets, and the TCP
+/// sockets only bound (which the TCP walk misses), in one namespace only.
+#[test]
+fn task_file_walk_names_owners_and_bound_only_sockets() {
+    let Some(mut t) = table() else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let a = std::thread::spawn(move || {
+        enter_new_netns().expect("netns");
+        let bound = tcp();
+        bound.set_reuse_address(true).expect("SO_REUSEADDR");
+        bound.bind(&addr("127.0.0.1:7301")).expect("bind");
+        let l = tcp();
+        l.set_reuse_port(true).expect("SO_REUSEPORT");
+        l.bind(&addr("127.0.0.1:7302")).expect("bind");
+        l.listen(8).expect("listen");
+        let u = udp();
+        u.bind(&addr("127.0.0.1:7301")).expect("bind");
+        let inos = (fd_inode(&bound), fd_inode(&l), fd_inode(&u));
+        let fds = (bound.as_raw_fd(), l.as_raw_fd(), u.as_raw_fd());
+        tx.send((current_netns().expect("ino"), inos, fds))
+            .expect("send");
+        let _ = done_rx.recv();
+    });
+    let (netns, (bound_ino, l_ino, u_ino), (bound_fd, _, _)) = rx.recv().expect("setup");
+    let path = PathBuf::from(format!("/proc/self/task/{}/ns/net", tid_of_netns(netns)));
+    let files = t.files_in(Some(&path), None).expect("task_file walk");
+    eprintln!("{files:#?}");
+    assert_eq!(files.len(), 3, "{files:#?}");
+    let me = std::process::id();
+    assert!(files.iter().all(|f| f.pid == me && f.socket.netns == netns));
+    let b = files
+        .iter()
+        .find(|f| f.socket.ino == Some(bound_ino))
+        .expect("bound-only TCP socket");
+    assert_eq!((b.socket.proto, b.socket.state), (Proto::Tcp, CLOSE));
+    assert_eq!(
+        b.socket.local,
+        "127.0.0.1:7301".parse::<SocketAddr>().expect("addr")
+    );
+    assert!(b.socket.reuseaddr && !b.socket.reuseport);
+    assert_eq!(b.fd, u32::try_from(bound_fd).expect("fd"));
+    let comm = std::fs::read_to_string(format!("/proc/self/task/{}/comm", b.tid))
+        .expect("comm")
+        .trim_end()
+        .to_owned();
+    assert_eq!(b.comm, comm);
+    let l = files
+        .iter()
+        .find(|f| f.socket.ino == Some(l_ino))
+        .expect("listener");
+    assert!(l.socket.state == LISTEN && l.socket.reuseport);
+    assert!(files.iter().any(|f| f.socket.ino == Some(u_ino)));
+    let by_port = t.files_in(Some(&path), Some(7302)).expect("walk");
+    assert_eq!(by_port.len(), 1, "{by_port:#?}");
+    let here = t.files_in(None, None).expect("walk");
+    assert!(here.iter().all(|f| f.socket.netns != netns));
+    let _ = done_tx.send(());
+    a.join().expect("thread");
+}
+
+/// A thread of this process inside namespace `netns`.
+fn tid_of_netns(netns: u32) -> u32 {
+    for e in std::fs::read_dir("/proc/self/task")
+        .expect("tasks")
+        .flatten()
+    {
+        let p = e.path().join("ns/net");
+        if std::fs::metadata(&p).is_ok_and(|m| {
+            use std::os::unix::fs::MetadataExt as _;
+            m.ino() == u64::from(netns)
+        }) {
+            return e.file_name().to_string_lossy().parse().expect("tid");
+        }
+    }
+    panic!("no thread in namespace {netns}");
+}

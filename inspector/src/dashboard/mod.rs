@@ -241,7 +241,8 @@ impl Dashboard {
         }
         // Intake: everything the kernel has so far.
         self.pipeline.poll(&mut self.batch, false);
-        self.annotator.annotate(&mut self.batch);
+        self.annotator
+            .annotate(&mut self.batch, Some(&self.pipeline.tracker));
         if let Some(run) = &mut self.running {
             let ns = run.observe(&self.batch);
             if !ns.is_empty() && app.namespaces.as_deref() != Some(ns) {

@@ -1,26 +1,42 @@
 //! Every failed bind or listen in `trace` and the dashboard carries its
 //! explanation, computed right after the failure by the same predictor and
-//! inventory as `inspector explain`.
+//! inventory as `inspector explain`, from the holders that existed when it
+//! failed.
+//!
+//! The inventory is read after the failure, so it can hold sockets created
+//! since. The kernel's tables say nothing about when a socket was created;
+//! the event stream does. Rule: a holder is left out when the records read
+//! with the failure show it created after the failure's `ts_ns`:
+//! - its cookie on a successful bind (any phase, autobind included) or an
+//!   accept timestamped after the failure;
+//! - for a timewait socket, its 4-tuple entering TIME_WAIT (`tw_enter`)
+//!   after the failure.
+//!
+//! Sockets created between the last read of the ring buffer and the
+//! inventory (the time of one snapshot, milliseconds) are not in those
+//! records and cannot be left out.
 
 use std::{
     collections::HashMap,
     net::IpAddr,
+    os::fd::AsRawFd as _,
     time::{Duration, Instant},
 };
 
-use super::{Decision, Request, explain};
+use super::{Decision, Request, explain_with, inventory::Source};
 use crate::{
     kernel::{Errno, Phase, Proto},
     record::{Record, RecordType},
+    tracker::{Tracker, Tuple},
 };
 
-/// At most this many explanations per second: each one dumps the port's
-/// sockets and scans `/proc`, and a failure storm must not stall intake.
+/// At most this many explanations per second: each one reads the port's
+/// sockets from the kernel, and a failure storm must not stall intake.
 const PER_SECOND: u32 = 20;
 
 /// How long an explanation answers the same failure again: a failure
-/// storm usually repeats one request, and each answer costs a socket dump
-/// and a `/proc` scan on the ring buffer reader's path.
+/// storm usually repeats one request, and each answer costs a snapshot of
+/// the kernel's tables on the ring buffer reader's path.
 const REUSE: Duration = Duration::from_secs(1);
 
 /// What makes two failures the same question.
@@ -51,6 +67,14 @@ impl Key {
     }
 }
 
+/// An answer kept for [`REUSE`]: when, for the failure at `ts_ns`.
+#[derive(Debug)]
+struct Cached {
+    at: Instant,
+    ts_ns: u64,
+    why: Option<String>,
+}
+
 #[derive(Debug)]
 pub struct Annotator {
     window: Instant,
@@ -58,7 +82,10 @@ pub struct Annotator {
     /// Failures left unexplained by the rate limit.
     pub skipped: u64,
     /// Answers of the last [`REUSE`] period, by question.
-    recent: HashMap<Key, (Instant, Option<String>)>,
+    recent: HashMap<Key, Cached>,
+    /// The socket iterators, loaded with the annotator: loading them at the
+    /// first failure would answer late, from a changed port.
+    source: Option<Source>,
 }
 
 impl Default for Annotator {
@@ -68,50 +95,155 @@ impl Default for Annotator {
             used: 0,
             skipped: 0,
             recent: HashMap::new(),
+            source: Some(Source::open()),
         }
     }
 }
 
+/// When the records show sockets created: by cookie and, for timewait
+/// sockets, by 4-tuple.
+#[derive(Debug, Default)]
+struct Created {
+    cookies: HashMap<u64, u64>,
+    timewait: HashMap<Tuple, u64>,
+}
+
+impl Created {
+    fn of(records: &[Record]) -> Self {
+        let mut c = Self::default();
+        for r in records {
+            let created = match r.kind {
+                RecordType::Bind => r.errno.is_none(),
+                RecordType::Accept => true,
+                _ => false,
+            };
+            if created && let Some(cookie) = r.cookie {
+                c.cookies.entry(cookie).or_insert(r.ts_ns);
+            }
+            if r.kind == RecordType::TwEnter {
+                c.timewait.entry(tuple(r)).or_insert(r.ts_ns);
+            }
+        }
+        c
+    }
+}
+
+fn tuple(r: &Record) -> Tuple {
+    Tuple {
+        netns: r.netns,
+        laddr: r.laddr,
+        lport: r.lport,
+        raddr: r.raddr,
+        rport: r.rport,
+    }
+}
+
 impl Annotator {
-    /// Fills `explanation` on the EADDRINUSE decisions of `records`.
-    pub fn annotate(&mut self, records: &mut [Record]) {
+    /// Fills `explanation` on the EADDRINUSE decisions of `records`, the
+    /// records read together; `tracker` (the one that produced them) names
+    /// the last owners of TIME_WAIT holders.
+    pub fn annotate(&mut self, records: &mut [Record], tracker: Option<&Tracker>) {
+        if !records
+            .iter()
+            .any(|r| r.kind == RecordType::Bind && r.errno == Some(Errno::EADDRINUSE))
+        {
+            return;
+        }
+        let created = Created::of(records);
         for r in records.iter_mut() {
             if r.kind != RecordType::Bind || r.errno != Some(Errno::EADDRINUSE) {
                 continue;
             }
             let key = Key::of(r);
-            if let Some((at, why)) = self.recent.get(&key)
-                && at.elapsed() < REUSE
+            if let Some(c) = self.recent.get(&key)
+                && c.at.elapsed() < REUSE
             {
-                r.explanation.clone_from(why);
+                r.explanation = c.why.as_ref().map(|why| {
+                    format!(
+                        "{why} (same as the failure at {:.3} s)",
+                        c.ts_ns as f64 / 1e9
+                    )
+                });
                 continue;
             }
             if self.window.elapsed() >= Duration::from_secs(1) {
                 self.window = Instant::now();
                 self.used = 0;
-                self.recent.retain(|_, (at, _)| at.elapsed() < REUSE);
+                self.recent.retain(|_, c| c.at.elapsed() < REUSE);
             }
             if self.used >= PER_SECOND {
                 self.skipped += 1;
                 continue;
             }
             self.used += 1;
-            r.explanation = explain_failure(r);
-            self.recent
-                .insert(key, (Instant::now(), r.explanation.clone()));
+            r.explanation = explain_at(r, &mut self.source, &created, tracker);
+            self.recent.insert(
+                key,
+                Cached {
+                    at: Instant::now(),
+                    ts_ns: r.ts_ns,
+                    why: r.explanation.clone(),
+                },
+            );
         }
     }
+}
+
+/// [`explain_failure`] with holders created after the failure left out.
+fn explain_at(
+    r: &Record,
+    source: &mut Option<Source>,
+    created: &Created,
+    tracker: Option<&Tracker>,
+) -> Option<String> {
+    let ts = r.ts_ns;
+    let netns = r.netns;
+    explain_failure_with(r, source, |h| {
+        if created.cookies.get(&h.cookie).is_some_and(|&at| at > ts) {
+            return false;
+        }
+        if h.timewait {
+            let t = Tuple {
+                netns,
+                laddr: h.laddr,
+                lport: h.lport,
+                raddr: h.raddr,
+                rport: h.rport,
+            };
+            if created.timewait.get(&t).is_some_and(|&at| at > ts) {
+                return false;
+            }
+            if let Some(o) = tracker.and_then(|tr| tr.connection_owner(&t)) {
+                h.last_pid = Some(o.pid);
+                h.last_comm = Some(o.comm.clone());
+            }
+        }
+        true
+    })
 }
 
 /// One line: the rule that refused the call and the socket(s) that hold
 /// the port, from the failing process's namespace as it is now.
 pub fn explain_failure(r: &Record) -> Option<String> {
+    explain_failure_with(r, &mut None, |_| true)
+}
+
+fn explain_failure_with(
+    r: &Record,
+    source: &mut Option<Source>,
+    keep: impl FnMut(&mut super::Holder) -> bool,
+) -> Option<String> {
     let pid = r.pid?;
     // The calling thread's namespace: a thread may have entered another.
-    let netns = r
+    // Held open while the answer is computed (loading the iterators the
+    // first time takes a while, and the thread may exit meanwhile); the
+    // inventory enters it through this process's descriptor.
+    let held = r
         .tid
-        .map(|tid| std::path::PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net")))
-        .filter(|p| p.exists());
+        .and_then(|tid| std::fs::File::open(format!("/proc/{pid}/task/{tid}/ns/net")).ok());
+    let netns = held
+        .as_ref()
+        .map(|f| std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())));
     let req = Request {
         port: u32::from(r.req_port?),
         tcp: r.proto == Some(Proto::Tcp),
@@ -125,7 +257,11 @@ pub fn explain_failure(r: &Record) -> Option<String> {
         uid: r.uid,
         ..Request::default()
     };
-    let e = explain(&req).ok()?;
+    // Loaded only now, after the failing thread's namespace was named: the
+    // first load takes a while, and the thread may be gone by then.
+    let source = source.get_or_insert_with(Source::open);
+    let e = explain_with(&req, source, keep).ok()?;
+    drop(held);
     // The namespace may have changed hands since; only a same-namespace
     // answer explains this record.
     if e.netns != r.netns {
@@ -137,19 +273,27 @@ pub fn explain_failure(r: &Record) -> Option<String> {
         &e.bind
     };
     if d.result == "ok" {
-        return Some(
+        return Some(if e.flags_source == super::inventory::FLAGS_KERNEL {
+            "no socket that existed at the failure blocks it now: the holder has gone since".into()
+        } else {
             "no socket that blocks it is visible now: the holder has gone since, or it is a \
              TCP socket bound without listen(), which sock_diag lists only from Linux 6.6 on"
-                .into(),
-        );
+                .into()
+        });
     }
     let blockers: Vec<String> = d
         .blockers
         .iter()
         .take(3)
         .map(|b| {
-            let owner = match (b.pid, &b.comm) {
-                (Some(p), Some(c)) => format!("pid {p} {c}"),
+            let last = e
+                .holders
+                .iter()
+                .find(|h| h.cookie == b.cookie)
+                .and_then(|h| h.last_pid.zip(h.last_comm.clone()));
+            let owner = match (b.pid, &b.comm, last) {
+                (Some(p), Some(c), _) => format!("pid {p} {c}"),
+                (None, _, Some((p, c))) => format!("no owner, was pid {p} {c}"),
                 _ => "no owner".into(),
             };
             format!(

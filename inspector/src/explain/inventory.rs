@@ -1,17 +1,21 @@
 //! Every socket on one port of one network namespace, in every state
-//! including TIME_WAIT, read from the kernel.
+//! including TIME_WAIT, read from the kernel's own tables.
 //!
-//! - Sockets: a NETLINK_SOCK_DIAG dump (`inet_diag`, what `ss` uses) of TCP
-//!   and UDP, IPv4 and IPv6, made from a thread that entered the target
-//!   namespace (`setns`): addresses, state, TIME_WAIT time left
-//!   (`idiag_expires`), uid, inode, cookie, bound device, IPV6_V6ONLY
-//!   (`INET_DIAG_SKV6ONLY`).
-//! - Owners: socket inodes mapped through `/proc/*/fd`.
-//! - SO_REUSEADDR / SO_REUSEPORT, which sock_diag does not report: for an
-//!   owned socket, a duplicate of the owner's descriptor
-//!   (`pidfd_open` + `pidfd_getfd`) and `getsockopt`; a TIME_WAIT socket has
-//!   no descriptor, so its flags stay unknown. Each holder says where its
-//!   flags come from.
+//! - Sockets and their flags: the BPF socket iterators (`iter/tcp`,
+//!   `iter/udp`, see [`crate::sockets`]) read each socket's `skc_reuse`,
+//!   `skc_reuseport`, `skc_ipv6only`, `sk_uid` and bound device, a timewait
+//!   socket's own `tw_reuse`/`tw_reuseport` included: exact, the bits
+//!   `inet_bind_conflict` and `udp_lib_lport_inuse` read.
+//! - Owners, and TCP sockets bound without listen() or connect() (in the
+//!   bind hash only, which the TCP iterator does not walk): the
+//!   `iter/task_file` iterator over every process's descriptor table.
+//! - A timewait socket has no owner; [`Source::last_owner`] is filled by
+//!   callers that run the probes (the tracker remembers connection owners).
+//!
+//! Nothing here touches another process's descriptors. Where the kernel
+//! refuses iterator programs, a NETLINK_SOCK_DIAG dump (what `ss` uses)
+//! lists the sockets, owners come from reading `/proc/*/fd` links, and
+//! SO_REUSEADDR/SO_REUSEPORT stay unknown: sock_diag does not report them.
 
 use std::{
     collections::HashMap,
@@ -25,8 +29,9 @@ use serde::Serialize;
 
 use super::rules::{self, SockState};
 use crate::{
-    kernel::TcpState,
+    kernel::{self, TcpState},
     netns::{self, NetnsError},
+    sockets::{Entry, KernelSocket, SnapshotFilter, SocketFile, SocketTable, SocketTableError},
     sys::{self, syscall},
 };
 
@@ -36,7 +41,12 @@ pub enum InventoryError {
     Netns(#[from] NetnsError),
     #[error("sock_diag dump failed")]
     Netlink(#[source] io::Error),
+    #[error("reading the kernel's socket tables")]
+    Iterators(#[source] SocketTableError),
 }
+
+/// Where flags come from when the iterators run.
+pub const FLAGS_KERNEL: &str = "kernel";
 
 /// One socket on the port. Field names follow the trace schema
 /// (docs/trace-schema.md) where they overlap.
@@ -53,29 +63,33 @@ pub struct Holder {
     /// shows its substate: `TIME_WAIT`, or `FIN_WAIT2` while the peer's FIN
     /// has not arrived (as `ss` does).
     pub state: &'static str,
-    /// A timewait socket (`inet_timewait_sock`: sock_diag's timer 3), in
-    /// either substate: no owner, flags unknown.
+    /// A timewait socket (`inet_timewait_sock`), in either substate: no
+    /// owner, no uid; its own flags.
     pub timewait: bool,
-    /// Milliseconds until a TIME_WAIT socket goes (`idiag_expires`).
+    /// Milliseconds until a TIME_WAIT socket goes.
     pub expires_ms: Option<u32>,
     /// First process holding the socket's descriptor; null for TIME_WAIT.
     pub pid: Option<u32>,
     pub comm: Option<String>,
     /// Every process holding a descriptor of it (after fork, several).
     pub pids: Vec<u32>,
-    /// `sk_uid`; null for TIME_WAIT (sock_diag reports none).
+    /// A TIME_WAIT socket's connection's last owner, as the probes saw it
+    /// (only where they run: `trace`, the dashboard).
+    pub last_pid: Option<u32>,
+    pub last_comm: Option<String>,
+    /// `sk_uid`; null for TIME_WAIT (a timewait socket has none).
     pub uid: Option<u32>,
     pub cookie: u64,
     pub ino: Option<u64>,
+    /// SO_REUSEADDR (`sk_reuse`; a timewait socket's `tw_reuse`); null
+    /// when unknown (sock_diag fallback).
     pub reuseaddr: Option<bool>,
     pub reuseport: Option<bool>,
-    /// Where `reuseaddr`/`reuseport` come from: `getsockopt` (on a
-    /// duplicate of the owner's descriptor), `unknown for TIME_WAIT`, or
-    /// `unknown: ...` with the reason.
+    /// Where `reuseaddr`/`reuseport` come from: `kernel` (the socket
+    /// iterators), or `sock_diag (iterators refused: ...)`, flags unknown.
     pub flags_source: String,
-    /// IPV6_V6ONLY: from sock_diag for listening and unconnected sockets,
-    /// from getsockopt for other owned ones; null when unknown (an IPv6
-    /// TIME_WAIT socket).
+    /// IPV6_V6ONLY (`skc_ipv6only`); null when unknown (fallback: an IPv6
+    /// socket neither listening nor unconnected).
     pub v6only: Option<bool>,
     pub bound_dev_if: i32,
 }
@@ -126,19 +140,268 @@ impl Holder {
 /// What was found on the port.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    /// TCP holders, then UDP holders in the kernel's hash chain order
-    /// (IPv4 first, then IPv6: the dumps come per family).
+    /// TCP holders, then UDP holders, each in the kernel's walk order;
+    /// bound-only TCP sockets (found through descriptors) last of the TCP.
     pub holders: Vec<Holder>,
     /// Inode of the namespace searched.
     pub netns: u32,
     /// `net.ipv4.ip_unprivileged_port_start` there.
     pub unprivileged_port_start: u16,
+    /// `kernel`, or `sock_diag (iterators refused: REASON)`.
+    pub flags_source: String,
 }
 
-/// Lists every socket on `port` in the namespace of `netns` (a namespace
-/// file), or of the calling thread when `None`.
+/// The socket iterators, loaded once; or why the kernel refused them.
+#[derive(Debug)]
+pub struct Source {
+    table: Result<SocketTable, String>,
+    hz: Option<u32>,
+}
+
+impl Source {
+    /// Loads the iterator programs, remembering the refusal if any.
+    pub fn open() -> Self {
+        Self {
+            table: SocketTable::load().map_err(|e| error_chain(&e)),
+            hz: None,
+        }
+    }
+
+    /// Why the iterators are not used, if they are not.
+    pub fn refused(&self) -> Option<&str> {
+        self.table.as_ref().err().map(String::as_str)
+    }
+
+    /// Lists every socket on `port` in the namespace of `netns_file` (a
+    /// namespace file), or of the calling thread when `None`.
+    pub fn collect(
+        &mut self,
+        netns_file: Option<&Path>,
+        port: u16,
+    ) -> Result<Inventory, InventoryError> {
+        let (netns, unprivileged_port_start) = netns::in_netns(netns_file, move || {
+            let netns = netns::current_netns().map_err(InventoryError::Netlink)?;
+            let start = netns::sysctl("net/ipv4/ip_unprivileged_port_start")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1024);
+            Ok::<_, InventoryError>((netns, start))
+        })?;
+        let (holders, flags_source) = match &mut self.table {
+            Ok(table) => {
+                let filter = SnapshotFilter {
+                    netns: Some(netns),
+                    port: Some(port),
+                    proto: None,
+                };
+                let socks = match netns_file {
+                    Some(p) => table.snapshot_in(p, &filter),
+                    None => table.snapshot(&filter),
+                }
+                .map_err(InventoryError::Iterators)?;
+                let files = table
+                    .files_in(netns_file, Some(port))
+                    .map_err(InventoryError::Iterators)?;
+                if self.hz.is_none() && socks.iter().any(|k| k.entry != Entry::Full) {
+                    self.hz = kernel_hz();
+                }
+                let mut holders = from_iterators(socks, &files, self.hz);
+                if holders.iter().filter(|h| h.proto == "udp").count() > 1 {
+                    udp_chain_order(netns_file, port, &mut holders)?;
+                }
+                (holders, FLAGS_KERNEL.to_owned())
+            }
+            Err(why) => {
+                let source = format!("sock_diag (iterators refused: {why})");
+                (from_sock_diag(netns_file, port, "sock_diag")?, source)
+            }
+        };
+        Ok(Inventory {
+            holders,
+            netns,
+            unprivileged_port_start,
+            flags_source,
+        })
+    }
+}
+
+/// [`Source::collect`] with iterators loaded for this one call.
 pub fn collect(netns_file: Option<&Path>, port: u16) -> Result<Inventory, InventoryError> {
-    let found = netns::in_netns(netns_file, move || {
+    Source::open().collect(netns_file, port)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
+/// The kernel's tick rate, for TIME_WAIT timers given in jiffies. Jiffies
+/// start at `INITIAL_JIFFIES` (2^32 - 300 * HZ, include/linux/jiffies.h)
+/// and count HZ per second of CLOCK_MONOTONIC: the candidate that fits
+/// `/proc/timer_list`'s `jiffies` and the monotonic clock is the one.
+fn kernel_hz() -> Option<u32> {
+    let list = fs::read_to_string("/proc/timer_list").ok()?;
+    let jiffies: u64 = list
+        .lines()
+        .find_map(|l| l.strip_prefix("jiffies: "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let now = crate::pipeline::monotonic_ns() as f64 / 1e9;
+    hz_fit(jiffies, now)
+}
+
+fn hz_fit(jiffies: u64, uptime_s: f64) -> Option<u32> {
+    [100u32, 250, 300, 1000]
+        .into_iter()
+        .map(|hz| {
+            let start = (1u64 << 32) as f64 - 300.0 * f64::from(hz);
+            let err = (jiffies as f64 - start - uptime_s * f64::from(hz)).abs() / f64::from(hz);
+            (hz, err)
+        })
+        .filter(|&(_, err)| err < 5.0)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(hz, _)| hz)
+}
+
+fn tcp_state_name(state: u8) -> &'static str {
+    TcpState::from(state).name().unwrap_or("UNKNOWN")
+}
+
+/// Holders from the iterators: the socket tables, plus the bound-only TCP
+/// sockets only the descriptor walk finds; owners by socket inode.
+fn from_iterators(socks: Vec<KernelSocket>, files: &[SocketFile], hz: Option<u32>) -> Vec<Holder> {
+    let mut owners: HashMap<u64, Vec<&SocketFile>> = HashMap::new();
+    for f in files {
+        if let Some(ino) = f.socket.ino {
+            owners.entry(ino).or_default().push(f);
+        }
+    }
+    let mut socks: Vec<KernelSocket> = socks
+        .into_iter()
+        .filter(|k| k.entry != Entry::Request)
+        .collect();
+    // A TCP socket with a port in CLOSE is bound only: it sits in the bind
+    // hash (`inet_bind_hash`) and nowhere the TCP iterator walks.
+    let tcp_end = socks
+        .iter()
+        .take_while(|k| k.proto == kernel::Proto::Tcp)
+        .count();
+    let mut bound_only: Vec<KernelSocket> = Vec::new();
+    for f in files {
+        let k = f.socket;
+        if k.proto == kernel::Proto::Tcp
+            && k.state == TcpState::CLOSE.raw()
+            && k.local.port() != 0
+            && !socks.iter().chain(&bound_only).any(|s| s.ino == k.ino)
+        {
+            bound_only.push(k);
+        }
+    }
+    socks.splice(tcp_end..tcp_end, bound_only);
+    socks
+        .into_iter()
+        .map(|k| {
+            let held = k
+                .ino
+                .and_then(|i| owners.get(&i))
+                .cloned()
+                .unwrap_or_default();
+            let mut pids: Vec<u32> = held.iter().map(|f| f.pid).collect();
+            pids.dedup();
+            let (timewait, state, expires_ms) = match k.entry {
+                Entry::TimeWait {
+                    substate,
+                    expires_in_jiffies,
+                } => (
+                    true,
+                    tcp_state_name(substate),
+                    expires_in_jiffies.zip(hz).map(|(j, hz)| {
+                        u32::try_from(j.max(0).unsigned_abs() * 1000 / u64::from(hz))
+                            .unwrap_or(u32::MAX)
+                    }),
+                ),
+                _ => (false, tcp_state_name(k.state), None),
+            };
+            Holder {
+                proto: match k.proto {
+                    kernel::Proto::Udp => "udp",
+                    kernel::Proto::Tcp => "tcp",
+                },
+                family: if k.local.is_ipv6() { "inet6" } else { "inet" },
+                laddr: k.local.ip(),
+                lport: k.local.port(),
+                raddr: k.remote.ip(),
+                rport: k.remote.port(),
+                state,
+                timewait,
+                expires_ms,
+                pid: held.first().map(|f| f.pid),
+                comm: held.first().map(|f| f.comm.clone()),
+                pids,
+                last_pid: None,
+                last_comm: None,
+                uid: k.uid,
+                cookie: k.cookie,
+                ino: k.ino,
+                reuseaddr: Some(k.reuseaddr),
+                reuseport: Some(k.reuseport),
+                flags_source: FLAGS_KERNEL.to_owned(),
+                v6only: Some(k.v6only),
+                bound_dev_if: k
+                    .bound_dev_if
+                    .and_then(|i| i32::try_from(i).ok())
+                    .unwrap_or(0),
+            }
+        })
+        .collect()
+}
+
+/// Puts the UDP holders in the order `udp_lib_lport_inuse()` meets them:
+/// the port's primary hash chain, which sock_diag walks (`udp_dump`), head
+/// first; the UDP iterator walks the address-keyed `hash2` table instead.
+/// Per family, as sock_diag dumps them (the rules cover the interleaving).
+fn udp_chain_order(
+    netns_file: Option<&Path>,
+    port: u16,
+    holders: &mut [Holder],
+) -> Result<(), InventoryError> {
+    let cookies = netns::in_netns(netns_file, move || {
+        let mut order = Vec::new();
+        for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+            order.extend(
+                dump(family, libc::IPPROTO_UDP as u8)
+                    .map_err(InventoryError::Netlink)?
+                    .into_iter()
+                    .filter(|d| d.sport == port)
+                    .map(|d| d.cookie),
+            );
+        }
+        Ok::<_, InventoryError>(order)
+    })?;
+    let start = holders.iter().take_while(|h| h.proto != "udp").count();
+    holders[start..].sort_by_key(|h| {
+        cookies
+            .iter()
+            .position(|&c| c == h.cookie)
+            .unwrap_or(usize::MAX)
+    });
+    Ok(())
+}
+
+/// Holders from a sock_diag dump: flags unknown, owners from `/proc`.
+fn from_sock_diag(
+    netns_file: Option<&Path>,
+    port: u16,
+    source: &str,
+) -> Result<Vec<Holder>, InventoryError> {
+    let diag = netns::in_netns(netns_file, move || {
         let mut diag = Vec::new();
         for (proto, family) in [
             (libc::IPPROTO_TCP as u8, libc::AF_INET as u8),
@@ -155,22 +418,14 @@ pub fn collect(netns_file: Option<&Path>, port: u16) -> Result<Inventory, Invent
                     }),
             );
         }
-        let netns = netns::current_netns().map_err(InventoryError::Netlink)?;
-        let start = netns::sysctl("net/ipv4/ip_unprivileged_port_start")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(1024);
-        Ok::<_, InventoryError>((diag, netns, start))
+        Ok::<_, InventoryError>(diag)
     })?;
-    let (diag, netns, unprivileged_port_start) = found;
     let wanted: Vec<u64> = diag.iter().filter(|d| d.ino != 0).map(|d| d.ino).collect();
     let owners = owners_of(&wanted);
-    let holders = diag.into_iter().map(|d| holder(d, &owners)).collect();
-    Ok(Inventory {
-        holders,
-        netns,
-        unprivileged_port_start,
-    })
+    Ok(diag
+        .into_iter()
+        .map(|d| holder(d, &owners, source))
+        .collect())
 }
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
@@ -371,24 +626,10 @@ fn owners_of(inodes: &[u64]) -> HashMap<u64, Vec<(u32, i32)>> {
     out
 }
 
-fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
+fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>, source: &str) -> Holder {
     let tw = d.proto == libc::IPPROTO_TCP as u8
         && (TcpState::from(d.state) == TcpState::TIME_WAIT || d.timer == TIMEWAIT_TIMER);
     let held = owners.get(&d.ino).cloned().unwrap_or_default();
-    let mut v6only = d.v6only;
-    let (reuseaddr, reuseport, flags_source) = if tw {
-        (None, None, "unknown for TIME_WAIT".to_owned())
-    } else {
-        match flags_of(&held) {
-            Ok((a, p, only)) => {
-                if v6only.is_none() {
-                    v6only = only;
-                }
-                (Some(a), Some(p), "getsockopt".to_owned())
-            }
-            Err(e) => (None, None, format!("unknown: {e}")),
-        }
-    };
     let pid = held.first().map(|&(p, _)| p);
     let mut pids: Vec<u32> = held.iter().map(|&(p, _)| p).collect();
     pids.dedup();
@@ -407,7 +648,7 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
         lport: d.sport,
         raddr: d.dst,
         rport: d.dport,
-        state: TcpState::from(d.state).name().unwrap_or("UNKNOWN"),
+        state: tcp_state_name(d.state),
         timewait: tw,
         expires_ms: tw.then_some(d.expires),
         pid,
@@ -417,68 +658,17 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>) -> Holder {
                 .map(|c| c.trim_end().to_owned())
         }),
         pids,
+        last_pid: None,
+        last_comm: None,
         uid: (!tw).then_some(d.uid),
         cookie: d.cookie,
         ino: (d.ino != 0).then_some(d.ino),
-        reuseaddr,
-        reuseport,
-        flags_source,
-        v6only,
+        reuseaddr: None,
+        reuseport: None,
+        flags_source: source.to_owned(),
+        v6only: d.v6only,
         bound_dev_if: i32::try_from(d.bound_dev_if).unwrap_or(0),
     }
-}
-
-/// SO_REUSEADDR and SO_REUSEPORT of a socket another process holds: a
-/// duplicate of its descriptor (`pidfd_open` + `pidfd_getfd`, which needs
-/// ptrace rights over the owner) and `getsockopt`.
-fn flags_of(held: &[(u32, i32)]) -> Result<(bool, bool, Option<bool>), String> {
-    let mut last =
-        "no process in this /proc holds a descriptor of it (another PID namespace, or a kernel socket)"
-            .to_owned();
-    for &(pid, fd) in held {
-        match dup_from(pid, fd) {
-            Ok(own) => {
-                let a = sockopt(&own, libc::SOL_SOCKET, libc::SO_REUSEADDR)
-                    .map_err(|e| format!("getsockopt SO_REUSEADDR: {e}"))?;
-                let p = sockopt(&own, libc::SOL_SOCKET, libc::SO_REUSEPORT)
-                    .map_err(|e| format!("getsockopt SO_REUSEPORT: {e}"))?;
-                // Fails with ENOPROTOOPT on an IPv4 socket.
-                let only = sockopt(&own, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY).ok();
-                return Ok((a, p, only));
-            }
-            Err(e) => last = format!("pidfd_getfd on pid {pid}: {e}"),
-        }
-    }
-    Err(last)
-}
-
-fn dup_from(pid: u32, fd: i32) -> io::Result<OwnedFd> {
-    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("pid out of range"))?;
-    // SAFETY: pidfd_open(2) takes a pid and no flags.
-    let pidfd = unsafe { syscall!(syscall(libc::SYS_pidfd_open, pid, 0u32)) }?;
-    // SAFETY: pidfd_open succeeded: the pidfd is new and ours alone.
-    let pidfd = unsafe { sys::owned(pidfd) }?;
-    // SAFETY: pidfd_getfd(2) takes our pidfd, a descriptor number of that
-    // process and no flags.
-    let dup = unsafe { syscall!(syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0u32)) }?;
-    // SAFETY: pidfd_getfd succeeded: the duplicate is new and ours alone.
-    unsafe { sys::owned(dup) }
-}
-
-fn sockopt(fd: &OwnedFd, level: libc::c_int, name: libc::c_int) -> io::Result<bool> {
-    let mut v: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into the local int.
-    unsafe {
-        syscall!(getsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw mut v).cast(),
-            &mut len
-        ))
-    }?;
-    Ok(v != 0)
 }
 
 #[cfg(test)]
@@ -505,10 +695,10 @@ mod tests {
         assert_eq!(d.cookie, 7);
         assert_eq!((d.uid, d.ino), (1000, 4242));
         assert_eq!(d.v6only, Some(true));
-        let h = holder(d, &HashMap::new());
+        let h = holder(d, &HashMap::new(), "sock_diag (iterators refused: test)");
         assert_eq!(h.state, "LISTEN");
         assert_eq!(h.pid, None);
-        assert!(h.flags_source.starts_with("unknown"), "{}", h.flags_source);
+        assert_eq!(h.reuseaddr, None);
         assert_eq!(h.to_rule_sock().state, SockState::Listen);
     }
 
@@ -521,13 +711,28 @@ mod tests {
         m[8..12].copy_from_slice(&[127, 0, 0, 1]);
         m[52..56].copy_from_slice(&42_000u32.to_ne_bytes());
         let d = parse(&m, libc::IPPROTO_TCP as u8).expect("parsed");
-        let h = holder(d, &HashMap::new());
+        let h = holder(d, &HashMap::new(), "sock_diag");
         assert_eq!(h.expires_ms, Some(42_000));
         assert!(h.timewait);
         assert_eq!(h.state, "FIN_WAIT2");
         assert_eq!(h.to_rule_sock().state, SockState::TimeWait);
         assert_eq!(h.uid, None);
-        assert_eq!(h.flags_source, "unknown for TIME_WAIT");
+        assert_eq!(h.flags_source, "sock_diag");
         assert_eq!(h.reuseaddr, None);
+    }
+
+    #[test]
+    fn tick_rate_fits_jiffies_and_uptime() {
+        let at = |hz: u64, up: u64| (1u64 << 32) - 300 * hz + up * hz;
+        for hz in [100u32, 250, 300, 1000] {
+            for up in [10u64, 3600, 86_400 * 30] {
+                assert_eq!(
+                    hz_fit(at(u64::from(hz), up), up as f64 + 0.3),
+                    Some(hz),
+                    "{hz} {up}"
+                );
+            }
+        }
+        assert_eq!(hz_fit(12, 1000.0), None);
     }
 }

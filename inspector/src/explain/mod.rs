@@ -3,9 +3,10 @@
 //!
 //! `rules` predicts the kernel's decision from the sockets on the port
 //! (no I/O); `advice` words what would change it; `inventory` lists those
-//! sockets from the kernel (NETLINK_SOCK_DIAG inside the target namespace,
-//! owners from `/proc`, socket options via `pidfd_getfd`). This module puts
-//! them together for a [`Request`].
+//! sockets from the kernel's own tables (BPF socket and descriptor-table
+//! iterators: exact flags and owners, no process touched; sock_diag where
+//! iterators are refused). This module puts them together for a
+//! [`Request`].
 
 pub mod advice;
 pub mod annotate;
@@ -22,7 +23,7 @@ use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 
 use self::{
-    inventory::{Holder, Inventory, InventoryError},
+    inventory::{FLAGS_KERNEL, Holder, Inventory, InventoryError, Source},
     rules::{Port, Proto, Sock, Verdict},
 };
 use crate::{
@@ -182,15 +183,35 @@ pub struct Wanted {
     pub uid: u32,
 }
 
+/// UDP sockets sharing one address through SO_REUSEADDR under different
+/// uids: `udp_lib_lport_inuse()` lets any SO_REUSEADDR socket join whatever
+/// its uid, and for unicast `__udp4_lib_lookup()` / `__udp6_lib_lookup()`
+/// deliver to one of them (the one bound last), not to all.
+#[derive(Debug, Clone, Serialize)]
+pub struct HijackRisk {
+    pub laddr: IpAddr,
+    pub lport: u16,
+    /// The distinct uids of the sockets sharing the address.
+    pub uids: Vec<u32>,
+    /// The sharing holders' cookies.
+    pub cookies: Vec<u64>,
+    /// The requested socket would join them with a uid of its own.
+    pub includes_request: bool,
+}
+
 /// The whole answer (`--json` prints it as one object).
 #[derive(Debug, Clone, Serialize)]
 pub struct Explanation {
     pub netns: u32,
     pub request: Wanted,
+    /// Where the holders' SO_REUSEADDR/SO_REUSEPORT come from: `kernel`
+    /// (socket iterators), or `sock_diag (iterators refused: ...)`.
+    pub flags_source: String,
     pub holders: Vec<Holder>,
     pub bind: Decision,
     pub listen: Decision,
     pub probe: Option<ProbeResult>,
+    pub hijack_risk: Vec<HijackRisk>,
     pub notes: Vec<String>,
 }
 
@@ -223,9 +244,63 @@ fn decision(v: Verdict, holders: &[&Holder]) -> Decision {
 
 /// Collects the inventory and predicts; `--probe` also binds for real.
 pub fn explain(req: &Request) -> Result<Explanation, ExplainError> {
+    explain_with(req, &mut Source::open(), |_| true)
+}
+
+/// [`explain`] from an already loaded `source`, with only the holders
+/// `keep` accepts (the automatic explanation of a failure drops those
+/// created after it, and names TIME_WAIT holders' last owners).
+pub fn explain_with(
+    req: &Request,
+    source: &mut Source,
+    mut keep: impl FnMut(&mut Holder) -> bool,
+) -> Result<Explanation, ExplainError> {
     let plan = plan(req)?;
-    let inv = inventory::collect(plan.netns.as_deref(), plan.sock.port)?;
+    let mut inv = source.collect(plan.netns.as_deref(), plan.sock.port)?;
+    inv.holders.retain_mut(|h| keep(h));
     Ok(predict(&plan, inv, req.probe))
+}
+
+/// UDP addresses shared through SO_REUSEADDR by more than one uid,
+/// counting the requested socket when it would join.
+fn hijack_risks(holders: &[&Holder], sock: &Sock, bind_ok: bool) -> Vec<HijackRisk> {
+    if sock.proto != Proto::Udp {
+        return Vec::new();
+    }
+    let mut groups: Vec<(IpAddr, i32, Vec<&Holder>)> = Vec::new();
+    for h in holders {
+        // Connected sockets match on the 4-tuple first: only unconnected
+        // ones compete for the address's unicast traffic.
+        if h.reuseaddr != Some(true) || h.uid.is_none() || h.state != "CLOSE" {
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|(a, dev, _)| *a == h.laddr && *dev == h.bound_dev_if)
+        {
+            Some((_, _, g)) => g.push(h),
+            None => groups.push((h.laddr, h.bound_dev_if, vec![h])),
+        }
+    }
+    groups
+        .into_iter()
+        .filter_map(|(laddr, _, g)| {
+            let mut uids: Vec<u32> = g.iter().filter_map(|h| h.uid).collect();
+            let includes_request = bind_ok && sock.reuseaddr == Some(true) && laddr == sock.addr;
+            if includes_request {
+                uids.push(sock.uid);
+            }
+            uids.sort_unstable();
+            uids.dedup();
+            (uids.len() > 1).then(|| HijackRisk {
+                laddr,
+                lport: sock.port,
+                uids,
+                cookies: g.iter().map(|h| h.cookie).collect(),
+                includes_request,
+            })
+        })
+        .collect()
 }
 
 fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
@@ -233,6 +308,7 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
         holders,
         netns,
         unprivileged_port_start,
+        flags_source,
     } = inv;
     let sock = &plan.sock;
     // Only sockets of the same protocol share a port's bind table.
@@ -250,11 +326,24 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
                 .to_owned(),
         );
     }
-    if same.iter().any(|h| h.flags_source != "getsockopt") {
-        notes.push(
-            "sock_diag does not report SO_REUSEADDR/SO_REUSEPORT; holders without a process (TIME_WAIT) or whose descriptor could not be duplicated have unknown flags, assumed unset; `if_unknown_flags_set` gives the result if they were set"
-                .to_owned(),
-        );
+    if flags_source != FLAGS_KERNEL {
+        notes.push(format!(
+            "holders from sock_diag, which does not report SO_REUSEADDR/SO_REUSEPORT ({flags_source}): their flags are unknown, assumed unset; `if_unknown_flags_set` gives the result if they were set"
+        ));
+    }
+    let hijack_risk = hijack_risks(&same, sock, bind.is_ok());
+    for r in &hijack_risk {
+        let uids: Vec<String> = r.uids.iter().map(u32::to_string).collect();
+        notes.push(format!(
+            "hijack risk: UDP {} is shared through SO_REUSEADDR by uids {}{}; udp_lib_lport_inuse() does not compare uids for SO_REUSEADDR, and __udp4_lib_lookup() gives unicast datagrams to one socket, the one bound last",
+            fmt_addr(r.laddr, r.lport),
+            uids.join(", "),
+            if r.includes_request {
+                " (counting the requested socket)"
+            } else {
+                ""
+            }
+        ));
     }
     let probe = probe.then(|| {
         let (b, l) = probe_bind(plan);
@@ -278,10 +367,12 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
             v6only: sock.v6only,
             uid: sock.uid,
         },
+        flags_source,
         bind: decision(bind, &same),
         listen: decision(listen, &same),
         holders,
         probe,
+        hijack_risk,
         notes,
     }
 }
@@ -412,12 +503,13 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
     let r = &e.request;
     writeln!(
         out,
-        "port {}/{} in netns {}: {} socket{}",
+        "port {}/{} in netns {}: {} socket{} (flags from {})",
         r.lport,
         r.proto,
         e.netns,
         e.holders.len(),
-        if e.holders.len() == 1 { "" } else { "s" }
+        if e.holders.len() == 1 { "" } else { "s" },
+        e.flags_source
     )?;
     if !e.holders.is_empty() {
         writeln!(
@@ -426,9 +518,10 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
             "PROTO", "STATE", "LOCAL", "REMOTE", "OWNER", "UID", "OPTS"
         )?;
         for h in &e.holders {
-            let owner = match (h.pid, &h.comm) {
-                (Some(p), Some(c)) => format!("{p} {c}"),
-                (Some(p), None) => p.to_string(),
+            let owner = match (h.pid, &h.comm, h.last_pid, &h.last_comm) {
+                (Some(p), Some(c), ..) => format!("{p} {c}"),
+                (Some(p), None, ..) => p.to_string(),
+                (None, _, Some(p), Some(c)) => format!("(was {p} {c})"),
                 _ => "-".into(),
             };
             let mut tail = h.flags_source.clone();
