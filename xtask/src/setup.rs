@@ -25,6 +25,7 @@ const PACKAGES: &[&str] = &[
     "libzstd-dev",
     "bpftool",
     "tmux",
+    "strace",
     "iproute2",
     "bpftrace",
 ];
