@@ -118,6 +118,14 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             break;
         }
     }
+    let s = pipeline.tracker.stats();
+    if s != crate::tracker::TrackerStats::default() {
+        eprintln!(
+            "inspector: memory bounds: {} timewait sockets aged out (exit event lost), \
+             {} evicted; {} connection and {} socket owners evicted",
+            s.tw_aged_out, s.tw_evicted, s.connections_evicted, s.owners_evicted
+        );
+    }
     let c = pipeline.counters();
     eprintln!(
         "inspector: {} events read, {} printed, {} dropped (ring buffer full), {} kernel read errors",
