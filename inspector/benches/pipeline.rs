@@ -105,6 +105,106 @@ fn capacity(c: &mut Criterion) {
     g.finish();
 }
 
+/// The unkeyed rotate-xor-multiply fold the maps used before keyed
+/// hashing, kept here as the speed to match.
+#[derive(Default)]
+struct OldFold(u64);
+
+impl std::hash::Hasher for OldFold {
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u64(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+/// The tracker's hot map work under each candidate hasher: 4-tuple keys
+/// (IPv4 and IPv6 remote peers) and socket addresses, inserted, looked up
+/// and removed as connections come and go.
+fn hashers(c: &mut Criterion) {
+    use std::{
+        collections::HashMap,
+        hash::{BuildHasher, BuildHasherDefault},
+        net::IpAddr,
+    };
+    type Tuple = (u32, IpAddr, u16, IpAddr, u16);
+    const N: usize = 100_000;
+    let tuples: Vec<Tuple> = (0..N as u32)
+        .map(|i| {
+            let raddr = if i % 2 == 0 {
+                IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::from(
+                    (0x2001_0db8u128 << 96) | u128::from(i.wrapping_mul(2_654_435_761)),
+                ))
+            };
+            (
+                4_026_531_840,
+                IpAddr::from([127, 0, 0, 1]),
+                8000 + (i % 500) as u16,
+                raddr,
+                (30_000 + i % 30_000) as u16,
+            )
+        })
+        .collect();
+    let socks: Vec<u64> = (0..N as u64)
+        .map(|i| 0xffff_8881_0000_0000 + i * 0x40)
+        .collect();
+    fn run<S: BuildHasher + Clone>(s: &S, tuples: &[Tuple], socks: &[u64]) -> usize {
+        let mut conns: HashMap<Tuple, u32, S> = HashMap::with_hasher(s.clone());
+        let mut owners: HashMap<u64, u32, S> = HashMap::with_hasher(s.clone());
+        let mut hits = 0;
+        for (i, (t, k)) in tuples.iter().zip(socks).enumerate() {
+            conns.insert(*t, i as u32);
+            owners.insert(*k, i as u32);
+            hits += usize::from(conns.contains_key(&tuples[i / 2]));
+            hits += usize::from(owners.contains_key(&socks[i / 2]));
+            if i % 4 == 3 {
+                conns.remove(&tuples[i - 3]);
+                owners.remove(&socks[i - 3]);
+            }
+        }
+        hits
+    }
+    let mut g = c.benchmark_group("hasher");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(20);
+    g.bench_function("old fold (unkeyed)", |b| {
+        let s = BuildHasherDefault::<OldFold>::default();
+        b.iter(|| black_box(run(&s, &tuples, &socks)));
+    });
+    g.bench_function("std SipHash-1-3", |b| {
+        let s = std::collections::hash_map::RandomState::new();
+        b.iter(|| black_box(run(&s, &tuples, &socks)));
+    });
+    g.bench_function("ahash 0.8", |b| {
+        let s = ahash::RandomState::new();
+        b.iter(|| black_box(run(&s, &tuples, &socks)));
+    });
+    g.bench_function("foldhash 0.2 seeded (chosen)", |b| {
+        let s = inspector::fasthash::KeyedState::default();
+        b.iter(|| black_box(run(&s, &tuples, &socks)));
+    });
+    g.finish();
+}
+
 fn frame(c: &mut Criterion) {
     let header = Header {
         mode: Mode::Tracepoint,
@@ -140,5 +240,5 @@ fn frame(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, capacity, frame);
+criterion_group!(benches, hashers, capacity, frame);
 criterion_main!(benches);

@@ -1,7 +1,9 @@
 //! Frame time and memory of the dashboard after a burst of 100,000 kernel
 //! events: `cargo run --release -p inspector --example dashboard_burst`.
 //! Feeds events through the real tracker and model, then draws frames at
-//! 160x48 into an in-memory terminal.
+//! 160x48 into an in-memory terminal. Then the memory bound: 100,000
+//! TIME_WAIT sockets that never exit plus 1,000,000 more events through a
+//! fresh tracker and dashboard; the peak RSS must stay under 64 MiB.
 
 use std::time::Instant;
 
@@ -19,11 +21,15 @@ use inspector_common::{Event, flag, kind};
 use ratatui::{Terminal, backend::TestBackend};
 
 fn rss_kib() -> u64 {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
@@ -110,5 +116,58 @@ fn main() {
         app.model.decisions.len(),
         app.model.sockets.len(),
         app.model.time_wait.len(),
+    );
+    drop(app);
+    memory_bound(header_of());
+}
+
+fn header_of() -> Header {
+    Header {
+        mode: Mode::Tracepoint,
+        probes: 7,
+        filters: "none".into(),
+    }
+}
+
+fn memory_bound(header: Header) {
+    const TIME_WAIT: u64 = 100_000;
+    const EVENTS: u64 = 1_000_000;
+    let before = rss_kib();
+    let mut app = App::new(header, false);
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    for i in 0..TIME_WAIT {
+        let e = EventBuilder::time_wait(kind::TW_ARM, TcpState::TIME_WAIT)
+            .sock(0xcccc_0000_0000 + i)
+            .at(1_000_000_000 + i)
+            .ports(8000 + (i / 50_000) as u16, 10_000 + (i % 50_000) as u16)
+            .build();
+        tracker.apply(&e, &mut out);
+        if out.len() >= 1024 {
+            app.update(Input::Records(std::mem::take(&mut out)));
+        }
+    }
+    for i in 0..EVENTS {
+        tracker.apply(&event(TIME_WAIT + i), &mut out);
+        if out.len() >= 1024 {
+            app.update(Input::Records(std::mem::take(&mut out)));
+        }
+    }
+    app.update(Input::Records(out));
+    let s = tracker.stats();
+    println!(
+        "memory: {TIME_WAIT} TIME_WAIT + {EVENTS} events in {:.1} s: RSS {} KiB -> {} KiB, \
+         peak {} KiB; tracker: {} timewait, {} evicted; dashboard: {} sockets, {} TIME_WAIT, \
+         {} evicted",
+        start.elapsed().as_secs_f64(),
+        before,
+        rss_kib(),
+        status_kib("VmHWM:"),
+        tracker.time_wait_count(),
+        s.tw_evicted + s.connections_evicted + s.owners_evicted,
+        app.model.sockets.len(),
+        app.model.time_wait.len(),
+        app.model.evicted,
     );
 }

@@ -71,6 +71,7 @@ pub struct FilterArgs {
     #[arg(long, global = true)]
     pub pid: Option<u32>,
     /// Only events of sockets owned by processes with this command name.
+    /// The kernel keeps 15 bytes of a name: a longer one matches by those.
     #[arg(long, global = true)]
     pub comm: Option<String>,
     /// Only this network namespace: /proc/PID/ns/net or /run/netns/NAME.

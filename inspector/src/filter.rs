@@ -48,6 +48,15 @@ fn port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// The kernel keeps a task's name in `TASK_COMM_LEN` (16) bytes with a
+/// terminating NUL (`__set_task_comm()` truncates): a longer name given on
+/// the command line is compared by the 15 bytes the kernel kept.
+const COMM_MAX: usize = 15;
+
+fn kernel_comm(name: &str) -> &[u8] {
+    &name.as_bytes()[..name.len().min(COMM_MAX)]
+}
+
 /// All filters of `trace` and the dashboard. Empty means "everything".
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
@@ -82,7 +91,8 @@ impl Filter {
             return false;
         }
         if let Some(comm) = &self.comm {
-            let hit = |c: &Option<String>| c.as_deref() == Some(comm.as_str());
+            let want = kernel_comm(comm);
+            let hit = |c: &Option<String>| c.as_deref().is_some_and(|c| c.as_bytes() == want);
             if !hit(&r.comm) && !hit(&r.last_comm) {
                 return false;
             }
@@ -196,6 +206,19 @@ mod tests {
                 .contains("backwards")
         );
         assert!("80,,81".parse::<PortSet>().unwrap_err().contains("empty"));
+    }
+
+    #[test]
+    fn a_comm_longer_than_the_kernel_keeps_matches_by_its_first_15_bytes() {
+        let mut r = record(80, 0, 1);
+        r.comm = Some("postgres-replic".into());
+        let f = |c: &str| Filter {
+            comm: Some(c.into()),
+            ..Filter::default()
+        };
+        assert!(f("postgres-replication-worker").matches(&r));
+        assert!(f("postgres-replic").matches(&r));
+        assert!(!f("postgres-repl").matches(&r));
     }
 
     fn record(lport: u16, errno: i32, pid: u32) -> Record {

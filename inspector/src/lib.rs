@@ -62,6 +62,15 @@ pub fn filter_from_args(args: &cli::FilterArgs) -> anyhow::Result<Filter> {
     })
 }
 
+/// True when `e` comes from writing to a reader that left (EPIPE, as
+/// with `| head`): a normal end of output, not an error to print.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let filter = filter_from_args(&cli.filters)?;
     match cli.command {
@@ -70,7 +79,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(s) if !(s > 0.0 && s.is_finite()) => {
                     bail!("--duration must be a positive number of seconds, got {s}")
                 }
-                Some(s) => Some(Duration::from_secs_f64(s)),
+                Some(s) => match Duration::try_from_secs_f64(s) {
+                    Ok(d) => Some(d),
+                    Err(_) => bail!("--duration {s} is too long (at most {} seconds)", u64::MAX),
+                },
                 None => None,
             };
             trace::run(trace::TraceOptions {

@@ -35,6 +35,20 @@ fn reader_gone(e: io::Error) -> anyhow::Result<()> {
     }
 }
 
+/// True when standard output's reader has gone even though nothing was
+/// written: a pipe whose read end closed polls POLLERR on its write end
+/// (pipe_poll()), a hung-up terminal POLLHUP. A file never reports either.
+fn stdout_reader_left() -> bool {
+    let mut fd = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; no wait.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
     // Loads the socket iterators before the banner says tracing is on, so
@@ -76,7 +90,14 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 guard.clear_ready();
                 false
             }
-            _ = tick.tick() => false,
+            _ = tick.tick() => {
+                // A quiet filter prints nothing for long: notice a reader
+                // that left without waiting for a write to fail.
+                if stdout_reader_left() {
+                    return Ok(());
+                }
+                false
+            }
             _ = sigterm.recv() => true,
             _ = sigint.recv() => true,
             () = &mut deadline => true,
@@ -121,6 +142,14 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         }
         lines.clear();
         if let Some(line) = summary {
+            let s = pipeline.tracker.stats();
+            if s != crate::tracker::TrackerStats::default() {
+                eprintln!(
+                    "inspector: memory bounds: {} timewait sockets aged out (exit event lost), \
+                     {} evicted; {} connection and {} socket owners evicted",
+                    s.tw_aged_out, s.tw_evicted, s.connections_evicted, s.owners_evicted
+                );
+            }
             eprintln!("inspector: {line}");
             return Ok(());
         }

@@ -11,13 +11,21 @@
 //!   handler", a re-arm is "detach, then arm", a kill or reuse is a detach
 //!   alone. A detach is therefore held until the next operation on the same
 //!   socket or until [`Tracker::flush`] finds it older than [`CANCEL_GRACE_NS`].
+//!
+//! Memory is bounded without forgetting what still matters: owners and
+//! connections are evicted least recently used first, timewait sockets age
+//! out after [`TW_LIFETIME_NS`] even when their exit event was lost, and
+//! listeners stay as long as their socket is open. Every eviction is
+//! counted in [`TrackerStats`].
 
-use std::{collections::hash_map::Entry, net::IpAddr};
+use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize};
+
+use lru::LruCache;
 
 use inspector_common::{Event, flag, kind};
 
 use crate::{
-    fasthash::FastMap,
+    fasthash::{FastMap, KeyedState},
     kernel::TcpState,
     record::{ExitReason, Owner, OwnerSource, Record, RecordType, comm, decode_bind, decode_state},
 };
@@ -27,8 +35,36 @@ use crate::{
 /// from the same CPU within microseconds; 100 ms is generous.
 pub const CANCEL_GRACE_NS: u64 = 100_000_000;
 
-/// Bound on remembered connections, so memory stays flat on busy hosts.
-const MAX_REMEMBERED: usize = 131_072;
+/// Bound on remembered owners and connections, so memory stays flat on
+/// busy hosts; past it the least recently used go first.
+const MAX_REMEMBERED: NonZeroUsize = NonZeroUsize::new(131_072).expect("nonzero");
+
+/// Bound on timewait sockets followed at once (the kernel's own default
+/// `tcp_max_tw_buckets` on a small host is of this order); past it the
+/// oldest go first.
+pub const MAX_TIME_WAIT: usize = 131_072;
+
+/// How long after its last arm a timewait socket is forgotten when no
+/// exit event came (lost to a full ring buffer): `TCP_TIMEWAIT_LEN` (60 s,
+/// the longest a timewait timer is armed for in `tcp_time_wait()` but for an
+/// RTO above it) plus 60 s for timer-wheel slack and such an RTO.
+pub const TW_LIFETIME_NS: u64 = 120_000_000_000;
+
+/// What the tracker let go of to keep its memory bounded.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TrackerStats {
+    /// Socket owners evicted (least recently used) past [`MAX_REMEMBERED`].
+    pub owners_evicted: u64,
+    /// Connection owners evicted past [`MAX_REMEMBERED`]: a later
+    /// TIME_WAIT of theirs shows no last owner.
+    pub connections_evicted: u64,
+    /// Timewait sockets evicted (oldest first) past [`MAX_TIME_WAIT`]:
+    /// their exit is not reported.
+    pub tw_evicted: u64,
+    /// Timewait sockets forgotten [`TW_LIFETIME_NS`] after their last arm
+    /// with no exit seen: their exit event was lost.
+    pub tw_aged_out: u64,
+}
 
 /// Connection identity: network namespace plus 4-tuple.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +94,9 @@ struct Tw {
     substate: TcpState,
     /// When the timewait socket took over, if tracing saw that.
     entered_ns: Option<u64>,
+    /// Its last timer arm (or the detach, for one met only then): it ages
+    /// out [`TW_LIFETIME_NS`] after.
+    armed_ns: u64,
     /// A detach waiting for its follow-up.
     cancel: Option<Cancel>,
     record: Record,
@@ -84,24 +123,63 @@ impl Cancel {
     }
 }
 
-#[derive(Debug, Default)]
+/// A listening socket and its owner.
+#[derive(Debug)]
+struct Listener {
+    sock: u64,
+    owner: Owner,
+}
+
+#[derive(Debug)]
 pub struct Tracker {
     /// Socket id -> owner, from events that named the owner.
-    owners: FastMap<u64, Owner>,
-    /// Listening sockets by (netns, port) -> owner.
-    listeners: FastMap<(u32, u16), Owner>,
+    owners: LruCache<u64, Owner, KeyedState>,
+    /// Listening sockets by (netns, port), several with SO_REUSEPORT; the
+    /// newest is listed last. A listener leaves only when it closes.
+    listeners: FastMap<(u32, u16), Vec<Listener>>,
     /// Last owner of each connection, by 4-tuple.
-    connections: FastMap<Tuple, Owner>,
+    connections: LruCache<Tuple, Owner, KeyedState>,
     /// Timewait sockets by kernel address.
     tw: FastMap<u64, Tw>,
+    /// (arm time, socket) in arrival order, oldest first, for aging out and
+    /// evicting timewait sockets; entries whose socket was re-armed or left
+    /// are skipped when met.
+    tw_age: VecDeque<(u64, u64)>,
     /// The detached ones (awaiting their follow-up) by 4-tuple, so state
     /// events and flushes find them without scanning every timewait socket.
     detached: FastMap<Tuple, u64>,
+    stats: TrackerStats,
+    /// The keyed hasher of every map here, seeded once per tracker from a
+    /// per-process random seed: their keys are addresses and ports a
+    /// remote peer chooses. Kept so the tests can check the spread.
+    #[cfg_attr(not(test), expect(dead_code, reason = "the maps hold clones"))]
+    keyed: KeyedState,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        let keyed = KeyedState::default();
+        Self {
+            owners: LruCache::with_hasher(MAX_REMEMBERED, keyed.clone()),
+            listeners: FastMap::with_hasher(keyed.clone()),
+            connections: LruCache::with_hasher(MAX_REMEMBERED, keyed.clone()),
+            tw: FastMap::with_hasher(keyed.clone()),
+            tw_age: VecDeque::new(),
+            detached: FastMap::with_hasher(keyed.clone()),
+            stats: TrackerStats::default(),
+            keyed,
+        }
+    }
 }
 
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// What was evicted or aged out so far.
+    pub fn stats(&self) -> TrackerStats {
+        self.stats
     }
 
     /// Number of timewait sockets currently known (any substate).
@@ -112,7 +190,7 @@ impl Tracker {
     /// The last owner the probes saw for the connection `tuple`: who held a
     /// timewait socket's connection before it closed.
     pub fn connection_owner(&self, tuple: &Tuple) -> Option<&Owner> {
-        self.connections.get(tuple)
+        self.connections.peek(tuple)
     }
 
     /// Applies one kernel event, appending the records it produces to `out`.
@@ -136,17 +214,28 @@ impl Tracker {
             }
             _ => {}
         }
-        if self.connections.len() > MAX_REMEMBERED {
-            self.connections.clear();
-        }
-        if self.owners.len() > MAX_REMEMBERED {
-            self.owners.clear();
-        }
     }
 
     /// Resolves detached timewait timers older than the grace period:
     /// reused when the detach happened inside a connect(), killed otherwise.
+    /// Also forgets timewait sockets whose exit never came (see
+    /// [`TW_LIFETIME_NS`]).
     pub fn flush(&mut self, now_ns: u64, out: &mut Vec<Record>) {
+        while let Some(&(at, sock)) = self.tw_age.front() {
+            if now_ns.saturating_sub(at) < TW_LIFETIME_NS {
+                break;
+            }
+            self.tw_age.pop_front();
+            // A pending detach is resolved below, with its own time.
+            if self
+                .tw
+                .get(&sock)
+                .is_some_and(|t| t.armed_ns == at && t.cancel.is_none())
+            {
+                self.remove_tw(sock);
+                self.stats.tw_aged_out += 1;
+            }
+        }
         let due: Vec<u64> = self
             .detached
             .values()
@@ -165,6 +254,33 @@ impl Tracker {
                 tw.substate = c.substate;
                 out.push(exit_record(tw, c.at_ns, c.reason()));
             }
+        }
+    }
+
+    /// Follows a new timewait socket, making room past [`MAX_TIME_WAIT`]
+    /// by evicting the oldest.
+    fn insert_tw(&mut self, sock: u64, tw: Tw) {
+        while self.tw.len() >= MAX_TIME_WAIT {
+            let Some((at, old)) = self.tw_age.pop_front() else {
+                break;
+            };
+            if self.tw.get(&old).is_some_and(|t| t.armed_ns == at) {
+                self.remove_tw(old);
+                self.stats.tw_evicted += 1;
+            }
+        }
+        self.note_armed(sock, tw.armed_ns);
+        self.tw.insert(sock, tw);
+    }
+
+    /// Queues a timewait socket's arm time for aging; drops the stale
+    /// entries when they outnumber the live ones.
+    fn note_armed(&mut self, sock: u64, at: u64) {
+        self.tw_age.push_back((at, sock));
+        if self.tw_age.len() > 2 * self.tw.len() + 1024 {
+            let tw = &self.tw;
+            self.tw_age
+                .retain(|(at, s)| tw.get(s).is_some_and(|t| t.armed_ns == *at) || *s == sock);
         }
     }
 
@@ -198,16 +314,14 @@ impl Tracker {
             uid: ev.uid,
             cgroup: ev.cgroup,
         };
-        match self.owners.entry(ev.sock) {
-            Entry::Occupied(o) => {
-                let o = o.into_mut();
-                if !same(o) {
-                    *o = fresh();
-                }
-                o
-            }
-            Entry::Vacant(v) => v.insert(fresh()),
+        if !self.owners.contains(&ev.sock) && self.owners.len() >= self.owners.cap().get() {
+            self.stats.owners_evicted += 1;
         }
+        let o = self.owners.get_or_insert_mut(ev.sock, fresh);
+        if !same(o) {
+            *o = fresh();
+        }
+        o
     }
 
     /// Remembers the owner of connection `tuple` (from its record `r`),
@@ -229,7 +343,11 @@ impl Tracker {
             uid,
             cgroup,
         };
-        self.connections.insert(tuple, owner);
+        if let Some((old, _)) = self.connections.push(tuple, owner)
+            && old != tuple
+        {
+            self.stats.connections_evicted += 1;
+        }
     }
 
     fn on_syscall(&mut self, ev: &Event, out: &mut Vec<Record>) {
@@ -264,15 +382,24 @@ impl Tracker {
                     uid: ev.uid,
                     cgroup: r.cgroup_id.unwrap_or(0),
                 };
-                self.listeners.insert((ev.netns, ev.lport), owner);
+                let list = self.listeners.entry((ev.netns, ev.lport)).or_default();
+                list.retain(|l| l.sock != ev.sock);
+                list.push(Listener {
+                    sock: ev.sock,
+                    owner,
+                });
             }
-        } else if old == TcpState::LISTEN {
-            self.listeners.remove(&(ev.netns, ev.lport));
+        } else if old == TcpState::LISTEN && new == TcpState::CLOSE {
+            // The listener itself closing. Not any `LISTEN -> x`: a child
+            // socket is cloned from its listener with the listener's state
+            // and its first change, inet_csk_clone_lock() ->
+            // inet_sk_set_state(newsk, TCP_SYN_RECV), reads LISTEN -> SYN_RECV.
+            self.forget_listener(ev.netns, ev.lport, ev.sock);
         } else if r.pid.is_some() {
             self.remember_connection(tuple, &r, ev.uid);
         }
         if new == TcpState::CLOSE {
-            self.owners.remove(&ev.sock);
+            self.owners.pop(&ev.sock);
         }
         // A new socket on the 4-tuple of a just-detached timewait socket:
         // the kernel reused the timewait slot (e.g. a SYN arriving in
@@ -288,6 +415,15 @@ impl Tracker {
         out.push(r);
     }
 
+    fn forget_listener(&mut self, netns: u32, port: u16, sock: u64) {
+        if let Some(list) = self.listeners.get_mut(&(netns, port)) {
+            list.retain(|l| l.sock != sock);
+            if list.is_empty() {
+                self.listeners.remove(&(netns, port));
+            }
+        }
+    }
+
     /// Sets `pid`/`comm` from the best source: the kernel's remembered
     /// owner, ours, or the listener's for a connection not yet accepted.
     fn attribute(&mut self, ev: &Event, r: &mut Record) {
@@ -300,10 +436,13 @@ impl Tracker {
             r.set_owner(self.remember(ev), source);
         } else if let Some(owner) = self.owners.get(&ev.sock) {
             r.set_owner(owner, OwnerSource::Remembered);
-        } else if let Some(owner) = self.listeners.get(&(ev.netns, ev.lport))
+        } else if let Some(l) = self
+            .listeners
+            .get(&(ev.netns, ev.lport))
+            .and_then(|list| list.last())
             && ev.kind == kind::STATE
         {
-            r.set_owner(owner, OwnerSource::Listener);
+            r.set_owner(&l.owner, OwnerSource::Listener);
         }
     }
 
@@ -332,6 +471,7 @@ impl Tracker {
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             // Re-armed: the detach before it was not an exit.
             tw.cancel = None;
+            tw.armed_ns = ev.ts_ns;
             let tuple = Tuple::of(&tw.record);
             if self.detached.get(&tuple) == Some(&ev.sock) {
                 self.detached.remove(&tuple);
@@ -346,6 +486,7 @@ impl Tracker {
                 tw.substate = substate;
                 out.push(r);
             }
+            self.note_armed(ev.sock, ev.ts_ns);
             return;
         }
         let mut r = fresh;
@@ -362,10 +503,11 @@ impl Tracker {
         let tw = Tw {
             substate: TcpState::from(ev.new_state),
             entered_ns: Some(ev.ts_ns),
+            armed_ns: ev.ts_ns,
             cancel: None,
             record: r,
         };
-        self.tw.insert(ev.sock, tw);
+        self.insert_tw(ev.sock, tw);
     }
 
     fn on_tw_cancel(&mut self, ev: &Event) {
@@ -386,11 +528,12 @@ impl Tracker {
         let tw = Tw {
             substate: cancel.substate,
             entered_ns: None,
+            armed_ns: ev.ts_ns,
             cancel: Some(cancel),
             record: r,
         };
         self.detached.insert(Tuple::of(&tw.record), ev.sock);
-        self.tw.insert(ev.sock, tw);
+        self.insert_tw(ev.sock, tw);
     }
 }
 
@@ -465,6 +608,178 @@ mod tests {
         assert_eq!(out[1].owner, OwnerSource::Listener);
     }
 
+    /// A listener on 8080 (sock 1, pid 42) and `n` connections the kernel
+    /// completed in softirq that nobody accepted yet, as the probes see
+    /// them: each child cloned from the listener (`LISTEN -> SYN_RECV`,
+    /// inet_csk_clone_lock()), then established.
+    fn unaccepted(n: u16) -> Vec<Event> {
+        let mut listen = owned(ev(kind::STATE, 1, 1), 42, b"server", flag::OWNER_KNOWN);
+        listen.rport = 0;
+        listen.old_state = TcpState::CLOSE.raw();
+        listen.new_state = TcpState::LISTEN.raw();
+        let mut events = vec![listen];
+        for i in 0..n {
+            for (from, to) in [
+                (TcpState::LISTEN, TcpState::SYN_RECV),
+                (TcpState::SYN_RECV, TcpState::ESTABLISHED),
+            ] {
+                let mut e = owned(ev(kind::STATE, 100 + u64::from(i), 2), 7, b"bystander", 0);
+                (e.pid, e.comm, e.rport) = (0, [0; 16], 40000 + i);
+                (e.old_state, e.new_state) = (from.raw(), to.raw());
+                events.push(e);
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn every_unaccepted_connection_keeps_the_listener_owner() {
+        let mut t = Tracker::new();
+        let out = apply(&mut t, &unaccepted(3));
+        assert_eq!(out.len(), 7);
+        for r in &out[1..] {
+            assert_eq!((r.pid, r.owner), (Some(42), OwnerSource::Listener), "{r:?}");
+        }
+        // The listener closing ends its attribution, not a child.
+        let mut close = ev(kind::STATE, 1, 3);
+        (close.rport, close.old_state, close.new_state) =
+            (0, TcpState::LISTEN.raw(), TcpState::CLOSE.raw());
+        let mut late = unaccepted(1).remove(1);
+        late.sock = 999;
+        let out = apply(&mut t, &[close, late]);
+        assert_eq!(out[1].pid, None);
+    }
+
+    #[test]
+    fn a_reuseport_listener_closing_leaves_the_others_owner() {
+        let mut t = Tracker::new();
+        let mut events = unaccepted(0);
+        let mut second = owned(ev(kind::STATE, 2, 1), 43, b"server2", flag::OWNER_KNOWN);
+        (second.rport, second.old_state, second.new_state) =
+            (0, TcpState::CLOSE.raw(), TcpState::LISTEN.raw());
+        let mut close = ev(kind::STATE, 2, 3);
+        (close.rport, close.old_state, close.new_state) =
+            (0, TcpState::LISTEN.raw(), TcpState::CLOSE.raw());
+        events.extend([second, close]);
+        events.extend(unaccepted(1).into_iter().skip(1));
+        let out = apply(&mut t, &events);
+        assert_eq!(out[3].pid, Some(42), "{:?}", out[3]);
+    }
+
+    /// The unkeyed fold the maps used to hash with, to build keys an
+    /// attacker could have prepared for it.
+    #[derive(Default)]
+    struct OldFold(u64);
+
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+    impl std::hash::Hasher for OldFold {
+        fn write(&mut self, bytes: &[u8]) {
+            for c in bytes.chunks(8) {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                self.write_u64(u64::from_le_bytes(w));
+            }
+        }
+        fn write_u64(&mut self, w: u64) {
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        fn write_u8(&mut self, i: u8) {
+            self.write_u64(u64::from(i));
+        }
+        fn write_u16(&mut self, i: u16) {
+            self.write_u64(u64::from(i));
+        }
+        fn write_u32(&mut self, i: u32) {
+            self.write_u64(u64::from(i));
+        }
+        fn write_usize(&mut self, i: usize) {
+            self.write_u64(i as u64);
+        }
+        fn finish(&self) -> u64 {
+            self.0 ^ (self.0 >> 29)
+        }
+    }
+
+    fn old_hash(t: &Tuple) -> u64 {
+        std::hash::BuildHasher::hash_one(&std::hash::BuildHasherDefault::<OldFold>::default(), t)
+    }
+
+    /// `n` remote (IPv6 address, port) pairs whose tuples all share one
+    /// hash under the old fold: the address's last 8 bytes undo what the
+    /// first 8 and the port put in.
+    fn colliding(n: u32) -> Vec<Tuple> {
+        let k_inv = (0..6).fold(K, |inv: u64, _| {
+            inv.wrapping_mul(2u64.wrapping_sub(K.wrapping_mul(inv)))
+        });
+        let tuple = |hi: u64, lo: u64, rport: u16| Tuple {
+            netns: 4026531840,
+            laddr: "2001:db8::1".parse().expect("address"),
+            lport: 443,
+            raddr: IpAddr::V6(std::net::Ipv6Addr::from(
+                (u128::from(hi.swap_bytes()) << 64) | u128::from(lo.swap_bytes()),
+            )),
+            rport,
+        };
+        // Any state before the port fold works; this one is all ones.
+        let target = u64::MAX;
+        (0..n)
+            .map(|i| {
+                let (hi, rport) = (
+                    0x2001_0db8_0000_0000 | u64::from(i),
+                    1024 + (i % 60000) as u16,
+                );
+                // Walk the final hash back to the state before the last
+                // address word (finish, then the port fold, then that word).
+                let y = old_hash(&tuple(hi, 0, rport));
+                let x = y ^ (y >> 29) ^ (y >> 58);
+                let before_port = (x.wrapping_mul(k_inv) ^ u64::from(rport)).rotate_right(5);
+                let rotated = before_port.wrapping_mul(k_inv);
+                // Choose the word so the state before the port is the one
+                // that, folded with this port, gives a common value.
+                let want = (target ^ u64::from(rport)).rotate_right(5);
+                tuple(hi, rotated ^ want.wrapping_mul(k_inv), rport)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tuples_colliding_under_the_old_hash_spread_under_the_keyed_one() {
+        let keys = colliding(20_000);
+        let old: std::collections::HashSet<u64> = keys.iter().map(old_hash).collect();
+        assert_eq!(old.len(), 1, "the keys are a hash flood for the old fold");
+        // Through the tracker: every connection is remembered and its
+        // TIME_WAIT finds its owner.
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let (IpAddr::V6(l), IpAddr::V6(r)) = (k.laddr, k.raddr) else {
+                unreachable!("built as IPv6")
+            };
+            let mut e = EventBuilder::new(kind::CONNECT)
+                .ports(k.lport, k.rport)
+                .netns(k.netns)
+                .sock(i as u64)
+                .owner(1000 + i as u32, "client")
+                .flags(flag::SYSCALL)
+                .build();
+            (e.family, e.laddr, e.raddr) = (inspector_common::AF_INET6, l.octets(), r.octets());
+            t.apply(&e, &mut out);
+            out.clear();
+        }
+        assert_eq!(t.connections.len(), keys.len());
+        for k in &keys {
+            assert!(t.connections.contains(k));
+        }
+        // Under the tracker's keyed hash they fill a 2^16-bucket table
+        // like random keys do (about 17,200 distinct buckets expected).
+        let buckets: std::collections::HashSet<u64> = keys
+            .iter()
+            .map(|k| std::hash::BuildHasher::hash_one(&t.keyed, k) & 0xffff)
+            .collect();
+        assert!(buckets.len() > 15_000, "{} buckets", buckets.len());
+    }
+
     #[test]
     fn a_socket_keeps_its_owner_after_its_syscall() {
         let mut t = Tracker::new();
@@ -537,7 +852,8 @@ mod tests {
             ],
         );
         let mut out = out;
-        t.flush(u64::MAX, &mut out);
+        // Long past the detach's grace, well within the socket's lifetime.
+        t.flush(21 + 10 * CANCEL_GRACE_NS, &mut out);
         assert_eq!(out.len(), 2, "{out:#?}");
         assert_eq!(out[0].new_state, Some(TcpState::FIN_WAIT2));
         assert_eq!(out[1].kind, RecordType::State);
@@ -546,6 +862,63 @@ mod tests {
             (Some(TcpState::FIN_WAIT2), Some(TcpState::TIME_WAIT))
         );
         assert_eq!(t.time_wait_count(), 1);
+    }
+
+    #[test]
+    fn a_timewait_socket_whose_exit_was_lost_ages_out_counted() {
+        let mut t = Tracker::new();
+        let mut out = apply(&mut t, &[tw(kind::TW_ARM, TcpState::TIME_WAIT, 10)]);
+        t.flush(10 + TW_LIFETIME_NS - 1, &mut out);
+        assert_eq!(t.time_wait_count(), 1);
+        t.flush(10 + TW_LIFETIME_NS, &mut out);
+        assert_eq!(t.time_wait_count(), 0);
+        assert_eq!(out.len(), 1, "no exit is made up: {out:#?}");
+        assert_eq!(t.stats().tw_aged_out, 1);
+        // A re-arm restarts the clock.
+        let mut out = apply(
+            &mut t,
+            &[
+                tw(kind::TW_ARM, TcpState::FIN_WAIT2, 0),
+                tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 50),
+                tw(kind::TW_ARM, TcpState::TIME_WAIT, 51),
+            ],
+        );
+        t.flush(TW_LIFETIME_NS + 1, &mut out);
+        assert_eq!(t.time_wait_count(), 1);
+        t.flush(51 + TW_LIFETIME_NS, &mut out);
+        assert_eq!((t.time_wait_count(), t.stats().tw_aged_out), (0, 2));
+    }
+
+    #[test]
+    fn memory_is_bounded_by_evicting_the_oldest_counted() {
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        let n = MAX_TIME_WAIT as u64 + 10;
+        for i in 0..n {
+            let mut e = tw(kind::TW_ARM, TcpState::TIME_WAIT, i);
+            e.sock = i;
+            e.rport = (i % 60_000) as u16;
+            e.lport = (i / 60_000) as u16;
+            t.apply(&e, &mut out);
+            out.clear();
+        }
+        assert_eq!(t.time_wait_count(), MAX_TIME_WAIT);
+        assert_eq!(t.stats().tw_evicted, 10);
+        assert!(!t.tw.contains_key(&9) && t.tw.contains_key(&10));
+        assert!(t.tw_age.len() <= 2 * MAX_TIME_WAIT + 1024);
+        // Connections: the least recently used go, one by one.
+        let cap = MAX_REMEMBERED.get() as u64;
+        for i in 0..cap + 5 {
+            let mut c = owned(ev(kind::CONNECT, i, i), 42, b"client", flag::SYSCALL);
+            c.rport = (i % 60_000) as u16;
+            c.lport = (i / 60_000) as u16;
+            t.apply(&c, &mut out);
+            out.clear();
+        }
+        assert_eq!(t.connections.len() as u64, cap);
+        assert_eq!(t.stats().connections_evicted, 5);
+        assert_eq!(t.owners.len() as u64, cap);
+        assert_eq!(t.stats().owners_evicted, 5);
     }
 
     #[test]

@@ -374,3 +374,87 @@ fn trace_json_ends_with_a_stats_record() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_duration_no_timer_can_hold_is_one_line_not_a_panic() {
+    let (code, err) = failure(&mut inspector(&["trace", "--duration", "1e20"]));
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--duration"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Runs `inspector ARGS` with its reader gone before it writes (as
+/// `| head -1` that has its line); returns (status, stderr).
+fn reader_gone_early(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = inspector(args).spawn().expect("spawn inspector");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read stderr");
+    (wait_bounded(&mut child, Duration::from_secs(30)), err)
+}
+
+#[test]
+fn a_reader_leaving_is_a_normal_end_for_scenario_list_and_explain() {
+    for args in [&["scenario", "list"][..], &["scenario", "list", "--json"]] {
+        let (status, err) = reader_gone_early(args);
+        assert!(status.success(), "{args:?}: {status:?} {err}");
+        assert_eq!(err, "", "{args:?}: nothing printed");
+    }
+    if !privileged() {
+        return;
+    }
+    for args in [&["explain", "22"][..], &["explain", "22", "--json"]] {
+        let (status, err) = reader_gone_early(args);
+        assert!(status.success(), "{args:?}: {status:?} {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn trace_notices_its_reader_left_while_nothing_matches() {
+    if !privileged() {
+        return;
+    }
+    let (mut child, _rx) = start(&["trace", "--json", "--comm", "no-such-task", "--port", "1"]);
+    drop(child.stdout.take());
+    let status = wait_bounded(&mut child, Duration::from_secs(2));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn a_comm_longer_than_the_kernel_keeps_matches_by_its_first_15_bytes() {
+    if !privileged() {
+        return;
+    }
+    const LONG: &str = "inspector-long-thread-name";
+    let (rx, child) = in_new_netns(|_| {
+        let name = std::ffi::CString::new(LONG).expect("name");
+        // SAFETY: PR_SET_NAME reads a NUL-terminated string; the kernel
+        // keeps its first 15 bytes as this thread's comm.
+        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        assert_eq!(rc, 0);
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let (child, rx) = start(&["trace", "--json", "--netns", &path, "--comm", LONG]);
+        let s = tcp();
+        s.bind(&addr("127.0.0.1:7204")).expect("bind");
+        std::thread::sleep(Duration::from_millis(300));
+        (rx, child)
+    })
+    .expect("netns");
+    let (stdout, stderr) = stop(child, &rx);
+    let binds: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["type"] == "bind" && r["lport"] == 7204)
+        .collect();
+    assert_eq!(binds.len(), 1, "{stdout} {stderr:?}");
+    assert_eq!(binds[0]["comm"], &LONG[..15]);
+}

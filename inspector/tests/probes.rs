@@ -762,3 +762,49 @@ fn binds_under_a_storm_of_softirq_state_changes_stay_consistent() {
         "the storm happened: {states} state changes"
     );
 }
+
+#[test]
+fn unaccepted_connections_keep_the_listener_owner() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    const PORT: u16 = 7011;
+    let (netns, pid, listener) = in_new_netns(|netns| {
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7011")).expect("bind");
+        listener.listen(16).expect("listen");
+        // Three handshakes the kernel completes on its own; nobody
+        // accepts. The clients then close, so each queued child moves on
+        // (ESTABLISHED -> CLOSE_WAIT) with its listener still open.
+        let clients: Vec<_> = (0..3)
+            .map(|_| {
+                let c = tcp();
+                c.connect(&addr("127.0.0.1:7011")).expect("connect");
+                c
+            })
+            .collect();
+        drop(clients);
+        (netns, std::process::id(), listener)
+    })
+    .expect("netns");
+    let child = |r: &inspector::record::Record| {
+        r.kind.as_str() == "state" && r.lport == PORT && r.rport != 0
+    };
+    let recs = collect(&mut p, netns, WAIT, |r| {
+        r.iter()
+            .filter(|r| child(r) && r.new_state == Some(TcpState::CLOSE_WAIT))
+            .count()
+            >= 3
+    });
+    drop(listener);
+    let children: Vec<_> = recs.iter().filter(|r| child(r)).collect();
+    let tuples: std::collections::HashSet<_> = children.iter().map(|r| r.rport).collect();
+    assert_eq!(tuples.len(), 3, "three connections: {children:#?}");
+    assert!(
+        children.len() >= 9,
+        "SYN_RECV, ESTABLISHED, CLOSE_WAIT each: {children:#?}"
+    );
+    for r in children {
+        assert_eq!(r.pid, Some(pid), "attributed to the listener: {r:#?}");
+    }
+}

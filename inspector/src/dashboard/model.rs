@@ -1,6 +1,10 @@
 //! What the dashboard shows, kept from the record stream: recent decisions,
 //! live sockets per port, TIME_WAIT, and SO_REUSEPORT groups. No terminal
-//! here; memory is bounded however many records arrive.
+//! here; memory is bounded however many records arrive: past
+//! [`MAX_SOCKETS`] the oldest sockets (never a live listener) and TIME_WAIT
+//! entries go, one at a time and counted in [`Model::evicted`]; a TIME_WAIT
+//! entry whose exit never came ages out (counted in [`Model::tw_aged_out`]);
+//! a closed socket leaves its SO_REUSEPORT group.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -11,14 +15,16 @@ use crate::{
     fasthash::FastMap,
     kernel::{Phase, Proto, TcpState},
     record::{Record, RecordType},
+    tracker::TW_LIFETIME_NS,
 };
 
 /// Recent bind/listen/connect decisions kept for the list.
 pub const RECENT: usize = 2000;
 /// Seconds of history in the TIME_WAIT sparklines.
 pub const HISTORY_SECS: usize = 60;
-/// Sockets tracked per port table; beyond it, the oldest are forgotten.
-const MAX_SOCKETS: usize = 100_000;
+/// Live sockets, and TIME_WAIT sockets, tracked at most; beyond it the
+/// oldest are forgotten (live listeners never).
+pub const MAX_SOCKETS: usize = 100_000;
 /// TCP_TIMEWAIT_LEN: how long a timewait socket lives.
 pub const TIME_WAIT_NS: u64 = 60_000_000_000;
 
@@ -151,6 +157,19 @@ pub struct Model {
     pub sockets: FastMap<u64, LiveSock>,
     pub time_wait: FastMap<u64, TimeWait>,
     pub groups: BTreeMap<GroupKey, Vec<Member>>,
+    /// The group each reuseport member is in, to drop it when it closes.
+    member_of: FastMap<u64, GroupKey>,
+    /// Sockets in the order they were first tracked, oldest first (entries
+    /// of sockets gone since are skipped when met).
+    sock_age: VecDeque<u64>,
+    /// (entry time, socket) of TIME_WAIT sockets, oldest first.
+    tw_age: VecDeque<(u64, u64)>,
+    /// Sockets and TIME_WAIT entries forgotten to stay within
+    /// [`MAX_SOCKETS`].
+    pub evicted: u64,
+    /// TIME_WAIT entries forgotten [`TW_LIFETIME_NS`] after entry with no
+    /// exit seen (the exit event was lost).
+    pub tw_aged_out: u64,
     /// TIME_WAIT entries and exits per second, newest last.
     pub tw_entries: VecDeque<u64>,
     pub tw_exits: VecDeque<u64>,
@@ -209,6 +228,7 @@ impl Model {
             RecordType::State => {
                 if r.new_state == Some(TcpState::CLOSE) {
                     self.untrack(r.sock);
+                    self.leave_group(r.sock);
                 } else if r.lport != 0 {
                     let state = r.new_state.and_then(TcpState::name).unwrap_or("?");
                     self.track(r, key, state);
@@ -235,6 +255,7 @@ impl Model {
                         addr: Some(SockAddr::of(r)),
                     },
                 );
+                self.tw_age.push_back((r.ts_ns, r.sock));
                 if let Some(b) = self.tw_entries.back_mut() {
                     *b += 1;
                 }
@@ -247,11 +268,68 @@ impl Model {
             }
             RecordType::Reuseport => self.deliver(r),
         }
-        if self.time_wait.len() > MAX_SOCKETS || self.sockets.len() > MAX_SOCKETS {
-            // Bounded memory over completeness on a host this busy.
-            self.time_wait.clear();
-            self.sockets.clear();
-            self.ports.clear();
+        self.bound();
+    }
+
+    /// Ages out TIME_WAIT entries past their lifetime and evicts the
+    /// oldest entries past [`MAX_SOCKETS`].
+    fn bound(&mut self) {
+        while let Some(&(at, sock)) = self.tw_age.front() {
+            let live = self
+                .time_wait
+                .get(&sock)
+                .is_some_and(|t| t.entered_ns == at);
+            let aged = self.now_ns.saturating_sub(at) >= TW_LIFETIME_NS;
+            if live && !aged && self.time_wait.len() <= MAX_SOCKETS {
+                break;
+            }
+            self.tw_age.pop_front();
+            if live {
+                self.tw_gone(sock);
+                if aged {
+                    self.tw_aged_out += 1;
+                } else {
+                    self.evicted += 1;
+                }
+            }
+        }
+        if self.tw_age.len() > 2 * self.time_wait.len() + 1024 {
+            let tw = &self.time_wait;
+            self.tw_age
+                .retain(|(at, s)| tw.get(s).is_some_and(|t| t.entered_ns == *at));
+        }
+        // Live listeners are kept: they send no event until they close, so
+        // a forgotten one would never come back.
+        let mut budget = self.sock_age.len();
+        while self.sockets.len() > MAX_SOCKETS && budget > 0 {
+            budget -= 1;
+            let Some(sock) = self.sock_age.pop_front() else {
+                break;
+            };
+            match self.sockets.get(&sock) {
+                Some(s) if s.state == "LISTEN" => self.sock_age.push_back(sock),
+                Some(_) => {
+                    self.untrack(sock);
+                    self.evicted += 1;
+                }
+                None => {}
+            }
+        }
+        if self.sock_age.len() > 2 * self.sockets.len() + 1024 {
+            let sockets = &self.sockets;
+            self.sock_age.retain(|s| sockets.contains_key(s));
+        }
+    }
+
+    fn leave_group(&mut self, sock: u64) {
+        let Some(key) = self.member_of.remove(&sock) else {
+            return;
+        };
+        if let Some(members) = self.groups.get_mut(&key) {
+            members.retain(|m| m.sock != sock);
+            if members.is_empty() {
+                self.groups.remove(&key);
+            }
         }
     }
 
@@ -307,12 +385,15 @@ impl Model {
                 .entry(state)
                 .or_default() += 1;
         }
-        let entry = self.sockets.entry(r.sock).or_insert(LiveSock {
-            key,
-            state,
-            owner: None,
-            since_ns: r.ts_ns,
-            addr: None,
+        let entry = self.sockets.entry(r.sock).or_insert_with(|| {
+            self.sock_age.push_back(r.sock);
+            LiveSock {
+                key,
+                state,
+                owner: None,
+                since_ns: r.ts_ns,
+                addr: None,
+            }
         });
         entry.key = key;
         if r.lport != 0 {
@@ -340,6 +421,7 @@ impl Model {
             port: r.lport,
             netns: r.netns,
         };
+        self.member_of.insert(r.sock, key.clone());
         let members = self.groups.entry(key).or_default();
         match members.iter_mut().find(|m| m.sock == r.sock) {
             Some(m) => {
@@ -504,5 +586,88 @@ pub struct PortRow {
 impl PortRow {
     pub fn total(&self) -> u64 {
         self.states.values().sum::<u64>() + self.time_wait
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use inspector_common::kind;
+
+    use super::*;
+    use crate::fixture::EventBuilder;
+
+    fn state(sock: u64, lport: u16, to: TcpState, ts_ns: u64) -> Record {
+        let ev = EventBuilder::state(TcpState::CLOSE, to)
+            .sock(sock)
+            .ports(lport, if to == TcpState::LISTEN { 0 } else { 40000 })
+            .at(ts_ns)
+            .build();
+        crate::record::decode_state(&ev)
+    }
+
+    #[test]
+    fn past_the_cap_the_oldest_sockets_go_but_never_a_live_listener() {
+        let mut m = Model::new();
+        for i in 0..10 {
+            m.apply(&state(i, 80 + i as u16, TcpState::LISTEN, 1));
+        }
+        let n = MAX_SOCKETS as u64 + 100;
+        for i in 0..n {
+            m.apply(&state(1000 + i, 9000, TcpState::ESTABLISHED, 2));
+        }
+        assert_eq!(m.sockets.len(), MAX_SOCKETS);
+        assert_eq!(m.evicted, 110);
+        for i in 0..10 {
+            assert_eq!(m.sockets.get(&i).map(|s| s.state), Some("LISTEN"));
+        }
+        let rows = m.port_rows();
+        assert_eq!(
+            rows.iter()
+                .filter(|r| r.states.contains_key("LISTEN"))
+                .count(),
+            10
+        );
+        assert_eq!(
+            rows.iter().map(PortRow::total).sum::<u64>(),
+            MAX_SOCKETS as u64,
+            "the port table counts what is kept"
+        );
+    }
+
+    #[test]
+    fn a_time_wait_entry_whose_exit_was_lost_ages_out_counted() {
+        let mut m = Model::new();
+        let ev = EventBuilder::time_wait(kind::TW_ARM, TcpState::TIME_WAIT)
+            .sock(7)
+            .ports(8080, 40000)
+            .at(1_000)
+            .build();
+        m.apply(&Record::from_event(&ev, RecordType::TwEnter));
+        m.apply(&state(1, 80, TcpState::LISTEN, 1_000 + TW_LIFETIME_NS - 1));
+        assert_eq!(m.time_wait.len(), 1);
+        m.apply(&state(1, 80, TcpState::LISTEN, 1_000 + TW_LIFETIME_NS));
+        assert_eq!((m.time_wait.len(), m.tw_aged_out), (0, 1));
+        assert!(m.port_rows().iter().all(|r| r.time_wait == 0));
+    }
+
+    #[test]
+    fn a_closed_reuseport_member_leaves_its_group() {
+        let mut m = Model::new();
+        for sock in [1, 2] {
+            let ev = EventBuilder::new(kind::REUSEPORT)
+                .sock(sock)
+                .lport(9000)
+                .build();
+            m.apply(&Record::from_event(&ev, RecordType::Reuseport));
+        }
+        assert_eq!(m.groups.values().map(Vec::len).sum::<usize>(), 2);
+        let mut close = state(1, 9000, TcpState::CLOSE, 5);
+        close.old_state = Some(TcpState::LISTEN);
+        m.apply(&close);
+        assert_eq!(m.groups.values().map(Vec::len).sum::<usize>(), 1);
+        let mut close = state(2, 9000, TcpState::CLOSE, 6);
+        close.old_state = Some(TcpState::LISTEN);
+        m.apply(&close);
+        assert!(m.groups.is_empty());
     }
 }
