@@ -34,6 +34,8 @@ pub enum Command {
     Scenario(ScenarioCommand),
     /// Who holds a port, and which kernel rule decides a bind() and listen() on it.
     Explain(ExplainArgs),
+    /// Export Prometheus metrics over HTTP (GET /metrics, GET /healthz): an always-on agent.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,6 +102,22 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+}
+
+/// `inspector serve`.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address and port of the HTTP server.
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::serve::DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Ports outside --port that get their own `port` label value; later
+    /// ones read port="other".
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_ports: usize,
+    /// Label sets per metric; past it, increments go to one series whose
+    /// labels read "other".
+    #[arg(long, value_name = "N", default_value_t = 2048)]
+    pub max_series: usize,
 }
 
 /// `inspector explain PORT`; the namespace comes from the global `--netns`

@@ -4,7 +4,7 @@
 //! kernel programs, `tracker` attributes and assembles their events into
 //! `record`s, `filter` selects them, `output` formats them, and `pipeline`
 //! joins probes, tracker and filter into one source of records. Commands
-//! (`trace`, `dashboard`, `scenario`) only wire the pipeline to their output.
+//! (`trace`, `dashboard`, `scenario`, `serve`) only wire the pipeline to their output.
 
 pub mod btf;
 pub mod cgroup;
@@ -24,6 +24,7 @@ pub mod pipeline;
 pub mod probe;
 pub mod record;
 pub mod scenario;
+pub mod serve;
 pub mod sockets;
 pub mod sys;
 pub mod trace;
@@ -94,6 +95,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Some(cli::Command::Scenario(cmd)) => scenario_command(cmd, cli.mode),
+        Some(cli::Command::Serve(args)) => {
+            serve::run(serve::ServeOptions {
+                limits: serve::metrics::Limits {
+                    ports: filter.ports.clone(),
+                    max_ports: args.max_ports,
+                    max_series: args.max_series,
+                },
+                filter,
+                netns_path: cli.filters.netns.clone(),
+                mode: cli.mode,
+                listen: args.listen,
+            })
+            .await
+        }
         Some(cli::Command::Explain(args)) => Ok(explain::command(&args.to_request(&cli.filters))?),
         Some(cli::Command::Dashboard) | None => dashboard::run(filter, cli.mode).await,
     }

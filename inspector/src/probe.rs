@@ -335,6 +335,22 @@ impl Probes {
         drain_ring(&mut self.ring, &mut sink)
     }
 
+    /// Each attached program's total run time in nanoseconds
+    /// (`bpf_prog_info.run_time_ns`), which the kernel accumulates only while
+    /// `kernel.bpf_stats_enabled` is 1; empty when it is off.
+    pub fn run_times(&self) -> Vec<(String, u64)> {
+        if !bpf_stats_enabled() {
+            return Vec::new();
+        }
+        self._ebpf
+            .programs()
+            .filter_map(|(name, prog)| {
+                let info = prog.info().ok()?;
+                Some((name.to_owned(), info.run_time().as_nanos() as u64))
+            })
+            .collect()
+    }
+
     /// Every kernel counter, each summed over CPUs.
     pub fn counters(&self) -> Result<Counters, ProbeError> {
         let mut by_kind = [0; counter::LEN as usize];
@@ -495,6 +511,11 @@ pub(crate) fn has_bpf_privilege() -> bool {
     };
     let has = |bit: u32| eff & (1u64 << bit) != 0;
     has(21) || (has(39) && has(38))
+}
+
+/// Whether the kernel counts BPF program run time (`kernel.bpf_stats_enabled`).
+pub fn bpf_stats_enabled() -> bool {
+    fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled").is_ok_and(|v| v.trim() == "1")
 }
 
 /// The address of a kernel symbol, if /proc/kallsyms shows it.

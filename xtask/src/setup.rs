@@ -28,6 +28,8 @@ const PACKAGES: &[&str] = &[
     "strace",
     "iproute2",
     "bpftrace",
+    // promtool and a Prometheus server for the `serve` tests.
+    "prometheus",
 ];
 const BPF_LINKER: &str = "0.13.0";
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -42,7 +44,22 @@ pub fn setup() -> Result<()> {
 }
 
 fn packages() -> Result<()> {
-    install_packages(PACKAGES)
+    install_packages(PACKAGES)?;
+    quiet_prometheus_service()
+}
+
+/// Debian's `prometheus` package enables and starts its own server
+/// (prometheus.service, scraping localhost:9090 and node exporters). The
+/// tests start their own on free ports and must not depend on it, and a
+/// development machine does not need it running: disable it where systemd
+/// runs (containers without systemd never start it).
+fn quiet_prometheus_service() -> Result<()> {
+    if !std::path::Path::new("/run/systemd/system").exists() {
+        return Ok(());
+    }
+    let mut disable = as_root("systemctl", &["prometheus"])?;
+    disable.args(["disable", "--now", "prometheus"]);
+    step("systemctl disable --now prometheus", disable)
 }
 
 /// Installs the Debian packages of `list` that are missing.

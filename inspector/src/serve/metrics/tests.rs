@@ -1,0 +1,207 @@
+use super::*;
+use crate::{
+    fixture::{EventBuilder, INIT_NETNS},
+    kernel::{Errno, Phase},
+    record::ExitReason,
+};
+
+fn bind(port: u16, errno: Option<Errno>) -> Record {
+    let mut r = Record::from_event(&EventBuilder::bind(port).build(), RecordType::Bind);
+    r.phase = Some(Phase::Bind);
+    r.req_port = Some(port);
+    r.errno = errno;
+    r
+}
+
+fn delivery(sock: u64, ino: u64, port: u16) -> Record {
+    let ev = EventBuilder::new(inspector_common::kind::REUSEPORT)
+        .sock(sock)
+        .ino(ino)
+        .build();
+    let mut r = Record::from_event(&ev, RecordType::Reuseport);
+    r.lport = port;
+    r.pid = Some(77);
+    r.comm = Some("srv".into());
+    r
+}
+
+/// The sample lines of `metric` (exact name before `{` or ` `).
+fn samples<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .collect()
+}
+
+#[test]
+fn counters_have_total_samples_and_types_in_both_formats() {
+    let mut m = Metrics::new(Limits::default());
+    m.apply(&bind(8080, None));
+    m.apply(&bind(8080, Some(Errno::EADDRINUSE)));
+    let om = m.encode_openmetrics();
+    assert!(
+        om.contains("# TYPE inspector_bind_decisions counter\n"),
+        "{om}"
+    );
+    assert!(om.ends_with("# EOF\n"));
+    let ok = samples(&om, "inspector_bind_decisions_total");
+    assert_eq!(ok.len(), 2, "{om}");
+    assert!(om.contains(
+        "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\"} 1\n"
+    ));
+    let text = m.encode_text();
+    assert!(
+        text.contains("# TYPE inspector_bind_decisions_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# HELP inspector_bind_decisions_total "));
+    assert!(text.contains("# TYPE inspector_last_bind_failure_info gauge\n"));
+    assert!(!text.contains("# EOF"));
+    assert!(!text.contains("# UNIT"));
+}
+
+#[test]
+fn explanation_label_is_escaped_and_clipped() {
+    let mut m = Metrics::new(Limits::default());
+    let mut r = bind(80, Some(Errno::EACCES));
+    r.explanation = Some(format!("say \"no\"\\ \n{}", "x".repeat(400)));
+    m.apply(&r);
+    let om = m.encode_openmetrics();
+    let line = samples(&om, "inspector_last_bind_failure_info")[0];
+    assert!(line.contains(r#"explanation="say \"no\"\\ \n"#), "{line}");
+    assert!(line.len() < EXPLANATION_MAX + 120, "{line}");
+}
+
+#[test]
+fn ports_past_the_limit_fold_into_other_but_filtered_ports_never_do() {
+    let mut m = Metrics::new(Limits {
+        ports: Some("9000".parse().expect("port set")),
+        max_ports: 2,
+        max_series: 100,
+    });
+    for port in [1, 2, 3, 4, 9000] {
+        m.apply(&bind(port, Some(Errno::EADDRINUSE)));
+    }
+    let om = m.encode_openmetrics();
+    let failures = samples(&om, "inspector_bind_failures_total");
+    assert!(failures.iter().any(|l| l.contains("port=\"9000\"")), "{om}");
+    assert!(failures.iter().any(|l| l.contains("port=\"1\"")));
+    assert!(failures.iter().any(|l| l.contains("port=\"2\"")));
+    assert!(
+        failures
+            .iter()
+            .any(|l| l.contains("port=\"other\"") && l.ends_with(" 2"))
+    );
+    assert!(om.contains("inspector_series_folded_total{metric=\"inspector_bind_failures\"} 2\n"));
+}
+
+#[test]
+fn series_past_the_cap_fold_into_one_other_series() {
+    let mut m = Metrics::new(Limits {
+        ports: None,
+        max_ports: 1000,
+        max_series: 2,
+    });
+    for port in 1..=5 {
+        m.apply(&bind(port, Some(Errno::EADDRINUSE)));
+    }
+    let om = m.encode_openmetrics();
+    let failures = samples(&om, "inspector_bind_failures_total");
+    assert_eq!(failures.len(), 3, "{om}");
+    assert!(failures.contains(
+        &"inspector_bind_failures_total{proto=\"other\",port=\"other\",errno=\"other\"} 3"
+    ));
+}
+
+#[test]
+fn deliveries_per_member_imbalance_and_closed_members_leave_after_one_scrape() {
+    let mut m = Metrics::new(Limits::default());
+    for _ in 0..3 {
+        m.apply(&delivery(0xa, 11, 7000));
+    }
+    m.apply(&delivery(0xb, 12, 7000));
+    let om = m.encode_openmetrics();
+    let d = samples(&om, "inspector_reuseport_deliveries_total");
+    assert_eq!(d.len(), 2, "{om}");
+    assert!(d.contains(&&*format!(
+        "inspector_reuseport_deliveries_total{{proto=\"tcp\",port=\"7000\",netns=\"{INIT_NETNS}\",socket=\"11\",pid=\"77\",comm=\"srv\"}} 3"
+    )));
+    // max 3 over mean 2.
+    assert!(om.contains("inspector_reuseport_imbalance_ratio{proto=\"tcp\",port=\"7000\""));
+    assert!(om.contains("} 1.5\n"), "{om}");
+
+    // No deliveries in the next interval: no ratio; then 0xb closes.
+    let mut close = Record::from_event(
+        &EventBuilder::state(TcpState::LISTEN, TcpState::CLOSE)
+            .sock(0xb)
+            .build(),
+        RecordType::State,
+    );
+    close.old_state = Some(TcpState::LISTEN);
+    m.apply(&close);
+    let om = m.encode_openmetrics();
+    assert!(!om.contains("inspector_reuseport_imbalance_ratio{"), "{om}");
+    assert_eq!(
+        samples(&om, "inspector_reuseport_deliveries_total").len(),
+        2
+    );
+    let om = m.encode_openmetrics();
+    assert_eq!(
+        samples(&om, "inspector_reuseport_deliveries_total").len(),
+        1
+    );
+}
+
+#[test]
+fn kernel_view_timewait_and_exits() {
+    let mut m = Metrics::new(Limits::default());
+    let mut exit = Record::from_event(
+        &EventBuilder::time_wait(inspector_common::kind::TW_EXPIRE, TcpState::TIME_WAIT).build(),
+        RecordType::TwExit,
+    );
+    exit.reason = Some(ExitReason::Expired);
+    m.apply(&exit);
+    let counters = Counters {
+        dropped: 4,
+        ..Counters::default()
+    };
+    m.set_kernel(KernelView {
+        counters,
+        events_read: 10,
+        run_time_ns: vec![("sys_exit".into(), 1_500_000_000)],
+        timewait: Some(vec![(Proto::Tcp, 8080, 5)]),
+    });
+    let om = m.encode_openmetrics();
+    for line in [
+        "inspector_timewait_exits_total{reason=\"expired\"} 1\n",
+        "inspector_timewait_sockets{proto=\"tcp\",port=\"8080\"} 5\n",
+        "inspector_events_total 10\n",
+        "inspector_events_dropped_total 4\n",
+        "inspector_kernel_errors_total{kind=\"read_sock\"} 0\n",
+        "inspector_bpf_program_run_seconds_total{program=\"sys_exit\"} 1.5\n",
+        "# TYPE inspector_timewait_sockets gauge\n",
+    ] {
+        assert!(om.contains(line), "missing {line:?} in\n{om}");
+    }
+}
+
+#[test]
+fn every_metric_is_prefixed() {
+    let mut m = Metrics::new(Limits::default());
+    m.apply(&bind(1, Some(Errno::EADDRINUSE)));
+    m.apply(&delivery(1, 1, 1));
+    let text = m.encode_text();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.starts_with("inspector_"), "{line}");
+    }
+}
+
+#[test]
+fn imbalance_ratio_is_max_over_mean() {
+    assert_eq!(imbalance_ratio(&[]), None);
+    assert_eq!(imbalance_ratio(&[0, 0]), None);
+    assert_eq!(imbalance_ratio(&[5, 5, 5]), Some(1.0));
+    assert_eq!(imbalance_ratio(&[3, 0, 0]), Some(3.0));
+}

@@ -1,0 +1,234 @@
+//! `inspector serve`: an always-on exporter for production hosts. The
+//! probes feed [`metrics::Metrics`]; Prometheus scrapes `GET /metrics`
+//! ([`http`]). Each scrape also reads the kernel's counters, the programs'
+//! run time and a socket-table snapshot for the TIME_WAIT gauge.
+
+pub mod http;
+pub mod metrics;
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use tokio::{signal::unix::SignalKind, sync::mpsc};
+
+use crate::{
+    explain,
+    filter::Filter,
+    kernel::Proto,
+    pipeline::Pipeline,
+    probe::Mode,
+    sockets::{Entry, SnapshotFilter, SocketTable},
+};
+
+use self::{
+    http::{Format, Scrape},
+    metrics::{KernelView, Limits, Metrics},
+};
+
+/// Where `serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
+
+pub struct ServeOptions {
+    pub filter: Filter,
+    /// The `--netns` file: the TIME_WAIT snapshot is taken there.
+    pub netns_path: Option<PathBuf>,
+    pub mode: Mode,
+    pub listen: SocketAddr,
+    pub limits: Limits,
+}
+
+/// The one-line reason `addr` cannot be listened on, from the explain
+/// predictor when it can tell.
+pub fn in_use_message(addr: SocketAddr) -> String {
+    let req = explain::Request {
+        port: u32::from(addr.port()),
+        tcp: true,
+        addr: Some(addr.ip()),
+        ..explain::Request::default()
+    };
+    let verdict = explain::explain(&req).ok().and_then(|e| {
+        let d = if e.bind.result == "ok" {
+            e.listen
+        } else {
+            e.bind
+        };
+        (d.result != "ok").then(|| {
+            let held: Vec<String> = d
+                .blockers
+                .iter()
+                .take(3)
+                .map(|b| {
+                    let owner = match (b.pid, &b.comm) {
+                        (Some(p), Some(c)) => format!("pid {p} {c}"),
+                        _ => "no owner".into(),
+                    };
+                    format!(
+                        "{} {} ({owner})",
+                        b.state,
+                        explain::fmt_addr(b.laddr, b.lport)
+                    )
+                })
+                .collect();
+            let mut line = format!("{} ({}: {})", d.result, d.rule.function, d.rule.condition);
+            if !held.is_empty() {
+                line.push_str(&format!("; held by {}", held.join(", ")));
+            }
+            line
+        })
+    });
+    match verdict {
+        Some(v) => format!(
+            "{addr} is in use: {v}; choose another with --listen (details: inspector explain {})",
+            addr.port()
+        ),
+        None => format!(
+            "{addr} is in use; choose another with --listen (see `inspector explain {}`)",
+            addr.port()
+        ),
+    }
+}
+
+pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    // The port first: a clash is the likeliest mistake and the cheapest to
+    // report, before any program is loaded.
+    let listener = match tokio::net::TcpListener::bind(opts.listen).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            anyhow::bail!(in_use_message(opts.listen))
+        }
+        Err(e) => return Err(e).with_context(|| format!("listening on {}", opts.listen)),
+    };
+    let ports = opts.filter.ports.clone();
+    let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
+    eprintln!(
+        "inspector: serving http://{}/metrics; {} mode, attached: {}; filters: {}",
+        opts.listen,
+        pipeline.probes.mode,
+        pipeline.probes.attached.join(", "),
+        pipeline.filter.describe()
+    );
+    for m in &pipeline.probes.missing {
+        eprintln!("inspector: warning: {m}");
+    }
+    let mut sockets = match SocketTable::load() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("inspector: warning: no TIME_WAIT gauge (socket iterators: {e})");
+            None
+        }
+    };
+    let ring = pipeline.readiness()?;
+    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
+    let (scrape_tx, mut scrapes) = mpsc::channel::<Scrape>(16);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(http::serve(listener, scrape_tx, async {
+        let _ = stop_rx.await;
+    }));
+
+    let mut metrics = Metrics::new(opts.limits);
+    let mut annotator = explain::annotate::Annotator::default();
+    let mut batch = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut server = std::pin::pin!(server);
+    loop {
+        let mut scrape = None;
+        let done = tokio::select! {
+            guard = ring.readable() => {
+                let mut guard = guard?;
+                guard.clear_ready();
+                false
+            }
+            _ = tick.tick() => false,
+            s = scrapes.recv() => { scrape = s; false }
+            _ = sigterm.recv() => true,
+            _ = sigint.recv() => true,
+            r = &mut server => {
+                // The server only ends on its own by failing.
+                r.context("HTTP server task")?.context("HTTP server")?;
+                true
+            }
+        };
+        pipeline.poll(&mut batch, done);
+        annotator.annotate(&mut batch, Some(&pipeline.tracker));
+        for r in batch.drain(..) {
+            if let (Some(e), Some(why)) = (r.errno.filter(|e| e.is_failure()), &r.explanation)
+                && r.kind == crate::record::RecordType::Bind
+            {
+                eprintln!(
+                    "inspector: {} {} port {} failed with {e} (pid {}): {why}",
+                    crate::record::proto_str(r.proto),
+                    r.phase.map_or("bind", |p| p.as_str()),
+                    r.req_port.unwrap_or(r.lport),
+                    r.pid.map_or_else(|| "?".into(), |p| p.to_string()),
+                );
+            }
+            metrics.apply(&r);
+        }
+        if let Some((format, reply)) = scrape {
+            let timewait = sockets.as_mut().and_then(|t| {
+                timewait_by_port(t, opts.netns_path.as_deref(), ports.as_ref())
+                    .map_err(|e| eprintln!("inspector: warning: TIME_WAIT snapshot: {e}"))
+                    .ok()
+            });
+            metrics.set_kernel(KernelView {
+                counters: pipeline.counters(),
+                events_read: pipeline.seen,
+                run_time_ns: pipeline.probes.run_times(),
+                timewait,
+            });
+            let body = match format {
+                Format::OpenMetrics => metrics.encode_openmetrics(),
+                Format::Text => metrics.encode_text(),
+            };
+            // The scraper may have given up: nothing to do then.
+            let _ = reply.send(body);
+        }
+        if done {
+            break;
+        }
+    }
+    let _ = stop_tx.send(());
+    // Requests in flight get their answer; do not wait for slow clients.
+    let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
+    let c = pipeline.counters();
+    eprintln!(
+        "inspector: {} events read, {} dropped (ring buffer full), {} kernel errors",
+        pipeline.seen, c.dropped, c.read_errors
+    );
+    Ok(())
+}
+
+/// TIME_WAIT sockets by (proto, local port), from a socket-table snapshot
+/// of the agent's network namespace (or `netns`): the iterators walk one
+/// namespace's tables only.
+fn timewait_by_port(
+    table: &mut SocketTable,
+    netns: Option<&std::path::Path>,
+    ports: Option<&crate::filter::PortSet>,
+) -> Result<Vec<(Proto, u16, u64)>, crate::sockets::SocketTableError> {
+    let filter = SnapshotFilter {
+        proto: Some(Proto::Tcp),
+        ..SnapshotFilter::default()
+    };
+    let socks = match netns {
+        Some(path) => table.snapshot_in(path, &filter)?,
+        None => table.snapshot(&filter)?,
+    };
+    let mut counts: HashMap<u16, u64> = HashMap::new();
+    for s in socks {
+        if let Entry::TimeWait { substate, .. } = s.entry
+            && substate == inspector_common::TCP_TIME_WAIT
+            && ports.is_none_or(|p| p.contains(s.local.port()))
+        {
+            *counts.entry(s.local.port()).or_default() += 1;
+        }
+    }
+    let mut out: Vec<_> = counts
+        .into_iter()
+        .map(|(port, n)| (Proto::Tcp, port, n))
+        .collect();
+    // Busiest first, so the per-port label limit keeps the ports that matter.
+    out.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
+    Ok(out)
+}

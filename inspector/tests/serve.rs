@@ -1,0 +1,393 @@
+//! `inspector serve` end to end: the real binary exports what a workload in
+//! a fresh network namespace did, `promtool` accepts the exposition, and a
+//! real Prometheus server scrapes the same numbers.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use common::{addr, inode, tcp};
+use inspector::netns::in_new_netns;
+
+const CONNECTIONS: usize = 300;
+const PORT: u16 = 7011;
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether a privileged test can run here; prints why not.
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 && !ci() {
+        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
+        return false;
+    }
+    true
+}
+
+/// A tool of the `prometheus` package, or a skip (a failure in CI).
+fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            !ci(),
+            "CI=true and {name} is missing (apt-get install prometheus)"
+        );
+        eprintln!("SKIPPED: {name} not found (apt-get install prometheus)");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
+struct Running(Child);
+
+impl Running {
+    /// SIGTERM and wait: whether it exited by itself in time, successfully.
+    fn stop(&mut self) -> bool {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// `GET path` over HTTP/1.0 (no chunked bodies); the body, or `None` on any
+/// failure or a non-200 status.
+fn get(port: u16, path: &str, accept: &str) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    if let Err(e) = s.read_to_string(&mut text) {
+        eprintln!("GET {path}: {e}");
+        return None;
+    }
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.")
+        .then_some(())
+        .filter(|()| head.split(' ').nth(1) == Some("200"))?;
+    Some(body.to_owned())
+}
+
+/// Starts `inspector serve` on a free port and waits until it answers;
+/// `None` (a skip, or a failure in CI) when it cannot start.
+fn start_serve() -> Option<(Running, u16)> {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_inspector"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn inspector serve");
+    let mut serve = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if get(port, "/healthz", "*/*").is_some_and(|b| b == "ok\n") {
+            return Some((serve, port));
+        }
+        if let Ok(Some(status)) = serve.0.try_wait() {
+            assert!(!ci(), "CI=true and inspector serve exited: {status}");
+            eprintln!("SKIPPED: inspector serve exited ({status}): see its stderr above");
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("inspector serve did not answer /healthz within 60 s");
+}
+
+/// In a fresh namespace: three SO_REUSEPORT listeners accept
+/// [`CONNECTIONS`] connections, then a plain socket fails to bind their
+/// port. Returns the namespace inode, accepts per listener inode and the
+/// sockets: a listener that closes leaves the metrics after one scrape, so
+/// the caller keeps them open while it scrapes.
+fn workload() -> (u32, HashMap<u64, u64>, Vec<socket2::Socket>) {
+    in_new_netns(|netns| {
+        let target = addr(&format!("127.0.0.1:{PORT}"));
+        let listeners: Vec<_> = (0..3)
+            .map(|_| {
+                let s = tcp();
+                s.set_reuse_port(true).expect("SO_REUSEPORT");
+                s.bind(&target).expect("bind");
+                s.listen(1024).expect("listen");
+                s.set_nonblocking(true).expect("nonblocking");
+                s
+            })
+            .collect();
+        let mut clients = Vec::new();
+        let mut accepted: HashMap<u64, u64> = HashMap::new();
+        let mut total = 0;
+        let drain = |accepted: &mut HashMap<u64, u64>, total: &mut usize| {
+            for l in &listeners {
+                while let Ok((_conn, _)) = l.accept() {
+                    *accepted.entry(inode(l)).or_default() += 1;
+                    *total += 1;
+                }
+            }
+        };
+        for _ in 0..CONNECTIONS {
+            let c = tcp();
+            c.connect(&target).expect("connect");
+            clients.push(c);
+            drain(&mut accepted, &mut total);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while total < CONNECTIONS && Instant::now() < deadline {
+            drain(&mut accepted, &mut total);
+        }
+        let clash = tcp();
+        let refused = clash.bind(&target).expect_err("the port is taken");
+        assert_eq!(refused.raw_os_error(), Some(libc::EADDRINUSE));
+        let mut open = listeners;
+        open.extend(clients);
+        (netns, accepted, open)
+    })
+    .expect("netns")
+}
+
+/// `inspector_reuseport_deliveries_total` samples of namespace `netns`:
+/// socket inode -> count.
+fn deliveries(exposition: &str, netns: u32) -> HashMap<u64, u64> {
+    let ns = format!("netns=\"{netns}\"");
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("inspector_reuseport_deliveries_total{") && l.contains(&ns))
+        .filter_map(|l| {
+            let ino = l
+                .split("socket=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse()
+                .ok()?;
+            let n = l.rsplit(' ').next()?.parse().ok()?;
+            Some((ino, n))
+        })
+        .collect()
+}
+
+/// Scrapes until `done` holds (or 15 s pass); the last exposition.
+fn scrape_until(port: u16, accept: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = get(port, "/metrics", accept).unwrap_or_default();
+        if done(&body) || Instant::now() >= deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn metrics_count_each_member_and_the_failed_bind_and_promtool_accepts_them() {
+    if !privileged() {
+        return;
+    }
+    let Some((mut serve, port)) = start_serve() else {
+        return;
+    };
+    let (netns, accepted, _open) = workload();
+    assert_eq!(accepted.values().sum::<u64>(), CONNECTIONS as u64);
+    let failure = format!(
+        "inspector_bind_failures_total{{proto=\"tcp\",port=\"{PORT}\",errno=\"EADDRINUSE\"}}"
+    );
+    let text = scrape_until(port, "text/plain", |b| {
+        deliveries(b, netns) == accepted && b.contains(&failure)
+    });
+    assert_eq!(
+        deliveries(&text, netns),
+        accepted,
+        "per-member deliveries equal per-listener accepts\n{text}"
+    );
+    assert!(text.contains(&failure), "{text}");
+    assert!(text.contains("# TYPE inspector_bind_failures_total counter"));
+
+    let om = get(
+        port,
+        "/metrics",
+        "application/openmetrics-text; version=1.0.0",
+    )
+    .expect("OpenMetrics scrape");
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert_eq!(deliveries(&om, netns), accepted);
+
+    if let Some(promtool) = tool("promtool") {
+        let mut check = Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool");
+        check
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("write to promtool");
+        let out = check.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+}
+
+/// A temporary directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("inspector-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Prometheus's instant query: socket inode -> value, for `netns`.
+fn query(prom_port: u16, netns: u32) -> HashMap<u64, u64> {
+    let Some(body) = get(
+        prom_port,
+        "/api/v1/query?query=inspector_reuseport_deliveries_total",
+        "application/json",
+    ) else {
+        return HashMap::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return HashMap::new();
+    };
+    let ns = netns.to_string();
+    v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["metric"]["netns"].as_str() == Some(&ns))
+        .filter_map(|s| {
+            let ino = s["metric"]["socket"].as_str()?.parse().ok()?;
+            let n = s["value"][1].as_str()?.parse::<f64>().ok()?;
+            Some((ino, n as u64))
+        })
+        .collect()
+}
+
+#[test]
+fn a_real_prometheus_scrapes_the_same_per_member_counts() {
+    if !privileged() {
+        return;
+    }
+    let Some(prometheus) = tool("prometheus") else {
+        return;
+    };
+    let Some((mut serve, port)) = start_serve() else {
+        return;
+    };
+    let (netns, accepted, _open) = workload();
+    let tmp = TempDir::new("prometheus");
+    let config = tmp.0.join("prom.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: inspector\n    static_configs:\n      \
+             - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .expect("prom.yml");
+    let prom_port = free_port();
+    let data = tmp.0.join("data");
+    let child = Command::new(prometheus)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn prometheus");
+    let mut prom = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let mut seen = HashMap::new();
+    while Instant::now() < deadline {
+        seen = query(prom_port, netns);
+        if seen == accepted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    prom.stop();
+    assert_eq!(
+        seen, accepted,
+        "Prometheus reports the per-member deliveries the listeners accepted"
+    );
+    assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+    drop(tmp);
+    assert!(!Path::new(&data).exists());
+}
+
+#[test]
+fn packaged_alert_rules_pass_promtool() {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/alerts.yml");
+    let out = Command::new(promtool)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check rules: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
