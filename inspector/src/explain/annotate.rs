@@ -15,6 +15,12 @@
 //! Sockets created between the last read of the ring buffer and the
 //! inventory (the time of one snapshot, milliseconds) are not in those
 //! records and cannot be left out.
+//!
+//! A successful UDP bind with SO_REUSEADDR is checked too: when another
+//! uid's unconnected socket already holds the same address with
+//! SO_REUSEADDR, the bind is a hijack (`udp_lib_lport_inuse()` compares no
+//! uids for SO_REUSEADDR, and `__udp4_lib_lookup()` hands every unicast
+//! datagram to one socket, the one bound last); its `explanation` says so.
 
 use std::{
     collections::HashMap,
@@ -143,13 +149,29 @@ impl Annotator {
     /// records read together; `tracker` (the one that produced them) names
     /// the last owners of TIME_WAIT holders.
     pub fn annotate(&mut self, records: &mut [Record], tracker: Option<&Tracker>) {
-        if !records
+        let shared = records.iter().any(is_shared_udp_bind);
+        let failed = records
             .iter()
-            .any(|r| r.kind == RecordType::Bind && r.errno == Some(Errno::EADDRINUSE))
-        {
+            .any(|r| r.kind == RecordType::Bind && r.errno == Some(Errno::EADDRINUSE));
+        if !shared && !failed {
             return;
         }
         let created = Created::of(records);
+        for r in records.iter_mut().filter(|r| is_shared_udp_bind(r)) {
+            if self.window.elapsed() >= Duration::from_secs(1) {
+                self.window = Instant::now();
+                self.used = 0;
+            }
+            if self.used >= PER_SECOND {
+                self.skipped += 1;
+                continue;
+            }
+            self.used += 1;
+            r.explanation = hijack_note(r, &mut self.source, &created);
+        }
+        if !failed {
+            return;
+        }
         for r in records.iter_mut() {
             if r.kind != RecordType::Bind || r.errno != Some(Errno::EADDRINUSE) {
                 continue;
@@ -187,6 +209,72 @@ impl Annotator {
             );
         }
     }
+}
+
+/// A successful UDP bind() with SO_REUSEADDR: the one kind of success
+/// that can take another user's traffic.
+fn is_shared_udp_bind(r: &Record) -> bool {
+    r.kind == RecordType::Bind
+        && r.proto == Some(Proto::Udp)
+        && r.errno.is_none()
+        && r.reuseaddr
+        && r.phase == Some(Phase::Bind)
+        && r.req_port.is_some_and(|p| p != 0)
+}
+
+/// The hijack this UDP bind makes, if another uid's unconnected socket
+/// shares its address through SO_REUSEADDR.
+fn hijack_note(r: &Record, source: &mut Option<Source>, created: &Created) -> Option<String> {
+    let uid = r.uid?;
+    let (held, netns) = thread_netns(r)?;
+    let source = source.get_or_insert_with(Source::open);
+    let inv = source.collect(Some(&netns), r.lport).ok()?;
+    drop(held);
+    if inv.netns != r.netns {
+        return None;
+    }
+    let others: Vec<String> = inv
+        .holders
+        .iter()
+        .filter(|h| {
+            h.proto == "udp"
+                && h.state == "CLOSE"
+                && h.laddr == r.laddr
+                && h.bound_dev_if == r.bound_dev_if
+                && h.reuseaddr == Some(true)
+                && h.uid.is_some_and(|u| u != uid)
+                && r.cookie != Some(h.cookie)
+                && created
+                    .cookies
+                    .get(&h.cookie)
+                    .is_none_or(|&at| at <= r.ts_ns)
+        })
+        .map(|h| {
+            let owner = match (h.pid, &h.comm) {
+                (Some(p), Some(c)) => format!(", pid {p} {c}"),
+                _ => String::new(),
+            };
+            format!("uid {}{owner}", h.uid.unwrap_or_default())
+        })
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "hijack risk: UDP {} is now shared through SO_REUSEADDR with {}; \
+         udp_lib_lport_inuse() compares no uids for SO_REUSEADDR, and __udp4_lib_lookup() \
+         gives every unicast datagram to the socket bound last (this one, uid {uid})",
+        super::fmt_addr(r.laddr, r.lport),
+        others.join(", ")
+    ))
+}
+
+/// The calling thread's network namespace, held open, and a path to it
+/// through this process's descriptor (the thread may exit meanwhile).
+fn thread_netns(r: &Record) -> Option<(std::fs::File, std::path::PathBuf)> {
+    let held = std::fs::File::open(format!("/proc/{}/task/{}/ns/net", r.pid?, r.tid?)).ok()?;
+    let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
+    Some((held, path))
 }
 
 /// [`explain_failure`] with holders created after the failure left out.
