@@ -172,6 +172,11 @@ impl ExplainArgs {
             uid: self.uid,
             json: self.json,
             probe: self.probe,
+            cgroup: f
+                .cgroup
+                .as_deref()
+                .map(|c| crate::cgroup::normalize_filter(c, crate::cgroup::v2_mount().as_deref())),
+            container: f.container.clone(),
         }
     }
 }

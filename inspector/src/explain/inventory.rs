@@ -92,6 +92,23 @@ pub struct Holder {
     /// socket neither listening nor unconnected).
     pub v6only: Option<bool>,
     pub bound_dev_if: i32,
+    /// The owner's cgroup v2 path (`/proc/PID/cgroup`), and the container
+    /// id parsed from it; null without an owner.
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
+}
+
+/// The cgroup v2 path of `pid` (the `0::` line of `/proc/PID/cgroup`) and
+/// the container id in it.
+fn owner_cgroup(pid: Option<u32>) -> (Option<String>, Option<String>) {
+    let path = pid.and_then(|p| {
+        fs::read_to_string(format!("/proc/{p}/cgroup"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+    });
+    let container = path.as_deref().and_then(crate::cgroup::container_id);
+    (path, container)
 }
 
 impl Holder {
@@ -187,7 +204,7 @@ impl Source {
                 .unwrap_or(1024);
             Ok::<_, InventoryError>((netns, start))
         })?;
-        let (holders, flags_source) = match &mut self.table {
+        let (mut holders, flags_source) = match &mut self.table {
             Ok(table) => {
                 let filter = SnapshotFilter {
                     netns: Some(netns),
@@ -216,6 +233,9 @@ impl Source {
                 (from_sock_diag(netns_file, port, "sock_diag")?, source)
             }
         };
+        for h in &mut holders {
+            (h.cgroup, h.container) = owner_cgroup(h.pid);
+        }
         Ok(Inventory {
             holders,
             netns,
@@ -344,6 +364,8 @@ fn from_iterators(socks: Vec<KernelSocket>, files: &[SocketFile], hz: Option<u32
                 expires_ms,
                 pid: held.first().map(|f| f.pid),
                 comm: held.first().map(|f| f.comm.clone()),
+                cgroup: None,
+                container: None,
                 pids,
                 last_pid: None,
                 last_comm: None,
@@ -652,6 +674,8 @@ fn holder(d: Diag, owners: &HashMap<u64, Vec<(u32, i32)>>, source: &str) -> Hold
         timewait: tw,
         expires_ms: tw.then_some(d.expires),
         pid,
+        cgroup: None,
+        container: None,
         comm: pid.and_then(|p| {
             fs::read_to_string(format!("/proc/{p}/comm"))
                 .ok()

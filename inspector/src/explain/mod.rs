@@ -65,6 +65,11 @@ pub struct Request {
     pub uid: Option<u32>,
     pub json: bool,
     pub probe: bool,
+    /// Show only holders whose owner's cgroup path starts with this
+    /// (`--cgroup`), or whose container id does (`--container`); the
+    /// verdict still counts every holder.
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
 }
 
 /// The validated request: the socket to predict and where.
@@ -528,6 +533,11 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
             if let Some(ms) = h.expires_ms {
                 tail.push_str(&format!(", expires in {:.1} s", f64::from(ms) / 1000.0));
             }
+            match (&h.container, &h.cgroup) {
+                (Some(id), _) => tail.push_str(&format!(", container {}", &id[..id.len().min(12)])),
+                (None, Some(path)) if path != "/" => tail.push_str(&format!(", cgroup {path}")),
+                _ => {}
+            }
             writeln!(
                 out,
                 "{:<5} {:<11} {:<28} {:<28} {:<22} {:<6} {:<4} {}",
@@ -613,7 +623,25 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
 
 /// `inspector explain`: prints the answer as text or one JSON object.
 pub fn command(req: &Request) -> Result<(), ExplainError> {
-    let e = explain(req)?;
+    let mut e = explain(req)?;
+    if req.cgroup.is_some() || req.container.is_some() {
+        let before = e.holders.len();
+        e.holders.retain(|h| {
+            req.cgroup
+                .as_deref()
+                .is_none_or(|c| h.cgroup.as_deref().is_some_and(|p| p.starts_with(c)))
+                && req
+                    .container
+                    .as_deref()
+                    .is_none_or(|c| h.container.as_deref().is_some_and(|id| id.starts_with(c)))
+        });
+        let hidden = before - e.holders.len();
+        if hidden > 0 {
+            e.notes.push(format!(
+                "{hidden} holder(s) outside --cgroup/--container are not listed; the verdict counts them"
+            ));
+        }
+    }
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if req.json {
