@@ -173,3 +173,16 @@ fn scenario_command(cmd: cli::ScenarioCommand, mode: probe::Mode) -> anyhow::Res
     );
     Ok(())
 }
+
+/// An error and its causes on one line, each once (`{:#}` for errors that
+/// are not `anyhow`).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}

@@ -179,7 +179,7 @@ impl Source {
     /// Loads the iterator programs, remembering the refusal if any.
     pub fn open() -> Self {
         Self {
-            table: SocketTable::load().map_err(|e| error_chain(&e)),
+            table: SocketTable::load().map_err(|e| crate::error_chain(&e)),
             hz: None,
         }
     }
@@ -248,17 +248,6 @@ impl Source {
 /// [`Source::collect`] with iterators loaded for this one call.
 pub fn collect(netns_file: Option<&Path>, port: u16) -> Result<Inventory, InventoryError> {
     Source::open().collect(netns_file, port)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
 }
 
 /// The kernel's tick rate, for TIME_WAIT timers given in jiffies. Jiffies

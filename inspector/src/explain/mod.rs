@@ -391,7 +391,7 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
             probe_as(&sock).map_err(ProbeError::Child)
         }) {
             Ok(r) => r,
-            Err(e) => (format!("skipped: {}", chain(&e)), None),
+            Err(e) => (format!("skipped: {}", crate::error_chain(&e)), None),
         };
     }
     let sock = plan.sock.clone();
@@ -429,7 +429,7 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
     };
     match netns::in_netns(plan.netns.as_deref(), run) {
         Ok(r) => r,
-        Err(e) => (format!("skipped: {}", chain(&e)), None),
+        Err(e) => (format!("skipped: {}", crate::error_chain(&e)), None),
     }
 }
 
@@ -442,18 +442,6 @@ enum ProbeError {
     Socket(#[source] io::Error),
     #[error("the probe child could not run")]
     Child(#[source] io::Error),
-}
-
-/// An error and its causes on one line, each once.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
 }
 
 /// The probe as another uid: a forked child (of this thread, so in its
