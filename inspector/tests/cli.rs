@@ -172,8 +172,10 @@ fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
             }
         }
     });
+    // Loading the probes and the socket iterators parses the kernel's BTF;
+    // under software emulation (the QEMU guests) that takes tens of seconds.
     let first = rx
-        .recv_timeout(Duration::from_secs(30))
+        .recv_timeout(Duration::from_secs(120))
         .expect("inspector printed nothing");
     assert!(first.contains("attached"), "first line: {first}");
     (child, rx)

@@ -800,10 +800,19 @@ fn unaccepted_connections_keep_the_listener_owner() {
     let children: Vec<_> = recs.iter().filter(|r| child(r)).collect();
     let tuples: std::collections::HashSet<_> = children.iter().map(|r| r.rport).collect();
     assert_eq!(tuples.len(), 3, "three connections: {children:#?}");
-    assert!(
-        children.len() >= 9,
-        "SYN_RECV, ESTABLISHED, CLOSE_WAIT each: {children:#?}"
-    );
+    // Every child reaches ESTABLISHED and CLOSE_WAIT; whether its first
+    // move (LISTEN -> SYN_RECV at the clone) carries its ports depends on
+    // the kernel.
+    for rport in &tuples {
+        for state in [TcpState::ESTABLISHED, TcpState::CLOSE_WAIT] {
+            assert!(
+                children
+                    .iter()
+                    .any(|r| r.rport == *rport && r.new_state == Some(state)),
+                "{rport} -> {state}: {children:#?}"
+            );
+        }
+    }
     for r in children {
         assert_eq!(r.pid, Some(pid), "attributed to the listener: {r:#?}");
     }
