@@ -289,7 +289,7 @@ fn enter_on_a_scenario_asks_to_run_it_once() {
     other.truncate(3);
     app.update(Input::Records(other));
     assert!(
-        app.model.decisions.is_empty(),
+        app.visible_decisions().is_empty(),
         "records of other namespaces are not shown"
     );
     let q = app.update(Input::Key(KeyEvent::new(
