@@ -110,26 +110,33 @@ fn render_header(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
             t.fg(Color::Cyan).add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!(" {mode}  {:.0} ev/s  ", app.model.rate)),
-        Span::styled(
-            format!("dropped {dropped}"),
-            if dropped > 0 {
-                t.failure().add_modifier(Modifier::REVERSED)
-            } else {
-                Style::default()
-            },
-        ),
-        // Kernel-side read and map failures (`inspector_common::counter`).
-        Span::raw(" "),
-        Span::styled(
-            format!("err {}", app.counters.read_errors),
-            if app.counters.read_errors > 0 {
-                t.failure().add_modifier(Modifier::REVERSED)
-            } else {
-                Style::default()
-            },
-        ),
-        Span::raw(format!("  {} failed  ", app.model.failures)),
     ];
+    // Narrow, the kernel's counters show only when not zero: the room goes
+    // to the namespaces and filters.
+    if wide || dropped > 0 || app.counters.read_errors > 0 {
+        spans.extend([
+            Span::styled(
+                format!("dropped {dropped}"),
+                if dropped > 0 {
+                    t.failure().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::default()
+                },
+            ),
+            // Kernel-side read and map failures (`inspector_common::counter`).
+            Span::raw(" "),
+            Span::styled(
+                format!("err {}", app.counters.read_errors),
+                if app.counters.read_errors > 0 {
+                    t.failure().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::default()
+                },
+            ),
+            Span::raw("  "),
+        ]);
+    }
+    spans.push(Span::raw(format!("{} failed  ", app.model.failures)));
     if app.paused {
         // Right after the name: never the part cut off.
         let held = if app.shed > 0 {
@@ -1055,7 +1062,11 @@ fn render_help(app: &App, f: &mut Frame, area: Rect) {
         // off the screen.
         let inner = usize::from(w.saturating_sub(2)).max(1);
         let rows = usize::from(area.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
-        lines.push(Line::from(fit(why, inner * rows)));
+        let text: Vec<char> = fit(why, inner * rows).chars().collect();
+        lines.extend(
+            text.chunks(inner)
+                .map(|c| Line::from(c.iter().collect::<String>())),
+        );
     }
     lines.push(Line::default());
     lines.push(Line::from("any key closes this help"));
