@@ -201,3 +201,33 @@ impl ExplainArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod explain_args {
+    use super::*;
+
+    #[test]
+    fn explain_honours_proto_and_refuses_filters_it_cannot_use() {
+        let args = ExplainArgs {
+            target_port: 8090,
+            ..ExplainArgs::default()
+        };
+        let udp = FilterArgs {
+            proto: Some(crate::kernel::Proto::Udp),
+            ..FilterArgs::default()
+        };
+        let r = args.to_request(&udp).expect("--proto udp is taken");
+        assert!(r.udp && !r.tcp);
+        let both = ExplainArgs {
+            tcp: true,
+            ..args.clone()
+        };
+        assert!(both.to_request(&udp).is_err(), "--tcp with --proto udp");
+        let comm = FilterArgs {
+            comm: Some("nginx".into()),
+            ..FilterArgs::default()
+        };
+        let e = args.to_request(&comm).expect_err("--comm is refused");
+        assert!(e.to_string().contains("--comm"), "{e}");
+    }
+}
