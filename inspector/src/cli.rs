@@ -121,7 +121,8 @@ pub struct ServeArgs {
 }
 
 /// `inspector explain PORT`; the namespace comes from the global `--netns`
-/// or `--pid`.
+/// or `--pid`, the protocol from `--udp`/`--tcp` or the global `--proto`;
+/// the other global filters are refused.
 #[derive(Debug, Args, Default, Clone)]
 pub struct ExplainArgs {
     /// The port (1-65535).
@@ -158,11 +159,34 @@ pub struct ExplainArgs {
 
 impl ExplainArgs {
     /// The domain request: these arguments with the global `--netns`/`--pid`.
-    pub fn to_request(&self, f: &FilterArgs) -> crate::explain::Request {
-        crate::explain::Request {
+    /// The trace filters that mean nothing to one would-be socket are
+    /// refused rather than ignored; `--proto` picks its protocol.
+    pub fn to_request(&self, f: &FilterArgs) -> anyhow::Result<crate::explain::Request> {
+        let ignored = [
+            ("--port", f.port.is_some()),
+            ("--comm", f.comm.is_some()),
+            ("--failures-only", f.failures_only),
+        ];
+        if let Some((name, _)) = ignored.iter().find(|(_, set)| *set) {
+            anyhow::bail!(
+                "explain does not take {name}: it asks about one port (the PORT argument), in the namespace of --netns or --pid (--cgroup and --container narrow the holders listed)"
+            );
+        }
+        let (tcp, udp) = match f.proto {
+            Some(crate::kernel::Proto::Udp) if self.tcp => {
+                anyhow::bail!("explain: --tcp and --proto udp disagree")
+            }
+            Some(crate::kernel::Proto::Tcp) if self.udp => {
+                anyhow::bail!("explain: --udp and --proto tcp disagree")
+            }
+            Some(crate::kernel::Proto::Udp) => (false, true),
+            Some(crate::kernel::Proto::Tcp) => (true, false),
+            None => (self.tcp, self.udp),
+        };
+        Ok(crate::explain::Request {
             port: self.target_port,
-            tcp: self.tcp,
-            udp: self.udp,
+            tcp,
+            udp,
             addr: self.addr,
             netns: f.netns.clone(),
             pid: f.pid,
@@ -177,6 +201,36 @@ impl ExplainArgs {
                 .as_deref()
                 .map(|c| crate::cgroup::normalize_filter(c, crate::cgroup::v2_mount().as_deref())),
             container: f.container.clone(),
-        }
+        })
+    }
+}
+
+#[cfg(test)]
+mod explain_args {
+    use super::*;
+
+    #[test]
+    fn explain_honours_proto_and_refuses_filters_it_cannot_use() {
+        let args = ExplainArgs {
+            target_port: 8090,
+            ..ExplainArgs::default()
+        };
+        let udp = FilterArgs {
+            proto: Some(crate::kernel::Proto::Udp),
+            ..FilterArgs::default()
+        };
+        let r = args.to_request(&udp).expect("--proto udp is taken");
+        assert!(r.udp && !r.tcp);
+        let both = ExplainArgs {
+            tcp: true,
+            ..args.clone()
+        };
+        assert!(both.to_request(&udp).is_err(), "--tcp with --proto udp");
+        let comm = FilterArgs {
+            comm: Some("nginx".into()),
+            ..FilterArgs::default()
+        };
+        let e = args.to_request(&comm).expect_err("--comm is refused");
+        assert!(e.to_string().contains("--comm"), "{e}");
     }
 }

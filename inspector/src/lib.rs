@@ -109,7 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Some(cli::Command::Explain(args)) => Ok(explain::command(&args.to_request(&cli.filters))?),
+        Some(cli::Command::Explain(args)) => Ok(explain::command(&args.to_request(&cli.filters)?)?),
         Some(cli::Command::Dashboard) | None => dashboard::run(filter, cli.mode).await,
     }
 }

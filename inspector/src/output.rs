@@ -70,7 +70,8 @@ pub fn line(r: &Record, t0_ns: u64) -> String {
         }
         RecordType::Accept => write!(out, "accepted"),
         RecordType::State => write!(out, "{} -> {}", Or(r.old_state), Or(r.new_state)),
-        RecordType::TwEnter => write!(out, "entered TIME_WAIT, owner none"),
+        // The substate: TIME_WAIT, or FIN_WAIT2 while the peer's FIN is due.
+        RecordType::TwEnter => write!(out, "entered timewait ({}), owner none", Or(r.new_state)),
         RecordType::TwExit => match r.duration_ns {
             Some(d) => write!(out, "{} after {:.3}s", Or(r.reason), d as f64 / 1e9),
             None => write!(out, "{} (entry not seen)", Or(r.reason)),

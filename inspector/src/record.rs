@@ -372,3 +372,50 @@ mod tests {
         assert_eq!(comm(b"0123456789abcdef"), "0123456789abcdef");
     }
 }
+
+#[cfg(test)]
+mod schema_doc {
+    /// The schema document, as shipped.
+    const DOC: &str = include_str!("../../docs/trace-schema.md");
+
+    /// The field names of the event records' table (the first table).
+    fn documented() -> Vec<String> {
+        let mut fields = Vec::new();
+        let mut in_table = false;
+        for line in DOC.lines() {
+            if line.starts_with("| `") {
+                in_table = true;
+                let first = line.split('|').nth(1).unwrap_or_default();
+                fields.extend(
+                    first
+                        .split(',')
+                        .map(|f| f.trim().trim_matches('`').to_owned())
+                        .filter(|f| !f.is_empty()),
+                );
+            } else if in_table && !line.starts_with('|') {
+                break;
+            }
+        }
+        fields
+    }
+
+    #[test]
+    fn the_schema_example_parses_and_has_every_documented_field() {
+        let fields = documented();
+        assert!(fields.len() > 30, "{fields:?}");
+        let example = DOC
+            .split("## Example")
+            .nth(1)
+            .and_then(|s| s.split("```json").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("an example after `## Example`");
+        let v: serde_json::Value = serde_json::from_str(example.trim()).expect("valid JSON");
+        let obj = v.as_object().expect("an object");
+        for f in &fields {
+            assert!(obj.contains_key(f), "the example lacks `{f}`");
+        }
+        for k in obj.keys() {
+            assert!(fields.contains(k), "`{k}` is not documented");
+        }
+    }
+}

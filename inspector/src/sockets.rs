@@ -374,7 +374,17 @@ impl SocketTable {
             Some(p) => netns::inode(p)?,
             None => netns::current_netns().map_err(SocketTableError::NetnsInode)?,
         };
-        self.set_filter(ino, port)?;
+        self.files_of(ino, port)
+    }
+
+    /// [`Self::files_in`] of the namespace with inode `netns`: the walk
+    /// needs no way into the namespace, only its inode.
+    pub fn files_of(
+        &mut self,
+        netns: u32,
+        port: Option<u16>,
+    ) -> Result<Vec<SocketFile>, SocketTableError> {
+        self.set_filter(netns, port)?;
         let (name, target) = TASK_FILE;
         let bytes = self.run(name, target, None)?;
         Ok(decode::<FileRecord>(&bytes)

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::model::{GroupKey, Holder, Member, Model, PortKey, PortRow};
+use super::model::{GroupKey, Holder, KernelFiles, Member, Model, PortKey, PortRow, SeedSock};
 use crate::{
     probe::Counters,
     record::{Record, RecordType},
@@ -24,6 +24,9 @@ const PINNED_KEEP: usize = 500;
 /// second (each capture walks the socket tables).
 const CAPTURES_KEEP: usize = 64;
 const CAPTURE_EVERY_NS: u64 = 1_000_000_000;
+/// Records held while paused; past it the oldest are shed (counted in
+/// [`App::shed`]).
+pub const PAUSE_QUEUE: usize = 200_000;
 
 /// The port a decision asked for, as the kernel keys it (a failed one got
 /// no local port).
@@ -85,6 +88,14 @@ pub enum Input {
     /// Names of the namespaces in `/run/netns`, by inode (read by the loop).
     NetnsNames(BTreeMap<u32, String>),
     ScenarioFinished(Box<ScenarioResult>),
+    /// The clock (CLOCK_MONOTONIC ns) of the frame about to be drawn: ages
+    /// and time left are measured against it.
+    Clock(u64),
+    /// Sockets in the kernel's table at start (pre-existing).
+    Seed(Vec<SeedSock>),
+    /// The open sockets of a namespace, to drop those that closed without
+    /// an event.
+    KernelFiles(KernelFiles),
 }
 
 #[derive(Debug)]
@@ -312,6 +323,10 @@ pub struct App {
     /// Selected row per pane.
     pub selected: [usize; 4],
     pub paused: bool,
+    /// Records that arrived while paused, applied on resume.
+    pub held: VecDeque<Record>,
+    /// Records shed from a full [`App::held`].
+    pub shed: u64,
     /// Only failed decisions in the list (`f`).
     pub failures_only: bool,
     pub help: bool,
@@ -379,6 +394,8 @@ impl App {
             pane: Pane::Binds,
             selected: [0; 4],
             paused: false,
+            held: VecDeque::new(),
+            shed: 0,
             failures_only: false,
             help: false,
             input: None,
@@ -404,39 +421,52 @@ impl App {
         match input {
             Input::Key(k) => return self.key(k),
             Input::Records(records) => {
-                if !self.paused {
-                    for r in &records {
-                        if self
-                            .namespaces
-                            .as_ref()
-                            .is_none_or(|ns| ns.contains(&r.netns))
-                        {
-                            self.model.apply(r);
-                            if r.is_failure()
-                                && matches!(r.kind, RecordType::Bind | RecordType::Connect)
-                            {
-                                if self.pinned.len() == PINNED_KEEP {
-                                    self.pinned.pop_front();
-                                }
-                                self.pinned.push_back(r.clone());
-                                self.capture(r);
-                            }
+                if self.paused {
+                    // The display is frozen, the intake is not.
+                    for r in records {
+                        if self.held.len() == PAUSE_QUEUE {
+                            self.held.pop_front();
+                            self.shed += 1;
                         }
+                        self.held.push_back(r);
                     }
-                    self.multi_ns = self.namespaces_in_view().len() > 1;
+                } else {
+                    self.intake(&records);
+                }
+            }
+            Input::Clock(now_ns) => {
+                if !self.paused {
+                    self.model.set_clock(now_ns);
+                }
+            }
+            Input::Seed(socks) => {
+                self.model.seed(&socks);
+                self.multi_ns = self.namespaces_in_view().len() > 1;
+            }
+            Input::KernelFiles(files) => {
+                if !self.paused {
+                    self.model.reconcile(&files);
                 }
             }
             Input::NetnsNames(names) => self.netns_names = names,
             Input::Tick { counters, now_ns } => {
                 self.counters = counters;
                 self.model.sample_rate(now_ns);
+                if !self.paused {
+                    self.model.set_clock(now_ns);
+                }
             }
             Input::ScenarioStarted { namespaces } => {
-                // Follow the scenario's namespaces from a clean slate.
-                self.clear();
+                // Show the scenario's namespaces; what came before stays
+                // (`a` shows it again).
                 self.namespaces = Some(namespaces);
+                self.selected = [0, 0, 0, self.selected[3]];
+                self.multi_ns = self.namespaces_in_view().len() > 1;
             }
-            Input::FollowNamespaces(namespaces) => self.namespaces = Some(namespaces),
+            Input::FollowNamespaces(namespaces) => {
+                self.namespaces = Some(namespaces);
+                self.multi_ns = self.namespaces_in_view().len() > 1;
+            }
             Input::ScenarioFinished(result) => {
                 let i = (result.number as usize).saturating_sub(1);
                 if let Some(slot) = self.results.get_mut(i) {
@@ -449,12 +479,43 @@ impl App {
         Vec::new()
     }
 
+    fn intake(&mut self, records: &[Record]) {
+        for r in records {
+            self.model.apply(r);
+            if r.is_failure() && matches!(r.kind, RecordType::Bind | RecordType::Connect) {
+                if self.pinned.len() == PINNED_KEEP {
+                    self.pinned.pop_front();
+                }
+                self.pinned.push_back(r.clone());
+                self.capture(r);
+            }
+        }
+        self.multi_ns = self.namespaces_in_view().len() > 1;
+    }
+
+    /// Pause or resume; on resume what arrived meanwhile is applied.
+    fn toggle_pause(&mut self) {
+        self.paused = !self.paused;
+        if !self.paused {
+            let held: Vec<Record> = self.held.drain(..).collect();
+            self.intake(&held);
+        }
+    }
+
+    /// Whether the namespaces followed (a scenario's) include `netns`.
+    fn ns_shown(&self, netns: u32) -> bool {
+        self.namespaces
+            .as_ref()
+            .is_none_or(|ns| ns.contains(&netns))
+    }
+
     /// The decisions the list shows, newest first.
     pub fn visible_decisions(&self) -> Vec<&Record> {
         self.model
             .decisions
             .iter()
             .rev()
+            .filter(|r| self.ns_shown(r.netns))
             .filter(|r| {
                 self.view
                     .as_ref()
@@ -486,6 +547,7 @@ impl App {
             .iter()
             .rev()
             .take_while(move |r| r.ts_ns >= since)
+            .filter(|r| self.ns_shown(r.netns))
             .filter(|r| {
                 self.view
                     .as_ref()
@@ -521,6 +583,7 @@ impl App {
     /// Pane 2's rows: filtered and in the chosen order.
     pub fn port_rows(&self) -> Vec<PortRow> {
         let mut rows = self.model.port_rows();
+        rows.retain(|r| self.ns_shown(r.key.netns));
         if let Some(v) = &self.view {
             rows.retain(|r| {
                 let owners: Vec<_> = r.owners.iter().chain(r.last_owner.iter()).collect();
@@ -545,6 +608,7 @@ impl App {
             .model
             .groups
             .iter()
+            .filter(|(k, _)| self.ns_shown(k.netns))
             .filter(|(k, members)| {
                 self.view.as_ref().is_none_or(|v| {
                     let owners: Vec<_> = members.iter().filter_map(|m| m.owner.as_ref()).collect();
@@ -570,6 +634,7 @@ impl App {
         let mut ns: BTreeSet<u32> = self.model.decisions.iter().map(|r| r.netns).collect();
         ns.extend(self.model.groups.keys().map(|k| k.netns));
         ns.extend(self.model.port_rows().iter().map(|r| r.key.netns));
+        ns.retain(|n| self.ns_shown(*n));
         ns
     }
 
@@ -670,7 +735,7 @@ impl App {
             KeyCode::PageUp => d.scroll = d.scroll.saturating_sub(10),
             KeyCode::Home | KeyCode::Char('g') => d.scroll = 0,
             KeyCode::Char('?') => self.help = true,
-            KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('p') => self.toggle_pause(),
             _ => {}
         }
         Vec::new()
@@ -742,7 +807,7 @@ impl App {
                 self.selected[i] = 0;
             }
             KeyCode::Char('/') => self.input = Some(String::new()),
-            KeyCode::Char('p') => self.paused = !self.paused,
+            KeyCode::Char('p') => self.toggle_pause(),
             KeyCode::Char('f') => {
                 self.failures_only = !self.failures_only;
                 self.selected[Pane::Binds.index()] = 0;
@@ -756,6 +821,7 @@ impl App {
                 // Back to every namespace (after following a scenario).
                 self.namespaces = None;
                 self.view = None;
+                self.multi_ns = self.namespaces_in_view().len() > 1;
             }
             KeyCode::Char('?') => self.help = true,
             KeyCode::Esc => self.view = None,

@@ -8,6 +8,7 @@
 //! ratatui [`Backend`]: the terminal in [`run`], a `TestBackend` in tests.
 
 pub mod app;
+pub mod kernel;
 pub mod model;
 pub mod ui;
 
@@ -42,6 +43,7 @@ use crate::{
     pipeline::{Pipeline, monotonic_ns},
     record::Record,
     scenario::{self, Running},
+    sockets::SocketTable,
 };
 
 /// Puts the terminal back however the dashboard ends: normal return, `?`
@@ -76,9 +78,23 @@ pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()>
             "the dashboard needs a terminal; for a headless stream use `inspector trace` (or `--json`)"
         );
     }
-    let pipeline = Pipeline::new(filter, mode)?;
+    // The namespace filter is applied here, not in the kernel: a scenario
+    // started from the dashboard runs in namespaces of its own, which are
+    // followed in addition.
+    let only_netns = filter.netns;
+    let filters = filter.describe();
+    let pipeline = Pipeline::new(
+        Filter {
+            netns: None,
+            ..filter
+        },
+        mode,
+    )?;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let mut dashboard = Dashboard::new(pipeline, no_color)?;
+    dashboard.app.header.filters = filters;
+    dashboard.only_netns = only_netns;
+    dashboard.seed(&kernel::followed(only_netns));
     let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
 
     let previous = std::panic::take_hook();
@@ -142,6 +158,15 @@ pub struct Dashboard {
     last_draw: Instant,
     /// When `/run/netns` was last read.
     names_read: Option<Instant>,
+    /// Only this namespace's records (`--netns`), and those of the
+    /// scenarios started here.
+    pub only_netns: Option<u32>,
+    scenario_ns: Vec<u32>,
+    /// The kernel's socket tables, loaded on first use; `Err` once refused
+    /// (the reason stays, and nothing is retried).
+    table: Option<Result<SocketTable, String>>,
+    /// When the silent sockets were last checked against the kernel.
+    reconciled: Instant,
 }
 
 /// How often `/run/netns` is read again: names come and go rarely.
@@ -192,7 +217,56 @@ impl Dashboard {
             dirty: true,
             last_draw: Instant::now() - Duration::from_secs(1),
             names_read: None,
+            only_netns: None,
+            scenario_ns: Vec::new(),
+            table: None,
+            reconciled: Instant::now(),
         })
+    }
+
+    fn table(&mut self) -> Option<&mut SocketTable> {
+        let t = self
+            .table
+            .get_or_insert_with(|| SocketTable::load().map_err(|e| e.to_string()));
+        t.as_mut().ok()
+    }
+
+    /// Seeds the model with the sockets of `namespaces` that exist now
+    /// (before any event about them).
+    pub fn seed(&mut self, namespaces: &[std::path::PathBuf]) {
+        let Some(table) = self.table() else { return };
+        let mut socks = Vec::new();
+        for ns in namespaces {
+            // A namespace that went away meanwhile has nothing to seed.
+            if let Ok(s) = kernel::seed(table, ns) {
+                socks.extend(s);
+            }
+        }
+        self.app.update(Input::Clock(monotonic_ns()));
+        self.app.update(Input::Seed(socks));
+    }
+
+    /// Checks the sockets that close without an event against the
+    /// kernel's table, every [`kernel::RECONCILE_EVERY`].
+    fn reconcile(&mut self) {
+        if self.reconciled.elapsed() < kernel::RECONCILE_EVERY || self.app.paused {
+            return;
+        }
+        self.reconciled = Instant::now();
+        let namespaces = self.app.model.silent_namespaces();
+        if namespaces.is_empty() {
+            return;
+        }
+        let Some(table) = self.table() else { return };
+        let mut found = Vec::new();
+        for ns in namespaces.into_iter().take(kernel::RECONCILE_NAMESPACES) {
+            if let Ok(files) = kernel::files(table, ns) {
+                found.push(files);
+            }
+        }
+        for files in found {
+            self.app.update(Input::KernelFiles(files));
+        }
     }
 
     /// Steps until a quit key, [`Event::Quit`] or the end of `events`.
@@ -245,6 +319,11 @@ impl Dashboard {
             .annotate(&mut self.batch, Some(&self.pipeline.tracker));
         if let Some(run) = &mut self.running {
             let ns = run.observe(&self.batch);
+            for n in ns {
+                if !self.scenario_ns.contains(n) {
+                    self.scenario_ns.push(*n);
+                }
+            }
             if !ns.is_empty() && app.namespaces.as_deref() != Some(ns) {
                 let first = app.namespaces.is_none()
                     || app.namespaces.as_ref().is_some_and(|a| !ns.starts_with(a));
@@ -255,6 +334,11 @@ impl Dashboard {
                     Input::FollowNamespaces(namespaces)
                 }));
             }
+        }
+        if let Some(only) = self.only_netns {
+            let scenario = &self.scenario_ns;
+            self.batch
+                .retain(|r| r.netns == only || scenario.contains(&r.netns));
         }
         if !self.batch.is_empty() {
             actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
@@ -268,6 +352,11 @@ impl Dashboard {
             tokio::time::sleep(scenario::SETTLE).await;
             self.pipeline.poll(&mut self.batch, true);
             run.observe(&self.batch);
+            if let Some(only) = self.only_netns {
+                let ns = run.namespaces();
+                self.batch
+                    .retain(|r| r.netns == only || ns.contains(&r.netns));
+            }
             actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
             let result = run.finish();
             actions.extend(app.update(Input::ScenarioFinished(Box::new(result))));
@@ -286,6 +375,10 @@ impl Dashboard {
             }
         }
         if self.dirty && self.last_draw.elapsed() >= Duration::from_millis(100) {
+            self.reconcile();
+            let app = &mut self.app;
+            // Ages and time left against this frame's clock.
+            app.update(Input::Clock(monotonic_ns()));
             terminal.draw(|f| ui::render(app, f))?;
             self.last_draw = Instant::now();
             self.dirty = false;

@@ -44,6 +44,11 @@ pub struct LiveSock {
     pub since_ns: u64,
     /// Local address and options, for the detail view's holders table.
     pub addr: Option<SockAddr>,
+    /// The socket's cookie, when a record or the kernel's table gave it:
+    /// what matches it against a kernel snapshot.
+    pub cookie: Option<u64>,
+    /// Found in the kernel's table at start, not seen being made.
+    pub pre: bool,
 }
 
 /// A socket's local address and the options that decide conflicts.
@@ -79,6 +84,8 @@ pub struct Holder {
     pub time_wait: bool,
     /// Time left before a TIME_WAIT socket expires.
     pub left_ns: Option<u64>,
+    /// Found in the kernel's table at start.
+    pub pre: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -88,6 +95,8 @@ pub struct TimeWait {
     pub last_owner: Option<(u32, String)>,
     /// Its 4-tuple's local side and the flags copied from the closed socket.
     pub addr: Option<SockAddr>,
+    /// Found in the kernel's table at start, not seen entering.
+    pub pre: bool,
 }
 
 /// One member of a SO_REUSEPORT group.
@@ -141,6 +150,8 @@ struct PortAgg {
     tw: BTreeMap<u64, u32>,
     tw_count: u64,
     last_owner: Option<(u32, String)>,
+    /// Sockets here found in the kernel's table at start.
+    pre: u32,
 }
 
 impl PortAgg {
@@ -179,8 +190,46 @@ pub struct Model {
     pub records: u64,
     rate_mark: (u64, u64),
     pub rate: f64,
-    /// Kernel time of the newest record (the dashboard's clock for ages).
+    /// The dashboard's clock for ages and time left (CLOCK_MONOTONIC, the
+    /// kernel's record clock): the newest record, or the frame's clock
+    /// ([`Model::set_clock`]) when later.
     pub now_ns: u64,
+    /// Sockets seeded from the kernel's table, by cookie: a record naming
+    /// the cookie moves the entry to the record's socket key.
+    pre_cookies: FastMap<u64, u64>,
+    /// Sockets dropped because the kernel's table no longer had them (no
+    /// close event exists for them).
+    pub reconciled: u64,
+}
+
+/// A socket of the kernel's table at start, to seed the model with.
+#[derive(Debug, Clone)]
+pub struct SeedSock {
+    pub proto: Proto,
+    pub netns: u32,
+    pub addr: SockAddr,
+    pub cookie: u64,
+    pub owner: Option<(u32, String)>,
+    /// `LISTEN`, `BOUND`, or `TIME_WAIT`.
+    pub state: &'static str,
+    /// Time left on a TIME_WAIT socket's timer.
+    pub tw_left_ns: Option<u64>,
+}
+
+/// The open sockets of one namespace, from a kernel snapshot taken at
+/// `taken_ns` (CLOCK_MONOTONIC, before the walk started).
+#[derive(Debug, Clone, Default)]
+pub struct KernelFiles {
+    pub netns: u32,
+    pub taken_ns: u64,
+    pub cookies: std::collections::BTreeSet<u64>,
+    /// (protocol, local port) of every open socket.
+    pub ports: std::collections::BTreeSet<(Proto, u16)>,
+}
+
+/// A socket whose close sends no event: see [`Model::silent_namespaces`].
+fn is_silent(s: &LiveSock) -> bool {
+    s.pre || s.key.proto != Some(Proto::Tcp) || s.state == "BOUND"
 }
 
 fn owner(r: &Record) -> Option<(u32, String)> {
@@ -196,7 +245,172 @@ impl Model {
         *self = Self::default();
     }
 
+    /// Advances the clock ages and time left are measured against, and
+    /// ages out what is past its lifetime.
+    pub fn set_clock(&mut self, now_ns: u64) {
+        if now_ns > self.now_ns {
+            self.now_ns = now_ns;
+            self.bound();
+        }
+    }
+
+    /// Sockets that may close without any event: UDP ones, TCP ones only
+    /// bound (the kernel changes no state when they close, __tcp_close()),
+    /// and those seeded from the table. Per namespace, for
+    /// [`Model::reconcile`].
+    pub fn silent_namespaces(&self) -> std::collections::BTreeSet<u32> {
+        self.sockets
+            .values()
+            .filter(|s| is_silent(s))
+            .map(|s| s.key.netns)
+            .collect()
+    }
+
+    /// Drops the silent sockets of `files.netns` the kernel no longer has.
+    /// Only sockets tracked before the snapshot started are judged: a
+    /// socket made during the walk may be missing from it.
+    pub fn reconcile(&mut self, files: &KernelFiles) {
+        let gone: Vec<u64> = self
+            .sockets
+            .iter()
+            .filter(|(_, s)| {
+                s.key.netns == files.netns && is_silent(s) && s.since_ns < files.taken_ns
+            })
+            .filter(|(_, s)| match (s.cookie, s.key.proto) {
+                (Some(c), _) => !files.cookies.contains(&c),
+                (None, Some(p)) => !files.ports.contains(&(p, s.key.port)),
+                (None, None) => false,
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for sock in gone {
+            self.untrack(sock);
+            self.leave_group(sock);
+            self.reconciled += 1;
+        }
+    }
+
+    /// Seeds the model with sockets that existed before the dashboard
+    /// started, marked `pre`.
+    pub fn seed(&mut self, socks: &[SeedSock]) {
+        for s in socks {
+            let key = PortKey {
+                proto: Some(s.proto),
+                port: s.addr.port,
+                netns: s.netns,
+            };
+            // Cookies count up from 1 and kernel addresses are far above
+            // them: the cookie is a key no live socket has.
+            let sock = s.cookie;
+            self.pre_cookies.insert(s.cookie, sock);
+            if let Some(left) = s.tw_left_ns {
+                // As if it entered TCP_TIMEWAIT_LEN before it expires.
+                let entered = self
+                    .now_ns
+                    .saturating_add(left)
+                    .saturating_sub(TIME_WAIT_NS);
+                self.tw_insert(sock, key, entered, None, Some(s.addr), true);
+                continue;
+            }
+            *self
+                .ports
+                .entry(key)
+                .or_default()
+                .states
+                .entry(s.state)
+                .or_default() += 1;
+            if let Some(o) = &s.owner
+                && let Some(agg) = self.ports.get_mut(&key)
+                && agg.owners.len() < 4
+                && !agg.owners.iter().any(|(p, _)| *p == o.0)
+            {
+                agg.owners.push(o.clone());
+            }
+            if let Some(agg) = self.ports.get_mut(&key) {
+                agg.pre += 1;
+            }
+            self.sock_age.push_back(sock);
+            self.sockets.insert(
+                sock,
+                LiveSock {
+                    key,
+                    state: s.state,
+                    owner: s.owner.clone(),
+                    since_ns: self.now_ns,
+                    addr: Some(s.addr),
+                    cookie: Some(s.cookie),
+                    pre: true,
+                },
+            );
+        }
+    }
+
+    /// A record naming a seeded socket's cookie: the entry moves to the
+    /// record's socket key, so the record's own changes reach it.
+    fn rekey(&mut self, r: &Record) {
+        let Some(cookie) = r.cookie else { return };
+        let Some(old) = self.pre_cookies.remove(&cookie) else {
+            return;
+        };
+        if old == r.sock {
+            return;
+        }
+        if let Some(s) = self.sockets.remove(&old) {
+            self.sock_age.push_back(r.sock);
+            self.sockets.insert(r.sock, s);
+        }
+        if let Some(t) = self.time_wait.remove(&old) {
+            self.tw_age.push_back((t.entered_ns, r.sock));
+            self.time_wait.insert(r.sock, t);
+        }
+    }
+
+    fn tw_insert(
+        &mut self,
+        sock: u64,
+        key: PortKey,
+        entered_ns: u64,
+        last_owner: Option<(u32, String)>,
+        addr: Option<SockAddr>,
+        pre: bool,
+    ) {
+        let agg = self.ports.entry(key).or_default();
+        agg.pre += u32::from(pre);
+        *agg.tw.entry(entered_ns).or_default() += 1;
+        agg.tw_count += 1;
+        if last_owner.is_some() {
+            agg.last_owner.clone_from(&last_owner);
+        }
+        self.time_wait.insert(
+            sock,
+            TimeWait {
+                key,
+                entered_ns,
+                last_owner,
+                addr,
+                pre,
+            },
+        );
+        self.tw_age.push_back((entered_ns, sock));
+    }
+
+    /// A timewait socket's timer restarted at `at_ns`.
+    fn tw_rearm(&mut self, sock: u64, at_ns: u64) {
+        let Some(t) = self.time_wait.get(&sock) else {
+            return;
+        };
+        if t.entered_ns >= at_ns {
+            return;
+        }
+        let (key, owner, addr, pre) = (t.key, t.last_owner.clone(), t.addr, t.pre);
+        self.tw_gone(sock);
+        self.tw_insert(sock, key, at_ns, owner, addr, pre);
+    }
+
     pub fn apply(&mut self, r: &Record) {
+        if !self.pre_cookies.is_empty() {
+            self.rekey(r);
+        }
         self.records += 1;
         self.now_ns = self.now_ns.max(r.ts_ns);
         self.roll(r.ts_ns);
@@ -225,6 +439,12 @@ impl Model {
                 }
             }
             RecordType::Accept => self.track(r, key, "ESTABLISHED"),
+            RecordType::State if self.time_wait.contains_key(&r.sock) => {
+                // A timewait socket re-armed with another substate
+                // (`FIN_WAIT2 -> TIME_WAIT`, tcp_timewait_state_process()):
+                // its timer restarts, TCP_TIMEWAIT_LEN from now.
+                self.tw_rearm(r.sock, r.ts_ns);
+            }
             RecordType::State => {
                 if r.new_state == Some(TcpState::CLOSE) {
                     self.untrack(r.sock);
@@ -240,22 +460,7 @@ impl Model {
                 let last = r
                     .last_pid
                     .map(|p| (p, r.last_comm.clone().unwrap_or_default()));
-                let agg = self.ports.entry(key).or_default();
-                *agg.tw.entry(r.ts_ns).or_default() += 1;
-                agg.tw_count += 1;
-                if last.is_some() {
-                    agg.last_owner.clone_from(&last);
-                }
-                self.time_wait.insert(
-                    r.sock,
-                    TimeWait {
-                        key,
-                        entered_ns: r.ts_ns,
-                        last_owner: last,
-                        addr: Some(SockAddr::of(r)),
-                    },
-                );
-                self.tw_age.push_back((r.ts_ns, r.sock));
+                self.tw_insert(r.sock, key, r.ts_ns, last, Some(SockAddr::of(r)), false);
                 if let Some(b) = self.tw_entries.back_mut() {
                     *b += 1;
                 }
@@ -349,6 +554,11 @@ impl Model {
 
     fn untrack(&mut self, sock: u64) {
         if let Some(s) = self.sockets.remove(&sock) {
+            if s.pre
+                && let Some(agg) = self.ports.get_mut(&s.key)
+            {
+                agg.pre = agg.pre.saturating_sub(1);
+            }
             self.port_dec(s.key, s.state);
         }
     }
@@ -358,6 +568,9 @@ impl Model {
             return;
         };
         if let Some(agg) = self.ports.get_mut(&t.key) {
+            if t.pre {
+                agg.pre = agg.pre.saturating_sub(1);
+            }
             if let Some(n) = agg.tw.get_mut(&t.entered_ns) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -393,8 +606,13 @@ impl Model {
                 owner: None,
                 since_ns: r.ts_ns,
                 addr: None,
+                cookie: None,
+                pre: false,
             }
         });
+        if r.cookie.is_some() {
+            entry.cookie = r.cookie;
+        }
         entry.key = key;
         if r.lport != 0 {
             entry.addr = Some(SockAddr::of(r));
@@ -512,6 +730,7 @@ impl Model {
                 time_wait: agg.tw_count,
                 tw_left_max: agg.tw.keys().next_back().map(|&e| left(e)),
                 tw_left_min: agg.tw.keys().next().map(|&e| left(e)),
+                pre: agg.pre > 0,
             })
             .collect();
         rows.sort_by(|a, b| b.total().cmp(&a.total()).then(a.key.cmp(&b.key)));
@@ -538,6 +757,7 @@ impl Model {
                         owner: s.owner.clone(),
                         time_wait: false,
                         left_ns: None,
+                        pre: s.pre,
                     },
                 )
             })
@@ -559,6 +779,7 @@ impl Model {
                         left_ns: Some(
                             TIME_WAIT_NS.saturating_sub(self.now_ns.saturating_sub(t.entered_ns)),
                         ),
+                        pre: t.pre,
                     },
                 )
             })
@@ -581,6 +802,8 @@ pub struct PortRow {
     /// Time left on the newest and the oldest TIME_WAIT socket.
     pub tw_left_max: Option<u64>,
     pub tw_left_min: Option<u64>,
+    /// Some of its sockets were found in the kernel's table at start.
+    pub pre: bool,
 }
 
 impl PortRow {

@@ -289,7 +289,7 @@ fn enter_on_a_scenario_asks_to_run_it_once() {
     other.truncate(3);
     app.update(Input::Records(other));
     assert!(
-        app.model.decisions.is_empty(),
+        app.visible_decisions().is_empty(),
         "records of other namespaces are not shown"
     );
     let q = app.update(Input::Key(KeyEvent::new(
@@ -510,4 +510,237 @@ fn the_header_says_why_auto_fell_back() {
     key(&mut app, KeyCode::Char('?'));
     let s = screen(&app, 160, 48);
     assert!(s.contains("Operation not permitted (os error 1)"), "{s}");
+}
+
+/// The screen's rows, without the quotes the test backend puts around
+/// them.
+fn rows(s: &str) -> Vec<String> {
+    s.lines()
+        .map(|l| l.trim_matches('"').trim_end().to_owned())
+        .collect()
+}
+
+#[test]
+fn header_footer_and_help_fit_80x24_paused_or_not() {
+    let mut app = app_with(fixture());
+    app.header.filters = "netns 4026532999 port 8080".into();
+    app.fallback = Some(
+        "fentry/fexit refused by this kernel (inet_csk_get_port: Operation not permitted \
+         (os error 1)); using tracepoints; the tracepoint routes are less precise for \
+         TIME_WAIT, see docs/kernel.md for what each route sees and what it misses"
+            .into(),
+    );
+    for paused in [false, true] {
+        if paused {
+            key(&mut app, KeyCode::Char('p'));
+            app.update(Input::Records(fixture()));
+        }
+        for (i, pane) in Pane::ALL.iter().enumerate() {
+            key(&mut app, KeyCode::Char(char::from(b'1' + i as u8)));
+            let s = rows(&screen(&app, 80, 24));
+            let (header, footer) = (&s[0], &s[23]);
+            assert!(footer.ends_with("q quit"), "{pane:?}: {footer}");
+            assert!(header.contains("netns"), "{header}");
+            assert_eq!(header.contains("PAUSED +"), paused, "{header}");
+        }
+        key(&mut app, KeyCode::Char('1'));
+        insta::assert_snapshot!(
+            format!("header_footer_paused_{paused}_80x24"),
+            screen(&app, 80, 24)
+        );
+        key(&mut app, KeyCode::Char('?'));
+        let s = screen(&app, 80, 24);
+        let r = rows(&s);
+        assert!(
+            r.iter().any(|l| l.starts_with('└')),
+            "the help box closes on screen: {s}"
+        );
+        assert!(s.contains("any key closes this help"), "{s}");
+        insta::assert_snapshot!(format!("help_paused_{paused}_80x24"), s);
+        key(&mut app, KeyCode::Char('x'));
+    }
+    // The filter prompt keeps what is typed on screen.
+    key(&mut app, KeyCode::Char('/'));
+    for c in "port 8080 comm a-long-process-name errno".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    let s = rows(&screen(&app, 80, 24));
+    assert!(s[23].ends_with("errno_"), "{}", s[23]);
+}
+
+#[test]
+fn ages_and_time_left_follow_the_clock_not_the_newest_record() {
+    let mut app = app_with(time_wait_fixture());
+    // The TIME_WAIT socket entered at 2 s; 19 s later, and no record since.
+    app.update(Input::Clock(21 * SEC));
+    let row = app
+        .port_rows()
+        .into_iter()
+        .find(|r| r.key.port == 8090)
+        .expect("port 8090");
+    assert_eq!(row.tw_left_max, Some(41 * SEC));
+    let s = screen(&app, 100, 30);
+    assert!(s.contains("18.0s"), "the failure at 3 s is 18 s old: {s}");
+    key(&mut app, KeyCode::Char('2'));
+    let s = screen(&app, 100, 30);
+    assert!(s.contains("41s/41s"), "{s}");
+    // A timewait socket re-armed by a substate change starts over.
+    let mut rearm = app
+        .model
+        .decisions
+        .back()
+        .cloned()
+        .expect("a decision to copy");
+    rearm.kind = crate::record::RecordType::State;
+    rearm.sock = 0x7002;
+    rearm.lport = 8090;
+    rearm.errno = None;
+    rearm.ts_ns = 21 * SEC;
+    rearm.old_state = Some(TcpState::FIN_WAIT2);
+    rearm.new_state = Some(TcpState::TIME_WAIT);
+    app.update(Input::Records(vec![rearm]));
+    let row = app
+        .port_rows()
+        .into_iter()
+        .find(|r| r.key.port == 8090)
+        .expect("port 8090");
+    assert_eq!((row.time_wait, row.tw_left_max), (1, Some(60 * SEC)));
+    assert!(
+        row.states.is_empty(),
+        "the re-arm is no live socket: {row:?}"
+    );
+}
+
+#[test]
+fn closed_bound_and_udp_sockets_leave_pane_2() {
+    use super::model::KernelFiles;
+    use crate::kernel::Proto;
+    let mut records = fixture();
+    let mut tracker = Tracker::new();
+    for e in [
+        // Bound, never listening: its close changes no TCP state.
+        bind(0x8001, 7 * SEC, 9100, 31, "tool").build(),
+        bind(0x8002, 7 * SEC, 9200, 31, "tool").udp().build(),
+    ] {
+        tracker.apply(&e, &mut records);
+    }
+    let mut app = app_with(records);
+    let ports = |app: &App| -> Vec<u16> { app.port_rows().iter().map(|r| r.key.port).collect() };
+    assert!(ports(&app).contains(&9100) && ports(&app).contains(&9200));
+    let mut files = KernelFiles {
+        netns: NS,
+        taken_ns: 8 * SEC,
+        ..KernelFiles::default()
+    };
+    files
+        .ports
+        .extend([(Proto::Tcp, 9100), (Proto::Udp, 9200), (Proto::Udp, 5353)]);
+    app.update(Input::KernelFiles(files.clone()));
+    assert!(ports(&app).contains(&9100) && ports(&app).contains(&9200));
+    // A snapshot that started before a socket was made says nothing of it.
+    files.ports.clear();
+    files.taken_ns = 4 * SEC;
+    app.update(Input::KernelFiles(files.clone()));
+    assert!(ports(&app).contains(&9100));
+    // The process exited: both are gone from the kernel, and from pane 2.
+    files.ports.extend([(Proto::Udp, 5353), (Proto::Tcp, 8080)]);
+    // (8080 has a socket only bound too: the server's second, whose
+    // listen() failed.)
+    files.taken_ns = 9 * SEC;
+    let before = app.model.reconciled;
+    app.update(Input::KernelFiles(files));
+    let left = ports(&app);
+    assert!(!left.contains(&9100) && !left.contains(&9200), "{left:?}");
+    assert!(left.contains(&5353), "still open: {left:?}");
+    assert!(
+        left.contains(&8080),
+        "a listener closes with an event: {left:?}"
+    );
+    assert_eq!(app.model.reconciled - before, 2);
+    key(&mut app, KeyCode::Char('2'));
+    let s = screen(&app, 100, 30);
+    assert!(!s.contains("9100") && !s.contains("9200"), "{s}");
+}
+
+#[test]
+fn records_that_arrive_while_paused_appear_on_resume() {
+    let mut app = app_with(Vec::new());
+    key(&mut app, KeyCode::Char('p'));
+    app.update(Input::Records(fixture()));
+    let s = screen(&app, 100, 30);
+    assert!(!s.contains("EADDRINUSE"), "the display is frozen: {s}");
+    assert!(s.contains("PAUSED +"), "{s}");
+    key(&mut app, KeyCode::Char('p'));
+    assert!(app.held.is_empty());
+    let s = screen(&app, 100, 30);
+    assert!(s.contains("EADDRINUSE"), "{s}");
+    assert_eq!(app.model.records as usize, fixture().len());
+}
+
+#[test]
+fn a_scenario_keeps_what_came_before() {
+    let mut app = app_with(fixture());
+    let before = app.model.decisions.len();
+    app.update(Input::ScenarioStarted {
+        namespaces: vec![7],
+    });
+    app.update(Input::ScenarioFinished(Box::new(ScenarioResult {
+        namespaces: vec![7],
+        ..scenario_result()
+    })));
+    assert!(app.visible_decisions().is_empty(), "the scenario's view");
+    key(&mut app, KeyCode::Char('a'));
+    assert_eq!(app.visible_decisions().len(), before);
+}
+
+#[test]
+fn pre_existing_sockets_are_marked_with_their_time_left() {
+    use super::model::{SeedSock, SockAddr};
+    use crate::kernel::Proto;
+    let mut app = app_with(Vec::new());
+    app.update(Input::Clock(100 * SEC));
+    let addr = |port| SockAddr {
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        port,
+        reuseaddr: false,
+        reuseport: false,
+        v6only: false,
+    };
+    app.update(Input::Seed(vec![
+        SeedSock {
+            proto: Proto::Tcp,
+            netns: NS,
+            addr: addr(7000),
+            cookie: 11,
+            owner: Some((300, "nginx".into())),
+            state: "LISTEN",
+            tw_left_ns: None,
+        },
+        SeedSock {
+            proto: Proto::Tcp,
+            netns: NS,
+            addr: addr(7001),
+            cookie: 12,
+            owner: None,
+            state: "TIME_WAIT",
+            tw_left_ns: Some(26 * SEC),
+        },
+    ]));
+    app.update(Input::Clock(101 * SEC));
+    key(&mut app, KeyCode::Char('2'));
+    let s = screen(&app, 100, 30);
+    assert!(s.contains("pre 300 nginx"), "{s}");
+    assert!(s.contains("25s/25s"), "{s}");
+    // The listener's close names its cookie: it leaves.
+    let mut close = crate::record::decode_state(
+        &on(
+            EventBuilder::state(TcpState::LISTEN, TcpState::CLOSE).lport(7000),
+            0xdead,
+            102 * SEC,
+        )
+        .build(),
+    );
+    close.cookie = Some(11);
+    app.update(Input::Records(vec![close]));
+    assert!(app.port_rows().iter().all(|r| r.key.port != 7000));
 }

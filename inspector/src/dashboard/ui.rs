@@ -110,36 +110,68 @@ fn render_header(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
             t.fg(Color::Cyan).add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!(" {mode}  {:.0} ev/s  ", app.model.rate)),
-        Span::styled(
-            format!("dropped {dropped}"),
-            if dropped > 0 {
-                t.failure().add_modifier(Modifier::REVERSED)
-            } else {
-                Style::default()
-            },
-        ),
-        // Kernel-side read and map failures (`inspector_common::counter`).
-        Span::raw(" "),
-        Span::styled(
-            format!("err {}", app.counters.read_errors),
-            if app.counters.read_errors > 0 {
-                t.failure().add_modifier(Modifier::REVERSED)
-            } else {
-                Style::default()
-            },
-        ),
-        Span::raw(format!("  {} failed  {}", app.model.failures, ns)),
     ];
+    // Narrow, the kernel's counters show only when not zero: the room goes
+    // to the namespaces and filters.
+    if wide || dropped > 0 || app.counters.read_errors > 0 {
+        spans.extend([
+            Span::styled(
+                format!("dropped {dropped}"),
+                if dropped > 0 {
+                    t.failure().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::default()
+                },
+            ),
+            // Kernel-side read and map failures (`inspector_common::counter`).
+            Span::raw(" "),
+            Span::styled(
+                format!("err {}", app.counters.read_errors),
+                if app.counters.read_errors > 0 {
+                    t.failure().add_modifier(Modifier::REVERSED)
+                } else {
+                    Style::default()
+                },
+            ),
+            Span::raw("  "),
+        ]);
+    }
+    spans.push(Span::raw(format!("{} failed  ", app.model.failures)));
+    if app.paused {
+        // Right after the name: never the part cut off.
+        let held = if app.shed > 0 {
+            format!("PAUSED +{} (-{} shed) ", app.held.len(), app.shed)
+        } else {
+            format!("PAUSED +{} ", app.held.len())
+        };
+        spans.insert(1, Span::styled(held, t.failure()));
+    }
+    // Namespaces and filters last, shortened to what is left of the line.
+    let mut tail = ns;
     if wide || app.header.filters != "none" {
-        spans.push(Span::raw(format!("  filter {}", app.header.filters)));
+        tail.push_str(&format!("  filter {}", app.header.filters));
     }
     if let Some(v) = &app.view {
-        spans.push(Span::raw(format!(" + {}", v.describe())));
+        tail.push_str(&format!(" + {}", v.describe()));
     }
-    if app.paused {
-        spans.push(Span::styled(" PAUSED", t.failure()));
-    }
+    let used: usize = spans.iter().map(Span::width).sum();
+    spans.push(Span::raw(fit(
+        &tail,
+        usize::from(area.width).saturating_sub(used),
+    )));
     f.render_widget(Paragraph::new(Line::from(spans)), area);
+}
+
+/// `s` cut to `width` columns, ending in `…` when cut.
+fn fit(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    if width > 0 {
+        out.push('…');
+    }
+    out
 }
 
 fn render_tabs(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
@@ -159,11 +191,14 @@ fn render_tabs(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
 
 fn render_footer(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
     let line = if let Some(text) = &app.input {
+        // The prompt's hint gives way to the text typed.
+        let hint = if area.width >= 90 {
+            " filter (port N pid N comm X netns N errno E): "
+        } else {
+            " filter: "
+        };
         Line::from(vec![
-            Span::styled(
-                " filter (port N pid N comm X netns N errno E): ",
-                t.fg(Color::Yellow),
-            ),
+            Span::styled(hint, t.fg(Color::Yellow)),
             Span::raw(format!("{text}_")),
         ])
     } else if app.detail.is_some() {
@@ -479,6 +514,7 @@ fn holder_lines(app: &App, t: &Theme, holders: &[Holder], out: &mut Vec<Line<'st
             || "?".to_owned(),
             |a| flags_str(a.reuseaddr, a.reuseport, a.v6only),
         );
+        let owner = if h.pre { format!("pre {owner}") } else { owner };
         let owner: String = owner.chars().take(20).collect();
         out.push(Line::from(format!(
             "  {:<10} {:<21} {:<20} {:<4} {:<10} {}",
@@ -710,6 +746,11 @@ fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 .map(|(p, c)| format!("{p} {c}"))
                 .collect::<Vec<_>>()
                 .join(", ")
+        };
+        let owners = if row.pre {
+            format!("pre {owners}")
+        } else {
+            owners
         };
         let port = if app.multi_ns {
             format!("{} {}", row.key.port, app.ns_name(row.key.netns))
@@ -1002,7 +1043,7 @@ fn render_help(app: &App, f: &mut Frame, area: Rect) {
         "s                     sort panes 2 and 3",
         "a                     show all namespaces again",
         "f                     only failed decisions",
-        "p                     pause intake",
+        "p                     pause the display (records are kept)",
         "c                     clear what is shown",
         "r                     reset reuseport counts",
         "q, Ctrl-C             quit",
@@ -1015,12 +1056,20 @@ fn render_help(app: &App, f: &mut Frame, area: Rect) {
         "mode: {} with {} probes",
         app.header.mode, app.header.probes
     )));
+    let w = 100.min(area.width);
     if let Some(why) = &app.fallback {
-        lines.push(Line::from(why.clone()));
+        // The kernel's message in the rows left over: the box never runs
+        // off the screen.
+        let inner = usize::from(w.saturating_sub(2)).max(1);
+        let rows = usize::from(area.height.saturating_sub(2)).saturating_sub(lines.len() + 2);
+        let text: Vec<char> = fit(why, inner * rows).chars().collect();
+        lines.extend(
+            text.chunks(inner)
+                .map(|c| Line::from(c.iter().collect::<String>())),
+        );
     }
     lines.push(Line::default());
     lines.push(Line::from("any key closes this help"));
-    let w = 100.min(area.width);
     let h = (lines.len() as u16 + 2).min(area.height);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,

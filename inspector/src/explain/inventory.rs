@@ -254,7 +254,7 @@ pub fn collect(netns_file: Option<&Path>, port: u16) -> Result<Inventory, Invent
 /// start at `INITIAL_JIFFIES` (2^32 - 300 * HZ, include/linux/jiffies.h)
 /// and count HZ per second of CLOCK_MONOTONIC: the candidate that fits
 /// `/proc/timer_list`'s `jiffies` and the monotonic clock is the one.
-fn kernel_hz() -> Option<u32> {
+pub(crate) fn kernel_hz() -> Option<u32> {
     let list = fs::read_to_string("/proc/timer_list").ok()?;
     let jiffies: u64 = list
         .lines()

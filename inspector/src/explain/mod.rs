@@ -173,6 +173,9 @@ pub struct ProbeResult {
     pub listen: Option<String>,
     /// Whether the probe agrees with the prediction.
     pub agrees: bool,
+    /// It does not, but the kernel returned the alternative the
+    /// prediction stated (unknown flags set, or another hash chain order).
+    pub agrees_with_alternative: bool,
 }
 
 /// The would-be socket, in the trace schema's field names.
@@ -354,10 +357,21 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
         let (b, l) = probe_bind(plan);
         let agrees = b == bind.result
             && (b != "ok" || sock.proto == Proto::Udp || l.as_deref() == Some(&listen.result));
+        let stated = |v: &rules::Verdict, got: &str| {
+            got == v.result
+                || v.if_unknown_flags_set.as_deref() == Some(got)
+                || v.if_chain_order_differs.as_deref() == Some(got)
+        };
+        let agrees_with_alternative = !agrees
+            && stated(&bind, &b)
+            && (b != "ok"
+                || sock.proto == Proto::Udp
+                || l.as_deref().is_some_and(|l| stated(&listen, l)));
         ProbeResult {
             bind: b,
             listen: l,
             agrees,
+            agrees_with_alternative,
         }
     });
     Explanation {
@@ -598,6 +612,8 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
                 .unwrap_or_default(),
             if p.agrees {
                 "agrees with the prediction"
+            } else if p.agrees_with_alternative {
+                "agrees with the alternative"
             } else {
                 "DIFFERS from the prediction"
             }
