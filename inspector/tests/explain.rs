@@ -677,9 +677,9 @@ fn predictions_match_the_kernel() {
             "exact flags from the kernel leave nothing to hedge"
         );
     }
-    // Bounded: under a minute for the default 2,000 cases.
-    let budget = Duration::from_millis(30 * cases as u64);
-    assert!(took < budget, "took {took:?}, more than {budget:?}");
+    // Bounded by the case count, not by a clock: speed is the benchmarks'
+    // business (these machines and the emulated guests vary severalfold).
+    eprintln!("differential test: {cases} cases in {took:.1?}");
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_inspector");
