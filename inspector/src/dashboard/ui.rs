@@ -1018,6 +1018,11 @@ fn render_help(app: &App, f: &mut Frame, area: Rect) {
     if let Some(why) = &app.fallback {
         lines.push(Line::from(why.clone()));
     }
+    let m = &app.model;
+    lines.push(Line::from(format!(
+        "forgotten: {} sockets, {} TIME_WAIT aged out, {} reuseport members",
+        m.evicted, m.tw_aged_out, m.members_evicted
+    )));
     lines.push(Line::default());
     lines.push(Line::from("any key closes this help"));
     let w = 100.min(area.width);
