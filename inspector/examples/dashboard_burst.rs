@@ -1,9 +1,9 @@
 //! Frame time and memory of the dashboard after a burst of 100,000 kernel
 //! events: `cargo run --release -p inspector --example dashboard_burst`.
 //! Feeds events through the real tracker and model, then draws frames at
-//! 160x48 into an in-memory terminal. Then the memory bound: 100,000
-//! TIME_WAIT sockets that never exit plus 1,000,000 more events through a
-//! fresh tracker and dashboard; the peak RSS must stay under 64 MiB.
+//! 160x48 into an in-memory terminal. Then the memory bound: 1,000,000
+//! events through a fresh tracker and dashboard, 100,000 TIME_WAIT sockets
+//! alive at once among them; the peak RSS (VmHWM) must stay under 64 MiB.
 
 use std::time::Instant;
 
@@ -118,6 +118,7 @@ fn main() {
         app.model.time_wait.len(),
     );
     drop(app);
+    drop(tracker);
     memory_bound(header_of());
 }
 
@@ -133,6 +134,7 @@ fn memory_bound(header: Header) {
     const TIME_WAIT: u64 = 100_000;
     const EVENTS: u64 = 1_000_000;
     let before = rss_kib();
+    let peak_before = status_kib("VmHWM:");
     let mut app = App::new(header, false);
     let mut tracker = Tracker::new();
     let mut out = Vec::new();
@@ -148,8 +150,30 @@ fn memory_bound(header: Header) {
             app.update(Input::Records(std::mem::take(&mut out)));
         }
     }
-    for i in 0..EVENTS {
-        tracker.apply(&event(TIME_WAIT + i), &mut out);
+    // The rest of the events: the mix of `event`, but its timewait
+    // entries alternate with exits of the oldest timewait socket, so that
+    // exactly TIME_WAIT of them stay alive throughout.
+    let mut most = 0;
+    for i in TIME_WAIT..EVENTS {
+        let k = i / 5;
+        let e = if i % 5 == 2 {
+            let (kind, sock) = if k.is_multiple_of(2) {
+                (kind::TW_ARM, 0xeeee_0000_0000 + k / 2)
+            } else if k / 2 < TIME_WAIT {
+                (kind::TW_EXPIRE, 0xcccc_0000_0000 + k / 2)
+            } else {
+                (kind::TW_EXPIRE, 0xeeee_0000_0000 + k / 2 - TIME_WAIT)
+            };
+            EventBuilder::time_wait(kind, TcpState::TIME_WAIT)
+                .sock(sock)
+                .at(1_000_000_000 + i * 1_000)
+                .ports(8000 + (i % 500) as u16, 30000 + (i % 20000) as u16)
+                .build()
+        } else {
+            event(i)
+        };
+        tracker.apply(&e, &mut out);
+        most = most.max(tracker.time_wait_count());
         if out.len() >= 1024 {
             app.update(Input::Records(std::mem::take(&mut out)));
         }
@@ -157,13 +181,16 @@ fn memory_bound(header: Header) {
     app.update(Input::Records(out));
     let s = tracker.stats();
     println!(
-        "memory: {TIME_WAIT} TIME_WAIT + {EVENTS} events in {:.1} s: RSS {} KiB -> {} KiB, \
-         peak {} KiB; tracker: {} timewait, {} evicted; dashboard: {} sockets, {} TIME_WAIT, \
-         {} evicted",
+        "memory: {EVENTS} events holding {TIME_WAIT} TIME_WAIT in {:.1} s: RSS {} KiB -> {} KiB, \
+         peak (VmHWM) {} KiB -> {} KiB (bound {} KiB); tracker: {} timewait (at most {most}), \
+         {} evicted; \
+         dashboard: {} sockets, {} TIME_WAIT, {} evicted",
         start.elapsed().as_secs_f64(),
         before,
         rss_kib(),
+        peak_before,
         status_kib("VmHWM:"),
+        64 * 1024,
         tracker.time_wait_count(),
         s.tw_evicted + s.connections_evicted + s.owners_evicted,
         app.model.sockets.len(),

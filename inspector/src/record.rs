@@ -2,12 +2,19 @@
 //! to print or serialise. Its JSON form is the versioned schema documented in
 //! docs/trace-schema.md; field names there are stable.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+};
 
 use inspector_common::{AF_INET6, Event, flag};
 use serde::{Serialize, Serializer};
 
-use crate::kernel::{Errno, Family, Phase, Proto, TcpState};
+use crate::{
+    fasthash::KeyedState,
+    kernel::{Errno, Family, Phase, Proto, TcpState},
+};
 
 /// Version of the JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -97,6 +104,31 @@ pub struct Owner {
     pub uid: u32,
     /// Its cgroup v2 id when seen (0: unknown).
     pub cgroup: u64,
+}
+
+/// Process names shared by every entry that names them: state kept per
+/// socket holds an `Arc<str>` (16 bytes, no allocation of its own) instead
+/// of a `String` each. Bounded: past [`Names::MAX`] distinct names the set
+/// starts over (names still held elsewhere stay valid, only unshared).
+#[derive(Debug, Default)]
+pub struct Names(HashSet<Arc<str>, KeyedState>);
+
+impl Names {
+    /// Distinct names kept for sharing.
+    pub const MAX: usize = 4096;
+
+    /// The shared copy of `name`.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(n) = self.0.get(name) {
+            return Arc::clone(n);
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let n: Arc<str> = Arc::from(name);
+        self.0.insert(Arc::clone(&n));
+        n
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -209,12 +241,14 @@ impl Record {
         }
     }
 
-    pub fn set_owner(&mut self, owner: &Owner, source: OwnerSource) {
-        self.pid = Some(owner.pid);
-        self.comm = Some(owner.comm.clone());
+    /// Names `pid`/`comm` as the owner; its cgroup id stands in when the
+    /// event carried none.
+    pub fn set_owner(&mut self, pid: u32, comm: &str, cgroup: u64, source: OwnerSource) {
+        self.pid = Some(pid);
+        self.comm = Some(comm.to_owned());
         self.owner = source;
-        if self.cgroup_id.is_none() && owner.cgroup != 0 {
-            self.cgroup_id = Some(owner.cgroup);
+        if self.cgroup_id.is_none() && cgroup != 0 {
+            self.cgroup_id = Some(cgroup);
         }
     }
 

@@ -18,7 +18,7 @@
 //! listeners stay as long as their socket is open. Every eviction is
 //! counted in [`TrackerStats`].
 
-use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize};
+use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, sync::Arc};
 
 use lru::LruCache;
 
@@ -27,7 +27,9 @@ use inspector_common::{Event, flag, kind};
 use crate::{
     fasthash::{FastMap, KeyedState},
     kernel::TcpState,
-    record::{ExitReason, Owner, OwnerSource, Record, RecordType, comm, decode_bind, decode_state},
+    record::{
+        ExitReason, Names, Owner, OwnerSource, Record, RecordType, addr, decode_bind, decode_state,
+    },
 };
 
 /// How long a detached timewait timer waits for its "expire" or "re-arm"
@@ -41,8 +43,9 @@ const MAX_REMEMBERED: NonZeroUsize = NonZeroUsize::new(131_072).expect("nonzero"
 
 /// Bound on timewait sockets followed at once (the kernel's own default
 /// `tcp_max_tw_buckets` on a small host is of this order); past it the
-/// oldest go first.
-pub const MAX_TIME_WAIT: usize = 131_072;
+/// oldest go first. 7/8 of 2^17: the most a hash table of 2^17 buckets
+/// holds before it doubles (hashbrown's load factor).
+pub const MAX_TIME_WAIT: usize = 114_688;
 
 /// How long after its last arm a timewait socket is forgotten when no
 /// exit event came (lost to a full ring buffer): `TCP_TIMEWAIT_LEN` (60 s,
@@ -86,12 +89,39 @@ impl Tuple {
             rport: r.rport,
         }
     }
+
+    fn of_event(ev: &Event) -> Self {
+        Self {
+            netns: ev.netns,
+            laddr: addr(ev.family, &ev.laddr),
+            lport: ev.lport,
+            raddr: addr(ev.family, &ev.raddr),
+            rport: ev.rport,
+        }
+    }
 }
 
+/// An owner as the tracker keeps it, per socket and per connection: the
+/// name is shared between all entries that carry it ([`Names`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Held {
+    pid: u32,
+    uid: u32,
+    cgroup: u64,
+    comm: Arc<str>,
+}
+
+impl Held {
+    fn name(&self, r: &mut Record, source: OwnerSource) {
+        r.set_owner(self.pid, &self.comm, self.cgroup, source);
+    }
+}
+
+/// A timewait socket as followed: the fields of the event that met it that
+/// its records carry, and its last owner. Records are built from it only
+/// when one is emitted; up to [`MAX_TIME_WAIT`] of these are alive at once.
 #[derive(Debug)]
 struct Tw {
-    /// `tw_substate`: TIME_WAIT, or FIN_WAIT2 while the peer's FIN is due.
-    substate: TcpState,
     /// When the timewait socket took over, if tracing saw that.
     entered_ns: Option<u64>,
     /// Its last timer arm (or the detach, for one met only then): it ages
@@ -99,7 +129,92 @@ struct Tw {
     armed_ns: u64,
     /// A detach waiting for its follow-up.
     cancel: Option<Cancel>,
-    record: Record,
+    cookie: u64,
+    ino: u64,
+    /// cgroup v2 id: the connection's last owner's, else the event's (0:
+    /// none).
+    cgroup: u64,
+    /// The connection's last owner; `last_pid` is meaningful only with it.
+    last_comm: Option<Arc<str>>,
+    laddr: [u8; 16],
+    raddr: [u8; 16],
+    uid: Option<u32>,
+    netns: u32,
+    tid: u32,
+    bound_dev_if: i32,
+    last_pid: u32,
+    lport: u16,
+    rport: u16,
+    family: u8,
+    proto: u8,
+    flags: u8,
+    /// `tw_substate`: TIME_WAIT, or FIN_WAIT2 while the peer's FIN is due.
+    substate: TcpState,
+}
+
+impl Tw {
+    fn of(ev: &Event, substate: TcpState) -> Self {
+        Self {
+            entered_ns: None,
+            armed_ns: ev.ts_ns,
+            cancel: None,
+            cookie: ev.cookie,
+            ino: ev.ino,
+            cgroup: ev.cgroup,
+            last_comm: None,
+            laddr: ev.laddr,
+            raddr: ev.raddr,
+            uid: (ev.uid != u32::MAX).then_some(ev.uid),
+            netns: ev.netns,
+            tid: ev.tid,
+            bound_dev_if: ev.bound_dev_if,
+            last_pid: 0,
+            lport: ev.lport,
+            rport: ev.rport,
+            family: ev.family,
+            proto: ev.proto,
+            flags: ev.flags,
+            substate,
+        }
+    }
+
+    fn tuple(&self) -> Tuple {
+        Tuple {
+            netns: self.netns,
+            laddr: addr(self.family, &self.laddr),
+            lport: self.lport,
+            raddr: addr(self.family, &self.raddr),
+            rport: self.rport,
+        }
+    }
+
+    /// Its record of `kind` at `ts_ns`: what decoding the event that met
+    /// it gave, with its last owner.
+    fn record(&self, sock: u64, kind: RecordType, ts_ns: u64) -> Record {
+        let mut ev = Event::zeroed();
+        ev.ts_ns = ts_ns;
+        ev.sock = sock;
+        ev.cookie = self.cookie;
+        ev.ino = self.ino;
+        ev.cgroup = self.cgroup;
+        ev.family = self.family;
+        ev.proto = self.proto;
+        ev.flags = self.flags;
+        ev.tid = self.tid;
+        ev.netns = self.netns;
+        ev.bound_dev_if = self.bound_dev_if;
+        ev.lport = self.lport;
+        ev.rport = self.rport;
+        ev.laddr = self.laddr;
+        ev.raddr = self.raddr;
+        let mut r = Record::from_event(&ev, kind);
+        r.uid = self.uid;
+        if let Some(comm) = &self.last_comm {
+            r.last_pid = Some(self.last_pid);
+            r.last_comm = Some(comm.to_string());
+        }
+        r
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,18 +242,20 @@ impl Cancel {
 #[derive(Debug)]
 struct Listener {
     sock: u64,
-    owner: Owner,
+    owner: Held,
 }
 
 #[derive(Debug)]
 pub struct Tracker {
     /// Socket id -> owner, from events that named the owner.
-    owners: LruCache<u64, Owner, KeyedState>,
+    owners: LruCache<u64, Held, KeyedState>,
     /// Listening sockets by (netns, port), several with SO_REUSEPORT; the
     /// newest is listed last. A listener leaves only when it closes.
     listeners: FastMap<(u32, u16), Vec<Listener>>,
     /// Last owner of each connection, by 4-tuple.
-    connections: LruCache<Tuple, Owner, KeyedState>,
+    connections: LruCache<Tuple, Held, KeyedState>,
+    /// The process names the owners above share.
+    names: Names,
     /// Timewait sockets by kernel address.
     tw: FastMap<u64, Tw>,
     /// (arm time, socket) in arrival order, oldest first, for aging out and
@@ -163,6 +280,7 @@ impl Default for Tracker {
             owners: LruCache::with_hasher(MAX_REMEMBERED, keyed.clone()),
             listeners: FastMap::with_hasher(keyed.clone()),
             connections: LruCache::with_hasher(MAX_REMEMBERED, keyed.clone()),
+            names: Names::default(),
             tw: FastMap::with_hasher(keyed.clone()),
             tw_age: VecDeque::new(),
             detached: FastMap::with_hasher(keyed.clone()),
@@ -189,8 +307,13 @@ impl Tracker {
 
     /// The last owner the probes saw for the connection `tuple`: who held a
     /// timewait socket's connection before it closed.
-    pub fn connection_owner(&self, tuple: &Tuple) -> Option<&Owner> {
-        self.connections.peek(tuple)
+    pub fn connection_owner(&self, tuple: &Tuple) -> Option<Owner> {
+        self.connections.peek(tuple).map(|o| Owner {
+            pid: o.pid,
+            comm: o.comm.to_string(),
+            uid: o.uid,
+            cgroup: o.cgroup,
+        })
     }
 
     /// Applies one kernel event, appending the records it produces to `out`.
@@ -209,7 +332,7 @@ impl Tracker {
             kind::TW_EXPIRE => {
                 if let Some(mut tw) = self.remove_tw(ev.sock) {
                     tw.substate = TcpState::from(ev.new_state);
-                    out.push(exit_record(tw, ev.ts_ns, ExitReason::Expired));
+                    out.push(exit_record(ev.sock, &tw, ev.ts_ns, ExitReason::Expired));
                 }
             }
             _ => {}
@@ -252,8 +375,26 @@ impl Tracker {
                 && let Some(c) = tw.cancel
             {
                 tw.substate = c.substate;
-                out.push(exit_record(tw, c.at_ns, c.reason()));
+                out.push(exit_record(key, &tw, c.at_ns, c.reason()));
             }
+        }
+        self.trim();
+    }
+
+    /// Gives back the memory of a burst once it is over: a hash table keeps
+    /// its largest size otherwise. Only when far below it, so that steady
+    /// traffic never reallocates.
+    fn trim(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut FastMap<K, V>) {
+            if m.capacity() > 4096 && m.len() < m.capacity() / 8 {
+                m.shrink_to(m.len() * 2);
+            }
+        }
+        shrink(&mut self.tw);
+        shrink(&mut self.detached);
+        shrink(&mut self.listeners);
+        if self.tw_age.capacity() > 4096 && self.tw_age.len() < self.tw_age.capacity() / 8 {
+            self.tw_age.shrink_to(self.tw_age.len() * 2);
         }
     }
 
@@ -287,7 +428,7 @@ impl Tracker {
     /// Forgets a timewait socket, and its detach if one is pending.
     fn remove_tw(&mut self, sock: u64) -> Option<Tw> {
         let tw = self.tw.remove(&sock)?;
-        let tuple = Tuple::of(&tw.record);
+        let tuple = tw.tuple();
         if self.detached.get(&tuple) == Some(&sock) {
             self.detached.remove(&tuple);
         }
@@ -296,31 +437,31 @@ impl Tracker {
 
     /// The event's owner, remembered for its socket. Most events repeat
     /// what is already known: those allocate nothing here.
-    fn remember(&mut self, ev: &Event) -> &Owner {
-        let same = |o: &Owner| {
-            let end = ev
-                .comm
-                .iter()
-                .position(|&b| b == 0)
-                .unwrap_or(ev.comm.len());
-            o.pid == ev.pid
-                && o.uid == ev.uid
-                && o.cgroup == ev.cgroup
-                && o.comm.as_bytes() == &ev.comm[..end]
+    fn remember(&mut self, ev: &Event) -> Held {
+        let end = ev
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(ev.comm.len());
+        let name = String::from_utf8_lossy(&ev.comm[..end]);
+        let same = |o: &Held| {
+            o.pid == ev.pid && o.uid == ev.uid && o.cgroup == ev.cgroup && *o.comm == *name
         };
-        let fresh = || Owner {
-            pid: ev.pid,
-            comm: comm(&ev.comm),
-            uid: ev.uid,
-            cgroup: ev.cgroup,
-        };
+        if let Some(o) = self.owners.get(&ev.sock)
+            && same(o)
+        {
+            return o.clone();
+        }
         if !self.owners.contains(&ev.sock) && self.owners.len() >= self.owners.cap().get() {
             self.stats.owners_evicted += 1;
         }
-        let o = self.owners.get_or_insert_mut(ev.sock, fresh);
-        if !same(o) {
-            *o = fresh();
-        }
+        let o = Held {
+            pid: ev.pid,
+            uid: ev.uid,
+            cgroup: ev.cgroup,
+            comm: self.names.get(&name),
+        };
+        self.owners.put(ev.sock, o.clone());
         o
     }
 
@@ -337,11 +478,11 @@ impl Tracker {
         {
             return;
         }
-        let owner = Owner {
+        let owner = Held {
             pid,
-            comm: r.comm.clone().unwrap_or_default(),
             uid,
             cgroup,
+            comm: self.names.get(r.comm.as_deref().unwrap_or_default()),
         };
         if let Some((old, _)) = self.connections.push(tuple, owner)
             && old != tuple
@@ -361,8 +502,7 @@ impl Tracker {
         } else {
             decode_bind(ev, kind)
         };
-        let owner = self.remember(ev);
-        r.set_owner(owner, OwnerSource::Syscall);
+        self.remember(ev).name(&mut r, OwnerSource::Syscall);
         if kind == RecordType::Connect && (ev.errno == 0 || ev.errno == libc::EINPROGRESS) {
             self.remember_connection(Tuple::of(&r), &r, ev.uid);
         }
@@ -376,11 +516,11 @@ impl Tracker {
         let (old, new) = (TcpState::from(ev.old_state), TcpState::from(ev.new_state));
         if new == TcpState::LISTEN {
             if let Some(pid) = r.pid {
-                let owner = Owner {
+                let owner = Held {
                     pid,
-                    comm: r.comm.clone().unwrap_or_default(),
                     uid: ev.uid,
                     cgroup: r.cgroup_id.unwrap_or(0),
+                    comm: self.names.get(r.comm.as_deref().unwrap_or_default()),
                 };
                 let list = self.listeners.entry((ev.netns, ev.lport)).or_default();
                 list.retain(|l| l.sock != ev.sock);
@@ -410,7 +550,7 @@ impl Tracker {
             && let Some(c) = tw.cancel
         {
             tw.substate = c.substate;
-            out.push(exit_record(tw, c.at_ns, ExitReason::Reused));
+            out.push(exit_record(sock, &tw, c.at_ns, ExitReason::Reused));
         }
         out.push(r);
     }
@@ -433,16 +573,16 @@ impl Tracker {
             } else {
                 OwnerSource::Remembered
             };
-            r.set_owner(self.remember(ev), source);
+            self.remember(ev).name(r, source);
         } else if let Some(owner) = self.owners.get(&ev.sock) {
-            r.set_owner(owner, OwnerSource::Remembered);
+            owner.name(r, OwnerSource::Remembered);
         } else if let Some(l) = self
             .listeners
             .get(&(ev.netns, ev.lport))
             .and_then(|list| list.last())
             && ev.kind == kind::STATE
         {
-            r.set_owner(&l.owner, OwnerSource::Listener);
+            l.owner.name(r, OwnerSource::Listener);
         }
     }
 
@@ -452,11 +592,8 @@ impl Tracker {
         // The kernel reuses a freed timewait socket's memory: the same
         // address with another connection is a new socket, and the old one
         // is gone (its exit may still wait for its grace period).
-        let fresh = Record::from_event(ev, RecordType::TwEnter);
-        if self
-            .tw
-            .get(&ev.sock)
-            .is_some_and(|tw| Tuple::of(&tw.record) != Tuple::of(&fresh))
+        let tuple = Tuple::of_event(ev);
+        if self.tw.get(&ev.sock).is_some_and(|tw| tw.tuple() != tuple)
             && let Some(mut old) = self.remove_tw(ev.sock)
         {
             let (at, reason) = match old.cancel {
@@ -466,21 +603,18 @@ impl Tracker {
                 }
                 None => (ev.ts_ns, ExitReason::Killed),
             };
-            out.push(exit_record(old, at, reason));
+            out.push(exit_record(ev.sock, &old, at, reason));
         }
+        let substate = TcpState::from(ev.new_state);
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             // Re-armed: the detach before it was not an exit.
             tw.cancel = None;
             tw.armed_ns = ev.ts_ns;
-            let tuple = Tuple::of(&tw.record);
             if self.detached.get(&tuple) == Some(&ev.sock) {
                 self.detached.remove(&tuple);
             }
-            let substate = TcpState::from(ev.new_state);
             if tw.substate != substate {
-                let mut r = tw.record.clone();
-                r.kind = RecordType::State;
-                r.ts_ns = ev.ts_ns;
+                let mut r = tw.record(ev.sock, RecordType::State, ev.ts_ns);
                 r.old_state = Some(tw.substate);
                 r.new_state = Some(substate);
                 tw.substate = substate;
@@ -489,24 +623,19 @@ impl Tracker {
             self.note_armed(ev.sock, ev.ts_ns);
             return;
         }
-        let mut r = fresh;
-        r.new_state = Some(TcpState::from(ev.new_state));
-        if let Some(last) = self.connections.get(&Tuple::of(&r)) {
-            r.last_pid = Some(last.pid);
-            r.last_comm = Some(last.comm.clone());
-            r.uid = Some(last.uid);
+        let mut tw = Tw::of(ev, substate);
+        tw.entered_ns = Some(ev.ts_ns);
+        if let Some(last) = self.connections.get(&tuple) {
+            tw.last_pid = last.pid;
+            tw.last_comm = Some(Arc::clone(&last.comm));
+            tw.uid = Some(last.uid);
             // A timewait socket has no `sk_cgrp_data`: the connection's
             // last owner's cgroup stands in (docs/trace-schema.md).
-            r.cgroup_id = (last.cgroup != 0).then_some(last.cgroup);
+            tw.cgroup = last.cgroup;
         }
-        out.push(r.clone());
-        let tw = Tw {
-            substate: TcpState::from(ev.new_state),
-            entered_ns: Some(ev.ts_ns),
-            armed_ns: ev.ts_ns,
-            cancel: None,
-            record: r,
-        };
+        let mut r = tw.record(ev.sock, RecordType::TwEnter, ev.ts_ns);
+        r.new_state = Some(substate);
+        out.push(r);
         self.insert_tw(ev.sock, tw);
     }
 
@@ -518,33 +647,23 @@ impl Tracker {
         };
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             tw.cancel = Some(cancel);
-            self.detached.insert(Tuple::of(&tw.record), ev.sock);
+            self.detached.insert(tw.tuple(), ev.sock);
             return;
         }
         // A timewait socket created before tracing started: its exit is
         // still worth reporting, without a duration.
-        let mut r = Record::from_event(ev, RecordType::TwEnter);
-        r.new_state = Some(cancel.substate);
-        let tw = Tw {
-            substate: cancel.substate,
-            entered_ns: None,
-            armed_ns: ev.ts_ns,
-            cancel: Some(cancel),
-            record: r,
-        };
-        self.detached.insert(Tuple::of(&tw.record), ev.sock);
+        let mut tw = Tw::of(ev, cancel.substate);
+        tw.cancel = Some(cancel);
+        self.detached.insert(tw.tuple(), ev.sock);
         self.insert_tw(ev.sock, tw);
     }
 }
 
-/// The tw_exit record for a timewait socket; `old_state` is its substate
-/// when it went.
-fn exit_record(tw: Tw, at_ns: u64, reason: ExitReason) -> Record {
-    let mut r = tw.record;
-    r.kind = RecordType::TwExit;
+/// The tw_exit record for timewait socket `sock`; `old_state` is its
+/// substate when it went.
+fn exit_record(sock: u64, tw: &Tw, at_ns: u64, reason: ExitReason) -> Record {
+    let mut r = tw.record(sock, RecordType::TwExit, at_ns);
     r.old_state = Some(tw.substate);
-    r.new_state = None;
-    r.ts_ns = at_ns;
     r.reason = Some(reason);
     r.duration_ns = tw.entered_ns.map(|t| at_ns.saturating_sub(t));
     r

@@ -4,17 +4,21 @@
 //! [`MAX_SOCKETS`] the oldest sockets (never a live listener) and TIME_WAIT
 //! entries go, one at a time and counted in [`Model::evicted`]; a TIME_WAIT
 //! entry whose exit never came ages out (counted in [`Model::tw_aged_out`]);
-//! a closed socket leaves its SO_REUSEPORT group.
+//! a closed socket leaves its SO_REUSEPORT group, a member with no delivery
+//! for [`MEMBER_IDLE_NS`] too (UDP sockets close without a state event),
+//! and groups and members past [`MAX_GROUPS`] and [`MAX_MEMBERS`] go, the
+//! longest idle first (counted in [`Model::members_evicted`]).
 
 use std::{
     collections::{BTreeMap, VecDeque},
     net::IpAddr,
+    sync::Arc,
 };
 
 use crate::{
     fasthash::FastMap,
     kernel::{Phase, Proto, TcpState},
-    record::{Record, RecordType},
+    record::{Names, Record, RecordType},
     tracker::TW_LIFETIME_NS,
 };
 
@@ -27,6 +31,18 @@ pub const HISTORY_SECS: usize = 60;
 pub const MAX_SOCKETS: usize = 100_000;
 /// TCP_TIMEWAIT_LEN: how long a timewait socket lives.
 pub const TIME_WAIT_NS: u64 = 60_000_000_000;
+/// SO_REUSEPORT groups shown at most; past it the longest idle goes.
+pub const MAX_GROUPS: usize = 1024;
+/// Members of one group kept at most; past it the longest idle goes.
+pub const MAX_MEMBERS: usize = 256;
+/// A member with no delivery for this long is forgotten: a UDP socket
+/// leaves its group (`reuseport_detach_sock()` on close) without any event
+/// the probes see.
+pub const MEMBER_IDLE_NS: u64 = 600_000_000_000;
+
+/// A process as the per-socket tables keep it: the name is shared
+/// ([`Names`]).
+pub type SharedOwner = (u32, Arc<str>);
 
 /// A port as the kernel's tables key it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,7 +56,7 @@ pub struct PortKey {
 pub struct LiveSock {
     pub key: PortKey,
     pub state: &'static str,
-    pub owner: Option<(u32, String)>,
+    pub owner: Option<SharedOwner>,
     pub since_ns: u64,
     /// Local address and options, for the detail view's holders table.
     pub addr: Option<SockAddr>,
@@ -92,7 +108,7 @@ pub struct Holder {
 pub struct TimeWait {
     pub key: PortKey,
     pub entered_ns: u64,
-    pub last_owner: Option<(u32, String)>,
+    pub last_owner: Option<SharedOwner>,
     /// Its 4-tuple's local side and the flags copied from the closed socket.
     pub addr: Option<SockAddr>,
     /// Found in the kernel's table at start, not seen entering.
@@ -115,6 +131,11 @@ pub struct Member {
 }
 
 impl Member {
+    /// The kernel second of its last delivery.
+    fn last_sec(&self) -> u64 {
+        self.per_sec.back().map_or(0, |&(s, _)| s)
+    }
+
     fn count_second(&mut self, ts_ns: u64) {
         let sec = ts_ns / 1_000_000_000;
         match self.per_sec.back_mut() {
@@ -181,6 +202,11 @@ pub struct Model {
     /// TIME_WAIT entries forgotten [`TW_LIFETIME_NS`] after entry with no
     /// exit seen (the exit event was lost).
     pub tw_aged_out: u64,
+    /// SO_REUSEPORT members forgotten: idle for [`MEMBER_IDLE_NS`], or
+    /// past [`MAX_MEMBERS`] or [`MAX_GROUPS`].
+    pub members_evicted: u64,
+    /// Process names shared by the socket tables.
+    names: Names,
     /// TIME_WAIT entries and exits per second, newest last.
     pub tw_entries: VecDeque<u64>,
     pub tw_exits: VecDeque<u64>,
@@ -234,6 +260,10 @@ fn is_silent(s: &LiveSock) -> bool {
 
 fn owner(r: &Record) -> Option<(u32, String)> {
     r.pid.map(|p| (p, r.comm.clone().unwrap_or_default()))
+}
+
+fn unshared(o: &SharedOwner) -> (u32, String) {
+    (o.0, o.1.to_string())
 }
 
 impl Model {
@@ -335,7 +365,7 @@ impl Model {
                 LiveSock {
                     key,
                     state: s.state,
-                    owner: s.owner.clone(),
+                    owner: s.owner.as_ref().map(|(p, c)| (*p, self.names.get(c))),
                     since_ns: self.now_ns,
                     addr: Some(s.addr),
                     cookie: Some(s.cookie),
@@ -370,7 +400,7 @@ impl Model {
         sock: u64,
         key: PortKey,
         entered_ns: u64,
-        last_owner: Option<(u32, String)>,
+        last_owner: Option<SharedOwner>,
         addr: Option<SockAddr>,
         pre: bool,
     ) {
@@ -378,8 +408,13 @@ impl Model {
         agg.pre += u32::from(pre);
         *agg.tw.entry(entered_ns).or_default() += 1;
         agg.tw_count += 1;
-        if last_owner.is_some() {
-            agg.last_owner.clone_from(&last_owner);
+        if let Some(o) = &last_owner
+            && agg
+                .last_owner
+                .as_ref()
+                .is_none_or(|l| l.0 != o.0 || *l.1 != *o.1)
+        {
+            agg.last_owner = Some(unshared(o));
         }
         self.time_wait.insert(
             sock,
@@ -457,9 +492,10 @@ impl Model {
             RecordType::TwEnter => {
                 self.untrack(r.sock);
                 self.tw_gone(r.sock);
-                let last = r
-                    .last_pid
-                    .map(|p| (p, r.last_comm.clone().unwrap_or_default()));
+                let last = r.last_pid.map(|p| {
+                    let name = r.last_comm.as_deref().unwrap_or_default();
+                    (p, self.names.get(name))
+                });
                 self.tw_insert(r.sock, key, r.ts_ns, last, Some(SockAddr::of(r)), false);
                 if let Some(b) = self.tw_entries.back_mut() {
                     *b += 1;
@@ -523,6 +559,51 @@ impl Model {
         if self.sock_age.len() > 2 * self.sockets.len() + 1024 {
             let sockets = &self.sockets;
             self.sock_age.retain(|s| sockets.contains_key(s));
+        }
+        self.trim();
+    }
+
+    /// Gives back the memory of a burst once it is over: hash tables and
+    /// queues keep their largest size otherwise. Only when far below it,
+    /// so that steady traffic never reallocates.
+    fn trim(&mut self) {
+        fn shrink<K: std::hash::Hash + Eq, V>(m: &mut FastMap<K, V>) {
+            if m.capacity() > 4096 && m.len() < m.capacity() / 8 {
+                m.shrink_to(m.len() * 2);
+            }
+        }
+        fn shrink_queue<T>(q: &mut VecDeque<T>) {
+            if q.capacity() > 4096 && q.len() < q.capacity() / 8 {
+                q.shrink_to(q.len() * 2);
+            }
+        }
+        shrink(&mut self.sockets);
+        shrink(&mut self.time_wait);
+        shrink(&mut self.ports);
+        shrink(&mut self.member_of);
+        shrink_queue(&mut self.sock_age);
+        shrink_queue(&mut self.tw_age);
+    }
+
+    /// Forgets reuseport members idle for [`MEMBER_IDLE_NS`], and groups
+    /// left empty.
+    fn age_members(&mut self) {
+        let now = self.now_ns / 1_000_000_000;
+        let idle = MEMBER_IDLE_NS / 1_000_000_000;
+        let mut gone = Vec::new();
+        self.groups.retain(|_, members| {
+            members.retain(|m| {
+                let keep = now.saturating_sub(m.last_sec()) < idle;
+                if !keep {
+                    gone.push(m.sock);
+                }
+                keep
+            });
+            !members.is_empty()
+        });
+        self.members_evicted += gone.len() as u64;
+        for sock in gone {
+            self.member_of.remove(&sock);
         }
     }
 
@@ -621,13 +702,20 @@ impl Model {
             entry.state = state;
             entry.since_ns = r.ts_ns;
         }
-        if let Some(o) = owner(r) {
-            entry.owner = Some(o.clone());
+        if let Some(pid) = r.pid {
+            let name = r.comm.as_deref().unwrap_or_default();
+            if entry
+                .owner
+                .as_ref()
+                .is_none_or(|(p, n)| *p != pid || **n != *name)
+            {
+                entry.owner = Some((pid, self.names.get(name)));
+            }
             if let Some(agg) = self.ports.get_mut(&key)
                 && agg.owners.len() < 4
-                && !agg.owners.iter().any(|(p, _)| *p == o.0)
+                && !agg.owners.iter().any(|(p, _)| *p == pid)
             {
-                agg.owners.push(o);
+                agg.owners.push((pid, name.to_owned()));
             }
         }
     }
@@ -639,8 +727,19 @@ impl Model {
             port: r.lport,
             netns: r.netns,
         };
+        if !self.groups.contains_key(&key) && self.groups.len() >= MAX_GROUPS {
+            self.evict_idlest_group();
+        }
         self.member_of.insert(r.sock, key.clone());
         let members = self.groups.entry(key).or_default();
+        if members.len() >= MAX_MEMBERS
+            && !members.iter().any(|m| m.sock == r.sock)
+            && let Some(i) = (0..members.len()).min_by_key(|&i| members[i].last_sec())
+        {
+            let m = members.remove(i);
+            self.member_of.remove(&m.sock);
+            self.members_evicted += 1;
+        }
         match members.iter_mut().find(|m| m.sock == r.sock) {
             Some(m) => {
                 m.deliveries += 1;
@@ -668,6 +767,22 @@ impl Model {
         }
     }
 
+    /// Forgets the group whose last delivery is the oldest, with its
+    /// members.
+    fn evict_idlest_group(&mut self) {
+        let idlest = self
+            .groups
+            .iter()
+            .min_by_key(|(_, ms)| ms.iter().map(Member::last_sec).max().unwrap_or(0))
+            .map(|(k, _)| k.clone());
+        if let Some(members) = idlest.and_then(|k| self.groups.remove(&k)) {
+            self.members_evicted += members.len() as u64;
+            for m in members {
+                self.member_of.remove(&m.sock);
+            }
+        }
+    }
+
     /// Advances the per-second buckets to the second of `ts_ns`.
     fn roll(&mut self, ts_ns: u64) {
         let sec = ts_ns / 1_000_000_000;
@@ -678,6 +793,10 @@ impl Model {
             return;
         }
         let steps = sec.saturating_sub(self.bucket_sec).min(HISTORY_SECS as u64);
+        if steps > 0 {
+            // Once per kernel second: cheap next to a scan per record.
+            self.age_members();
+        }
         for _ in 0..steps {
             self.tw_entries.push_back(0);
             self.tw_exits.push_back(0);
@@ -754,7 +873,7 @@ impl Model {
                         state: s.state,
                         addr: s.addr,
                         netns: s.key.netns,
-                        owner: s.owner.clone(),
+                        owner: s.owner.as_ref().map(unshared),
                         time_wait: false,
                         left_ns: None,
                         pre: s.pre,
@@ -774,7 +893,7 @@ impl Model {
                         state: "TIME_WAIT",
                         addr: t.addr,
                         netns: t.key.netns,
-                        owner: t.last_owner.clone(),
+                        owner: t.last_owner.as_ref().map(unshared),
                         time_wait: true,
                         left_ns: Some(
                             TIME_WAIT_NS.saturating_sub(self.now_ns.saturating_sub(t.entered_ns)),

@@ -1056,6 +1056,11 @@ fn render_help(app: &App, f: &mut Frame, area: Rect) {
         "mode: {} with {} probes",
         app.header.mode, app.header.probes
     )));
+    let m = &app.model;
+    lines.push(Line::from(format!(
+        "forgotten: {} sockets, {} TIME_WAIT aged out, {} reuseport members",
+        m.evicted, m.tw_aged_out, m.members_evicted
+    )));
     let w = 100.min(area.width);
     if let Some(why) = &app.fallback {
         // The kernel's message in the rows left over: the box never runs
