@@ -330,6 +330,17 @@ fn errno_str(e: libc::c_int) -> String {
 /// Timewait sockets on `port` in this thread's namespace, from
 /// /proc/thread-self/net/tcp{,6} (timer 3 is the timewait timer).
 fn timewait_count(port: u16) -> usize {
+    tcp_count(port, |_, timer| timer.starts_with("03:"))
+}
+
+/// Listening sockets on `port` in this thread's namespace (state 0A).
+fn listen_count(port: u16) -> usize {
+    tcp_count(port, |state, _| state == "0A")
+}
+
+/// TCP sockets on `port` whose state and timer columns of
+/// /proc/thread-self/net/tcp{,6} pass `pick`.
+fn tcp_count(port: u16, pick: impl Fn(&str, &str) -> bool) -> usize {
     let mut n = 0;
     for f in ["tcp", "tcp6"] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/thread-self/net/{f}")) else {
@@ -337,14 +348,15 @@ fn timewait_count(port: u16) -> usize {
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(timer)) = (cols.get(1), cols.get(5)) else {
+            let (Some(local), Some(state), Some(timer)) = (cols.get(1), cols.get(3), cols.get(5))
+            else {
                 continue;
             };
             let lport = local
                 .rsplit(':')
                 .next()
                 .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if lport == Some(port) && timer.starts_with("03:") {
+            if lport == Some(port) && pick(state, timer) {
                 n += 1;
             }
         }
@@ -380,7 +392,23 @@ fn server_time_wait(listener: &Socket, l: &Sock, port: u16) -> Option<Sock> {
     let to = SocketAddr::new(dst, port);
     let client = Socket::new(Domain::for_address(to), Type::STREAM, None).ok()?;
     client.connect(&to.into()).ok()?;
-    let (conn, _) = listener.accept().ok()?;
+    // Another listener of the case (an SO_REUSEPORT group, or a more
+    // specific address) may have taken the connection: give up on the
+    // case rather than wait for it.
+    listener.set_nonblocking(true).ok()?;
+    let start = Instant::now();
+    let conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if start.elapsed() > Duration::from_millis(100) {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Err(_) => return None,
+        }
+    };
     drop(conn);
     // The client reads end of stream once the server's FIN is in: the
     // server side is then in FIN_WAIT2 and the client's FIN moves it to
@@ -531,8 +559,18 @@ fn run_case(rng: &mut Rng, port: u16, t: &mut Tally, source: &mut inventory::Sou
                 if !keep {
                     // The bucket keeps its cache while the timewait socket
                     // stays in it (inet_put_port() frees only an empty one).
+                    let listening = listen_count(port);
                     held.pop();
                     model.socks.remove(idx);
+                    // A child the other worker is forking may hold the
+                    // listener until it closes what it inherited.
+                    let start = Instant::now();
+                    while listen_count(port) >= listening {
+                        if start.elapsed() > Duration::from_secs(2) {
+                            return false;
+                        }
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
                 }
                 model.socks.push(tw);
             }
