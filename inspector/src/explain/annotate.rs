@@ -12,6 +12,15 @@
 //! - for a timewait socket, its 4-tuple entering TIME_WAIT (`tw_enter`)
 //!   after the failure.
 //!
+//! The second rule holds even when the full socket existed at the failure
+//! (a connection accepted before it and closed server-first after it): the
+//! timewait socket keeps the full socket's cookie (`inet_twsk_alloc()`
+//! copies `sk_cookie`), but it entered the port's bucket only at
+//! `inet_twsk_hashdance_schedule()`, after the failure, and what blocked
+//! the bind then was the full socket in another state. Its FIN_WAIT2
+//! entry counts: `tcp_time_wait()` makes the timewait socket there and the
+//! later move to TIME_WAIT is a re-arm of the same one.
+//!
 //! Sockets created between the last read of the ring buffer and the
 //! inventory (the time of one snapshot, milliseconds) are not in those
 //! records and cannot be left out.
