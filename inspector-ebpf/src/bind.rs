@@ -17,11 +17,11 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use inspector_common::{Event, IPPROTO_TCP, counter, flag, kind, phase};
+use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
 
 use crate::core_read::{
-    INFLIGHT, Inflight, Miss, Space, begin_call, count, current_owner, emit, fill_sock, is_inet,
-    now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
+    INFLIGHT, Inflight, Miss, Space, begin_call, count, count_outcome, current_owner, emit, emits,
+    fill_sock, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
 };
 
 /// Offsets in the record of a `syscalls:sys_enter_*` / `sys_exit_*`
@@ -182,6 +182,19 @@ fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
     if inflight.nr != nr {
         return Ok(());
     }
+    // A connect() that worked (or is on its way) is counted, not emitted
+    // (see `core_read::CONFIG`): no need to read the socket whole.
+    if nr == off!(nr_connect) && !emits(kind::CONNECT) && (ret == 0 || ret == -EINPROGRESS) {
+        let proto: u16 = read(inflight.sk, off!(sk_protocol))?;
+        let _ = count_outcome(&Outcome {
+            kind: kind::CONNECT,
+            proto: proto as u8,
+            phase: phase::CONNECT,
+            _pad: 0,
+            errno: (-ret) as i32,
+        });
+        return Ok(());
+    }
 
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
@@ -242,6 +255,10 @@ fn accepted(ret: i64) -> Result<(), Miss> {
     if ret < 0 {
         return Ok(());
     }
+    if !emits(kind::ACCEPT) {
+        count_accept();
+        return Ok(());
+    }
     let Some(sk) = sock_from_fd(ret as u64)? else {
         return Ok(());
     };
@@ -252,6 +269,10 @@ fn accepted(ret: i64) -> Result<(), Miss> {
 /// becomes the socket's owner.
 #[inline(always)]
 pub fn report_accept(sk: u64) -> Result<(), Miss> {
+    if !emits(kind::ACCEPT) {
+        count_accept();
+        return Ok(());
+    }
     if !is_inet(sk)? {
         return Ok(());
     }
@@ -266,3 +287,19 @@ pub fn report_accept(sk: u64) -> Result<(), Miss> {
     emit(&ev);
     Ok(())
 }
+
+/// An accept counted, not emitted (see `core_read::CONFIG`): before the
+/// socket is read, so without its protocol.
+#[inline(always)]
+fn count_accept() {
+    let _ = count_outcome(&Outcome {
+        kind: kind::ACCEPT,
+        proto: 0,
+        phase: 0,
+        _pad: 0,
+        errno: 0,
+    });
+}
+
+/// errno of a non-blocking connect() still on its way.
+const EINPROGRESS: i64 = 115;

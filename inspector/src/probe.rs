@@ -7,7 +7,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, ProgramError, TracePoint},
 };
-use inspector_common::{Event, Offsets, counter};
+use inspector_common::{Config, Delivery, Event, Offsets, Outcome, Owner, counter};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -193,6 +193,12 @@ pub struct LoadOptions {
     /// page); `None` keeps the object's 4 MiB. Tests shrink it to make it
     /// overflow.
     pub ring_bytes: Option<u32>,
+    /// Count in kernel maps what metrics only aggregate (successful calls,
+    /// accepts, state changes of non-listeners, SO_REUSEPORT deliveries)
+    /// instead of emitting each one ([`Config::COUNTED`]); read them with
+    /// [`Probes::outcomes`] and [`Probes::deliveries`]. Failed calls and
+    /// listener transitions are still emitted.
+    pub aggregate: bool,
 }
 
 /// Kernel counters since load, summed over CPUs.
@@ -243,6 +249,8 @@ pub struct Probes {
     /// Hooks that could not be attached on this kernel, with the reason;
     /// in auto mode also why fentry was not used.
     pub missing: Vec<String>,
+    /// Loaded with [`LoadOptions::aggregate`].
+    pub aggregate: bool,
 }
 
 impl Probes {
@@ -271,6 +279,12 @@ impl Probes {
         let load = || {
             let mut loader = EbpfLoader::new();
             loader.override_global("OFFSETS", &offsets, true);
+            let config = if opts.aggregate {
+                Config::COUNTED
+            } else {
+                Config::ALL
+            };
+            loader.override_global("CONFIG", &config, true);
             if let Some(bytes) = opts.ring_bytes {
                 loader.map_max_entries("EVENTS", bytes);
             }
@@ -339,7 +353,50 @@ impl Probes {
             mode,
             attached,
             missing,
+            aggregate: opts.aggregate,
         })
+    }
+
+    /// Calls counted in the kernel by (kind, proto, phase, errno), with
+    /// [`LoadOptions::aggregate`]; empty otherwise.
+    pub fn outcomes(&self) -> Vec<(Outcome, u64)> {
+        let Some(map) = self._ebpf.map("OUTCOMES") else {
+            return Vec::new();
+        };
+        let Ok(map) = aya::maps::HashMap::<_, Outcome, u64>::try_from(map) else {
+            return Vec::new();
+        };
+        map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// SO_REUSEPORT deliveries counted in the kernel, by member socket
+    /// address, with [`LoadOptions::aggregate`]; empty otherwise.
+    pub fn deliveries(&self) -> Vec<(u64, Delivery)> {
+        let Some(map) = self._ebpf.map("DELIVERIES") else {
+            return Vec::new();
+        };
+        let Ok(map) = aya::maps::HashMap::<_, u64, Delivery>::try_from(map) else {
+            return Vec::new();
+        };
+        map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets the delivery count of a member that left its group, so a
+    /// later socket at the same address starts from zero.
+    pub fn forget_deliveries(&mut self, sock: u64) {
+        if let Some(map) = self._ebpf.map_mut("DELIVERIES")
+            && let Ok(mut map) = aya::maps::HashMap::<_, u64, Delivery>::try_from(map)
+        {
+            let _ = map.remove(&sock);
+        }
+    }
+
+    /// The owner the kernel remembers for socket `sock` (from its bind,
+    /// listen, connect or accept).
+    pub fn owner(&self, sock: u64) -> Option<Owner> {
+        let map = self._ebpf.map("OWNERS")?;
+        let map = aya::maps::HashMap::<_, u64, Owner>::try_from(map).ok()?;
+        map.get(&sock, 0).ok()
     }
 
     /// The ring buffer, for readiness polling.
