@@ -161,7 +161,7 @@ pub enum Mode {
     /// fentry/fexit where the kernel accepts them, else tracepoints.
     #[default]
     Auto,
-    /// BTF tracepoints only (syscall boundary, timers, sk_data_ready).
+    /// Tracepoints only (syscall boundary, timers, sk_data_ready).
     Tracepoint,
     /// fentry/fexit on the deciding kernel functions.
     Fentry,
