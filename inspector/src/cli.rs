@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The live dashboard (the default when no command is given).
-    Dashboard,
+    Dashboard(DashboardArgs),
     /// Print every kernel decision as it happens (text or NDJSON).
     Trace(TraceArgs),
     /// Replay the documented scenarios on this kernel: claim versus what happened.
@@ -109,6 +109,21 @@ pub struct TraceArgs {
     /// instead of the kernel.
     #[arg(long, value_name = "PATH")]
     pub replay: Option<PathBuf>,
+}
+
+/// `inspector dashboard`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct DashboardArgs {
+    /// Show a recording (`inspector record`: one file, or its directory)
+    /// instead of the kernel.
+    #[arg(long, value_name = "PATH")]
+    pub replay: Option<PathBuf>,
+    /// Replay at this many times the recorded pace.
+    #[arg(long, value_name = "N", default_value_t = 1.0, requires = "replay")]
+    pub speed: f64,
+    /// Replay one second per `n` key instead of in time.
+    #[arg(long, requires = "replay", conflicts_with = "speed")]
+    pub step: bool,
 }
 
 /// `inspector record`.

@@ -81,7 +81,11 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let replaying = matches!(&cli.command, Some(cli::Command::Trace(t)) if t.replay.is_some());
+    let replaying = match &cli.command {
+        Some(cli::Command::Trace(t)) => t.replay.is_some(),
+        Some(cli::Command::Dashboard(d)) => d.replay.is_some(),
+        _ => false,
+    };
     let filter = filter_for(&cli.filters, !replaying)?;
     match cli.command {
         Some(cli::Command::Trace(t)) => {
@@ -132,7 +136,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Some(cli::Command::Explain(args)) => Ok(explain::command(&args.to_request(&cli.filters))?),
-        Some(cli::Command::Dashboard) | None => dashboard::run(filter, cli.mode).await,
+        Some(cli::Command::Dashboard(cli::DashboardArgs {
+            replay: Some(path),
+            speed,
+            step,
+        })) => dashboard::replay::run(&path, filter, speed, step).await,
+        Some(cli::Command::Dashboard(_)) | None => dashboard::run(filter, cli.mode).await,
     }
 }
 

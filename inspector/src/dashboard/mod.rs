@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod model;
+pub mod replay;
 pub mod ui;
 
 use std::{
