@@ -389,9 +389,12 @@ pub fn cpu_time() -> Option<Duration> {
 
 /// `inspector record`: the trace loop with a [`Writer`] for output.
 pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
+    // The clocks are read before the probes attach: their first records
+    // may come before the rest of the start-up is done.
+    let mut header = Header::new(String::new(), opts.filter.describe());
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
     let mut annotator = crate::explain::annotate::Annotator::default();
-    let header = Header::new(pipeline.probes.mode.to_string(), pipeline.filter.describe());
+    header.mode = pipeline.probes.mode.to_string();
     let mut out = Writer::create(&opts.dir, opts.limits, &header)?;
     eprintln!(
         "inspector: recording to {} ({} mode, attached: {}; filters: {}; at most {} files of {} bytes)",
