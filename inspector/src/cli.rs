@@ -156,6 +156,10 @@ pub struct ServeArgs {
     /// labels read "other".
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_series: usize,
+    /// Also record the trace to this directory, as `inspector record`
+    /// does with its default bounds.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 /// `inspector explain PORT`; the namespace comes from the global `--netns`

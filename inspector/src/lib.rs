@@ -132,6 +132,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 netns_path: cli.filters.netns.clone(),
                 mode: cli.mode,
                 listen: args.listen,
+                record: args.record,
             })
             .await
         }

@@ -365,6 +365,60 @@ pub fn replay(
     Ok(())
 }
 
+/// A [`Writer`] on a pipeline's loop: records in, `stats` lines and
+/// flushes on the recorder's schedule. `record` runs on it, and `serve
+/// --record` records next to its metrics.
+pub struct Recorder {
+    pub out: Writer,
+    pub recorded: u64,
+    last_stats: Instant,
+    last_flush: Instant,
+    stated: (u64, crate::probe::Counters),
+}
+
+impl Recorder {
+    pub fn new(out: Writer) -> Self {
+        Self {
+            out,
+            recorded: 0,
+            last_stats: Instant::now(),
+            last_flush: Instant::now(),
+            stated: (0, crate::probe::Counters::default()),
+        }
+    }
+
+    /// Opens a recording of `pipeline`'s records in `dir`.
+    pub fn open(dir: &Path, limits: Limits, pipeline: &Pipeline) -> Result<Self, RecordError> {
+        let header = Header::new(pipeline.probes.mode.to_string(), pipeline.filter.describe());
+        Ok(Self::new(Writer::create(dir, limits, &header)?))
+    }
+
+    pub fn push(&mut self, r: &Record) {
+        self.recorded += 1;
+        crate::ndjson::write(r, &mut self.out.pending);
+    }
+
+    /// After each turn of the loop: a `stats` line when due (always at the
+    /// end), then a frame when a second has passed, enough text waits, or
+    /// this is the end.
+    pub fn turn(&mut self, pipeline: &Pipeline, done: bool) -> Result<(), RecordError> {
+        if done || self.last_stats.elapsed() >= STATS_EVERY {
+            self.last_stats = Instant::now();
+            let stats = pipeline.stats(self.recorded, done);
+            let now = (stats.events_read, stats.counters);
+            if done || now != self.stated {
+                self.stated = now;
+                crate::ndjson::write_stats(&stats, &mut self.out.pending);
+            }
+        }
+        if done || self.out.full() || self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.last_flush = Instant::now();
+            self.out.flush()?;
+        }
+        Ok(())
+    }
+}
+
 pub struct RecordOptions {
     pub filter: Filter,
     pub mode: Mode,
@@ -395,7 +449,7 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
     let mut annotator = crate::explain::annotate::Annotator::default();
     header.mode = pipeline.probes.mode.to_string();
-    let mut out = Writer::create(&opts.dir, opts.limits, &header)?;
+    let mut rec = Recorder::new(Writer::create(&opts.dir, opts.limits, &header)?);
     eprintln!(
         "inspector: recording to {} ({} mode, attached: {}; filters: {}; at most {} files of {} bytes)",
         opts.dir.display(),
@@ -413,10 +467,6 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut batch = Vec::new();
-    let mut recorded = 0u64;
-    let mut last_stats = Instant::now();
-    let mut last_flush = Instant::now();
-    let mut stated = (0, crate::probe::Counters::default());
     loop {
         let done = tokio::select! {
             guard = ring.readable() => {
@@ -433,29 +483,16 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
         // and stored with the failure.
         annotator.annotate(&mut batch, Some(&pipeline.tracker));
         for r in batch.drain(..) {
-            recorded += 1;
-            crate::ndjson::write(&r, &mut out.pending);
+            rec.push(&r);
         }
-        if done || last_stats.elapsed() >= STATS_EVERY {
-            last_stats = Instant::now();
-            let stats = pipeline.stats(recorded, done);
-            let now = (stats.events_read, stats.counters);
-            if done || now != stated {
-                stated = now;
-                crate::ndjson::write_stats(&stats, &mut out.pending);
-            }
-        }
-        if done || out.full() || last_flush.elapsed() >= FLUSH_EVERY {
-            last_flush = Instant::now();
-            out.flush()?;
-        }
+        rec.turn(&pipeline, done)?;
         if done {
             let cpu = cpu_time().map_or_else(String::new, |c| {
                 format!(", recorder CPU {:.3} s", c.as_secs_f64())
             });
             eprintln!(
-                "inspector: recorded {recorded} records ({} events read) in {} compressed bytes{cpu}",
-                pipeline.seen, out.written
+                "inspector: recorded {} records ({} events read) in {} compressed bytes{cpu}",
+                rec.recorded, pipeline.seen, rec.out.written
             );
             return Ok(());
         }
