@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The live dashboard (the default when no command is given).
-    Dashboard,
+    Dashboard(DashboardArgs),
     /// Print every kernel decision as it happens (text or NDJSON).
     Trace(TraceArgs),
     /// Replay the documented scenarios on this kernel: claim versus what happened.
@@ -34,6 +34,9 @@ pub enum Command {
     Scenario(ScenarioCommand),
     /// Who holds a port, and which kernel rule decides a bind() and listen() on it.
     Explain(ExplainArgs),
+    /// Record the trace to disk: compressed NDJSON in rotating files, for
+    /// `trace --replay` and `dashboard --replay`.
+    Record(RecordArgs),
     /// Export Prometheus metrics over HTTP (GET /metrics, GET /healthz): an always-on agent.
     Serve(ServeArgs),
 }
@@ -100,8 +103,43 @@ pub struct TraceArgs {
     #[arg(long)]
     pub json: bool,
     /// Stop after this many seconds.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", conflicts_with = "replay")]
     pub duration: Option<f64>,
+    /// Read a recording (`inspector record`: one file, or its directory)
+    /// instead of the kernel.
+    #[arg(long, value_name = "PATH")]
+    pub replay: Option<PathBuf>,
+}
+
+/// `inspector dashboard`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct DashboardArgs {
+    /// Show a recording (`inspector record`: one file, or its directory)
+    /// instead of the kernel.
+    #[arg(long, value_name = "PATH")]
+    pub replay: Option<PathBuf>,
+    /// Replay at this many times the recorded pace.
+    #[arg(long, value_name = "N", default_value_t = 1.0, requires = "replay")]
+    pub speed: f64,
+    /// Replay one second per `n` key instead of in time.
+    #[arg(long, requires = "replay", conflicts_with = "speed")]
+    pub step: bool,
+}
+
+/// `inspector record`.
+#[derive(Debug, Args, Clone)]
+pub struct RecordArgs {
+    /// Directory of the recording files (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// A file is closed before it passes this size.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::recording::DEFAULT_MAX_SIZE,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub max_size: u64,
+    /// At most this many files are kept; the oldest go first.
+    #[arg(long, value_name = "N", default_value_t = crate::recording::DEFAULT_MAX_FILES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_files: usize,
 }
 
 /// `inspector serve`.
@@ -118,6 +156,10 @@ pub struct ServeArgs {
     /// labels read "other".
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_series: usize,
+    /// Also record the trace to this directory, as `inspector record`
+    /// does with its default bounds.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
 }
 
 /// `inspector explain PORT`; the namespace comes from the global `--netns`

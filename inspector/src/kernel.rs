@@ -7,11 +7,23 @@
 use std::fmt;
 
 use inspector_common::{AF_INET6, IPPROTO_TCP, IPPROTO_UDP, phase};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A transport protocol the inspector follows. The kernel programs only
 /// emit TCP and UDP sockets (`is_inet` in inspector-ebpf).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -43,7 +55,7 @@ impl fmt::Display for Proto {
 }
 
 /// The address family of a socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Inet,
@@ -77,7 +89,7 @@ impl fmt::Display for Family {
 }
 
 /// Which call a port decision belongs to (`inspector_common::phase`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Bind,
@@ -152,6 +164,31 @@ macro_rules! named_numbers {
                     Some(n) => s.serialize_str(n),
                     None => s.collect_str(self),
                 }
+            }
+        }
+
+        impl $ty {
+            /// The inverse of `Display`: a table name, or the number of a
+            /// value the table does not know (`E4095` for an errno, `99`
+            /// for a state).
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $(stringify!($name) => Some(Self::$name),)*
+                    _ => s.strip_prefix('E').unwrap_or(s).parse::<$raw>().ok().map(Self),
+                }
+            }
+        }
+
+        /// Reads the string `Serialize` writes, so a recorded trace
+        /// replays into the same values.
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| {
+                    serde::de::Error::custom(format!(
+                        concat!("not a ", stringify!($ty), ": {:?}"), s
+                    ))
+                })
             }
         }
     };
@@ -321,5 +358,25 @@ mod tests {
             r#"["tcp","inet6","listen"]"#
         );
         assert_eq!(format!("{:<5}|", Proto::Udp), "udp  |");
+    }
+
+    #[test]
+    fn kernel_numbers_read_back_what_they_print() {
+        let errnos = [Errno::EADDRINUSE, Errno::from(4095), Errno::from(0)];
+        let json = serde_json::to_string(&errnos).expect("json");
+        assert_eq!(
+            serde_json::from_str::<Vec<Errno>>(&json).expect("read"),
+            errnos
+        );
+        let states = [TcpState::TIME_WAIT, TcpState::from(99)];
+        let json = serde_json::to_string(&states).expect("json");
+        assert_eq!(
+            serde_json::from_str::<Vec<TcpState>>(&json).expect("read"),
+            states
+        );
+        assert!(serde_json::from_str::<Errno>(r#""EWHAT""#).is_err());
+        let t: (Proto, Family, Phase) =
+            serde_json::from_str(r#"["udp","inet6","autobind"]"#).expect("read");
+        assert_eq!(t, (Proto::Udp, Family::Inet6, Phase::Autobind));
     }
 }

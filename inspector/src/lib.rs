@@ -23,6 +23,7 @@ pub mod output;
 pub mod pipeline;
 pub mod probe;
 pub mod record;
+pub mod recording;
 pub mod scenario;
 pub mod serve;
 pub mod sockets;
@@ -39,11 +40,18 @@ use crate::{cli::Cli, filter::Filter};
 /// Builds the record filter from the command line, checking what can be
 /// checked before any probe is loaded.
 pub fn filter_from_args(args: &cli::FilterArgs) -> anyhow::Result<Filter> {
+    filter_for(args, true)
+}
+
+/// The filter for live records (`live`), or for a recording, whose
+/// processes need not exist any more.
+fn filter_for(args: &cli::FilterArgs, live: bool) -> anyhow::Result<Filter> {
     let netns = match &args.netns {
         Some(path) => Some(netns::inode(path)?),
         None => None,
     };
     if let Some(pid) = args.pid
+        && live
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     {
         bail!("no process with pid {pid} (check `ps -p {pid}`)");
@@ -73,7 +81,12 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let filter = filter_from_args(&cli.filters)?;
+    let replaying = match &cli.command {
+        Some(cli::Command::Trace(t)) => t.replay.is_some(),
+        Some(cli::Command::Dashboard(d)) => d.replay.is_some(),
+        _ => false,
+    };
+    let filter = filter_for(&cli.filters, !replaying)?;
     match cli.command {
         Some(cli::Command::Trace(t)) => {
             let duration = match t.duration {
@@ -91,6 +104,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 mode: cli.mode,
                 json: t.json,
                 duration,
+                replay: t.replay,
+            })
+            .await
+        }
+        Some(cli::Command::Record(args)) => {
+            recording::run(recording::RecordOptions {
+                filter,
+                mode: cli.mode,
+                dir: args.output,
+                limits: recording::Limits {
+                    max_size: args.max_size,
+                    max_files: args.max_files,
+                },
             })
             .await
         }
@@ -106,11 +132,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 netns_path: cli.filters.netns.clone(),
                 mode: cli.mode,
                 listen: args.listen,
+                record: args.record,
             })
             .await
         }
         Some(cli::Command::Explain(args)) => Ok(explain::command(&args.to_request(&cli.filters)?)?),
-        Some(cli::Command::Dashboard) | None => dashboard::run(filter, cli.mode).await,
+        Some(cli::Command::Dashboard(cli::DashboardArgs {
+            replay: Some(path),
+            speed,
+            step,
+        })) => dashboard::replay::run(&path, filter, speed, step).await,
+        Some(cli::Command::Dashboard(_)) | None => dashboard::run(filter, cli.mode).await,
     }
 }
 

@@ -4,7 +4,10 @@ fn main() -> std::process::ExitCode {
     let cli = inspector::cli::Cli::parse();
     // Kernel-side diagnostics (aya-log) and our own warnings go to stderr,
     // except under the dashboard, which owns the terminal.
-    let dashboard = matches!(cli.command, None | Some(inspector::cli::Command::Dashboard));
+    let dashboard = matches!(
+        cli.command,
+        None | Some(inspector::cli::Command::Dashboard(_))
+    );
     if !dashboard {
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
             .format(|buf, record| {

@@ -9,7 +9,7 @@ use std::{
 };
 
 use inspector_common::{AF_INET6, Event, flag};
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{
     fasthash::KeyedState,
@@ -19,7 +19,7 @@ use crate::{
 /// Version of the JSON schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RecordType {
     Bind,
@@ -46,7 +46,7 @@ impl RecordType {
 }
 
 /// Where `pid`/`comm` of a record come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OwnerSource {
     /// The owner's own syscall raised the event.
@@ -62,7 +62,7 @@ pub enum OwnerSource {
 /// How a timewait socket went (`tw_exit`): its timer expired
 /// (`tw_timer_handler`), it was killed (RST, `inet_twsk_deschedule_put`), or
 /// a new connection took its 4-tuple (`tcp_tw_reuse`, a SYN in TIME_WAIT).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitReason {
     Expired,
@@ -94,6 +94,15 @@ pub fn proto_str(p: Option<Proto>) -> &'static str {
 
 fn serialize_proto<S: Serializer>(p: &Option<Proto>, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(proto_str(*p))
+}
+
+fn deserialize_proto<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Proto>, D::Error> {
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    Ok(match &*s {
+        "tcp" => Some(Proto::Tcp),
+        "udp" => Some(Proto::Udp),
+        _ => None,
+    })
 }
 
 /// A process that owns (or owned) a socket.
@@ -131,7 +140,9 @@ impl Names {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Deserialises from its own JSON (a recorded trace); the fields the JSON
+/// leaves out are filled by [`Record::from_json`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub v: u32,
     #[serde(rename = "type")]
@@ -167,7 +178,10 @@ pub struct Record {
     pub ino: Option<u64>,
     /// `None` only for a protocol the kernel programs do not emit
     /// (serialised as `other`).
-    #[serde(serialize_with = "serialize_proto")]
+    #[serde(
+        serialize_with = "serialize_proto",
+        deserialize_with = "deserialize_proto"
+    )]
     pub proto: Option<Proto>,
     pub family: Family,
     pub laddr: IpAddr,
@@ -239,6 +253,15 @@ impl Record {
             group: None,
             explanation: None,
         }
+    }
+
+    /// One line of `trace --json` (or of a recording) back into a record.
+    /// `sock` comes back from `sock_id`; `tid` and `cgroup_id` stay unknown:
+    /// the JSON leaves them out, and `cgroup` already holds their result.
+    pub fn from_json(line: &[u8]) -> serde_json::Result<Self> {
+        let mut r: Self = serde_json::from_slice(line)?;
+        r.sock = u64::from_str_radix(&r.sock_id, 16).unwrap_or(0);
+        Ok(r)
     }
 
     /// Names `pid`/`comm` as the owner; its cgroup id stands in when the

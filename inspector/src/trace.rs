@@ -23,6 +23,8 @@ pub struct TraceOptions {
     pub mode: Mode,
     pub json: bool,
     pub duration: Option<Duration>,
+    /// A recording to read instead of the kernel.
+    pub replay: Option<std::path::PathBuf>,
 }
 
 /// A write failed: a closed pipe (`| head`) is the reader leaving, a
@@ -49,7 +51,73 @@ fn stdout_reader_left() -> bool {
     n == 1 && fd.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
+/// `trace --replay`: a recording through the same filter and printers.
+/// `--json` writes each kept line as `trace --json` wrote it live.
+fn replay(opts: &TraceOptions, path: &std::path::Path) -> anyhow::Result<()> {
+    use crate::recording::Line;
+    let stdout = io::stdout();
+    let mut w = io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut line = Vec::with_capacity(1 << 10);
+    let mut t0 = None;
+    let mut printed = 0u64;
+    if !opts.json {
+        writeln!(w, "{}", output::HEADER)?;
+    }
+    let res = crate::recording::replay(path, |l| {
+        match l {
+            Line::Header(h) => {
+                if t0.is_none() && !opts.json {
+                    eprintln!(
+                        "inspector: replaying {} (host {}, kernel {}, {} mode, filters: {}); filters: {}",
+                        path.display(),
+                        h.host,
+                        h.kernel,
+                        h.mode,
+                        h.filters,
+                        opts.filter.describe()
+                    );
+                }
+                // Times count from the first recorder's start, across files.
+                t0.get_or_insert(h.start_mono_ns);
+            }
+            Line::Stats(s) if opts.json => {
+                w.write_all(s)?;
+                w.write_all(b"\n")?;
+            }
+            Line::Stats(_) => {}
+            Line::Record(r) if opts.filter.matches(&r) => {
+                printed += 1;
+                if opts.json {
+                    line.clear();
+                    crate::ndjson::write(&r, &mut line);
+                    w.write_all(&line)?;
+                } else {
+                    writeln!(w, "{}", output::line(&r, t0.unwrap_or(0)))?;
+                    if let Some(why) = &r.explanation {
+                        writeln!(w, "{:11}why: {why}", "")?;
+                    }
+                }
+            }
+            Line::Record(_) => {}
+        }
+        Ok(())
+    });
+    match res.and_then(|()| Ok(w.flush()?)) {
+        Err(e) if crate::is_broken_pipe(&e) => Ok(()),
+        Err(e) => Err(e),
+        Ok(()) => {
+            if !opts.json {
+                eprintln!("inspector: {printed} records replayed");
+            }
+            Ok(())
+        }
+    }
+}
+
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
+    if let Some(path) = &opts.replay {
+        return replay(&opts, path);
+    }
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
     // Loads the socket iterators before the banner says tracing is on, so
     // the first failure is explained from the port as it was.

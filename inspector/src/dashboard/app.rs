@@ -356,6 +356,9 @@ pub struct App {
     /// Last result per scenario number.
     pub results: Vec<Option<Box<ScenarioResult>>>,
     pub no_color: bool,
+    /// Replaying a recording: the time at the replay's cursor, shown in
+    /// the header instead of the live mode.
+    pub replay_clock: Option<String>,
 }
 
 /// Fixed facts for the header line.
@@ -414,6 +417,7 @@ impl App {
             scenario: ScenarioState::Idle,
             results: vec![None; CATALOG.len()],
             no_color,
+            replay_clock: None,
         }
     }
 

@@ -10,6 +10,7 @@
 pub mod app;
 pub mod kernel;
 pub mod model;
+pub mod replay;
 pub mod ui;
 
 use std::{

@@ -104,6 +104,10 @@ fn render_header(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         ),
         None => format!("{}({})", app.header.mode, app.header.probes),
     };
+    let mode = match &app.replay_clock {
+        Some(clock) => format!("{} {clock}", app.header.mode),
+        None => mode,
+    };
     let mut spans = vec![
         Span::styled(
             " inspector ",

@@ -35,6 +35,8 @@ pub struct ServeOptions {
     pub mode: Mode,
     pub listen: SocketAddr,
     pub limits: Limits,
+    /// `--record DIR`: also record the trace there (`inspector record`).
+    pub record: Option<PathBuf>,
 }
 
 /// The one-line reason `addr` cannot be listened on, from the explain
@@ -137,6 +139,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
 
+    let mut recorder = (opts.record.as_deref())
+        .map(|dir| crate::recording::Recorder::open(dir, Default::default(), &pipeline))
+        .transpose()?;
     let mut metrics = Metrics::new(opts.limits);
     if aggregate {
         metrics.count_decisions_in_kernel();
@@ -177,7 +182,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                     r.pid.map_or_else(|| "?".into(), |p| p.to_string()),
                 );
             }
+            if let Some(rec) = &mut recorder {
+                rec.push(&r);
+            }
             metrics.apply(&r);
+        }
+        if let Some(rec) = &mut recorder {
+            rec.turn(&pipeline, done)?;
         }
         if let Some((format, reply)) = scrape {
             let timewait = sockets.as_mut().and_then(|t| {
