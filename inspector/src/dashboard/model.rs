@@ -128,6 +128,9 @@ pub struct Member {
     /// Deliveries per second (kernel seconds), oldest first, the last
     /// [`HISTORY_SECS`] seconds.
     pub per_sec: VecDeque<(u64, u64)>,
+    /// Its socket closed: the member stays, marked, as the record of what
+    /// the group got, until it has been idle for [`MEMBER_IDLE_NS`].
+    pub closed: bool,
 }
 
 impl Member {
@@ -607,14 +610,15 @@ impl Model {
         }
     }
 
+    /// A member's socket closed: it is marked, and goes with the idle ones
+    /// ([`Model::age_members`]), so a finished run's split stays readable.
     fn leave_group(&mut self, sock: u64) {
         let Some(key) = self.member_of.remove(&sock) else {
             return;
         };
         if let Some(members) = self.groups.get_mut(&key) {
-            members.retain(|m| m.sock != sock);
-            if members.is_empty() {
-                self.groups.remove(&key);
+            for m in members.iter_mut().filter(|m| m.sock == sock) {
+                m.closed = true;
             }
         }
     }
@@ -743,6 +747,7 @@ impl Model {
         match members.iter_mut().find(|m| m.sock == r.sock) {
             Some(m) => {
                 m.deliveries += 1;
+                m.closed = false;
                 m.count_second(r.ts_ns);
                 if m.owner.is_none() {
                     m.owner = owner(r);
@@ -760,6 +765,7 @@ impl Model {
                     cgroup: r.cgroup_tag().map(str::to_owned),
                     deliveries: 1,
                     per_sec: VecDeque::new(),
+                    closed: false,
                 };
                 m.count_second(r.ts_ns);
                 members.push(m);
@@ -993,7 +999,7 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_reuseport_member_leaves_its_group() {
+    fn a_closed_reuseport_member_is_marked_then_leaves_when_idle() {
         let mut m = Model::new();
         for sock in [1, 2] {
             let ev = EventBuilder::new(kind::REUSEPORT)
@@ -1006,10 +1012,16 @@ mod tests {
         let mut close = state(1, 9000, TcpState::CLOSE, 5);
         close.old_state = Some(TcpState::LISTEN);
         m.apply(&close);
-        assert_eq!(m.groups.values().map(Vec::len).sum::<usize>(), 1);
+        let closed = |m: &Model| m.groups.values().flatten().filter(|x| x.closed).count();
+        assert_eq!(closed(&m), 1);
         let mut close = state(2, 9000, TcpState::CLOSE, 6);
         close.old_state = Some(TcpState::LISTEN);
         m.apply(&close);
-        assert!(m.groups.is_empty());
+        assert_eq!(closed(&m), 2, "kept, marked, for the record");
+        let mut later = state(3, 80, TcpState::LISTEN, MEMBER_IDLE_NS + 2_000_000_000);
+        later.old_state = Some(TcpState::CLOSE);
+        m.apply(&later);
+        m.age_members();
+        assert!(m.groups.is_empty(), "idle members go");
     }
 }

@@ -906,7 +906,11 @@ fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 .owner
                 .as_ref()
                 .map_or_else(|| ino.clone(), |(p, c)| format!("{p} {c} {ino}"));
-            let mut label = format!("  {owner}");
+            let mut label = if m.closed {
+                format!("  {owner} closed")
+            } else {
+                format!("  {owner}")
+            };
             label.truncate(label_w);
             lines.push(Line::from(vec![
                 Span::raw(format!("{label:<label_w$}")),
