@@ -23,6 +23,10 @@ const PINNED_KEEP: usize = 500;
 /// Holders captured at failures: at most this many, and one per port per
 /// second (each capture walks the socket tables).
 const CAPTURES_KEEP: usize = 64;
+/// At most this many captures per second (kernel time), over all ports.
+const CAPTURES_PER_SECOND: usize = 20;
+/// Holders kept per capture: more than a detail view shows.
+const CAPTURE_HOLDERS: usize = 64;
 const CAPTURE_EVERY_NS: u64 = 1_000_000_000;
 /// Records held while paused; past it the oldest are shed (counted in
 /// [`App::shed`]).
@@ -661,13 +665,28 @@ impl App {
         {
             return;
         }
+        // Each capture walks the model's sockets: a failure storm over
+        // many ports must not turn intake into a scan per record.
+        if self
+            .captures
+            .iter()
+            .rev()
+            .take(CAPTURES_PER_SECOND)
+            .filter(|c| r.ts_ns.saturating_sub(c.ts_ns) < 1_000_000_000)
+            .count()
+            >= CAPTURES_PER_SECOND
+        {
+            return;
+        }
         if self.captures.len() == CAPTURES_KEEP {
             self.captures.pop_front();
         }
+        let mut holders = self.model.holders(key);
+        holders.truncate(CAPTURE_HOLDERS);
         self.captures.push_back(Capture {
             key,
             ts_ns: r.ts_ns,
-            holders: self.model.holders(key),
+            holders,
         });
     }
 
