@@ -11,8 +11,8 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use inspector_common::{
-    AF_INET, AF_INET6, Config, Delivery, Event, Offsets, Outcome, Owner, TCP_LISTEN, counter, flag,
-    kind,
+    AF_INET, AF_INET6, Config, Delivery, Event, IPPROTO_UDP, Offsets, Outcome, Owner, TCP_LISTEN,
+    counter, flag, kind, phase,
 };
 
 /// Layout of the running kernel, filled by user space at load time.
@@ -318,8 +318,16 @@ fn counted(ev: &Event) -> bool {
                 _pad: 0,
                 errno: ev.errno,
             };
+            // A UDP bind() with SO_REUSEADDR still goes out after being
+            // counted: user space checks whether it shares its address with
+            // another uid's socket (a hijack, udp_lib_lport_inuse()).
+            let shared_udp = ev.kind == kind::BIND
+                && ev.errno == 0
+                && ev.proto == IPPROTO_UDP
+                && ev.phase == phase::BIND
+                && ev.flags & flag::REUSEADDR != 0;
             // EINPROGRESS: a non-blocking connect() on its way, no failure.
-            count_outcome(&key) && (ev.errno == 0 || ev.errno == EINPROGRESS)
+            count_outcome(&key) && (ev.errno == 0 || ev.errno == EINPROGRESS) && !shared_udp
         }
         kind::STATE => ev.old_state != TCP_LISTEN && ev.new_state != TCP_LISTEN,
         kind::REUSEPORT => {

@@ -182,6 +182,17 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                     r.pid.map_or_else(|| "?".into(), |p| p.to_string()),
                 );
             }
+            if let Some(why) = r
+                .explanation
+                .as_deref()
+                .filter(|w| w.starts_with("hijack risk"))
+                && r.errno.is_none()
+            {
+                eprintln!(
+                    "inspector: udp bind by pid {}: {why}",
+                    r.pid.map_or_else(|| "?".into(), |p| p.to_string())
+                );
+            }
             if let Some(rec) = &mut recorder {
                 rec.push(&r);
             }
