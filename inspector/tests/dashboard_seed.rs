@@ -3,6 +3,8 @@
 //! namespace) are in its model at once, marked pre-existing, and the
 //! TIME_WAIT socket's time left matches `ss` within a second.
 
+mod common;
+
 use std::{
     io::Read as _,
     net::{TcpListener, TcpStream, UdpSocket},
@@ -18,28 +20,7 @@ use inspector::{
         kernel,
     },
     pipeline::monotonic_ns,
-    sockets::SocketTable,
 };
-
-/// The socket iterators, or `None` (skipped with a reason) where they
-/// cannot load; under `CI=true` that fails the test.
-fn table() -> Option<SocketTable> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root && !ci {
-        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
-        return None;
-    }
-    match SocketTable::load() {
-        Ok(t) => Some(t),
-        Err(e) if ci => panic!("CI=true and the socket iterators cannot load: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: the socket iterators cannot load here: {e}");
-            None
-        }
-    }
-}
 
 /// What the namespace thread made, and what `ss` said of it.
 struct Made {
@@ -68,7 +49,9 @@ fn ss_left(out: &str) -> Option<f64> {
 
 #[test]
 fn sockets_from_before_the_start_are_seeded_with_their_time_left() {
-    let Some(mut table) = table() else { return };
+    let Some(mut table) = common::socket_table() else {
+        return;
+    };
     let (made_tx, made_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {

@@ -30,26 +30,6 @@ const LISTEN: u8 = 10;
 const CLOSE: u8 = 7;
 const NOBODY: u32 = 65534;
 
-/// Loads the iterators. Under `CI=true` any failure fails the test;
-/// elsewhere it skips with a printed reason.
-fn table() -> Option<SocketTable> {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root && !ci {
-        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
-        return None;
-    }
-    match SocketTable::load() {
-        Ok(t) => Some(t),
-        Err(e) if ci => panic!("CI=true and the socket iterators cannot load: {e}"),
-        Err(e) => {
-            eprintln!("SKIPPED: the socket iterators cannot load here: {e}");
-            None
-        }
-    }
-}
-
 /// The inode `/proc/self/fd/N` names for a socket (`socket:[N]`).
 fn fd_inode(s: &impl AsRawFd) -> u64 {
     let link = std::fs::read_link(format!("/proc/self/fd/{}", s.as_raw_fd())).expect("readlink");
@@ -363,7 +343,7 @@ fn build(
 
 #[test]
 fn snapshot_lists_the_namespace_sockets_with_their_flags() {
-    let Some(mut t) = table() else {
+    let Some(mut t) = common::socket_table() else {
         return;
     };
     let (tx, rx) = mpsc::channel();
@@ -518,7 +498,7 @@ fn snapshot_lists_the_namespace_sockets_with_their_flags() {
 /// sockets only bound (which the TCP walk misses), in one namespace only.
 #[test]
 fn task_file_walk_names_owners_and_bound_only_sockets() {
-    let Some(mut t) = table() else {
+    let Some(mut t) = common::socket_table() else {
         return;
     };
     let (tx, rx) = mpsc::channel();

@@ -110,17 +110,7 @@ pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()>
     let (events_tx, mut events) = mpsc::unbounded_channel();
     // Terminal input on a thread of its own: crossterm's read blocks. When
     // the terminal goes away, the dashboard ends.
-    let keys_tx = events_tx.clone();
-    std::thread::Builder::new()
-        .name("inspector-keys".into())
-        .spawn(move || {
-            while let Ok(ev) = term::read() {
-                if keys_tx.send(Event::Terminal(ev)).is_err() {
-                    return;
-                }
-            }
-            let _ = keys_tx.send(Event::Quit);
-        })?;
+    spawn_key_reader(events_tx.clone())?;
     tokio::spawn(async move {
         sigterm.recv().await;
         let _ = events_tx.send(Event::Quit);
@@ -390,3 +380,19 @@ impl Dashboard {
 
 #[cfg(test)]
 mod tests;
+
+/// Terminal input on a thread of its own (crossterm's read blocks), sent as
+/// [`Event`]s; when the terminal goes away, [`Event::Quit`].
+pub(crate) fn spawn_key_reader(tx: mpsc::UnboundedSender<Event>) -> io::Result<()> {
+    std::thread::Builder::new()
+        .name("inspector-keys".into())
+        .spawn(move || {
+            while let Ok(ev) = term::read() {
+                if tx.send(Event::Terminal(ev)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Event::Quit);
+        })?;
+    Ok(())
+}

@@ -188,16 +188,7 @@ pub async fn run(path: &Path, filter: Filter, speed: f64, step: bool) -> anyhow:
     let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
     let (tx, mut events) = mpsc::unbounded_channel();
-    std::thread::Builder::new()
-        .name("inspector-keys".into())
-        .spawn(move || {
-            while let Ok(ev) = term::read() {
-                if tx.send(Event::Terminal(ev)).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(Event::Quit);
-        })?;
+    super::spawn_key_reader(tx)?;
     let mut tick = tokio::time::interval(TICK);
     let mut last = Instant::now();
     while step_once(

@@ -19,6 +19,27 @@ pub fn pipeline(filter: Filter) -> Option<Pipeline> {
 /// [`pipeline`] with load options (`mode` is the tests' own, see
 /// [`test_mode`]).
 pub fn pipeline_with(filter: Filter, opts: inspector::probe::LoadOptions) -> Option<Pipeline> {
+    let mode = test_mode();
+    let opts = inspector::probe::LoadOptions { mode, ..opts };
+    let p = load_privileged("the probes", || Pipeline::with_options(filter, opts))?;
+    eprintln!("probes: {} mode (asked: {})", p.probes.mode, mode.name());
+    Some(p)
+}
+
+/// The socket iterators, under the same rule as [`pipeline`].
+pub fn socket_table() -> Option<inspector::sockets::SocketTable> {
+    load_privileged(
+        "the socket iterators",
+        inspector::sockets::SocketTable::load,
+    )
+}
+
+/// Runs `load`: under `CI=true` any failure fails the test; elsewhere a
+/// missing privilege or a refusal skips it with a printed reason.
+fn load_privileged<T, E: std::fmt::Display>(
+    what: &str,
+    load: impl FnOnce() -> Result<T, E>,
+) -> Option<T> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -26,16 +47,11 @@ pub fn pipeline_with(filter: Filter, opts: inspector::probe::LoadOptions) -> Opt
         eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
         return None;
     }
-    let mode = test_mode();
-    let opts = inspector::probe::LoadOptions { mode, ..opts };
-    match Pipeline::with_options(filter, opts) {
-        Ok(p) => {
-            eprintln!("probes: {} mode (asked: {})", p.probes.mode, mode.name());
-            Some(p)
-        }
-        Err(e) if ci => panic!("CI=true and the probes cannot load: {e}"),
+    match load() {
+        Ok(t) => Some(t),
+        Err(e) if ci => panic!("CI=true and {what} cannot load: {e}"),
         Err(e) => {
-            eprintln!("SKIPPED: the probes cannot load here: {e}");
+            eprintln!("SKIPPED: {what} cannot load here: {e}");
             None
         }
     }
