@@ -428,6 +428,73 @@ impl FileRecord {
     }
 }
 
+/// Load-time configuration of the kernel programs (a read-only global, like
+/// [`Offsets`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Bit `1 << kind` set: every event of that [`kind`] goes to the ring
+    /// buffer. Clear: the programs count it in kernel maps instead
+    /// ([`Outcome`], [`Delivery`]) and emit only what counts cannot say:
+    /// failed bind/listen/connect calls, LISTEN transitions and closes of
+    /// listeners, the first delivery to a member. TIME_WAIT kinds are
+    /// always emitted.
+    pub emit_mask: u32,
+    pub _pad: u32,
+}
+
+impl Config {
+    /// Every event emitted (trace, dashboard).
+    pub const ALL: Self = Self {
+        emit_mask: u32::MAX,
+        _pad: 0,
+    };
+    /// Counts in the kernel for what metrics aggregate anyway (`serve`):
+    /// state changes, successful calls, accepts and SO_REUSEPORT deliveries.
+    pub const COUNTED: Self = Self {
+        emit_mask: !((1 << kind::BIND)
+            | (1 << kind::CONNECT)
+            | (1 << kind::STATE)
+            | (1 << kind::REUSEPORT)
+            | (1 << kind::ACCEPT)),
+        _pad: 0,
+    };
+
+    #[inline(always)]
+    pub fn emits(&self, k: u8) -> bool {
+        self.emit_mask & (1 << k) != 0
+    }
+}
+
+/// Key of the `OUTCOMES` map: how many calls of a kind ended how.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Outcome {
+    /// [`kind::BIND`], [`kind::CONNECT`] or [`kind::ACCEPT`].
+    pub kind: u8,
+    /// `IPPROTO_*`; 0 for accepts (counted before the socket is read).
+    pub proto: u8,
+    /// [`phase`]; 0 for accepts.
+    pub phase: u8,
+    pub _pad: u8,
+    /// What the caller saw: 0 or a positive errno.
+    pub errno: i32,
+}
+
+/// Value of the `DELIVERIES` map, keyed by the member's kernel socket
+/// address: connections or datagrams handed to one SO_REUSEPORT member.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub count: u64,
+    /// Socket inode (0: none).
+    pub ino: u64,
+    pub netns: u32,
+    pub lport: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: each type below is `#[repr(C)]`, `Copy`, made of integers and
@@ -444,6 +511,12 @@ mod user {
     unsafe impl aya::Pod for super::IterFilter {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::FileRecord {}
+    // SAFETY: `#[repr(C)]` u32s.
+    unsafe impl aya::Pod for super::Config {}
+    // SAFETY: `#[repr(C)]` integers with explicit padding.
+    unsafe impl aya::Pod for super::Outcome {}
+    // SAFETY: `#[repr(C)]` integers with explicit padding.
+    unsafe impl aya::Pod for super::Delivery {}
 }
 
 #[cfg(test)]

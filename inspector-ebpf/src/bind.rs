@@ -1,18 +1,85 @@
 //! Bind decisions at the syscall boundary.
 //!
 //! Where fentry on `inet_csk_get_port` / `udp_lib_get_port` is refused, the
-//! decision is observed as its caller sees it: `raw_syscalls:sys_enter`
-//! remembers the socket and its port before the call, `sys_exit` reads the
+//! decision is observed as its caller sees it: the syscall's entry
+//! remembers the socket and its port before the call, its exit reads the
 //! result and the socket after it. `listen()` is a decision of its own
 //! because `inet_csk_listen_start` calls `inet_csk_get_port` again.
+//!
+//! Two sets of hooks do this. Preferred: the per-syscall tracepoints
+//! (`syscalls:sys_enter_bind`, `sys_exit_accept4`, ...) of only the calls
+//! decoded, so no other system call of the host runs a program. They need
+//! tracefs and `CONFIG_FTRACE_SYSCALLS`; where either is missing,
+//! `raw_syscalls:sys_enter`/`sys_exit` (`tp_btf`) run on every system call
+//! and filter by number.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use inspector_common::{Event, IPPROTO_TCP, counter, flag, kind, phase};
+use aya_ebpf::{
+    macros::{btf_tracepoint, tracepoint},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
 
 use crate::core_read::{
-    INFLIGHT, Inflight, Miss, Space, begin_call, count, current_owner, emit, fill_sock, is_inet,
-    now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
+    INFLIGHT, Inflight, Miss, Space, begin_call, count, count_outcome, current_owner, emit, emits,
+    fill_sock, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
 };
+
+/// Offsets in the record of a `syscalls:sys_enter_*` / `sys_exit_*`
+/// tracepoint (`/sys/kernel/tracing/events/syscalls/*/format`, laid out by
+/// `ftrace_syscall_enter` / `ftrace_syscall_exit`): after the 8-byte common
+/// header, `int __syscall_nr`, then each argument (or the return value) as
+/// an 8-byte long.
+const TP_NR: usize = 8;
+const TP_ARG0: usize = 16;
+const TP_ARG1: usize = 24;
+const TP_RET: usize = 16;
+
+/// A field of a classic tracepoint's record, by a direct load: the
+/// verifier checks the offset against the record (`tp_prog_is_valid_access`),
+/// and no helper call is needed.
+#[inline(always)]
+fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
+    use aya_ebpf::EbpfContext;
+    // SAFETY: `ctx` points at the tracepoint's record; the offsets are
+    // those of its format (above), inside it and aligned for `T`.
+    unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
+}
+
+/// Entry of bind(), listen() or connect(), attached to
+/// `syscalls:sys_enter_bind`, `sys_enter_listen` and `sys_enter_connect`.
+#[tracepoint]
+pub fn syscall_enter(ctx: TracePointContext) -> i32 {
+    let nr: i32 = tp_field(&ctx, TP_NR);
+    let fd: u64 = tp_field(&ctx, TP_ARG0);
+    // listen()'s second argument is its backlog, never read as an address.
+    let uaddr: u64 = tp_field(&ctx, TP_ARG1);
+    if let Err(e) = enter(nr as u32, fd, uaddr) {
+        // Counted by kind; the call then goes unreported.
+        count(e.slot);
+    }
+    0
+}
+
+/// Exit of bind(), listen(), connect(), accept() and accept4(), attached to
+/// their `syscalls:sys_exit_*` tracepoints.
+#[tracepoint]
+pub fn syscall_exit(ctx: TracePointContext) -> i32 {
+    let nr: i32 = tp_field(&ctx, TP_NR);
+    let ret: i64 = tp_field(&ctx, TP_RET);
+    match exit(nr as u32, ret) {
+        Ok(()) => 0,
+        Err(e) => {
+            count(e.slot);
+            aya_log_ebpf::warn!(
+                &ctx,
+                "syscall_exit: kernel read failed (counter {}), error {}",
+                e.slot,
+                e.code
+            );
+            0
+        }
+    }
+}
 
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
@@ -36,6 +103,13 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let args = Miss::at(counter::READ_SYSCALL);
     let fd: u64 = read(regs, off!(regs_di)).map_err(&args)?;
     let uaddr: u64 = read(regs, off!(regs_si)).map_err(&args)?;
+    enter(nr, fd, uaddr)
+}
+
+/// bind(), listen() or connect() number `nr` starts on descriptor `fd`
+/// (`uaddr`: the address asked for, bind and connect only).
+#[inline(always)]
+fn enter(nr: u32, fd: u64, uaddr: u64) -> Result<(), Miss> {
     let Some(sk) = sock_from_fd(fd)? else {
         return Ok(()); // not a socket: the syscall fails with ENOTSOCK/EBADF
     };
@@ -87,6 +161,12 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let nr: u64 = unsafe { core::ptr::read_volatile(at as *const u64) };
     let nr = nr as u32;
     let ret: i64 = ctx.arg(1);
+    exit(nr, ret)
+}
+
+/// System call number `nr` returned `ret`.
+#[inline(always)]
+fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
     if nr == off!(nr_accept) || nr == off!(nr_accept4) {
         return accepted(ret);
     }
@@ -100,6 +180,19 @@ fn try_sys_exit(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     };
     let _ = INFLIGHT.remove(tid);
     if inflight.nr != nr {
+        return Ok(());
+    }
+    // A connect() that worked (or is on its way) is counted, not emitted
+    // (see `core_read::CONFIG`): no need to read the socket whole.
+    if nr == off!(nr_connect) && !emits(kind::CONNECT) && (ret == 0 || ret == -EINPROGRESS) {
+        let proto: u16 = read(inflight.sk, off!(sk_protocol))?;
+        let _ = count_outcome(&Outcome {
+            kind: kind::CONNECT,
+            proto: proto as u8,
+            phase: phase::CONNECT,
+            _pad: 0,
+            errno: (-ret) as i32,
+        });
         return Ok(());
     }
 
@@ -162,6 +255,10 @@ fn accepted(ret: i64) -> Result<(), Miss> {
     if ret < 0 {
         return Ok(());
     }
+    if !emits(kind::ACCEPT) {
+        count_accept();
+        return Ok(());
+    }
     let Some(sk) = sock_from_fd(ret as u64)? else {
         return Ok(());
     };
@@ -172,6 +269,10 @@ fn accepted(ret: i64) -> Result<(), Miss> {
 /// becomes the socket's owner.
 #[inline(always)]
 pub fn report_accept(sk: u64) -> Result<(), Miss> {
+    if !emits(kind::ACCEPT) {
+        count_accept();
+        return Ok(());
+    }
     if !is_inet(sk)? {
         return Ok(());
     }
@@ -186,3 +287,19 @@ pub fn report_accept(sk: u64) -> Result<(), Miss> {
     emit(&ev);
     Ok(())
 }
+
+/// An accept counted, not emitted (see `core_read::CONFIG`): before the
+/// socket is read, so without its protocol.
+#[inline(always)]
+fn count_accept() {
+    let _ = count_outcome(&Outcome {
+        kind: kind::ACCEPT,
+        proto: 0,
+        phase: 0,
+        _pad: 0,
+        errno: 0,
+    });
+}
+
+/// errno of a non-blocking connect() still on its way.
+const EINPROGRESS: i64 = 115;

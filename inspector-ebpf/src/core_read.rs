@@ -10,11 +10,45 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use inspector_common::{AF_INET, AF_INET6, Event, Offsets, Owner, counter, flag};
+use inspector_common::{
+    AF_INET, AF_INET6, Config, Delivery, Event, IPPROTO_UDP, Offsets, Outcome, Owner, TCP_LISTEN,
+    counter, flag, kind, phase,
+};
 
 /// Layout of the running kernel, filled by user space at load time.
 #[unsafe(no_mangle)]
 pub static OFFSETS: Offsets = Offsets::zeroed();
+
+/// What goes to the ring buffer and what is counted in maps instead; user
+/// space overrides it at load time (`serve` counts).
+#[unsafe(no_mangle)]
+pub static CONFIG: Config = Config::ALL;
+
+/// Whether events of kind `k` are emitted one by one ([`CONFIG`]). Hooks
+/// ask first, before any helper call: where the answer is no they only
+/// count.
+#[inline(always)]
+pub fn emits(k: u8) -> bool {
+    // SAFETY: reading a plain integer from a static; volatile so the load
+    // from the read-only map stays (see `off!`).
+    let mask = unsafe { core::ptr::read_volatile(&CONFIG.emit_mask) };
+    mask & (1 << k) != 0
+}
+
+/// Calls by (kind, proto, phase, errno) where they are counted rather
+/// than emitted. A handful of keys in practice; full, an outcome is
+/// emitted as an event instead.
+#[map]
+pub static OUTCOMES: HashMap<Outcome, u64> = HashMap::with_max_entries(1024, 0);
+
+/// Deliveries per SO_REUSEPORT member (keyed by its `struct sock`
+/// address) where they are counted rather than emitted. Bounded: the
+/// least recently served members make room.
+#[map]
+pub static DELIVERIES: LruHashMap<u64, Delivery> = LruHashMap::with_max_entries(16384, 0);
+
+/// Insert only if absent (`BPF_NOEXIST`).
+const BPF_NOEXIST: u64 = 1;
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
@@ -231,11 +265,101 @@ pub fn begin_call(tid: u32, inflight: &Inflight) {
     }
 }
 
-/// Commits `ev` unless the netns filter excludes it; counts drops.
+/// Adds one to `*map[key]`, creating it at 1: false when the map is
+/// full. Two CPUs may create the same key at once; `BPF_NOEXIST` lets one
+/// win and the other adds to the winner's entry.
+#[inline(always)]
+pub fn count_outcome(key: &Outcome) -> bool {
+    if let Some(p) = OUTCOMES.get_ptr_mut(key) {
+        atomic_add(p, 1);
+        return true;
+    }
+    if OUTCOMES.insert(key, 1u64, BPF_NOEXIST).is_ok() {
+        return true;
+    }
+    match OUTCOMES.get_ptr_mut(key) {
+        Some(p) => {
+            atomic_add(p, 1);
+            true
+        }
+        None => false,
+    }
+}
+
+/// One more delivery to the member `sk`, if it is counted already; false
+/// for a member not seen yet (its first delivery goes through [`emit`],
+/// which reads it and creates the entry).
+#[inline(always)]
+pub fn add_delivery(sk: u64) -> bool {
+    match DELIVERIES.get_ptr_mut(sk) {
+        Some(d) => {
+            // SAFETY: a map value pointer; only its count word is touched.
+            atomic_add(unsafe { &raw mut (*d).count }, 1);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether `ev` is counted in a map instead of emitted ([`CONFIG`]):
+/// successful calls and accepts, state changes other than a listener's,
+/// deliveries. Failures and listener transitions are emitted all the same.
+#[inline(always)]
+fn counted(ev: &Event) -> bool {
+    if emits(ev.kind) {
+        return false;
+    }
+    match ev.kind {
+        kind::BIND | kind::CONNECT | kind::ACCEPT => {
+            let key = Outcome {
+                kind: ev.kind,
+                proto: ev.proto,
+                phase: ev.phase,
+                _pad: 0,
+                errno: ev.errno,
+            };
+            // A UDP bind() with SO_REUSEADDR still goes out after being
+            // counted: user space checks whether it shares its address with
+            // another uid's socket (a hijack, udp_lib_lport_inuse()).
+            let shared_udp = ev.kind == kind::BIND
+                && ev.errno == 0
+                && ev.proto == IPPROTO_UDP
+                && ev.phase == phase::BIND
+                && ev.flags & flag::REUSEADDR != 0;
+            // EINPROGRESS: a non-blocking connect() on its way, no failure.
+            count_outcome(&key) && (ev.errno == 0 || ev.errno == EINPROGRESS) && !shared_udp
+        }
+        kind::STATE => ev.old_state != TCP_LISTEN && ev.new_state != TCP_LISTEN,
+        kind::REUSEPORT => {
+            if add_delivery(ev.sock) {
+                return true;
+            }
+            let d = Delivery {
+                count: 1,
+                ino: ev.ino,
+                netns: ev.netns,
+                lport: ev.lport,
+                proto: ev.proto,
+                _pad: 0,
+            };
+            // Another CPU may have created it meanwhile: add to it then.
+            DELIVERIES.insert(ev.sock, d, BPF_NOEXIST).is_ok() || add_delivery(ev.sock)
+        }
+        _ => false,
+    }
+}
+
+const EINPROGRESS: i32 = 115;
+
+/// Commits `ev` unless the netns filter excludes it or it is counted
+/// instead ([`CONFIG`]); counts drops.
 #[inline(always)]
 pub fn emit(ev: &Event) {
     let want = off!(filter_netns);
     if want != 0 && ev.netns != want {
+        return;
+    }
+    if counted(ev) {
         return;
     }
     // Waking the reader for every event costs the traced workload a

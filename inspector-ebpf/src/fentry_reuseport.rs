@@ -9,7 +9,7 @@ use aya_ebpf::{macros::fexit, programs::FExitContext};
 use inspector_common::{Event, kind};
 
 use crate::{
-    core_read::{Miss, attribute, count, emit, fill_sock, now, off, read},
+    core_read::{Miss, add_delivery, attribute, count, emit, emits, fill_sock, now, off, read},
     reuseport::read_packet_source,
 };
 
@@ -18,6 +18,11 @@ pub fn fexit_reuseport_select_sock(ctx: FExitContext) -> i32 {
     let chosen: u64 = ctx.ret().unwrap_or(0);
     if chosen == 0 {
         return 0; // no group, or an empty one: the caller keeps its socket
+    }
+    // Counted, not emitted: a member seen before only needs its count
+    // bumped (see `core_read::CONFIG`).
+    if !emits(kind::REUSEPORT) && add_delivery(chosen) {
+        return 0;
     }
     let skb: u64 = ctx.arg(2);
     if let Err(e) = report(chosen, skb) {

@@ -1,10 +1,11 @@
 //! Kernel programs of the inspector.
 //!
 //! Two sets of programs, one per mode, loaded by user space:
-//! - tracepoint mode: BTF tracepoints (`tp_btf`) only, which need neither
-//!   kprobes nor fentry (both refused on locked-down kernels) nor a mounted
-//!   tracefs; decisions are seen at the syscall boundary and TIME_WAIT on
-//!   the timewait socket's timer.
+//! - tracepoint mode: tracepoints only, which need neither kprobes nor
+//!   fentry (both refused on locked-down kernels); decisions are seen at the
+//!   syscall boundary (the per-syscall `syscalls:*` tracepoints of the
+//!   calls decoded, which need tracefs; else `tp_btf` on every syscall) and
+//!   TIME_WAIT on the timewait socket's timer.
 //! - fentry mode: fentry/fexit on the functions that decide
 //!   (`inet_csk_get_port`, `udp_lib_get_port`, `reuseport_select_sock`, the
 //!   timewait functions), cheaper and more precise where the kernel allows.

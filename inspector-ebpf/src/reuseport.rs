@@ -8,7 +8,9 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use inspector_common::{AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN, counter, kind};
 
-use crate::core_read::{Miss, attribute, count, emit, fill_sock, now, off, read};
+use crate::core_read::{
+    Miss, add_delivery, attribute, count, emit, emits, fill_sock, now, off, read,
+};
 
 #[btf_tracepoint(function = "sk_data_ready")]
 pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
@@ -31,6 +33,12 @@ pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
 
 fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let sk: u64 = ctx.arg(0);
+    // Counted, not emitted: a member seen before only needs its count
+    // bumped (see `core_read::CONFIG`); every other socket woken goes on
+    // to the group check.
+    if !emits(kind::REUSEPORT) && add_delivery(sk) {
+        return Ok(());
+    }
     let group: u64 = read(sk, off!(sk_reuseport_cb))?;
     if group == 0 {
         return Ok(());

@@ -11,11 +11,14 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use inspector_common::{Event, IPPROTO_TCP, counter, flag, kind};
+use inspector_common::{Event, IPPROTO_TCP, TCP_LISTEN, counter, flag, kind};
 
 use crate::core_read::{
-    INFLIGHT, Miss, OWNERS, attribute, count, emit, fill_common, fill_sock, now, off, read,
+    INFLIGHT, Miss, OWNERS, attribute, count, emit, emits, fill_common, fill_sock, now, off, read,
 };
+
+/// `TCP_CLOSE`.
+const TCP_CLOSE: i32 = 7;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
@@ -49,6 +52,16 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     }
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
+    let listener = old == i32::from(TCP_LISTEN) || new == i32::from(TCP_LISTEN);
+    if !emits(kind::STATE) && !listener {
+        // Counted, not emitted (see `core_read::CONFIG`): only a
+        // listener's transitions matter then; a closed socket still lets
+        // go of its owner.
+        if new == TCP_CLOSE {
+            let _ = OWNERS.remove(sk);
+        }
+        return Ok(());
+    }
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
     ev.kind = kind::STATE;
@@ -63,7 +76,7 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     ev.old_state = old as u8;
     ev.new_state = new as u8;
     attribute(&mut ev, sk);
-    if new == 7 {
+    if new == TCP_CLOSE {
         // TCP_CLOSE: the socket is done; its address may be reused for
         // another socket, which must not inherit this owner.
         let _ = OWNERS.remove(sk);

@@ -1,7 +1,9 @@
 //! What tracing costs the traced: a loopback workload run untraced, traced by
-//! `inspector trace --json`, and traced by bpftrace running the same
-//! tracepoints (counting only), alternated in one run; plus the inspector's
-//! resident memory after a million events. Needs root. Run by
+//! `inspector trace --json`, watched by `inspector serve` (metrics only),
+//! and traced by bpftrace running the same tracepoints (counting only),
+//! alternated in one run; the tax on unrelated system calls (1-byte writes
+//! to /dev/null) in the same rounds; plus the inspector's resident memory
+//! after a million events. Needs root. Run by
 //! `cargo xtask bench`, which builds the release binary first:
 //!
 //! `overhead --inspector target/release/inspector --out target/bench [--smoke] [--long]`
@@ -26,8 +28,8 @@ const UDP_PORT: u16 = 7001;
 /// The bpftrace counterpart of the inspector's hooks: the same tracepoints
 /// and filters, counting instead of emitting events.
 const BPFTRACE: &str = r#"
-tracepoint:raw_syscalls:sys_enter /args->id == 42 || args->id == 43 || args->id == 49 || args->id == 50 || args->id == 288/ { @enter = count(); }
-tracepoint:raw_syscalls:sys_exit /args->id == 42 || args->id == 43 || args->id == 49 || args->id == 50 || args->id == 288/ { @exit = count(); }
+tracepoint:syscalls:sys_enter_bind, tracepoint:syscalls:sys_enter_listen, tracepoint:syscalls:sys_enter_connect { @enter = count(); }
+tracepoint:syscalls:sys_exit_bind, tracepoint:syscalls:sys_exit_listen, tracepoint:syscalls:sys_exit_connect, tracepoint:syscalls:sys_exit_accept, tracepoint:syscalls:sys_exit_accept4 { @exit = count(); }
 tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { @state = count(); if (args->sport == 7000 || args->dport == 7000) { @state_port = count(); } }
 tracepoint:sock:sk_data_ready { @ready = count(); }
 tracepoint:timer:timer_start /args->function == kaddr("tw_timer_handler")/ { @tw_arm = count(); }
@@ -39,6 +41,7 @@ tracepoint:timer:timer_expire_entry /args->function == kaddr("tw_timer_handler")
 enum Mode {
     Untraced,
     Inspector,
+    Serve,
     Bpftrace,
 }
 
@@ -47,6 +50,7 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Inspector => "inspector",
+            Mode::Serve => "serve",
             Mode::Bpftrace => "bpftrace",
         }
     }
@@ -134,6 +138,27 @@ fn start(mode: Mode, a: &Args, round: usize) -> Option<Tracer> {
                 stderr: rx,
                 mode,
                 json: Some(json),
+            })
+        }
+        Mode::Serve => {
+            let mut child = Command::new(&a.inspector)
+                .args(["serve", "--listen", "127.0.0.1:9478"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start inspector serve");
+            let rx = spawn_lines(&mut child, false);
+            let first = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("inspector serve started");
+            assert!(first.contains("attached"), "inspector serve: {first}");
+            let cpu_at_start = cpu_ms(child.id());
+            Some(Tracer {
+                child,
+                cpu_at_start,
+                stderr: rx,
+                mode,
+                json: None,
             })
         }
         Mode::Bpftrace => {
@@ -306,6 +331,44 @@ fn udp_workload(n: usize) -> f64 {
     got as f64 / (start.elapsed().as_secs_f64() - 0.1).max(1e-3)
 }
 
+/// `n` one-byte writes to /dev/null, a system call no hook decodes; ns per
+/// call. What a tracer adds here it adds to every unrelated call of the host.
+fn syscall_tax(n: usize) -> f64 {
+    use std::os::fd::AsRawFd as _;
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return f64::NAN;
+    };
+    let fd = null.as_raw_fd();
+    let byte = [0u8; 1];
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: `fd` is open for the whole loop and `byte` outlives the call.
+        unsafe { libc::write(fd, byte.as_ptr().cast(), 1) };
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+/// Busy (non-idle) CPU time of the whole machine so far, in ms, from
+/// /proc/stat: user, nice, system, irq, softirq and steal.
+fn busy_ms() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return f64::NAN;
+    };
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return f64::NAN;
+    };
+    let f: Vec<f64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy * 1000.0 / hz
+}
+
 /// User + system CPU time a process has used so far, in ms.
 fn cpu_ms(pid: u32) -> u64 {
     // SAFETY: sysconf has no preconditions.
@@ -415,17 +478,26 @@ fn main() {
     } else {
         (5, 3_000, 100_000, 1_000_000)
     };
-    let modes = [Mode::Untraced, Mode::Inspector, Mode::Bpftrace];
-    let mut tcp: Vec<Vec<f64>> = vec![Vec::new(); 3];
-    let mut udp: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let writes = if a.smoke { 200_000 } else { 2_000_000 };
+    let modes = [Mode::Untraced, Mode::Inspector, Mode::Serve, Mode::Bpftrace];
+    let m = modes.len();
+    let mut tcp: Vec<Vec<f64>> = vec![Vec::new(); m];
+    let mut udp: Vec<Vec<f64>> = vec![Vec::new(); m];
+    let mut tax: Vec<Vec<f64>> = vec![Vec::new(); m];
+    // Busy CPU of the whole machine per TCP connection (workload, kernel
+    // programs and tracer alike), in us.
+    let mut cpu_conn: Vec<Vec<f64>> = vec![Vec::new(); m];
     let mut counts = Vec::new();
     for round in 0..rounds {
         // Rotate the order so drift hits every mode alike.
-        for k in 0..3 {
-            let mode = modes[(round + k) % 3];
-            let i = modes.iter().position(|m| *m == mode).unwrap_or(0);
+        for k in 0..m {
+            let mode = modes[(round + k) % m];
+            let i = modes.iter().position(|x| *x == mode).unwrap_or(0);
             let tracer = start(mode, &a, round);
+            tax[i].push(syscall_tax(writes));
+            let busy = busy_ms();
             tcp[i].push(tcp_workload(conns));
+            cpu_conn[i].push((busy_ms() - busy) * 1e3 / conns as f64);
             udp[i].push(udp_workload(datagrams));
             // Let the tracer catch up before it is stopped.
             std::thread::sleep(Duration::from_millis(300));
@@ -436,6 +508,8 @@ fn main() {
     }
     let tcp_med: Vec<f64> = tcp.iter_mut().map(|v| median(v)).collect();
     let udp_med: Vec<f64> = udp.iter_mut().map(|v| median(v)).collect();
+    let tax_med: Vec<f64> = tax.iter_mut().map(|v| median(v)).collect();
+    let cpu_med: Vec<f64> = cpu_conn.iter_mut().map(|v| median(v)).collect();
     let per_conn_us = |i: usize| (1.0 / tcp_med[i] - 1.0 / tcp_med[0]) * 1e6;
     let memory = memory(&a, mem_events, a.long);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -445,11 +519,15 @@ fn main() {
         "rounds": rounds,
         "tcp_connections_per_round": conns,
         "udp_datagrams_per_round": datagrams,
-        "tcp_conn_per_s": { "untraced": tcp_med[0], "inspector": tcp_med[1], "bpftrace": tcp_med[2] },
-        "tcp_ratio": { "inspector": tcp_med[1] / tcp_med[0], "bpftrace": tcp_med[2] / tcp_med[0] },
-        "tcp_cost_us_per_connection": { "inspector": per_conn_us(1), "bpftrace": per_conn_us(2) },
-        "udp_datagrams_per_s": { "untraced": udp_med[0], "inspector": udp_med[1], "bpftrace": udp_med[2] },
-        "udp_ratio": { "inspector": udp_med[1] / udp_med[0], "bpftrace": udp_med[2] / udp_med[0] },
+        "tcp_conn_per_s": { "untraced": tcp_med[0], "inspector": tcp_med[1], "serve": tcp_med[2], "bpftrace": tcp_med[3] },
+        "tcp_ratio": { "inspector": tcp_med[1] / tcp_med[0], "serve": tcp_med[2] / tcp_med[0], "bpftrace": tcp_med[3] / tcp_med[0] },
+        "tcp_cost_us_per_connection": { "inspector": per_conn_us(1), "serve": per_conn_us(2), "bpftrace": per_conn_us(3) },
+        "cpu_us_per_connection": { "untraced": cpu_med[0], "inspector": cpu_med[1], "serve": cpu_med[2], "bpftrace": cpu_med[3] },
+        "udp_datagrams_per_s": { "untraced": udp_med[0], "inspector": udp_med[1], "serve": udp_med[2], "bpftrace": udp_med[3] },
+        "udp_ratio": { "inspector": udp_med[1] / udp_med[0], "serve": udp_med[2] / udp_med[0], "bpftrace": udp_med[3] / udp_med[0] },
+        "syscall_tax_ns": { "untraced": tax_med[0], "inspector": tax_med[1], "serve": tax_med[2], "bpftrace": tax_med[3] },
+        "writes_per_round": writes,
+        "tax_rounds": tax,
         "tcp_rounds": tcp,
         "udp_rounds": udp,
         "counts": counts,

@@ -5,9 +5,9 @@ use std::fs;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, ProgramError},
+    programs::{BtfTracePoint, FEntry, FExit, ProgramError, TracePoint},
 };
-use inspector_common::{Event, Offsets, counter};
+use inspector_common::{Config, Delivery, Event, Offsets, Outcome, Owner, counter};
 
 use crate::{
     btf::{Btf, BtfError},
@@ -67,6 +67,8 @@ enum Hook {
     Entry(&'static str),
     /// fexit on a kernel function.
     Exit(&'static str),
+    /// A classic tracepoint of the `syscalls` category (tracefs).
+    Syscall(&'static str),
 }
 
 impl std::fmt::Display for Hook {
@@ -75,6 +77,7 @@ impl std::fmt::Display for Hook {
             Hook::Tracepoint(t) => write!(f, "{t}"),
             Hook::Entry(func) => write!(f, "fentry:{func}"),
             Hook::Exit(func) => write!(f, "fexit:{func}"),
+            Hook::Syscall(tp) => write!(f, "syscalls:{tp}"),
         }
     }
 }
@@ -92,6 +95,23 @@ const TRACEPOINT_PROGRAMS: &[(&str, Hook)] = &[
     ("timer_cancel", Hook::Tracepoint("timer_cancel")),
     ("timer_expire_entry", Hook::Tracepoint("timer_expire_entry")),
 ];
+
+/// Tracepoint mode, where tracefs offers them: the per-syscall tracepoints
+/// of only the calls decoded, in place of `sys_enter`/`sys_exit`, which
+/// run on every system call of the host.
+const SYSCALL_PROGRAMS: &[(&str, Hook)] = &[
+    ("syscall_enter", Hook::Syscall("sys_enter_bind")),
+    ("syscall_enter", Hook::Syscall("sys_enter_listen")),
+    ("syscall_enter", Hook::Syscall("sys_enter_connect")),
+    ("syscall_exit", Hook::Syscall("sys_exit_bind")),
+    ("syscall_exit", Hook::Syscall("sys_exit_listen")),
+    ("syscall_exit", Hook::Syscall("sys_exit_connect")),
+    ("syscall_exit", Hook::Syscall("sys_exit_accept")),
+    ("syscall_exit", Hook::Syscall("sys_exit_accept4")),
+];
+
+/// Where tracefs lists the syscall tracepoints.
+const SYSCALL_EVENTS: &str = "/sys/kernel/tracing/events/syscalls";
 
 /// fentry mode: the deciding functions, and the state tracepoint (state
 /// changes have no better hook). The first one doubles as the probe of
@@ -141,7 +161,7 @@ pub enum Mode {
     /// fentry/fexit where the kernel accepts them, else tracepoints.
     #[default]
     Auto,
-    /// BTF tracepoints only (syscall boundary, timers, sk_data_ready).
+    /// Tracepoints only (syscall boundary, timers, sk_data_ready).
     Tracepoint,
     /// fentry/fexit on the deciding kernel functions.
     Fentry,
@@ -173,6 +193,12 @@ pub struct LoadOptions {
     /// page); `None` keeps the object's 4 MiB. Tests shrink it to make it
     /// overflow.
     pub ring_bytes: Option<u32>,
+    /// Count in kernel maps what metrics only aggregate (successful calls,
+    /// accepts, state changes of non-listeners, SO_REUSEPORT deliveries)
+    /// instead of emitting each one ([`Config::COUNTED`]); read them with
+    /// [`Probes::outcomes`] and [`Probes::deliveries`]. Failed calls and
+    /// listener transitions are still emitted.
+    pub aggregate: bool,
 }
 
 /// Kernel counters since load, summed over CPUs.
@@ -223,6 +249,8 @@ pub struct Probes {
     /// Hooks that could not be attached on this kernel, with the reason;
     /// in auto mode also why fentry was not used.
     pub missing: Vec<String>,
+    /// Loaded with [`LoadOptions::aggregate`].
+    pub aggregate: bool,
 }
 
 impl Probes {
@@ -251,6 +279,12 @@ impl Probes {
         let load = || {
             let mut loader = EbpfLoader::new();
             loader.override_global("OFFSETS", &offsets, true);
+            let config = if opts.aggregate {
+                Config::COUNTED
+            } else {
+                Config::ALL
+            };
+            loader.override_global("CONFIG", &config, true);
             if let Some(bytes) = opts.ring_bytes {
                 loader.map_max_entries("EVENTS", bytes);
             }
@@ -319,7 +353,50 @@ impl Probes {
             mode,
             attached,
             missing,
+            aggregate: opts.aggregate,
         })
+    }
+
+    /// Calls counted in the kernel by (kind, proto, phase, errno), with
+    /// [`LoadOptions::aggregate`]; empty otherwise.
+    pub fn outcomes(&self) -> Vec<(Outcome, u64)> {
+        let Some(map) = self._ebpf.map("OUTCOMES") else {
+            return Vec::new();
+        };
+        let Ok(map) = aya::maps::HashMap::<_, Outcome, u64>::try_from(map) else {
+            return Vec::new();
+        };
+        map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// SO_REUSEPORT deliveries counted in the kernel, by member socket
+    /// address, with [`LoadOptions::aggregate`]; empty otherwise.
+    pub fn deliveries(&self) -> Vec<(u64, Delivery)> {
+        let Some(map) = self._ebpf.map("DELIVERIES") else {
+            return Vec::new();
+        };
+        let Ok(map) = aya::maps::HashMap::<_, u64, Delivery>::try_from(map) else {
+            return Vec::new();
+        };
+        map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets the delivery count of a member that left its group, so a
+    /// later socket at the same address starts from zero.
+    pub fn forget_deliveries(&mut self, sock: u64) {
+        if let Some(map) = self._ebpf.map_mut("DELIVERIES")
+            && let Ok(mut map) = aya::maps::HashMap::<_, u64, Delivery>::try_from(map)
+        {
+            let _ = map.remove(&sock);
+        }
+    }
+
+    /// The owner the kernel remembers for socket `sock` (from its bind,
+    /// listen, connect or accept).
+    pub fn owner(&self, sock: u64) -> Option<Owner> {
+        let map = self._ebpf.map("OWNERS")?;
+        let map = aya::maps::HashMap::<_, u64, Owner>::try_from(map).ok()?;
+        map.get(&sock, 0).ok()
     }
 
     /// The ring buffer, for readiness polling.
@@ -386,7 +463,66 @@ fn attach(
             prog.load(func, btf)?;
             prog.attach()?;
         }
+        Hook::Syscall(tp) => {
+            // One program serves several syscalls: load it once.
+            let prog: &mut TracePoint = prog.try_into()?;
+            if prog.fd().is_err() {
+                prog.load()?;
+            }
+            prog.attach("syscalls", tp)?;
+        }
     }
+    Ok(())
+}
+
+/// Whether tracefs lists the syscall tracepoints, mounting tracefs first
+/// if it is not (a fresh machine; `cargo xtask setup` mounts it too).
+fn syscall_tracepoints() -> Result<(), String> {
+    if fs::metadata(SYSCALL_EVENTS).is_ok() {
+        return Ok(());
+    }
+    let tracing = std::path::Path::new("/sys/kernel/tracing");
+    if tracing.join("events").exists() {
+        // tracefs is there but has no syscall events: a kernel built
+        // without CONFIG_FTRACE_SYSCALLS.
+        return Err("this kernel has no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS)".into());
+    }
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) if s.success() && fs::metadata(SYSCALL_EVENTS).is_ok() => Ok(()),
+        Ok(s) if s.success() => {
+            Err("this kernel has no syscalls:* tracepoints (CONFIG_FTRACE_SYSCALLS)".into())
+        }
+        _ => Err("tracefs is not mounted at /sys/kernel/tracing and mounting it failed".into()),
+    }
+}
+
+/// Attaches the per-syscall tracepoints; on any failure detaches what was
+/// attached (so no call is seen twice) and says why.
+fn attach_syscalls(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    attached: &mut Vec<String>,
+) -> Result<(), String> {
+    syscall_tracepoints()?;
+    let mut done = Vec::new();
+    for &(name, hook) in SYSCALL_PROGRAMS {
+        if let Err(e) = attach(ebpf, btf, name, hook) {
+            for prog in ["syscall_enter", "syscall_exit"] {
+                if let Some(p) = ebpf.program_mut(prog)
+                    && let Ok(p) = <&mut TracePoint>::try_from(p)
+                {
+                    let _ = p.unload();
+                }
+            }
+            return Err(format!("{hook}: {}", root_cause(&e)));
+        }
+        done.push(hook.to_string());
+    }
+    attached.extend(done);
     Ok(())
 }
 
@@ -437,10 +573,23 @@ fn attach_tracepoints(
     attached: &mut Vec<String>,
     missing: &mut Vec<String>,
 ) -> Result<(), ProbeError> {
+    let per_syscall = match attach_syscalls(ebpf, btf, attached) {
+        Ok(()) => true,
+        Err(reason) => {
+            missing.push(format!(
+                "per-syscall tracepoints ({reason}); using raw_syscalls sys_enter/sys_exit, \
+                 which run on every system call"
+            ));
+            false
+        }
+    };
     for &(name, hook) in TRACEPOINT_PROGRAMS {
         let Hook::Tracepoint(tracepoint) = hook else {
             continue;
         };
+        if per_syscall && (tracepoint == "sys_enter" || tracepoint == "sys_exit") {
+            continue;
+        }
         if tracepoint.starts_with("timer_") && offsets.tw_timer_handler == 0 {
             continue;
         }

@@ -381,11 +381,21 @@ fn auto_mode_uses_fentry_exactly_when_the_kernel_accepts_it() {
         ] {
             assert!(p.attached.iter().any(|a| a == hook), "{hook} attached");
         }
-        assert!(!p.attached.iter().any(|a| a == "sys_enter"));
+        assert!(
+            !p.attached
+                .iter()
+                .any(|a| a == "sys_enter" || a.starts_with("syscalls:"))
+        );
     } else {
         assert_eq!(p.mode, Mode::Tracepoint);
         assert!(refusal_noted, "the fallback is said: {:?}", p.missing);
-        assert!(p.attached.iter().any(|a| a == "sys_enter"));
+        // The per-syscall tracepoints, or raw sys_enter where tracefs
+        // lacks them.
+        assert!(
+            p.attached
+                .iter()
+                .any(|a| a == "sys_enter" || a == "syscalls:sys_enter_bind")
+        );
         assert!(!p.attached.iter().any(|a| a.starts_with("fexit:")));
     }
     assert!(

@@ -3,8 +3,10 @@
 //!
 //! - criterion: user-space capacity (decode + tracker, + dashboard model)
 //!   and dashboard frame time;
-//! - `examples/overhead`: workload throughput untraced / traced by the
-//!   inspector / traced by bpftrace, alternated in one run, and memory.
+//! - `examples/overhead`: workload throughput untraced / traced by
+//!   `inspector trace --json` / watched by `inspector serve` / traced by
+//!   bpftrace (counting), alternated in one run, with the machine's busy CPU
+//!   per connection and the tax on an unrelated system call; and memory.
 //!
 //! `--smoke` runs everything briefly (CI checks the report is produced and
 //! well-formed); `--long` adds the 5-minute memory run.
@@ -122,23 +124,47 @@ fn markdown(r: &Value) -> String {
             ""
         }
     );
-    let _ = writeln!(s, "| measure | inspector | bpftrace | target |");
-    let _ = writeln!(s, "|---|---|---|---|");
     let _ = writeln!(
         s,
-        "| TCP connections/s vs untraced ({:.0}/s) | {:.3} ({:.1} us/conn) | {:.3} ({:.1} us/conn) | >= 0.95, not above bpftrace's cost |",
+        "| measure | untraced | trace --json | serve | bpftrace | target |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let _ = writeln!(
+        s,
+        "| TCP connections/s, ratio vs untraced (us/conn added) | {:.0}/s | {:.3} ({:.1}) | {:.3} ({:.1}) | {:.3} ({:.1}) | >= 0.95, not above bpftrace's cost |",
         f(&o["tcp_conn_per_s"]["untraced"]),
         f(&o["tcp_ratio"]["inspector"]),
         f(&o["tcp_cost_us_per_connection"]["inspector"]),
+        f(&o["tcp_ratio"]["serve"]),
+        f(&o["tcp_cost_us_per_connection"]["serve"]),
         f(&o["tcp_ratio"]["bpftrace"]),
         f(&o["tcp_cost_us_per_connection"]["bpftrace"]),
     );
+    let c = &o["cpu_us_per_connection"];
     let _ = writeln!(
         s,
-        "| UDP datagrams/s vs untraced ({:.0}/s) | {:.3} | {:.3} | >= 0.95 |",
+        "| busy CPU per TCP connection, whole machine (us) | {:.1} | {:.1} | {:.1} | {:.1} | - |",
+        f(&c["untraced"]),
+        f(&c["inspector"]),
+        f(&c["serve"]),
+        f(&c["bpftrace"]),
+    );
+    let _ = writeln!(
+        s,
+        "| UDP datagrams/s, ratio vs untraced | {:.0}/s | {:.3} | {:.3} | {:.3} | >= 0.95 |",
         f(&o["udp_datagrams_per_s"]["untraced"]),
         f(&o["udp_ratio"]["inspector"]),
+        f(&o["udp_ratio"]["serve"]),
         f(&o["udp_ratio"]["bpftrace"]),
+    );
+    let t = &o["syscall_tax_ns"];
+    let _ = writeln!(
+        s,
+        "| syscall tax, ns per non-socket syscall (1-byte write to /dev/null) | {:.1} | {:.1} | {:.1} | {:.1} | untraced + ~0 |",
+        f(&t["untraced"]),
+        f(&t["inspector"]),
+        f(&t["serve"]),
+        f(&t["bpftrace"]),
     );
     let counted = |mode: &str, key: &str| -> Vec<String> {
         o["counts"]
@@ -151,37 +177,38 @@ fn markdown(r: &Value) -> String {
     };
     let _ = writeln!(
         s,
-        "| TCP state changes on the workload port, per round | {} | {} | equal |",
+        "| TCP state changes on the workload port, per round | - | {} | - | {} | equal |",
         counted("inspector", "state_changes_on_port").join(", "),
         counted("bpftrace", "state_changes_on_port").join(", "),
     );
     let _ = writeln!(
         s,
-        "| events dropped by the inspector, per round | {} | - | 0 |",
+        "| events dropped by the inspector, per round | - | {} | - | - | 0 |",
         counted("inspector", "dropped").join(", "),
     );
     let _ = writeln!(
         s,
-        "| tracer process CPU per round (ms) | {} | {} | - |",
+        "| tracer process CPU per round (ms) | - | {} | {} | {} | - |",
         counted("inspector", "tracer_cpu_ms").join(", "),
+        counted("serve", "tracer_cpu_ms").join(", "),
         counted("bpftrace", "tracer_cpu_ms").join(", "),
     );
     let p = &r["pipeline_events_per_s"];
     let _ = writeln!(
         s,
-        "| decode + tracker, one core | {:.2} M events/s | - | >= 2 M/s |",
+        "| decode + tracker, one core | - | {:.2} M events/s | - | - | >= 2 M/s |",
         f(&p["decode_track"]) / 1e6
     );
     let _ = writeln!(
         s,
-        "| decode + tracker + dashboard model, one core | {:.2} M events/s | - | >= 2 M/s |",
+        "| decode + tracker + dashboard model, one core | - | {:.2} M events/s | - | - | >= 2 M/s |",
         f(&p["decode_track_model"]) / 1e6
     );
     if let Some(frames) = r["dashboard_frame_ms"].as_object() {
         for (k, v) in frames {
             let _ = writeln!(
                 s,
-                "| dashboard frame 160x48, {k} | {:.2} ms | - | < 2 ms |",
+                "| dashboard frame 160x48, {k} | - | {:.2} ms | - | - | < 2 ms |",
                 f(v)
             );
         }
@@ -189,7 +216,7 @@ fn markdown(r: &Value) -> String {
     let m = &o["memory"];
     let _ = writeln!(
         s,
-        "| inspector RSS after {} events | {} KiB (start {} KiB) | - | < 64 MiB |",
+        "| inspector RSS after {} events | - | {} KiB (start {} KiB) | - | - | < 64 MiB |",
         m["events_target"], m["rss_kib_after_events"], m["rss_kib_start"]
     );
     if let Some(samples) = m["long_run"].as_array().filter(|a| !a.is_empty()) {
@@ -199,7 +226,7 @@ fn markdown(r: &Value) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "| RSS over a 5-minute run at full rate | {} | - | flat, < 64 MiB |",
+            "| RSS over a 5-minute run at full rate | - | {} | - | - | flat, < 64 MiB |",
             line.join(", ")
         );
     }
@@ -212,7 +239,10 @@ fn check(r: &Value) -> Result<()> {
     for (what, v) in [
         ("untraced TCP rate", &o["tcp_conn_per_s"]["untraced"]),
         ("traced TCP rate", &o["tcp_conn_per_s"]["inspector"]),
+        ("serve TCP rate", &o["tcp_conn_per_s"]["serve"]),
         ("bpftrace TCP rate", &o["tcp_conn_per_s"]["bpftrace"]),
+        ("untraced syscall tax", &o["syscall_tax_ns"]["untraced"]),
+        ("traced syscall tax", &o["syscall_tax_ns"]["inspector"]),
         ("untraced UDP rate", &o["udp_datagrams_per_s"]["untraced"]),
         ("traced UDP rate", &o["udp_datagrams_per_s"]["inspector"]),
         ("pipeline rate", &r["pipeline_events_per_s"]["decode_track"]),

@@ -78,8 +78,11 @@ struct Member {
     ino: String,
     pid: String,
     comm: String,
+    /// Deliveries seen as events.
     deliveries: u64,
-    /// `deliveries` at the previous scrape: the imbalance ratio is over
+    /// Deliveries counted in the kernel ([`KernelView::members`]).
+    counted: u64,
+    /// `deliveries + counted` at the previous scrape: the imbalance ratio is over
     /// what happened in between.
     at_last_scrape: u64,
     /// The listener closed: shown at the next scrape, then dropped.
@@ -98,6 +101,32 @@ pub struct KernelView {
     /// TIME_WAIT sockets by (proto, local port), from a socket-table
     /// snapshot; `None` when no snapshot could be taken.
     pub timewait: Option<Vec<(Proto, u16, u64)>>,
+    /// Calls counted in the kernel, by (kind, proto, phase, errno), when
+    /// the probes count rather than emit them.
+    pub outcomes: Option<Vec<(inspector_common::Outcome, u64)>>,
+    /// SO_REUSEPORT members and their deliveries counted in the kernel.
+    pub members: Vec<KernelMember>,
+}
+
+/// A SO_REUSEPORT member as the kernel counted it.
+#[derive(Debug, Clone, Default)]
+pub struct KernelMember {
+    /// Kernel socket address (the key of events about it too).
+    pub sock: u64,
+    pub proto: Option<Proto>,
+    pub lport: u16,
+    pub netns: u32,
+    pub ino: u64,
+    /// Its owner as the kernel remembers it.
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub deliveries: u64,
+}
+
+impl Member {
+    fn total(&self) -> u64 {
+        self.deliveries + self.counted
+    }
 }
 
 /// The aggregated state behind `/metrics`.
@@ -115,6 +144,13 @@ pub struct Metrics {
     last_failure: Option<Labels>,
     /// Keyed by (proto, netns, kernel socket address).
     members: HashMap<(&'static str, u32, u64), Member>,
+    /// Listeners seen closing before the kernel's count of them was read.
+    closed: HashSet<(&'static str, u32, u64)>,
+    /// Members dropped by the last exposition, by kernel socket address:
+    /// their kernel counts are to be forgotten.
+    forgotten: Vec<u64>,
+    /// Bind decisions come from [`KernelView::outcomes`], not records.
+    decisions_counted: bool,
     kernel: KernelView,
 }
 
@@ -178,11 +214,13 @@ impl Metrics {
             RecordType::Bind => {
                 let phase = r.phase.map_or("unknown", |p| p.as_str());
                 let result = failed.map_or_else(|| "ok".to_owned(), |e| e.to_string());
-                self.bump(
-                    name::BIND_DECISIONS,
-                    vec![proto.into(), phase.into(), result],
-                    1,
-                );
+                if !self.decisions_counted {
+                    self.bump(
+                        name::BIND_DECISIONS,
+                        vec![proto.into(), phase.into(), result],
+                        1,
+                    );
+                }
                 if let Some(e) = failed {
                     let port = r.req_port.filter(|&p| p != 0).unwrap_or(r.lport);
                     let port = self.port_label(port, name::BIND_FAILURES);
@@ -216,10 +254,14 @@ impl Metrics {
             }
             RecordType::State => {
                 // A listener that closes leaves its group.
-                if r.old_state == Some(TcpState::LISTEN)
-                    && let Some(m) = self.members.get_mut(&(proto, r.netns, r.sock))
-                {
-                    m.closed = true;
+                if r.old_state == Some(TcpState::LISTEN) {
+                    let key = (proto, r.netns, r.sock);
+                    match self.members.get_mut(&key) {
+                        Some(m) => m.closed = true,
+                        None => {
+                            self.closed.insert(key);
+                        }
+                    }
                 }
             }
             RecordType::Accept | RecordType::TwEnter => {}
@@ -239,6 +281,7 @@ impl Metrics {
                     pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
                     comm: r.comm.clone().unwrap_or_default(),
                     deliveries: 0,
+                    counted: 0,
                     at_last_scrape: 0,
                     closed: false,
                 }
@@ -253,6 +296,7 @@ impl Metrics {
                     pid: OTHER.to_owned(),
                     comm: OTHER.to_owned(),
                     deliveries: 0,
+                    counted: 0,
                     at_last_scrape: 0,
                     closed: false,
                 }
@@ -272,9 +316,101 @@ impl Metrics {
         }
     }
 
+    /// Takes bind decisions from the kernel's counts
+    /// ([`KernelView::outcomes`]) instead of from records.
+    pub fn count_decisions_in_kernel(&mut self) {
+        self.decisions_counted = true;
+    }
+
     /// Takes the kernel side's view for the next [`Metrics::encode`].
-    pub fn set_kernel(&mut self, view: KernelView) {
+    pub fn set_kernel(&mut self, mut view: KernelView) {
+        if self.decisions_counted
+            && let Some(outcomes) = &view.outcomes
+        {
+            self.set_decisions(outcomes);
+        }
+        for k in std::mem::take(&mut view.members) {
+            self.count_member(&k);
+        }
+        self.closed.clear();
         self.kernel = view;
+    }
+
+    /// Rebuilds the bind decisions from the kernel's totals. They only
+    /// grow, and their keys are few (kind, proto, phase, errno): past
+    /// `max_series` they read `other` without counting as folds again at
+    /// every scrape.
+    fn set_decisions(&mut self, outcomes: &[(inspector_common::Outcome, u64)]) {
+        let max = self.limits.max_series;
+        let mut values: HashMap<Vec<String>, u64> = HashMap::new();
+        for (o, n) in outcomes {
+            if o.kind != inspector_common::kind::BIND {
+                continue;
+            }
+            let proto = proto_str(Proto::from_kernel(o.proto));
+            let phase = crate::kernel::Phase::from_kernel(o.phase).as_str();
+            let errno = crate::kernel::Errno::from(o.errno);
+            let result = if errno.is_failure() {
+                errno.to_string()
+            } else {
+                "ok".to_owned()
+            };
+            let mut key = vec![proto.to_owned(), phase.to_owned(), result];
+            if !values.contains_key(&key) && values.len() >= max {
+                key = vec![OTHER.to_owned(); 3];
+            }
+            *values.entry(key).or_default() += n;
+        }
+        self.bind_decisions.values = values;
+    }
+
+    /// Sets the kernel's count of one member, created on first sight.
+    fn count_member(&mut self, k: &KernelMember) {
+        let proto = proto_str(k.proto);
+        let key = (proto, k.netns, k.sock);
+        if !self.members.contains_key(&key) {
+            if self.members.len() >= self.limits.max_series {
+                // Folded: the kernel total is absolute, so the folded
+                // member cannot add it up scrape after scrape; counted once
+                // as folded, not shown.
+                *self.folded.entry(name::DELIVERIES).or_default() += 1;
+                self.forgotten.push(k.sock);
+                return;
+            }
+            let member = Member {
+                proto,
+                port: self.port_label(k.lport, name::DELIVERIES),
+                netns: k.netns,
+                ino: if k.ino == 0 {
+                    String::new()
+                } else {
+                    k.ino.to_string()
+                },
+                pid: k.pid.map(|p| p.to_string()).unwrap_or_default(),
+                comm: k.comm.clone().unwrap_or_default(),
+                deliveries: 0,
+                counted: 0,
+                at_last_scrape: 0,
+                closed: self.closed.contains(&key),
+            };
+            self.members.insert(key, member);
+        }
+        let Some(m) = self.members.get_mut(&key) else {
+            return;
+        };
+        m.counted = k.deliveries;
+        if m.pid.is_empty()
+            && let Some(pid) = k.pid
+        {
+            m.pid = pid.to_string();
+            m.comm = k.comm.clone().unwrap_or_default();
+        }
+    }
+
+    /// Kernel socket addresses of the members the last exposition dropped
+    /// (their listener closed).
+    pub fn take_forgotten(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgotten)
     }
 
     /// The exposition in OpenMetrics text, then forgets closed group
@@ -285,9 +421,15 @@ impl Metrics {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &reg);
-        self.members.retain(|_, m| !m.closed);
+        let forgotten = &mut self.forgotten;
+        self.members.retain(|&(_, _, sock), m| {
+            if m.closed {
+                forgotten.push(sock);
+            }
+            !m.closed
+        });
         for m in self.members.values_mut() {
-            m.at_last_scrape = m.deliveries;
+            m.at_last_scrape = m.total();
         }
         out
     }
@@ -348,11 +490,11 @@ impl Metrics {
                     ("pid", m.pid.clone()),
                     ("comm", m.comm.clone()),
                 ])
-                .inc_by(m.deliveries);
+                .inc_by(m.total());
             groups
                 .entry((m.proto, m.port.as_str(), m.netns))
                 .or_default()
-                .push(m.deliveries - m.at_last_scrape);
+                .push(m.total().saturating_sub(m.at_last_scrape));
         }
         for ((proto, port, netns), deltas) in groups {
             if let Some(ratio) = imbalance_ratio(&deltas) {

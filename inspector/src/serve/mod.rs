@@ -16,13 +16,13 @@ use crate::{
     filter::Filter,
     kernel::Proto,
     pipeline::Pipeline,
-    probe::Mode,
+    probe::{LoadOptions, Mode},
     sockets::{Entry, SnapshotFilter, SocketTable},
 };
 
 use self::{
     http::{Format, Scrape},
-    metrics::{KernelView, Limits, Metrics},
+    metrics::{KernelMember, KernelView, Limits, Metrics},
 };
 
 /// Where `serve` listens unless told otherwise.
@@ -101,7 +101,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("listening on {}", opts.listen)),
     };
     let ports = opts.filter.ports.clone();
-    let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
+    // Counting in the kernel skips the user-space filters: only without
+    // them (the netns filter works in the kernel) are the counts the
+    // metrics'.
+    let aggregate = counts_in_kernel(&opts.filter);
+    let mut pipeline = Pipeline::with_options(
+        opts.filter,
+        LoadOptions {
+            mode: opts.mode,
+            aggregate,
+            ..LoadOptions::default()
+        },
+    )?;
     eprintln!(
         "inspector: serving http://{}/metrics; {} mode, attached: {}; filters: {}",
         opts.listen,
@@ -132,6 +143,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .map(|dir| crate::recording::Recorder::open(dir, Default::default(), &pipeline))
         .transpose()?;
     let mut metrics = Metrics::new(opts.limits);
+    if aggregate {
+        metrics.count_decisions_in_kernel();
+    }
     let mut annotator = explain::annotate::Annotator::default();
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -193,16 +207,22 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                     .map_err(|e| eprintln!("inspector: warning: TIME_WAIT snapshot: {e}"))
                     .ok()
             });
+            let probes = &pipeline.probes;
             metrics.set_kernel(KernelView {
                 counters: pipeline.counters(),
                 events_read: pipeline.seen,
-                run_time_ns: pipeline.probes.run_times(),
+                run_time_ns: probes.run_times(),
                 timewait,
+                outcomes: probes.aggregate.then(|| probes.outcomes()),
+                members: kernel_members(probes),
             });
             let body = match format {
                 Format::OpenMetrics => metrics.encode_openmetrics(),
                 Format::Text => metrics.encode_text(),
             };
+            for sock in metrics.take_forgotten() {
+                pipeline.probes.forget_deliveries(sock);
+            }
             // The scraper may have given up: nothing to do then.
             let _ = reply.send(body);
         }
@@ -219,6 +239,50 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         pipeline.seen, c.dropped, c.read_errors
     );
     Ok(())
+}
+
+/// Whether the metrics can be counted in the kernel under `filter`: only
+/// with no filter but the network namespace, which the kernel applies.
+fn counts_in_kernel(filter: &Filter) -> bool {
+    let Filter {
+        ports,
+        pid,
+        comm,
+        netns: _,
+        proto,
+        failures_only,
+        cgroup,
+        container,
+    } = filter;
+    ports.is_none()
+        && pid.is_none()
+        && comm.is_none()
+        && proto.is_none()
+        && !failures_only
+        && cgroup.is_none()
+        && container.is_none()
+}
+
+/// The SO_REUSEPORT members the kernel counted, with their owners as the
+/// kernel remembers them (from their bind/listen).
+fn kernel_members(probes: &crate::probe::Probes) -> Vec<KernelMember> {
+    probes
+        .deliveries()
+        .into_iter()
+        .map(|(sock, d)| {
+            let owner = probes.owner(sock);
+            KernelMember {
+                sock,
+                proto: Proto::from_kernel(d.proto),
+                lport: d.lport,
+                netns: d.netns,
+                ino: d.ino,
+                pid: owner.map(|o| o.pid),
+                comm: owner.map(|o| crate::record::comm(&o.comm)),
+                deliveries: d.count,
+            }
+        })
+        .collect()
 }
 
 /// TIME_WAIT sockets by (proto, local port), from a socket-table snapshot

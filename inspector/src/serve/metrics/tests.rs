@@ -172,6 +172,7 @@ fn kernel_view_timewait_and_exits() {
         events_read: 10,
         run_time_ns: vec![("sys_exit".into(), 1_500_000_000)],
         timewait: Some(vec![(Proto::Tcp, 8080, 5)]),
+        ..KernelView::default()
     });
     let om = m.encode_openmetrics();
     for line in [
@@ -204,4 +205,77 @@ fn imbalance_ratio_is_max_over_mean() {
     assert_eq!(imbalance_ratio(&[0, 0]), None);
     assert_eq!(imbalance_ratio(&[5, 5, 5]), Some(1.0));
     assert_eq!(imbalance_ratio(&[3, 0, 0]), Some(3.0));
+}
+
+#[test]
+fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten() {
+    let mut m = Metrics::new(Limits::default());
+    m.count_decisions_in_kernel();
+    // A failed bind still arrives as a record: its failure series, not a
+    // second decision.
+    m.apply(&bind(8080, Some(Errno::EADDRINUSE)));
+    let outcome = |phase: u8, errno: i32| inspector_common::Outcome {
+        kind: inspector_common::kind::BIND,
+        proto: inspector_common::IPPROTO_TCP,
+        phase,
+        _pad: 0,
+        errno,
+    };
+    let member = |sock: u64, n: u64| KernelMember {
+        sock,
+        proto: Some(Proto::Tcp),
+        lport: 8080,
+        netns: INIT_NETNS,
+        ino: sock + 1000,
+        pid: Some(42),
+        comm: Some("srv".into()),
+        deliveries: n,
+    };
+    let view = |n: u64| KernelView {
+        outcomes: Some(vec![
+            (outcome(inspector_common::phase::BIND, 0), 3),
+            (outcome(inspector_common::phase::BIND, 98), 1),
+        ]),
+        members: vec![member(1, n), member(2, 2 * n)],
+        ..KernelView::default()
+    };
+    m.set_kernel(view(5));
+    let om = m.encode_openmetrics();
+    for line in [
+        "inspector_bind_decisions_total{proto=\"tcp\",phase=\"bind\",result=\"ok\"} 3\n",
+        "inspector_bind_decisions_total{proto=\"tcp\",phase=\"bind\",result=\"EADDRINUSE\"} 1\n",
+        "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\"} 1\n",
+        "socket=\"1001\",pid=\"42\",comm=\"srv\"} 5\n",
+        "socket=\"1002\",pid=\"42\",comm=\"srv\"} 10\n",
+    ] {
+        assert!(om.contains(line), "missing {line:?} in\n{om}");
+    }
+    assert!(m.take_forgotten().is_empty());
+    // Member 1's listener closes: shown once more, then forgotten.
+    let mut close = Record::from_event(
+        &EventBuilder::new(inspector_common::kind::STATE)
+            .sock(1)
+            .build(),
+        RecordType::State,
+    );
+    close.old_state = Some(TcpState::LISTEN);
+    close.new_state = Some(TcpState::CLOSE);
+    m.apply(&close);
+    m.set_kernel(view(6));
+    let om = m.encode_openmetrics();
+    assert!(
+        om.contains("socket=\"1001\",pid=\"42\",comm=\"srv\"} 6\n"),
+        "{om}"
+    );
+    assert_eq!(m.take_forgotten(), vec![1]);
+    m.set_kernel(KernelView {
+        members: vec![member(2, 20)],
+        ..KernelView::default()
+    });
+    let om = m.encode_openmetrics();
+    assert!(!om.contains("socket=\"1001\""), "{om}");
+    assert!(
+        om.contains("socket=\"1002\",pid=\"42\",comm=\"srv\"} 20\n"),
+        "{om}"
+    );
 }
