@@ -68,6 +68,10 @@ pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
 pub const TCP_LISTEN: u8 = 10;
 pub const TCP_TIME_WAIT: u8 = 6;
+/// `TCP_CLOSE`: where every TCP socket ends.
+pub const TCP_CLOSE: u8 = 7;
+/// `TCP_SYN_RECV`: a connection's first state, cloned from its listener.
+pub const TCP_SYN_RECV: u8 = 3;
 
 /// Counter slots in the per-CPU `COUNTERS` array: what the kernel side
 /// emitted, lost and failed to do, by kind. Every failure a program meets is
@@ -440,14 +444,28 @@ pub struct Config {
     /// listeners, the first delivery to a member. TIME_WAIT kinds are
     /// always emitted.
     pub emit_mask: u32,
-    pub _pad: u32,
+    /// Where [`kind::STATE`] is emitted: bit `1 << new_state` set, a change
+    /// into that state goes out; the others happen unreported. `trace`
+    /// without `--states` asks only for the changes that begin or end a
+    /// socket's life ([`Config::LIFECYCLE`]).
+    pub state_mask: u32,
 }
 
 impl Config {
     /// Every event emitted (trace, dashboard).
     pub const ALL: Self = Self {
         emit_mask: u32::MAX,
-        _pad: 0,
+        state_mask: u32::MAX,
+    };
+    /// Every event but the TCP state changes a connection passes through
+    /// on its way (SYN_SENT, ESTABLISHED, FIN_WAIT1, ...): only the changes
+    /// into LISTEN, SYN_RECV (a connection born from a listener, or taking
+    /// over a timewait socket's 4-tuple) and CLOSE go out. About half the
+    /// events of a short connection; its decisions (connect, accept,
+    /// TIME_WAIT) all remain.
+    pub const LIFECYCLE: Self = Self {
+        emit_mask: u32::MAX,
+        state_mask: (1 << TCP_LISTEN) | (1 << TCP_SYN_RECV) | (1 << TCP_CLOSE),
     };
     /// Counts in the kernel for what metrics aggregate anyway (`serve`):
     /// state changes, successful calls, accepts and SO_REUSEPORT deliveries.
@@ -457,7 +475,7 @@ impl Config {
             | (1 << kind::STATE)
             | (1 << kind::REUSEPORT)
             | (1 << kind::ACCEPT)),
-        _pad: 0,
+        state_mask: 0,
     };
 
     #[inline(always)]

@@ -35,6 +35,15 @@ pub fn emits(k: u8) -> bool {
     mask & (1 << k) != 0
 }
 
+/// Whether a TCP state change into `new` is emitted, where state changes
+/// are ([`Config::state_mask`](inspector_common::Config)).
+#[inline(always)]
+pub fn emits_state(new: i32) -> bool {
+    // SAFETY: as in `emits`.
+    let mask = unsafe { core::ptr::read_volatile(&CONFIG.state_mask) };
+    (0..32).contains(&new) && mask & (1 << new) != 0
+}
+
 /// Calls by (kind, proto, phase, errno) where they are counted rather
 /// than emitted. A handful of keys in practice; full, an outcome is
 /// emitted as an event instead.

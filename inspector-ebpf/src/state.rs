@@ -11,14 +11,12 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use inspector_common::{Event, IPPROTO_TCP, TCP_LISTEN, counter, flag, kind};
+use inspector_common::{Event, IPPROTO_TCP, TCP_CLOSE, TCP_LISTEN, counter, flag, kind};
 
 use crate::core_read::{
-    INFLIGHT, Miss, OWNERS, attribute, count, emit, emits, fill_common, fill_sock, now, off, read,
+    INFLIGHT, Miss, OWNERS, attribute, count, emit, emits, emits_state, fill_common, fill_sock,
+    now, off, read,
 };
-
-/// `TCP_CLOSE`.
-const TCP_CLOSE: i32 = 7;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
@@ -52,12 +50,16 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     }
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    let listener = old == i32::from(TCP_LISTEN) || new == i32::from(TCP_LISTEN);
-    if !emits(kind::STATE) && !listener {
+    let wanted = if emits(kind::STATE) {
+        emits_state(new)
+    } else {
         // Counted, not emitted (see `core_read::CONFIG`): only a
-        // listener's transitions matter then; a closed socket still lets
-        // go of its owner.
-        if new == TCP_CLOSE {
+        // listener's transitions matter then.
+        old == i32::from(TCP_LISTEN) || new == i32::from(TCP_LISTEN)
+    };
+    if !wanted {
+        // A closed socket still lets go of its owner.
+        if new == i32::from(TCP_CLOSE) {
             let _ = OWNERS.remove(sk);
         }
         return Ok(());
@@ -76,7 +78,7 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     ev.old_state = old as u8;
     ev.new_state = new as u8;
     attribute(&mut ev, sk);
-    if new == TCP_CLOSE {
+    if new == i32::from(TCP_CLOSE) {
         // TCP_CLOSE: the socket is done; its address may be reused for
         // another socket, which must not inherit this owner.
         let _ = OWNERS.remove(sk);

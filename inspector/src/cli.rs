@@ -105,6 +105,12 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS", conflicts_with = "replay")]
     pub duration: Option<f64>,
+    /// Every TCP state change (SYN_SENT, ESTABLISHED, FIN_WAIT1, ...).
+    /// Without it only the changes into LISTEN, SYN_RECV and CLOSE are
+    /// reported, which halves the events of short connections; every bind,
+    /// connect, accept, SO_REUSEPORT and TIME_WAIT event stays.
+    #[arg(long)]
+    pub states: bool,
     /// Read a recording (`inspector record`: one file, or its directory)
     /// instead of the kernel.
     #[arg(long, value_name = "PATH")]

@@ -2,8 +2,8 @@
 
 use std::{ops::RangeInclusive, str::FromStr};
 
-use crate::kernel::Proto;
-use crate::record::Record;
+use crate::kernel::{Proto, TcpState};
+use crate::record::{Record, RecordType};
 
 /// `--port 80,443,8000-8100`: a list of ports and inclusive ranges.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -71,6 +71,10 @@ pub struct Filter {
     pub cgroup: Option<String>,
     /// Container id prefix (`--container`).
     pub container: Option<String>,
+    /// TCP state changes only into LISTEN, SYN_RECV or CLOSE, where a
+    /// socket's life begins or ends (`trace` without `--states`); the
+    /// kernel then leaves the others unreported.
+    pub lifecycle_states: bool,
 }
 
 impl Filter {
@@ -104,6 +108,15 @@ impl Filter {
             return false;
         }
         if self.failures_only && !r.is_failure() {
+            return false;
+        }
+        if self.lifecycle_states
+            && r.kind == RecordType::State
+            && !matches!(
+                r.new_state,
+                Some(TcpState::LISTEN | TcpState::SYN_RECV | TcpState::CLOSE)
+            )
+        {
             return false;
         }
         if let Some(want) = &self.cgroup

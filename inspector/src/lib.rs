@@ -68,6 +68,7 @@ fn filter_for(args: &cli::FilterArgs, live: bool) -> anyhow::Result<Filter> {
             .as_deref()
             .map(|c| cgroup::normalize_filter(c, cgroup::v2_mount().as_deref())),
         container: args.container.clone(),
+        lifecycle_states: false,
     })
 }
 
@@ -89,6 +90,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let filter = filter_for(&cli.filters, !replaying)?;
     match cli.command {
         Some(cli::Command::Trace(t)) => {
+            let filter = Filter {
+                lifecycle_states: !t.states,
+                ..filter
+            };
             let duration = match t.duration {
                 Some(s) if !(s > 0.0 && s.is_finite()) => {
                     bail!("--duration must be a positive number of seconds, got {s}")

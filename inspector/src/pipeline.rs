@@ -47,6 +47,7 @@ impl Pipeline {
     pub fn with_options(filter: Filter, opts: LoadOptions) -> Result<Self, ProbeError> {
         let probes = Probes::load(LoadOptions {
             netns: filter.netns,
+            lifecycle_states: opts.lifecycle_states || filter.lifecycle_states,
             ..opts
         })?;
         Ok(Self {

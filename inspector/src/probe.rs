@@ -199,6 +199,9 @@ pub struct LoadOptions {
     /// [`Probes::outcomes`] and [`Probes::deliveries`]. Failed calls and
     /// listener transitions are still emitted.
     pub aggregate: bool,
+    /// Emit only the TCP state changes into LISTEN, SYN_RECV and CLOSE
+    /// ([`Config::LIFECYCLE`]): `trace` without `--states`.
+    pub lifecycle_states: bool,
 }
 
 /// Kernel counters since load, summed over CPUs.
@@ -281,6 +284,8 @@ impl Probes {
             loader.override_global("OFFSETS", &offsets, true);
             let config = if opts.aggregate {
                 Config::COUNTED
+            } else if opts.lifecycle_states {
+                Config::LIFECYCLE
             } else {
                 Config::ALL
             };

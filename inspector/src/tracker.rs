@@ -503,7 +503,14 @@ impl Tracker {
             decode_bind(ev, kind)
         };
         self.remember(ev).name(&mut r, OwnerSource::Syscall);
-        if kind == RecordType::Connect && (ev.errno == 0 || ev.errno == libc::EINPROGRESS) {
+        // The connection's owner for its TIME_WAIT records: known here
+        // even where its later state changes are not reported.
+        let connected = match kind {
+            RecordType::Connect => ev.errno == 0 || ev.errno == libc::EINPROGRESS,
+            RecordType::Accept => true,
+            _ => false,
+        };
+        if connected {
             self.remember_connection(Tuple::of(&r), &r, ev.uid);
         }
         out.push(r);

@@ -817,3 +817,76 @@ fn unaccepted_connections_keep_the_listener_owner() {
         assert_eq!(r.pid, Some(pid), "attributed to the listener: {r:#?}");
     }
 }
+
+/// `trace` without `--states`: the kernel reports only the state changes
+/// into LISTEN, SYN_RECV and CLOSE, and every decision stays: each
+/// connect, accept and TIME_WAIT entry, whose last owner is still known.
+#[test]
+fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
+    let filter = Filter {
+        lifecycle_states: true,
+        ..Filter::default()
+    };
+    let Some(mut p) = pipeline(filter) else {
+        return;
+    };
+    const PORT: u16 = 7012;
+    const N: usize = 6;
+    let (netns, pid) = in_new_netns(|netns| {
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7012")).expect("bind");
+        listener.listen(16).expect("listen");
+        for i in 0..N {
+            let c = tcp();
+            c.connect(&addr("127.0.0.1:7012")).expect("connect");
+            let (s, _) = listener.accept().expect("accept");
+            // Half the connections close from the server (its side enters
+            // TIME_WAIT), half from the client.
+            let (first, second) = if i % 2 == 0 { (s, c) } else { (c, s) };
+            drop(first);
+            std::thread::sleep(Duration::from_millis(20));
+            drop(second);
+        }
+        (netns, std::process::id())
+    })
+    .expect("netns");
+    let recs = collect(&mut p, netns, WAIT, |r| of_type(r, "tw_enter").len() >= N);
+    let on_port = |r: &inspector::record::Record| r.lport == PORT || r.rport == PORT;
+    for r in recs.iter().filter(|r| r.kind.as_str() == "state") {
+        assert!(
+            matches!(
+                r.new_state,
+                Some(TcpState::LISTEN | TcpState::SYN_RECV | TcpState::CLOSE)
+            ),
+            "only lifecycle changes: {r:#?}"
+        );
+    }
+    assert_eq!(
+        of_type(&recs, "connect")
+            .iter()
+            .filter(|r| on_port(r))
+            .count(),
+        N
+    );
+    assert_eq!(
+        of_type(&recs, "accept")
+            .iter()
+            .filter(|r| on_port(r))
+            .count(),
+        N
+    );
+    let closes = recs
+        .iter()
+        .filter(|r| r.kind.as_str() == "state" && r.new_state == Some(TcpState::CLOSE))
+        .filter(|r| on_port(r))
+        .count();
+    assert!(
+        closes >= 2 * N,
+        "both ends of each connection close: {closes}"
+    );
+    let tw = of_type(&recs, "tw_enter");
+    assert_eq!(tw.len(), N, "{recs:#?}");
+    for e in tw {
+        assert_eq!(e.last_pid, Some(pid), "last owner kept: {e:#?}");
+    }
+}

@@ -253,6 +253,8 @@ fn counts_in_kernel(filter: &Filter) -> bool {
         failures_only,
         cgroup,
         container,
+        // Never set for serve (a `trace` option).
+        lifecycle_states: _,
     } = filter;
     ports.is_none()
         && pid.is_none()
