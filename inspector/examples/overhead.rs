@@ -1,10 +1,19 @@
 //! What tracing costs the traced: a loopback workload run untraced, traced by
 //! `inspector trace --json`, watched by `inspector serve` (metrics only),
-//! and traced by bpftrace running the same tracepoints (counting only),
-//! alternated in one run; the tax on unrelated system calls (1-byte writes
-//! to /dev/null) in the same rounds; plus the inspector's resident memory
-//! after a million events. Needs root. Run by
-//! `cargo xtask bench`, which builds the release binary first:
+//! and traced by bpftrace on the same tracepoints (counting, and printing
+//! every state change), alternated in one run; the tax on unrelated system
+//! calls (1-byte writes to /dev/null) in the same rounds; plus the
+//! inspector's resident memory after a million events. Needs root.
+//!
+//! The workload is pinned to CPU 0 and every tracer to CPU 1 (on a machine
+//! with two or more CPUs). CPU per connection is the workload's own CPU
+//! (user + system: the kernel programs run in its context, loopback
+//! softirqs too) plus the tracer process's, so other load on the machine
+//! does not count. This machine has phases in which the same untraced loop
+//! runs 2-3x faster: every round times a fixed CPU loop before each mode,
+//! and a round whose probes differ by more than [`MIXED_PHASE`] is left out
+//! (counted). Figures are medians of per-round ratios, with their spread.
+//! Run by `cargo xtask bench`, which builds the release binary first:
 //!
 //! `overhead --inspector target/release/inspector --out target/bench [--smoke] [--long]`
 //!
@@ -30,19 +39,35 @@ const UDP_PORT: u16 = 7001;
 const BPFTRACE: &str = r#"
 tracepoint:syscalls:sys_enter_bind, tracepoint:syscalls:sys_enter_listen, tracepoint:syscalls:sys_enter_connect { @enter = count(); }
 tracepoint:syscalls:sys_exit_bind, tracepoint:syscalls:sys_exit_listen, tracepoint:syscalls:sys_exit_connect, tracepoint:syscalls:sys_exit_accept, tracepoint:syscalls:sys_exit_accept4 { @exit = count(); }
-tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { @state = count(); if (args->sport == 7000 || args->dport == 7000) { @state_port = count(); } }
+tracepoint:sock:inet_sock_set_state /args->protocol == 6/ { @state = count(); if (args->sport == 7000 || args->dport == 7000) { @state_port = count(); if (args->newstate == 10 || args->newstate == 3 || args->newstate == 7) { @life_port = count(); } } }
 tracepoint:sock:sk_data_ready { @ready = count(); }
 tracepoint:timer:timer_start /args->function == kaddr("tw_timer_handler")/ { @tw_arm = count(); }
 tracepoint:timer:timer_cancel /((struct timer_list *)args->timer)->function == kaddr("tw_timer_handler")/ { @tw_cancel = count(); }
 tracepoint:timer:timer_expire_entry /args->function == kaddr("tw_timer_handler")/ { @tw_expire = count(); }
 "#;
 
+/// bpftrace printing what `trace --json` reports of the workload: each
+/// call's result and the state changes into LISTEN, SYN_RECV and CLOSE, one
+/// line each (to a file, like `trace --json`).
+const BPFTRACE_PRINT: &str = r#"
+tracepoint:syscalls:sys_exit_bind, tracepoint:syscalls:sys_exit_listen, tracepoint:syscalls:sys_exit_connect, tracepoint:syscalls:sys_exit_accept, tracepoint:syscalls:sys_exit_accept4 { printf("exit %d %d %s\n", pid, args->ret, comm); }
+tracepoint:sock:inet_sock_set_state /args->protocol == 6 && (args->newstate == 10 || args->newstate == 3 || args->newstate == 7)/ { printf("state %d %d %d %d %d\n", pid, args->sport, args->dport, args->oldstate, args->newstate); }
+tracepoint:timer:timer_start /args->function == kaddr("tw_timer_handler")/ { printf("tw_arm %p\n", args->timer); }
+"#;
+
+/// A round whose phase probes (the same CPU loop before each mode) differ
+/// by more than this factor ran across a change of the machine's phase.
+const MIXED_PHASE: f64 = 1.25;
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Untraced,
     Inspector,
+    /// `trace --json --states`: every state change.
+    InspectorStates,
     Serve,
     Bpftrace,
+    BpftracePrint,
 }
 
 impl Mode {
@@ -50,11 +75,22 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Inspector => "inspector",
+            Mode::InspectorStates => "inspector_states",
             Mode::Serve => "serve",
             Mode::Bpftrace => "bpftrace",
+            Mode::BpftracePrint => "bpftrace_print",
         }
     }
 }
+
+const MODES: [Mode; 6] = [
+    Mode::Untraced,
+    Mode::Inspector,
+    Mode::InspectorStates,
+    Mode::Serve,
+    Mode::Bpftrace,
+    Mode::BpftracePrint,
+];
 
 struct Args {
     inspector: PathBuf,
@@ -90,11 +126,12 @@ fn args() -> Args {
 /// A running tracer and what it reports when stopped.
 struct Tracer {
     child: Child,
-    /// CPU it had used when ready (start-up is not tracing cost).
+    /// CPU (ns) it had used when ready: start-up is not tracing cost.
     cpu_at_start: u64,
     stderr: mpsc::Receiver<String>,
     mode: Mode,
-    json: Option<PathBuf>,
+    /// Where its per-event output goes (`trace --json`, bpftrace printing).
+    output: Option<PathBuf>,
 }
 
 fn spawn_lines(child: &mut Child, stdout: bool) -> mpsc::Receiver<String> {
@@ -114,14 +151,47 @@ fn spawn_lines(child: &mut Child, stdout: bool) -> mpsc::Receiver<String> {
     rx
 }
 
-fn start(mode: Mode, a: &Args, round: usize) -> Option<Tracer> {
-    match mode {
-        Mode::Untraced => None,
-        Mode::Inspector => {
+/// Restricts the calling thread (and the threads and children it starts
+/// later) to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it, and
+    // sched_setaffinity only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// `program` started on the tracer's CPU (1), if the machine has two.
+fn tracer_command(program: &std::path::Path, pinned: bool) -> Command {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = Command::new(program);
+    if pinned {
+        // SAFETY: sched_setaffinity is async-signal-safe; nothing else runs
+        // between fork and exec.
+        unsafe {
+            c.pre_exec(|| {
+                pin_to(1);
+                Ok(())
+            });
+        }
+    }
+    c
+}
+
+fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
+    let (mut child, rx, output) = match mode {
+        Mode::Untraced => return None,
+        Mode::Inspector | Mode::InspectorStates => {
             let json = a.out.join(format!("trace-round{round}.ndjson"));
             let file = std::fs::File::create(&json).expect("trace output file");
-            let mut child = Command::new(&a.inspector)
-                .args(["trace", "--json"])
+            let mut c = tracer_command(&a.inspector, pinned);
+            c.args(["trace", "--json"]);
+            if mode == Mode::InspectorStates {
+                c.arg("--states");
+            }
+            let mut child = c
                 .stdout(file)
                 .stderr(Stdio::piped())
                 .spawn()
@@ -131,17 +201,10 @@ fn start(mode: Mode, a: &Args, round: usize) -> Option<Tracer> {
                 .recv_timeout(Duration::from_secs(30))
                 .expect("inspector started");
             assert!(first.contains("attached"), "inspector: {first}");
-            let cpu_at_start = cpu_ms(child.id());
-            Some(Tracer {
-                child,
-                cpu_at_start,
-                stderr: rx,
-                mode,
-                json: Some(json),
-            })
+            (child, rx, Some(json))
         }
         Mode::Serve => {
-            let mut child = Command::new(&a.inspector)
+            let mut child = tracer_command(&a.inspector, pinned)
                 .args(["serve", "--listen", "127.0.0.1:9478"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
@@ -152,44 +215,61 @@ fn start(mode: Mode, a: &Args, round: usize) -> Option<Tracer> {
                 .recv_timeout(Duration::from_secs(30))
                 .expect("inspector serve started");
             assert!(first.contains("attached"), "inspector serve: {first}");
-            let cpu_at_start = cpu_ms(child.id());
-            Some(Tracer {
-                child,
-                cpu_at_start,
-                stderr: rx,
-                mode,
-                json: None,
-            })
+            (child, rx, None)
         }
-        Mode::Bpftrace => {
-            let mut child = Command::new("bpftrace")
-                .args(["-e", BPFTRACE])
-                .stdout(Stdio::piped())
+        Mode::Bpftrace | Mode::BpftracePrint => {
+            let printing = mode == Mode::BpftracePrint;
+            let path = a.out.join(format!("bpftrace-round{round}.txt"));
+            let mut c = tracer_command(std::path::Path::new("bpftrace"), pinned);
+            if printing {
+                // bpftrace prints "Attaching N probes..." first, then the
+                // events; -o sends both to the file, so wait on the file.
+                c.args(["-o"]).arg(&path).args(["-e", BPFTRACE_PRINT]);
+                c.stdout(Stdio::null());
+            } else {
+                c.args(["-e", BPFTRACE]).stdout(Stdio::piped());
+            }
+            let mut child = c
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("start bpftrace (apt install bpftrace)");
-            let rx = spawn_lines(&mut child, true);
-            let first = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("bpftrace started");
-            assert!(first.contains("Attaching"), "bpftrace: {first}");
-            let cpu_at_start = cpu_ms(child.id());
-            Some(Tracer {
-                child,
-                cpu_at_start,
-                stderr: rx,
-                mode,
-                json: None,
-            })
+            let rx = if printing {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !std::fs::read_to_string(&path).is_ok_and(|t| t.contains("Attaching")) {
+                    assert!(Instant::now() < deadline, "bpftrace did not start");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                spawn_lines(&mut child, false)
+            } else {
+                let rx = spawn_lines(&mut child, true);
+                let first = rx
+                    .recv_timeout(Duration::from_secs(60))
+                    .expect("bpftrace started");
+                assert!(first.contains("Attaching"), "bpftrace: {first}");
+                rx
+            };
+            (child, rx, printing.then_some(path))
         }
+    };
+    let cpu_at_start = cpu_ns(child.id());
+    if cpu_at_start == 0 {
+        let _ = child.kill();
+        panic!("cannot read the tracer's CPU time");
     }
+    Some(Tracer {
+        child,
+        cpu_at_start,
+        stderr: rx,
+        mode,
+        output,
+    })
 }
 
 /// Stops a tracer; returns what it counted (state changes on the workload
 /// port, events read, dropped).
 fn stop(t: Tracer) -> Value {
-    let cpu_ms = cpu_ms(t.child.id()).saturating_sub(t.cpu_at_start);
-    let sig = if t.mode == Mode::Bpftrace {
+    let cpu_ms = cpu_ns(t.child.id()).saturating_sub(t.cpu_at_start) / 1_000_000;
+    let sig = if matches!(t.mode, Mode::Bpftrace | Mode::BpftracePrint) {
         libc::SIGINT
     } else {
         libc::SIGTERM
@@ -210,9 +290,34 @@ fn stop(t: Tracer) -> Value {
             };
             json!({
                 "state_changes_on_port": get("state_port"),
+                "lifecycle_changes_on_port": get("life_port"),
                 "state_changes": get("state"),
                 "syscalls": get("exit"),
                 "tw_arm": get("tw_arm"),
+                "tracer_cpu_ms": cpu_ms,
+            })
+        }
+        Mode::BpftracePrint => {
+            let mut on_port = 0u64;
+            let mut lines = 0u64;
+            if let Some(path) = &t.output
+                && let Ok(text) = std::fs::read_to_string(path)
+            {
+                for l in text.lines() {
+                    lines += 1;
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    let port = u64::from(PORT).to_string();
+                    if f.first() == Some(&"state")
+                        && (f.get(2) == Some(&port.as_str()) || f.get(3) == Some(&port.as_str()))
+                    {
+                        on_port += 1;
+                    }
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            json!({
+                "state_changes_on_port": on_port,
+                "lines": lines,
                 "tracer_cpu_ms": cpu_ms,
             })
         }
@@ -234,7 +339,7 @@ fn stop(t: Tracer) -> Value {
             };
             let mut on_port = 0u64;
             let mut tw = 0u64;
-            if let Some(path) = &t.json
+            if let Some(path) = &t.output
                 && let Ok(text) = std::fs::read_to_string(path)
             {
                 for line in text.lines() {
@@ -348,46 +453,62 @@ fn syscall_tax(n: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
 }
 
-/// Busy (non-idle) CPU time of the whole machine so far, in ms, from
-/// /proc/stat: user, nice, system, irq, softirq and steal.
-fn busy_ms() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
-        return f64::NAN;
+/// CPU time (ns) every thread of process `pid` has run so far, from the
+/// scheduler's own accounting (`/proc/PID/task/*/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
     };
-    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
-        return f64::NAN;
-    };
-    let f: Vec<f64> = cpu
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal
-    let busy: f64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
-    busy * 1000.0 / hz
+    tasks
+        .filter_map(Result::ok)
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
-/// User + system CPU time a process has used so far, in ms.
-fn cpu_ms(pid: u32) -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime
-            // are the 12th and 13th of them.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .map_or(0, |ticks| ticks * 1000 / hz)
+/// User + system CPU (ns) of this process: the workload, and everything
+/// the kernel did in its context (the tracers' programs, loopback softirqs).
+fn own_cpu_ns() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1_000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Time (ns) of a fixed CPU-bound loop: the machine's phase right now.
+fn phase_probe() -> f64 {
+    let start = Instant::now();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..20_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    std::hint::black_box(x);
+    start.elapsed().as_nanos() as f64
 }
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+/// Median, smallest and largest of `v`.
+fn spread(mut v: Vec<f64>) -> Value {
+    let m = median(&mut v);
+    json!({
+        "median": m,
+        "min": v.first().copied().unwrap_or(f64::NAN),
+        "max": v.last().copied().unwrap_or(f64::NAN),
+    })
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -403,8 +524,8 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// The inspector's RSS while it reads `target` events (and, with `long`,
 /// every 30 s of a 5-minute run at full rate).
-fn memory(a: &Args, target: u64, long: bool) -> Value {
-    let mut child = Command::new(&a.inspector)
+fn memory(a: &Args, target: u64, long: bool, pinned: bool) -> Value {
+    let mut child = tracer_command(&a.inspector, pinned)
         .args(["trace", "--json"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -457,6 +578,16 @@ fn memory(a: &Args, target: u64, long: bool) -> Value {
     })
 }
 
+/// What one mode measured in one round.
+#[derive(Clone, Copy)]
+struct Sample {
+    phase_ns: f64,
+    tax_ns: f64,
+    tcp_per_s: f64,
+    cpu_us_per_conn: f64,
+    udp_per_s: f64,
+}
+
 fn main() {
     let a = args();
     // SAFETY: geteuid has no preconditions.
@@ -465,6 +596,13 @@ fn main() {
         std::process::exit(1);
     }
     std::fs::create_dir_all(&a.out).expect("output directory");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let pinned = cores >= 2;
+    if pinned {
+        // The workload (this thread and those it starts) on CPU 0, the
+        // tracers on CPU 1.
+        pin_to(0);
+    }
     // The workload runs in a namespace of its own, on this thread.
     inspector::netns::enter_new_netns().expect("network namespace");
     for (k, v) in [
@@ -476,60 +614,110 @@ fn main() {
     let (rounds, conns, datagrams, mem_events) = if a.smoke {
         (1, 300, 5_000, 20_000)
     } else {
-        (5, 3_000, 100_000, 1_000_000)
+        (7, 5_000, 100_000, 1_000_000)
     };
     let writes = if a.smoke { 200_000 } else { 2_000_000 };
-    let modes = [Mode::Untraced, Mode::Inspector, Mode::Serve, Mode::Bpftrace];
-    let m = modes.len();
-    let mut tcp: Vec<Vec<f64>> = vec![Vec::new(); m];
-    let mut udp: Vec<Vec<f64>> = vec![Vec::new(); m];
-    let mut tax: Vec<Vec<f64>> = vec![Vec::new(); m];
-    // Busy CPU of the whole machine per TCP connection (workload, kernel
-    // programs and tracer alike), in us.
-    let mut cpu_conn: Vec<Vec<f64>> = vec![Vec::new(); m];
+    let m = MODES.len();
+    let mut samples: Vec<Vec<Sample>> = Vec::new();
     let mut counts = Vec::new();
     for round in 0..rounds {
+        let mut this = vec![None; m];
         // Rotate the order so drift hits every mode alike.
         for k in 0..m {
-            let mode = modes[(round + k) % m];
-            let i = modes.iter().position(|x| *x == mode).unwrap_or(0);
-            let tracer = start(mode, &a, round);
-            tax[i].push(syscall_tax(writes));
-            let busy = busy_ms();
-            tcp[i].push(tcp_workload(conns));
-            cpu_conn[i].push((busy_ms() - busy) * 1e3 / conns as f64);
-            udp[i].push(udp_workload(datagrams));
-            // Let the tracer catch up before it is stopped.
+            let mode = MODES[(round + k) % m];
+            let i = MODES.iter().position(|x| *x == mode).unwrap_or(0);
+            let phase_ns = phase_probe();
+            let tracer = start(mode, &a, round, pinned);
+            let tax_ns = syscall_tax(writes);
+            let own = own_cpu_ns();
+            let tracer_before = tracer.as_ref().map_or(0, |t| cpu_ns(t.child.id()));
+            let tcp_per_s = tcp_workload(conns);
+            let own = own_cpu_ns() - own;
+            // Let the tracer catch up: its CPU for these events counts.
+            std::thread::sleep(Duration::from_millis(300));
+            let tracer_cpu = tracer
+                .as_ref()
+                .map_or(0, |t| cpu_ns(t.child.id()).saturating_sub(tracer_before));
+            let udp_per_s = udp_workload(datagrams);
             std::thread::sleep(Duration::from_millis(300));
             if let Some(t) = tracer {
                 counts.push(json!({ "round": round, "mode": mode.name(), "counted": stop(t) }));
             }
+            this[i] = Some(Sample {
+                phase_ns,
+                tax_ns,
+                tcp_per_s,
+                cpu_us_per_conn: (own + tracer_cpu) as f64 / 1e3 / conns as f64,
+                udp_per_s,
+            });
         }
+        samples.push(this.into_iter().flatten().collect());
     }
-    let tcp_med: Vec<f64> = tcp.iter_mut().map(|v| median(v)).collect();
-    let udp_med: Vec<f64> = udp.iter_mut().map(|v| median(v)).collect();
-    let tax_med: Vec<f64> = tax.iter_mut().map(|v| median(v)).collect();
-    let cpu_med: Vec<f64> = cpu_conn.iter_mut().map(|v| median(v)).collect();
-    let per_conn_us = |i: usize| (1.0 / tcp_med[i] - 1.0 / tcp_med[0]) * 1e6;
-    let memory = memory(&a, mem_events, a.long);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Rounds whose phase probes agree; all of them if none does.
+    let mixed = |r: &Vec<Sample>| {
+        let lo = r.iter().map(|s| s.phase_ns).fold(f64::INFINITY, f64::min);
+        let hi = r.iter().map(|s| s.phase_ns).fold(0.0, f64::max);
+        hi / lo > MIXED_PHASE
+    };
+    let discarded = samples.iter().filter(|r| mixed(r)).count();
+    let kept: Vec<&Vec<Sample>> = if discarded == samples.len() {
+        samples.iter().collect()
+    } else {
+        samples.iter().filter(|r| !mixed(r)).collect()
+    };
+    // Per mode: the median of its same-round ratio to untraced.
+    let ratio = |f: fn(&Sample) -> f64| -> serde_json::Map<String, Value> {
+        MODES
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, mode)| {
+                let v = kept.iter().map(|r| f(&r[i]) / f(&r[0])).collect();
+                (mode.name().to_owned(), spread(v))
+            })
+            .collect()
+    };
+    let diff = |f: fn(&Sample) -> f64| -> serde_json::Map<String, Value> {
+        MODES
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(i, mode)| {
+                let v = kept.iter().map(|r| f(&r[i]) - f(&r[0])).collect();
+                (mode.name().to_owned(), spread(v))
+            })
+            .collect()
+    };
+    let absolute = |f: fn(&Sample) -> f64| -> serde_json::Map<String, Value> {
+        MODES
+            .iter()
+            .enumerate()
+            .map(|(i, mode)| {
+                let v = kept.iter().map(|r| f(&r[i])).collect();
+                (mode.name().to_owned(), spread(v))
+            })
+            .collect()
+    };
+    let memory = memory(&a, mem_events, a.long, pinned);
     let report = json!({
         "cores": cores,
+        "pinned": pinned,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
         "rounds": rounds,
+        "rounds_discarded_mixed_phase": if discarded == samples.len() { 0 } else { discarded },
+        "all_rounds_mixed_phase": discarded == samples.len() && rounds > 1,
         "tcp_connections_per_round": conns,
         "udp_datagrams_per_round": datagrams,
-        "tcp_conn_per_s": { "untraced": tcp_med[0], "inspector": tcp_med[1], "serve": tcp_med[2], "bpftrace": tcp_med[3] },
-        "tcp_ratio": { "inspector": tcp_med[1] / tcp_med[0], "serve": tcp_med[2] / tcp_med[0], "bpftrace": tcp_med[3] / tcp_med[0] },
-        "tcp_cost_us_per_connection": { "inspector": per_conn_us(1), "serve": per_conn_us(2), "bpftrace": per_conn_us(3) },
-        "cpu_us_per_connection": { "untraced": cpu_med[0], "inspector": cpu_med[1], "serve": cpu_med[2], "bpftrace": cpu_med[3] },
-        "udp_datagrams_per_s": { "untraced": udp_med[0], "inspector": udp_med[1], "serve": udp_med[2], "bpftrace": udp_med[3] },
-        "udp_ratio": { "inspector": udp_med[1] / udp_med[0], "serve": udp_med[2] / udp_med[0], "bpftrace": udp_med[3] / udp_med[0] },
-        "syscall_tax_ns": { "untraced": tax_med[0], "inspector": tax_med[1], "serve": tax_med[2], "bpftrace": tax_med[3] },
         "writes_per_round": writes,
-        "tax_rounds": tax,
-        "tcp_rounds": tcp,
-        "udp_rounds": udp,
+        "tcp_conn_per_s": absolute(|s| s.tcp_per_s),
+        "tcp_ratio": ratio(|s| s.tcp_per_s),
+        "cpu_us_per_connection": absolute(|s| s.cpu_us_per_conn),
+        "cpu_ratio": ratio(|s| s.cpu_us_per_conn),
+        "udp_datagrams_per_s": absolute(|s| s.udp_per_s),
+        "udp_ratio": ratio(|s| s.udp_per_s),
+        "syscall_tax_ns": absolute(|s| s.tax_ns),
+        "syscall_tax_added_ns": diff(|s| s.tax_ns),
+        "phase_probe_ms": samples.iter().map(|r| r.iter().map(|s| s.phase_ns / 1e6).collect::<Vec<_>>()).collect::<Vec<_>>(),
         "counts": counts,
         "memory": memory,
     });

@@ -126,89 +126,142 @@ fn markdown(r: &Value) -> String {
     );
     let _ = writeln!(
         s,
-        "| measure | untraced | trace --json | serve | bpftrace | target |"
+        "Workload {}; {} rounds, {} left out as mixed-phase{}. Figures: median of same-round values [min-max].\n",
+        if o["pinned"] == true {
+            "on CPU 0, tracers on CPU 1"
+        } else {
+            "and tracers unpinned (one CPU)"
+        },
+        o["rounds"],
+        o["rounds_discarded_mixed_phase"],
+        if o["all_rounds_mixed_phase"] == true {
+            " (every round was mixed: all kept)"
+        } else {
+            ""
+        }
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    const COLS: [&str; 5] = [
+        "inspector",
+        "inspector_states",
+        "serve",
+        "bpftrace",
+        "bpftrace_print",
+    ];
     let _ = writeln!(
         s,
-        "| TCP connections/s, ratio vs untraced (us/conn added) | {:.0}/s | {:.3} ({:.1}) | {:.3} ({:.1}) | {:.3} ({:.1}) | >= 0.95, not above bpftrace's cost |",
-        f(&o["tcp_conn_per_s"]["untraced"]),
-        f(&o["tcp_ratio"]["inspector"]),
-        f(&o["tcp_cost_us_per_connection"]["inspector"]),
-        f(&o["tcp_ratio"]["serve"]),
-        f(&o["tcp_cost_us_per_connection"]["serve"]),
-        f(&o["tcp_ratio"]["bpftrace"]),
-        f(&o["tcp_cost_us_per_connection"]["bpftrace"]),
+        "| measure | untraced | trace --json | trace --json --states | serve | bpftrace counting | bpftrace printing | target |"
     );
-    let c = &o["cpu_us_per_connection"];
-    let _ = writeln!(
-        s,
-        "| busy CPU per TCP connection, whole machine (us) | {:.1} | {:.1} | {:.1} | {:.1} | - |",
-        f(&c["untraced"]),
-        f(&c["inspector"]),
-        f(&c["serve"]),
-        f(&c["bpftrace"]),
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let spread = |v: &Value, digits: usize| -> String {
+        format!(
+            "{:.d$} [{:.d$}-{:.d$}]",
+            f(&v["median"]),
+            f(&v["min"]),
+            f(&v["max"]),
+            d = digits
+        )
+    };
+    let row = |s: &mut String, what: &str, base: String, key: &str, digits: usize, target: &str| {
+        let cells: Vec<String> = COLS.iter().map(|c| spread(&o[key][c], digits)).collect();
+        let _ = writeln!(s, "| {what} | {base} | {} | {target} |", cells.join(" | "));
+    };
+    row(
+        &mut s,
+        "TCP connections/s, ratio vs untraced",
+        format!("{:.0}/s", f(&o["tcp_conn_per_s"]["untraced"]["median"])),
+        "tcp_ratio",
+        3,
+        "trace >= 0.90, serve >= 0.95",
     );
-    let _ = writeln!(
-        s,
-        "| UDP datagrams/s, ratio vs untraced | {:.0}/s | {:.3} | {:.3} | {:.3} | >= 0.95 |",
-        f(&o["udp_datagrams_per_s"]["untraced"]),
-        f(&o["udp_ratio"]["inspector"]),
-        f(&o["udp_ratio"]["serve"]),
-        f(&o["udp_ratio"]["bpftrace"]),
+    row(
+        &mut s,
+        "CPU per TCP connection (workload + tracer), ratio vs untraced",
+        format!(
+            "{:.1} us",
+            f(&o["cpu_us_per_connection"]["untraced"]["median"])
+        ),
+        "cpu_ratio",
+        3,
+        "trace <= 1.25",
     );
-    let t = &o["syscall_tax_ns"];
-    let _ = writeln!(
-        s,
-        "| syscall tax, ns per non-socket syscall (1-byte write to /dev/null) | {:.1} | {:.1} | {:.1} | {:.1} | untraced + ~0 |",
-        f(&t["untraced"]),
-        f(&t["inspector"]),
-        f(&t["serve"]),
-        f(&t["bpftrace"]),
+    row(
+        &mut s,
+        "syscall tax: ns added per non-socket syscall (1-byte write to /dev/null)",
+        format!("{:.1} ns", f(&o["syscall_tax_ns"]["untraced"]["median"])),
+        "syscall_tax_added_ns",
+        1,
+        "<= bpftrace counting",
     );
-    let counted = |mode: &str, key: &str| -> Vec<String> {
-        o["counts"]
+    row(
+        &mut s,
+        "UDP datagrams/s, ratio vs untraced",
+        format!(
+            "{:.0}/s",
+            f(&o["udp_datagrams_per_s"]["untraced"]["median"])
+        ),
+        "udp_ratio",
+        3,
+        ">= 0.95",
+    );
+    let counted = |mode: &str, key: &str| -> String {
+        let v: Vec<String> = o["counts"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|c| c["mode"] == mode)
             .map(|c| c["counted"][key].to_string())
-            .collect()
+            .collect();
+        if v.is_empty() {
+            "-".into()
+        } else {
+            v.join(", ")
+        }
     };
     let _ = writeln!(
         s,
-        "| TCP state changes on the workload port, per round | - | {} | - | {} | equal |",
-        counted("inspector", "state_changes_on_port").join(", "),
-        counted("bpftrace", "state_changes_on_port").join(", "),
+        "| TCP state changes into LISTEN/SYN_RECV/CLOSE on the workload port, per round | - | {} | - | - | {} | {} | equal |",
+        counted("inspector", "state_changes_on_port"),
+        counted("bpftrace", "lifecycle_changes_on_port"),
+        counted("bpftrace_print", "state_changes_on_port"),
     );
     let _ = writeln!(
         s,
-        "| events dropped by the inspector, per round | - | {} | - | - | 0 |",
-        counted("inspector", "dropped").join(", "),
+        "| every TCP state change on the workload port, per round | - | - | {} | - | {} | - | equal |",
+        counted("inspector_states", "state_changes_on_port"),
+        counted("bpftrace", "state_changes_on_port"),
     );
     let _ = writeln!(
         s,
-        "| tracer process CPU per round (ms) | - | {} | {} | {} | - |",
-        counted("inspector", "tracer_cpu_ms").join(", "),
-        counted("serve", "tracer_cpu_ms").join(", "),
-        counted("bpftrace", "tracer_cpu_ms").join(", "),
+        "| events dropped by the inspector, per round | - | {} | {} | {} | - | - | 0 |",
+        counted("inspector", "dropped"),
+        counted("inspector_states", "dropped"),
+        counted("serve", "dropped"),
+    );
+    let _ = writeln!(
+        s,
+        "| tracer process CPU per round (ms) | - | {} | {} | {} | {} | {} | - |",
+        counted("inspector", "tracer_cpu_ms"),
+        counted("inspector_states", "tracer_cpu_ms"),
+        counted("serve", "tracer_cpu_ms"),
+        counted("bpftrace", "tracer_cpu_ms"),
+        counted("bpftrace_print", "tracer_cpu_ms"),
     );
     let p = &r["pipeline_events_per_s"];
     let _ = writeln!(
         s,
-        "| decode + tracker, one core | - | {:.2} M events/s | - | - | >= 2 M/s |",
+        "| decode + tracker, one core | - | {:.2} M events/s | - | - | - | - | >= 2 M/s |",
         f(&p["decode_track"]) / 1e6
     );
     let _ = writeln!(
         s,
-        "| decode + tracker + dashboard model, one core | - | {:.2} M events/s | - | - | >= 2 M/s |",
+        "| decode + tracker + dashboard model, one core | - | {:.2} M events/s | - | - | - | - | >= 2 M/s |",
         f(&p["decode_track_model"]) / 1e6
     );
     if let Some(frames) = r["dashboard_frame_ms"].as_object() {
         for (k, v) in frames {
             let _ = writeln!(
                 s,
-                "| dashboard frame 160x48, {k} | - | {:.2} ms | - | - | < 2 ms |",
+                "| dashboard frame 160x48, {k} | - | {:.2} ms | - | - | - | - | < 2 ms |",
                 f(v)
             );
         }
@@ -216,7 +269,7 @@ fn markdown(r: &Value) -> String {
     let m = &o["memory"];
     let _ = writeln!(
         s,
-        "| inspector RSS after {} events | - | {} KiB (start {} KiB) | - | - | < 64 MiB |",
+        "| inspector RSS after {} events | - | {} KiB (start {} KiB) | - | - | - | - | < 64 MiB |",
         m["events_target"], m["rss_kib_after_events"], m["rss_kib_start"]
     );
     if let Some(samples) = m["long_run"].as_array().filter(|a| !a.is_empty()) {
@@ -226,7 +279,7 @@ fn markdown(r: &Value) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "| RSS over a 5-minute run at full rate | - | {} | - | - | flat, < 64 MiB |",
+            "| RSS over a 5-minute run at full rate | - | {} | - | - | - | - | flat, < 64 MiB |",
             line.join(", ")
         );
     }
@@ -237,14 +290,47 @@ fn markdown(r: &Value) -> String {
 fn check(r: &Value) -> Result<()> {
     let o = &r["overhead"];
     for (what, v) in [
-        ("untraced TCP rate", &o["tcp_conn_per_s"]["untraced"]),
-        ("traced TCP rate", &o["tcp_conn_per_s"]["inspector"]),
-        ("serve TCP rate", &o["tcp_conn_per_s"]["serve"]),
-        ("bpftrace TCP rate", &o["tcp_conn_per_s"]["bpftrace"]),
-        ("untraced syscall tax", &o["syscall_tax_ns"]["untraced"]),
-        ("traced syscall tax", &o["syscall_tax_ns"]["inspector"]),
-        ("untraced UDP rate", &o["udp_datagrams_per_s"]["untraced"]),
-        ("traced UDP rate", &o["udp_datagrams_per_s"]["inspector"]),
+        (
+            "untraced TCP rate",
+            &o["tcp_conn_per_s"]["untraced"]["median"],
+        ),
+        (
+            "traced TCP rate",
+            &o["tcp_conn_per_s"]["inspector"]["median"],
+        ),
+        ("serve TCP rate", &o["tcp_conn_per_s"]["serve"]["median"]),
+        (
+            "bpftrace TCP rate",
+            &o["tcp_conn_per_s"]["bpftrace"]["median"],
+        ),
+        (
+            "bpftrace printing TCP rate",
+            &o["tcp_conn_per_s"]["bpftrace_print"]["median"],
+        ),
+        (
+            "untraced CPU per connection",
+            &o["cpu_us_per_connection"]["untraced"]["median"],
+        ),
+        (
+            "traced CPU per connection",
+            &o["cpu_us_per_connection"]["inspector"]["median"],
+        ),
+        (
+            "untraced syscall tax",
+            &o["syscall_tax_ns"]["untraced"]["median"],
+        ),
+        (
+            "traced syscall tax",
+            &o["syscall_tax_ns"]["inspector"]["median"],
+        ),
+        (
+            "untraced UDP rate",
+            &o["udp_datagrams_per_s"]["untraced"]["median"],
+        ),
+        (
+            "traced UDP rate",
+            &o["udp_datagrams_per_s"]["inspector"]["median"],
+        ),
         ("pipeline rate", &r["pipeline_events_per_s"]["decode_track"]),
         ("RSS", &o["memory"]["rss_kib_after_events"]),
     ] {
