@@ -10,6 +10,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod dashboard;
+pub mod dense;
 pub mod explain;
 pub mod fasthash;
 pub mod filter;
