@@ -52,6 +52,15 @@ pub const MAX_TIME_WAIT: usize = 114_688;
 /// RTO above it) plus 60 s for timer-wheel slack and such an RTO.
 pub const TW_LIFETIME_NS: u64 = 120_000_000_000;
 
+/// How long an age queue of `live` entries may grow with stale ones
+/// (entries whose socket left or was re-armed) before it is compacted: a
+/// quarter more, so that at 100,000 live entries the queue stays within
+/// 2^17 slots (a `VecDeque` doubles past that); one compaction pass per
+/// `live / 4` pushes keeps the cost per push constant.
+pub(crate) fn stale_bound(live: usize) -> usize {
+    live + live / 4 + 1024
+}
+
 /// What the tracker let go of to keep its memory bounded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TrackerStats {
@@ -419,7 +428,7 @@ impl Tracker {
     /// entries when they outnumber the live ones.
     fn note_armed(&mut self, sock: u64, at: u64) {
         self.tw_age.push_back((at, sock));
-        if self.tw_age.len() > 2 * self.tw.len() + 1024 {
+        if self.tw_age.len() > stale_bound(self.tw.len()) {
             let tw = &self.tw;
             self.tw_age
                 .retain(|(at, s)| tw.get(s).is_some_and(|t| t.armed_ns == *at) || *s == sock);

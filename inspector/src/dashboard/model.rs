@@ -538,7 +538,7 @@ impl Model {
                 }
             }
         }
-        if self.tw_age.len() > 2 * self.time_wait.len() + 1024 {
+        if self.tw_age.len() > crate::tracker::stale_bound(self.time_wait.len()) {
             let tw = &self.time_wait;
             self.tw_age
                 .retain(|(at, s)| tw.get(s).is_some_and(|t| t.entered_ns == *at));
@@ -560,7 +560,7 @@ impl Model {
                 None => {}
             }
         }
-        if self.sock_age.len() > 2 * self.sockets.len() + 1024 {
+        if self.sock_age.len() > crate::tracker::stale_bound(self.sockets.len()) {
             let sockets = &self.sockets;
             self.sock_age.retain(|s| sockets.contains_key(s));
         }
