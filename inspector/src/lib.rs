@@ -128,6 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     ports: filter.ports.clone(),
                     max_ports: args.max_ports,
                     max_series: args.max_series,
+                    container_label: args.container_label,
                 },
                 filter,
                 netns_path: cli.filters.netns.clone(),
