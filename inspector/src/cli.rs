@@ -162,6 +162,11 @@ pub struct ServeArgs {
     /// labels read "other".
     #[arg(long, value_name = "N", default_value_t = 2048)]
     pub max_series: usize,
+    /// Adds a `container` label (container id or machine name, empty
+    /// outside one) to inspector_bind_failures_total and
+    /// inspector_reuseport_deliveries_total; bounded by --max-series.
+    #[arg(long)]
+    pub container_label: bool,
     /// Also record the trace to this directory, as `inspector record`
     /// does with its default bounds.
     #[arg(long, value_name = "DIR")]

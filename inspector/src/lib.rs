@@ -10,6 +10,7 @@ pub mod btf;
 pub mod cgroup;
 pub mod cli;
 pub mod dashboard;
+pub mod dense;
 pub mod explain;
 pub mod fasthash;
 pub mod filter;
@@ -132,6 +133,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     ports: filter.ports.clone(),
                     max_ports: args.max_ports,
                     max_series: args.max_series,
+                    container_label: args.container_label,
                 },
                 filter,
                 netns_path: cli.filters.netns.clone(),

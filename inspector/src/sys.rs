@@ -287,9 +287,14 @@ unsafe fn child(p: &ChildPlan<'_>, report: RawFd, release: RawFd) -> ! {
         {
             r[0] = errno();
         }
-        // After the uid change: commit_creds() clears the parent-death
-        // signal whenever the effective ids change.
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        // No PR_SET_PDEATHSIG: it fires when the forking *thread* exits
+        // (forget_original_parent() in kernel/exit.c signals the children
+        // of every exiting task), so a child forked from a short-lived
+        // thread, such as one that entered a new network namespace, was
+        // killed with its socket as soon as that thread returned. The
+        // release pipe ends a holding child when the parent process dies:
+        // the kernel closes the parent's write end and the read below
+        // returns.
         let fd = if r[0] == 0 {
             libc::socket(p.family, p.ty, 0)
         } else {

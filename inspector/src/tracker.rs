@@ -20,11 +20,10 @@
 
 use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, sync::Arc};
 
-use lru::LruCache;
-
 use inspector_common::{Event, flag, kind};
 
 use crate::{
+    dense::{DenseMap, Lru},
     fasthash::{FastMap, KeyedState},
     kernel::TcpState,
     record::{
@@ -52,6 +51,15 @@ pub const MAX_TIME_WAIT: usize = 114_688;
 /// the longest a timewait timer is armed for in `tcp_time_wait()` but for an
 /// RTO above it) plus 60 s for timer-wheel slack and such an RTO.
 pub const TW_LIFETIME_NS: u64 = 120_000_000_000;
+
+/// How long an age queue of `live` entries may grow with stale ones
+/// (entries whose socket left or was re-armed) before it is compacted: a
+/// quarter more, so that at 100,000 live entries the queue stays within
+/// 2^17 slots (a `VecDeque` doubles past that); one compaction pass per
+/// `live / 4` pushes keeps the cost per push constant.
+pub(crate) fn stale_bound(live: usize) -> usize {
+    live + live / 4 + 1024
+}
 
 /// What the tracker let go of to keep its memory bounded.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -248,16 +256,16 @@ struct Listener {
 #[derive(Debug)]
 pub struct Tracker {
     /// Socket id -> owner, from events that named the owner.
-    owners: LruCache<u64, Held, KeyedState>,
+    owners: Lru<u64, Held>,
     /// Listening sockets by (netns, port), several with SO_REUSEPORT; the
     /// newest is listed last. A listener leaves only when it closes.
     listeners: FastMap<(u32, u16), Vec<Listener>>,
     /// Last owner of each connection, by 4-tuple.
-    connections: LruCache<Tuple, Held, KeyedState>,
+    connections: Lru<Tuple, Held>,
     /// The process names the owners above share.
     names: Names,
     /// Timewait sockets by kernel address.
-    tw: FastMap<u64, Tw>,
+    tw: DenseMap<u64, Tw>,
     /// (arm time, socket) in arrival order, oldest first, for aging out and
     /// evicting timewait sockets; entries whose socket was re-armed or left
     /// are skipped when met.
@@ -277,11 +285,11 @@ impl Default for Tracker {
     fn default() -> Self {
         let keyed = KeyedState::default();
         Self {
-            owners: LruCache::with_hasher(MAX_REMEMBERED, keyed.clone()),
+            owners: Lru::with_hasher(MAX_REMEMBERED, keyed.clone()),
             listeners: FastMap::with_hasher(keyed.clone()),
-            connections: LruCache::with_hasher(MAX_REMEMBERED, keyed.clone()),
+            connections: Lru::with_hasher(MAX_REMEMBERED, keyed.clone()),
             names: Names::default(),
-            tw: FastMap::with_hasher(keyed.clone()),
+            tw: DenseMap::with_hasher(keyed.clone()),
             tw_age: VecDeque::new(),
             detached: FastMap::with_hasher(keyed.clone()),
             stats: TrackerStats::default(),
@@ -390,7 +398,9 @@ impl Tracker {
                 m.shrink_to(m.len() * 2);
             }
         }
-        shrink(&mut self.tw);
+        if self.tw.capacity() > 4096 && self.tw.len() < self.tw.capacity() / 8 {
+            self.tw.shrink_to(self.tw.len() * 2);
+        }
         shrink(&mut self.detached);
         shrink(&mut self.listeners);
         if self.tw_age.capacity() > 4096 && self.tw_age.len() < self.tw_age.capacity() / 8 {
@@ -418,7 +428,7 @@ impl Tracker {
     /// entries when they outnumber the live ones.
     fn note_armed(&mut self, sock: u64, at: u64) {
         self.tw_age.push_back((at, sock));
-        if self.tw_age.len() > 2 * self.tw.len() + 1024 {
+        if self.tw_age.len() > stale_bound(self.tw.len()) {
             let tw = &self.tw;
             self.tw_age
                 .retain(|(at, s)| tw.get(s).is_some_and(|t| t.armed_ns == *at) || *s == sock);
@@ -461,7 +471,7 @@ impl Tracker {
             cgroup: ev.cgroup,
             comm: self.names.get(&name),
         };
-        self.owners.put(ev.sock, o.clone());
+        self.owners.push(ev.sock, o.clone());
         o
     }
 

@@ -1178,3 +1178,77 @@ fn a_failed_bind_is_explained_without_a_timewait_socket_created_after_it() {
         "only the listener held the port at the failure: {why:?}"
     );
 }
+
+/// A UDP bind that takes another user's traffic is marked as it happens:
+/// root holds 127.0.0.1:7620 with SO_REUSEADDR, uid 65534 binds the same
+/// address with SO_REUSEADDR (allowed: `udp_lib_lport_inuse()` compares no
+/// uids for SO_REUSEADDR) and, bound last, gets every unicast datagram.
+/// Each bind is annotated alone, as when they arrive in separate reads of
+/// the ring buffer: root's own bind, read once the other socket exists, is
+/// not marked (that socket came later). The child is forked from the
+/// namespace's thread, which exits before the child's bind is annotated.
+#[test]
+fn a_cross_uid_udp_reuseaddr_bind_is_marked_as_a_hijack() {
+    use inspector::{
+        explain::annotate::Annotator,
+        sys::{BindSpec, fork_as},
+    };
+    if !privileged() {
+        return;
+    }
+    let Some(mut pipeline) = common::pipeline(inspector::filter::Filter::default()) else {
+        return;
+    };
+    let mut annotator = Annotator::default();
+    let (root, child, mut first, mut later, pipeline, mut annotator) =
+        netns::in_new_netns(move |ns| {
+            let root = common::udp();
+            root.set_reuse_address(true).expect("SO_REUSEADDR");
+            root.bind(&common::addr("127.0.0.1:7620"))
+                .expect("root bind");
+            let spec = BindSpec {
+                addr: "127.0.0.1:7620".parse().expect("addr"),
+                stream: false,
+                reuseaddr: true,
+                reuseport: false,
+                v6only: None,
+                listen: None,
+                count_on_release: false,
+            };
+            let child = fork_as(65534, &spec, true).expect("fork");
+            assert_eq!(child.report.first_error(), None, "the kernel allows it");
+            let binds = common::collect(&mut pipeline, ns, Duration::from_secs(3), |rs| {
+                common::of_type(rs, "bind")
+                    .iter()
+                    .any(|b| b.uid == Some(65534))
+            });
+            let pick = |uid: u32| {
+                binds
+                    .iter()
+                    .find(|b| b.kind.as_str() == "bind" && b.uid == Some(uid) && b.lport == 7620)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no bind of uid {uid}: {binds:#?}"))
+            };
+            let mut first = vec![pick(0)];
+            // Its thread is alive: the namespace can be read for it.
+            annotator.annotate(&mut first, Some(&pipeline.tracker));
+            (root, child, first, vec![pick(65534)], pipeline, annotator)
+        })
+        .expect("namespace");
+    // The forking thread is gone; the child must still hold its socket.
+    std::thread::sleep(Duration::from_millis(200));
+    annotator.annotate(&mut later, Some(&pipeline.tracker));
+    let first = first.remove(0);
+    assert_eq!(
+        first.explanation, None,
+        "root bound first: nobody shared it then: {first:?}"
+    );
+    let why = later[0].explanation.as_deref().unwrap_or_default();
+    assert!(
+        why.starts_with("hijack risk: UDP 127.0.0.1:7620"),
+        "uid 65534's bind: {why:?}"
+    );
+    assert!(why.contains("uid 0"), "{why}");
+    drop(child);
+    drop(root);
+}

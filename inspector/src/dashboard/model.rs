@@ -16,6 +16,7 @@ use std::{
 };
 
 use crate::{
+    dense::DenseMap,
     fasthash::FastMap,
     kernel::{Phase, Proto, TcpState},
     record::{Names, Record, RecordType},
@@ -189,8 +190,8 @@ pub struct Model {
     ports: FastMap<PortKey, PortAgg>,
     pub decisions: VecDeque<Record>,
     pub failures: u64,
-    pub sockets: FastMap<u64, LiveSock>,
-    pub time_wait: FastMap<u64, TimeWait>,
+    pub sockets: DenseMap<u64, LiveSock>,
+    pub time_wait: DenseMap<u64, TimeWait>,
     pub groups: BTreeMap<GroupKey, Vec<Member>>,
     /// The group each reuseport member is in, to drop it when it closes.
     member_of: FastMap<u64, GroupKey>,
@@ -537,7 +538,7 @@ impl Model {
                 }
             }
         }
-        if self.tw_age.len() > 2 * self.time_wait.len() + 1024 {
+        if self.tw_age.len() > crate::tracker::stale_bound(self.time_wait.len()) {
             let tw = &self.time_wait;
             self.tw_age
                 .retain(|(at, s)| tw.get(s).is_some_and(|t| t.entered_ns == *at));
@@ -559,7 +560,7 @@ impl Model {
                 None => {}
             }
         }
-        if self.sock_age.len() > 2 * self.sockets.len() + 1024 {
+        if self.sock_age.len() > crate::tracker::stale_bound(self.sockets.len()) {
             let sockets = &self.sockets;
             self.sock_age.retain(|s| sockets.contains_key(s));
         }
@@ -580,8 +581,13 @@ impl Model {
                 q.shrink_to(q.len() * 2);
             }
         }
-        shrink(&mut self.sockets);
-        shrink(&mut self.time_wait);
+        fn shrink_dense<V>(m: &mut DenseMap<u64, V>) {
+            if m.capacity() > 4096 && m.len() < m.capacity() / 8 {
+                m.shrink_to(m.len() * 2);
+            }
+        }
+        shrink_dense(&mut self.sockets);
+        shrink_dense(&mut self.time_wait);
         shrink(&mut self.ports);
         shrink(&mut self.member_of);
         shrink_queue(&mut self.sock_age);
@@ -683,7 +689,7 @@ impl Model {
                 .entry(state)
                 .or_default() += 1;
         }
-        let entry = self.sockets.entry(r.sock).or_insert_with(|| {
+        let entry = self.sockets.get_or_insert_with(r.sock, || {
             self.sock_age.push_back(r.sock);
             LiveSock {
                 key,

@@ -30,6 +30,8 @@
 //! SO_REUSEADDR, the bind is a hijack (`udp_lib_lport_inuse()` compares no
 //! uids for SO_REUSEADDR, and `__udp4_lib_lookup()` hands every unicast
 //! datagram to one socket, the one bound last); its `explanation` says so.
+//! Only sockets bound before it count: in the port's UDP hash chain they
+//! come after it (newest first), whenever the record is read.
 
 use std::{
     collections::HashMap,
@@ -242,9 +244,21 @@ fn hijack_note(r: &Record, source: &mut Option<Source>, created: &Created) -> Op
     if inv.netns != r.netns {
         return None;
     }
+    // The UDP holders come in the order of the port's primary hash chain
+    // (`udp_chain_order`), and udp_lib_get_port() adds every socket at its
+    // head (`sk_add_node_rcu()`): those ahead of this record's own socket
+    // were bound after it, and did not share the address when it bound.
+    // Its cookie may be unset at bind time (the kernel makes one on first
+    // request); its inode is always there.
+    let own = inv.holders.iter().position(|h| {
+        h.proto == "udp" && (r.cookie == Some(h.cookie) || (r.ino.is_some() && h.ino == r.ino))
+    });
     let others: Vec<String> = inv
         .holders
         .iter()
+        .enumerate()
+        .filter(|&(i, _)| own.is_none_or(|o| i > o))
+        .map(|(_, h)| h)
         .filter(|h| {
             h.proto == "udp"
                 && h.state == "CLOSE"

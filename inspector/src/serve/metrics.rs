@@ -10,7 +10,10 @@
 //!   is added to one series whose labels all read `other`;
 //! - each fold adds to `inspector_series_folded_total{metric}`;
 //! - a SO_REUSEPORT member whose listener closed is shown one more scrape,
-//!   then dropped.
+//!   then dropped;
+//! - the optional `container` label (`--container-label`) of the bind
+//!   failures and the per-member deliveries adds label sets that the same
+//!   `max_series` cap folds.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -49,6 +52,10 @@ pub struct Limits {
     pub max_ports: usize,
     /// Label sets per metric before folding into `other`.
     pub max_series: usize,
+    /// Adds a `container` label (the record's container id or machine
+    /// name; empty outside one) to the bind failures and the per-member
+    /// deliveries.
+    pub container_label: bool,
 }
 
 impl Default for Limits {
@@ -57,6 +64,7 @@ impl Default for Limits {
             ports: None,
             max_ports: 256,
             max_series: 2048,
+            container_label: false,
         }
     }
 }
@@ -78,6 +86,8 @@ struct Member {
     ino: String,
     pid: String,
     comm: String,
+    /// Only with [`Limits::container_label`].
+    container: String,
     /// Deliveries seen as events.
     deliveries: u64,
     /// Deliveries counted in the kernel ([`KernelView::members`]).
@@ -120,6 +130,8 @@ pub struct KernelMember {
     /// Its owner as the kernel remembers it.
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// Its owner's container, where the owner's cgroup names one.
+    pub container: Option<String>,
     pub deliveries: u64,
 }
 
@@ -224,11 +236,11 @@ impl Metrics {
                 if let Some(e) = failed {
                     let port = r.req_port.filter(|&p| p != 0).unwrap_or(r.lport);
                     let port = self.port_label(port, name::BIND_FAILURES);
-                    self.bump(
-                        name::BIND_FAILURES,
-                        vec![proto.into(), port.clone(), e.to_string()],
-                        1,
-                    );
+                    let mut values = vec![proto.into(), port.clone(), e.to_string()];
+                    if self.limits.container_label {
+                        values.push(container(r));
+                    }
+                    self.bump(name::BIND_FAILURES, values, 1);
                     self.last_failure = Some(vec![
                         ("proto", proto.into()),
                         ("port", port),
@@ -280,6 +292,7 @@ impl Metrics {
                     ino: r.ino.map(|i| i.to_string()).unwrap_or_default(),
                     pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
                     comm: r.comm.clone().unwrap_or_default(),
+                    container: container(r),
                     deliveries: 0,
                     counted: 0,
                     at_last_scrape: 0,
@@ -295,6 +308,7 @@ impl Metrics {
                     ino: OTHER.to_owned(),
                     pid: OTHER.to_owned(),
                     comm: OTHER.to_owned(),
+                    container: OTHER.to_owned(),
                     deliveries: 0,
                     counted: 0,
                     at_last_scrape: 0,
@@ -313,6 +327,9 @@ impl Metrics {
         {
             m.pid = pid.to_string();
             m.comm = r.comm.clone().unwrap_or_default();
+        }
+        if m.container.is_empty() && r.container.is_some() && m.ino != OTHER {
+            m.container = container(r);
         }
     }
 
@@ -388,6 +405,7 @@ impl Metrics {
                 },
                 pid: k.pid.map(|p| p.to_string()).unwrap_or_default(),
                 comm: k.comm.clone().unwrap_or_default(),
+                container: k.container.clone().unwrap_or_default(),
                 deliveries: 0,
                 counted: 0,
                 at_last_scrape: 0,
@@ -451,7 +469,11 @@ impl Metrics {
             reg,
             name::BIND_FAILURES,
             "Failed bind() and listen() calls by requested port and errno",
-            &["proto", "port", "errno"],
+            if self.limits.container_label {
+                &["proto", "port", "errno", "container"]
+            } else {
+                &["proto", "port", "errno"]
+            },
             &self.bind_failures,
         );
         if let Some(labels) = &self.last_failure {
@@ -481,16 +503,18 @@ impl Metrics {
         // Per group: (members' deltas) for max/mean.
         let mut groups: HashMap<(&str, &str, u32), Vec<u64>> = HashMap::new();
         for m in self.members.values() {
-            deliveries
-                .get_or_create(&vec![
-                    ("proto", m.proto.to_owned()),
-                    ("port", m.port.clone()),
-                    ("netns", m.netns.to_string()),
-                    ("socket", m.ino.clone()),
-                    ("pid", m.pid.clone()),
-                    ("comm", m.comm.clone()),
-                ])
-                .inc_by(m.total());
+            let mut labels = vec![
+                ("proto", m.proto.to_owned()),
+                ("port", m.port.clone()),
+                ("netns", m.netns.to_string()),
+                ("socket", m.ino.clone()),
+                ("pid", m.pid.clone()),
+                ("comm", m.comm.clone()),
+            ];
+            if self.limits.container_label {
+                labels.push(("container", m.container.clone()));
+            }
+            deliveries.get_or_create(&labels).inc_by(m.total());
             groups
                 .entry((m.proto, m.port.as_str(), m.netns))
                 .or_default()
@@ -619,6 +643,12 @@ pub fn imbalance_ratio(deltas: &[u64]) -> Option<f64> {
     }
     let max = deltas.iter().copied().max().unwrap_or(0) as f64;
     Some(max / (total as f64 / deltas.len() as f64))
+}
+
+/// The `container` label value of `r`: its container id or machine name,
+/// empty outside one (an empty label is no label to Prometheus).
+fn container(r: &Record) -> String {
+    r.container.clone().unwrap_or_default()
 }
 
 /// `s` cut to at most `max` bytes at a character boundary.

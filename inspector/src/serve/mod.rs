@@ -207,6 +207,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                     .map_err(|e| eprintln!("inspector: warning: TIME_WAIT snapshot: {e}"))
                     .ok()
             });
+            let members = kernel_members(&pipeline.probes, &mut pipeline.cgroups);
             let probes = &pipeline.probes;
             metrics.set_kernel(KernelView {
                 counters: pipeline.counters(),
@@ -214,7 +215,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                 run_time_ns: probes.run_times(),
                 timewait,
                 outcomes: probes.aggregate.then(|| probes.outcomes()),
-                members: kernel_members(probes),
+                members,
             });
             let body = match format {
                 Format::OpenMetrics => metrics.encode_openmetrics(),
@@ -267,7 +268,10 @@ fn counts_in_kernel(filter: &Filter) -> bool {
 
 /// The SO_REUSEPORT members the kernel counted, with their owners as the
 /// kernel remembers them (from their bind/listen).
-fn kernel_members(probes: &crate::probe::Probes) -> Vec<KernelMember> {
+fn kernel_members(
+    probes: &crate::probe::Probes,
+    cgroups: &mut crate::cgroup::Resolver,
+) -> Vec<KernelMember> {
     probes
         .deliveries()
         .into_iter()
@@ -281,6 +285,9 @@ fn kernel_members(probes: &crate::probe::Probes) -> Vec<KernelMember> {
                 ino: d.ino,
                 pid: owner.map(|o| o.pid),
                 comm: owner.map(|o| crate::record::comm(&o.comm)),
+                container: owner
+                    .and_then(|o| cgroups.resolve(o.cgroup))
+                    .and_then(|r| r.container.clone()),
                 deliveries: d.count,
             }
         })

@@ -80,6 +80,7 @@ fn ports_past_the_limit_fold_into_other_but_filtered_ports_never_do() {
         ports: Some("9000".parse().expect("port set")),
         max_ports: 2,
         max_series: 100,
+        container_label: false,
     });
     for port in [1, 2, 3, 4, 9000] {
         m.apply(&bind(port, Some(Errno::EADDRINUSE)));
@@ -98,11 +99,72 @@ fn ports_past_the_limit_fold_into_other_but_filtered_ports_never_do() {
 }
 
 #[test]
+fn the_container_label_is_there_only_when_asked_and_folds_past_the_cap() {
+    let in_container = |mut r: Record, c: &str| {
+        r.container = Some(c.into());
+        r
+    };
+    let feed = |m: &mut Metrics| {
+        m.apply(&in_container(bind(8080, Some(Errno::EADDRINUSE)), "web"));
+        m.apply(&bind(8080, Some(Errno::EADDRINUSE)));
+        m.apply(&in_container(bind(8081, Some(Errno::EADDRINUSE)), "db"));
+        m.apply(&in_container(delivery(1, 11, 9000), "web"));
+        m.apply(&delivery(2, 12, 9000));
+    };
+    let mut off = Metrics::new(Limits::default());
+    feed(&mut off);
+    let om = off.encode_openmetrics();
+    assert!(!om.contains("container="), "{om}");
+    assert!(om.contains(
+        "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\"} 2\n"
+    ));
+    let mut on = Metrics::new(Limits {
+        container_label: true,
+        ..Limits::default()
+    });
+    feed(&mut on);
+    let om = on.encode_openmetrics();
+    let failures = samples(&om, "inspector_bind_failures_total");
+    assert_eq!(failures.len(), 3, "{om}");
+    assert!(failures.contains(
+        &"inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\",container=\"web\"} 1"
+    ));
+    assert!(failures.contains(
+        &"inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\",container=\"\"} 1"
+    ));
+    let members = samples(&om, "inspector_reuseport_deliveries_total");
+    assert_eq!(members.len(), 2, "{om}");
+    assert!(
+        members
+            .iter()
+            .any(|l| l.contains("socket=\"11\"") && l.contains("container=\"web\""))
+    );
+    assert!(
+        members
+            .iter()
+            .any(|l| l.contains("socket=\"12\"") && l.contains("container=\"\""))
+    );
+    // Past the series cap, containers fold like any label.
+    let mut capped = Metrics::new(Limits {
+        max_series: 1,
+        container_label: true,
+        ..Limits::default()
+    });
+    feed(&mut capped);
+    let om = capped.encode_openmetrics();
+    assert!(samples(&om, "inspector_bind_failures_total").contains(
+        &"inspector_bind_failures_total{proto=\"other\",port=\"other\",errno=\"other\",container=\"other\"} 2"
+    ), "{om}");
+    assert!(om.contains("container=\"other\"} 1\n"), "{om}");
+}
+
+#[test]
 fn series_past_the_cap_fold_into_one_other_series() {
     let mut m = Metrics::new(Limits {
         ports: None,
         max_ports: 1000,
         max_series: 2,
+        container_label: false,
     });
     for port in 1..=5 {
         m.apply(&bind(port, Some(Errno::EADDRINUSE)));
@@ -229,6 +291,7 @@ fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten(
         ino: sock + 1000,
         pid: Some(42),
         comm: Some("srv".into()),
+        container: None,
         deliveries: n,
     };
     let view = |n: u64| KernelView {
