@@ -8,6 +8,7 @@
 //! ratatui [`Backend`]: the terminal in [`run`], a `TestBackend` in tests.
 
 pub mod app;
+pub mod ephemeral;
 pub mod kernel;
 pub mod model;
 pub mod replay;
@@ -158,6 +159,8 @@ pub struct Dashboard {
     table: Option<Result<SocketTable, String>>,
     /// When the silent sockets were last checked against the kernel.
     reconciled: Instant,
+    /// When each namespace's port range was last read.
+    ranges_read: BTreeMap<u32, Instant>,
 }
 
 /// How often `/run/netns` is read again: names come and go rarely.
@@ -212,6 +215,7 @@ impl Dashboard {
             scenario_ns: Vec::new(),
             table: None,
             reconciled: Instant::now(),
+            ranges_read: BTreeMap::new(),
         })
     }
 
@@ -258,6 +262,34 @@ impl Dashboard {
         for files in found {
             self.app.update(Input::KernelFiles(files));
         }
+    }
+
+    /// Reads the port range of namespaces with client connections: once
+    /// when a namespace's first connect() shows (a scenario sets its range
+    /// before it connects), then every [`kernel::RANGE_EVERY`].
+    fn read_ranges(&mut self) {
+        let namespaces = self.app.model.ephemeral.namespaces();
+        self.ranges_read.retain(|ns, _| namespaces.contains(ns));
+        let due: Vec<u32> = namespaces
+            .into_iter()
+            .filter(|ns| {
+                self.ranges_read
+                    .get(ns)
+                    .is_none_or(|t| t.elapsed() >= kernel::RANGE_EVERY)
+            })
+            .take(kernel::RANGE_NAMESPACES)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut ranges = Vec::new();
+        for ns in due {
+            self.ranges_read.insert(ns, Instant::now());
+            if let Some(r) = kernel::port_range(ns) {
+                ranges.push((ns, r));
+            }
+        }
+        self.app.update(Input::PortRanges(ranges));
     }
 
     /// Steps until a quit key, [`Event::Quit`] or the end of `events`.
@@ -367,6 +399,7 @@ impl Dashboard {
         }
         if self.dirty && self.last_draw.elapsed() >= Duration::from_millis(100) {
             self.reconcile();
+            self.read_ranges();
             let app = &mut self.app;
             // Ages and time left against this frame's clock.
             app.update(Input::Clock(monotonic_ns()));
