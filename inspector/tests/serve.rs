@@ -273,6 +273,47 @@ fn metrics_count_each_member_and_the_failed_bind_and_promtool_accepts_them() {
     assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
 }
 
+/// Client connections kept open toward one destination are the ports in
+/// use toward it; the agent's own namespace exports its range size.
+#[test]
+fn ports_in_use_toward_one_destination_show_per_destination() {
+    const N: usize = 20;
+    const DEST_PORT: u16 = 7012;
+    if !privileged() {
+        return;
+    }
+    let Some((mut serve, port)) = start_serve() else {
+        return;
+    };
+    let (netns, _open) = in_new_netns(|netns| {
+        let target = addr(&format!("127.0.0.1:{DEST_PORT}"));
+        let listener = tcp();
+        listener.bind(&target).expect("bind");
+        listener.listen(64).expect("listen");
+        let mut open = vec![];
+        for _ in 0..N {
+            let c = tcp();
+            c.connect(&target).expect("connect");
+            open.push(c);
+        }
+        open.push(listener);
+        (netns, open)
+    })
+    .expect("netns");
+    let want = format!(
+        "inspector_ephemeral_ports_in_use{{netns=\"{netns}\",destination=\"127.0.0.1:{DEST_PORT}\"}} {N}"
+    );
+    let text = scrape_until(port, "text/plain", |b| {
+        b.lines().any(|l| l == want) && b.contains("inspector_ephemeral_port_range_size{")
+    });
+    assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+    assert!(
+        text.contains("# TYPE inspector_ephemeral_port_range_size gauge"),
+        "{text}"
+    );
+    assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+}
+
 /// A temporary directory removed when dropped.
 struct TempDir(PathBuf);
 

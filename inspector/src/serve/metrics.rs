@@ -10,7 +10,11 @@
 //!   is added to one series whose labels all read `other`;
 //! - each fold adds to `inspector_series_folded_total{metric}`;
 //! - a SO_REUSEPORT member whose listener closed is shown one more scrape,
-//!   then dropped.
+//!   then dropped;
+//! - ephemeral ports in use are tracked for at most
+//!   [`MAX_DESTS`](crate::dashboard::ephemeral::MAX_DESTS) destinations (the
+//!   idlest go); the busiest `max_series` get their own series, the rest are
+//!   summed into the `other` one.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -24,8 +28,10 @@ use prometheus_client::{
 };
 
 use crate::{
+    dashboard::ephemeral::{Ephemeral, PortRange},
     filter::PortSet,
     kernel::{Proto, TcpState},
+    output::endpoint,
     probe::Counters,
     record::{Record, RecordType, proto_str},
 };
@@ -98,6 +104,8 @@ pub struct KernelView {
     /// TIME_WAIT sockets by (proto, local port), from a socket-table
     /// snapshot; `None` when no snapshot could be taken.
     pub timewait: Option<Vec<(Proto, u16, u64)>>,
+    /// `ip_local_port_range` less reserved ports, per namespace read.
+    pub port_ranges: Vec<(u32, PortRange)>,
 }
 
 /// The aggregated state behind `/metrics`.
@@ -115,6 +123,8 @@ pub struct Metrics {
     last_failure: Option<Labels>,
     /// Keyed by (proto, netns, kernel socket address).
     members: HashMap<(&'static str, u32, u64), Member>,
+    /// Local ports in use per destination.
+    ephemeral: Ephemeral,
     kernel: KernelView,
 }
 
@@ -126,6 +136,8 @@ mod name {
     pub const TIMEWAIT_EXITS: &str = "inspector_timewait_exits";
     pub const DELIVERIES: &str = "inspector_reuseport_deliveries";
     pub const TIMEWAIT: &str = "inspector_timewait_sockets";
+    pub const PORTS_IN_USE: &str = "inspector_ephemeral_ports_in_use";
+    pub const RANGE_SIZE: &str = "inspector_ephemeral_port_range_size";
 }
 
 impl Metrics {
@@ -170,8 +182,15 @@ impl Metrics {
         *series.values.entry(key).or_default() += n;
     }
 
+    /// Namespaces with client connections tracked: the ones whose port
+    /// range the next scrape wants.
+    pub fn client_namespaces(&self) -> std::collections::BTreeSet<u32> {
+        self.ephemeral.namespaces()
+    }
+
     /// Counts one record.
     pub fn apply(&mut self, r: &Record) {
+        self.ephemeral.apply(r);
         let proto = proto_str(r.proto);
         let failed = r.errno.filter(|e| e.is_failure());
         match r.kind {
@@ -401,6 +420,8 @@ impl Metrics {
             );
         }
 
+        self.register_ephemeral(reg);
+
         let c = &self.kernel.counters;
         let events = Counter::<u64>::default();
         events.inc_by(self.kernel.events_read);
@@ -449,6 +470,44 @@ impl Metrics {
             "inspector_series_folded",
             "Increments added to an 'other' label value because a label limit (--max-ports, --max-series) was reached",
             folded,
+        );
+    }
+}
+
+impl Metrics {
+    fn register_ephemeral(&self, reg: &mut Registry) {
+        let mut rows = self.ephemeral.rows();
+        // The busiest keep their own series.
+        rows.sort_by(|a, b| b.in_use.cmp(&a.in_use).then(a.key.cmp(&b.key)));
+        let in_use = Family::<Labels, Gauge>::default();
+        for (i, r) in rows.iter().enumerate() {
+            let labels = if i < self.limits.max_series {
+                vec![
+                    ("netns", r.key.netns.to_string()),
+                    ("destination", endpoint(r.key.addr, r.key.port)),
+                ]
+            } else {
+                vec![
+                    ("netns", OTHER.to_owned()),
+                    ("destination", OTHER.to_owned()),
+                ]
+            };
+            in_use.get_or_create(&labels).inc_by(i64::from(r.in_use));
+        }
+        reg.register(
+            name::PORTS_IN_USE,
+            "Local ports held toward each destination (netns, address:port) by client connections, live or in TIME_WAIT, as the probes saw them; compare with inspector_ephemeral_port_range_size",
+            in_use,
+        );
+        let size = Family::<Labels, Gauge>::default();
+        for (netns, range) in &self.kernel.port_ranges {
+            size.get_or_create(&vec![("netns", netns.to_string())])
+                .set(i64::from(range.size()));
+        }
+        reg.register(
+            name::RANGE_SIZE,
+            "Ports connect() can choose from: net.ipv4.ip_local_port_range less ip_local_reserved_ports, per network namespace",
+            size,
         );
     }
 }

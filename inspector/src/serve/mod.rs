@@ -6,12 +6,18 @@
 pub mod http;
 pub mod metrics;
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
+    dashboard::ephemeral::PortRange,
     explain,
     filter::Filter,
     kernel::Proto,
@@ -132,6 +138,12 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         .map(|dir| crate::recording::Recorder::open(dir, Default::default(), &pipeline))
         .transpose()?;
     let mut metrics = Metrics::new(opts.limits);
+    // The agent's own namespace always has its range exported.
+    let own_netns = match opts.netns_path.as_deref() {
+        Some(p) => crate::netns::inode(p).ok(),
+        None => crate::netns::current_netns().ok(),
+    };
+    let mut ranges = RangeCache::default();
     let mut annotator = explain::annotate::Annotator::default();
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -193,11 +205,15 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                     .map_err(|e| eprintln!("inspector: warning: TIME_WAIT snapshot: {e}"))
                     .ok()
             });
+            let mut namespaces = metrics.client_namespaces();
+            namespaces.extend(own_netns);
+            let port_ranges = ranges.read(&namespaces);
             metrics.set_kernel(KernelView {
                 counters: pipeline.counters(),
                 events_read: pipeline.seen,
                 run_time_ns: pipeline.probes.run_times(),
                 timewait,
+                port_ranges,
             });
             let body = match format {
                 Format::OpenMetrics => metrics.encode_openmetrics(),
@@ -219,6 +235,41 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         pipeline.seen, c.dropped, c.read_errors
     );
     Ok(())
+}
+
+/// Namespaces' port ranges, read again every [`RangeCache::EVERY`]: a
+/// sysctl read in another namespace costs a thread that enters it.
+#[derive(Default)]
+struct RangeCache {
+    read: BTreeMap<u32, (Instant, Option<PortRange>)>,
+}
+
+impl RangeCache {
+    const EVERY: Duration = Duration::from_secs(60);
+    /// Namespaces read per scrape at most; the others wait for the next.
+    const PER_SCRAPE: usize = 8;
+
+    fn read(&mut self, namespaces: &BTreeSet<u32>) -> Vec<(u32, PortRange)> {
+        self.read.retain(|ns, _| namespaces.contains(ns));
+        let due: Vec<u32> = namespaces
+            .iter()
+            .copied()
+            .filter(|ns| {
+                self.read
+                    .get(ns)
+                    .is_none_or(|(at, _)| at.elapsed() >= Self::EVERY)
+            })
+            .take(Self::PER_SCRAPE)
+            .collect();
+        for ns in due {
+            let range = crate::dashboard::kernel::port_range(ns);
+            self.read.insert(ns, (Instant::now(), range));
+        }
+        self.read
+            .iter()
+            .filter_map(|(ns, (_, r))| r.map(|r| (*ns, r)))
+            .collect()
+    }
 }
 
 /// TIME_WAIT sockets by (proto, local port), from a socket-table snapshot
