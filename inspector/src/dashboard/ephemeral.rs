@@ -170,6 +170,10 @@ pub struct Ephemeral {
     /// Port entries over all destinations.
     ports: usize,
     ranges: BTreeMap<u32, PortRange>,
+    /// Destinations made per namespace so far: a new one may be in a new
+    /// namespace that reuses an inode whose range was read before, so the
+    /// loop reads the range again when this moves.
+    made: BTreeMap<u32, u64>,
     names: Names,
     /// Destinations forgotten past [`MAX_DESTS`] or [`MAX_PORTS`].
     pub evicted: u64,
@@ -218,6 +222,11 @@ impl Ephemeral {
     /// Namespaces with a destination tracked.
     pub fn namespaces(&self) -> std::collections::BTreeSet<u32> {
         self.dests.keys().map(|k| k.netns).collect()
+    }
+
+    /// How many destinations were made in `netns` so far.
+    pub fn made(&self, netns: u32) -> u64 {
+        self.made.get(&netns).copied().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -275,8 +284,17 @@ impl Ephemeral {
 
     fn connect(&mut self, r: &Record) {
         let Some(key) = destination(r) else { return };
-        if !self.dests.contains_key(&key) && self.dests.len() >= MAX_DESTS {
-            self.evict_idlest();
+        if !self.dests.contains_key(&key) {
+            if self.dests.len() >= MAX_DESTS {
+                self.evict_idlest();
+            }
+            *self.made.entry(key.netns).or_default() += 1;
+            // Bounded with the destinations: only namespaces still present.
+            if self.made.len() > MAX_DESTS {
+                let live = self.namespaces();
+                self.made
+                    .retain(|ns, _| live.contains(ns) || *ns == key.netns);
+            }
         }
         let comm = r.comm.as_deref().map(|c| self.names.get(c));
         let d = self.dests.entry(key).or_default();

@@ -27,6 +27,9 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(3);
 pub const RECONCILE_NAMESPACES: usize = 8;
 /// How often a namespace's port range is read again.
 pub const RANGE_EVERY: Duration = Duration::from_secs(30);
+/// The soonest a namespace's range is read again when new destinations
+/// appear in it.
+pub const RANGE_AGAIN: Duration = Duration::from_secs(1);
 /// Namespaces whose range is read per round.
 pub const RANGE_NAMESPACES: usize = 8;
 /// Namespaces seeded at start at most.

@@ -159,8 +159,9 @@ pub struct Dashboard {
     table: Option<Result<SocketTable, String>>,
     /// When the silent sockets were last checked against the kernel.
     reconciled: Instant,
-    /// When each namespace's port range was last read.
-    ranges_read: BTreeMap<u32, Instant>,
+    /// When each namespace's port range was last read, and how many
+    /// destinations the model had made in it then.
+    ranges_read: BTreeMap<u32, (Instant, u64)>,
 }
 
 /// How often `/run/netns` is read again: names come and go rarely.
@@ -264,18 +265,23 @@ impl Dashboard {
         }
     }
 
-    /// Reads the port range of namespaces with client connections: once
-    /// when a namespace's first connect() shows (a scenario sets its range
-    /// before it connects), then every [`kernel::RANGE_EVERY`].
+    /// Reads the port range of namespaces with client connections: when a
+    /// namespace's first connect() to a new destination shows (a scenario
+    /// sets its range before it connects; a namespace may reuse the inode
+    /// of one read before), at most every [`kernel::RANGE_AGAIN`], and
+    /// every [`kernel::RANGE_EVERY`] anyway.
     fn read_ranges(&mut self) {
-        let namespaces = self.app.model.ephemeral.namespaces();
+        let eph = &self.app.model.ephemeral;
+        let namespaces = eph.namespaces();
         self.ranges_read.retain(|ns, _| namespaces.contains(ns));
-        let due: Vec<u32> = namespaces
+        let due: Vec<(u32, u64)> = namespaces
             .into_iter()
-            .filter(|ns| {
-                self.ranges_read
-                    .get(ns)
-                    .is_none_or(|t| t.elapsed() >= kernel::RANGE_EVERY)
+            .map(|ns| (ns, eph.made(ns)))
+            .filter(|(ns, made)| {
+                self.ranges_read.get(ns).is_none_or(|(t, seen)| {
+                    t.elapsed() >= kernel::RANGE_EVERY
+                        || (made != seen && t.elapsed() >= kernel::RANGE_AGAIN)
+                })
             })
             .take(kernel::RANGE_NAMESPACES)
             .collect();
@@ -283,8 +289,8 @@ impl Dashboard {
             return;
         }
         let mut ranges = Vec::new();
-        for ns in due {
-            self.ranges_read.insert(ns, Instant::now());
+        for (ns, made) in due {
+            self.ranges_read.insert(ns, (Instant::now(), made));
             if let Some(r) = kernel::port_range(ns) {
                 ranges.push((ns, r));
             }
@@ -367,6 +373,8 @@ impl Dashboard {
             actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
             self.dirty = true;
         }
+        // While a scenario's namespaces still exist.
+        self.read_ranges();
         if self.running.as_ref().is_some_and(Running::is_finished)
             && let Some(mut run) = self.running.take()
         {
@@ -380,9 +388,14 @@ impl Dashboard {
                 self.batch
                     .retain(|r| r.netns == only || ns.contains(&r.netns));
             }
-            actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
+            actions.extend(
+                self.app
+                    .update(Input::Records(std::mem::take(&mut self.batch))),
+            );
+            // The scenario's namespace files close with its result.
+            self.read_ranges();
             let result = run.finish();
-            actions.extend(app.update(Input::ScenarioFinished(Box::new(result))));
+            actions.extend(self.app.update(Input::ScenarioFinished(Box::new(result))));
             self.dirty = true;
         }
         for action in actions {
@@ -392,14 +405,13 @@ impl Dashboard {
                     Ok(run) => self.running = Some(run),
                     Err(e) => {
                         let r = scenario::not_started(s, &e.to_string());
-                        app.update(Input::ScenarioFinished(Box::new(r)));
+                        self.app.update(Input::ScenarioFinished(Box::new(r)));
                     }
                 },
             }
         }
         if self.dirty && self.last_draw.elapsed() >= Duration::from_millis(100) {
             self.reconcile();
-            self.read_ranges();
             let app = &mut self.app;
             // Ages and time left against this frame's clock.
             app.update(Input::Clock(monotonic_ns()));
