@@ -219,6 +219,58 @@ fn check_facts(r: &ScenarioResult) {
                 );
             }
         }
+        19 => {
+            assert!(
+                d["to_a"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(Value::is_null)),
+                "{ctx}"
+            );
+            assert_eq!(errno(&d["fifth_a"]), Some("EADDRNOTAVAIL"), "{ctx}");
+            assert!(
+                d["to_b"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(Value::is_null)),
+                "another destination still connects: {ctx}"
+            );
+            assert_eq!(errno(&d["fifth_b"]), Some("EADDRNOTAVAIL"), "{ctx}");
+        }
+        20 => {
+            let run = |k: &str| &d[format!("tcp_tw_reuse={k}")];
+            for k in ["0", "1", "2"] {
+                assert!(
+                    run(k)["fill_4"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().all(Value::is_null)),
+                    "{ctx}"
+                );
+            }
+            assert_eq!(errno(&run("0")["at_once"]), Some("EADDRNOTAVAIL"), "{ctx}");
+            assert_eq!(
+                errno(&run("0")["after_1_1s"]),
+                Some("EADDRNOTAVAIL"),
+                "{ctx}"
+            );
+            assert!(run("1")["after_1_1s"].is_null(), "{ctx}");
+            assert!(run("2")["after_1_1s"].is_null(), "loopback: {ctx}");
+        }
+        21 => {
+            let plain = &d["bind_then_connect"];
+            assert_eq!(plain["connected"], 8, "one per port: {ctx}");
+            assert_eq!(plain["first_failed_bind"], 8, "{ctx}");
+            assert_eq!(errno(&plain["binds"][8]), Some("EADDRINUSE"), "{ctx}");
+            assert_eq!(d["IP_BIND_ADDRESS_NO_PORT"]["connected"], 16, "{ctx}");
+        }
+        22 => {
+            let open = &d["unreserved"];
+            assert_eq!(open["service_port"], open["client_port"], "{ctx}");
+            assert_eq!(errno(&open["service_bind"]), Some("EADDRINUSE"), "{ctx}");
+            assert_eq!(errno(&open["probe_connect"]), Some("ECONNREFUSED"), "{ctx}");
+            let reserved = &d["reserved"];
+            assert_eq!(reserved["client_port"], 40001, "{ctx}");
+            assert!(reserved["service_bind"].is_null(), "{ctx}");
+            assert!(reserved["service_listen"].is_null(), "{ctx}");
+        }
         n => panic!("scenario {n} has no facts checked"),
     }
 }
@@ -315,6 +367,35 @@ fn scenarios_with_failures_or_deliveries_are_cross_checked() {
             assert!(c.unchecked.is_empty() && c.checked >= 2, "{name}: {c:?}");
         }
         assert!(r.evidence_check.agrees, "{name}: {:?}", r.evidence_check);
+    }
+}
+
+/// The client-side scenarios on their own (the whole catalog takes
+/// minutes): each runs, its evidence agrees, its facts hold, and the
+/// failures it provokes are cross-checked against the evidence.
+#[test]
+fn client_side_scenarios_run_and_agree() {
+    let Some(mut p) = pipeline(Filter::default()) else {
+        return;
+    };
+    for name in [
+        "exhaustion-per-destination",
+        "tcp-tw-reuse-modes",
+        "bind-before-connect",
+        "service-port-taken-by-client",
+    ] {
+        let s = scenario::find(name).expect("in the catalog");
+        assert!(s.source.is_none(), "{name} is an own claim");
+        let r = scenario::run_traced(&mut p, s);
+        eprintln!("{}", scenario::report::block(&r));
+        assert!(r.error.is_none(), "{name}: {:?}", r.error);
+        assert!(r.evidence_check.agrees, "{name}: {:?}", r.evidence_check);
+        assert!(
+            r.evidence_check.checked >= 1,
+            "{name}: {:?}",
+            r.evidence_check
+        );
+        check_facts(&r);
     }
 }
 

@@ -110,9 +110,15 @@ fn get(port: u16, path: &str, accept: &str) -> Option<String> {
 /// Starts `inspector serve` on a free port and waits until it answers;
 /// `None` (a skip, or a failure in CI) when it cannot start.
 fn start_serve() -> Option<(Running, u16)> {
+    start_serve_with(&[])
+}
+
+/// [`start_serve`] with more arguments.
+fn start_serve_with(extra: &[&str]) -> Option<(Running, u16)> {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_inspector"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -271,6 +277,64 @@ fn metrics_count_each_member_and_the_failed_bind_and_promtool_accepts_them() {
         );
     }
     assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+}
+
+/// Client connections kept open toward one destination are the ports in
+/// use toward it (from the kernel's socket table of the namespace the
+/// agent watches, which also exports its range size).
+#[test]
+fn ports_in_use_toward_one_destination_show_per_destination() {
+    const N: usize = 20;
+    const DEST_PORT: u16 = 7012;
+    if !privileged() {
+        return;
+    }
+    // The namespace lives on a thread that holds it until told to end:
+    // the agent reads its tables through /proc/PID/task/TID/ns/net.
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (end, end_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        inspector::netns::enter_new_netns().expect("netns");
+        let netns = inspector::netns::current_netns().expect("netns inode");
+        let target = addr(&format!("127.0.0.1:{DEST_PORT}"));
+        let listener = tcp();
+        listener.bind(&target).expect("bind");
+        listener.listen(64).expect("listen");
+        let mut open = vec![];
+        for _ in 0..N {
+            let c = tcp();
+            c.connect(&target).expect("connect");
+            open.push(c);
+        }
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        ready_tx.send((netns, path)).expect("send");
+        let _ = end_rx.recv_timeout(Duration::from_secs(120));
+        drop((open, listener));
+    });
+    let (netns, path) = ready.recv().expect("namespace ready");
+    let Some((mut serve, port)) = start_serve_with(&["--netns", &path]) else {
+        let _ = end.send(());
+        let _ = worker.join();
+        return;
+    };
+    let want = format!(
+        "inspector_ephemeral_ports_in_use{{netns=\"{netns}\",destination=\"127.0.0.1:{DEST_PORT}\"}} {N}"
+    );
+    let text = scrape_until(port, "text/plain", |b| {
+        b.lines().any(|l| l == want) && b.contains("inspector_ephemeral_port_range_size{")
+    });
+    assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+    assert!(
+        text.contains(&format!(
+            "inspector_ephemeral_port_range_size{{netns=\"{netns}\"}}"
+        )),
+        "{text}"
+    );
+    assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+    let _ = end.send(());
+    worker.join().expect("namespace thread");
 }
 
 /// A temporary directory removed when dropped.

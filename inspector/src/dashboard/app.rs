@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use super::model::{GroupKey, Holder, KernelFiles, Member, Model, PortKey, PortRow, SeedSock};
+use super::{
+    ephemeral::{DestRow, PortRange},
+    model::{GroupKey, Holder, KernelFiles, Member, Model, PortKey, PortRow, SeedSock},
+};
 use crate::{
     probe::Counters,
     record::{Record, RecordType},
@@ -57,10 +60,17 @@ pub enum Pane {
     Ports,
     Reuseport,
     Scenarios,
+    Ephemeral,
 }
 
 impl Pane {
-    pub const ALL: [Pane; 4] = [Pane::Binds, Pane::Ports, Pane::Reuseport, Pane::Scenarios];
+    pub const ALL: [Pane; 5] = [
+        Pane::Binds,
+        Pane::Ports,
+        Pane::Reuseport,
+        Pane::Scenarios,
+        Pane::Ephemeral,
+    ];
 
     pub fn title(self) -> &'static str {
         match self {
@@ -68,6 +78,15 @@ impl Pane {
             Pane::Ports => "Ports & TIME_WAIT",
             Pane::Reuseport => "Reuseport",
             Pane::Scenarios => "Scenarios",
+            Pane::Ephemeral => "Ephemeral ports",
+        }
+    }
+
+    /// The tab's label where the full titles do not fit (80 columns).
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Pane::Ephemeral => "Ephem.",
+            p => p.title(),
         }
     }
 
@@ -100,6 +119,9 @@ pub enum Input {
     /// The open sockets of a namespace, to drop those that closed without
     /// an event.
     KernelFiles(KernelFiles),
+    /// Namespaces' `ip_local_port_range` (less reserved ports), read by the
+    /// loop.
+    PortRanges(Vec<(u32, PortRange)>),
 }
 
 #[derive(Debug)]
@@ -325,7 +347,7 @@ pub struct App {
     pub model: Model,
     pub pane: Pane,
     /// Selected row per pane.
-    pub selected: [usize; 4],
+    pub selected: [usize; 5],
     pub paused: bool,
     /// Records that arrived while paused, applied on resume.
     pub held: VecDeque<Record>,
@@ -399,7 +421,7 @@ impl App {
         Self {
             model: Model::new(),
             pane: Pane::Binds,
-            selected: [0; 4],
+            selected: [0; 5],
             paused: false,
             held: VecDeque::new(),
             shed: 0,
@@ -457,6 +479,11 @@ impl App {
                 }
             }
             Input::NetnsNames(names) => self.netns_names = names,
+            Input::PortRanges(ranges) => {
+                for (netns, range) in ranges {
+                    self.model.ephemeral.set_range(netns, range);
+                }
+            }
             Input::Tick { counters, now_ns } => {
                 self.counters = counters;
                 self.model.sample_rate(now_ns);
@@ -468,7 +495,7 @@ impl App {
                 // Show the scenario's namespaces; what came before stays
                 // (`a` shows it again).
                 self.namespaces = Some(namespaces);
-                self.selected = [0, 0, 0, self.selected[3]];
+                self.selected = [0, 0, 0, self.selected[3], 0];
                 self.multi_ns = self.namespaces_in_view().len() > 1;
             }
             Input::FollowNamespaces(namespaces) => {
@@ -637,6 +664,21 @@ impl App {
         rows
     }
 
+    /// Pane 5's destinations: filtered, the fullest first.
+    pub fn ephemeral_rows(&self) -> Vec<DestRow> {
+        let mut rows = self.model.ephemeral.rows();
+        rows.retain(|r| self.ns_shown(r.key.netns));
+        if let Some(v) = &self.view {
+            rows.retain(|r| {
+                let owners: Vec<(u32, String)> =
+                    r.owners.iter().map(|(p, c, _)| (*p, c.clone())).collect();
+                let owners: Vec<&(u32, String)> = owners.iter().collect();
+                v.matches_port((r.key.port, r.key.netns), &owners, &self.netns_names)
+            });
+        }
+        rows
+    }
+
     /// Namespaces among what the panes show.
     pub fn namespaces_in_view(&self) -> BTreeSet<u32> {
         let mut ns: BTreeSet<u32> = self.model.decisions.iter().map(|r| r.netns).collect();
@@ -713,6 +755,7 @@ impl App {
             Pane::Ports => self.port_rows().len(),
             Pane::Reuseport => self.group_rows().len(),
             Pane::Scenarios => CATALOG.len(),
+            Pane::Ephemeral => self.ephemeral_rows().len(),
         }
     }
 
@@ -735,7 +778,7 @@ impl App {
                 rows.get(i.min(rows.len().saturating_sub(1)))
                     .map(|(k, _, _)| DetailTarget::Group((*k).clone()))
             }
-            Pane::Scenarios => None,
+            Pane::Scenarios | Pane::Ephemeral => None,
         };
         if let Some(target) = target {
             self.detail = Some(Detail { target, scroll: 0 });
@@ -793,9 +836,9 @@ impl App {
         match k.code {
             KeyCode::Char('q') => return vec![Action::Quit],
             KeyCode::Char('c') if ctrl => return vec![Action::Quit],
-            KeyCode::Tab => self.pane = Pane::ALL[(i + 1) % 4],
-            KeyCode::BackTab => self.pane = Pane::ALL[(i + 3) % 4],
-            KeyCode::Char(d @ '1'..='4') => {
+            KeyCode::Tab => self.pane = Pane::ALL[(i + 1) % Pane::ALL.len()],
+            KeyCode::BackTab => self.pane = Pane::ALL[(i + Pane::ALL.len() - 1) % Pane::ALL.len()],
+            KeyCode::Char(d @ '1'..='5') => {
                 self.pane = Pane::ALL[(d as usize) - ('1' as usize)];
             }
             KeyCode::Down | KeyCode::Char('j') => {
@@ -837,7 +880,7 @@ impl App {
             }
             KeyCode::Char('c') => {
                 self.clear();
-                self.selected = [0, 0, 0, self.selected[3]];
+                self.selected = [0, 0, 0, self.selected[3], 0];
             }
             KeyCode::Char('r') if self.pane == Pane::Reuseport => self.model.reset_groups(),
             KeyCode::Char('a') => {

@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use super::model::{KernelFiles, SeedSock, SockAddr, TIME_WAIT_NS};
+use super::{
+    ephemeral::PortRange,
+    model::{KernelFiles, SeedSock, SockAddr, TIME_WAIT_NS},
+};
 use crate::{
     kernel::{Proto, TcpState},
     pipeline::monotonic_ns,
@@ -22,6 +25,13 @@ pub const RECONCILE_EVERY: Duration = Duration::from_secs(3);
 /// Namespaces checked per round: each is one walk of every process's
 /// descriptors.
 pub const RECONCILE_NAMESPACES: usize = 8;
+/// How often a namespace's port range is read again.
+pub const RANGE_EVERY: Duration = Duration::from_secs(30);
+/// The soonest a namespace's range is read again when new destinations
+/// appear in it.
+pub const RANGE_AGAIN: Duration = Duration::from_secs(1);
+/// Namespaces whose range is read per round.
+pub const RANGE_NAMESPACES: usize = 8;
 /// Namespaces seeded at start at most.
 const SEED_NAMESPACES: usize = 32;
 
@@ -49,6 +59,51 @@ pub fn netns_path(ino: u32) -> Option<PathBuf> {
         })
         .map(|e| e.path().join("ns/net"));
     named.chain(procs).find(|p| of(p))
+}
+
+/// A path into the namespace with inode `ino`, looking also where a
+/// namespace of this process's own threads is found: a thread's
+/// `/proc/self/task/TID/ns/net` (a scenario's thread) and a descriptor
+/// open on a namespace file (a scenario holds its namespaces open until its
+/// result is in).
+pub fn netns_path_any(ino: u32) -> Option<PathBuf> {
+    if let Some(p) = netns_path(ino) {
+        return Some(p);
+    }
+    let of = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == u64::from(ino));
+    let want = format!("net:[{ino}]");
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("ns/net"));
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| std::fs::read_link(p).is_ok_and(|l| l.as_os_str() == want.as_str()));
+    tasks.chain(fds).find(|p| of(p))
+}
+
+/// A namespace's `ip_local_port_range` and `ip_local_reserved_ports`
+/// (sysctls of the namespace: read from a thread inside it).
+pub fn port_range(ino: u32) -> Option<PortRange> {
+    port_range_in(&netns_path_any(ino)?)
+}
+
+/// [`port_range`] of the namespace at `path`.
+pub fn port_range_in(path: &Path) -> Option<PortRange> {
+    // Inside: a sysctl that cannot be read is no range, not an error of
+    // the namespace.
+    let read = || -> Result<Option<PortRange>, crate::netns::NetnsError> {
+        let Ok(range) = crate::netns::sysctl("net/ipv4/ip_local_port_range") else {
+            return Ok(None);
+        };
+        let reserved = crate::netns::sysctl("net/ipv4/ip_local_reserved_ports").unwrap_or_default();
+        Ok(PortRange::parse(&range, &reserved))
+    };
+    crate::netns::in_netns(Some(path), read).ok().flatten()
 }
 
 /// The namespaces a dashboard follows at start: the one it is told to, or

@@ -8,6 +8,7 @@
 //! ratatui [`Backend`]: the terminal in [`run`], a `TestBackend` in tests.
 
 pub mod app;
+pub mod ephemeral;
 pub mod kernel;
 pub mod model;
 pub mod replay;
@@ -158,6 +159,9 @@ pub struct Dashboard {
     table: Option<Result<SocketTable, String>>,
     /// When the silent sockets were last checked against the kernel.
     reconciled: Instant,
+    /// When each namespace's port range was last read, and how many
+    /// destinations the model had made in it then.
+    ranges_read: BTreeMap<u32, (Instant, u64)>,
 }
 
 /// How often `/run/netns` is read again: names come and go rarely.
@@ -212,6 +216,7 @@ impl Dashboard {
             scenario_ns: Vec::new(),
             table: None,
             reconciled: Instant::now(),
+            ranges_read: BTreeMap::new(),
         })
     }
 
@@ -258,6 +263,39 @@ impl Dashboard {
         for files in found {
             self.app.update(Input::KernelFiles(files));
         }
+    }
+
+    /// Reads the port range of namespaces with client connections: when a
+    /// namespace's first connect() to a new destination shows (a scenario
+    /// sets its range before it connects; a namespace may reuse the inode
+    /// of one read before), at most every [`kernel::RANGE_AGAIN`], and
+    /// every [`kernel::RANGE_EVERY`] anyway.
+    fn read_ranges(&mut self) {
+        let eph = &self.app.model.ephemeral;
+        let namespaces = eph.namespaces();
+        self.ranges_read.retain(|ns, _| namespaces.contains(ns));
+        let due: Vec<(u32, u64)> = namespaces
+            .into_iter()
+            .map(|ns| (ns, eph.made(ns)))
+            .filter(|(ns, made)| {
+                self.ranges_read.get(ns).is_none_or(|(t, seen)| {
+                    t.elapsed() >= kernel::RANGE_EVERY
+                        || (made != seen && t.elapsed() >= kernel::RANGE_AGAIN)
+                })
+            })
+            .take(kernel::RANGE_NAMESPACES)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut ranges = Vec::new();
+        for (ns, made) in due {
+            self.ranges_read.insert(ns, (Instant::now(), made));
+            if let Some(r) = kernel::port_range(ns) {
+                ranges.push((ns, r));
+            }
+        }
+        self.app.update(Input::PortRanges(ranges));
     }
 
     /// Steps until a quit key, [`Event::Quit`] or the end of `events`.
@@ -335,6 +373,8 @@ impl Dashboard {
             actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
             self.dirty = true;
         }
+        // While a scenario's namespaces still exist.
+        self.read_ranges();
         if self.running.as_ref().is_some_and(Running::is_finished)
             && let Some(mut run) = self.running.take()
         {
@@ -348,9 +388,14 @@ impl Dashboard {
                 self.batch
                     .retain(|r| r.netns == only || ns.contains(&r.netns));
             }
-            actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
+            actions.extend(
+                self.app
+                    .update(Input::Records(std::mem::take(&mut self.batch))),
+            );
+            // The scenario's namespace files close with its result.
+            self.read_ranges();
             let result = run.finish();
-            actions.extend(app.update(Input::ScenarioFinished(Box::new(result))));
+            actions.extend(self.app.update(Input::ScenarioFinished(Box::new(result))));
             self.dirty = true;
         }
         for action in actions {
@@ -360,7 +405,7 @@ impl Dashboard {
                     Ok(run) => self.running = Some(run),
                     Err(e) => {
                         let r = scenario::not_started(s, &e.to_string());
-                        app.update(Input::ScenarioFinished(Box::new(r)));
+                        self.app.update(Input::ScenarioFinished(Box::new(r)));
                     }
                 },
             }

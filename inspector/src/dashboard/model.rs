@@ -15,6 +15,7 @@ use std::{
     sync::Arc,
 };
 
+use super::ephemeral::Ephemeral;
 use crate::{
     dense::DenseMap,
     fasthash::FastMap,
@@ -230,6 +231,8 @@ pub struct Model {
     /// Sockets dropped because the kernel's table no longer had them (no
     /// close event exists for them).
     pub reconciled: u64,
+    /// Local ports in use per destination (pane 5).
+    pub ephemeral: Ephemeral,
 }
 
 /// A socket of the kernel's table at start, to seed the model with.
@@ -275,8 +278,12 @@ impl Model {
         Self::default()
     }
 
+    /// Forgets what was shown; the namespaces' port ranges stay (they are
+    /// read rarely).
     pub fn clear(&mut self) {
+        let ranges = self.ephemeral.take_ranges();
         *self = Self::default();
+        self.ephemeral.put_ranges(ranges);
     }
 
     /// Advances the clock ages and time left are measured against, and
@@ -285,6 +292,7 @@ impl Model {
         if now_ns > self.now_ns {
             self.now_ns = now_ns;
             self.bound();
+            self.ephemeral.bound(now_ns);
         }
     }
 
@@ -453,6 +461,7 @@ impl Model {
         self.records += 1;
         self.now_ns = self.now_ns.max(r.ts_ns);
         self.roll(r.ts_ns);
+        self.ephemeral.apply(r);
         let key = PortKey {
             proto: r.proto,
             port: r.lport,

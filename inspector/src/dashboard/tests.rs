@@ -744,3 +744,114 @@ fn pre_existing_sockets_are_marked_with_their_time_left() {
     app.update(Input::Records(vec![close]));
     assert!(app.port_rows().iter().all(|r| r.key.port != 7000));
 }
+
+/// A client that used up a 4-port range toward one server (one port in
+/// TIME_WAIT, a fifth connect() refused) while a second destination still
+/// connects from a port already in use toward the first.
+fn ephemeral_fixture() -> Vec<Record> {
+    let mut events = Vec::new();
+    for i in 0..4u16 {
+        events.push(
+            by(
+                on(
+                    EventBuilder::connect(8018).lport(40000 + i),
+                    0xa000 + u64::from(i),
+                    SEC + u64::from(i),
+                ),
+                600,
+                "loadgen",
+            )
+            .build(),
+        );
+    }
+    // The first closes first: its side of the connection waits.
+    events.push(
+        on(
+            EventBuilder::time_wait(kind::TW_ARM, TcpState::TIME_WAIT).ports(40000, 8018),
+            0xb000,
+            2 * SEC,
+        )
+        .build(),
+    );
+    events.push(
+        on(
+            EventBuilder::state(TcpState::FIN_WAIT2, TcpState::CLOSE).ports(40000, 8018),
+            0xa000,
+            2 * SEC,
+        )
+        .build(),
+    );
+    for i in 0..3u64 {
+        events.push(
+            failed(
+                by(
+                    on(EventBuilder::connect(8018), 0xc000 + i, 3 * SEC + i),
+                    601,
+                    "worker",
+                ),
+                libc::EADDRNOTAVAIL,
+            )
+            .rport(0)
+            .requested(8018)
+            .build(),
+        );
+    }
+    events.push(
+        by(
+            on(EventBuilder::connect(9090).lport(40001), 0xd000, 4 * SEC),
+            601,
+            "worker",
+        )
+        .build(),
+    );
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    for e in &events {
+        tracker.apply(e, &mut out);
+    }
+    out
+}
+
+#[test]
+fn ephemeral_ports_per_destination_against_the_range() {
+    use super::ephemeral::PortRange;
+    let mut app = app_with(ephemeral_fixture());
+    key(&mut app, KeyCode::Char('5'));
+    assert_eq!(app.pane, Pane::Ephemeral);
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("4/?"), "the range is not read yet: {s}");
+    app.update(Input::PortRanges(vec![(
+        NS,
+        PortRange::parse("40000 40004", "40004").expect("range"),
+    )]));
+    let rows = app.ephemeral_rows();
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.key.port, r.in_use, r.time_wait, r.failed()))
+            .collect::<Vec<_>>(),
+        vec![(8018, 4, 1, 3), (9090, 1, 0, 0)]
+    );
+    for (w, h) in [(80, 24), (160, 48)] {
+        let s = screen(&app, w, h);
+        assert!(s.contains("4/4"), "{s}");
+        assert!(s.contains("EADDRNOTAVAIL x3"), "{s}");
+        assert!(
+            s.contains("ip_local_port_range 40000-40004 less 1 reserved = 4 ports"),
+            "{s}"
+        );
+        insta::assert_snapshot!(format!("ephemeral_{w}x{h}"), s);
+    }
+    // The selection moves to the second destination; the filter keeps
+    // the destinations a process connected to.
+    key(&mut app, KeyCode::Char('j'));
+    let s = screen(&app, 80, 24);
+    assert!(s.contains("127.0.0.1:9090 netns"), "{s}");
+    app.view = ViewFilter::parse("port 9090");
+    assert_eq!(app.ephemeral_rows().len(), 1);
+    app.view = ViewFilter::parse("comm loadgen");
+    assert_eq!(app.ephemeral_rows().len(), 1);
+    // Clearing keeps the ranges read.
+    key(&mut app, KeyCode::Char('c'));
+    assert!(app.ephemeral_rows().is_empty());
+    assert!(app.model.ephemeral.range(NS).is_some());
+}

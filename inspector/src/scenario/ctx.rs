@@ -171,6 +171,29 @@ impl Ctx {
         Ok(())
     }
 
+    /// IP_BIND_ADDRESS_NO_PORT: a bind() to port 0 leaves the port to
+    /// connect() (`inet_bind()` skips `inet_csk_get_port()`).
+    pub fn bind_address_no_port(&mut self, s: &Sock) -> Result<(), ScenarioError> {
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt on a valid descriptor with a pointer to a
+        // c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.sock.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error().into());
+        }
+        self.setup
+            .push(format!("{}: IP_BIND_ADDRESS_NO_PORT=1", s.label));
+        Ok(())
+    }
+
     fn log(&mut self, s: &Sock, op: &'static str, addr: SocketAddr, errno: Option<String>) {
         self.calls.push(Call {
             socket: s.label.clone(),

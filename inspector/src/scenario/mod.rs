@@ -406,10 +406,16 @@ pub fn check_evidence(ctx: &Ctx, evidence: &[Record], deliveries_seen: bool) -> 
         } else {
             RecordType::Bind
         };
+        // bind() to port 0 is the kernel's autobind.
+        let phase = if call.op == "bind" && call.port == 0 {
+            "autobind"
+        } else {
+            call.op
+        };
         let found = evidence.iter().any(|r| {
             r.kind == want_type
                 && r.errno.and_then(Errno::name) == Some(errno)
-                && r.phase.map(Phase::as_str) == Some(call.op)
+                && r.phase.map(Phase::as_str) == Some(phase)
                 && (r.req_port == Some(call.port) || r.lport == call.port)
         });
         if !found {

@@ -14,6 +14,10 @@
 //! - the optional `container` label (`--container-label`) of the bind
 //!   failures and the per-member deliveries adds label sets that the same
 //!   `max_series` cap folds.
+//! - ephemeral ports in use are tracked for at most
+//!   [`MAX_DESTS`](crate::dashboard::ephemeral::MAX_DESTS) destinations (the
+//!   idlest go); the busiest `max_series` get their own series, the rest are
+//!   summed into the `other` one.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,8 +31,10 @@ use prometheus_client::{
 };
 
 use crate::{
+    dashboard::ephemeral::{DestKey, Ephemeral, PortRange},
     filter::PortSet,
     kernel::{Proto, TcpState},
+    output::endpoint,
     probe::Counters,
     record::{Record, RecordType, proto_str},
 };
@@ -116,6 +122,12 @@ pub struct KernelView {
     pub outcomes: Option<Vec<(inspector_common::Outcome, u64)>>,
     /// SO_REUSEPORT members and their deliveries counted in the kernel.
     pub members: Vec<KernelMember>,
+    /// `ip_local_port_range` less reserved ports, per namespace read.
+    pub port_ranges: Vec<(u32, PortRange)>,
+    /// Local ports in use per destination from the kernel's socket table
+    /// of the agent's namespace; `None` where it could not be read, and
+    /// the counts then come from the records seen.
+    pub ephemeral_in_use: Option<Vec<(DestKey, u32)>>,
 }
 
 /// A SO_REUSEPORT member as the kernel counted it.
@@ -163,6 +175,8 @@ pub struct Metrics {
     forgotten: Vec<u64>,
     /// Bind decisions come from [`KernelView::outcomes`], not records.
     decisions_counted: bool,
+    /// Local ports in use per destination.
+    ephemeral: Ephemeral,
     kernel: KernelView,
 }
 
@@ -174,6 +188,8 @@ mod name {
     pub const TIMEWAIT_EXITS: &str = "inspector_timewait_exits";
     pub const DELIVERIES: &str = "inspector_reuseport_deliveries";
     pub const TIMEWAIT: &str = "inspector_timewait_sockets";
+    pub const PORTS_IN_USE: &str = "inspector_ephemeral_ports_in_use";
+    pub const RANGE_SIZE: &str = "inspector_ephemeral_port_range_size";
 }
 
 impl Metrics {
@@ -218,8 +234,15 @@ impl Metrics {
         *series.values.entry(key).or_default() += n;
     }
 
+    /// Namespaces with client connections tracked: the ones whose port
+    /// range the next scrape wants.
+    pub fn client_namespaces(&self) -> std::collections::BTreeSet<u32> {
+        self.ephemeral.namespaces()
+    }
+
     /// Counts one record.
     pub fn apply(&mut self, r: &Record) {
+        self.ephemeral.apply(r);
         let proto = proto_str(r.proto);
         let failed = r.errno.filter(|e| e.is_failure());
         match r.kind {
@@ -567,6 +590,8 @@ impl Metrics {
             );
         }
 
+        self.register_ephemeral(reg);
+
         let c = &self.kernel.counters;
         let events = Counter::<u64>::default();
         events.inc_by(self.kernel.events_read);
@@ -615,6 +640,55 @@ impl Metrics {
             "inspector_series_folded",
             "Increments added to an 'other' label value because a label limit (--max-ports, --max-series) was reached",
             folded,
+        );
+    }
+}
+
+impl Metrics {
+    fn register_ephemeral(&self, reg: &mut Registry) {
+        // The kernel's table where it was read: a record-derived count
+        // misses what happened before the agent started and, where the
+        // kernel counts connections instead of emitting them, all of it.
+        let mut rows: Vec<(DestKey, u32)> = match &self.kernel.ephemeral_in_use {
+            Some(kernel) => kernel.clone(),
+            None => self
+                .ephemeral
+                .rows()
+                .into_iter()
+                .map(|r| (r.key, r.in_use))
+                .collect(),
+        };
+        // The busiest keep their own series.
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let in_use = Family::<Labels, Gauge>::default();
+        for (i, (key, n)) in rows.iter().enumerate() {
+            let labels = if i < self.limits.max_series {
+                vec![
+                    ("netns", key.netns.to_string()),
+                    ("destination", endpoint(key.addr, key.port)),
+                ]
+            } else {
+                vec![
+                    ("netns", OTHER.to_owned()),
+                    ("destination", OTHER.to_owned()),
+                ]
+            };
+            in_use.get_or_create(&labels).inc_by(i64::from(*n));
+        }
+        reg.register(
+            name::PORTS_IN_USE,
+            "Local ports held toward each destination (netns, address:port) by client connections, live or in TIME_WAIT, from the kernel's socket table (or the records seen where it cannot be read); compare with inspector_ephemeral_port_range_size",
+            in_use,
+        );
+        let size = Family::<Labels, Gauge>::default();
+        for (netns, range) in &self.kernel.port_ranges {
+            size.get_or_create(&vec![("netns", netns.to_string())])
+                .set(i64::from(range.size()));
+        }
+        reg.register(
+            name::RANGE_SIZE,
+            "Ports connect() can choose from: net.ipv4.ip_local_port_range less ip_local_reserved_ports, per network namespace",
+            size,
         );
     }
 }

@@ -6,12 +6,18 @@
 pub mod http;
 pub mod metrics;
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
+    dashboard::ephemeral::PortRange,
     explain,
     filter::Filter,
     kernel::Proto,
@@ -146,6 +152,21 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if aggregate {
         metrics.count_decisions_in_kernel();
     }
+    // The agent's own namespace always has its range exported.
+    let own_netns = match opts.netns_path.as_deref() {
+        Some(p) => crate::netns::inode(p).ok(),
+        None => crate::netns::current_netns().ok(),
+    };
+    let mut ranges = RangeCache {
+        own: own_netns.map(|ino| {
+            let path = opts
+                .netns_path
+                .clone()
+                .unwrap_or_else(|| "/proc/self/ns/net".into());
+            (ino, path)
+        }),
+        ..RangeCache::default()
+    };
     let mut annotator = explain::annotate::Annotator::default();
     let mut batch = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -202,11 +223,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             rec.turn(&pipeline, done)?;
         }
         if let Some((format, reply)) = scrape {
-            let timewait = sockets.as_mut().and_then(|t| {
-                timewait_by_port(t, opts.netns_path.as_deref(), ports.as_ref())
-                    .map_err(|e| eprintln!("inspector: warning: TIME_WAIT snapshot: {e}"))
+            let tables = sockets.as_mut().and_then(|t| {
+                tcp_tables(t, opts.netns_path.as_deref(), ports.as_ref())
+                    .map_err(|e| eprintln!("inspector: warning: TCP socket snapshot: {e}"))
                     .ok()
             });
+            let (timewait, toward) = match tables {
+                Some(t) => (Some(t.timewait), Some(t.toward)),
+                None => (None, None),
+            };
+            let mut namespaces = metrics.client_namespaces();
+            namespaces.extend(own_netns);
+            let port_ranges = ranges.read(&namespaces);
             let members = kernel_members(&pipeline.probes, &mut pipeline.cgroups);
             let probes = &pipeline.probes;
             metrics.set_kernel(KernelView {
@@ -216,6 +244,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
                 timewait,
                 outcomes: probes.aggregate.then(|| probes.outcomes()),
                 members,
+                port_ranges,
+                ephemeral_in_use: toward.zip(own_netns).map(|(toward, netns)| {
+                    toward
+                        .into_iter()
+                        .map(|(addr, port, n)| {
+                            (
+                                crate::dashboard::ephemeral::DestKey { netns, addr, port },
+                                n,
+                            )
+                        })
+                        .collect()
+                }),
             });
             let body = match format {
                 Format::OpenMetrics => metrics.encode_openmetrics(),
@@ -294,14 +334,62 @@ fn kernel_members(
         .collect()
 }
 
-/// TIME_WAIT sockets by (proto, local port), from a socket-table snapshot
-/// of the agent's network namespace (or `netns`): the iterators walk one
-/// namespace's tables only.
-fn timewait_by_port(
+/// Namespaces' port ranges, read again every [`RangeCache::EVERY`]: a
+/// sysctl read in another namespace costs a thread that enters it.
+#[derive(Default)]
+struct RangeCache {
+    read: BTreeMap<u32, (Instant, Option<PortRange>)>,
+    /// The agent's namespace and a path to it (`--netns`): no search.
+    own: Option<(u32, std::path::PathBuf)>,
+}
+
+impl RangeCache {
+    const EVERY: Duration = Duration::from_secs(60);
+    /// Namespaces read per scrape at most; the others wait for the next.
+    const PER_SCRAPE: usize = 8;
+
+    fn read(&mut self, namespaces: &BTreeSet<u32>) -> Vec<(u32, PortRange)> {
+        self.read.retain(|ns, _| namespaces.contains(ns));
+        let due: Vec<u32> = namespaces
+            .iter()
+            .copied()
+            .filter(|ns| {
+                self.read
+                    .get(ns)
+                    .is_none_or(|(at, _)| at.elapsed() >= Self::EVERY)
+            })
+            .take(Self::PER_SCRAPE)
+            .collect();
+        for ns in due {
+            let range = match &self.own {
+                Some((own, path)) if *own == ns => crate::dashboard::kernel::port_range_in(path),
+                _ => crate::dashboard::kernel::port_range(ns),
+            };
+            self.read.insert(ns, (Instant::now(), range));
+        }
+        self.read
+            .iter()
+            .filter_map(|(ns, (_, r))| r.map(|r| (*ns, r)))
+            .collect()
+    }
+}
+
+/// What the metrics take from one walk of the TCP socket table of the
+/// agent's network namespace (or `netns`): the iterators walk one
+/// namespace's tables.
+struct TcpTables {
+    /// TIME_WAIT sockets by (proto, local port), busiest first.
+    timewait: Vec<(Proto, u16, u64)>,
+    /// Local ports held toward each destination by client sockets
+    /// (connected or in TIME_WAIT, on a local port nobody listens on).
+    toward: Vec<(std::net::IpAddr, u16, u32)>,
+}
+
+fn tcp_tables(
     table: &mut SocketTable,
     netns: Option<&std::path::Path>,
     ports: Option<&crate::filter::PortSet>,
-) -> Result<Vec<(Proto, u16, u64)>, crate::sockets::SocketTableError> {
+) -> Result<TcpTables, crate::sockets::SocketTableError> {
     let filter = SnapshotFilter {
         proto: Some(Proto::Tcp),
         ..SnapshotFilter::default()
@@ -310,20 +398,41 @@ fn timewait_by_port(
         Some(path) => table.snapshot_in(path, &filter)?,
         None => table.snapshot(&filter)?,
     };
+    let listening: std::collections::HashSet<u16> = socks
+        .iter()
+        .filter(|s| s.state == inspector_common::TCP_LISTEN)
+        .map(|s| s.local.port())
+        .collect();
     let mut counts: HashMap<u16, u64> = HashMap::new();
-    for s in socks {
+    let mut toward: HashMap<(std::net::IpAddr, u16), u32> = HashMap::new();
+    for s in &socks {
         if let Entry::TimeWait { substate, .. } = s.entry
             && substate == inspector_common::TCP_TIME_WAIT
             && ports.is_none_or(|p| p.contains(s.local.port()))
         {
             *counts.entry(s.local.port()).or_default() += 1;
         }
+        // A client's side: connected, not a handshake in a listener's
+        // queue, and not on a port someone listens on (an accepted
+        // connection's). Ports are held per destination
+        // (`__inet_hash_connect()` checks the 4-tuple).
+        if s.remote.port() != 0
+            && !matches!(s.entry, Entry::Request)
+            && s.state != inspector_common::TCP_LISTEN
+            && !listening.contains(&s.local.port())
+        {
+            *toward.entry((s.remote.ip(), s.remote.port())).or_default() += 1;
+        }
     }
-    let mut out: Vec<_> = counts
+    let mut timewait: Vec<_> = counts
         .into_iter()
         .map(|(port, n)| (Proto::Tcp, port, n))
         .collect();
     // Busiest first, so the per-port label limit keeps the ports that matter.
-    out.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
-    Ok(out)
+    timewait.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.cmp(&b.1)));
+    let toward = toward
+        .into_iter()
+        .map(|((addr, port), n)| (addr, port, n))
+        .collect();
+    Ok(TcpTables { timewait, toward })
 }

@@ -1,11 +1,12 @@
-//! The client side: ephemeral port exhaustion under TIME_WAIT and a
-//! client that binds a fixed source port.
+//! The client side: ephemeral port exhaustion under TIME_WAIT and per
+//! destination, `tcp_tw_reuse`, a client that binds its source port (fixed,
+//! or port 0 before connect()), and a service port taken by a client.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::json;
 
-use super::Res;
+use super::{Res, show};
 use crate::scenario::{
     Outcome, ScenarioError, Verdict,
     ctx::{Ctx, Sock, accept_n, settle},
@@ -203,6 +204,346 @@ pub(super) fn client_fixed_port(ctx: &mut Ctx) -> Res {
             __inet_check_established() with no twp, and tcp_twsk_unique() then takes over a \
             TIME_WAIT socket that has TCP timestamps whatever tcp_tw_reuse says; without \
             timestamps it fails with EADDRNOTAVAIL."
+            .into(),
+    })
+}
+
+/// Clients that connected and stay open: each one's errno, its local port
+/// (0 when it failed) and its socket.
+type Opened = (Vec<Option<String>>, Vec<u16>, Vec<Sock>);
+
+/// `n` clients connected to `to` and kept open.
+fn connect_open(ctx: &mut Ctx, label: &str, to: &str, n: usize) -> Result<Opened, ScenarioError> {
+    let (mut errnos, mut ports, mut open) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let c = ctx.tcp(&format!("{label} {i}"))?;
+        let errno = ctx.connect(&c, to)?;
+        ports.push(if errno.is_none() { c.local_port() } else { 0 });
+        errnos.push(errno);
+        open.push(c);
+    }
+    Ok((errnos, ports, open))
+}
+
+fn all_ok(errnos: &[Option<String>]) -> bool {
+    errnos.iter().all(Option::is_none)
+}
+
+pub(super) fn exhaustion_per_destination(ctx: &mut Ctx) -> Res {
+    ctx.fresh_netns()?;
+    ctx.sysctl("net/ipv4/ip_local_port_range", "40000 40003")?;
+    ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
+    let (a, b) = ("127.0.0.1:8021", "127.0.0.1:8022");
+    let server_a = ctx.tcp("server a")?;
+    ctx.bind(&server_a, a)?;
+    ctx.listen(&server_a, 16);
+    let server_b = ctx.tcp("server b")?;
+    ctx.bind(&server_b, b)?;
+    ctx.listen(&server_b, 16);
+    // Every port of the range toward a, kept open (no TIME_WAIT involved).
+    let (to_a, ports_a, open_a) = connect_open(ctx, "client a", a, 4)?;
+    let (fifth_a, _, open_fifth) = connect_open(ctx, "client a extra", a, 1)?;
+    let (to_b, ports_b, open_b) = connect_open(ctx, "client b", b, 4)?;
+    let (fifth_b, _, open_fifth_b) = connect_open(ctx, "client b extra", b, 1)?;
+    let a_full = all_ok(&to_a) && fifth_a[0].as_deref() == Some("EADDRNOTAVAIL");
+    let b_connects = all_ok(&to_b);
+    let shared = b_connects && ports_b.iter().all(|p| ports_a.contains(p));
+    for s in open_a
+        .into_iter()
+        .chain(open_fifth)
+        .chain(open_b)
+        .chain(open_fifth_b)
+    {
+        ctx.hold(s);
+    }
+    ctx.hold(server_a);
+    ctx.hold(server_b);
+    Ok(Outcome {
+        reason: None,
+        advice: None,
+        verdict: Verdict::of(&[a_full, b_connects, shared]),
+        summary: format!(
+            "4-port range, 4 connections kept open to {a} (ports {ports_a:?}): a 5th to it {}; \
+             4 to {b}: {} (ports {ports_b:?}{}), a 5th {}",
+            show(&fifth_a[0]),
+            if b_connects { "all ok" } else { "not all ok" },
+            if shared { ", the same ones" } else { "" },
+            show(&fifth_b[0])
+        ),
+        details: json!({
+            "ip_local_port_range": "40000 40003",
+            "to_a": to_a, "ports_a": ports_a, "fifth_a": fifth_a[0],
+            "to_b": to_b, "ports_b": ports_b, "fifth_b": fifth_b[0],
+        }),
+        explanation: "__inet_hash_connect() walks ip_local_port_range and takes a port whose \
+            bind bucket was made by connect() (fastreuse < 0) as long as \
+            __inet_check_established() finds no connection with the same 4-tuple: ports are \
+            used up per destination (address and port), so one destination can be out of \
+            ports (EADDRNOTAVAIL) while another still connects from the same local ports."
+            .into(),
+    })
+}
+
+/// One `tcp_tw_reuse` run in a fresh namespace: the range filled with
+/// client-side TIME_WAIT, a connect() at once and one after 1.1 s.
+fn tw_reuse_run(ctx: &mut Ctx, mode: &str) -> Result<serde_json::Value, ScenarioError> {
+    ctx.fresh_netns()?;
+    let default = ctx.read_sysctl("net/ipv4/tcp_tw_reuse")?;
+    ctx.sysctl("net/ipv4/ip_local_port_range", "40000 40003")?;
+    ctx.sysctl("net/ipv4/tcp_timestamps", "1")?;
+    ctx.sysctl("net/ipv4/tcp_tw_reuse", mode)?;
+    // tcp_tw_reuse_delay (6.12+) is the wait; older kernels wait 1 s.
+    let delay = match ctx.read_sysctl("net/ipv4/tcp_tw_reuse_delay") {
+        Ok(_) => {
+            ctx.sysctl("net/ipv4/tcp_tw_reuse_delay", "1000")?;
+            "1000"
+        }
+        Err(_) => "absent (1 s)",
+    };
+    let listener = ctx.tcp(&format!("server (tcp_tw_reuse={mode})"))?;
+    ctx.bind(&listener, "127.0.0.1:8024")?;
+    ctx.listen(&listener, 64);
+    let fill = connect_and_close(ctx, &listener, "127.0.0.1:8024", 4)?;
+    let at_once = connect_and_close(ctx, &listener, "127.0.0.1:8024", 1)?;
+    std::thread::sleep(Duration::from_millis(1100));
+    let after = connect_and_close(ctx, &listener, "127.0.0.1:8024", 1)?;
+    if all_ok(&fill) {
+        // Every port of the range went through TIME_WAIT.
+        ctx.expect_time_wait.push(40000);
+    }
+    ctx.hold(listener);
+    Ok(json!({
+        "namespace_default": default,
+        "tcp_tw_reuse": mode,
+        "tcp_tw_reuse_delay": delay,
+        "fill_4": fill,
+        "at_once": at_once[0],
+        "after_1_1s": after[0],
+    }))
+}
+
+pub(super) fn tw_reuse_modes(ctx: &mut Ctx) -> Res {
+    let runs = [
+        tw_reuse_run(ctx, "0")?,
+        tw_reuse_run(ctx, "1")?,
+        tw_reuse_run(ctx, "2")?,
+    ];
+    let after = |i: usize| runs[i]["after_1_1s"].as_str().map(str::to_owned);
+    let filled = runs.iter().all(|r| {
+        r["fill_4"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(serde_json::Value::is_null))
+    });
+    let default = runs[0]["namespace_default"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    let parts = [
+        filled && after(0).as_deref() == Some("EADDRNOTAVAIL"),
+        filled && after(1).is_none(),
+        filled && after(2).is_none(),
+        default == "2",
+    ];
+    let show_run = |r: &serde_json::Value| {
+        format!(
+            "at once {}, after 1.1 s {}",
+            r["at_once"].as_str().unwrap_or("ok"),
+            r["after_1_1s"].as_str().unwrap_or("ok")
+        )
+    };
+    Ok(Outcome {
+        reason: None,
+        advice: None,
+        verdict: Verdict::of(&parts),
+        summary: format!(
+            "4-port range filled by 4 loopback connections the client closed: tcp_tw_reuse=0: \
+             {}; =1: {}; =2: {}; a new namespace's default: {default}",
+            show_run(&runs[0]),
+            show_run(&runs[1]),
+            show_run(&runs[2])
+        ),
+        details: json!({
+            "tcp_tw_reuse=0": runs[0],
+            "tcp_tw_reuse=1": runs[1],
+            "tcp_tw_reuse=2": runs[2],
+        }),
+        explanation: "__inet_hash_connect() asks __inet_check_established() about each port; a \
+            TIME_WAIT socket with the same 4-tuple blocks it unless tcp_twsk_unique() lets the \
+            new connection take it over: tcp_tw_reuse=1 always, 2 only when the peer is \
+            loopback (and not across VRFs), both only with TCP timestamps and once \
+            tcp_tw_reuse_delay (1 s) has passed since the timewait socket's last timestamp. \
+            Under 0 the ports stay taken for TCP_TIMEWAIT_LEN (60 s) and connect() fails with \
+            EADDRNOTAVAIL."
+            .into(),
+    })
+}
+
+/// One bind-before-connect run in a fresh namespace: 16 clients over two
+/// destinations and an 8-port range, each bound to 127.0.0.1:0 first.
+fn bind_connect_run(ctx: &mut Ctx, no_port: bool) -> Result<serde_json::Value, ScenarioError> {
+    ctx.fresh_netns()?;
+    ctx.sysctl("net/ipv4/ip_local_port_range", "40000 40007")?;
+    let dests = ["127.0.0.1:8025", "127.0.0.1:8026"];
+    let mut servers = Vec::new();
+    for (i, d) in dests.iter().enumerate() {
+        let s = ctx.tcp(&format!("server {i}"))?;
+        ctx.bind(&s, d)?;
+        ctx.listen(&s, 32);
+        servers.push(s);
+    }
+    let tag = if no_port { "no-port" } else { "bind" };
+    let (mut binds, mut connects, mut open) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..16 {
+        let c = ctx.tcp(&format!("client {tag} {i}"))?;
+        if no_port {
+            ctx.bind_address_no_port(&c)?;
+        }
+        let bind = ctx.bind(&c, "127.0.0.1:0")?;
+        let connect = if bind.is_none() {
+            ctx.connect(&c, dests[i % 2])?
+        } else {
+            None
+        };
+        connects.push(bind.is_none() && connect.is_none());
+        binds.push(bind);
+        open.push(c);
+    }
+    for s in open.into_iter().chain(servers) {
+        ctx.hold(s);
+    }
+    let connected = connects.iter().filter(|c| **c).count();
+    Ok(json!({
+        "IP_BIND_ADDRESS_NO_PORT": no_port,
+        "ip_local_port_range": "40000 40007",
+        "binds": binds,
+        "connected": connected,
+        "first_failed_bind": binds.iter().position(Option::is_some),
+    }))
+}
+
+pub(super) fn bind_before_connect(ctx: &mut Ctx) -> Res {
+    let plain = bind_connect_run(ctx, false)?;
+    let no_port = bind_connect_run(ctx, true)?;
+    let connected = |r: &serde_json::Value| r["connected"].as_u64().unwrap_or(0);
+    let failed_bind = |r: &serde_json::Value| {
+        r["binds"]
+            .as_array()
+            .and_then(|a| a.iter().find_map(|b| b.as_str().map(str::to_owned)))
+    };
+    // bind() alone reserves: no more connections than ports; without the
+    // reservation both destinations get the whole range.
+    let parts = [
+        connected(&plain) == 8 && failed_bind(&plain).as_deref() == Some("EADDRINUSE"),
+        connected(&no_port) == 16 && failed_bind(&no_port).is_none(),
+    ];
+    Ok(Outcome {
+        reason: None,
+        advice: None,
+        verdict: Verdict::of(&parts),
+        summary: format!(
+            "8-port range, 16 clients over 2 destinations, each bound to 127.0.0.1:0 first: \
+             {} connected, then bind() {}; with IP_BIND_ADDRESS_NO_PORT: {} connected{}",
+            connected(&plain),
+            failed_bind(&plain).as_deref().unwrap_or("never failed"),
+            connected(&no_port),
+            failed_bind(&no_port).map_or(String::new(), |e| format!(", bind() {e}"))
+        ),
+        details: json!({ "bind_then_connect": plain, "IP_BIND_ADDRESS_NO_PORT": no_port }),
+        explanation: "bind() to port 0 picks a port in inet_csk_get_port() \
+            (inet_csk_find_open_port()), which conflicts with any socket already bound to it \
+            without SO_REUSEADDR: each such socket holds its port for every destination, and \
+            the range is used up after as many sockets as ports (EADDRINUSE from bind()). \
+            With IP_BIND_ADDRESS_NO_PORT, inet_bind() leaves the port to connect(), whose \
+            __inet_hash_connect() shares ports among different 4-tuples."
+            .into(),
+    })
+}
+
+/// One run: a client connects out of a 2-port range, then a service binds
+/// a port of that range on the wildcard address.
+fn service_port_run(ctx: &mut Ctx, reserve: bool) -> Result<serde_json::Value, ScenarioError> {
+    ctx.fresh_netns()?;
+    ctx.sysctl("net/ipv4/ip_local_port_range", "40000 40001")?;
+    if reserve {
+        ctx.sysctl("net/ipv4/ip_local_reserved_ports", "40000")?;
+    }
+    let upstream = ctx.tcp("upstream server")?;
+    ctx.bind(&upstream, "127.0.0.1:8027")?;
+    ctx.listen(&upstream, 8);
+    let (errno, ports, open) = connect_open(ctx, "client", "127.0.0.1:8027", 1)?;
+    // Unreserved, the service wants the port the client got; reserved, the
+    // reserved one.
+    let port = if reserve { 40000 } else { ports[0] };
+    // Nothing listens there: a connect() to it is refused. The probe's
+    // own port is outside the range, so it cannot pick `port` itself (a
+    // loopback connection to its own address and port opens
+    // simultaneously and succeeds).
+    let probe = ctx.tcp("probe")?;
+    ctx.bind(&probe, "127.0.0.1:45000")?;
+    let probed = if port != 0 {
+        ctx.connect(&probe, &format!("127.0.0.1:{port}"))?
+    } else {
+        None
+    };
+    let service = ctx.tcp("service")?;
+    let bind = if port != 0 {
+        ctx.bind(&service, &format!("0.0.0.0:{port}"))?
+    } else {
+        None
+    };
+    let listen = if port != 0 && bind.is_none() {
+        ctx.listen(&service, 8)
+    } else {
+        None
+    };
+    for s in open.into_iter().chain([upstream, probe, service]) {
+        ctx.hold(s);
+    }
+    Ok(json!({
+        "ip_local_reserved_ports": if reserve { "40000" } else { "" },
+        "client_connect": errno[0],
+        "client_port": ports[0],
+        "service_port": port,
+        "probe_connect": probed,
+        "service_bind": bind,
+        "service_listen": listen,
+    }))
+}
+
+pub(super) fn service_port_taken(ctx: &mut Ctx) -> Res {
+    let open = service_port_run(ctx, false)?;
+    let reserved = service_port_run(ctx, true)?;
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let lost = open["client_port"].as_u64().is_some_and(|p| p != 0)
+        && s(&open["service_bind"]).as_deref() == Some("EADDRINUSE")
+        && s(&open["probe_connect"]).as_deref() == Some("ECONNREFUSED");
+    let kept = reserved["client_connect"].is_null()
+        && reserved["client_port"].as_u64() != Some(40000)
+        && reserved["service_bind"].is_null()
+        && reserved["service_listen"].is_null();
+    Ok(Outcome {
+        reason: None,
+        advice: None,
+        verdict: Verdict::of(&[lost, kept]),
+        summary: format!(
+            "2-port range: a client connected from port {}; a service binding 0.0.0.0:{} then \
+             got {} (nothing listened there: a connect() to it {}). With 40000 in \
+             ip_local_reserved_ports the client got {} and the service's bind {}, listen {}",
+            open["client_port"],
+            open["service_port"],
+            s(&open["service_bind"]).as_deref().unwrap_or("ok"),
+            s(&open["probe_connect"]).as_deref().unwrap_or("connected"),
+            reserved["client_port"],
+            s(&reserved["service_bind"]).as_deref().unwrap_or("ok"),
+            s(&reserved["service_listen"]).as_deref().unwrap_or("ok"),
+        ),
+        details: json!({ "unreserved": open, "reserved": reserved }),
+        explanation: "connect() binds its socket to the port __inet_hash_connect() picked: the \
+            port's bind bucket now holds a socket without SO_REUSEADDR, so a later bind() of \
+            that port on an overlapping address conflicts (inet_csk_bind_conflict()) and \
+            fails with EADDRINUSE although no socket listens. __inet_hash_connect() skips \
+            ports listed in ip_local_reserved_ports (inet_is_local_reserved_port()), which \
+            keeps a service's port inside the range free for it."
             .into(),
     })
 }

@@ -11,7 +11,10 @@ mod reuseport;
 mod throughput;
 
 use self::{
-    client::{client_fixed_port, ephemeral_exhaustion},
+    client::{
+        bind_before_connect, client_fixed_port, ephemeral_exhaustion, exhaustion_per_destination,
+        service_port_taken, tw_reuse_modes,
+    },
     restart::{restart_plain, restart_reuseaddr, restart_reuseport},
     reuseaddr::{
         different_addresses, dual_stack, reuseaddr_bind_both_then_listen,
@@ -180,6 +183,40 @@ pub static CATALOG: &[Scenario] = &[
         claim: "Single Process vs SO_REUSEPORT (4 cores): ... Single Process: ... 20,000 conn/s ... SO_REUSEPORT (4 workers): ... 75,000 conn/s ... Improvement: 3.75x ... Single thread: ... 500K pps ... 4 processes: ... 2.5M pps ... Improvement: 5x throughput",
         source: Some(GUIDE),
         run: throughput,
+    },
+    // 19 to 22: the client side of port allocation, which no document
+    // covers as such: the project's own claims.
+    Scenario {
+        number: 19,
+        name: "exhaustion-per-destination",
+        title: "a 4-port ip_local_port_range used up by open connections to one destination, then connects to another",
+        claim: "Ephemeral ports run out per destination: with every port of ip_local_port_range connected to one address and port, connect() to it fails with EADDRNOTAVAIL while connect() to another destination still succeeds, from the same local ports",
+        source: None,
+        run: exhaustion_per_destination,
+    },
+    Scenario {
+        number: 20,
+        name: "tcp-tw-reuse-modes",
+        title: "a 4-port range filled with client-side TIME_WAIT on loopback: tcp_tw_reuse 0, 1 and 2",
+        claim: "Once TIME_WAIT fills the ephemeral range, connect() fails with EADDRNOTAVAIL under tcp_tw_reuse=0 and succeeds after about 1 s under tcp_tw_reuse=1 and 2; 2 (loopback only) is a new namespace's default",
+        source: None,
+        run: tw_reuse_modes,
+    },
+    Scenario {
+        number: 21,
+        name: "bind-before-connect",
+        title: "16 clients over 2 destinations and an 8-port range, each bound to port 0 before connect(): plain, then IP_BIND_ADDRESS_NO_PORT",
+        claim: "bind() before connect() reserves a source port for every destination, so the range runs out after as many sockets as ports; with IP_BIND_ADDRESS_NO_PORT the port is chosen at connect() and shared among destinations",
+        source: None,
+        run: bind_before_connect,
+    },
+    Scenario {
+        number: 22,
+        name: "service-port-taken-by-client",
+        title: "a client connects out of a 2-port range, then a service binds the port it got; then with the port in ip_local_reserved_ports",
+        claim: "A service port inside ip_local_port_range can be taken by an outgoing connection's source port: the service's bind() then fails with EADDRINUSE although nothing listens there; listing the port in ip_local_reserved_ports keeps connect() off it",
+        source: None,
+        run: service_port_taken,
     },
 ];
 

@@ -342,3 +342,100 @@ fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten(
         "{om}"
     );
 }
+
+fn connect(sock: u64, to: u16, lport: u16, errno: i32) -> Record {
+    let mut b = EventBuilder::connect(to).lport(lport).sock(sock);
+    if errno != 0 {
+        b = b.errno(errno).lport(0).rport(0).requested(to);
+    }
+    crate::record::decode_bind(&b.build(), RecordType::Connect)
+}
+
+#[test]
+fn ephemeral_ports_per_destination_and_the_range_size() {
+    use crate::dashboard::ephemeral::PortRange;
+    let mut m = Metrics::new(Limits::default());
+    for i in 0..3u16 {
+        m.apply(&connect(u64::from(i) + 1, 8018, 40000 + i, 0));
+    }
+    m.apply(&connect(9, 8018, 0, libc::EADDRNOTAVAIL));
+    m.apply(&connect(10, 9090, 40000, 0));
+    assert_eq!(
+        m.client_namespaces().into_iter().collect::<Vec<_>>(),
+        vec![INIT_NETNS]
+    );
+    m.set_kernel(KernelView {
+        port_ranges: vec![(
+            INIT_NETNS,
+            PortRange::parse("40000 40009", "40009").expect("range"),
+        )],
+        ..KernelView::default()
+    });
+    let om = m.encode_openmetrics();
+    for line in [
+        "# TYPE inspector_ephemeral_ports_in_use gauge\n",
+        &format!(
+            "inspector_ephemeral_ports_in_use{{netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:8018\"}} 3\n"
+        ),
+        &format!(
+            "inspector_ephemeral_ports_in_use{{netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:9090\"}} 1\n"
+        ),
+        &format!("inspector_ephemeral_port_range_size{{netns=\"{INIT_NETNS}\"}} 9\n"),
+        "inspector_connect_failures_total{proto=\"tcp\",errno=\"EADDRNOTAVAIL\"} 1\n",
+    ] {
+        assert!(om.contains(line), "missing {line:?} in\n{om}");
+    }
+    // Both ports toward 8018 close: the gauge drops.
+    for sock in [1, 2] {
+        let ev = EventBuilder::state(TcpState::ESTABLISHED, TcpState::CLOSE)
+            .sock(sock)
+            .build();
+        m.apply(&crate::record::decode_state(&ev));
+    }
+    let text = m.encode_text();
+    assert!(
+        text.contains("# TYPE inspector_ephemeral_ports_in_use gauge\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "inspector_ephemeral_ports_in_use{{netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:8018\"}} 1\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn ephemeral_destinations_past_the_series_cap_fold_into_other() {
+    let mut m = Metrics::new(Limits {
+        ports: None,
+        max_ports: 1000,
+        max_series: 2,
+        container_label: false,
+    });
+    // 4 destinations: 3, 2, 1 and 1 ports in use.
+    let mut sock = 0;
+    for (to, n) in [(7001u16, 3u16), (7002, 2), (7003, 1), (7004, 1)] {
+        for i in 0..n {
+            sock += 1;
+            m.apply(&connect(sock, to, 40000 + i, 0));
+        }
+    }
+    let om = m.encode_openmetrics();
+    let series = samples(&om, "inspector_ephemeral_ports_in_use");
+    assert_eq!(series.len(), 3, "{om}");
+    assert!(
+        series
+            .iter()
+            .any(|l| l.contains("127.0.0.1:7001") && l.ends_with(" 3"))
+    );
+    assert!(
+        series
+            .iter()
+            .any(|l| l.contains("127.0.0.1:7002") && l.ends_with(" 2"))
+    );
+    assert!(
+        series
+            .contains(&"inspector_ephemeral_ports_in_use{netns=\"other\",destination=\"other\"} 2")
+    );
+}
