@@ -199,6 +199,10 @@ pub struct LoadOptions {
     /// [`Probes::outcomes`] and [`Probes::deliveries`]. Failed calls and
     /// listener transitions are still emitted.
     pub aggregate: bool,
+    /// Tracepoint mode: attach `raw_syscalls:sys_enter`/`sys_exit` even
+    /// where the per-syscall tracepoints are there (the fallback for
+    /// kernels without them; tests load it so it keeps working).
+    pub raw_syscalls: bool,
     /// Emit only the TCP state changes into LISTEN, SYN_RECV and CLOSE
     /// ([`Config::LIFECYCLE`]): `trace` without `--states`.
     pub lifecycle_states: bool,
@@ -339,6 +343,7 @@ impl Probes {
                 &offsets,
                 &mut attached,
                 &mut missing,
+                opts.raw_syscalls,
             )?;
         }
         // Without log statements in the object there is no log map: fine.
@@ -577,17 +582,19 @@ fn attach_tracepoints(
     offsets: &Offsets,
     attached: &mut Vec<String>,
     missing: &mut Vec<String>,
+    raw_syscalls: bool,
 ) -> Result<(), ProbeError> {
-    let per_syscall = match attach_syscalls(ebpf, btf, attached) {
-        Ok(()) => true,
-        Err(reason) => {
-            missing.push(format!(
-                "per-syscall tracepoints ({reason}); using raw_syscalls sys_enter/sys_exit, \
-                 which run on every system call"
-            ));
-            false
-        }
-    };
+    let per_syscall = !raw_syscalls
+        && match attach_syscalls(ebpf, btf, attached) {
+            Ok(()) => true,
+            Err(reason) => {
+                missing.push(format!(
+                    "per-syscall tracepoints ({reason}); using raw_syscalls sys_enter/sys_exit, \
+                     which run on every system call"
+                ));
+                false
+            }
+        };
     for &(name, hook) in TRACEPOINT_PROGRAMS {
         let Hook::Tracepoint(tracepoint) = hook else {
             continue;

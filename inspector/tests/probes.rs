@@ -890,3 +890,58 @@ fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
         assert_eq!(e.last_pid, Some(pid), "last owner kept: {e:#?}");
     }
 }
+
+/// The fallback where the per-syscall tracepoints are missing (no tracefs,
+/// no CONFIG_FTRACE_SYSCALLS): `raw_syscalls:sys_enter`/`sys_exit` on
+/// every system call report the same decisions.
+#[test]
+fn the_raw_syscall_fallback_reports_binds_and_connects() {
+    if common::test_mode() == inspector::probe::Mode::Fentry {
+        eprintln!("SKIPPED: fentry mode has no syscall hooks");
+        return;
+    }
+    let Some(mut p) = pipeline_with(
+        Filter::default(),
+        inspector::probe::LoadOptions {
+            mode: inspector::probe::Mode::Tracepoint,
+            raw_syscalls: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    assert!(
+        p.probes.attached.iter().any(|h| h == "sys_exit"),
+        "{:?}",
+        p.probes.attached
+    );
+    let (netns, refused) = in_new_netns(|netns| {
+        let s = tcp();
+        s.bind(&addr("127.0.0.1:7013")).expect("bind");
+        s.listen(4).expect("listen");
+        let c = tcp();
+        c.connect(&addr("127.0.0.1:7013")).expect("connect");
+        let (accepted, _) = s.accept().expect("accept");
+        let second = tcp();
+        let refused = errno_of(second.bind(&addr("127.0.0.1:7013")));
+        drop((accepted, c));
+        (netns, refused)
+    })
+    .expect("netns");
+    let recs = collect(&mut p, netns, WAIT, |r| {
+        of_type(r, "bind").len() >= 3 && !of_type(r, "accept").is_empty()
+    });
+    let binds = of_type(&recs, "bind");
+    let phases: Vec<_> = binds.iter().map(|b| (b.phase, b.errno)).collect();
+    assert_eq!(
+        phases,
+        vec![
+            (Some(Phase::Bind), None),
+            (Some(Phase::Listen), None),
+            (Some(Phase::Bind), refused.map(Errno::from)),
+        ],
+        "{recs:#?}"
+    );
+    assert_eq!(of_type(&recs, "connect").len(), 1, "{recs:#?}");
+    assert_eq!(of_type(&recs, "accept").len(), 1, "{recs:#?}");
+}
