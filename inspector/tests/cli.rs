@@ -185,13 +185,11 @@ fn stop(mut child: Child, rx: &mpsc::Receiver<String>) -> (String, Vec<String>) 
     // SAFETY: kill on a pid we spawned and have not reaped.
     let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert_eq!(rc, 0);
+    // Read here unless the caller reads it.
     let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("read stdout");
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).expect("read stdout");
+    }
     let status = wait_bounded(&mut child, Duration::from_secs(10));
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
     let stderr: Vec<String> = rx.try_iter().collect();
@@ -208,18 +206,40 @@ fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
-        let (child, rx) = start(&["trace", "--json", "--netns", &path]);
+        let (mut child, rx) = start(&["trace", "--json", "--netns", &path]);
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
         let holder = tcp();
         holder.bind(&addr("127.0.0.1:7201")).expect("bind");
         holder.listen(1).expect("listen");
         let second = tcp();
         let errno = errno_of(second.bind(&addr("127.0.0.1:7201")));
-        std::thread::sleep(Duration::from_millis(300));
-        (netns, errno, rx, child)
+        // The holder stays until the failure is printed with its
+        // explanation (read while the port was held): slow under emulation.
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !seen.iter().any(|l: &String| l.contains("EADDRINUSE")) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => seen.push(l),
+                Err(_) => break,
+            }
+        }
+        drop(holder);
+        (netns, errno, rx, (child, lines, reader, seen))
     })
     .expect("netns");
     assert_eq!(errno, Some(libc::EADDRINUSE));
-    let (stdout, stderr) = stop(child, &rx);
+    let (child, lines, reader, mut seen) = child;
+    let (_, stderr) = stop(child, &rx);
+    let _ = reader.join();
+    seen.extend(lines.try_iter());
+    let stdout = seen.join("\n");
     let records: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
