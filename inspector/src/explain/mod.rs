@@ -10,6 +10,7 @@
 
 pub mod advice;
 pub mod annotate;
+pub mod connect;
 pub mod inventory;
 pub mod rules;
 
@@ -70,6 +71,8 @@ pub struct Request {
     /// verdict still counts every holder.
     pub cgroup: Option<String>,
     pub container: Option<String>,
+    /// `--connect HOST:PORT`: explain a connect() to it instead of a bind().
+    pub connect: Option<String>,
 }
 
 /// The validated request: the socket to predict and where.
@@ -625,8 +628,47 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// The `--connect` request: the destination checked, the namespace
+/// resolved as for a port; options that describe a bind() are refused.
+fn connect_request(req: &Request, to: &str) -> Result<connect::Request, ExplainError> {
+    let bad = |m: String| Err(ExplainError::Input(m));
+    let binding = [
+        ("PORT", req.port != 0),
+        ("--udp", req.udp),
+        ("--addr", req.addr.is_some()),
+        ("--reuseaddr", req.reuseaddr),
+        ("--reuseport", req.reuseport),
+        ("--v6only", req.v6only),
+        ("--uid", req.uid.is_some()),
+        ("--probe", req.probe),
+        ("--cgroup", req.cgroup.is_some()),
+        ("--container", req.container.is_some()),
+    ];
+    if let Some((name, _)) = binding.iter().find(|(_, set)| *set) {
+        return bad(format!(
+            "--connect explains a TCP connect() from an unbound socket: {name} does not apply to it"
+        ));
+    }
+    let destination = connect::Destination::parse(to).map_err(ExplainError::Input)?;
+    // The namespace checks of a port request (one place says them).
+    let plan = plan(&Request {
+        port: 1,
+        netns: req.netns.clone(),
+        pid: req.pid,
+        ..Request::default()
+    })?;
+    Ok(connect::Request {
+        destination,
+        netns: plan.netns,
+        json: req.json,
+    })
+}
+
 /// `inspector explain`: prints the answer as text or one JSON object.
 pub fn command(req: &Request) -> Result<(), ExplainError> {
+    if let Some(to) = &req.connect {
+        return connect::command(&connect_request(req, to)?);
+    }
     let mut e = explain(req)?;
     if req.cgroup.is_some() || req.container.is_some() {
         let before = e.holders.len();
