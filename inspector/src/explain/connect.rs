@@ -179,6 +179,13 @@ impl Settings {
         })
     }
 
+    /// [`Self::read`] in the namespace of the file `netns` (the caller's
+    /// when `None`).
+    pub fn read_in(netns: Option<&Path>) -> io::Result<Self> {
+        netns::in_netns(netns, || Self::read().map_err(SetupError::Sysctl))
+            .map_err(|e| io::Error::other(crate::error_chain(&e)))
+    }
+
     pub fn is_reserved(&self, port: u16) -> bool {
         self.reserved
             .iter()
