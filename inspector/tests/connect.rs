@@ -400,11 +400,16 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
     let delay = [200u64, 400, 700][rng.below(3) as usize];
     let target = DESTS[rng.below(DESTS.len() as u64) as usize];
     let plan: Vec<(u8, &str)> = {
-        let n = rng.below(u64::from(size) + 4);
+        // Half the cases try to fill the range toward the target.
+        let n = if rng.chance(50) {
+            u64::from(size) + rng.below(4)
+        } else {
+            rng.below(u64::from(size) + 1)
+        };
         (0..n)
             .map(|_| {
                 let kind = rng.below(100) as u8;
-                let d = if rng.chance(70) {
+                let d = if rng.chance(85) {
                     target
                 } else {
                     DESTS[rng.below(DESTS.len() as u64) as usize]
