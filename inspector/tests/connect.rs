@@ -375,7 +375,11 @@ struct Tally {
     skipped: usize,
     ok: usize,
     refused: usize,
-    reuse_crossed: usize,
+    /// Verdicts that hung on tcp_tw_reuse: ok only because a TIME_WAIT
+    /// 4-tuple could be taken over, and refused while one would become
+    /// reusable later.
+    reuse_ok: usize,
+    reuse_wait: usize,
     disagreements: Vec<String>,
 }
 
@@ -430,7 +434,7 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
     );
     let mut src = source.take().unwrap_or_else(Source::open);
     let (result, src) = netns::in_new_netns(move |_| {
-        let r = (|| -> Result<Option<(String, String, bool)>, String> {
+        let r = (|| -> Result<Option<(String, String, Option<bool>)>, String> {
             sysctl("net/ipv4/ip_local_port_range", &format!("{lo} {hi}"));
             let res: Vec<String> = reserved.iter().map(u16::to_string).collect();
             sysctl("net/ipv4/ip_local_reserved_ports", &res.join(","));
@@ -480,7 +484,14 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
                 .map_err(|e| inspector::error_chain(&e))?;
             // The real call, after the answer.
             let (_s, got) = connect_to(sa(target));
-            let crossed = e.time_wait.reusable_now > 0 || e.time_wait.reusable_later > 0;
+            let crossed = if e.verdict == "ok" {
+                e.rule
+                    .condition
+                    .contains("TIME_WAIT 4-tuple")
+                    .then_some(true)
+            } else {
+                (e.time_wait.reusable_later > 0).then_some(false)
+            };
             drop((kept, held, listeners));
             if e.uncertain.is_some() {
                 return Ok(None);
@@ -501,7 +512,11 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
             } else {
                 t.refused += 1;
             }
-            t.reuse_crossed += usize::from(crossed);
+            match crossed {
+                Some(true) => t.reuse_ok += 1,
+                Some(false) => t.reuse_wait += 1,
+                None => {}
+            }
             if predicted == got {
                 t.agreed += 1;
             } else {
@@ -560,21 +575,23 @@ fn connect_verdicts_match_the_kernel() {
         total.skipped += t.skipped;
         total.ok += t.ok;
         total.refused += t.refused;
-        total.reuse_crossed += t.reuse_crossed;
+        total.reuse_ok += t.reuse_ok;
+        total.reuse_wait += t.reuse_wait;
         total.disagreements.extend(t.disagreements);
     }
     for d in &total.disagreements {
         eprintln!("DISAGREEMENT {d}");
     }
     eprintln!(
-        "connect differential test: seed {seed}: {} cases, {} agreements, {} disagreements, {} skipped (within {BOUNDARY_MS} ms of the reuse delay, or uncertain); kernel said ok {} times, refused {} times; {} cases had reusable TIME_WAIT 4-tuples; {:.1} s",
+        "connect differential test: seed {seed}: {} cases, {} agreements, {} disagreements, {} skipped (within {BOUNDARY_MS} ms of the reuse delay, or uncertain); kernel said ok {} times, refused {} times; tcp_tw_reuse decided {} (ok past the delay) and {} (refused before it); {:.1} s",
         total.cases,
         total.agreed,
         total.disagreements.len(),
         total.skipped,
         total.ok,
         total.refused,
-        total.reuse_crossed,
+        total.reuse_ok,
+        total.reuse_wait,
         start.elapsed().as_secs_f64()
     );
     assert!(total.cases >= cases, "only {} cases ran", total.cases);
@@ -583,5 +600,65 @@ fn connect_verdicts_match_the_kernel() {
         "{} disagreements with the kernel (seed {seed})",
         total.disagreements.len()
     );
-    assert!(total.ok > 0 && total.refused > 0, "both outcomes exercised");
+    if cases >= 100 {
+        assert!(total.ok > 0 && total.refused > 0, "both outcomes exercised");
+        assert!(
+            total.reuse_ok > 0 && total.reuse_wait > 0,
+            "both sides of the reuse delay exercised"
+        );
+    }
+}
+
+/// A connect() refused with EADDRNOTAVAIL carries its explanation in the
+/// stream, as a failed bind does (explain::annotate).
+#[test]
+fn a_failed_connect_is_explained_in_the_stream() {
+    let Some(mut pipeline) = common::pipeline(inspector::filter::Filter::default()) else {
+        return;
+    };
+    let mut annotator = inspector::explain::annotate::Annotator::default();
+    let (errno, batch) = netns::in_new_netns(move |ns| {
+        sysctl("net/ipv4/ip_local_port_range", "40000 40001");
+        let l = listener(LISTEN_PORT);
+        let to = sa("127.0.0.1:5000");
+        let kept: Vec<_> = (0..2)
+            .map(|_| established(&l, to).expect("connection"))
+            .collect();
+        let (_s, errno) = connect_to(to);
+        let start = Instant::now();
+        let mut batch = Vec::new();
+        loop {
+            let mut more = Vec::new();
+            pipeline.poll(&mut more, false);
+            batch.extend(more.into_iter().filter(|r| r.netns == ns));
+            let seen = batch.iter().any(|r| {
+                r.kind.as_str() == "connect" && r.errno.is_some() && r.req_port == Some(5000)
+            });
+            if seen || start.elapsed() > Duration::from_secs(5) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        annotator.annotate(&mut batch, Some(&pipeline.tracker));
+        drop((kept, l));
+        (errno, batch)
+    })
+    .expect("namespace");
+    assert_eq!(errno, "EADDRNOTAVAIL");
+    let failed: Vec<_> = batch
+        .iter()
+        .filter(|r| r.kind.as_str() == "connect" && r.errno.is_some() && r.req_port == Some(5000))
+        .collect();
+    assert_eq!(failed.len(), 1, "{batch:#?}");
+    let why = failed[0].explanation.as_deref().unwrap_or_default();
+    eprintln!("explanation: {why}");
+    assert!(
+        why.starts_with("__inet_hash_connect: no free port in 40000-40001 toward 127.0.0.1:5000"),
+        "{why:?}"
+    );
+    assert!(
+        why.contains("ESTABLISHED 127.0.0.1:4000")
+            && why.contains(&format!("(pid {}", std::process::id())),
+        "{why:?}"
+    );
 }

@@ -25,8 +25,8 @@
 //!
 //! What the model assumes, and says in every answer: the socket is not
 //! bound (no `bind()`, no `IP_LOCAL_PORT_RANGE`, no `SO_BINDTODEVICE`); its
-//! source address is the one the routing table picks (read with a UDP
-//! `connect()`, which sends nothing); a timewait socket carries timestamps
+//! source address is the one the routing table picks (read with a raw
+//! socket's `connect()`, which sends nothing); a timewait socket carries timestamps
 //! when `tcp_timestamps` is on now; its age is 60 s minus its timer (a
 //! timer re-armed by a late segment makes it look younger). The socket
 //! tables do not say whether a connected socket got its port from `bind()`
@@ -771,8 +771,16 @@ fn namespace_facts(
     })
 }
 
-/// The source address the kernel picks for `dest`: a UDP `connect()`
-/// runs the same route lookup and sends nothing.
+/// RFC 3692's experimental protocol number: a raw socket of it receives
+/// nothing another program sends.
+const EXPERIMENTAL_PROTO: i32 = 253;
+
+/// The source address the kernel picks for `dest`: a raw socket's
+/// `connect()` runs the route lookup (`ip4_datagram_connect()`,
+/// `ip6_datagram_connect()`) and sends nothing. A raw socket has no port to
+/// allocate, unlike a UDP one, whose `connect()` autobinds a port from the
+/// same ephemeral range and fails with EAGAIN when it is all reserved.
+/// Without CAP_NET_RAW, a UDP socket does the same lookup.
 pub fn route_source(dest: Destination) -> Result<IpAddr, String> {
     let domain = if dest.addr.is_ipv6() {
         Domain::IPV6
@@ -780,7 +788,10 @@ pub fn route_source(dest: Destination) -> Result<IpAddr, String> {
         Domain::IPV4
     };
     let name = |e: io::Error| crate::kernel::Errno::of(&e).to_string();
-    let s = Socket::new(domain, Type::DGRAM, None).map_err(name)?;
+    let s = match Socket::new(domain, Type::RAW, Some(EXPERIMENTAL_PROTO.into())) {
+        Ok(s) => s,
+        Err(_) => Socket::new(domain, Type::DGRAM, None).map_err(name)?,
+    };
     s.connect(&dest.socket_addr().into()).map_err(name)?;
     let local = s.local_addr().map_err(name)?;
     local
@@ -791,7 +802,7 @@ pub fn route_source(dest: Destination) -> Result<IpAddr, String> {
 
 const ASSUMPTIONS: [&str; 4] = [
     "the connecting socket is not bound: no bind(), IP_LOCAL_PORT_RANGE or SO_BINDTODEVICE (a bound port is used as is; __inet_hash_connect() then only checks its 4-tuple)",
-    "the source address is the one the routing table picks (route lookup of a UDP connect(), which sends nothing)",
+    "the source address is the one the routing table picks (route lookup of a raw socket's connect(), which sends nothing)",
     "a TIME_WAIT socket carries timestamps when tcp_timestamps is on now, and its age is 60 s minus its timer",
     "a connected socket whose port came from bind() also holds the port for every destination; the socket tables do not show how a port was taken, so it counts as a connection only",
 ];
