@@ -617,7 +617,7 @@ fn a_failed_connect_is_explained_in_the_stream() {
         return;
     };
     let mut annotator = inspector::explain::annotate::Annotator::default();
-    let (errno, batch) = netns::in_new_netns(move |ns| {
+    let (errno, bound_errno, batch) = netns::in_new_netns(move |ns| {
         sysctl("net/ipv4/ip_local_port_range", "40000 40001");
         let l = listener(LISTEN_PORT);
         let to = sa("127.0.0.1:5000");
@@ -625,32 +625,62 @@ fn a_failed_connect_is_explained_in_the_stream() {
             .map(|_| established(&l, to).expect("connection"))
             .collect();
         let (_s, errno) = connect_to(to);
+        // A source port bound before connect(): only its 4-tuple is tried
+        // (`__inet_hash_connect()` with a port, `__inet_check_established()`).
+        let bound = |port: u16| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            s.set_reuse_address(true).expect("reuseaddr");
+            s.bind(&sa(&format!("127.0.0.1:{port}")).into())
+                .expect("bind");
+            s
+        };
+        let first = bound(41000);
+        first
+            .connect(&to.into())
+            .expect("connect from a bound port");
+        let (_a, _) = l.accept().expect("accept");
+        let second = bound(41000);
+        let bound_errno = errno_name(second.connect(&to.into()));
         let start = Instant::now();
         let mut batch = Vec::new();
         loop {
             let mut more = Vec::new();
             pipeline.poll(&mut more, false);
             batch.extend(more.into_iter().filter(|r| r.netns == ns));
-            let seen = batch.iter().any(|r| {
-                r.kind.as_str() == "connect" && r.errno.is_some() && r.req_port == Some(5000)
-            });
+            let seen = batch
+                .iter()
+                .filter(|r| {
+                    r.kind.as_str() == "connect" && r.errno.is_some() && r.req_port == Some(5000)
+                })
+                .count()
+                == 2;
             if seen || start.elapsed() > Duration::from_secs(5) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         annotator.annotate(&mut batch, Some(&pipeline.tracker));
-        drop((kept, l));
-        (errno, batch)
+        drop((kept, l, first, second));
+        (errno, bound_errno, batch)
     })
     .expect("namespace");
     assert_eq!(errno, "EADDRNOTAVAIL");
+    assert_eq!(bound_errno, "EADDRNOTAVAIL");
     let failed: Vec<_> = batch
         .iter()
         .filter(|r| r.kind.as_str() == "connect" && r.errno.is_some() && r.req_port == Some(5000))
         .collect();
-    assert_eq!(failed.len(), 1, "{batch:#?}");
-    let why = failed[0].explanation.as_deref().unwrap_or_default();
+    assert_eq!(failed.len(), 2, "{batch:#?}");
+    let (unbound, bound): (Vec<_>, Vec<_>) = failed.into_iter().partition(|r| r.lport == 0);
+    assert_eq!((unbound.len(), bound.len()), (1, 1), "{batch:#?}");
+    let why = bound[0].explanation.as_deref().unwrap_or_default();
+    eprintln!("explanation: {why}");
+    assert!(why.contains("bound to port 41000"), "{why:?}");
+    assert!(
+        why.contains("held by ESTABLISHED 127.0.0.1:41000 -> 127.0.0.1:5000"),
+        "{why:?}"
+    );
+    let why = unbound[0].explanation.as_deref().unwrap_or_default();
     eprintln!("explanation: {why}");
     assert!(
         why.starts_with("__inet_hash_connect: no free port in 40000-40001 toward 127.0.0.1:5000"),

@@ -225,9 +225,11 @@ impl Annotator {
 }
 
 /// The failures that carry an explanation: a bind()/listen() refused
-/// with EADDRINUSE, and a TCP connect() that found no local port
-/// (EADDRNOTAVAIL from `__inet_hash_connect()`; EADDRINUSE where a bound
-/// source port's 4-tuple is taken).
+/// with EADDRINUSE, and a TCP connect() that found no local port:
+/// EADDRNOTAVAIL from `__inet_hash_connect()`, for an unbound socket (no
+/// free port in the range) or a bound one (`__inet_check_established()`
+/// found its 4-tuple taken). EADDRINUSE is taken too, should a kernel
+/// answer a connect() with it.
 fn is_explained_failure(r: &Record) -> bool {
     match r.kind {
         RecordType::Bind => r.errno == Some(Errno::EADDRINUSE),
@@ -324,7 +326,7 @@ fn explain_connect_at(
         if !taken.is_empty() {
             line.push_str(&format!("; held by {}", taken.join(", ")));
         }
-        line.push_str("; set IP_BIND_ADDRESS_NO_PORT before bind() to let connect() pick the port per 4-tuple");
+        line.push_str("; bind() to port 0 with IP_BIND_ADDRESS_NO_PORT (or not at all) to let connect() pick the port per 4-tuple");
         return Some(line);
     }
     let req = super::connect::Request {
