@@ -692,3 +692,47 @@ fn a_failed_connect_is_explained_in_the_stream() {
         "{why:?}"
     );
 }
+
+#[test]
+fn connect_bad_input_is_one_line() {
+    for (args, needle) in [
+        (vec!["--connect", "localhost:80"], "not an IP address"),
+        (vec!["--connect", "127.0.0.1:0"], "1 to 65535"),
+        (vec!["--connect", "127.0.0.1:65536"], "1 to 65535"),
+        (vec!["--connect", "127.0.0.1"], "no port"),
+        (vec!["--connect", "::1:80"], "brackets"),
+        (
+            vec!["--connect", "127.0.0.1:80", "8080"],
+            "PORT does not apply",
+        ),
+        (
+            vec!["--connect", "127.0.0.1:80", "--udp"],
+            "--udp does not apply",
+        ),
+        (
+            vec![
+                "--connect",
+                "127.0.0.1:80",
+                "--netns",
+                "/run/netns/does-not-exist",
+            ],
+            "/run/netns/does-not-exist",
+        ),
+        (
+            vec!["--connect", "127.0.0.1:80", "--netns", "/etc/passwd"],
+            "not a network namespace",
+        ),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .arg("explain")
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run inspector");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
