@@ -30,8 +30,9 @@
 //! when `tcp_timestamps` is on now; its age is 60 s minus its timer (a
 //! timer re-armed by a late segment makes it look younger). The socket
 //! tables do not say whether a connected socket got its port from `bind()`
-//! (whose bucket then keeps the port from every destination): such a
-//! connection counts as a connection only.
+//! (whose bucket then keeps the port from every destination while any
+//! socket, TIME_WAIT included, remains on it): such a socket counts by its
+//! 4-tuple only.
 
 use std::{
     collections::BTreeMap,
@@ -541,11 +542,6 @@ impl PortUsage {
         u.free = u.ports.iter().filter(|(_, s)| s.usable()).count();
         u
     }
-
-    /// The time a later call may have to wait for a timewait socket.
-    fn waiting_only(&self) -> bool {
-        self.free == 0 && self.time_wait.reusable_later > 0
-    }
 }
 
 /// The predicted outcome of a `connect()` now.
@@ -571,13 +567,9 @@ impl Verdict {
 pub fn verdict(u: &PortUsage) -> Verdict {
     let (lo, hi) = u.settings.range;
     let size = u32::from(hi) - u32::from(lo) + 1;
-    let boundary = u
-        .ports
-        .iter()
-        .filter(|(_, s)| *s == PortStatus::TimeWait)
-        .count()
-        > 0
-        && u.time_wait.at_boundary > 0;
+    // Conservative: a timewait socket at the edge counts even where a
+    // bind()-made bucket decides its port anyway.
+    let boundary = u.time_wait.at_boundary > 0;
     let mut uncertain = None;
     let (result, rule) = if u.free > 0 {
         if u.free == 1 && size % 2 == 1 && size > 1 {
@@ -696,18 +688,20 @@ fn advice(u: &PortUsage, ok: bool) -> Vec<String> {
     }
     let (lo, hi) = s.range;
     if u.reserved > 0 {
-        a.push(format!(
-            "{} ports of the range are in ip_local_reserved_ports: release those not needed",
-            u.reserved
-        ));
+        a.push(if u.reserved == 1 {
+            "1 port of the range is in ip_local_reserved_ports: release it if it is not needed"
+                .to_owned()
+        } else {
+            format!(
+                "{} ports of the range are in ip_local_reserved_ports: release those not needed",
+                u.reserved
+            )
+        });
     }
     a.push(format!(
         "widen net.ipv4.ip_local_port_range (now {lo} {hi}, {} ports), or add source addresses",
         u32::from(hi) - u32::from(lo) + 1
     ));
-    if u.waiting_only() {
-        a.dedup();
-    }
     a
 }
 
@@ -804,7 +798,7 @@ const ASSUMPTIONS: [&str; 4] = [
     "the connecting socket is not bound: no bind(), IP_LOCAL_PORT_RANGE or SO_BINDTODEVICE (a bound port is used as is; __inet_hash_connect() then only checks its 4-tuple)",
     "the source address is the one the routing table picks (route lookup of a raw socket's connect(), which sends nothing)",
     "a TIME_WAIT socket carries timestamps when tcp_timestamps is on now, and its age is 60 s minus its timer",
-    "a connected socket whose port came from bind() also holds the port for every destination; the socket tables do not show how a port was taken, so it counts as a connection only",
+    "a port taken with bind() (then connect()) is skipped for every destination while any socket, TIME_WAIT included, remains on it (its bucket keeps tb->fastreuse >= 0); the socket tables do not show how a port was taken, so such sockets count by their 4-tuple only",
 ];
 
 /// Collects the namespace's TCP sockets and predicts the `connect()`.
