@@ -7,7 +7,7 @@
 mod common;
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
 
@@ -82,6 +82,38 @@ fn established(l: &Socket, dest: SocketAddr) -> Option<(Socket, Socket)> {
     }
     let (a, _) = l.accept().expect("accept");
     Some((c, a))
+}
+
+/// A connection to `dest` from a socket bound to its source address with
+/// IP_BIND_ADDRESS_NO_PORT first: connect() still picks the port
+/// (`__inet_hash_connect()`), so the port is held per 4-tuple only.
+fn established_no_port(l: &Socket, dest: SocketAddr) -> Option<(Socket, Socket)> {
+    use std::os::fd::AsRawFd as _;
+    let (domain, src) = match dest.ip() {
+        IpAddr::V6(_) => (Domain::IPV6, "[::1]:0"),
+        IpAddr::V4(a) if a.is_loopback() => (Domain::IPV4, "127.0.0.1:0"),
+        IpAddr::V4(_) => (Domain::IPV4, "10.1.1.1:0"),
+    };
+    let s = Socket::new(domain, Type::STREAM, None).expect("socket");
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt with a pointer to a local int and its size, on a
+    // socket we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "IP_BIND_ADDRESS_NO_PORT");
+    s.bind(&sa(src).into()).expect("bind without a port");
+    if s.connect(&dest.into()).is_err() {
+        return None;
+    }
+    let (a, _) = l.accept().expect("accept");
+    Some((s, a))
 }
 
 /// A connection to `dest` closed client-first: the client's side becomes
@@ -466,12 +498,24 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
             for &(kind, d) in &plan {
                 let to = sa(d);
                 let l = &listeners[usize::from(to.port() == 5001)];
-                if kind < 40 {
-                    if let Some(c) = established(l, to) {
-                        kept.push(c);
+                match kind {
+                    0..30 => {
+                        if let Some(c) = established(l, to) {
+                            kept.push(c);
+                        }
                     }
-                } else {
-                    time_wait(l, to);
+                    30..40 => {
+                        if let Some(c) = established_no_port(l, to) {
+                            kept.push(c);
+                        }
+                    }
+                    40..50 => {
+                        // Closed client-first, as time_wait() does.
+                        drop(established_no_port(l, to));
+                    }
+                    _ => {
+                        time_wait(l, to);
+                    }
                 }
             }
             std::thread::sleep(Duration::from_millis(wait));
