@@ -817,20 +817,37 @@ pub fn explain_with(
         .map_err(|e| ExplainError::Input(crate::error_chain(&e)))?;
     let mut inv = source.collect_tcp(req.netns.as_deref())?;
     inv.holders.retain_mut(|h| keep(h));
-    let src = match route {
-        Ok(a) => a,
+    let (usage, v) = match route {
+        Ok(src) => {
+            let usage = PortUsage::new(req.destination, src, settings, &inv.holders);
+            let v = verdict(&usage);
+            (usage, v)
+        }
+        // No route: connect() fails in `ip_route_connect()` before any
+        // port is chosen.
         Err(errno) => {
-            return Ok(unroutable(
-                req.destination,
-                netns,
-                settings,
-                errno,
-                inv.flags_source,
-            ));
+            let dest = req.destination;
+            let unspecified = if dest.addr.is_ipv6() {
+                IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            };
+            let v = Verdict {
+                result: errno,
+                rule: Rule {
+                    function: "ip_route_connect",
+                    condition: format!(
+                        "no route to {dest} in this namespace: connect() fails before choosing a port"
+                    ),
+                },
+                uncertain: None,
+                advice: vec![
+                    "add a route (or an address) toward the destination in this namespace".into(),
+                ],
+            };
+            (PortUsage::new(dest, unspecified, settings, &[]), v)
         }
     };
-    let usage = PortUsage::new(req.destination, src, settings, &inv.holders);
-    let v = verdict(&usage);
     let mut assumptions: Vec<String> = ASSUMPTIONS.iter().map(|s| (*s).to_owned()).collect();
     if inv.flags_source != FLAGS_KERNEL {
         assumptions.push(format!(
@@ -867,57 +884,6 @@ pub fn explain_with(
         flags_source: inv.flags_source,
         assumptions,
     })
-}
-
-/// No route: `connect()` fails in `ip_route_connect()` before any port
-/// is chosen.
-fn unroutable(
-    dest: Destination,
-    netns: u32,
-    settings: Settings,
-    errno: String,
-    flags_source: String,
-) -> Explanation {
-    let unspecified = if dest.addr.is_ipv6() {
-        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    };
-    let usage = PortUsage::new(dest, unspecified, settings, &[]);
-    Explanation {
-        netns,
-        destination: dest,
-        source: unspecified,
-        range: [usage.settings.range.0, usage.settings.range.1],
-        reserved: usage
-            .settings
-            .reserved_in_range()
-            .into_iter()
-            .map(|(a, b)| [a, b])
-            .collect(),
-        usable: usage.usable,
-        in_use: BTreeMap::new(),
-        bound_only: 0,
-        listening: 0,
-        time_wait: TimeWaitCount::default(),
-        free: 0,
-        other_destinations: 0,
-        tcp_tw_reuse: usage.settings.tw_reuse,
-        tcp_tw_reuse_delay_ms: usage.settings.tw_reuse_delay_ms,
-        tcp_timestamps: usage.settings.timestamps,
-        rule: Rule {
-            function: "ip_route_connect",
-            condition: format!(
-                "no route to {dest} in this namespace: connect() fails before choosing a port"
-            ),
-        },
-        verdict: errno,
-        uncertain: None,
-        advice: vec!["add a route (or an address) toward the destination in this namespace".into()],
-        holders: Vec::new(),
-        flags_source,
-        assumptions: Vec::new(),
-    }
 }
 
 fn owner(h: &PortHolder) -> String {
