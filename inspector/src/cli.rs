@@ -179,8 +179,12 @@ pub struct ServeArgs {
 #[derive(Debug, Args, Default, Clone)]
 pub struct ExplainArgs {
     /// The port (1-65535).
-    #[arg(value_name = "PORT")]
-    pub target_port: u32,
+    #[arg(value_name = "PORT", required_unless_present = "connect")]
+    pub target_port: Option<u32>,
+    /// Explain a TCP connect() to HOST:PORT (an IP literal; [::1]:PORT for
+    /// IPv6) instead: the ephemeral range toward it and the verdict.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: Option<String>,
     /// A TCP socket (the default).
     #[arg(long)]
     pub tcp: bool,
@@ -237,7 +241,7 @@ impl ExplainArgs {
             None => (self.tcp, self.udp),
         };
         Ok(crate::explain::Request {
-            port: self.target_port,
+            port: self.target_port.unwrap_or(0),
             tcp,
             udp,
             addr: self.addr,
@@ -254,6 +258,7 @@ impl ExplainArgs {
                 .as_deref()
                 .map(|c| crate::cgroup::normalize_filter(c, crate::cgroup::v2_mount().as_deref())),
             container: f.container.clone(),
+            connect: self.connect.clone(),
         })
     }
 }
@@ -265,7 +270,7 @@ mod explain_args {
     #[test]
     fn explain_honours_proto_and_refuses_filters_it_cannot_use() {
         let args = ExplainArgs {
-            target_port: 8090,
+            target_port: Some(8090),
             ..ExplainArgs::default()
         };
         let udp = FilterArgs {

@@ -1,7 +1,9 @@
 //! Every failed bind or listen in `trace` and the dashboard carries its
 //! explanation, computed right after the failure by the same predictor and
 //! inventory as `inspector explain`, from the holders that existed when it
-//! failed.
+//! failed. So does a TCP connect() that found no local port
+//! (EADDRNOTAVAIL), from `inspector explain --connect`'s model, under the
+//! same rate limit.
 //!
 //! The inventory is read after the failure, so it can hold sockets created
 //! since. The kernel's tables say nothing about when a socket was created;
@@ -161,9 +163,7 @@ impl Annotator {
     /// the last owners of TIME_WAIT holders.
     pub fn annotate(&mut self, records: &mut [Record], tracker: Option<&Tracker>) {
         let shared = records.iter().any(is_shared_udp_bind);
-        let failed = records
-            .iter()
-            .any(|r| r.kind == RecordType::Bind && r.errno == Some(Errno::EADDRINUSE));
+        let failed = records.iter().any(is_explained_failure);
         if !shared && !failed {
             return;
         }
@@ -184,7 +184,7 @@ impl Annotator {
             return;
         }
         for r in records.iter_mut() {
-            if r.kind != RecordType::Bind || r.errno != Some(Errno::EADDRINUSE) {
+            if !is_explained_failure(r) {
                 continue;
             }
             let key = Key::of(r);
@@ -209,7 +209,11 @@ impl Annotator {
                 continue;
             }
             self.used += 1;
-            r.explanation = explain_at(r, &mut self.source, &created, tracker);
+            r.explanation = if r.kind == RecordType::Connect {
+                explain_connect_at(r, &mut self.source, &created, tracker)
+            } else {
+                explain_at(r, &mut self.source, &created, tracker)
+            };
             self.recent.insert(
                 key,
                 Cached {
@@ -220,6 +224,132 @@ impl Annotator {
             );
         }
     }
+}
+
+/// The failures that carry an explanation: a bind()/listen() refused
+/// with EADDRINUSE, and a TCP connect() that found no local port:
+/// EADDRNOTAVAIL from `__inet_hash_connect()`, for an unbound socket (no
+/// free port in the range) or a bound one (`__inet_check_established()`
+/// found its 4-tuple taken). EADDRINUSE is taken too, should a kernel
+/// answer a connect() with it.
+fn is_explained_failure(r: &Record) -> bool {
+    match r.kind {
+        RecordType::Bind => r.errno == Some(Errno::EADDRINUSE),
+        RecordType::Connect => {
+            r.proto != Some(Proto::Udp)
+                && (r.errno == Some(Errno::EADDRNOTAVAIL) || r.errno == Some(Errno::EADDRINUSE))
+        }
+        _ => false,
+    }
+}
+
+/// Whether the holder existed at the failure at `ts` (see the module
+/// comment), naming a TIME_WAIT holder's last owner on the way.
+fn existed_at(
+    h: &mut super::Holder,
+    ts: u64,
+    netns: u32,
+    created: &Created,
+    tracker: Option<&Tracker>,
+) -> bool {
+    if created.cookies.get(&h.cookie).is_some_and(|&at| at > ts) {
+        return false;
+    }
+    if h.timewait {
+        let t = Tuple {
+            netns,
+            laddr: h.laddr,
+            lport: h.lport,
+            raddr: h.raddr,
+            rport: h.rport,
+        };
+        if created.timewait.get(&t).is_some_and(|&at| at > ts) {
+            return false;
+        }
+        if let Some(o) = tracker.and_then(|tr| tr.connection_owner(&t)) {
+            h.last_pid = Some(o.pid);
+            h.last_comm = Some(o.comm.clone());
+        }
+    }
+    true
+}
+
+/// A failed connect(): the ephemeral range toward its destination, from
+/// the calling thread's namespace, without sockets created after it. A
+/// socket bound before connect() (its port still set in the record) used
+/// that one port: the answer names what holds its 4-tuple.
+fn explain_connect_at(
+    r: &Record,
+    source: &mut Option<Source>,
+    created: &Created,
+    tracker: Option<&Tracker>,
+) -> Option<String> {
+    let destination = super::connect::Destination {
+        addr: match r.req_addr? {
+            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
+            a => a,
+        },
+        port: r.req_port?,
+    };
+    let (held, netns) = thread_netns(r)?;
+    let source = source.get_or_insert_with(Source::open);
+    let (ts, ns) = (r.ts_ns, r.netns);
+    if r.lport != 0 {
+        let mut inv = source.collect(Some(&netns), r.lport).ok()?;
+        drop(held);
+        if inv.netns != ns {
+            return None;
+        }
+        inv.holders
+            .retain_mut(|h| h.proto == "tcp" && existed_at(h, ts, ns, created, tracker));
+        let taken: Vec<String> = inv
+            .holders
+            .iter()
+            .filter(|h| h.rport == destination.port && h.raddr == destination.addr)
+            .take(3)
+            .map(|h| {
+                let owner = match (h.pid, &h.comm, h.last_pid, &h.last_comm) {
+                    (Some(p), Some(c), ..) => format!("pid {p} {c}"),
+                    (None, _, Some(p), Some(c)) => format!("no owner, was pid {p} {c}"),
+                    _ => "no owner".into(),
+                };
+                format!(
+                    "{} {} -> {} ({owner})",
+                    h.state,
+                    super::fmt_addr(h.laddr, h.lport),
+                    super::fmt_addr(h.raddr, h.rport)
+                )
+            })
+            .collect();
+        let mut line = format!(
+            "__inet_hash_connect: the socket was bound to port {} before connect(), so only that port was tried, and __inet_check_established() found its 4-tuple toward {destination} taken",
+            r.lport
+        );
+        if !taken.is_empty() {
+            line.push_str(&format!("; held by {}", taken.join(", ")));
+        }
+        line.push_str("; bind() to port 0 with IP_BIND_ADDRESS_NO_PORT (or not at all) to let connect() pick the port per 4-tuple");
+        return Some(line);
+    }
+    let req = super::connect::Request {
+        destination,
+        netns: Some(netns),
+        json: false,
+    };
+    let e = super::connect::explain_with(&req, source, |h| existed_at(h, ts, ns, created, tracker))
+        .ok()?;
+    drop(held);
+    if e.netns != ns {
+        return None;
+    }
+    Some(if e.verdict == "ok" {
+        format!(
+            "{} free port(s) toward {destination} now: the ports were released since",
+            e.free
+        )
+    } else {
+        super::connect::summary(&e)
+    })
 }
 
 /// A successful UDP bind() with SO_REUSEADDR: the one kind of success
@@ -309,28 +439,7 @@ fn explain_at(
 ) -> Option<String> {
     let ts = r.ts_ns;
     let netns = r.netns;
-    explain_failure_with(r, source, |h| {
-        if created.cookies.get(&h.cookie).is_some_and(|&at| at > ts) {
-            return false;
-        }
-        if h.timewait {
-            let t = Tuple {
-                netns,
-                laddr: h.laddr,
-                lport: h.lport,
-                raddr: h.raddr,
-                rport: h.rport,
-            };
-            if created.timewait.get(&t).is_some_and(|&at| at > ts) {
-                return false;
-            }
-            if let Some(o) = tracker.and_then(|tr| tr.connection_owner(&t)) {
-                h.last_pid = Some(o.pid);
-                h.last_comm = Some(o.comm.clone());
-            }
-        }
-        true
-    })
+    explain_failure_with(r, source, |h| existed_at(h, ts, netns, created, tracker))
 }
 
 /// One line: the rule that refused the call and the socket(s) that hold

@@ -196,6 +196,22 @@ impl Source {
         netns_file: Option<&Path>,
         port: u16,
     ) -> Result<Inventory, InventoryError> {
+        self.collect_filtered(netns_file, Some(port))
+    }
+
+    /// Every TCP socket of the namespace, whatever its port: what
+    /// `explain --connect` needs to see the ephemeral range at once.
+    pub fn collect_tcp(&mut self, netns_file: Option<&Path>) -> Result<Inventory, InventoryError> {
+        let mut inv = self.collect_filtered(netns_file, None)?;
+        inv.holders.retain(|h| h.proto == "tcp");
+        Ok(inv)
+    }
+
+    fn collect_filtered(
+        &mut self,
+        netns_file: Option<&Path>,
+        port: Option<u16>,
+    ) -> Result<Inventory, InventoryError> {
         let (netns, unprivileged_port_start) = netns::in_netns(netns_file, move || {
             let netns = netns::current_netns().map_err(InventoryError::Netlink)?;
             let start = netns::sysctl("net/ipv4/ip_unprivileged_port_start")
@@ -208,8 +224,12 @@ impl Source {
             Ok(table) => {
                 let filter = SnapshotFilter {
                     netns: Some(netns),
-                    port: Some(port),
-                    proto: None,
+                    port,
+                    proto: if port.is_none() {
+                        Some(kernel::Proto::Tcp)
+                    } else {
+                        None
+                    },
                 };
                 let socks = match netns_file {
                     Some(p) => table.snapshot_in(p, &filter),
@@ -217,13 +237,15 @@ impl Source {
                 }
                 .map_err(InventoryError::Iterators)?;
                 let files = table
-                    .files_in(netns_file, Some(port))
+                    .files_in(netns_file, port)
                     .map_err(InventoryError::Iterators)?;
                 if self.hz.is_none() && socks.iter().any(|k| k.entry != Entry::Full) {
                     self.hz = kernel_hz();
                 }
                 let mut holders = from_iterators(socks, &files, self.hz);
-                if holders.iter().filter(|h| h.proto == "udp").count() > 1 {
+                if let Some(port) = port
+                    && holders.iter().filter(|h| h.proto == "udp").count() > 1
+                {
                     udp_chain_order(netns_file, port, &mut holders)?;
                 }
                 (holders, FLAGS_KERNEL.to_owned())
@@ -409,7 +431,7 @@ fn udp_chain_order(
 /// Holders from a sock_diag dump: flags unknown, owners from `/proc`.
 fn from_sock_diag(
     netns_file: Option<&Path>,
-    port: u16,
+    port: Option<u16>,
     source: &str,
 ) -> Result<Vec<Holder>, InventoryError> {
     let diag = netns::in_netns(netns_file, move || {
@@ -425,7 +447,8 @@ fn from_sock_diag(
                     .map_err(InventoryError::Netlink)?
                     .into_iter()
                     .filter(|d| {
-                        d.sport == port && TcpState::from(d.state) != TcpState::NEW_SYN_RECV
+                        port.is_none_or(|p| d.sport == p)
+                            && TcpState::from(d.state) != TcpState::NEW_SYN_RECV
                     }),
             );
         }

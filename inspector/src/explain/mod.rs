@@ -10,6 +10,7 @@
 
 pub mod advice;
 pub mod annotate;
+pub mod connect;
 pub mod inventory;
 pub mod rules;
 
@@ -70,6 +71,8 @@ pub struct Request {
     /// verdict still counts every holder.
     pub cgroup: Option<String>,
     pub container: Option<String>,
+    /// `--connect HOST:PORT`: explain a connect() to it instead of a bind().
+    pub connect: Option<String>,
 }
 
 /// The validated request: the socket to predict and where.
@@ -221,6 +224,106 @@ pub struct Explanation {
     pub probe: Option<ProbeResult>,
     pub hijack_risk: Vec<HijackRisk>,
     pub notes: Vec<String>,
+    /// Set when the port is inside the namespace's ephemeral range
+    /// (`ip_local_port_range`), where connect() picks source ports.
+    pub ephemeral: Option<Ephemeral>,
+}
+
+/// A port inside the ephemeral range: `__inet_hash_connect()` may hand it
+/// to any outgoing connection, and while one holds it a listener's bind()
+/// fails (or succeeds on a connection's port only with SO_REUSEADDR on
+/// both, never for listen()).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ephemeral {
+    pub range: [u16; 2],
+    /// In `ip_local_reserved_ports`: connect() never picks it.
+    pub reserved: bool,
+    /// Outgoing connections using the port as their source port now.
+    pub outgoing: Vec<Outgoing>,
+}
+
+/// A connection whose source port is the port asked about.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outgoing {
+    pub state: &'static str,
+    pub laddr: IpAddr,
+    pub raddr: IpAddr,
+    pub rport: u16,
+    pub pid: Option<u32>,
+    pub comm: Option<String>,
+    pub cookie: u64,
+}
+
+/// The ephemeral-range facts of `port`: its namespace's settings and the
+/// connections of `holders` that use it as their source port. A socket
+/// sharing the port with a listener may be an accepted one: only when no
+/// listener is on the port are its connections outgoing for sure.
+fn ephemeral(
+    settings: Option<&connect::Settings>,
+    sock: &Sock,
+    holders: &[Holder],
+) -> Option<Ephemeral> {
+    let s = settings?;
+    if !s.in_range(sock.port) {
+        return None;
+    }
+    let proto = sock.proto.as_str();
+    let listener = holders
+        .iter()
+        .any(|h| h.proto == proto && h.state == "LISTEN");
+    let outgoing = if listener {
+        Vec::new()
+    } else {
+        holders
+            .iter()
+            .filter(|h| h.proto == proto && h.state != "CLOSE" && h.state != "LISTEN")
+            .map(|h| Outgoing {
+                state: h.state,
+                laddr: h.laddr,
+                raddr: h.raddr,
+                rport: h.rport,
+                pid: h.pid,
+                comm: h.comm.clone(),
+                cookie: h.cookie,
+            })
+            .collect()
+    };
+    Some(Ephemeral {
+        range: [s.range.0, s.range.1],
+        reserved: s.is_reserved(sock.port),
+        outgoing,
+    })
+}
+
+/// The note and advice for a port inside the ephemeral range.
+fn ephemeral_note(e: &Ephemeral, port: u16) -> (String, Option<String>) {
+    let [lo, hi] = e.range;
+    let mut note = format!(
+        "port {port} is inside the ephemeral range {lo}-{hi} (net.ipv4.ip_local_port_range){}",
+        if e.reserved {
+            ", but reserved (ip_local_reserved_ports): connect() does not pick it"
+        } else {
+            ": connect() may pick it as a source port at any time"
+        }
+    );
+    for o in e.outgoing.iter().take(3) {
+        let who = match (o.pid, &o.comm) {
+            (Some(p), Some(c)) => format!("pid {p} {c}"),
+            _ => "no owner".into(),
+        };
+        note.push_str(&format!(
+            "; held now as the source port of {} {} -> {} ({who})",
+            o.state,
+            fmt_addr(o.laddr, port),
+            fmt_addr(o.raddr, o.rport)
+        ));
+    }
+    let advice = (!e.reserved).then(|| {
+        format!(
+            "keep connect() off the port: add it to net.ipv4.ip_local_reserved_ports (sysctl -w net.ipv4.ip_local_reserved_ports={port}), or move the range"
+        )
+    });
+    (note, advice)
 }
 
 fn decision(v: Verdict, holders: &[&Holder]) -> Decision {
@@ -264,9 +367,26 @@ pub fn explain_with(
     mut keep: impl FnMut(&mut Holder) -> bool,
 ) -> Result<Explanation, ExplainError> {
     let plan = plan(req)?;
+    // The range is read before the sockets: a failed read leaves the
+    // answer without the ephemeral note, never without its verdict.
+    let settings = connect::Settings::read_in(plan.netns.as_deref()).ok();
     let mut inv = source.collect(plan.netns.as_deref(), plan.sock.port)?;
     inv.holders.retain_mut(|h| keep(h));
-    Ok(predict(&plan, inv, req.probe))
+    let eph = ephemeral(settings.as_ref(), &plan.sock, &inv.holders);
+    let mut e = predict(&plan, inv, req.probe);
+    if let Some(eph) = eph {
+        let (note, advice) = ephemeral_note(&eph, plan.sock.port);
+        e.notes.push(note);
+        if let Some(a) = advice {
+            if !eph.outgoing.is_empty() && !e.bind.advice.contains(&a) {
+                e.bind.advice.push(a);
+            } else {
+                e.notes.push(a);
+            }
+        }
+        e.ephemeral = Some(eph);
+    }
+    Ok(e)
 }
 
 /// UDP addresses shared through SO_REUSEADDR by more than one uid,
@@ -393,6 +513,7 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
         probe,
         hijack_risk,
         notes,
+        ephemeral: None,
     }
 }
 
@@ -625,8 +746,47 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// The `--connect` request: the destination checked, the namespace
+/// resolved as for a port; options that describe a bind() are refused.
+fn connect_request(req: &Request, to: &str) -> Result<connect::Request, ExplainError> {
+    let bad = |m: String| Err(ExplainError::Input(m));
+    let binding = [
+        ("PORT", req.port != 0),
+        ("--udp", req.udp),
+        ("--addr", req.addr.is_some()),
+        ("--reuseaddr", req.reuseaddr),
+        ("--reuseport", req.reuseport),
+        ("--v6only", req.v6only),
+        ("--uid", req.uid.is_some()),
+        ("--probe", req.probe),
+        ("--cgroup", req.cgroup.is_some()),
+        ("--container", req.container.is_some()),
+    ];
+    if let Some((name, _)) = binding.iter().find(|(_, set)| *set) {
+        return bad(format!(
+            "--connect explains a TCP connect() from an unbound socket: {name} does not apply to it"
+        ));
+    }
+    let destination = connect::Destination::parse(to).map_err(ExplainError::Input)?;
+    // The namespace checks of a port request (one place says them).
+    let plan = plan(&Request {
+        port: 1,
+        netns: req.netns.clone(),
+        pid: req.pid,
+        ..Request::default()
+    })?;
+    Ok(connect::Request {
+        destination,
+        netns: plan.netns,
+        json: req.json,
+    })
+}
+
 /// `inspector explain`: prints the answer as text or one JSON object.
 pub fn command(req: &Request) -> Result<(), ExplainError> {
+    if let Some(to) = &req.connect {
+        return connect::command(&connect_request(req, to)?);
+    }
     let mut e = explain(req)?;
     if req.cgroup.is_some() || req.container.is_some() {
         let before = e.holders.len();
