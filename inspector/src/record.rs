@@ -115,27 +115,59 @@ pub struct Owner {
     pub cgroup: u64,
 }
 
+/// A process name shared by every entry that names it ([`Names`]): one
+/// pointer wide (an `Arc<str>` is two), so an `Option<Name>` is 8 bytes in
+/// the per-socket entries that hold up to 10^5 of them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Name(Arc<Box<str>>);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self.0, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(&self.0)
+    }
+}
+
 /// Process names shared by every entry that names them: state kept per
-/// socket holds an `Arc<str>` (16 bytes, no allocation of its own) instead
-/// of a `String` each. Bounded: past [`Names::MAX`] distinct names the set
+/// socket holds a [`Name`] (8 bytes, no allocation of its own) instead of
+/// a `String` each. Bounded: past [`Names::MAX`] distinct names the set
 /// starts over (names still held elsewhere stay valid, only unshared).
 #[derive(Debug, Default)]
-pub struct Names(HashSet<Arc<str>, KeyedState>);
+pub struct Names(HashSet<Name, KeyedState>);
 
 impl Names {
     /// Distinct names kept for sharing.
     pub const MAX: usize = 4096;
 
     /// The shared copy of `name`.
-    pub fn get(&mut self, name: &str) -> Arc<str> {
+    pub fn get(&mut self, name: &str) -> Name {
         if let Some(n) = self.0.get(name) {
-            return Arc::clone(n);
+            return n.clone();
         }
         if self.0.len() >= Self::MAX {
             self.0.clear();
         }
-        let n: Arc<str> = Arc::from(name);
-        self.0.insert(Arc::clone(&n));
+        let n = Name(Arc::new(Box::from(name)));
+        self.0.insert(n.clone());
         n
     }
 }

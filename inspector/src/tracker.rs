@@ -18,7 +18,7 @@
 //! listeners stay as long as their socket is open. Every eviction is
 //! counted in [`TrackerStats`].
 
-use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize, sync::Arc};
+use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize};
 
 use inspector_common::{Event, flag, kind};
 
@@ -27,7 +27,8 @@ use crate::{
     fasthash::{FastMap, KeyedState},
     kernel::TcpState,
     record::{
-        ExitReason, Names, Owner, OwnerSource, Record, RecordType, addr, decode_bind, decode_state,
+        ExitReason, Name, Names, Owner, OwnerSource, Record, RecordType, addr, decode_bind,
+        decode_state,
     },
 };
 
@@ -116,7 +117,7 @@ struct Held {
     pid: u32,
     uid: u32,
     cgroup: u64,
-    comm: Arc<str>,
+    comm: Name,
 }
 
 impl Held {
@@ -125,28 +126,42 @@ impl Held {
     }
 }
 
+/// "No value" in a [`Tw`] time field. Event times are CLOCK_MONOTONIC
+/// nanoseconds (`bpf_ktime_get_ns()`), which reach `u64::MAX` only after
+/// 584 years of uptime.
+const NEVER: u64 = u64::MAX;
+
+/// "No uid" in [`Tw::uid`]: `(uid_t)-1`, `INVALID_UID`, which no task has
+/// (`uid_valid()`); events carry it for an unknown owner.
+const NO_UID: u32 = u32::MAX;
+
 /// A timewait socket as followed: the fields of the event that met it that
 /// its records carry, and its last owner. Records are built from it only
-/// when one is emitted; up to [`MAX_TIME_WAIT`] of these are alive at once.
+/// when one is emitted; up to [`MAX_TIME_WAIT`] of these are alive at once,
+/// so optional fields use sentinels ([`NEVER`], [`NO_UID`]) rather than
+/// `Option`s and the pending detach is packed: 120 bytes an entry.
 #[derive(Debug)]
 struct Tw {
-    /// When the timewait socket took over, if tracing saw that.
-    entered_ns: Option<u64>,
+    /// When the timewait socket took over, if tracing saw that ([`NEVER`]
+    /// if not).
+    entered_ns: u64,
     /// Its last timer arm (or the detach, for one met only then): it ages
     /// out [`TW_LIFETIME_NS`] after.
     armed_ns: u64,
-    /// A detach waiting for its follow-up.
-    cancel: Option<Cancel>,
+    /// A detach waiting for its follow-up: its time ([`NEVER`]: none
+    /// pending), the rest in `cancel_bits`.
+    cancel_ns: u64,
     cookie: u64,
     ino: u64,
     /// cgroup v2 id: the connection's last owner's, else the event's (0:
     /// none).
     cgroup: u64,
     /// The connection's last owner; `last_pid` is meaningful only with it.
-    last_comm: Option<Arc<str>>,
+    last_comm: Option<Name>,
     laddr: [u8; 16],
     raddr: [u8; 16],
-    uid: Option<u32>,
+    /// [`NO_UID`]: unknown.
+    uid: u32,
     netns: u32,
     tid: u32,
     bound_dev_if: i32,
@@ -158,21 +173,24 @@ struct Tw {
     flags: u8,
     /// `tw_substate`: TIME_WAIT, or FIN_WAIT2 while the peer's FIN is due.
     substate: TcpState,
+    /// The pending detach's substate and whether it came inside a
+    /// connect() ([`Cancel::pack`]); meaningful only with `cancel_ns`.
+    cancel_bits: u16,
 }
 
 impl Tw {
     fn of(ev: &Event, substate: TcpState) -> Self {
         Self {
-            entered_ns: None,
+            entered_ns: NEVER,
             armed_ns: ev.ts_ns,
-            cancel: None,
+            cancel_ns: NEVER,
             cookie: ev.cookie,
             ino: ev.ino,
             cgroup: ev.cgroup,
             last_comm: None,
             laddr: ev.laddr,
             raddr: ev.raddr,
-            uid: (ev.uid != u32::MAX).then_some(ev.uid),
+            uid: ev.uid,
             netns: ev.netns,
             tid: ev.tid,
             bound_dev_if: ev.bound_dev_if,
@@ -183,6 +201,19 @@ impl Tw {
             proto: ev.proto,
             flags: ev.flags,
             substate,
+            cancel_bits: 0,
+        }
+    }
+
+    /// The pending detach, if any.
+    fn cancel(&self) -> Option<Cancel> {
+        (self.cancel_ns != NEVER).then(|| Cancel::unpack(self.cancel_ns, self.cancel_bits))
+    }
+
+    fn set_cancel(&mut self, cancel: Option<Cancel>) {
+        match cancel {
+            Some(c) => (self.cancel_ns, self.cancel_bits) = c.pack(),
+            None => (self.cancel_ns, self.cancel_bits) = (NEVER, 0),
         }
     }
 
@@ -216,7 +247,7 @@ impl Tw {
         ev.laddr = self.laddr;
         ev.raddr = self.raddr;
         let mut r = Record::from_event(&ev, kind);
-        r.uid = self.uid;
+        r.uid = (self.uid != NO_UID).then_some(self.uid);
         if let Some(comm) = &self.last_comm {
             r.last_pid = Some(self.last_pid);
             r.last_comm = Some(comm.to_string());
@@ -235,6 +266,9 @@ struct Cancel {
 }
 
 impl Cancel {
+    /// Set in the packed bits: the detach came inside a connect().
+    const IN_CONNECT: u16 = 1 << 8;
+
     /// A detach with no follow-up: inside a connect() the slot went to
     /// the new connection, otherwise the timewait socket was killed.
     fn reason(self) -> ExitReason {
@@ -242,6 +276,21 @@ impl Cancel {
             ExitReason::Reused
         } else {
             ExitReason::Killed
+        }
+    }
+
+    /// Its time, and its substate (low byte) with [`Cancel::IN_CONNECT`].
+    fn pack(self) -> (u64, u16) {
+        let bits =
+            u16::from(self.substate.raw()) | if self.in_connect { Self::IN_CONNECT } else { 0 };
+        (self.at_ns, bits)
+    }
+
+    fn unpack(at_ns: u64, bits: u16) -> Self {
+        Self {
+            at_ns,
+            in_connect: bits & Self::IN_CONNECT != 0,
+            substate: TcpState::from(bits.to_le_bytes()[0]),
         }
     }
 }
@@ -361,7 +410,7 @@ impl Tracker {
             if self
                 .tw
                 .get(&sock)
-                .is_some_and(|t| t.armed_ns == at && t.cancel.is_none())
+                .is_some_and(|t| t.armed_ns == at && t.cancel_ns == NEVER)
             {
                 self.remove_tw(sock);
                 self.stats.tw_aged_out += 1;
@@ -373,14 +422,14 @@ impl Tracker {
             .filter(|sock| {
                 self.tw
                     .get(sock)
-                    .and_then(|t| t.cancel)
+                    .and_then(Tw::cancel)
                     .is_some_and(|c| now_ns.saturating_sub(c.at_ns) >= CANCEL_GRACE_NS)
             })
             .copied()
             .collect();
         for key in due {
             if let Some(mut tw) = self.remove_tw(key)
-                && let Some(c) = tw.cancel
+                && let Some(c) = tw.cancel()
             {
                 tw.substate = c.substate;
                 out.push(exit_record(key, &tw, c.at_ns, c.reason()));
@@ -564,7 +613,7 @@ impl Tracker {
         if new != TcpState::CLOSE
             && let Some(&sock) = self.detached.get(&tuple)
             && let Some(mut tw) = self.remove_tw(sock)
-            && let Some(c) = tw.cancel
+            && let Some(c) = tw.cancel()
         {
             tw.substate = c.substate;
             out.push(exit_record(sock, &tw, c.at_ns, ExitReason::Reused));
@@ -613,7 +662,7 @@ impl Tracker {
         if self.tw.get(&ev.sock).is_some_and(|tw| tw.tuple() != tuple)
             && let Some(mut old) = self.remove_tw(ev.sock)
         {
-            let (at, reason) = match old.cancel {
+            let (at, reason) = match old.cancel() {
                 Some(c) => {
                     old.substate = c.substate;
                     (c.at_ns, c.reason())
@@ -625,7 +674,7 @@ impl Tracker {
         let substate = TcpState::from(ev.new_state);
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
             // Re-armed: the detach before it was not an exit.
-            tw.cancel = None;
+            tw.set_cancel(None);
             tw.armed_ns = ev.ts_ns;
             if self.detached.get(&tuple) == Some(&ev.sock) {
                 self.detached.remove(&tuple);
@@ -641,11 +690,11 @@ impl Tracker {
             return;
         }
         let mut tw = Tw::of(ev, substate);
-        tw.entered_ns = Some(ev.ts_ns);
+        tw.entered_ns = ev.ts_ns;
         if let Some(last) = self.connections.get(&tuple) {
             tw.last_pid = last.pid;
-            tw.last_comm = Some(Arc::clone(&last.comm));
-            tw.uid = Some(last.uid);
+            tw.last_comm = Some(last.comm.clone());
+            tw.uid = last.uid;
             // A timewait socket has no `sk_cgrp_data`: the connection's
             // last owner's cgroup stands in (docs/trace-schema.md).
             tw.cgroup = last.cgroup;
@@ -663,14 +712,14 @@ impl Tracker {
             substate: TcpState::from(ev.new_state),
         };
         if let Some(tw) = self.tw.get_mut(&ev.sock) {
-            tw.cancel = Some(cancel);
+            tw.set_cancel(Some(cancel));
             self.detached.insert(tw.tuple(), ev.sock);
             return;
         }
         // A timewait socket created before tracing started: its exit is
         // still worth reporting, without a duration.
         let mut tw = Tw::of(ev, cancel.substate);
-        tw.cancel = Some(cancel);
+        tw.set_cancel(Some(cancel));
         self.detached.insert(tw.tuple(), ev.sock);
         self.insert_tw(ev.sock, tw);
     }
@@ -682,7 +731,7 @@ fn exit_record(sock: u64, tw: &Tw, at_ns: u64, reason: ExitReason) -> Record {
     let mut r = tw.record(sock, RecordType::TwExit, at_ns);
     r.old_state = Some(tw.substate);
     r.reason = Some(reason);
-    r.duration_ns = tw.entered_ns.map(|t| at_ns.saturating_sub(t));
+    r.duration_ns = (tw.entered_ns != NEVER).then(|| at_ns.saturating_sub(tw.entered_ns));
     r
 }
 
@@ -1055,6 +1104,45 @@ mod tests {
         assert_eq!(t.stats().connections_evicted, 5);
         assert_eq!(t.owners.len() as u64, cap);
         assert_eq!(t.stats().owners_evicted, 5);
+    }
+
+    /// Up to [`MAX_TIME_WAIT`] of these are alive at once: their size is
+    /// part of the memory bound (README, "Memory").
+    #[test]
+    fn timewait_entries_stay_small() {
+        assert!(std::mem::size_of::<Tw>() <= 120);
+        assert!(std::mem::size_of::<Held>() <= 24);
+    }
+
+    #[test]
+    fn a_pending_detach_packs_and_unpacks() {
+        for in_connect in [false, true] {
+            for raw in [
+                0,
+                TcpState::TIME_WAIT.raw(),
+                TcpState::FIN_WAIT2.raw(),
+                u8::MAX,
+            ] {
+                let c = Cancel {
+                    at_ns: 5,
+                    in_connect,
+                    substate: TcpState::from(raw),
+                };
+                let mut tw = Tw::of(
+                    &tw(kind::TW_ARM, TcpState::TIME_WAIT, 1),
+                    TcpState::TIME_WAIT,
+                );
+                assert!(tw.cancel().is_none());
+                tw.set_cancel(Some(c));
+                let back = tw.cancel().expect("pending");
+                assert_eq!(
+                    (back.at_ns, back.in_connect, back.substate),
+                    (5, in_connect, c.substate)
+                );
+                tw.set_cancel(None);
+                assert!(tw.cancel().is_none());
+            }
+        }
     }
 
     #[test]

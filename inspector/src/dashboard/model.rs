@@ -12,7 +12,7 @@
 use std::{
     collections::{BTreeMap, VecDeque},
     net::IpAddr,
-    sync::Arc,
+    num::NonZeroU64,
 };
 
 use super::ephemeral::Ephemeral;
@@ -20,7 +20,7 @@ use crate::{
     dense::DenseMap,
     fasthash::FastMap,
     kernel::{Phase, Proto, TcpState},
-    record::{Names, Record, RecordType},
+    record::{Name, Names, Record, RecordType},
     tracker::TW_LIFETIME_NS,
 };
 
@@ -44,7 +44,54 @@ pub const MEMBER_IDLE_NS: u64 = 600_000_000_000;
 
 /// A process as the per-socket tables keep it: the name is shared
 /// ([`Names`]).
-pub type SharedOwner = (u32, Arc<str>);
+pub type SharedOwner = (u32, Name);
+
+/// A live socket's state as the dashboard names it, in one byte (a
+/// `&'static str` is 16, in each of up to [`MAX_SOCKETS`] entries): a TCP
+/// state by its number (include/net/tcp_states.h), or one of the names the
+/// dashboard gives sockets the kernel keeps in a state of another meaning
+/// (a UDP socket is TCP_CLOSE when only bound, TCP_ESTABLISHED when
+/// connected; a TCP one only bound is TCP_CLOSE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockState(u8);
+
+impl SockState {
+    /// Above every TCP state number (the kernel's end at
+    /// TCP_BOUND_INACTIVE, 13), so that no TCP state has these.
+    pub const BOUND: Self = Self(0xfe);
+    pub const CONNECTED: Self = Self(0xfd);
+    /// A TCP state this build has no name for.
+    pub const UNKNOWN: Self = Self(0xff);
+    pub const LISTEN: Self = Self(TcpState::LISTEN.raw());
+    pub const SYN_SENT: Self = Self(TcpState::SYN_SENT.raw());
+    pub const ESTABLISHED: Self = Self(TcpState::ESTABLISHED.raw());
+
+    /// A TCP state; one without a name is [`SockState::UNKNOWN`].
+    pub fn tcp(state: TcpState) -> Self {
+        match state.name() {
+            Some(_) => Self(state.raw()),
+            None => Self::UNKNOWN,
+        }
+    }
+
+    /// The state named `name` ([`SockState::name`]'s inverse); a name it
+    /// does not know is [`SockState::UNKNOWN`].
+    pub fn of(name: &str) -> Self {
+        match name {
+            "BOUND" => Self::BOUND,
+            "CONNECTED" => Self::CONNECTED,
+            _ => TcpState::parse(name).map_or(Self::UNKNOWN, Self::tcp),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::BOUND => "BOUND",
+            Self::CONNECTED => "CONNECTED",
+            Self(n) => TcpState::from(n).name().unwrap_or("?"),
+        }
+    }
+}
 
 /// A port as the kernel's tables key it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,14 +104,15 @@ pub struct PortKey {
 #[derive(Debug, Clone)]
 pub struct LiveSock {
     pub key: PortKey,
-    pub state: &'static str,
+    pub state: SockState,
     pub owner: Option<SharedOwner>,
     pub since_ns: u64,
     /// Local address and options, for the detail view's holders table.
     pub addr: Option<SockAddr>,
     /// The socket's cookie, when a record or the kernel's table gave it:
-    /// what matches it against a kernel snapshot.
-    pub cookie: Option<u64>,
+    /// what matches it against a kernel snapshot. Never 0: the kernel's
+    /// cookies count from 1 (sock_gen_cookie()), and a record's 0 is none.
+    pub cookie: Option<NonZeroU64>,
     /// Found in the kernel's table at start, not seen being made.
     pub pre: bool,
 }
@@ -243,7 +291,8 @@ pub struct SeedSock {
     pub addr: SockAddr,
     pub cookie: u64,
     pub owner: Option<(u32, String)>,
-    /// `LISTEN`, `BOUND`, or `TIME_WAIT`.
+    /// `LISTEN`, `BOUND`, `CONNECTED` or `TIME_WAIT` (a name
+    /// [`SockState::of`] knows; another shows as `?`).
     pub state: &'static str,
     /// Time left on a TIME_WAIT socket's timer.
     pub tw_left_ns: Option<u64>,
@@ -262,7 +311,7 @@ pub struct KernelFiles {
 
 /// A socket whose close sends no event: see [`Model::silent_namespaces`].
 fn is_silent(s: &LiveSock) -> bool {
-    s.pre || s.key.proto != Some(Proto::Tcp) || s.state == "BOUND"
+    s.pre || s.key.proto != Some(Proto::Tcp) || s.state == SockState::BOUND
 }
 
 fn owner(r: &Record) -> Option<(u32, String)> {
@@ -319,7 +368,7 @@ impl Model {
                 s.key.netns == files.netns && is_silent(s) && s.since_ns < files.taken_ns
             })
             .filter(|(_, s)| match (s.cookie, s.key.proto) {
-                (Some(c), _) => !files.cookies.contains(&c),
+                (Some(c), _) => !files.cookies.contains(&c.get()),
                 (None, Some(p)) => !files.ports.contains(&(p, s.key.port)),
                 (None, None) => false,
             })
@@ -354,12 +403,13 @@ impl Model {
                 self.tw_insert(sock, key, entered, None, Some(s.addr), true);
                 continue;
             }
+            let state = SockState::of(s.state);
             *self
                 .ports
                 .entry(key)
                 .or_default()
                 .states
-                .entry(s.state)
+                .entry(state.name())
                 .or_default() += 1;
             if let Some(o) = &s.owner
                 && let Some(agg) = self.ports.get_mut(&key)
@@ -376,11 +426,11 @@ impl Model {
                 sock,
                 LiveSock {
                     key,
-                    state: s.state,
+                    state,
                     owner: s.owner.as_ref().map(|(p, c)| (*p, self.names.get(c))),
                     since_ns: self.now_ns,
                     addr: Some(s.addr),
-                    cookie: Some(s.cookie),
+                    cookie: NonZeroU64::new(s.cookie),
                     pre: true,
                 },
             );
@@ -478,15 +528,15 @@ impl Model {
                 self.decisions.push_back(r.clone());
                 if r.errno.is_none() && r.lport != 0 {
                     let state = match (r.proto, r.phase) {
-                        (Some(Proto::Tcp), Some(Phase::Listen)) => "LISTEN",
-                        (Some(Proto::Tcp), Some(Phase::Connect)) => "SYN_SENT",
-                        (Some(Proto::Udp), Some(Phase::Connect)) => "CONNECTED",
-                        _ => "BOUND",
+                        (Some(Proto::Tcp), Some(Phase::Listen)) => SockState::LISTEN,
+                        (Some(Proto::Tcp), Some(Phase::Connect)) => SockState::SYN_SENT,
+                        (Some(Proto::Udp), Some(Phase::Connect)) => SockState::CONNECTED,
+                        _ => SockState::BOUND,
                     };
                     self.track(r, key, state);
                 }
             }
-            RecordType::Accept => self.track(r, key, "ESTABLISHED"),
+            RecordType::Accept => self.track(r, key, SockState::ESTABLISHED),
             RecordType::State if self.time_wait.contains_key(&r.sock) => {
                 // A timewait socket re-armed with another substate
                 // (`FIN_WAIT2 -> TIME_WAIT`, tcp_timewait_state_process()):
@@ -498,7 +548,7 @@ impl Model {
                     self.untrack(r.sock);
                     self.leave_group(r.sock);
                 } else if r.lport != 0 {
-                    let state = r.new_state.and_then(TcpState::name).unwrap_or("?");
+                    let state = r.new_state.map_or(SockState::UNKNOWN, SockState::tcp);
                     self.track(r, key, state);
                 }
             }
@@ -561,7 +611,7 @@ impl Model {
                 break;
             };
             match self.sockets.get(&sock) {
-                Some(s) if s.state == "LISTEN" => self.sock_age.push_back(sock),
+                Some(s) if s.state == SockState::LISTEN => self.sock_age.push_back(sock),
                 Some(_) => {
                     self.untrack(sock);
                     self.evicted += 1;
@@ -638,7 +688,8 @@ impl Model {
         }
     }
 
-    fn port_dec(&mut self, key: PortKey, state: &'static str) {
+    fn port_dec(&mut self, key: PortKey, state: SockState) {
+        let state = state.name();
         if let Some(agg) = self.ports.get_mut(&key) {
             if let Some(n) = agg.states.get_mut(state) {
                 *n = n.saturating_sub(1);
@@ -684,7 +735,7 @@ impl Model {
         }
     }
 
-    fn track(&mut self, r: &Record, key: PortKey, state: &'static str) {
+    fn track(&mut self, r: &Record, key: PortKey, state: SockState) {
         let previous = self.sockets.get(&r.sock).map(|s| (s.key, s.state));
         if previous != Some((key, state)) {
             if let Some((k, s)) = previous {
@@ -695,7 +746,7 @@ impl Model {
                 .entry(key)
                 .or_default()
                 .states
-                .entry(state)
+                .entry(state.name())
                 .or_default() += 1;
         }
         let entry = self.sockets.get_or_insert_with(r.sock, || {
@@ -710,8 +761,8 @@ impl Model {
                 pre: false,
             }
         });
-        if r.cookie.is_some() {
-            entry.cookie = r.cookie;
+        if let Some(cookie) = r.cookie.and_then(NonZeroU64::new) {
+            entry.cookie = Some(cookie);
         }
         entry.key = key;
         if r.lport != 0 {
@@ -891,7 +942,7 @@ impl Model {
                 (
                     s,
                     Holder {
-                        state: s.state,
+                        state: s.state.name(),
                         addr: s.addr,
                         netns: s.key.netns,
                         owner: s.owner.as_ref().map(unshared),
@@ -981,7 +1032,7 @@ mod tests {
         assert_eq!(m.sockets.len(), MAX_SOCKETS);
         assert_eq!(m.evicted, 110);
         for i in 0..10 {
-            assert_eq!(m.sockets.get(&i).map(|s| s.state), Some("LISTEN"));
+            assert_eq!(m.sockets.get(&i).map(|s| s.state.name()), Some("LISTEN"));
         }
         let rows = m.port_rows();
         assert_eq!(
@@ -995,6 +1046,27 @@ mod tests {
             MAX_SOCKETS as u64,
             "the port table counts what is kept"
         );
+    }
+
+    #[test]
+    fn socket_states_keep_their_names_in_a_byte() {
+        for raw in 0..=u8::MAX {
+            let t = TcpState::from(raw);
+            let s = SockState::tcp(t);
+            assert_eq!(s.name(), t.name().unwrap_or("?"), "{raw}");
+            assert_eq!(SockState::of(s.name()), s, "{raw}");
+        }
+        for s in [SockState::BOUND, SockState::CONNECTED, SockState::UNKNOWN] {
+            assert_eq!(SockState::of(s.name()), s);
+        }
+    }
+
+    /// Up to [`MAX_SOCKETS`] of each are alive at once: their size is
+    /// part of the memory bound (README, "Memory").
+    #[test]
+    fn socket_entries_stay_small() {
+        assert!(std::mem::size_of::<LiveSock>() <= 64);
+        assert!(std::mem::size_of::<TimeWait>() <= 56);
     }
 
     #[test]
