@@ -15,7 +15,7 @@
 //! never came ages out after [`TW_LIFETIME_NS`]; a destination with nothing
 //! in use and idle for [`DEST_IDLE_NS`] goes.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::{
     fasthash::FastMap,
@@ -108,12 +108,12 @@ struct Dest {
     connects: u64,
     failures: Vec<(Errno, u64)>,
     /// (pid, comm, connect() calls), most calls first after each update.
-    owners: Vec<(u32, Arc<str>, u64)>,
+    owners: Vec<(u32, crate::record::Name, u64)>,
     last_ns: u64,
 }
 
 impl Dest {
-    fn owner(&mut self, pid: u32, comm: Arc<str>) {
+    fn owner(&mut self, pid: u32, comm: crate::record::Name) {
         if let Some(o) = self.owners.iter_mut().find(|o| o.0 == pid) {
             o.2 += 1;
             if *o.1 != *comm {
