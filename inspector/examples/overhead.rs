@@ -97,6 +97,8 @@ struct Args {
     out: PathBuf,
     smoke: bool,
     long: bool,
+    /// Only the agent's memory over this many connections, then exit.
+    serve_memory: Option<usize>,
 }
 
 fn args() -> Args {
@@ -105,6 +107,7 @@ fn args() -> Args {
         out: PathBuf::from("target/bench"),
         smoke: false,
         long: false,
+        serve_memory: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -113,6 +116,7 @@ fn args() -> Args {
             "--out" => a.out = it.next().map(PathBuf::from).unwrap_or(a.out),
             "--smoke" => a.smoke = true,
             "--long" => a.long = true,
+            "--serve-memory" => a.serve_memory = it.next().and_then(|n| n.parse().ok()),
             "--bench" => {}
             other => {
                 eprintln!("overhead: unknown argument {other}");
@@ -578,6 +582,48 @@ fn memory(a: &Args, target: u64, long: bool, pinned: bool) -> Value {
     })
 }
 
+/// `inspector serve`'s resident memory while the TCP loop makes
+/// `connections` connections (about 13 kernel events each), sampled every
+/// 100,000 connections, with a scrape before each sample.
+fn serve_memory(a: &Args, connections: usize, pinned: bool) -> Value {
+    let mut child = tracer_command(&a.inspector, pinned)
+        .args(["serve", "--listen", "127.0.0.1:9479"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start inspector serve");
+    let rx = spawn_lines(&mut child, false);
+    let _ = rx.recv_timeout(Duration::from_secs(30));
+    let pid = child.id();
+    let scrape = || {
+        use std::io::{Read as _, Write as _};
+        if let Ok(mut s) = std::net::TcpStream::connect("127.0.0.1:9479") {
+            let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+            let mut body = Vec::new();
+            let _ = s.read_to_end(&mut body);
+        }
+    };
+    let start = Instant::now();
+    let mut samples = vec![json!({ "connections": 0, "rss_kib": rss_kib(pid) })];
+    let mut done = 0;
+    while done < connections {
+        let n = 100_000.min(connections - done);
+        let mut left = n;
+        while left > 0 {
+            let k = 5_000.min(left);
+            tcp_workload(k);
+            left -= k;
+        }
+        done += n;
+        scrape();
+        samples.push(json!({ "connections": done, "t_s": start.elapsed().as_secs(), "rss_kib": rss_kib(pid) }));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    json!({ "serve_memory": samples, "summary": rx.try_iter().last() })
+}
+
 /// What one mode measured in one round.
 #[derive(Clone, Copy)]
 struct Sample {
@@ -610,6 +656,14 @@ fn main() {
         ("net/ipv4/tcp_tw_reuse", "1"),
     ] {
         inspector::netns::set_sysctl(k, v).expect("sysctl");
+    }
+    if let Some(connections) = a.serve_memory {
+        let report = serve_memory(&a, connections, pinned);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+        return;
     }
     let (rounds, conns, datagrams, mem_events) = if a.smoke {
         (1, 300, 5_000, 20_000)
