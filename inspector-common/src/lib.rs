@@ -106,7 +106,14 @@ pub mod counter {
     /// Every per-CPU scratch slot was taken (nesting deeper than the slots):
     /// the event was not emitted.
     pub const SCRATCH_BUSY: u32 = 9;
-    pub const LEN: u32 = 10;
+    /// Runs of a program the kernel itself skipped, read by user space from
+    /// each program's `bpf_prog_info.recursion_misses` (no program writes
+    /// this slot). Classic tracepoint programs (the per-syscall hooks) are
+    /// skipped while another tracing program or a BPF map syscall holds
+    /// the CPU's `bpf_prog_active` (`trace_call_bpf()`); a skipped
+    /// syscall program loses that call's record.
+    pub const SKIPPED: u32 = 10;
+    pub const LEN: u32 = 11;
 
     /// The kernel-side error slots: everything but [`EMITTED`] and
     /// [`DROPPED`].
@@ -125,6 +132,7 @@ pub mod counter {
             MAP_INFLIGHT_FULL => "map_inflight_full",
             MAP_OWNER_FULL => "map_owner_full",
             SCRATCH_BUSY => "scratch_busy",
+            SKIPPED => "skipped_by_kernel",
             _ => "unknown",
         }
     }

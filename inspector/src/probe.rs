@@ -438,13 +438,20 @@ impl Probes {
             .collect()
     }
 
-    /// Every kernel counter, each summed over CPUs.
+    /// Every kernel counter, each summed over CPUs; [`counter::SKIPPED`]
+    /// from the programs' own accounting.
     pub fn counters(&self) -> Result<Counters, ProbeError> {
         let mut by_kind = [0; counter::LEN as usize];
         for (slot, total) in (0..counter::LEN).zip(by_kind.iter_mut()) {
             let values = self.counters.get(&slot, 0).map_err(ProbeError::Counters)?;
             *total = values.iter().sum();
         }
+        by_kind[counter::SKIPPED as usize] = self
+            ._ebpf
+            .programs()
+            .filter_map(|(_, prog)| prog.fd().ok())
+            .map(|fd| recursion_misses(std::os::fd::AsFd::as_fd(fd)))
+            .sum();
         Ok(Counters::from_slots(by_kind))
     }
 }
@@ -693,4 +700,33 @@ pub fn kallsyms(symbol: &str) -> Option<u64> {
         let addr = u64::from_str_radix(addr, 16).ok()?;
         (addr != 0).then_some(addr)
     })
+}
+
+/// How many runs of program `fd` the kernel skipped because another
+/// program or a map syscall was active on the CPU
+/// (`bpf_prog_info.recursion_misses`, Linux 5.12+; 0 where unknown).
+fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
+    use std::os::fd::AsRawFd as _;
+
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+    // SAFETY: both are plain C structs of integers: all-zero is valid.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // The `info` member of the zeroed union, the one
+    // BPF_OBJ_GET_INFO_BY_FD reads (writing a union field is safe).
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = (&raw mut info) as u64;
+    // SAFETY: the kernel writes at most `info_len` bytes to `info`, which
+    // lives until after the call; `attr` is a valid bpf_attr of that size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_int,
+            &raw mut attr,
+            std::mem::size_of::<bpf_attr>() as libc::c_uint,
+        )
+    };
+    if rc == 0 { info.recursion_misses } else { 0 }
 }

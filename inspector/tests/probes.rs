@@ -737,15 +737,28 @@ fn binds_under_a_storm_of_softirq_state_changes_stay_consistent() {
     all.append(&mut batch);
     assert_eq!(c.emitted, p.seen, "every committed event was read: {c:?}");
     assert_eq!(c.dropped, 0, "a 4 MiB ring read every 5 ms keeps up: {c:?}");
+    let skipped = c.by_kind[inspector_common::counter::SKIPPED as usize];
     assert_eq!(
-        c.read_errors, 0,
+        c.read_errors - skipped,
+        0,
         "no read failed, no scratch slot ran out: {c:?}"
     );
     let udp_binds: Vec<_> = all
         .iter()
         .filter(|r| r.kind.as_str() == "bind" && r.proto == Some(inspector::kernel::Proto::Udp))
         .collect();
-    assert_eq!(udp_binds.len(), BINDS, "one record per bind");
+    // The kernel may skip a classic tracepoint program (the per-syscall
+    // hooks) while a BPF map syscall holds the CPU: every such loss is
+    // counted, and nothing else is lost.
+    eprintln!(
+        "binds: {} records of {BINDS}; programs skipped by the kernel: {skipped}",
+        udp_binds.len()
+    );
+    assert!(
+        udp_binds.len() <= BINDS && udp_binds.len() as u64 + skipped >= BINDS as u64,
+        "one record per bind, or a counted skip: {} records, {skipped} skipped",
+        udp_binds.len()
+    );
     for b in udp_binds {
         assert_eq!(b.phase, Some(inspector::kernel::Phase::Autobind));
         let ino = b.ino.expect("ino");
