@@ -338,6 +338,7 @@ mod tests {
             "map_inflight_full",
             "map_owner_full",
             "scratch_busy",
+            "skipped_by_kernel",
         ];
         // Every kind, in slot order.
         in_order(text, &names);
