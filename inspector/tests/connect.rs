@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Rng;
+
 use std::{
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
@@ -377,28 +379,6 @@ fn explain_port_names_the_outgoing_connection_on_an_ephemeral_port() {
         assert_eq!(v["ephemeral"]["reserved"], true, "{v}");
     })
     .expect("namespace");
-}
-
-/// xorshift64*: small, seedable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
 }
 
 #[derive(Debug, Default)]

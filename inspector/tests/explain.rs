@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::Rng;
+
 use std::{
     fmt::Write as _,
     net::{IpAddr, SocketAddr},
@@ -35,28 +37,6 @@ fn privileged() -> bool {
         eprintln!("SKIPPED: needs root to create network namespaces and sockets of uid 65534");
     }
     root
-}
-
-/// xorshift64*: small, seedable, good enough to pick configurations.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
 }
 
 const ADDRS: [&str; 5] = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "::1", "::"];

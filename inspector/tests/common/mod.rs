@@ -147,3 +147,26 @@ pub fn reuseport_hook_missing(p: &Pipeline) -> bool {
     }
     reported
 }
+
+/// xorshift64*: small, seedable, good enough to pick random set-ups for
+/// the differential tests (the seed is printed, so a case can be rerun).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
