@@ -6,40 +6,14 @@ mod common;
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     os::unix::process::CommandExt as _,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use common::{addr, errno_of, tcp};
+use common::{addr, errno_of, inspector, needs_root, tcp};
 use inspector::netns::in_new_netns;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_inspector");
-
-fn inspector(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// True when the privileged tests should run; prints why not otherwise.
-fn privileged() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root || !ci,
-        "CI=true but not root: the kernel probes cannot be tested"
-    );
-    if !root {
-        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
-    }
-    root
-}
 
 /// Waits for `child` to exit, killing it after `limit`.
 fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -82,7 +56,7 @@ fn malformed_port_filters_are_usage_errors() {
 
 #[test]
 fn unknown_pid_and_netns_are_named() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     // Past the kernel's pid_max (at most 2^22), so no process can have it.
@@ -144,7 +118,7 @@ fn explain_refuses_the_uid_that_setresuid_ignores() {
 
 #[test]
 fn without_privileges_the_error_names_the_capabilities() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     // Drop to nobody: no capabilities at all.
@@ -198,7 +172,7 @@ fn stop(mut child: Child, rx: &mpsc::Receiver<String>) -> (String, Vec<String>) 
 
 #[test]
 fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     let (netns, errno, rx, child) = in_new_netns(|netns| {
@@ -295,7 +269,7 @@ fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
 
 #[test]
 fn trace_text_lines_are_aligned_and_filtered_by_port() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     let (errno, rx, child) = in_new_netns(|_| {
@@ -346,7 +320,7 @@ fn trace_text_lines_are_aligned_and_filtered_by_port() {
 
 #[test]
 fn trace_json_ends_with_a_stats_record() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     // A quiet namespace of its own keeps the output small: the host's
@@ -428,7 +402,7 @@ fn a_reader_leaving_is_a_normal_end_for_scenario_list_and_explain() {
         assert!(status.success(), "{args:?}: {status:?} {err}");
         assert_eq!(err, "", "{args:?}: nothing printed");
     }
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     for args in [&["explain", "22"][..], &["explain", "22", "--json"]] {
@@ -440,7 +414,7 @@ fn a_reader_leaving_is_a_normal_end_for_scenario_list_and_explain() {
 
 #[test]
 fn trace_notices_its_reader_left_while_nothing_matches() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     let (mut child, _rx) = start(&["trace", "--json", "--comm", "no-such-task", "--port", "1"]);
@@ -453,7 +427,7 @@ fn trace_notices_its_reader_left_while_nothing_matches() {
 
 #[test]
 fn a_comm_longer_than_the_kernel_keeps_matches_by_its_first_15_bytes() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     const LONG: &str = "inspector-long-thread-name";

@@ -559,18 +559,7 @@ fn connect_verdicts_match_the_kernel() {
     if !privileged() {
         return;
     }
-    let seed = std::env::var("INSPECTOR_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    let cases: usize = std::env::var("INSPECTOR_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(300);
+    let (seed, cases) = common::seed_and_cases(300);
     eprintln!(
         "connect differential test: seed {seed} (replay with INSPECTOR_SEED={seed}), {cases} cases"
     );

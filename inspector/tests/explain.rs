@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::Rng;
+use common::{Rng, needs_root};
 
 use std::{
     fmt::Write as _,
@@ -23,21 +23,6 @@ use inspector::{
     netns,
 };
 use socket2::{Domain, SockAddr, Socket, Type};
-
-/// True when the privileged tests should run; prints why not otherwise.
-fn privileged() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root || !ci,
-        "CI=true but not root: network namespaces cannot be created"
-    );
-    if !root {
-        eprintln!("SKIPPED: needs root to create network namespaces and sockets of uid 65534");
-    }
-    root
-}
 
 const ADDRS: [&str; 5] = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "::1", "::"];
 const NOBODY: u32 = 65534;
@@ -706,21 +691,10 @@ fn worker(seed: u64, first_port: u16, cases: usize) -> std::io::Result<Tally> {
 
 #[test]
 fn predictions_match_the_kernel() {
-    if !privileged() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
         return;
     }
-    let seed = std::env::var("INSPECTOR_SEED")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-        });
-    let cases: usize = std::env::var("INSPECTOR_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000);
+    let (seed, cases) = common::seed_and_cases(2000);
     eprintln!("differential test: seed {seed} (replay with INSPECTOR_SEED={seed}), {cases} cases");
     let start = Instant::now();
     let workers = 2;
@@ -804,7 +778,7 @@ fn explain_cmd(args: &[&str]) -> (bool, String, String) {
 
 #[test]
 fn explain_json_names_the_listener_and_the_time_wait_sockets() {
-    if !privileged() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
         return;
     }
     let (json, text) = netns::in_new_netns(|_| {
@@ -929,7 +903,7 @@ fn explain_bad_input_is_one_line() {
 
 #[test]
 fn explain_probe_binds_as_the_requested_uid() {
-    if !privileged() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
         return;
     }
     let runs = netns::in_new_netns(|_| {
@@ -979,7 +953,7 @@ fn explain_probe_binds_as_the_requested_uid() {
 /// two uids are found with their owners.
 #[test]
 fn explain_leaves_holders_alone_and_flags_a_udp_hijack_risk() {
-    if !privileged() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
         return;
     }
     let strace = std::process::Command::new("strace").arg("-V").output();
@@ -1173,7 +1147,7 @@ fn a_cross_uid_udp_reuseaddr_bind_is_marked_as_a_hijack() {
         explain::annotate::Annotator,
         sys::{BindSpec, fork_as},
     };
-    if !privileged() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
         return;
     }
     let Some(mut pipeline) = common::pipeline(inspector::filter::Filter::default()) else {

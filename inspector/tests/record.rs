@@ -8,42 +8,14 @@ mod common;
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use common::{addr, errno_of, tcp, udp};
+use common::{addr, errno_of, inspector, needs_root, tcp, udp};
 use inspector::netns::in_new_netns;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_inspector");
-
-fn inspector(args: &[&str]) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// The loading rule of `common::pipeline` for a child process: under
-/// `CI=true` a probe that cannot load fails the test, elsewhere it skips
-/// with the reason.
-fn privileged() -> bool {
-    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    assert!(
-        root || !ci,
-        "CI=true but not root: the kernel probes cannot be tested"
-    );
-    if !root {
-        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
-    }
-    root
-}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("inspector-test-{name}-{}", std::process::id()));
@@ -169,7 +141,7 @@ fn workload() {
 
 #[test]
 fn a_recording_replays_as_the_live_trace_printed() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     let dir = tmpdir("replay");
@@ -281,7 +253,7 @@ fn a_missing_recording_is_one_error_line() {
 
 #[test]
 fn an_unwritable_output_is_one_error_line() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     // A file where the directory should be.
@@ -300,7 +272,7 @@ fn an_unwritable_output_is_one_error_line() {
 #[test]
 #[ignore = "a measurement, not a check"]
 fn measure_bytes_and_cpu_per_event() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     let n: usize = std::env::var("CONNECTIONS")

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{addr, inode, tcp};
+use common::{addr, inode, needs_root, tcp};
 use inspector::netns::in_new_netns;
 
 const CONNECTIONS: usize = 300;
@@ -21,16 +21,6 @@ const PORT: u16 = 7011;
 
 fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Whether a privileged test can run here; prints why not.
-fn privileged() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 && !ci() {
-        eprintln!("SKIPPED: needs root to load eBPF programs and create network namespaces");
-        return false;
-    }
-    true
 }
 
 /// A tool of the `prometheus` package, or a skip (a failure in CI).
@@ -223,7 +213,7 @@ fn scrape_until(port: u16, accept: &str, done: impl Fn(&str) -> bool) -> String 
 
 #[test]
 fn metrics_count_each_member_and_the_failed_bind_and_promtool_accepts_them() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     let Some((mut serve, port)) = start_serve() else {
@@ -286,7 +276,7 @@ fn metrics_count_each_member_and_the_failed_bind_and_promtool_accepts_them() {
 fn ports_in_use_toward_one_destination_show_per_destination() {
     const N: usize = 20;
     const DEST_PORT: u16 = 7012;
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     // The namespace lives on a thread that holds it until told to end:
@@ -386,7 +376,7 @@ fn query(prom_port: u16, netns: u32) -> HashMap<u64, u64> {
 
 #[test]
 fn a_real_prometheus_scrapes_the_same_per_member_counts() {
-    if !privileged() {
+    if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
     let Some(prometheus) = tool("prometheus") else {

@@ -170,3 +170,44 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+/// Whether this test can run as root: under `CI=true` a missing privilege
+/// fails the test; elsewhere it skips, saying it needs root `to`.
+pub fn needs_root(to: &str) -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(root || !ci, "CI=true but not root: cannot {to}");
+    if !root {
+        eprintln!("SKIPPED: needs root to {to}");
+    }
+    root
+}
+
+/// The built binary with these arguments, its standard streams piped.
+pub fn inspector(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_inspector"));
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// The differential tests' seed (`INSPECTOR_SEED`, else the clock) and
+/// case count (`INSPECTOR_CASES`, else `default_cases`).
+pub fn seed_and_cases(default_cases: usize) -> (u64, usize) {
+    let seed = std::env::var("INSPECTOR_SEED")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    let cases = std::env::var("INSPECTOR_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default_cases);
+    (seed, cases)
+}
