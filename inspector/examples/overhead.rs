@@ -99,6 +99,16 @@ struct Args {
     long: bool,
     /// Only the agent's memory over this many connections, then exit.
     serve_memory: Option<usize>,
+    /// The modes to compare (`--modes inspector,bpftrace`; untraced always
+    /// runs, first): all by default.
+    modes: Vec<Mode>,
+    /// Rounds instead of the default 7 (`--rounds N`).
+    rounds: Option<usize>,
+    /// No memory run.
+    no_memory: bool,
+    /// Only the TCP workload, this many connections (`--tcp N`), for
+    /// profiling a tracer started by hand.
+    tcp_only: Option<usize>,
 }
 
 fn args() -> Args {
@@ -108,6 +118,10 @@ fn args() -> Args {
         smoke: false,
         long: false,
         serve_memory: None,
+        modes: MODES.to_vec(),
+        rounds: None,
+        no_memory: false,
+        tcp_only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -117,6 +131,25 @@ fn args() -> Args {
             "--smoke" => a.smoke = true,
             "--long" => a.long = true,
             "--serve-memory" => a.serve_memory = it.next().and_then(|n| n.parse().ok()),
+            "--modes" => {
+                let list = it.next().unwrap_or_default();
+                a.modes = vec![Mode::Untraced];
+                for name in list.split(',') {
+                    match MODES.iter().find(|m| m.name() == name) {
+                        Some(&m) if m != Mode::Untraced => a.modes.push(m),
+                        Some(_) => {}
+                        None => {
+                            eprintln!(
+                                "overhead: unknown mode {name}; modes: inspector, inspector_states, serve, bpftrace, bpftrace_print"
+                            );
+                            std::process::exit(2);
+                        }
+                    }
+                }
+            }
+            "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()),
+            "--no-memory" => a.no_memory = true,
+            "--tcp" => a.tcp_only = it.next().and_then(|n| n.parse().ok()),
             "--bench" => {}
             other => {
                 eprintln!("overhead: unknown argument {other}");
@@ -657,6 +690,16 @@ fn main() {
     ] {
         inspector::netns::set_sysctl(k, v).expect("sysctl");
     }
+    if let Some(n) = a.tcp_only {
+        let own = own_cpu_ns();
+        let rate = tcp_workload(n);
+        let own = own_cpu_ns() - own;
+        println!(
+            "{rate:.0} connections/s, {:.2} us CPU per connection (workload)",
+            own as f64 / 1e3 / n as f64
+        );
+        return;
+    }
     if let Some(connections) = a.serve_memory {
         let report = serve_memory(&a, connections, pinned);
         println!(
@@ -671,15 +714,17 @@ fn main() {
         (7, 5_000, 100_000, 1_000_000)
     };
     let writes = if a.smoke { 200_000 } else { 2_000_000 };
-    let m = MODES.len();
+    let rounds = a.rounds.unwrap_or(rounds);
+    let modes = a.modes.clone();
+    let m = modes.len();
     let mut samples: Vec<Vec<Sample>> = Vec::new();
     let mut counts = Vec::new();
     for round in 0..rounds {
         let mut this = vec![None; m];
         // Rotate the order so drift hits every mode alike.
         for k in 0..m {
-            let mode = MODES[(round + k) % m];
-            let i = MODES.iter().position(|x| *x == mode).unwrap_or(0);
+            let mode = modes[(round + k) % m];
+            let i = modes.iter().position(|x| *x == mode).unwrap_or(0);
             let phase_ns = phase_probe();
             let tracer = start(mode, &a, round, pinned);
             let tax_ns = syscall_tax(writes);
@@ -721,7 +766,7 @@ fn main() {
     };
     // Per mode: the median of its same-round ratio to untraced.
     let ratio = |f: fn(&Sample) -> f64| -> serde_json::Map<String, Value> {
-        MODES
+        modes
             .iter()
             .enumerate()
             .skip(1)
@@ -732,7 +777,7 @@ fn main() {
             .collect()
     };
     let diff = |f: fn(&Sample) -> f64| -> serde_json::Map<String, Value> {
-        MODES
+        modes
             .iter()
             .enumerate()
             .skip(1)
@@ -743,7 +788,7 @@ fn main() {
             .collect()
     };
     let absolute = |f: fn(&Sample) -> f64| -> serde_json::Map<String, Value> {
-        MODES
+        modes
             .iter()
             .enumerate()
             .map(|(i, mode)| {
@@ -752,7 +797,11 @@ fn main() {
             })
             .collect()
     };
-    let memory = memory(&a, mem_events, a.long, pinned);
+    let memory = if a.no_memory {
+        Value::Null
+    } else {
+        memory(&a, mem_events, a.long, pinned)
+    };
     let report = json!({
         "cores": cores,
         "pinned": pinned,
