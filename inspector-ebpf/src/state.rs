@@ -105,11 +105,13 @@ pub fn timer_expire_entry(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
     let timer: u64 = ctx.arg(0);
-    // Every timer of the system passes here: compare the callback first.
-    let Ok(function) = read::<u64>(timer, off!(timer_function)) else {
-        count(counter::READ_TIMER);
-        return 0;
-    };
+    // Every timer of the system passes here (about 13 starts and cancels
+    // per TCP connection): compare the callback first, with a direct load.
+    // SAFETY: `timer` is the tracepoint's BTF-typed `struct timer_list *`
+    // and the offset that of its `function` in this kernel's BTF: the
+    // verifier checks the load (a faulting one reads 0), no helper call.
+    let at = timer + u64::from(off!(timer_function));
+    let function: u64 = unsafe { core::ptr::read_volatile(at as *const u64) };
     if function == 0 || function != off!(tw_timer_handler) {
         return 0;
     }
