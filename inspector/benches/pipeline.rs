@@ -83,6 +83,26 @@ fn capacity(c: &mut Criterion) {
             }
         });
     });
+    // `trace --json`'s user-space path: every record written as its line.
+    g.bench_function("decode+track+ndjson", |b| {
+        let mut lines = Vec::with_capacity(1 << 20);
+        b.iter(|| {
+            let mut tracker = Tracker::new();
+            let mut out = Vec::with_capacity(1024);
+            for bytes in &raw {
+                if let Some(ev) = decode(bytes) {
+                    tracker.apply(&ev, &mut out);
+                }
+                if out.len() >= 1024 {
+                    for r in out.drain(..) {
+                        inspector::ndjson::write(&r, &mut lines);
+                    }
+                    black_box(&lines);
+                    lines.clear();
+                }
+            }
+        });
+    });
     g.bench_function("decode+track+model", |b| {
         b.iter(|| {
             let mut tracker = Tracker::new();

@@ -96,6 +96,15 @@ fn serialize_proto<S: Serializer>(p: &Option<Proto>, s: S) -> Result<S::Ok, S::E
     s.serialize_str(proto_str(*p))
 }
 
+fn serialize_hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex(*v))
+}
+
+fn deserialize_hex<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+    Ok(u64::from_str_radix(&s, 16).unwrap_or(0))
+}
+
 fn deserialize_proto<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Proto>, D::Error> {
     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
     Ok(match &*s {
@@ -198,10 +207,13 @@ pub struct Record {
     pub cgroup_id: Option<u64>,
     pub netns: u32,
     pub cookie: Option<u64>,
-    /// Kernel socket address in hex: ties the events of one socket together.
-    pub sock_id: String,
-    /// The same address as a number, for maps keyed by socket.
-    #[serde(skip)]
+    /// Kernel socket address: ties the events of one socket together.
+    /// Written as `sock_id`, in hex ([`Record::sock_id`]).
+    #[serde(
+        rename = "sock_id",
+        serialize_with = "serialize_hex",
+        deserialize_with = "deserialize_hex"
+    )]
     pub sock: u64,
     /// The thread that made the call, for syscall records (its network
     /// namespace may differ from its process's).
@@ -240,6 +252,23 @@ pub struct Record {
     pub explanation: Option<String>,
 }
 
+/// `format!("{v:x}")` without `core::fmt`.
+pub fn hex(v: u64) -> String {
+    let mut out = Vec::with_capacity(16);
+    hex_into(&mut out, v);
+    // Only ASCII hex digits were written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `v` in lowercase hex, as `{v:x}` writes it.
+pub fn hex_into(out: &mut Vec<u8>, v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let n = (16 - v.leading_zeros() as usize / 4).max(1);
+    for i in (0..n).rev() {
+        out.push(DIGITS[(v >> (i * 4)) as usize & 0xf]);
+    }
+}
+
 impl Record {
     /// Decodes the parts every kind shares. Attribution (`pid`, `owner`,
     /// `last_*`) and kind-specific fields are set by the tracker.
@@ -260,7 +289,6 @@ impl Record {
             cgroup_id: (ev.cgroup != 0).then_some(ev.cgroup),
             netns: ev.netns,
             cookie: (ev.cookie != 0).then_some(ev.cookie),
-            sock_id: format!("{:x}", ev.sock),
             sock: ev.sock,
             tid: (ev.tid != 0).then_some(ev.tid),
             ino: (ev.ino != 0).then_some(ev.ino),
@@ -287,13 +315,16 @@ impl Record {
         }
     }
 
+    /// The socket's kernel address in hex, as `sock_id` in the JSON.
+    pub fn sock_id(&self) -> String {
+        hex(self.sock)
+    }
+
     /// One line of `trace --json` (or of a recording) back into a record.
-    /// `sock` comes back from `sock_id`; `tid` and `cgroup_id` stay unknown:
-    /// the JSON leaves them out, and `cgroup` already holds their result.
+    /// `tid` and `cgroup_id` stay unknown: the JSON leaves them out, and
+    /// `cgroup` already holds their result.
     pub fn from_json(line: &[u8]) -> serde_json::Result<Self> {
-        let mut r: Self = serde_json::from_slice(line)?;
-        r.sock = u64::from_str_radix(&r.sock_id, 16).unwrap_or(0);
-        Ok(r)
+        serde_json::from_slice(line)
     }
 
     /// Names `pid`/`comm` as the owner; its cgroup id stands in when the
@@ -394,7 +425,10 @@ mod tests {
         assert!(r.is_failure());
         assert!(r.reuseaddr && !r.reuseport && r.v6only);
         assert_eq!(r.laddr, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(r.sock_id, "ffff888012345678");
+        assert_eq!(r.sock_id(), "ffff888012345678");
+        for v in [0u64, 1, 0xf, 0x10, 0xabc, u64::MAX] {
+            assert_eq!(hex(v), format!("{v:x}"));
+        }
         assert_eq!(r.proto, Some(Proto::Tcp));
         assert_eq!(r.cookie, None);
     }

@@ -519,7 +519,7 @@ mod tests {
             lines.push(match l {
                 Line::Header(_) => "header".to_owned(),
                 Line::Stats(s) => String::from_utf8_lossy(s).into_owned(),
-                Line::Record(r) => r.sock_id.clone(),
+                Line::Record(r) => r.sock_id(),
             });
             Ok(())
         })

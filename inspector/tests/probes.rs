@@ -225,7 +225,7 @@ fn time_wait_entry_and_exit_carry_tuple_and_flags() {
     );
     let exit = of_type(&recs, "tw_exit");
     assert_eq!(exit.len(), 1, "{recs:#?}");
-    assert_eq!(exit[0].sock_id, e.sock_id);
+    assert_eq!(exit[0].sock, e.sock);
     assert_eq!(exit[0].reason, Some(ExitReason::Reused));
     let d = exit[0].duration_ns.expect("duration");
     assert!(

@@ -824,7 +824,7 @@ impl Model {
             }
             None => {
                 let mut m = Member {
-                    sock_id: r.sock_id.clone(),
+                    sock_id: r.sock_id(),
                     sock: r.sock,
                     ino: r.ino,
                     owner: owner(r),

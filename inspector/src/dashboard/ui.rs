@@ -465,7 +465,7 @@ fn detail_lines(app: &App, r: &Record) -> Vec<Line<'static>> {
             who(r),
             r.uid.map_or("-".to_owned(), |u| u.to_string()),
             app.ns_name(r.netns),
-            r.sock_id,
+            r.sock_id(),
             r.ino.map_or("-".to_owned(), |i| i.to_string())
         )),
     ];
