@@ -66,6 +66,8 @@ pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 pub const IPPROTO_TCP: u8 = 6;
 pub const IPPROTO_UDP: u8 = 17;
+/// `TCP_ESTABLISHED`: a connection's handshake is done.
+pub const TCP_ESTABLISHED: u8 = 1;
 pub const TCP_LISTEN: u8 = 10;
 pub const TCP_TIME_WAIT: u8 = 6;
 /// `TCP_CLOSE`: where every TCP socket ends.
@@ -470,7 +472,8 @@ impl Config {
     /// into LISTEN, SYN_RECV (a connection born from a listener, or taking
     /// over a timewait socket's 4-tuple) and CLOSE go out. About half the
     /// events of a short connection; its decisions (connect, accept,
-    /// TIME_WAIT) all remain.
+    /// TIME_WAIT) all remain. The changes into ESTABLISHED, not reported,
+    /// give the connection its cookie, which its timewait socket keeps.
     pub const LIFECYCLE: Self = Self {
         emit_mask: u32::MAX,
         state_mask: (1 << TCP_LISTEN) | (1 << TCP_SYN_RECV) | (1 << TCP_CLOSE),

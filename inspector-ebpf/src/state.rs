@@ -11,7 +11,9 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use inspector_common::{Event, IPPROTO_TCP, TCP_CLOSE, TCP_LISTEN, counter, flag, kind};
+use inspector_common::{
+    Event, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, counter, flag, kind,
+};
 
 use crate::core_read::{
     INFLIGHT, Miss, OWNERS, attribute, count, emit, emits, emits_state, fill_common, fill_sock,
@@ -61,6 +63,13 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
         // A closed socket still lets go of its owner.
         if new == i32::from(TCP_CLOSE) {
             let _ = OWNERS.remove(sk);
+        } else if new == i32::from(TCP_ESTABLISHED) && emits(kind::STATE) {
+            // Every connection gets its cookie now, whether or not a change
+            // of it is reported: its timewait socket copies it
+            // (`inet_twsk_alloc()`), which is how user space tells the full
+            // socket's CLOSE that follows a `tw_enter` from any other.
+            // SAFETY: `sk` is the tracepoint's BTF-typed socket argument.
+            let _ = unsafe { bpf_get_socket_cookie(sk as *mut _) };
         }
         return Ok(());
     }

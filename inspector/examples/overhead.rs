@@ -376,6 +376,7 @@ fn stop(t: Tracer) -> Value {
             };
             let mut on_port = 0u64;
             let mut tw = 0u64;
+            let mut tw_on_port = 0u64;
             if let Some(path) = &t.output
                 && let Ok(text) = std::fs::read_to_string(path)
             {
@@ -392,12 +393,23 @@ fn stop(t: Tracer) -> Value {
                     }
                     if r["type"] == "tw_enter" {
                         tw += 1;
+                        if port("lport") || port("rport") {
+                            tw_on_port += 1;
+                        }
                     }
                 }
                 let _ = std::fs::remove_file(path);
             }
+            // `trace` without `--states` reports a socket's change into
+            // CLOSE as it enters TIME_WAIT by its tw_enter alone.
+            let changes = if t.mode == Mode::Inspector {
+                on_port + tw_on_port
+            } else {
+                on_port
+            };
             json!({
-                "state_changes_on_port": on_port,
+                "state_changes_on_port": changes,
+                "state_records_on_port": on_port,
                 "events_read": num("events"),
                 "dropped": num("dropped"),
                 "tw_enter": tw,

@@ -107,8 +107,9 @@ pub struct TraceArgs {
     pub duration: Option<f64>,
     /// Every TCP state change (SYN_SENT, ESTABLISHED, FIN_WAIT1, ...).
     /// Without it only the changes into LISTEN, SYN_RECV and CLOSE are
-    /// reported, which halves the events of short connections; every bind,
-    /// connect, accept, SO_REUSEPORT and TIME_WAIT event stays.
+    /// reported (a connection entering TIME_WAIT by its tw_enter alone),
+    /// which halves the events of short connections; every bind, connect,
+    /// accept, SO_REUSEPORT and TIME_WAIT event stays.
     #[arg(long)]
     pub states: bool,
     /// Read a recording (`inspector record`: one file, or its directory)

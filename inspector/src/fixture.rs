@@ -170,6 +170,12 @@ impl EventBuilder {
         self
     }
 
+    /// The socket cookie (timewait sockets keep their connection's).
+    pub fn cookie(mut self, cookie: u64) -> Self {
+        self.event.cookie = cookie;
+        self
+    }
+
     /// The kind-specific extra (reuseport group id, timer expiry).
     pub fn aux(mut self, aux: u64) -> Self {
         self.event.aux = aux;

@@ -45,14 +45,17 @@ impl Pipeline {
     /// Like [`Pipeline::new`], with every load option; the namespace to
     /// filter on comes from `filter`.
     pub fn with_options(filter: Filter, opts: LoadOptions) -> Result<Self, ProbeError> {
+        let lifecycle = opts.lifecycle_states || filter.lifecycle_states;
         let probes = Probes::load(LoadOptions {
             netns: filter.netns,
-            lifecycle_states: opts.lifecycle_states || filter.lifecycle_states,
+            lifecycle_states: lifecycle,
             ..opts
         })?;
+        let mut tracker = Tracker::new();
+        tracker.fold_timewait_handover(lifecycle);
         Ok(Self {
             probes,
-            tracker: Tracker::new(),
+            tracker,
             filter,
             cgroups: Resolver::new(),
             seen: 0,

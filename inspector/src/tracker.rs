@@ -47,6 +47,9 @@ const MAX_REMEMBERED: NonZeroUsize = NonZeroUsize::new(131_072).expect("nonzero"
 /// holds before it doubles (hashbrown's load factor).
 pub const MAX_TIME_WAIT: usize = 114_688;
 
+/// Timewait entries remembered for [`Tracker::fold_timewait_handover`].
+pub const RECENT_TW: usize = 64;
+
 /// How long after its last arm a timewait socket is forgotten when no
 /// exit event came (lost to a full ring buffer): `TCP_TIMEWAIT_LEN` (60 s,
 /// the longest a timewait timer is armed for in `tcp_time_wait()` but for an
@@ -323,6 +326,16 @@ pub struct Tracker {
     /// events and flushes find them without scanning every timewait socket.
     detached: FastMap<Tuple, u64>,
     stats: TrackerStats,
+    /// Leave out a full socket's change into CLOSE as its timewait socket
+    /// takes over: its `tw_enter`, just before, reports the same end
+    /// ([`Tracker::fold_timewait_handover`]).
+    fold_handover: bool,
+    /// Cookies of the timewait sockets that entered last (a timewait
+    /// socket keeps its connection's cookie, `inet_twsk_alloc()`), in a
+    /// ring: the full socket's CLOSE follows its `tw_enter` within a few
+    /// events (`tcp_time_wait()` arms the timer, then `tcp_done()`).
+    recent_tw: [u64; RECENT_TW],
+    recent_tw_next: usize,
     /// The keyed hasher of every map here, seeded once per tracker from a
     /// per-process random seed: their keys are addresses and ports a
     /// remote peer chooses. Kept so the tests can check the spread.
@@ -342,6 +355,9 @@ impl Default for Tracker {
             tw_age: VecDeque::new(),
             detached: FastMap::with_hasher(keyed.clone()),
             stats: TrackerStats::default(),
+            fold_handover: false,
+            recent_tw: [0; RECENT_TW],
+            recent_tw_next: 0,
             keyed,
         }
     }
@@ -350,6 +366,15 @@ impl Default for Tracker {
 impl Tracker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `trace`'s default (without `--states`): a connection that enters
+    /// TIME_WAIT is reported once, by its `tw_enter`, and not also by its
+    /// full socket's `x -> CLOSE` that follows. Matched by cookie; a close
+    /// that matches none (no cookie, or more than [`RECENT_TW`] entries
+    /// between them) is reported as before.
+    pub fn fold_timewait_handover(&mut self, on: bool) {
+        self.fold_handover = on;
     }
 
     /// What was evicted or aged out so far.
@@ -576,6 +601,17 @@ impl Tracker {
     }
 
     fn on_state(&mut self, ev: &Event, out: &mut Vec<Record>) {
+        if self.fold_handover
+            && ev.new_state == TcpState::CLOSE.raw()
+            && ev.old_state != TcpState::LISTEN.raw()
+            && ev.cookie != 0
+            && let Some(slot) = self.recent_tw.iter().position(|&c| c == ev.cookie)
+        {
+            // The socket is gone all the same: nothing may inherit its owner.
+            self.recent_tw[slot] = 0;
+            self.owners.pop(&ev.sock);
+            return;
+        }
         let mut r = decode_state(ev);
         self.attribute(ev, &mut r);
         let tuple = Tuple::of(&r);
@@ -703,6 +739,10 @@ impl Tracker {
         r.new_state = Some(substate);
         out.push(r);
         self.insert_tw(ev.sock, tw);
+        if ev.cookie != 0 {
+            self.recent_tw[self.recent_tw_next % RECENT_TW] = ev.cookie;
+            self.recent_tw_next = self.recent_tw_next.wrapping_add(1);
+        }
     }
 
     fn on_tw_cancel(&mut self, ev: &Event) {
@@ -763,6 +803,49 @@ mod tests {
             .at(ts_ns)
             .ports(8080, 40000)
             .build()
+    }
+
+    /// A connection's end in TIME_WAIT as the probes see it: the timewait
+    /// socket armed with the connection's cookie, then the full socket's
+    /// `FIN_WAIT2 -> CLOSE` (tcp_time_wait(), then tcp_done()).
+    fn handover(cookie: u64, close_cookie: u64) -> [Event; 2] {
+        let arm = EventBuilder::from(tw(kind::TW_ARM, TcpState::TIME_WAIT, 10))
+            .cookie(cookie)
+            .build();
+        let close = EventBuilder::state(TcpState::FIN_WAIT2, TcpState::CLOSE)
+            .sock(7)
+            .at(11)
+            .ports(8080, 40000)
+            .cookie(close_cookie)
+            .owner(42, "server")
+            .flags(flag::OWNER_KNOWN)
+            .build();
+        [arm, close]
+    }
+
+    #[test]
+    fn a_connection_entering_time_wait_is_reported_once_by_default() {
+        let mut t = Tracker::new();
+        t.fold_timewait_handover(true);
+        let out = apply(&mut t, &handover(99, 99));
+        assert_eq!(out.len(), 1, "{out:#?}");
+        assert_eq!(out[0].kind, RecordType::TwEnter);
+        // The full socket is gone: its address reused by a new socket
+        // does not inherit its owner.
+        assert!(t.owners.peek(&7).is_none());
+        // A close of another connection (another cookie), or one without
+        // a cookie, is reported.
+        for other in [100, 0] {
+            let mut t = Tracker::new();
+            t.fold_timewait_handover(true);
+            let out = apply(&mut t, &handover(99, other));
+            assert_eq!(out.len(), 2, "cookie {other}: {out:#?}");
+        }
+        // With every state change asked for (--states), both.
+        let mut t = Tracker::new();
+        let out = apply(&mut t, &handover(99, 99));
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].new_state, Some(TcpState::CLOSE));
     }
 
     fn apply(t: &mut Tracker, events: &[Event]) -> Vec<Record> {

@@ -219,7 +219,7 @@ fn markdown(r: &Value) -> String {
     };
     let _ = writeln!(
         s,
-        "| TCP state changes into LISTEN/SYN_RECV/CLOSE on the workload port, per round | - | {} | - | - | {} | {} | equal |",
+        "| TCP state changes into LISTEN/SYN_RECV/CLOSE on the workload port, per round (trace: state records plus tw_enter, which stands for its socket's CLOSE) | - | {} | - | - | {} | {} | equal |",
         counted("inspector", "state_changes_on_port"),
         counted("bpftrace", "lifecycle_changes_on_port"),
         counted("bpftrace_print", "state_changes_on_port"),
