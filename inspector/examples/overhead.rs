@@ -311,9 +311,23 @@ fn stop(t: Tracer) -> Value {
     } else {
         libc::SIGTERM
     };
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(t.child.id() as i32, sig) };
     let mut child = t.child;
+    // A signal that lands while bpftrace is still setting up can go
+    // unanswered: ask again every second, and give up after 30.
+    for i in 0..120 {
+        if i % 4 == 0 {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+        if !matches!(child.try_wait(), Ok(None)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        eprintln!("overhead: {} did not stop; killed", t.mode.name());
+        let _ = child.kill();
+    }
     let _ = child.wait();
     let lines: Vec<String> = t.stderr.try_iter().collect();
     match t.mode {
@@ -417,6 +431,18 @@ fn stop(t: Tracer) -> Value {
                 "summary": summary,
             })
         }
+    }
+}
+
+/// Moves this thread (and the threads it starts from now on) into a new
+/// network namespace with the workload's settings.
+fn fresh_netns() {
+    inspector::netns::enter_new_netns().expect("network namespace");
+    for (k, v) in [
+        ("net/ipv4/ip_local_port_range", "10000 65000"),
+        ("net/ipv4/tcp_tw_reuse", "1"),
+    ] {
+        inspector::netns::set_sysctl(k, v).expect("sysctl");
     }
 }
 
@@ -695,13 +721,7 @@ fn main() {
         pin_to(0);
     }
     // The workload runs in a namespace of its own, on this thread.
-    inspector::netns::enter_new_netns().expect("network namespace");
-    for (k, v) in [
-        ("net/ipv4/ip_local_port_range", "10000 65000"),
-        ("net/ipv4/tcp_tw_reuse", "1"),
-    ] {
-        inspector::netns::set_sysctl(k, v).expect("sysctl");
-    }
+    fresh_netns();
     if let Some(n) = a.tcp_only {
         let own = own_cpu_ns();
         let rate = tcp_workload(n);
@@ -737,6 +757,13 @@ fn main() {
         for k in 0..m {
             let mode = modes[(round + k) % m];
             let i = modes.iter().position(|x| *x == mode).unwrap_or(0);
+            // Every mode starts from the same kernel state: no TIME_WAIT
+            // sockets left by the one before, whose number changes what
+            // each connect() costs (the port search of
+            // __inet_hash_connect()). The old namespace is purged before
+            // the tracer attaches.
+            fresh_netns();
+            std::thread::sleep(Duration::from_millis(300));
             let phase_ns = phase_probe();
             let tracer = start(mode, &a, round, pinned);
             let tax_ns = syscall_tax(writes);
