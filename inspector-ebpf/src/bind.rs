@@ -21,7 +21,7 @@ use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
 
 use crate::core_read::{
     INFLIGHT, Inflight, Miss, Space, begin_call, count, count_outcome, current_owner, emit, emits,
-    fill_sock, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
+    fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
 };
 
 /// Offsets in the record of a `syscalls:sys_enter_*` / `sys_exit_*`
@@ -198,7 +198,7 @@ fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
 
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
-    fill_sock(&mut ev, inflight.sk)?;
+    fill_sock_in_call(&mut ev, inflight.sk)?;
     let owner = current_owner();
     set_owner(&mut ev, &owner);
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
@@ -283,7 +283,7 @@ pub fn report_accept(sk: u64) -> Result<(), Miss> {
     remember_owner(sk, &owner);
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
-    fill_sock(&mut ev, sk)?;
+    fill_sock_in_call(&mut ev, sk)?;
     set_owner(&mut ev, &owner);
     ev.kind = kind::ACCEPT;
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;

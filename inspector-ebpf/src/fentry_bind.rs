@@ -22,7 +22,7 @@ use inspector_common::{Event, IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
 use crate::{
     bind::{bind_or_connect, report_accept},
     core_read::{
-        INFLIGHT, Inflight, Miss, Space, begin_call, count, current_owner, emit, fill_sock,
+        INFLIGHT, Inflight, Miss, Space, begin_call, count, current_owner, emit, fill_sock_in_call,
         is_inet, now, off, read, read_sockaddr, remember_owner, set_owner,
     },
 };
@@ -129,7 +129,7 @@ fn leave(ctx: &FExitContext, nr: u32) -> i32 {
 fn report_call(inflight: &Inflight, ret: i32) -> Result<(), Miss> {
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
-    fill_sock(&mut ev, inflight.sk)?;
+    fill_sock_in_call(&mut ev, inflight.sk)?;
     set_owner(&mut ev, &current_owner());
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
     ev.errno = if ret < 0 { -ret } else { 0 };
@@ -166,7 +166,7 @@ fn get_port(ctx: &FExitContext) -> i32 {
 fn report_decision(sk: u64, snum: u16, ret: i32) -> Result<(), Miss> {
     let mut ev = Event::zeroed();
     ev.ts_ns = now();
-    fill_sock(&mut ev, sk)?;
+    fill_sock_in_call(&mut ev, sk)?;
     // Always the caller's own call (bind, listen, connect, sendmsg): the
     // current task owns the socket.
     let owner = current_owner();

@@ -743,7 +743,7 @@ fn main() {
     let (rounds, conns, datagrams, mem_events) = if a.smoke {
         (1, 300, 5_000, 20_000)
     } else {
-        (7, 5_000, 100_000, 1_000_000)
+        (7, 20_000, 100_000, 1_000_000)
     };
     let writes = if a.smoke { 200_000 } else { 2_000_000 };
     let rounds = a.rounds.unwrap_or(rounds);

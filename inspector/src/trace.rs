@@ -60,6 +60,9 @@ fn replay(opts: &TraceOptions, path: &std::path::Path) -> anyhow::Result<()> {
     let mut line = Vec::with_capacity(1 << 10);
     let mut t0 = None;
     let mut printed = 0u64;
+    // A recording has every state change; `trace` without `--states` folds
+    // a connection's end in TIME_WAIT into its tw_enter, live or replayed.
+    let mut handovers = crate::tracker::RecentTw::default();
     if !opts.json {
         writeln!(w, "{}", output::HEADER)?;
     }
@@ -85,7 +88,10 @@ fn replay(opts: &TraceOptions, path: &std::path::Path) -> anyhow::Result<()> {
                 w.write_all(b"\n")?;
             }
             Line::Stats(_) => {}
-            Line::Record(r) if opts.filter.matches(&r) => {
+            Line::Record(r)
+                if opts.filter.matches(&r)
+                    && !(opts.filter.lifecycle_states && handovers.fold(&r)) =>
+            {
                 printed += 1;
                 if opts.json {
                     line.clear();
@@ -172,14 +178,14 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
         };
         pipeline.poll(&mut batch, done);
         annotator.annotate(&mut batch, Some(&pipeline.tracker));
-        for r in batch.drain(..) {
+        for r in &batch {
             printed += 1;
             let res = if opts.json {
                 // The batch's lines go out in one write below.
-                crate::ndjson::write(&r, &mut lines);
+                crate::ndjson::write(r, &mut lines);
                 Ok(())
             } else {
-                writeln!(w, "{}", output::line(&r, t0)).and_then(|()| match &r.explanation {
+                writeln!(w, "{}", output::line(r, t0)).and_then(|()| match &r.explanation {
                     Some(why) => writeln!(w, "{:11}why: {why}", ""),
                     None => Ok(()),
                 })
@@ -188,6 +194,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 return reader_gone(e);
             }
         }
+        batch.clear();
         let mut summary = None;
         if done || last_stats.elapsed() >= STATS_EVERY {
             last_stats = Instant::now();

@@ -50,6 +50,67 @@ pub const MAX_TIME_WAIT: usize = 114_688;
 /// Timewait entries remembered for [`Tracker::fold_timewait_handover`].
 pub const RECENT_TW: usize = 64;
 
+/// Cookies of the timewait sockets that entered last (a timewait socket
+/// keeps its connection's cookie, `inet_twsk_alloc()`), in a ring: the full
+/// socket's CLOSE follows its `tw_enter` within a few events
+/// (`tcp_time_wait()` arms the timer, then `tcp_done()`). The tracker
+/// folds live events with it, `trace --replay` recorded records.
+#[derive(Debug)]
+pub struct RecentTw {
+    cookies: [u64; RECENT_TW],
+    next: usize,
+}
+
+impl Default for RecentTw {
+    fn default() -> Self {
+        Self {
+            cookies: [0; RECENT_TW],
+            next: 0,
+        }
+    }
+}
+
+impl RecentTw {
+    /// A timewait socket entered with `cookie` (0: none known).
+    pub fn note(&mut self, cookie: u64) {
+        if cookie != 0 {
+            self.cookies[self.next % RECENT_TW] = cookie;
+            self.next = self.next.wrapping_add(1);
+        }
+    }
+
+    /// True, once, when a timewait socket entered with `cookie` lately: a
+    /// CLOSE with it is that socket's handover.
+    pub fn take(&mut self, cookie: u64) -> bool {
+        match self.cookies.iter().position(|&c| c == cookie && c != 0) {
+            Some(i) => {
+                self.cookies[i] = 0;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether record `r`, as `trace` without `--states` reads records in
+    /// order, is left out: the CLOSE of a full socket whose `tw_enter` came
+    /// just before.
+    pub fn fold(&mut self, r: &Record) -> bool {
+        match r.kind {
+            RecordType::TwEnter => {
+                self.note(r.cookie.unwrap_or(0));
+                false
+            }
+            RecordType::State
+                if r.new_state == Some(TcpState::CLOSE)
+                    && r.old_state != Some(TcpState::LISTEN) =>
+            {
+                self.take(r.cookie.unwrap_or(0))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// How long after its last arm a timewait socket is forgotten when no
 /// exit event came (lost to a full ring buffer): `TCP_TIMEWAIT_LEN` (60 s,
 /// the longest a timewait timer is armed for in `tcp_time_wait()` but for an
@@ -330,12 +391,7 @@ pub struct Tracker {
     /// takes over: its `tw_enter`, just before, reports the same end
     /// ([`Tracker::fold_timewait_handover`]).
     fold_handover: bool,
-    /// Cookies of the timewait sockets that entered last (a timewait
-    /// socket keeps its connection's cookie, `inet_twsk_alloc()`), in a
-    /// ring: the full socket's CLOSE follows its `tw_enter` within a few
-    /// events (`tcp_time_wait()` arms the timer, then `tcp_done()`).
-    recent_tw: [u64; RECENT_TW],
-    recent_tw_next: usize,
+    recent_tw: RecentTw,
     /// The keyed hasher of every map here, seeded once per tracker from a
     /// per-process random seed: their keys are addresses and ports a
     /// remote peer chooses. Kept so the tests can check the spread.
@@ -356,8 +412,7 @@ impl Default for Tracker {
             detached: FastMap::with_hasher(keyed.clone()),
             stats: TrackerStats::default(),
             fold_handover: false,
-            recent_tw: [0; RECENT_TW],
-            recent_tw_next: 0,
+            recent_tw: RecentTw::default(),
             keyed,
         }
     }
@@ -604,11 +659,9 @@ impl Tracker {
         if self.fold_handover
             && ev.new_state == TcpState::CLOSE.raw()
             && ev.old_state != TcpState::LISTEN.raw()
-            && ev.cookie != 0
-            && let Some(slot) = self.recent_tw.iter().position(|&c| c == ev.cookie)
+            && self.recent_tw.take(ev.cookie)
         {
             // The socket is gone all the same: nothing may inherit its owner.
-            self.recent_tw[slot] = 0;
             self.owners.pop(&ev.sock);
             return;
         }
@@ -739,10 +792,7 @@ impl Tracker {
         r.new_state = Some(substate);
         out.push(r);
         self.insert_tw(ev.sock, tw);
-        if ev.cookie != 0 {
-            self.recent_tw[self.recent_tw_next % RECENT_TW] = ev.cookie;
-            self.recent_tw_next = self.recent_tw_next.wrapping_add(1);
-        }
+        self.recent_tw.note(ev.cookie);
     }
 
     fn on_tw_cancel(&mut self, ev: &Event) {
