@@ -21,7 +21,8 @@ use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
 
 use crate::core_read::{
     INFLIGHT, Inflight, Miss, Space, begin_call, count, count_outcome, current_owner, emit, emits,
-    fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner, sock_from_fd,
+    fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner,
+    sock_from_fd,
 };
 
 /// Offsets in the record of a `syscalls:sys_enter_*` / `sys_exit_*`

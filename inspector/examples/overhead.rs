@@ -68,6 +68,9 @@ enum Mode {
     Serve,
     Bpftrace,
     BpftracePrint,
+    /// `trace --json` of another build (`--baseline PATH`): a change
+    /// measured against what it replaces, in the same rounds.
+    Baseline,
 }
 
 impl Mode {
@@ -79,6 +82,7 @@ impl Mode {
             Mode::Serve => "serve",
             Mode::Bpftrace => "bpftrace",
             Mode::BpftracePrint => "bpftrace_print",
+            Mode::Baseline => "baseline",
         }
     }
 }
@@ -106,6 +110,8 @@ struct Args {
     rounds: Option<usize>,
     /// No memory run.
     no_memory: bool,
+    /// Another inspector build, run as `trace --json` in a mode of its own.
+    baseline: Option<PathBuf>,
     /// Only the TCP workload, this many connections (`--tcp N`), for
     /// profiling a tracer started by hand.
     tcp_only: Option<usize>,
@@ -121,6 +127,7 @@ fn args() -> Args {
         modes: MODES.to_vec(),
         rounds: None,
         no_memory: false,
+        baseline: None,
         tcp_only: None,
     };
     let mut it = std::env::args().skip(1);
@@ -149,6 +156,7 @@ fn args() -> Args {
             }
             "--rounds" => a.rounds = it.next().and_then(|n| n.parse().ok()),
             "--no-memory" => a.no_memory = true,
+            "--baseline" => a.baseline = it.next().map(PathBuf::from),
             "--tcp" => a.tcp_only = it.next().and_then(|n| n.parse().ok()),
             "--bench" => {}
             other => {
@@ -220,10 +228,14 @@ fn tracer_command(program: &std::path::Path, pinned: bool) -> Command {
 fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
     let (mut child, rx, output) = match mode {
         Mode::Untraced => return None,
-        Mode::Inspector | Mode::InspectorStates => {
+        Mode::Inspector | Mode::InspectorStates | Mode::Baseline => {
             let json = a.out.join(format!("trace-round{round}.ndjson"));
             let file = std::fs::File::create(&json).expect("trace output file");
-            let mut c = tracer_command(&a.inspector, pinned);
+            let program = match (&a.baseline, mode) {
+                (Some(b), Mode::Baseline) => b,
+                _ => &a.inspector,
+            };
+            let mut c = tracer_command(program, pinned);
             c.args(["trace", "--json"]);
             if mode == Mode::InspectorStates {
                 c.arg("--states");
@@ -747,7 +759,10 @@ fn main() {
     };
     let writes = if a.smoke { 200_000 } else { 2_000_000 };
     let rounds = a.rounds.unwrap_or(rounds);
-    let modes = a.modes.clone();
+    let mut modes = a.modes.clone();
+    if a.baseline.is_some() {
+        modes.push(Mode::Baseline);
+    }
     let m = modes.len();
     let mut samples: Vec<Vec<Sample>> = Vec::new();
     let mut counts = Vec::new();

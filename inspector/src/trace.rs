@@ -212,7 +212,13 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             }
             summary = done.then(|| stats.line());
         }
-        if let Err(e) = w.write_all(&lines).and_then(|()| w.flush()) {
+        // JSON lines go straight to standard output (whose line buffer
+        // passes whole lines through), not copied into `w` first.
+        let out = w
+            .flush()
+            .and_then(|()| w.get_mut().write_all(&lines))
+            .and_then(|()| w.get_mut().flush());
+        if let Err(e) = out {
             return reader_gone(e);
         }
         lines.clear();
