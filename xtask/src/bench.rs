@@ -37,9 +37,20 @@ pub struct Options {
     /// Add the 5-minute memory run.
     #[arg(long)]
     pub long: bool,
+    /// Also run another build's `inspector trace --json` (say, the release
+    /// binary of the commit before a change) in the same rounds, reported
+    /// next to this build's.
+    #[arg(long, value_name = "INSPECTOR")]
+    pub baseline: Option<std::path::PathBuf>,
 }
 
-pub fn bench(Options { smoke, long }: Options) -> Result<()> {
+pub fn bench(
+    Options {
+        smoke,
+        long,
+        baseline,
+    }: Options,
+) -> Result<()> {
     setup::setup()?;
     let out = root().join("target/bench");
     fs::create_dir_all(&out).context("creating target/bench")?;
@@ -65,6 +76,9 @@ pub fn bench(Options { smoke, long }: Options) -> Result<()> {
     }
     if long {
         overhead.arg("--long");
+    }
+    if let Some(b) = &baseline {
+        overhead.arg("--baseline").arg(b);
     }
     overhead.stdout(std::process::Stdio::null());
     step("overhead", overhead)?;
@@ -281,6 +295,32 @@ fn markdown(r: &Value) -> String {
             s,
             "| RSS over a 5-minute run at full rate | - | {} | - | - | - | - | flat, < 64 MiB |",
             line.join(", ")
+        );
+    }
+    if o["cpu_ratio"].get("baseline").is_some() {
+        let _ = writeln!(
+            s,
+            "\nThe same rounds, this build's `trace --json` against the baseline build's:\n\n\
+             | measure | trace --json, this build | trace --json, baseline build |\n|---|---|---|"
+        );
+        for (what, key, digits) in [
+            ("TCP connections/s, ratio vs untraced", "tcp_ratio", 3),
+            ("CPU per TCP connection, ratio vs untraced", "cpu_ratio", 3),
+            ("syscall tax, ns added", "syscall_tax_added_ns", 1),
+            ("UDP datagrams/s, ratio vs untraced", "udp_ratio", 3),
+        ] {
+            let _ = writeln!(
+                s,
+                "| {what} | {} | {} |",
+                spread(&o[key]["inspector"], digits),
+                spread(&o[key]["baseline"], digits)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| tracer process CPU per round (ms) | {} | {} |",
+            counted("inspector", "tracer_cpu_ms"),
+            counted("baseline", "tracer_cpu_ms")
         );
     }
     s

@@ -117,6 +117,7 @@ fn test(extra: Vec<OsString>) -> Result<()> {
         bench::bench(bench::Options {
             smoke: true,
             long: false,
+            baseline: None,
         })?;
         // The same build on Debian's 6.1 and 6.12 kernels, in QEMU.
         vm::vm_test(vm::Options { kernel: None })?;
