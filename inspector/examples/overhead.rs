@@ -714,6 +714,10 @@ struct Sample {
     tax_ns: f64,
     tcp_per_s: f64,
     cpu_us_per_conn: f64,
+    /// The two parts of `cpu_us_per_conn`: the workload's own (with the
+    /// kernel programs and softirqs in its context), the tracer's.
+    workload_us_per_conn: f64,
+    tracer_us_per_conn: f64,
     udp_per_s: f64,
 }
 
@@ -801,6 +805,8 @@ fn main() {
                 tax_ns,
                 tcp_per_s,
                 cpu_us_per_conn: (own + tracer_cpu) as f64 / 1e3 / conns as f64,
+                workload_us_per_conn: own as f64 / 1e3 / conns as f64,
+                tracer_us_per_conn: tracer_cpu as f64 / 1e3 / conns as f64,
                 udp_per_s,
             });
         }
@@ -870,6 +876,8 @@ fn main() {
         "tcp_ratio": ratio(|s| s.tcp_per_s),
         "cpu_us_per_connection": absolute(|s| s.cpu_us_per_conn),
         "cpu_ratio": ratio(|s| s.cpu_us_per_conn),
+        "workload_us_per_connection": absolute(|s| s.workload_us_per_conn),
+        "tracer_us_per_connection": absolute(|s| s.tracer_us_per_conn),
         "udp_datagrams_per_s": absolute(|s| s.udp_per_s),
         "udp_ratio": ratio(|s| s.udp_per_s),
         "syscall_tax_ns": absolute(|s| s.tax_ns),

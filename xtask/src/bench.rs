@@ -198,6 +198,25 @@ fn markdown(r: &Value) -> String {
         3,
         "trace <= 1.25",
     );
+    let us = |s: &mut String, what: &str, key: &str, base: String| {
+        let cells: Vec<String> = COLS.iter().map(|c| spread(&o[key][c], 1)).collect();
+        let _ = writeln!(s, "| {what} | {base} | {} | - |", cells.join(" | "));
+    };
+    us(
+        &mut s,
+        "of which the workload's own (us; the kernel programs run in it)",
+        "workload_us_per_connection",
+        format!(
+            "{:.1} us",
+            f(&o["workload_us_per_connection"]["untraced"]["median"])
+        ),
+    );
+    us(
+        &mut s,
+        "of which the tracer process's (us)",
+        "tracer_us_per_connection",
+        "-".into(),
+    );
     row(
         &mut s,
         "syscall tax: ns added per non-socket syscall (1-byte write to /dev/null)",
@@ -306,6 +325,16 @@ fn markdown(r: &Value) -> String {
         for (what, key, digits) in [
             ("TCP connections/s, ratio vs untraced", "tcp_ratio", 3),
             ("CPU per TCP connection, ratio vs untraced", "cpu_ratio", 3),
+            (
+                "of which the workload's own (us)",
+                "workload_us_per_connection",
+                1,
+            ),
+            (
+                "of which the tracer process's (us)",
+                "tracer_us_per_connection",
+                1,
+            ),
             ("syscall tax, ns added", "syscall_tax_added_ns", 1),
             ("UDP datagrams/s, ratio vs untraced", "udp_ratio", 3),
         ] {
