@@ -14,6 +14,7 @@ use inspector::{
     fixture::EventBuilder,
     kernel::TcpState,
     probe::{Mode, decode},
+    record::Record,
     tracker::Tracker,
 };
 use inspector_common::{flag, kind};
@@ -62,6 +63,22 @@ fn events(n: u64, socks: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Decodes and attributes `raw` with a new tracker, handing the records
+/// to `batch` 1024 at a time, as the pipeline reads the ring.
+fn track(raw: &[Vec<u8>], mut batch: impl FnMut(&mut Vec<Record>)) {
+    let mut tracker = Tracker::new();
+    let mut out = Vec::with_capacity(1024);
+    for bytes in raw {
+        if let Some(ev) = decode(bytes) {
+            tracker.apply(&ev, &mut out);
+        }
+        if out.len() >= 1024 {
+            batch(&mut out);
+            out.clear();
+        }
+    }
+}
+
 fn capacity(c: &mut Criterion) {
     const N: u64 = 100_000;
     let raw = events(N, 10_000);
@@ -70,55 +87,32 @@ fn capacity(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("decode+track", |b| {
         b.iter(|| {
-            let mut tracker = Tracker::new();
-            let mut out = Vec::with_capacity(1024);
-            for bytes in &raw {
-                if let Some(ev) = decode(bytes) {
-                    tracker.apply(&ev, &mut out);
-                }
-                if out.len() >= 1024 {
-                    black_box(&out);
-                    out.clear();
-                }
-            }
+            track(&raw, |out| {
+                black_box(out);
+            });
         });
     });
     // `trace --json`'s user-space path: every record written as its line.
     g.bench_function("decode+track+ndjson", |b| {
         let mut lines = Vec::with_capacity(1 << 20);
         b.iter(|| {
-            let mut tracker = Tracker::new();
-            let mut out = Vec::with_capacity(1024);
-            for bytes in &raw {
-                if let Some(ev) = decode(bytes) {
-                    tracker.apply(&ev, &mut out);
+            track(&raw, |out| {
+                for r in out.iter() {
+                    inspector::ndjson::write(r, &mut lines);
                 }
-                if out.len() >= 1024 {
-                    for r in out.drain(..) {
-                        inspector::ndjson::write(&r, &mut lines);
-                    }
-                    black_box(&lines);
-                    lines.clear();
-                }
-            }
+                black_box(&lines);
+                lines.clear();
+            });
         });
     });
     g.bench_function("decode+track+model", |b| {
         b.iter(|| {
-            let mut tracker = Tracker::new();
             let mut model = Model::new();
-            let mut out = Vec::with_capacity(1024);
-            for bytes in &raw {
-                if let Some(ev) = decode(bytes) {
-                    tracker.apply(&ev, &mut out);
+            track(&raw, |out| {
+                for r in out.iter() {
+                    model.apply(r);
                 }
-                if out.len() >= 1024 {
-                    for r in &out {
-                        model.apply(r);
-                    }
-                    out.clear();
-                }
-            }
+            });
             black_box(&model);
         });
     });

@@ -225,6 +225,23 @@ fn tracer_command(program: &std::path::Path, pinned: bool) -> Command {
     c
 }
 
+/// `inspector serve` on `listen`, once its probes are attached; its
+/// standard error as lines.
+fn start_serve(a: &Args, pinned: bool, listen: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = tracer_command(&a.inspector, pinned)
+        .args(["serve", "--listen", listen])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start inspector serve");
+    let rx = spawn_lines(&mut child, false);
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("inspector serve started");
+    assert!(first.contains("attached"), "inspector serve: {first}");
+    (child, rx)
+}
+
 fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
     let (mut child, rx, output) = match mode {
         Mode::Untraced => return None,
@@ -253,17 +270,7 @@ fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
             (child, rx, Some(json))
         }
         Mode::Serve => {
-            let mut child = tracer_command(&a.inspector, pinned)
-                .args(["serve", "--listen", "127.0.0.1:9478"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start inspector serve");
-            let rx = spawn_lines(&mut child, false);
-            let first = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("inspector serve started");
-            assert!(first.contains("attached"), "inspector serve: {first}");
+            let (child, rx) = start_serve(a, pinned, "127.0.0.1:9478");
             (child, rx, None)
         }
         Mode::Bpftrace | Mode::BpftracePrint => {
@@ -669,14 +676,7 @@ fn memory(a: &Args, target: u64, long: bool, pinned: bool) -> Value {
 /// `connections` connections (about 13 kernel events each), sampled every
 /// 100,000 connections, with a scrape before each sample.
 fn serve_memory(a: &Args, connections: usize, pinned: bool) -> Value {
-    let mut child = tracer_command(&a.inspector, pinned)
-        .args(["serve", "--listen", "127.0.0.1:9479"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start inspector serve");
-    let rx = spawn_lines(&mut child, false);
-    let _ = rx.recv_timeout(Duration::from_secs(30));
+    let (mut child, rx) = start_serve(a, pinned, "127.0.0.1:9479");
     let pid = child.id();
     let scrape = || {
         use std::io::{Read as _, Write as _};

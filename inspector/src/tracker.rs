@@ -79,10 +79,14 @@ impl RecentTw {
         }
     }
 
-    /// True, once, when a timewait socket entered with `cookie` lately: a
-    /// CLOSE with it is that socket's handover.
-    pub fn take(&mut self, cookie: u64) -> bool {
-        match self.cookies.iter().position(|&c| c == cookie && c != 0) {
+    /// True, once, for a full socket's change `old -> new` into CLOSE when
+    /// a timewait socket entered with its `cookie` lately: that socket's
+    /// handover, which the `tw_enter` reported.
+    pub fn handover(&mut self, old: TcpState, new: TcpState, cookie: u64) -> bool {
+        if new != TcpState::CLOSE || old == TcpState::LISTEN || cookie == 0 {
+            return false;
+        }
+        match self.cookies.iter().position(|&c| c == cookie) {
             Some(i) => {
                 self.cookies[i] = 0;
                 true
@@ -100,12 +104,10 @@ impl RecentTw {
                 self.note(r.cookie.unwrap_or(0));
                 false
             }
-            RecordType::State
-                if r.new_state == Some(TcpState::CLOSE)
-                    && r.old_state != Some(TcpState::LISTEN) =>
-            {
-                self.take(r.cookie.unwrap_or(0))
-            }
+            RecordType::State => match (r.old_state, r.new_state) {
+                (Some(old), Some(new)) => self.handover(old, new, r.cookie.unwrap_or(0)),
+                _ => false,
+            },
             _ => false,
         }
     }
@@ -657,9 +659,11 @@ impl Tracker {
 
     fn on_state(&mut self, ev: &Event, out: &mut Vec<Record>) {
         if self.fold_handover
-            && ev.new_state == TcpState::CLOSE.raw()
-            && ev.old_state != TcpState::LISTEN.raw()
-            && self.recent_tw.take(ev.cookie)
+            && self.recent_tw.handover(
+                TcpState::from(ev.old_state),
+                TcpState::from(ev.new_state),
+                ev.cookie,
+            )
         {
             // The socket is gone all the same: nothing may inherit its owner.
             self.owners.pop(&ev.sock);

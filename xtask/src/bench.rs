@@ -198,24 +198,24 @@ fn markdown(r: &Value) -> String {
         3,
         "trace <= 1.25",
     );
-    let us = |s: &mut String, what: &str, key: &str, base: String| {
-        let cells: Vec<String> = COLS.iter().map(|c| spread(&o[key][c], 1)).collect();
-        let _ = writeln!(s, "| {what} | {base} | {} | - |", cells.join(" | "));
-    };
-    us(
+    row(
         &mut s,
         "of which the workload's own (us; the kernel programs run in it)",
-        "workload_us_per_connection",
         format!(
             "{:.1} us",
             f(&o["workload_us_per_connection"]["untraced"]["median"])
         ),
+        "workload_us_per_connection",
+        1,
+        "-",
     );
-    us(
+    row(
         &mut s,
         "of which the tracer process's (us)",
-        "tracer_us_per_connection",
         "-".into(),
+        "tracer_us_per_connection",
+        1,
+        "-",
     );
     row(
         &mut s,
