@@ -130,10 +130,12 @@ struct Setup {
     bound_only: u16,
 }
 
-/// Polls snapshots of `path` until `done` holds, or fails after [`WAIT`].
+/// Polls snapshots of `path` until `done` holds, or fails after [`WAIT`]
+/// naming `what` it waited for.
 fn until(
     t: &mut SocketTable,
     path: &Path,
+    what: &str,
     done: impl Fn(&[KernelSocket]) -> bool,
 ) -> Vec<KernelSocket> {
     let start = Instant::now();
@@ -146,7 +148,7 @@ fn until(
         }
         assert!(
             start.elapsed() < WAIT,
-            "timed out; last snapshot: {snap:#?}"
+            "timed out waiting for {what}; last snapshot: {snap:#?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -308,7 +310,7 @@ fn build(
     c2.connect(&addr("127.0.0.1:7103")).expect("connect");
     let c2_addr = c2.local_addr().expect("local").as_socket().expect("inet");
     let (s2, _) = l3.accept().expect("accept");
-    drop(c2);
+    common::close_into_fin_wait2(c2);
     wants.push(Want {
         what: "client-side TIME_WAIT",
         local: c2_addr,
@@ -369,18 +371,23 @@ fn snapshot_lists_the_namespace_sockets_with_their_flags() {
 
     // The client-first timewait socket, before the server closed.
     let c2 = setup.client_first;
-    let snap = until(&mut t, &path, |s| {
-        s.iter().any(|k| {
-            k.local == c2
-                && matches!(
-                    k.entry,
-                    Entry::TimeWait {
-                        substate: FIN_WAIT2,
-                        ..
-                    }
-                )
-        })
-    });
+    let snap = until(
+        &mut t,
+        &path,
+        "the client's FIN_WAIT2 timewait socket",
+        |s| {
+            s.iter().any(|k| {
+                k.local == c2
+                    && matches!(
+                        k.entry,
+                        Entry::TimeWait {
+                            substate: FIN_WAIT2,
+                            ..
+                        }
+                    )
+            })
+        },
+    );
     let tw = snap.iter().find(|k| k.local == c2).expect("timewait");
     assert_eq!(tw.state, TIME_WAIT, "{tw:?}");
     assert!(tw.reuseport && !tw.reuseaddr, "{tw:?}");
@@ -391,7 +398,7 @@ fn snapshot_lists_the_namespace_sockets_with_their_flags() {
 
     // Settled: both timewait sockets in TIME_WAIT, no connection left in
     // a closing state.
-    let snap = until(&mut t, &path, |s| {
+    let snap = until(&mut t, &path, "both timewait sockets in TIME_WAIT", |s| {
         let settled = s
             .iter()
             .all(|k| k.proto == Proto::Udp || k.state == LISTEN || k.state == TIME_WAIT);

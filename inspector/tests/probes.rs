@@ -249,7 +249,7 @@ fn an_orphaned_fin_wait2_timewait_socket_expires_on_tcp_fin_timeout() {
         let client = tcp();
         client.connect(&addr("127.0.0.1:7007")).expect("connect");
         let (server_side, _) = listener.accept().expect("accept");
-        drop(server_side);
+        common::close_into_fin_wait2(server_side);
         // Keep the client open (never sending its FIN) until the timer ran.
         std::thread::sleep(Duration::from_millis(2500));
         (netns, 7007, client)

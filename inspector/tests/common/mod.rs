@@ -211,3 +211,45 @@ pub fn seed_and_cases(default_cases: usize) -> (u64, usize) {
         .unwrap_or(default_cases);
     (seed, cases)
 }
+
+/// The TCP state of a socket of this process (`TCP_INFO`'s `tcpi_state`).
+pub fn tcp_state(s: &impl AsRawFd) -> u8 {
+    // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the pointer and length describe `info`, which outlives the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_state
+}
+
+/// Closes a connected TCP socket so that the kernel replaces it with a
+/// timewait socket in substate FIN_WAIT2 at once: its FIN is sent first
+/// (shutdown), and close() comes once the peer's ACK moved it to
+/// FIN_WAIT2, where `__tcp_close()` calls `tcp_time_wait()` itself. A
+/// plain close() races that ACK: an ACK handled from the socket's backlog
+/// after close() has orphaned it leaves a full FIN_WAIT2 socket on a
+/// keepalive timer instead (the "bad case" of `tcp_rcv_state_process()`),
+/// which a loaded machine hits now and then.
+pub fn close_into_fin_wait2(s: socket2::Socket) {
+    const FIN_WAIT2: u8 = 5;
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let start = Instant::now();
+    while tcp_state(&s) != FIN_WAIT2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the peer never acknowledged our FIN (state {})",
+            tcp_state(&s)
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(s);
+}
