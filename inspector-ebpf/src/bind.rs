@@ -13,6 +13,8 @@
 //! `raw_syscalls:sys_enter`/`sys_exit` (`tp_btf`) run on every system call
 //! and filter by number.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
@@ -20,9 +22,9 @@ use aya_ebpf::{
 use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
 
 use crate::core_read::{
-    INFLIGHT, Inflight, Miss, Space, begin_call, count, count_outcome, current_owner, emit, emits,
-    fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner,
-    sock_from_fd,
+    INFLIGHT, Inflight, Miss, Space, begin_call, blank_event, count, count_outcome, current_owner,
+    emit, emits, fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner,
+    set_owner, sock_from_fd,
 };
 
 /// Offsets in the record of a `syscalls:sys_enter_*` / `sys_exit_*`
@@ -197,11 +199,12 @@ fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
         return Ok(());
     }
 
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     ev.ts_ns = now();
-    fill_sock_in_call(&mut ev, inflight.sk)?;
+    fill_sock_in_call(ev, inflight.sk)?;
     let owner = current_owner();
-    set_owner(&mut ev, &owner);
+    set_owner(ev, &owner);
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
     ev.errno = if ret < 0 { (-ret) as i32 } else { 0 };
 
@@ -218,10 +221,10 @@ fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
         ev.req_port = inflight.num_before as u16;
         ev.req_addr = ev.laddr;
     } else {
-        read_sockaddr(&mut ev, inflight.uaddr, Space::User);
-        bind_or_connect(&mut ev, nr);
+        read_sockaddr(ev, inflight.uaddr, Space::User);
+        bind_or_connect(ev, nr);
     }
-    emit(&ev);
+    emit(ev);
     Ok(())
 }
 
@@ -282,13 +285,14 @@ pub fn report_accept(sk: u64) -> Result<(), Miss> {
     }
     let owner = current_owner();
     remember_owner(sk, &owner);
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     ev.ts_ns = now();
-    fill_sock_in_call(&mut ev, sk)?;
-    set_owner(&mut ev, &owner);
+    fill_sock_in_call(ev, sk)?;
+    set_owner(ev, &owner);
     ev.kind = kind::ACCEPT;
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
-    emit(&ev);
+    emit(ev);
     Ok(())
 }
 

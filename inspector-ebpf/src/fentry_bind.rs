@@ -13,17 +13,19 @@
 //! connect() is bracketed by `inet_stream_connect` / `inet_dgram_connect`,
 //! and `inet_accept` hands a new socket to its owner.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use inspector_common::{Event, IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
+use inspector_common::{IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
 
 use crate::{
     bind::{bind_or_connect, report_accept},
     core_read::{
-        INFLIGHT, Inflight, Miss, Space, begin_call, count, current_owner, emit, fill_sock_in_call,
-        is_inet, now, off, read, read_sockaddr, remember_owner, set_owner,
+        INFLIGHT, Inflight, Miss, Space, begin_call, blank_event, count, current_owner, emit,
+        fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner,
     },
 };
 
@@ -127,15 +129,16 @@ fn leave(ctx: &FExitContext, nr: u32) -> i32 {
 }
 
 fn report_call(inflight: &Inflight, ret: i32) -> Result<(), Miss> {
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     ev.ts_ns = now();
-    fill_sock_in_call(&mut ev, inflight.sk)?;
-    set_owner(&mut ev, &current_owner());
+    fill_sock_in_call(ev, inflight.sk)?;
+    set_owner(ev, &current_owner());
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
     ev.errno = if ret < 0 { -ret } else { 0 };
-    read_sockaddr(&mut ev, inflight.uaddr, Space::Kernel);
-    bind_or_connect(&mut ev, inflight.nr);
-    emit(&ev);
+    read_sockaddr(ev, inflight.uaddr, Space::Kernel);
+    bind_or_connect(ev, inflight.nr);
+    emit(ev);
     Ok(())
 }
 
@@ -164,14 +167,15 @@ fn get_port(ctx: &FExitContext) -> i32 {
 }
 
 fn report_decision(sk: u64, snum: u16, ret: i32) -> Result<(), Miss> {
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     ev.ts_ns = now();
-    fill_sock_in_call(&mut ev, sk)?;
+    fill_sock_in_call(ev, sk)?;
     // Always the caller's own call (bind, listen, connect, sendmsg): the
     // current task owns the socket.
     let owner = current_owner();
     remember_owner(sk, &owner);
-    set_owner(&mut ev, &owner);
+    set_owner(ev, &owner);
     ev.kind = kind::BIND;
     ev.flags |= flag::OWNER_KNOWN | flag::SYSCALL;
     ev.errno = match ret {
@@ -199,11 +203,11 @@ fn report_decision(sk: u64, snum: u16, ret: i32) -> Result<(), Miss> {
         if inflight.sk == sk && inflight.nr == off!(nr_bind) {
             // Inside bind(): the address asked for, and the exit of
             // inet_bind has nothing more to report.
-            read_sockaddr(&mut ev, inflight.uaddr, Space::Kernel);
+            read_sockaddr(ev, inflight.uaddr, Space::Kernel);
             inflight.decided = 1;
         }
     }
-    emit(&ev);
+    emit(ev);
     Ok(())
 }
 

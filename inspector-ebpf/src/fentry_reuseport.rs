@@ -5,11 +5,15 @@
 //! `reciprocal_scale(hash, n)`, or by an attached SK_REUSEPORT / classic
 //! BPF program. fexit sees the socket it returned and the packet.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{macros::fexit, programs::FExitContext};
-use inspector_common::{Event, kind};
+use inspector_common::kind;
 
 use crate::{
-    core_read::{Miss, add_delivery, attribute, count, emit, emits, fill_sock, now, off, read},
+    core_read::{
+        Miss, add_delivery, attribute, blank_event, count, emit, emits, fill_sock, now, off, read,
+    },
     reuseport::read_packet_source,
 };
 
@@ -33,16 +37,17 @@ pub fn fexit_reuseport_select_sock(ctx: FExitContext) -> i32 {
 
 fn report(sk: u64, skb: u64) -> Result<(), Miss> {
     let group: u64 = read(sk, off!(sk_reuseport_cb))?;
-    let mut ev = Event::zeroed();
-    fill_sock(&mut ev, sk)?;
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
+    fill_sock(ev, sk)?;
     // Lookups without a packet (socket lookup helpers) have no sender.
     if skb != 0 {
-        read_packet_source(&mut ev, skb)?;
+        read_packet_source(ev, skb)?;
     }
     ev.ts_ns = now();
     ev.kind = kind::REUSEPORT;
     ev.aux = group;
-    attribute(&mut ev, sk);
-    emit(&ev);
+    attribute(ev, sk);
+    emit(ev);
     Ok(())
 }

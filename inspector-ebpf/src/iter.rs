@@ -25,6 +25,8 @@
 //! filtered namespace: its owner, and the sockets the TCP walk misses, those
 //! bound without listen() or connect() (state CLOSE, `skc_num` set).
 
+use core::mem::MaybeUninit;
+
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -33,11 +35,11 @@ use aya_ebpf::{
     maps::Array,
 };
 use inspector_common::{
-    Event, FileRecord, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord, TCP_NEW_SYN_RECV,
-    TCP_TIME_WAIT, sock_flag,
+    FileRecord, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
+    sock_flag,
 };
 
-use crate::core_read::{Miss, count, fill_common, fill_sock, is_inet, off, read};
+use crate::core_read::{Miss, blank_event, count, fill_common, fill_sock, is_inet, off, read};
 
 /// What to keep, slot 0; written by user space before each snapshot.
 #[map]
@@ -147,13 +149,14 @@ fn fill_record(
     state: u8,
     full: bool,
 ) -> Result<bool, Miss> {
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     if full {
-        fill_sock(&mut ev, sk)?;
+        fill_sock(ev, sk)?;
         rec.uid = ev.uid;
         rec.flags |= sock_flag::UID_KNOWN;
     } else {
-        fill_common(&mut ev, sk)?;
+        fill_common(ev, sk)?;
     }
     if let Some(f) = ITER_FILTER.get(0) {
         if f.netns != 0 && f.netns != ev.netns {

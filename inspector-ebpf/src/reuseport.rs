@@ -5,11 +5,13 @@
 //! a connection was queued to, and on the UDP socket a datagram was queued
 //! to. Only members of a group (`sk->sk_reuseport_cb` set) are reported.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use inspector_common::{AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN, counter, kind};
 
 use crate::core_read::{
-    Miss, add_delivery, attribute, count, emit, emits, fill_sock, now, off, read,
+    Miss, add_delivery, attribute, blank_event, count, emit, emits, fill_sock, now, off, read,
 };
 
 #[btf_tracepoint(function = "sk_data_ready")]
@@ -44,26 +46,27 @@ fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), Miss> {
         return Ok(());
     }
     let proto: u16 = read(sk, off!(sk_protocol))?;
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     if proto == u16::from(IPPROTO_TCP) {
         let state: u8 = read(sk, off!(skc_state))?;
         if state != TCP_LISTEN {
             return Ok(());
         }
-        fill_sock(&mut ev, sk)?;
+        fill_sock(ev, sk)?;
         // inet_csk_reqsk_queue_add() appended the request just before
         // waking the listener; a request_sock starts with a sock_common.
         let req: u64 = read(sk, off!(icsk_accept_tail))?;
         if req != 0 {
-            read_peer(&mut ev, req)?;
+            read_peer(ev, req)?;
         }
     } else if proto == u16::from(IPPROTO_UDP) {
-        fill_sock(&mut ev, sk)?;
+        fill_sock(ev, sk)?;
         // __udp_enqueue_schedule_skb() queued the datagram at the tail.
         let tail: u64 = read(sk, off!(sk_receive_queue_prev))?;
         let head_of_list = sk + u64::from(off!(sk_receive_queue_prev)) - 8;
         if tail != 0 && tail != head_of_list {
-            read_packet_source(&mut ev, tail)?;
+            read_packet_source(ev, tail)?;
         }
     } else {
         return Ok(());
@@ -71,8 +74,8 @@ fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     ev.ts_ns = now();
     ev.kind = kind::REUSEPORT;
     ev.aux = group;
-    attribute(&mut ev, sk);
-    emit(&ev);
+    attribute(ev, sk);
+    emit(ev);
     Ok(())
 }
 

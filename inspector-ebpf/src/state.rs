@@ -7,17 +7,17 @@
 //! substate moves on), detached and then `tw_timer_handler` on expiry, or only
 //! detached by `inet_twsk_deschedule_put` when it is reused or killed.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use inspector_common::{
-    Event, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, counter, flag, kind,
-};
+use inspector_common::{IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, counter, flag, kind};
 
 use crate::core_read::{
-    INFLIGHT, Miss, OWNERS, attribute, count, emit, emits, emits_state, fill_common, fill_sock,
-    now, off, read,
+    INFLIGHT, Miss, OWNERS, attribute, blank_event, count, emit, emits, emits_state, fill_common,
+    fill_sock, now, off, read,
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -73,10 +73,11 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
         }
         return Ok(());
     }
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     ev.ts_ns = now();
     ev.kind = kind::STATE;
-    fill_sock(&mut ev, sk)?;
+    fill_sock(ev, sk)?;
     if ev.lport == 0 {
         // On close the bind bucket lets go (`skc_num` = 0) while the
         // connection still has its source port.
@@ -86,13 +87,13 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     ev.cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
     ev.old_state = old as u8;
     ev.new_state = new as u8;
-    attribute(&mut ev, sk);
+    attribute(ev, sk);
     if new == i32::from(TCP_CLOSE) {
         // TCP_CLOSE: the socket is done; its address may be reused for
         // another socket, which must not inherit this owner.
         let _ = OWNERS.remove(sk);
     }
-    emit(&ev);
+    emit(ev);
     Ok(())
 }
 
@@ -134,12 +135,13 @@ fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
 /// timer expiry (jiffies).
 #[inline(always)]
 pub fn report_tw(tw: u64, k: u8) -> Result<(), Miss> {
-    let mut ev = Event::zeroed();
+    let mut slot = MaybeUninit::uninit();
+    let ev = blank_event(&mut slot);
     ev.ts_ns = now();
     ev.kind = k;
     ev.sock = tw;
     ev.proto = IPPROTO_TCP;
-    fill_common(&mut ev, tw)?;
+    fill_common(ev, tw)?;
     ev.new_state = read(tw, off!(tw_substate))?;
     ev.aux = read(tw + u64::from(off!(tw_timer)), off!(timer_expires))
         .map_err(Miss::at(counter::READ_TIMER))?;
@@ -153,6 +155,6 @@ pub fn report_tw(tw: u64, k: u8) -> Result<(), Miss> {
             ev.flags |= flag::IN_CONNECT;
         }
     }
-    emit(&ev);
+    emit(ev);
     Ok(())
 }
