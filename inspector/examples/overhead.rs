@@ -13,6 +13,8 @@
 //! runs 2-3x faster: every round times a fixed CPU loop before each mode,
 //! and a round whose probes differ by more than [`MIXED_PHASE`] is left out
 //! (counted). Figures are medians of per-round ratios, with their spread.
+//! After the rounds, each tracer's eBPF programs are timed on their own
+//! (kernel run-time statistics, which would tax the rounds themselves).
 //! Run by `cargo xtask bench`, which builds the release binary first:
 //!
 //! `overhead --inspector target/release/inspector --out target/bench [--smoke] [--long]`
@@ -586,6 +588,67 @@ fn phase_probe() -> f64 {
     start.elapsed().as_nanos() as f64
 }
 
+/// Total run time (ns) and runs of every loaded eBPF program, by id
+/// (`bpf_prog_info`; counted only while run-time statistics are on).
+fn program_stats() -> std::collections::HashMap<u32, (u64, u64)> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|p| (p.id(), (p.run_time().as_nanos() as u64, p.run_count())))
+        .collect()
+}
+
+/// The kernel side of each tracer alone: the run time of the eBPF programs
+/// it loaded, per connection of the TCP workload, `runs` times per mode,
+/// interleaved. Run-time statistics (`BPF_ENABLE_STATS`, on while its
+/// descriptor is open) cost every program run two clock reads, so this
+/// comes after the rounds and never overlaps them. Unlike the workload's
+/// CPU time, this moves little with the machine's phases.
+fn program_time(a: &Args, modes: &[Mode], conns: usize, runs: usize, pinned: bool) -> Value {
+    let _stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+        Ok(fd) => fd,
+        Err(e) => return json!({ "error": format!("BPF_ENABLE_STATS: {e}") }),
+    };
+    let mut per_mode: Vec<(Mode, Vec<f64>, Vec<f64>)> = modes
+        .iter()
+        .filter(|m| **m != Mode::Untraced)
+        .map(|&m| (m, Vec::new(), Vec::new()))
+        .collect();
+    for run in 0..runs {
+        for (mode, ns, count) in &mut per_mode {
+            fresh_netns();
+            std::thread::sleep(Duration::from_millis(300));
+            // Programs loaded before the tracer are the host's, not its.
+            let host = program_stats();
+            let Some(t) = start(*mode, a, run, pinned) else {
+                continue;
+            };
+            let before = program_stats();
+            tcp_workload(conns);
+            std::thread::sleep(Duration::from_millis(300));
+            let after = program_stats();
+            stop(t);
+            let (mut time, mut runs) = (0, 0);
+            for (id, (t1, r1)) in &after {
+                if host.contains_key(id) {
+                    continue;
+                }
+                let (t0, r0) = before.get(id).copied().unwrap_or((0, 0));
+                time += t1.saturating_sub(t0);
+                runs += r1.saturating_sub(r0);
+            }
+            ns.push(time as f64 / 1e3 / conns as f64);
+            count.push(runs as f64 / conns as f64);
+        }
+    }
+    let mut us = serde_json::Map::new();
+    let mut program_runs = serde_json::Map::new();
+    for (mode, ns, count) in per_mode {
+        us.insert(mode.name().to_owned(), spread(ns));
+        program_runs.insert(mode.name().to_owned(), spread(count));
+    }
+    json!({ "runs": runs, "us_per_connection": us, "program_runs_per_connection": program_runs })
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() {
@@ -857,6 +920,7 @@ fn main() {
             })
             .collect()
     };
+    let programs = program_time(&a, &modes, conns, if a.smoke { 1 } else { 3 }, pinned);
     let memory = if a.no_memory {
         Value::Null
     } else {
@@ -882,6 +946,10 @@ fn main() {
         "udp_ratio": ratio(|s| s.udp_per_s),
         "syscall_tax_ns": absolute(|s| s.tax_ns),
         "syscall_tax_added_ns": diff(|s| s.tax_ns),
+        "program_us_per_connection": programs["us_per_connection"],
+        "program_runs_per_connection": programs["program_runs_per_connection"],
+        "program_time_runs_per_mode": programs["runs"],
+        "program_time_error": programs["error"],
         "phase_probe_ms": samples.iter().map(|r| r.iter().map(|s| s.phase_ns / 1e6).collect::<Vec<_>>()).collect::<Vec<_>>(),
         "counts": counts,
         "memory": memory,

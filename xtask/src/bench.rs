@@ -217,6 +217,33 @@ fn markdown(r: &Value) -> String {
         1,
         "-",
     );
+    if o["program_us_per_connection"].is_object() {
+        row(
+            &mut s,
+            &format!(
+                "the tracer's eBPF programs: run time per connection (us; `bpf_stats`, {} runs per mode after the rounds)",
+                o["program_time_runs_per_mode"]
+            ),
+            "-".into(),
+            "program_us_per_connection",
+            2,
+            "-",
+        );
+        row(
+            &mut s,
+            "the tracer's eBPF programs: runs per connection",
+            "-".into(),
+            "program_runs_per_connection",
+            1,
+            "-",
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "| the tracer's eBPF programs: run time per connection | not measured: {} | | | | | | - |",
+            o["program_time_error"]
+        );
+    }
     row(
         &mut s,
         "syscall tax: ns added per non-socket syscall (1-byte write to /dev/null)",
@@ -336,6 +363,11 @@ fn markdown(r: &Value) -> String {
                 1,
             ),
             ("syscall tax, ns added", "syscall_tax_added_ns", 1),
+            (
+                "eBPF programs' run time per connection (us)",
+                "program_us_per_connection",
+                2,
+            ),
             ("UDP datagrams/s, ratio vs untraced", "udp_ratio", 3),
         ] {
             let _ = writeln!(
@@ -399,6 +431,10 @@ fn check(r: &Value) -> Result<()> {
         (
             "traced UDP rate",
             &o["udp_datagrams_per_s"]["inspector"]["median"],
+        ),
+        (
+            "trace's eBPF program time per connection",
+            &o["program_us_per_connection"]["inspector"]["median"],
         ),
         ("pipeline rate", &r["pipeline_events_per_s"]["decode_track"]),
         ("RSS", &o["memory"]["rss_kib_after_events"]),
