@@ -212,7 +212,11 @@ fn hashers(c: &mut Criterion) {
         let s = ahash::RandomState::new();
         b.iter(|| black_box(run(&s, &tuples, &socks)));
     });
-    g.bench_function("foldhash 0.2 seeded (chosen)", |b| {
+    g.bench_function("foldhash 0.2 fast, seeded", |b| {
+        let s = foldhash::fast::RandomState::default();
+        b.iter(|| black_box(run(&s, &tuples, &socks)));
+    });
+    g.bench_function("foldhash 0.2 quality, seeded (chosen)", |b| {
         let s = inspector::fasthash::KeyedState::default();
         b.iter(|| black_box(run(&s, &tuples, &socks)));
     });

@@ -7,17 +7,22 @@
 //! hash is therefore keyed: each map gets its own seed, drawn from a
 //! per-process random seed, so colliding keys cannot be computed offline.
 //!
-//! `foldhash::fast::RandomState` was chosen after comparing it, on the
-//! tracker's own keys, with std's SipHash-1-3 and `ahash` (see
-//! `benches/pipeline.rs`, group `hasher`): it keeps the speed of the
-//! unkeyed fold it replaces. Its seed resists keys prepared in advance; it
-//! does not claim to resist an attacker who reads hash values back, and
-//! nothing here exposes them (map order is never printed unsorted).
+//! `foldhash::quality::RandomState` was chosen after comparing foldhash,
+//! on the tracker's own keys, with std's SipHash-1-3 and `ahash` (see
+//! `benches/pipeline.rs`, group `hasher`). Its `fast` variant hashes a u64
+//! with one multiply by a per-process seed, and for some seeds the low
+//! bits, which pick the bucket, hardly change between keys that differ in
+//! their middle bits: 64 socket addresses 0x40 apart fell into 7 to 16 of
+//! 256 buckets in one process in 40. The quality variant's final fold
+//! spreads them like random keys under every seed, for one more multiply.
+//! Its seed resists keys prepared in advance; it does not claim to resist
+//! an attacker who reads hash values back, and nothing here exposes them
+//! (map order is never printed unsorted).
 
 use std::collections::HashMap;
 
 /// Builds a keyed hasher; every `default()` draws a fresh per-map seed.
-pub type KeyedState = foldhash::fast::RandomState;
+pub type KeyedState = foldhash::quality::RandomState;
 
 /// A hash map keyed by a per-process random seed.
 pub type FastMap<K, V> = HashMap<K, V, KeyedState>;
