@@ -253,3 +253,16 @@ pub fn close_into_fin_wait2(s: socket2::Socket) {
     }
     drop(s);
 }
+
+/// Every event the kernel side lost since `p` loaded, counted by kind
+/// (ring full, failed reads, runs the kernel skipped): the total and the
+/// non-zero kinds, for a test to account for a shortfall or to print.
+pub fn kernel_losses(p: &Pipeline) -> (u64, String) {
+    let c = p.counters();
+    let kinds: Vec<String> = std::iter::once(("dropped", c.dropped))
+        .chain(c.errors())
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k}={n}"))
+        .collect();
+    (c.dropped + c.read_errors, kinds.join(", "))
+}
