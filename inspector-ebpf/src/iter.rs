@@ -25,9 +25,7 @@
 //! filtered namespace: its owner, and the sockets the TCP walk misses, those
 //! bound without listen() or connect() (state CLOSE, `skc_num` set).
 
-use core::mem::MaybeUninit;
-
-use core::ffi::c_void;
+use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::{
     helpers::generated::{bpf_get_socket_cookie, bpf_jiffies64, bpf_seq_write},

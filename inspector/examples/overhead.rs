@@ -227,21 +227,33 @@ fn tracer_command(program: &std::path::Path, pinned: bool) -> Command {
     c
 }
 
-/// `inspector serve` on `listen`, once its probes are attached; its
-/// standard error as lines.
-fn start_serve(a: &Args, pinned: bool, listen: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = tracer_command(&a.inspector, pinned)
-        .args(["serve", "--listen", listen])
-        .stdout(Stdio::null())
+/// Starts an inspector command and waits until it says its probes are
+/// attached (its first line on standard error); its standard error as
+/// lines.
+fn spawn_attached(
+    c: &mut Command,
+    stdout: impl Into<Stdio>,
+    what: &str,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = c
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start inspector serve");
+        .unwrap_or_else(|e| panic!("start {what}: {e}"));
     let rx = spawn_lines(&mut child, false);
     let first = rx
         .recv_timeout(Duration::from_secs(30))
-        .expect("inspector serve started");
-    assert!(first.contains("attached"), "inspector serve: {first}");
+        .unwrap_or_else(|e| panic!("{what} did not start: {e}"));
+    assert!(first.contains("attached"), "{what}: {first}");
     (child, rx)
+}
+
+/// `inspector serve` on `listen`, once its probes are attached; its
+/// standard error as lines.
+fn start_serve(a: &Args, pinned: bool, listen: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut c = tracer_command(&a.inspector, pinned);
+    c.args(["serve", "--listen", listen]);
+    spawn_attached(&mut c, Stdio::null(), "inspector serve")
 }
 
 fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
@@ -259,16 +271,7 @@ fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
             if mode == Mode::InspectorStates {
                 c.arg("--states");
             }
-            let mut child = c
-                .stdout(file)
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start inspector");
-            let rx = spawn_lines(&mut child, false);
-            let first = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("inspector started");
-            assert!(first.contains("attached"), "inspector: {first}");
+            let (child, rx) = spawn_attached(&mut c, file, "inspector trace");
             (child, rx, Some(json))
         }
         Mode::Serve => {
@@ -627,17 +630,17 @@ fn program_time(a: &Args, modes: &[Mode], conns: usize, runs: usize, pinned: boo
             std::thread::sleep(Duration::from_millis(300));
             let after = program_stats();
             stop(t);
-            let (mut time, mut runs) = (0, 0);
+            let (mut time, mut program_runs) = (0, 0);
             for (id, (t1, r1)) in &after {
                 if host.contains_key(id) {
                     continue;
                 }
                 let (t0, r0) = before.get(id).copied().unwrap_or((0, 0));
                 time += t1.saturating_sub(t0);
-                runs += r1.saturating_sub(r0);
+                program_runs += r1.saturating_sub(r0);
             }
             ns.push(time as f64 / 1e3 / conns as f64);
-            count.push(runs as f64 / conns as f64);
+            count.push(program_runs as f64 / conns as f64);
         }
     }
     let mut us = serde_json::Map::new();

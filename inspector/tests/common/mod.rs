@@ -240,10 +240,9 @@ pub fn tcp_state(s: &impl AsRawFd) -> u8 {
 /// keepalive timer instead (the "bad case" of `tcp_rcv_state_process()`),
 /// which a loaded machine hits now and then.
 pub fn close_into_fin_wait2(s: socket2::Socket) {
-    const FIN_WAIT2: u8 = 5;
     s.shutdown(std::net::Shutdown::Write).expect("shutdown");
     let start = Instant::now();
-    while tcp_state(&s) != FIN_WAIT2 {
+    while tcp_state(&s) != inspector::kernel::TcpState::FIN_WAIT2.raw() {
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "the peer never acknowledged our FIN (state {})",
@@ -254,15 +253,12 @@ pub fn close_into_fin_wait2(s: socket2::Socket) {
     drop(s);
 }
 
-/// Every event the kernel side lost since `p` loaded, counted by kind
-/// (ring full, failed reads, runs the kernel skipped): the total and the
-/// non-zero kinds, for a test to account for a shortfall or to print.
+/// Every event the kernel side lost since `p` loaded (ring full, failed
+/// reads, runs the kernel skipped): the total, and the pipeline's stats
+/// line naming each non-zero kind, for a test to account for a shortfall
+/// or to print.
 pub fn kernel_losses(p: &Pipeline) -> (u64, String) {
-    let c = p.counters();
-    let kinds: Vec<String> = std::iter::once(("dropped", c.dropped))
-        .chain(c.errors())
-        .filter(|(_, n)| *n > 0)
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    (c.dropped + c.read_errors, kinds.join(", "))
+    let stats = p.stats(0, false);
+    let c = &stats.counters;
+    (c.dropped + c.read_errors, stats.line())
 }
