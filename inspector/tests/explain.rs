@@ -18,7 +18,7 @@ use std::{
 use inspector::{
     explain::{
         inventory,
-        rules::{Port, Proto, Sock, SockState},
+        rules::{Port, Proto, Sock, SockState, UdpWalk},
     },
     netns,
 };
@@ -405,6 +405,9 @@ struct Tally {
     hedged: usize,
     /// The inventory's flags came from the kernel's tables.
     exact: bool,
+    /// How the kernel's `udp_lib_lport_inuse()` ends its walk, measured
+    /// before the cases.
+    udp_walk: Option<UdpWalk>,
 }
 
 /// What must match between the model's sockets and the inventory's;
@@ -443,21 +446,30 @@ fn describe(s: &Sock, target: Option<SockState>) -> String {
     )
 }
 
-/// Builds one case on `port` and checks every decision. Returns false when
-/// the set-up could not be built as planned (skipped).
-fn run_case(rng: &mut Rng, port: u16, t: &mut Tally, source: &mut inventory::Source) -> bool {
-    let proto = if rng.chance(50) {
-        Proto::Tcp
-    } else {
-        Proto::Udp
-    };
-    let n = 1 + rng.below(3) as usize;
-    let mut model = Port::new();
-    let mut held: Vec<Holder> = Vec::new();
-    let mut log = String::new();
-    let mut tw_expected = 0;
-    for i in 0..n {
-        let p = if rng.chance(10) {
+/// Where a case's sockets come from: random draws, or a fixed list (the
+/// named regression cases). The random source draws in the order the
+/// cases are built, so a seed replays the same cases.
+trait Cases {
+    /// The protocol of the case and how many sockets it sets up.
+    fn start(&mut self) -> (Proto, usize);
+    /// The `i`th socket set up before the one predicted.
+    fn existing(&mut self, i: usize, proto: Proto, port: u16) -> Spec;
+    /// The socket whose bind (and listen) is predicted.
+    fn new_socket(&mut self, proto: Proto, port: u16) -> Spec;
+}
+
+impl Cases for Rng {
+    fn start(&mut self) -> (Proto, usize) {
+        let proto = if self.chance(50) {
+            Proto::Tcp
+        } else {
+            Proto::Udp
+        };
+        (proto, 1 + self.below(3) as usize)
+    }
+
+    fn existing(&mut self, _: usize, proto: Proto, port: u16) -> Spec {
+        let p = if self.chance(10) {
             match proto {
                 Proto::Tcp => Proto::Udp,
                 Proto::Udp => Proto::Tcp,
@@ -465,7 +477,55 @@ fn run_case(rng: &mut Rng, port: u16, t: &mut Tally, source: &mut inventory::Sou
         } else {
             proto
         };
-        let spec = random_spec(rng, p, port, true);
+        random_spec(self, p, port, true)
+    }
+
+    fn new_socket(&mut self, proto: Proto, port: u16) -> Spec {
+        random_spec(self, proto, port, false)
+    }
+}
+
+/// A named case: sockets set up in order, then the one predicted.
+struct Fixed {
+    proto: Proto,
+    existing: Vec<Spec>,
+    new: Spec,
+}
+
+impl Cases for Fixed {
+    fn start(&mut self) -> (Proto, usize) {
+        (self.proto, self.existing.len())
+    }
+
+    fn existing(&mut self, i: usize, _: Proto, port: u16) -> Spec {
+        let mut s = self.existing[i].clone();
+        s.sock.port = port;
+        s
+    }
+
+    fn new_socket(&mut self, _: Proto, port: u16) -> Spec {
+        let mut s = self.new.clone();
+        s.sock.port = port;
+        s
+    }
+}
+
+/// Builds one case on `port` and checks every decision. Returns false when
+/// the set-up could not be built as planned (skipped).
+fn run_case(
+    cases: &mut impl Cases,
+    port: u16,
+    t: &mut Tally,
+    source: &mut inventory::Source,
+) -> bool {
+    let (proto, n) = cases.start();
+    let mut model = Port::new().with_udp_walk(t.udp_walk);
+    let mut held: Vec<Holder> = Vec::new();
+    let mut log = String::new();
+    let mut tw_expected = 0;
+    for i in 0..n {
+        let spec = cases.existing(i, proto, port);
+        let p = spec.sock.proto;
         let _ = writeln!(
             log,
             "  existing {i}: {}{}",
@@ -562,7 +622,7 @@ fn run_case(rng: &mut Rng, port: u16, t: &mut Tally, source: &mut inventory::Sou
             }
         }
     }
-    let new = random_spec(rng, proto, port, false);
+    let new = cases.new_socket(proto, port);
     let _ = writeln!(log, "  new: {}", describe(&new.sock, None));
     let (bind, listen) = model.predict(&new.sock);
     // The inventory must find exactly the model's sockets, and predict the
@@ -589,7 +649,9 @@ fn run_case(rng: &mut Rng, port: u16, t: &mut Tally, source: &mut inventory::Sou
         return true;
     }
     let same: Vec<Sock> = found.into_iter().filter(|s| s.proto == proto).collect();
-    let from_inventory = Port::from_inventory(same).predict(&new.sock);
+    let mut from_inventory = Port::from_inventory(same);
+    from_inventory.udp_walk = inv.udp_walk.or(t.udp_walk);
+    let from_inventory = from_inventory.predict(&new.sock);
     let mut plan = Plan::new(&new, 0);
     plan.listen = proto == Proto::Tcp;
     let Ok((holder, r)) = run_plan(&plan, new.sock.uid) else {
@@ -629,6 +691,7 @@ fn run_case(rng: &mut Rng, port: u16, t: &mut Tally, source: &mut inventory::Sou
             v.result == kernel
                 || v.if_unknown_flags_set.as_deref() == Some(kernel.as_str())
                 || v.if_chain_order_differs.as_deref() == Some(kernel.as_str())
+                || v.if_udp_walk_differs.as_deref() == Some(kernel.as_str())
         };
         let (ib, il) = &from_inventory;
         t.inventory_checks += 1;
@@ -655,8 +718,13 @@ fn run_case(rng: &mut Rng, port: u16, t: &mut Tally, source: &mut inventory::Sou
     true
 }
 
-/// One worker: its own namespace, its own range of ports.
-fn worker(seed: u64, first_port: u16, cases: usize) -> std::io::Result<Tally> {
+/// Runs `f` in a fresh namespace with the helper listeners that
+/// "connected" sockets connect to, with the kernel's UDP walk measured.
+fn in_case_netns<T, F>(f: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Tally, &mut inventory::Source) -> std::io::Result<T> + Send + 'static,
+{
     netns::in_new_netns(move |_| {
         let mut helpers = Vec::new();
         for i in 0..3 {
@@ -669,15 +737,26 @@ fn worker(seed: u64, first_port: u16, cases: usize) -> std::io::Result<Tally> {
             l.listen(4096)?;
             helpers.push(l);
         }
-        let mut rng = Rng(seed | 1);
-        let mut t = Tally::default();
+        let walk = inventory::measured_udp_walk().map_err(std::io::Error::other)?;
+        let mut t = Tally {
+            udp_walk: Some(walk),
+            ..Tally::default()
+        };
         let mut source = inventory::Source::open();
         if let Some(why) = source.refused() {
             eprintln!("socket iterators refused, sock_diag fallback: {why}");
         }
+        f(&mut t, &mut source)
+    })?
+}
+
+/// One worker: its own namespace, its own range of ports.
+fn worker(seed: u64, first_port: u16, cases: usize) -> std::io::Result<Tally> {
+    in_case_netns(move |t, source| {
+        let mut rng = Rng(seed | 1);
         let mut port = first_port;
         while t.cases < cases {
-            if !run_case(&mut rng, port, &mut t, &mut source) {
+            if !run_case(&mut rng, port, t, source) {
                 t.skipped += 1;
             }
             port += 1;
@@ -685,16 +764,13 @@ fn worker(seed: u64, first_port: u16, cases: usize) -> std::io::Result<Tally> {
                 return Err(std::io::Error::other("too many cases could not be built"));
             }
         }
-        Ok(t)
-    })?
+        Ok(std::mem::take(t))
+    })
 }
 
-#[test]
-fn predictions_match_the_kernel() {
-    if !needs_root("create network namespaces and sockets of uid 65534") {
-        return;
-    }
-    let (seed, cases) = common::seed_and_cases(2000);
+/// `cases` random cases from `seed` over two workers, each in its own
+/// namespace; every disagreement with the kernel is printed and counted.
+fn differential(seed: u64, cases: usize) -> Tally {
     eprintln!("differential test: seed {seed} (replay with INSPECTOR_SEED={seed}), {cases} cases");
     let start = Instant::now();
     let workers = 2;
@@ -720,6 +796,7 @@ fn predictions_match_the_kernel() {
         total.inventory_fast_path += t.inventory_fast_path;
         total.hedged += t.hedged;
         total.exact &= t.exact;
+        total.udp_walk = t.udp_walk;
         total.disagreements.extend(t.disagreements);
     }
     let took = start.elapsed();
@@ -727,11 +804,12 @@ fn predictions_match_the_kernel() {
         eprintln!("DISAGREEMENT {d}");
     }
     eprintln!(
-        "differential test: seed {seed}: {} cases, {} kernel decisions compared, {} disagreements, {} set-ups skipped; inventory ({}): {} cases found as built and predicted from it alone, {} hedged, {} left out (kernel fast path); {:.1} s",
+        "differential test: seed {seed}: {} cases, {} kernel decisions compared, {} disagreements, {} set-ups skipped; UDP walk {:?}; inventory ({}): {} cases found as built and predicted from it alone, {} hedged, {} left out (kernel fast path); {:.1} s",
         total.cases,
         total.checks,
         total.disagreements.len(),
         total.skipped,
+        total.udp_walk,
         if total.exact {
             "socket iterators"
         } else {
@@ -743,20 +821,175 @@ fn predictions_match_the_kernel() {
         took.as_secs_f64()
     );
     assert!(total.cases >= cases, "only {} cases ran", total.cases);
+    total
+}
+
+fn assert_agrees(t: &Tally, seed: u64) {
     assert!(
-        total.disagreements.is_empty(),
+        t.disagreements.is_empty(),
         "{} disagreements with the kernel (seed {seed})",
-        total.disagreements.len()
+        t.disagreements.len()
     );
-    if total.exact {
+    if t.exact {
         assert_eq!(
-            total.hedged, 0,
+            t.hedged, 0,
             "exact flags from the kernel leave nothing to hedge"
         );
     }
-    // Bounded by the case count, not by a clock: speed is the benchmarks'
-    // business (these machines and the emulated guests vary severalfold).
-    eprintln!("differential test: {cases} cases in {took:.1?}");
+}
+
+#[test]
+fn predictions_match_the_kernel() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
+        return;
+    }
+    let (seed, cases) = common::seed_and_cases(2000);
+    let t = differential(seed, cases);
+    assert_agrees(&t, seed);
+}
+
+/// Seeds that once found a disagreement, replayed as far as their last one
+/// (a seed draws the same cases whatever their count): a fix stays fixed.
+const REGRESSION_SEEDS: &[(u64, usize)] = &[
+    // UDP: a SO_REUSEPORT match at the head of the port's chain, a socket
+    // that refuses the bind behind it; Linux 6.18 walks on (UdpWalk).
+    (1_796_536_293_358_183_291, 2000),
+];
+
+#[test]
+fn regression_seeds_match_the_kernel() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
+        return;
+    }
+    // INSPECTOR_CASES caps them, as it sizes the random run (the guests'
+    // emulated CPUs replay a prefix).
+    let (_, cap) = common::seed_and_cases(usize::MAX);
+    for &(seed, cases) in REGRESSION_SEEDS {
+        let t = differential(seed, cases.min(cap));
+        assert_agrees(&t, seed);
+    }
+}
+
+fn spec(proto: Proto, addr: &str, reuseaddr: bool, reuseport: bool, uid: u32) -> Spec {
+    let mut sock = Sock::new(proto, addr.parse().expect("address"), 0);
+    sock.reuseaddr = Some(reuseaddr);
+    sock.reuseport = Some(reuseport);
+    sock.uid = uid;
+    Spec {
+        sock,
+        set_v6only: false,
+        target: SockState::Bound,
+        server_tw: None,
+    }
+}
+
+fn connected(mut s: Spec) -> Spec {
+    s.target = SockState::Connected;
+    s
+}
+
+/// The kinds of disagreement the random cases found, each built as it was
+/// found and checked against the kernel on its own port.
+#[test]
+fn regression_cases_match_the_kernel() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
+        return;
+    }
+    use Proto::Udp;
+    let cases: Vec<(&str, Fixed)> = vec![
+        (
+            // Seed 1796536293358183291, port 40684: B (uid 0) is the head
+            // of the chain and a SO_REUSEPORT match for C; A (uid 65534)
+            // behind it is not.
+            "udp_reuseport_match_at_the_head_other_uid_behind",
+            Fixed {
+                proto: Udp,
+                existing: vec![
+                    spec(Udp, "0.0.0.0", true, true, NOBODY),
+                    spec(Udp, "0.0.0.0", true, true, 0),
+                ],
+                new: spec(Udp, "127.0.0.2", false, true, 0),
+            },
+        ),
+        (
+            // Seed 1796536293358183291, port 40469: behind the match, a
+            // connected SO_REUSEADDR-only socket.
+            "udp_reuseport_match_at_the_head_connected_reuseaddr_behind",
+            Fixed {
+                proto: Udp,
+                existing: vec![
+                    connected(spec(Udp, "127.0.0.1", true, false, 0)),
+                    spec(Udp, "0.0.0.0", true, true, 0),
+                ],
+                new: spec(Udp, "0.0.0.0", false, true, 0),
+            },
+        ),
+        (
+            // Seed 1796536293358183291, port 20021: the IPv6 wildcard meets
+            // the IPv4 sockets; the match is first, the blocker second.
+            "udp_dual_stack_wildcard_behind_a_reuseport_match",
+            Fixed {
+                proto: Udp,
+                existing: vec![
+                    connected(spec(Udp, "127.0.0.2", true, false, 0)),
+                    connected(spec(Udp, "127.0.0.2", true, true, 0)),
+                ],
+                new: spec(Udp, "::", false, true, 0),
+            },
+        ),
+        (
+            // The same, with the blocker at the head: EADDRINUSE under
+            // every kernel's rule.
+            "udp_blocker_at_the_head",
+            Fixed {
+                proto: Udp,
+                existing: vec![
+                    spec(Udp, "0.0.0.0", true, true, 0),
+                    spec(Udp, "0.0.0.0", true, false, 0),
+                ],
+                new: spec(Udp, "127.0.0.2", false, true, 0),
+            },
+        ),
+        (
+            // Every overlapping socket a match: ok under every rule.
+            "udp_every_overlap_a_reuseport_match",
+            Fixed {
+                proto: Udp,
+                existing: vec![
+                    spec(Udp, "0.0.0.0", true, true, 0),
+                    spec(Udp, "127.0.0.2", false, true, 0),
+                ],
+                new: spec(Udp, "127.0.0.2", false, true, 0),
+            },
+        ),
+    ];
+    let names: Vec<&str> = cases.iter().map(|(n, _)| *n).collect();
+    let t = in_case_netns(move |t, source| {
+        for (i, (name, mut case)) in cases.into_iter().enumerate() {
+            let before = t.disagreements.len();
+            assert!(
+                run_case(&mut case, 30000 + i as u16, t, source),
+                "{name}: the set-up could not be built"
+            );
+            for d in &mut t.disagreements[before..] {
+                *d = format!("{name}: {d}");
+            }
+        }
+        Ok(std::mem::take(t))
+    })
+    .expect("case namespace");
+    for d in &t.disagreements {
+        eprintln!("DISAGREEMENT {d}");
+    }
+    eprintln!(
+        "regression cases: {} ({}), UDP walk {:?}: {} disagreements",
+        names.len(),
+        names.join(", "),
+        t.udp_walk,
+        t.disagreements.len()
+    );
+    assert_eq!(t.cases, names.len());
+    assert_agrees(&t, 0);
 }
 
 const BIN: &str = env!("CARGO_BIN_EXE_inspector");

@@ -166,6 +166,10 @@ pub struct Inventory {
     pub unprivileged_port_start: u16,
     /// `kernel`, or `sock_diag (iterators refused: REASON)`.
     pub flags_source: String,
+    /// How this kernel's `udp_lib_lport_inuse()` ends its walk, measured
+    /// once per process when a UDP socket holds the port; `None` when it
+    /// could not be (see [`measured_udp_walk`]).
+    pub udp_walk: Option<rules::UdpWalk>,
 }
 
 /// The socket iterators, loaded once; or why the kernel refused them.
@@ -258,11 +262,17 @@ impl Source {
         for h in &mut holders {
             (h.cgroup, h.container) = owner_cgroup(h.pid);
         }
+        let udp_walk = if holders.iter().any(|h| h.proto == "udp") {
+            measured_udp_walk().ok()
+        } else {
+            None
+        };
         Ok(Inventory {
             holders,
             netns,
             unprivileged_port_start,
             flags_source,
+            udp_walk,
         })
     }
 }
@@ -394,6 +404,49 @@ fn from_iterators(socks: Vec<KernelSocket>, files: &[SocketFile], hz: Option<u32
             }
         })
         .collect()
+}
+
+/// How the running kernel's `udp_lib_lport_inuse()` ends its walk of a
+/// port's chain, measured once per process in a namespace of its own (the
+/// rule changed between kernel versions and its source is not always at
+/// hand, so the kernel is asked): three UDP sockets on 0.0.0.0 of one port,
+/// A with SO_REUSEADDR, then B with SO_REUSEADDR and SO_REUSEPORT (it
+/// passes A through SO_REUSEADDR on both and goes to the chain's head),
+/// then C with SO_REUSEPORT only. B is the first overlapping socket C
+/// meets and a SO_REUSEPORT match: where that ends the walk C binds; where
+/// every overlapping socket must allow it, A refuses it.
+pub fn measured_udp_walk() -> Result<rules::UdpWalk, String> {
+    static WALK: std::sync::OnceLock<Result<rules::UdpWalk, String>> = std::sync::OnceLock::new();
+    WALK.get_or_init(|| {
+        netns::in_new_netns(|_| measure_udp_walk())
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("measuring the UDP bind rule: {e}"))
+    })
+    .clone()
+}
+
+fn measure_udp_walk() -> io::Result<rules::UdpWalk> {
+    use socket2::{Domain, Socket, Type};
+    const PORT: u16 = 40000;
+    let addr: std::net::SocketAddr = (Ipv4Addr::UNSPECIFIED, PORT).into();
+    let sock = |reuseaddr: bool, reuseport: bool| -> io::Result<Socket> {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+        s.set_reuse_address(reuseaddr)?;
+        s.set_reuse_port(reuseport)?;
+        Ok(s)
+    };
+    let a = sock(true, false)?;
+    a.bind(&addr.into())?;
+    let b = sock(true, true)?;
+    b.bind(&addr.into())?;
+    let c = sock(false, true)?;
+    match c.bind(&addr.into()) {
+        Ok(()) => Ok(rules::UdpWalk::FirstOverlapDecides),
+        Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+            Ok(rules::UdpWalk::EveryOverlapMustAllow)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Puts the UDP holders in the order `udp_lib_lport_inuse()` meets them:

@@ -167,6 +167,7 @@ pub struct Decision {
     pub advice: Vec<String>,
     pub if_unknown_flags_set: Option<String>,
     pub if_chain_order_differs: Option<String>,
+    pub if_udp_walk_differs: Option<String>,
 }
 
 /// What a real bind (and listen) in the namespace returned (`--probe`).
@@ -350,6 +351,7 @@ fn decision(v: Verdict, holders: &[&Holder]) -> Decision {
         advice: v.advice,
         if_unknown_flags_set: v.if_unknown_flags_set,
         if_chain_order_differs: v.if_chain_order_differs,
+        if_udp_walk_differs: v.if_udp_walk_differs,
     }
 }
 
@@ -437,6 +439,7 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
         netns,
         unprivileged_port_start,
         flags_source,
+        udp_walk,
     } = inv;
     let sock = &plan.sock;
     // Only sockets of the same protocol share a port's bind table.
@@ -446,6 +449,7 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
         .collect();
     let mut port = Port::from_inventory(same.iter().map(|h| h.to_rule_sock()).collect());
     port.unprivileged_port_start = unprivileged_port_start;
+    port.udp_walk = udp_walk;
     let (bind, listen) = port.predict(sock);
     let mut notes = Vec::new();
     if sock.proto == Proto::Tcp && sock.reuseport == Some(true) && !bind.is_ok() {
@@ -481,6 +485,7 @@ fn predict(plan: &Plan, inv: Inventory, probe: bool) -> Explanation {
             got == v.result
                 || v.if_unknown_flags_set.as_deref() == Some(got)
                 || v.if_chain_order_differs.as_deref() == Some(got)
+                || v.if_udp_walk_differs.as_deref() == Some(got)
         };
         let agrees_with_alternative = !agrees
             && stated(&bind, &b)
@@ -697,6 +702,12 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
             write!(
                 out,
                 " (or {alt}, depending on the order of IPv4 and IPv6 sockets in the kernel's hash chain)"
+            )?;
+        }
+        if let Some(alt) = &d.if_udp_walk_differs {
+            write!(
+                out,
+                " (or {alt}: whether a SO_REUSEPORT match ends udp_lib_lport_inuse()'s walk depends on the kernel, and it could not be measured here)"
             )?;
         }
         writeln!(out)?;

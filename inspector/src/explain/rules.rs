@@ -11,8 +11,12 @@
 //!   `inet_bhash2_addr_any_conflict()` compare the socket with every owner
 //!   of the port through `inet_bind_conflict()` and the address rules.
 //! - UDP `bind()` ends in `udp_lib_get_port()` (net/ipv4/udp.c), which walks
-//!   the port's hash chain in `udp_lib_lport_inuse()` and stops at the first
-//!   socket whose address overlaps: that one alone decides.
+//!   the port's primary hash chain in `udp_lib_lport_inuse()`. How the walk
+//!   ends depends on the kernel ([`UdpWalk`]): in 6.1 and 6.12 the first
+//!   socket whose address overlaps decides (a SO_REUSEPORT match with the
+//!   same uid returns "free" at once); on the 6.18 kernel this project is
+//!   tested on, every overlapping socket must allow the bind. Which one the
+//!   running kernel does is measured, not assumed ([`UdpWalk`]).
 //!
 //! Both fast paths depend on history the sockets do not show (the order of
 //! binds and listens): a [`Port`] built with [`Port::new`] replays that
@@ -330,6 +334,27 @@ fn tcp_why(sk: &Sock, sk2: &Sock) -> String {
     format!("{reuse}; {port}; {}", overlap_words(sk, sk2))
 }
 
+/// The condition that makes `sk2` block `sk` over UDP, in words
+/// (`udp_lib_lport_inuse()`).
+fn udp_why(sk: &Sock, sk2: &Sock) -> String {
+    let reuse = format!(
+        "SO_REUSEADDR not set on {}",
+        missing(sk.reuseaddr, sk2.reuseaddr)
+    );
+    let port = if sk.rport() && sk2.rport() {
+        format!(
+            "SO_REUSEPORT on both but the uids differ (new {}, holder {})",
+            sk.uid, sk2.uid
+        )
+    } else {
+        format!(
+            "SO_REUSEPORT not set on {}",
+            missing(sk.reuseport, sk2.reuseport)
+        )
+    };
+    format!("{reuse}; {port}; {}", overlap_words(sk, sk2))
+}
+
 fn missing(new: Option<bool>, holder: Option<bool>) -> &'static str {
     match (new.unwrap_or(false), holder) {
         (false, Some(false)) => "either socket",
@@ -385,6 +410,10 @@ pub struct Verdict {
     /// in the port's hash chain, which an inventory (one dump per family)
     /// does not show: the result for the other order.
     pub if_chain_order_differs: Option<String>,
+    /// Set when the result depends on how the kernel's
+    /// `udp_lib_lport_inuse()` ends its walk ([`UdpWalk`]), which could not
+    /// be measured: the result under the other rule.
+    pub if_udp_walk_differs: Option<String>,
 }
 
 impl Verdict {
@@ -400,6 +429,7 @@ impl Verdict {
             advice: Vec::new(),
             if_unknown_flags_set: None,
             if_chain_order_differs: None,
+            if_udp_walk_differs: None,
         }
     }
 
@@ -478,6 +508,46 @@ pub struct Port {
     history: bool,
     /// `net.ipv4.ip_unprivileged_port_start` of the namespace.
     pub unprivileged_port_start: u16,
+    /// How the running kernel's `udp_lib_lport_inuse()` ends its walk;
+    /// `None` when it could not be measured: a UDP verdict that depends on
+    /// it then names the other result ([`Verdict::if_udp_walk_differs`]).
+    pub udp_walk: Option<UdpWalk>,
+}
+
+/// How `udp_lib_lport_inuse()` (net/ipv4/udp.c) ends its walk of the port's
+/// primary hash chain (`udp_hashslot()`; sockets are added at its head by
+/// `sk_add_node_rcu()`, except an IPv6 SO_REUSEPORT socket, which goes to
+/// its tail). Sockets with SO_REUSEADDR on both sides, on another device,
+/// or whose addresses do not overlap (`inet_rcv_saddr_equal(sk, sk2,
+/// true)`) are skipped either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UdpWalk {
+    /// Linux 6.1 and 6.12 (read in their source, and checked in QEMU by the
+    /// differential test): the first overlapping socket decides. A
+    /// SO_REUSEPORT match with the same uid (`sk2->sk_reuseport &&
+    /// sk->sk_reuseport && uid_eq()`) returns 0 at once (`if (!bitmap)
+    /// return 0;`), so a non-matching socket further down the chain is
+    /// never compared, and the chain's order matters.
+    FirstOverlapDecides,
+    /// Measured on Linux 6.18 (this project's machines): a SO_REUSEPORT
+    /// match does not end the walk; every overlapping socket must be a
+    /// match, so the chain's order does not matter.
+    EveryOverlapMustAllow,
+}
+
+impl UdpWalk {
+    /// What the rule is called in explanations.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::FirstOverlapDecides => {
+                "this kernel's udp_lib_lport_inuse() stops at the first overlapping socket of the port's hash chain"
+            }
+            Self::EveryOverlapMustAllow => {
+                "this kernel's udp_lib_lport_inuse() requires every overlapping socket to allow the bind"
+            }
+        }
+    }
 }
 
 impl Default for Port {
@@ -494,7 +564,16 @@ impl Port {
             bucket: None,
             history: true,
             unprivileged_port_start: 1024,
+            udp_walk: Some(UdpWalk::FirstOverlapDecides),
         }
+    }
+
+    /// The same port, judged with the UDP walk rule `walk` (`None`: not
+    /// known).
+    #[must_use]
+    pub fn with_udp_walk(mut self, walk: Option<UdpWalk>) -> Self {
+        self.udp_walk = walk;
+        self
     }
 
     /// The sockets an inventory found; TCP fast-path state unknown.
@@ -504,6 +583,7 @@ impl Port {
             bucket: None,
             history: false,
             unprivileged_port_start: 1024,
+            udp_walk: None,
         }
     }
 
@@ -600,24 +680,35 @@ impl Port {
                 listen.if_unknown_flags_set = Some(l2.result);
             }
         }
-        // udp_lib_lport_inuse() stops at the first socket that passes its
-        // filters: the first such IPv4 or IPv6 socket decides, so the two
-        // family orders cover every interleaving.
-        let udp: Vec<&Sock> = self
-            .socks
-            .iter()
-            .filter(|s| s.proto == Proto::Udp)
-            .collect();
-        if sk.proto == Proto::Udp
-            && !self.history
-            && udp.iter().any(|s| s.is_v6())
-            && udp.iter().any(|s| !s.is_v6())
-        {
-            let mut other = self.clone();
-            other.socks.sort_by_key(|s| !s.is_v6());
-            let (b2, _) = other.predict_known(sk);
-            if b2.result != bind.result {
-                bind.if_chain_order_differs = Some(b2.result);
+        if sk.proto == Proto::Udp {
+            // Where the kernel's walk rule is not known, both are tried.
+            if self.udp_walk.is_none() {
+                for walk in [UdpWalk::FirstOverlapDecides, UdpWalk::EveryOverlapMustAllow] {
+                    let (b2, _) = self.clone().with_udp_walk(Some(walk)).predict_known(sk);
+                    if b2.result != bind.result {
+                        bind.if_udp_walk_differs = Some(b2.result);
+                    }
+                }
+            }
+            // When the first overlapping socket decides, the order of the
+            // chain matters; an inventory has it per family only (sock_diag
+            // dumps one family at a time), so both interleavings are tried.
+            let udp: Vec<&Sock> = self
+                .socks
+                .iter()
+                .filter(|s| s.proto == Proto::Udp)
+                .collect();
+            if self.udp_walk != Some(UdpWalk::EveryOverlapMustAllow)
+                && !self.history
+                && udp.iter().any(|s| s.is_v6())
+                && udp.iter().any(|s| !s.is_v6())
+            {
+                let mut other = self.clone();
+                other.socks.sort_by_key(|s| !s.is_v6());
+                let (b2, _) = other.predict_known(sk);
+                if b2.result != bind.result {
+                    bind.if_chain_order_differs = Some(b2.result);
+                }
             }
         }
         self.advise(sk, &mut bind, &mut listen);
@@ -747,10 +838,15 @@ impl Port {
         }
     }
 
-    /// `udp_lib_get_port()` -> `udp_lib_lport_inuse()`: the first socket of
-    /// the chain that overlaps decides.
+    /// `udp_lib_get_port()` -> `udp_lib_lport_inuse()`: the overlapping
+    /// sockets of the chain, in its order, judged by the kernel's
+    /// [`UdpWalk`] (the one of 6.1 and 6.12 when not known; `predict` tries
+    /// the other).
     fn udp_get_port(&self, sk: &Sock) -> Verdict {
         const F: &str = "udp_lib_lport_inuse";
+        let walk = self.udp_walk.unwrap_or(UdpWalk::FirstOverlapDecides);
+        let mut first_match = None;
+        let mut blockers = Vec::new();
         for (i, sk2) in self.socks.iter().enumerate() {
             if sk2.proto != Proto::Udp
                 || (sk2.reuse() && sk.reuse())
@@ -760,40 +856,50 @@ impl Port {
                 continue;
             }
             if sk2.rport() && sk.rport() && sk.uid == sk2.uid {
-                return Verdict::ok(
-                    F,
-                    format!(
-                        "the first overlapping socket of the chain ({}) has SO_REUSEPORT and the same uid: the search stops there",
-                        crate::explain::fmt_addr(sk2.addr, sk2.port)
-                    ),
-                );
+                if walk == UdpWalk::FirstOverlapDecides {
+                    return Verdict::ok(
+                        F,
+                        format!(
+                            "the first overlapping socket of the chain ({}) has SO_REUSEPORT and the same uid: the search stops there ({})",
+                            crate::explain::fmt_addr(sk2.addr, sk2.port),
+                            walk.describe()
+                        ),
+                    );
+                }
+                first_match.get_or_insert(i);
+                continue;
             }
-            let reuse = format!(
-                "SO_REUSEADDR not set on {}",
-                missing(sk.reuseaddr, sk2.reuseaddr)
-            );
-            let port = if sk.rport() && sk2.rport() {
-                format!(
-                    "SO_REUSEPORT on both but the uids differ (new {}, holder {})",
-                    sk.uid, sk2.uid
-                )
-            } else {
-                format!(
-                    "SO_REUSEPORT not set on {}",
-                    missing(sk.reuseport, sk2.reuseport)
-                )
-            };
-            let why = format!("{reuse}; {port}; {}", overlap_words(sk, sk2));
-            return Verdict {
-                blockers: vec![i],
-                why: vec![why.clone()],
-                ..Verdict::err("EADDRINUSE", F, why)
-            };
+            blockers.push(i);
+            if walk == UdpWalk::FirstOverlapDecides {
+                break;
+            }
         }
-        Verdict::ok(
-            F,
-            "no socket on the port overlaps without SO_REUSEADDR on both (or the port is free)",
-        )
+        let Some(&first) = blockers.first() else {
+            return Verdict::ok(
+                F,
+                match first_match {
+                    Some(_) => "every overlapping socket has SO_REUSEPORT and the same uid, or SO_REUSEADDR like this one".to_owned(),
+                    None => "no socket on the port overlaps without SO_REUSEADDR on both (or the port is free)".to_owned(),
+                },
+            );
+        };
+        let why: Vec<String> = blockers
+            .iter()
+            .map(|&b| udp_why(sk, &self.socks[b]))
+            .collect();
+        let mut condition = why[0].clone();
+        if let Some(m) = first_match.filter(|&m| m < first) {
+            condition = format!(
+                "{condition} ({}, so the SO_REUSEPORT match {} before it in the chain does not let the bind through)",
+                walk.describe(),
+                crate::explain::fmt_addr(self.socks[m].addr, self.socks[m].port)
+            );
+        }
+        Verdict {
+            blockers,
+            why,
+            ..Verdict::err("EADDRINUSE", F, condition)
+        }
     }
 
     /// `inet_csk_update_fastreuse()` after a successful get_port.
@@ -1122,6 +1228,50 @@ mod tests {
             (ra(udp("0.0.0.0")), false),
         ]);
         assert_eq!(results(&p, &rp(udp("127.0.0.1"))).0, "EADDRINUSE");
+    }
+
+    #[test]
+    fn udp_every_overlap_must_allow_where_the_kernel_walks_on() {
+        // Linux 6.18: the SO_REUSEPORT match at the head of the chain does
+        // not end the walk; the SO_REUSEADDR-only socket behind it blocks.
+        let p = port(&[
+            (ra(udp("0.0.0.0")), false),
+            (ra(rp(udp("127.0.0.1"))), false),
+        ])
+        .with_udp_walk(Some(UdpWalk::EveryOverlapMustAllow));
+        let (bind, _) = p.predict(&rp(udp("127.0.0.1")));
+        assert_eq!(bind.result, "EADDRINUSE");
+        assert_eq!(bind.blockers, [1]);
+        assert!(
+            bind.rule
+                .condition
+                .contains("does not let the bind through")
+        );
+        // Every overlapping socket a match: ok, whatever the order.
+        let p = port(&[
+            (ra(rp(udp("0.0.0.0"))), false),
+            (rp(udp("127.0.0.1")), false),
+        ])
+        .with_udp_walk(Some(UdpWalk::EveryOverlapMustAllow));
+        assert_eq!(results(&p, &rp(udp("127.0.0.1"))).0, "ok");
+    }
+
+    #[test]
+    fn udp_walk_unknown_names_the_other_result() {
+        let mut p = port(&[
+            (ra(udp("0.0.0.0")), false),
+            (ra(rp(udp("127.0.0.1"))), false),
+        ]);
+        p.udp_walk = None;
+        let (bind, _) = p.predict(&rp(udp("127.0.0.1")));
+        assert_eq!(bind.result, "ok");
+        assert_eq!(bind.if_udp_walk_differs.as_deref(), Some("EADDRINUSE"));
+        // Where both rules agree, nothing is hedged.
+        let mut p = port(&[(ra(udp("0.0.0.0")), false)]);
+        p.udp_walk = None;
+        let (bind, _) = p.predict(&rp(udp("127.0.0.1")));
+        assert_eq!(bind.result, "EADDRINUSE");
+        assert_eq!(bind.if_udp_walk_differs, None);
     }
 
     #[test]
