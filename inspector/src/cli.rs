@@ -147,6 +147,12 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = crate::recording::DEFAULT_MAX_FILES,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_files: usize,
+    /// Record into a directory another user owns or others may write in
+    /// (refused by default: recordings hold every process's names and
+    /// destinations). Files are still only created anew, mode 0600, and
+    /// never through a link.
+    #[arg(long)]
+    pub allow_shared_dir: bool,
 }
 
 /// `inspector serve`.
@@ -169,9 +175,22 @@ pub struct ServeArgs {
     #[arg(long)]
     pub container_label: bool,
     /// Also record the trace to this directory, as `inspector record`
-    /// does with its default bounds.
+    /// does with its default bounds. A write error (a full disk) stops the
+    /// recording, not the agent: it is logged, counted in
+    /// inspector_record_errors_total, and the recording starts again in a
+    /// new file 30 s later.
     #[arg(long, value_name = "DIR")]
     pub record: Option<PathBuf>,
+    /// With --record: accept a directory another user owns or others may
+    /// write in (see `inspector record --allow-shared-dir`).
+    #[arg(long, requires = "record")]
+    pub allow_shared_dir: bool,
+    /// TLS and basic authentication for the endpoint, in the format of
+    /// Prometheus exporters' web config (tls_server_config: cert_file,
+    /// key_file, client_auth_type, client_ca_file, min_version;
+    /// basic_auth_users: bcrypt hashes; http_server_config: headers).
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
 }
 
 /// `inspector explain PORT`; the namespace comes from the global `--netns`

@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod dashboard;
 pub mod dense;
+pub mod escape;
 pub mod explain;
 pub mod fasthash;
 pub mod filter;
@@ -73,6 +74,24 @@ fn filter_for(args: &cli::FilterArgs, live: bool) -> anyhow::Result<Filter> {
     })
 }
 
+/// The exit status of a failed run: 2 when the operator's own setting is
+/// refused (a recording directory others may write in, a web config that
+/// does not hold), 1 for everything else.
+pub fn exit_status(e: &anyhow::Error) -> u8 {
+    let refused = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<recording::DirError>(),
+            Some(recording::DirError::Shared { .. })
+        ) || matches!(
+            c.downcast_ref::<recording::RecordError>(),
+            Some(recording::RecordError::Dir(
+                recording::DirError::Shared { .. }
+            ))
+        ) || c.downcast_ref::<serve::web::WebConfigError>().is_some()
+    });
+    if refused { 2 } else { 1 }
+}
+
 /// True when `e` comes from writing to a reader that left (EPIPE, as
 /// with `| head`): a normal end of output, not an error to print.
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -123,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_size: args.max_size,
                     max_files: args.max_files,
                 },
+                shared: args.allow_shared_dir,
             })
             .await
         }
@@ -140,6 +160,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 mode: cli.mode,
                 listen: args.listen,
                 record: args.record,
+                record_shared: args.allow_shared_dir,
+                web_config: args.web_config,
             })
             .await
         }

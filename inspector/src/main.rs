@@ -37,7 +37,7 @@ fn main() -> std::process::ExitCode {
         Err(e) if inspector::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("inspector: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(inspector::exit_status(&e))
         }
     }
 }

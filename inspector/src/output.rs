@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::record::{Record, RecordType, proto_str};
+use crate::{
+    escape,
+    record::{Record, RecordType, proto_str},
+};
 
 pub const HEADER: &str = "TIME(s)    TYPE      PID     COMM             PROTO OPTS LOCAL                       REMOTE                      DETAIL";
 
@@ -35,12 +38,22 @@ impl<T: std::fmt::Display> std::fmt::Display for Or<T> {
     }
 }
 
+/// The `why:` line under a failure: its explanation, escaped (it quotes
+/// process names).
+pub fn why(r: &Record) -> Option<String> {
+    r.explanation
+        .as_deref()
+        .map(|w| format!("{:11}why: {}", "", escape::text(w)))
+}
+
 /// One aligned line; `t0_ns` is the time origin for the first column.
 pub fn line(r: &Record, t0_ns: u64) -> String {
     let secs = r.ts_ns.saturating_sub(t0_ns) as f64 / 1e9;
+    // Process names are the processes' own choice: escaped for the
+    // terminal (crate::escape).
     let (pid, comm) = match (r.pid, &r.comm, r.last_pid, &r.last_comm) {
-        (Some(p), Some(c), _, _) => (p.to_string(), c.clone()),
-        (None, _, Some(p), Some(c)) => (format!("({p})"), format!("({c})")),
+        (Some(p), Some(c), _, _) => (p.to_string(), escape::text(c).into_owned()),
+        (None, _, Some(p), Some(c)) => (format!("({p})"), format!("({})", escape::text(c))),
         _ => ("-".to_owned(), "-".to_owned()),
     };
     let remote = if r.rport == 0 && r.raddr.is_unspecified() {
@@ -80,7 +93,7 @@ pub fn line(r: &Record, t0_ns: u64) -> String {
             write!(
                 out,
                 "delivered to group {}",
-                r.group.as_deref().unwrap_or("?")
+                escape::Escaped(r.group.as_deref().unwrap_or("?"))
             )
         }
     };

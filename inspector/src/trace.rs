@@ -63,20 +63,20 @@ fn replay(opts: &TraceOptions, path: &std::path::Path) -> anyhow::Result<()> {
     // A recording has every state change; `trace` without `--states` folds
     // a connection's end in TIME_WAIT into its tw_enter, live or replayed.
     let mut handovers = crate::tracker::RecentTw::default();
-    if !opts.json {
-        writeln!(w, "{}", output::HEADER)?;
-    }
     let res = crate::recording::replay(path, |l| {
         match l {
             Line::Header(h) => {
                 if t0.is_none() && !opts.json {
+                    // The columns once the file is known to be a recording.
+                    writeln!(w, "{}", output::HEADER)?;
+                    // The header is the recording's word: escaped.
                     eprintln!(
                         "inspector: replaying {} (host {}, kernel {}, {} mode, filters: {}); filters: {}",
                         path.display(),
-                        h.host,
-                        h.kernel,
-                        h.mode,
-                        h.filters,
+                        crate::escape::Escaped(&h.host),
+                        crate::escape::Escaped(&h.kernel),
+                        crate::escape::Escaped(&h.mode),
+                        crate::escape::Escaped(&h.filters),
                         opts.filter.describe()
                     );
                 }
@@ -84,7 +84,7 @@ fn replay(opts: &TraceOptions, path: &std::path::Path) -> anyhow::Result<()> {
                 t0.get_or_insert(h.start_mono_ns);
             }
             Line::Stats(s) if opts.json => {
-                w.write_all(s)?;
+                w.write_all(&s)?;
                 w.write_all(b"\n")?;
             }
             Line::Stats(_) => {}
@@ -99,8 +99,8 @@ fn replay(opts: &TraceOptions, path: &std::path::Path) -> anyhow::Result<()> {
                     w.write_all(&line)?;
                 } else {
                     writeln!(w, "{}", output::line(&r, t0.unwrap_or(0)))?;
-                    if let Some(why) = &r.explanation {
-                        writeln!(w, "{:11}why: {why}", "")?;
+                    if let Some(why) = output::why(&r) {
+                        writeln!(w, "{why}")?;
                     }
                 }
             }
@@ -185,8 +185,8 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 crate::ndjson::write(r, &mut lines);
                 Ok(())
             } else {
-                writeln!(w, "{}", output::line(r, t0)).and_then(|()| match &r.explanation {
-                    Some(why) => writeln!(w, "{:11}why: {why}", ""),
+                writeln!(w, "{}", output::line(r, t0)).and_then(|()| match output::why(r) {
+                    Some(why) => writeln!(w, "{why}"),
                     None => Ok(()),
                 })
             };

@@ -30,6 +30,11 @@ const PACKAGES: &[&str] = &[
     "bpftrace",
     // promtool and a Prometheus server for the `serve` tests.
     "prometheus",
+    // The endpoint's TLS test: certificates made with openssl, scraped
+    // with curl; the replay memory test measures peak RSS with time(1).
+    "openssl",
+    "curl",
+    "time",
 ];
 const BPF_LINKER: &str = "0.13.0";
 const TRACEFS: &str = "/sys/kernel/tracing";

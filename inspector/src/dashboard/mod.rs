@@ -12,6 +12,7 @@ pub mod ephemeral;
 pub mod kernel;
 pub mod model;
 pub mod replay;
+pub mod terminal;
 pub mod ui;
 
 use std::{
@@ -21,19 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
-use crossterm::{
-    event::{self as term, KeyEventKind},
-    execute,
-    terminal::{EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode},
-};
-use ratatui::{
-    Terminal,
-    backend::{Backend, CrosstermBackend},
-};
+use anyhow::bail;
+use crossterm::event::{self as term, KeyEventKind};
+use ratatui::{Terminal, backend::Backend};
 use tokio::{
     io::unix::AsyncFd,
-    signal::unix::SignalKind,
     sync::mpsc::{self, UnboundedReceiver},
     time::Interval,
 };
@@ -48,32 +41,8 @@ use crate::{
     sockets::SocketTable,
 };
 
-/// Puts the terminal back however the dashboard ends: normal return, `?`
-/// error, or panic (see the hook in [`run`]).
-struct TerminalGuard;
-
-impl TerminalGuard {
-    fn enter() -> io::Result<Self> {
-        enable_raw_mode()?;
-        if let Err(e) = execute!(io::stdout(), EnterAlternateScreen) {
-            let _ = disable_raw_mode();
-            return Err(e);
-        }
-        Ok(Self)
-    }
-}
-
-fn restore_terminal() {
-    let _ = disable_raw_mode();
-    let _ = execute!(io::stdout(), LeaveAlternateScreen, crossterm::cursor::Show);
-}
-
-impl Drop for TerminalGuard {
-    fn drop(&mut self) {
-        restore_terminal();
-    }
-}
-
+/// The live dashboard on this terminal ([`terminal::Session`] gives it
+/// back however the dashboard ends).
 pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()> {
     if !io::stdout().is_terminal() || !io::stdin().is_terminal() {
         bail!(
@@ -97,27 +66,11 @@ pub async fn run(filter: Filter, mode: crate::probe::Mode) -> anyhow::Result<()>
     dashboard.app.header.filters = filters;
     dashboard.only_netns = only_netns;
     dashboard.seed(&kernel::followed(only_netns));
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        restore_terminal();
-        previous(info);
-    }));
-    let _guard = TerminalGuard::enter().context("cannot switch the terminal to raw mode")?;
-    let mut terminal = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-    terminal.clear()?;
-
-    let (events_tx, mut events) = mpsc::unbounded_channel();
-    // Terminal input on a thread of its own: crossterm's read blocks. When
-    // the terminal goes away, the dashboard ends.
-    spawn_key_reader(events_tx.clone())?;
-    tokio::spawn(async move {
-        sigterm.recv().await;
-        let _ = events_tx.send(Event::Quit);
-    });
-
-    dashboard.run(&mut terminal, &mut events).await
+    let mut session =
+        terminal::Session::start("for a headless stream use `inspector trace` (or `--json`)")?;
+    dashboard
+        .run(&mut session.terminal, &mut session.events)
+        .await
 }
 
 /// What reaches the dashboard from outside the kernel.

@@ -888,8 +888,9 @@ pub fn explain_with(
 
 fn owner(h: &PortHolder) -> String {
     match (h.pid, &h.comm, h.last_pid, &h.last_comm) {
-        (Some(p), Some(c), ..) => format!("pid {p} {c}"),
-        (None, _, Some(p), Some(c)) => format!("no owner, was pid {p} {c}"),
+        // Process names are escaped for the terminal (crate::escape).
+        (Some(p), Some(c), ..) => format!("pid {p} {}", crate::escape::text(c)),
+        (None, _, Some(p), Some(c)) => format!("no owner, was pid {p} {}", crate::escape::text(c)),
         _ => "no owner".into(),
     }
 }
@@ -974,7 +975,7 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
                 fmt_addr(h.laddr, h.lport),
                 fmt_addr(h.raddr, h.rport),
                 owner(h),
-                h.why
+                crate::escape::text(&h.why)
             )?;
         }
         if shown.len() > TEXT_HOLDERS {
@@ -987,9 +988,14 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
         write!(out, " (uncertain: {u})")?;
     }
     writeln!(out)?;
-    writeln!(out, "  rule: {}: {}", e.rule.function, e.rule.condition)?;
+    writeln!(
+        out,
+        "  rule: {}: {}",
+        e.rule.function,
+        crate::escape::text(&e.rule.condition)
+    )?;
     for a in &e.advice {
-        writeln!(out, "  advice: {a}")?;
+        writeln!(out, "  advice: {}", crate::escape::text(a))?;
     }
     for a in &e.assumptions {
         writeln!(out, "assumes: {a}")?;

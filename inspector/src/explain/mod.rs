@@ -633,6 +633,9 @@ fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: Option<bool>) 
 
 /// The one-screen text form.
 pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
+    // Owners' names and cgroup paths are theirs to choose; they and the
+    // sentences quoting them are escaped for the terminal.
+    use crate::escape::Escaped as Esc;
     let r = &e.request;
     writeln!(
         out,
@@ -652,9 +655,9 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
         )?;
         for h in &e.holders {
             let owner = match (h.pid, &h.comm, h.last_pid, &h.last_comm) {
-                (Some(p), Some(c), ..) => format!("{p} {c}"),
+                (Some(p), Some(c), ..) => format!("{p} {}", Esc(c)),
                 (Some(p), None, ..) => p.to_string(),
-                (None, _, Some(p), Some(c)) => format!("(was {p} {c})"),
+                (None, _, Some(p), Some(c)) => format!("(was {p} {})", Esc(c)),
                 _ => "-".into(),
             };
             let mut tail = h.flags_source.clone();
@@ -662,8 +665,13 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
                 tail.push_str(&format!(", expires in {:.1} s", f64::from(ms) / 1000.0));
             }
             match (&h.container, &h.cgroup) {
-                (Some(id), _) => tail.push_str(&format!(", container {}", &id[..id.len().min(12)])),
-                (None, Some(path)) if path != "/" => tail.push_str(&format!(", cgroup {path}")),
+                (Some(id), _) => tail.push_str(&format!(
+                    ", container {}",
+                    Esc(id.get(..id.len().min(12)).unwrap_or(id))
+                )),
+                (None, Some(path)) if path != "/" => {
+                    tail.push_str(&format!(", cgroup {}", Esc(path)));
+                }
                 _ => {}
             }
             writeln!(
@@ -711,10 +719,15 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
             )?;
         }
         writeln!(out)?;
-        writeln!(out, "    rule: {}: {}", d.rule.function, d.rule.condition)?;
+        writeln!(
+            out,
+            "    rule: {}: {}",
+            d.rule.function,
+            Esc(&d.rule.condition)
+        )?;
         for b in &d.blockers {
             let who = match (b.pid, &b.comm) {
-                (Some(p), Some(c)) => format!("pid {p} {c}"),
+                (Some(p), Some(c)) => format!("pid {p} {}", Esc(c)),
                 _ => "no owner".into(),
             };
             writeln!(
@@ -726,11 +739,11 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
                 b.cookie
             )?;
             if !d.rule.condition.ends_with(&b.why) {
-                writeln!(out, "      because: {}", b.why)?;
+                writeln!(out, "      because: {}", Esc(&b.why))?;
             }
         }
         for a in &d.advice {
-            writeln!(out, "    advice: {a}")?;
+            writeln!(out, "    advice: {}", Esc(a))?;
         }
     }
     if let Some(p) = &e.probe {
@@ -752,7 +765,7 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
         )?;
     }
     for n in &e.notes {
-        writeln!(out, "note: {n}")?;
+        writeln!(out, "note: {}", Esc(n))?;
     }
     Ok(())
 }

@@ -130,6 +130,24 @@ pub struct KernelView {
     pub ephemeral_in_use: Option<Vec<(DestKey, u32)>>,
 }
 
+/// What the agent reports of itself at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct AgentView {
+    /// `--record`: write errors, records lost while stopped, and whether
+    /// it is recording now (`None` without `--record`).
+    pub record_errors: u64,
+    pub records_lost: u64,
+    pub recording: Option<bool>,
+    /// Log lines left out by the rate limit.
+    pub log_suppressed: u64,
+    /// HTTP connections closed or refused by the endpoint's bounds, and
+    /// requests refused for want of credentials.
+    pub http_evicted: u64,
+    pub http_refused: u64,
+    pub http_timed_out: u64,
+    pub http_unauthorized: u64,
+}
+
 /// A SO_REUSEPORT member as the kernel counted it.
 #[derive(Debug, Clone, Default)]
 pub struct KernelMember {
@@ -178,6 +196,7 @@ pub struct Metrics {
     /// Local ports in use per destination.
     ephemeral: Ephemeral,
     kernel: KernelView,
+    agent: AgentView,
 }
 
 /// Metric names (without the `_total` a counter's samples carry).
@@ -454,6 +473,11 @@ impl Metrics {
         std::mem::take(&mut self.forgotten)
     }
 
+    /// What the agent says of itself at the next exposition.
+    pub fn set_agent(&mut self, agent: AgentView) {
+        self.agent = agent;
+    }
+
     /// The exposition in OpenMetrics text, then forgets closed group
     /// members and starts the next imbalance interval.
     pub fn encode_openmetrics(&mut self) -> String {
@@ -640,6 +664,55 @@ impl Metrics {
             "inspector_series_folded",
             "Increments added to an 'other' label value because a label limit (--max-ports, --max-series) was reached",
             folded,
+        );
+        self.register_agent(reg);
+    }
+
+    fn register_agent(&self, reg: &mut Registry) {
+        let a = &self.agent;
+        let counter = |n: u64| {
+            let c = Counter::<u64>::default();
+            c.inc_by(n);
+            c
+        };
+        if let Some(recording) = a.recording {
+            reg.register(
+                "inspector_record_errors",
+                "Write errors of --record (a full disk...): each stops the recording, which starts again in a new file 30 s later",
+                counter(a.record_errors),
+            );
+            reg.register(
+                "inspector_records_lost",
+                "Records not written because a write error had stopped --record",
+                counter(a.records_lost),
+            );
+            let g = Gauge::<i64>::default();
+            g.set(i64::from(recording));
+            reg.register(
+                "inspector_recording",
+                "1 while --record writes, 0 while a write error has it stopped",
+                g,
+            );
+        }
+        reg.register(
+            "inspector_log_lines_suppressed",
+            "Log lines left out: a failure of the same kind (port, errno, owner) is logged once a minute",
+            counter(a.log_suppressed),
+        );
+        let http = Family::<Labels, Counter>::default();
+        for (reason, n) in [
+            ("evicted", a.http_evicted),
+            ("refused", a.http_refused),
+            ("timeout", a.http_timed_out),
+            ("unauthorized", a.http_unauthorized),
+        ] {
+            http.get_or_create(&vec![("reason", reason.to_owned())])
+                .inc_by(n);
+        }
+        reg.register(
+            "inspector_http_rejected",
+            "HTTP connections or requests the endpoint turned away: evicted (the longest idle, for a new one past the connection limit), refused (every connection busy), timeout (no request or handshake in time), unauthorized",
+            http,
         );
     }
 }

@@ -4,7 +4,9 @@
 //! run time and a socket-table snapshot for the TIME_WAIT gauge.
 
 pub mod http;
+pub mod log;
 pub mod metrics;
+pub mod web;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -43,6 +45,10 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// `--record DIR`: also record the trace there (`inspector record`).
     pub record: Option<PathBuf>,
+    /// `--allow-shared-dir` with `--record`.
+    pub record_shared: bool,
+    /// `--web-config FILE`: TLS and basic authentication.
+    pub web_config: Option<PathBuf>,
 }
 
 /// The one-line reason `addr` cannot be listened on, from the explain
@@ -97,8 +103,14 @@ pub fn in_use_message(addr: SocketAddr) -> String {
 }
 
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
-    // The port first: a clash is the likeliest mistake and the cheapest to
-    // report, before any program is loaded.
+    // The web config first, then the port: a mistake in either is the
+    // likeliest and the cheapest to report, before any program is loaded.
+    let web = opts
+        .web_config
+        .as_deref()
+        .map(web::WebConfig::load)
+        .transpose()?
+        .map(std::sync::Arc::new);
     let listener = match tokio::net::TcpListener::bind(opts.listen).await {
         Ok(l) => l,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
@@ -106,6 +118,20 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("listening on {}", opts.listen)),
     };
+    // The port the kernel gave (`--listen 127.0.0.1:0`), not the one asked.
+    let bound = listener.local_addr().unwrap_or(opts.listen);
+    let tls = web.as_ref().is_some_and(|w| w.tls.is_some());
+    let auth = web.as_ref().is_some_and(|w| w.auth.is_some());
+    if !(bound.ip().is_loopback() || tls && auth) {
+        eprintln!(
+            "inspector: warning: listening on {bound} beyond loopback {}: the metrics name processes, pids and the sockets they hold; give --web-config with tls_server_config and basic_auth_users, or listen on 127.0.0.1",
+            match (tls, auth) {
+                (false, false) => "without TLS or authentication",
+                (true, false) => "without authentication",
+                _ => "without TLS (passwords cross the network in the clear)",
+            }
+        );
+    }
     let ports = opts.filter.ports.clone();
     // Counting in the kernel skips the user-space filters: only without
     // them (the netns filter works in the kernel) are the counts the
@@ -120,8 +146,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         },
     )?;
     eprintln!(
-        "inspector: serving http://{}/metrics; {} mode, attached: {}; filters: {}",
-        opts.listen,
+        "inspector: serving {}://{bound}/metrics{}; {} mode, attached: {}; filters: {}",
+        if tls { "https" } else { "http" },
+        if auth { " (basic auth)" } else { "" },
         pipeline.probes.mode,
         pipeline.probes.attached.join(", "),
         pipeline.filter.describe()
@@ -141,13 +168,26 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
     let (scrape_tx, mut scrapes) = mpsc::channel::<Scrape>(16);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(http::serve(listener, scrape_tx, async {
-        let _ = stop_rx.await;
-    }));
+    let http_stats = std::sync::Arc::new(http::Stats::default());
+    let server = tokio::spawn(http::serve(
+        listener,
+        scrape_tx,
+        web,
+        http::Limits::default(),
+        http_stats.clone(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let mut recorder = (opts.record.as_deref())
-        .map(|dir| crate::recording::Recorder::open(dir, Default::default(), &pipeline))
+        .map(|dir| {
+            crate::recording::Recorder::open(dir, Default::default(), &pipeline, opts.record_shared)
+        })
         .transpose()?;
+    let mut log = log::Limiter::default();
+    // The last answer, for scrapers that come within CACHE_FOR of it.
+    let mut cached: Option<(Format, Instant, String)> = None;
     let mut metrics = Metrics::new(opts.limits);
     if aggregate {
         metrics.count_decisions_in_kernel();
@@ -191,38 +231,55 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         };
         pipeline.poll(&mut batch, done);
         annotator.annotate(&mut batch, Some(&pipeline.tracker));
+        let now = Instant::now();
         for r in batch.drain(..) {
-            if let (Some(e), Some(why)) = (r.errno.filter(|e| e.is_failure()), &r.explanation)
-                && r.kind == crate::record::RecordType::Bind
-            {
-                eprintln!(
-                    "inspector: {} {} port {} failed with {e} (pid {}): {why}",
-                    crate::record::proto_str(r.proto),
-                    r.phase.map_or("bind", |p| p.as_str()),
-                    r.req_port.unwrap_or(r.lport),
-                    r.pid.map_or_else(|| "?".into(), |p| p.to_string()),
-                );
-            }
-            if let Some(why) = r
-                .explanation
-                .as_deref()
-                .filter(|w| w.starts_with("hijack risk"))
-                && r.errno.is_none()
-            {
-                eprintln!(
-                    "inspector: udp bind by pid {}: {why}",
-                    r.pid.map_or_else(|| "?".into(), |p| p.to_string())
-                );
-            }
+            log_failure(&mut log, &r, now);
             if let Some(rec) = &mut recorder {
                 rec.push(&r);
             }
             metrics.apply(&r);
         }
         if let Some(rec) = &mut recorder {
-            rec.turn(&pipeline, done)?;
+            match rec.turn_or_stop(&pipeline, done) {
+                Ok(false) => {}
+                Ok(true) => eprintln!(
+                    "inspector: recording again in {} ({} records were lost while it was stopped)",
+                    rec.out.path().display(),
+                    rec.lost
+                ),
+                Err(e) => eprintln!(
+                    "inspector: error: {}; recording stopped, serving goes on; it tries again in {} s",
+                    crate::error_chain(&e),
+                    crate::recording::RETRY_AFTER.as_secs()
+                ),
+            }
         }
         if let Some((format, reply)) = scrape {
+            if let Some((f, at, body)) = &cached
+                && *f == format
+                && at.elapsed() < CACHE_FOR
+            {
+                let _ = reply.send(body.clone());
+                continue;
+            }
+            metrics.set_agent(metrics::AgentView {
+                record_errors: recorder.as_ref().map_or(0, |r| r.errors),
+                records_lost: recorder.as_ref().map_or(0, |r| r.lost),
+                recording: recorder.as_ref().map(|r| !r.stopped()),
+                log_suppressed: log.suppressed,
+                http_evicted: http_stats
+                    .evicted
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                http_refused: http_stats
+                    .refused
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                http_timed_out: http_stats
+                    .timed_out
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                http_unauthorized: http_stats
+                    .unauthorized
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            });
             let tables = sockets.as_mut().and_then(|t| {
                 tcp_tables(t, opts.netns_path.as_deref(), ports.as_ref())
                     .map_err(|e| eprintln!("inspector: warning: TCP socket snapshot: {e}"))
@@ -264,6 +321,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             for sock in metrics.take_forgotten() {
                 pipeline.probes.forget_deliveries(sock);
             }
+            cached = Some((format, Instant::now(), body.clone()));
             // The scraper may have given up: nothing to do then.
             let _ = reply.send(body);
         }
@@ -280,6 +338,52 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         pipeline.seen, c.dropped, c.read_errors
     );
     Ok(())
+}
+
+/// Scrapes this close together share one answer: a client asking in a
+/// loop costs one exposition per interval, not one per request.
+const CACHE_FOR: Duration = Duration::from_millis(250);
+
+/// Logs a failed bind (and a UDP bind that shares an address across
+/// uids) once per kind and interval ([`log::Limiter`]).
+fn log_failure(log: &mut log::Limiter, r: &crate::record::Record, now: Instant) {
+    // The owner by name, not pid: a service in a restart loop fails under
+    // a new pid each time, and is one story.
+    let owner = || r.comm.as_deref().unwrap_or("?").to_owned();
+    if let (Some(e), Some(why)) = (r.errno.filter(|e| e.is_failure()), &r.explanation)
+        && r.kind == crate::record::RecordType::Bind
+    {
+        let port = r.req_port.unwrap_or(r.lport);
+        let kind = log::Kind {
+            what: "bind",
+            port,
+            errno: e.to_string(),
+            owner: owner(),
+        };
+        if let Some(left_out) = log.admit(kind, now) {
+            eprintln!("{}", log::failure_line(r, why, left_out));
+        }
+    }
+    if let Some(why) = r
+        .explanation
+        .as_deref()
+        .filter(|w| w.starts_with("hijack risk"))
+        && r.errno.is_none()
+    {
+        let kind = log::Kind {
+            what: "hijack",
+            port: r.lport,
+            errno: String::new(),
+            owner: owner(),
+        };
+        if log.admit(kind, now).is_some() {
+            eprintln!(
+                "inspector: udp bind by pid {}: {}",
+                r.pid.map_or_else(|| "?".into(), |p| p.to_string()),
+                crate::escape::Escaped(why)
+            );
+        }
+    }
 }
 
 /// Whether the metrics can be counted in the kernel under `filter`: only
