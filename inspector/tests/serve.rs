@@ -6,128 +6,21 @@ mod common;
 
 use std::{
     collections::HashMap,
-    io::{Read, Write},
-    net::TcpStream,
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    io::Write,
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{addr, inode, needs_root, tcp};
+use common::{
+    TempDir, addr, inode, needs_root,
+    serve::{get, start_prometheus, start_serve, start_serve_with, tool},
+    tcp,
+};
 use inspector::netns::in_new_netns;
 
 const CONNECTIONS: usize = 300;
 const PORT: u16 = 7011;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A tool of the `prometheus` package, or a skip (a failure in CI).
-fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            !ci(),
-            "CI=true and {name} is missing (apt-get install prometheus)"
-        );
-        eprintln!("SKIPPED: {name} not found (apt-get install prometheus)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// A child process stopped (SIGTERM, then SIGKILL) when dropped.
-struct Running(Child);
-
-impl Running {
-    /// SIGTERM and wait: whether it exited by itself in time, successfully.
-    fn stop(&mut self) -> bool {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.0.try_wait() {
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// `GET path` over HTTP/1.0 (no chunked bodies); the body, or `None` on any
-/// failure or a non-200 status.
-fn get(port: u16, path: &str, accept: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    if let Err(e) = s.read_to_string(&mut text) {
-        eprintln!("GET {path}: {e}");
-        return None;
-    }
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.")
-        .then_some(())
-        .filter(|()| head.split(' ').nth(1) == Some("200"))?;
-    Some(body.to_owned())
-}
-
-/// Starts `inspector serve` on a free port and waits until it answers;
-/// `None` (a skip, or a failure in CI) when it cannot start.
-fn start_serve() -> Option<(Running, u16)> {
-    start_serve_with(&[])
-}
-
-/// [`start_serve`] with more arguments.
-fn start_serve_with(extra: &[&str]) -> Option<(Running, u16)> {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_inspector"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn inspector serve");
-    let mut serve = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if get(port, "/healthz", "*/*").is_some_and(|b| b == "ok\n") {
-            return Some((serve, port));
-        }
-        if let Ok(Some(status)) = serve.0.try_wait() {
-            assert!(!ci(), "CI=true and inspector serve exited: {status}");
-            eprintln!("SKIPPED: inspector serve exited ({status}): see its stderr above");
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("inspector serve did not answer /healthz within 60 s");
-}
 
 /// In a fresh namespace: three SO_REUSEPORT listeners accept
 /// [`CONNECTIONS`] connections, then a plain socket fails to bind their
@@ -328,26 +221,6 @@ fn ports_in_use_toward_one_destination_show_per_destination() {
 }
 
 /// A temporary directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir =
-            std::env::temp_dir().join(format!("inspector-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Prometheus's instant query: socket inode -> value, for `netns`.
 fn query(prom_port: u16, netns: u32) -> HashMap<u64, u64> {
     let Some(body) = get(
@@ -387,27 +260,14 @@ fn a_real_prometheus_scrapes_the_same_per_member_counts() {
     };
     let (netns, accepted, _open) = workload();
     let tmp = TempDir::new("prometheus");
-    let config = tmp.0.join("prom.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: inspector\n    static_configs:\n      \
-             - targets: ['127.0.0.1:{port}']\n"
+    let (mut prom, prom_port) = start_prometheus(
+        &prometheus,
+        &format!(
+            "  - job_name: inspector\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
         ),
-    )
-    .expect("prom.yml");
-    let prom_port = free_port();
+        &tmp.0,
+    );
     let data = tmp.0.join("data");
-    let child = Command::new(prometheus)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn prometheus");
-    let mut prom = Running(child);
     let deadline = Instant::now() + Duration::from_secs(45);
     let mut seen = HashMap::new();
     while Instant::now() < deadline {

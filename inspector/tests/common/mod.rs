@@ -10,6 +10,29 @@ use std::{
 
 use inspector::{filter::Filter, pipeline::Pipeline, record::Record};
 
+pub mod serve;
+
+/// A directory under the system's temporary one, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("inspector-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Loads the real kernel programs. Under `CI=true` any failure fails the
 /// test; elsewhere, a missing privilege skips it with a printed reason.
 pub fn pipeline(filter: Filter) -> Option<Pipeline> {
