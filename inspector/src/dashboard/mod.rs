@@ -176,7 +176,7 @@ impl Dashboard {
     fn table(&mut self) -> Option<&mut SocketTable> {
         let t = self
             .table
-            .get_or_insert_with(|| SocketTable::load().map_err(|e| e.to_string()));
+            .get_or_insert_with(|| SocketTable::load().map_err(|e| crate::error_chain(&e)));
         t.as_mut().ok()
     }
 
@@ -357,7 +357,7 @@ impl Dashboard {
                 Action::RunScenario(s) => match scenario::start(s, &self.pipeline) {
                     Ok(run) => self.running = Some(run),
                     Err(e) => {
-                        let r = scenario::not_started(s, &e.to_string());
+                        let r = scenario::not_started(s, &crate::error_chain(&e));
                         self.app.update(Input::ScenarioFinished(Box::new(r)));
                     }
                 },
