@@ -6,16 +6,16 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use inspector::{
-    dashboard::{
+    commands::dashboard::{
         app::{App, Header, Input},
         model::Model,
         ui,
     },
     fixture::EventBuilder,
     kernel::TcpState,
-    probe::{Mode, decode},
-    record::Record,
-    tracker::Tracker,
+    kernel::probe::{Mode, decode},
+    model::record::Record,
+    model::tracker::Tracker,
 };
 use inspector_common::{flag, kind};
 use ratatui::{Terminal, backend::TestBackend};
@@ -98,7 +98,7 @@ fn capacity(c: &mut Criterion) {
         b.iter(|| {
             track(&raw, |out| {
                 for r in out.iter() {
-                    inspector::ndjson::write(r, &mut lines);
+                    inspector::output::ndjson::write(r, &mut lines);
                 }
                 black_box(&lines);
                 lines.clear();
@@ -217,7 +217,7 @@ fn hashers(c: &mut Criterion) {
         b.iter(|| black_box(run(&s, &tuples, &socks)));
     });
     g.bench_function("foldhash 0.2 quality, seeded (chosen)", |b| {
-        let s = inspector::fasthash::KeyedState::default();
+        let s = inspector::util::fasthash::KeyedState::default();
         b.iter(|| black_box(run(&s, &tuples, &socks)));
     });
     g.finish();

@@ -8,14 +8,14 @@
 use std::time::Instant;
 
 use inspector::{
-    dashboard::{
+    commands::dashboard::{
         app::{App, Header, Input},
         ui,
     },
     fixture::EventBuilder,
     kernel::TcpState,
-    probe::Mode,
-    tracker::Tracker,
+    kernel::probe::Mode,
+    model::tracker::Tracker,
 };
 use inspector_common::{Event, flag, kind};
 use ratatui::{Terminal, backend::TestBackend};

@@ -461,12 +461,12 @@ fn stop(t: Tracer) -> Value {
 /// Moves this thread (and the threads it starts from now on) into a new
 /// network namespace with the workload's settings.
 fn fresh_netns() {
-    inspector::netns::enter_new_netns().expect("network namespace");
+    inspector::kernel::netns::enter_new_netns().expect("network namespace");
     for (k, v) in [
         ("net/ipv4/ip_local_port_range", "10000 65000"),
         ("net/ipv4/tcp_tw_reuse", "1"),
     ] {
-        inspector::netns::set_sysctl(k, v).expect("sysctl");
+        inspector::kernel::netns::set_sysctl(k, v).expect("sysctl");
     }
 }
 

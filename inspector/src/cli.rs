@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{filter::PortSet, kernel::Proto, probe::Mode};
+use crate::{kernel::Proto, kernel::probe::Mode, model::filter::PortSet};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -159,7 +159,7 @@ pub struct RecordArgs {
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Address and port of the HTTP server.
-    #[arg(long, value_name = "ADDR:PORT", default_value = crate::serve::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR:PORT", default_value = crate::commands::serve::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
     /// Ports outside --port that get their own `port` label value; later
     /// ones read port="other".
@@ -273,10 +273,12 @@ impl ExplainArgs {
             uid: self.uid,
             json: self.json,
             probe: self.probe,
-            cgroup: f
-                .cgroup
-                .as_deref()
-                .map(|c| crate::cgroup::normalize_filter(c, crate::cgroup::v2_mount().as_deref())),
+            cgroup: f.cgroup.as_deref().map(|c| {
+                crate::kernel::cgroup::normalize_filter(
+                    c,
+                    crate::kernel::cgroup::v2_mount().as_deref(),
+                )
+            }),
             container: f.container.clone(),
             connect: self.connect.clone(),
         })

@@ -187,7 +187,7 @@ impl EventBuilder {
     }
 
     /// The bytes the kernel's ring buffer hands over for this event, what
-    /// [`crate::probe::decode`] reads.
+    /// [`crate::kernel::probe::decode`] reads.
     pub fn bytes(self) -> Vec<u8> {
         // SAFETY: `Event` is `#[repr(C)]` plain old data with explicit
         // padding fields, so all of its `size_of` bytes are initialized and
@@ -209,7 +209,7 @@ impl From<Event> for EventBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::decode;
+    use crate::kernel::probe::decode;
 
     #[test]
     fn bytes_decode_back_to_the_event() {

@@ -6,38 +6,29 @@
 //! joins probes, tracker and filter into one source of records. Commands
 //! (`trace`, `dashboard`, `scenario`, `serve`) only wire the pipeline to their output.
 
-pub mod btf;
-pub mod cgroup;
 pub mod cli;
-pub mod dashboard;
-pub mod dense;
-pub mod escape;
+pub mod commands;
 pub mod explain;
-pub mod fasthash;
-pub mod filter;
 #[doc(hidden)]
 pub mod fixture;
 pub mod kernel;
-pub mod ndjson;
-pub mod netns;
-pub mod offsets;
+pub mod model;
 pub mod output;
 pub mod pipeline;
-pub mod probe;
-pub mod record;
 pub mod recording;
 pub mod scenario;
-pub mod serve;
-pub mod sockets;
-pub mod sys;
-pub mod trace;
-pub mod tracker;
+pub mod util;
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::{cli::Cli, filter::Filter};
+use crate::{
+    cli::Cli,
+    commands::{dashboard, serve, trace},
+    kernel::{cgroup, netns, probe},
+    model::filter::Filter,
+};
 
 /// Builds the record filter from the command line, checking what can be
 /// checked before any probe is loaded.
@@ -208,7 +199,7 @@ fn scenario_command(cmd: cli::ScenarioCommand, mode: probe::Mode) -> anyhow::Res
             })
             .collect::<anyhow::Result<_>>()?
     };
-    let mut pipeline = pipeline::Pipeline::new(filter::Filter::default(), mode)?;
+    let mut pipeline = pipeline::Pipeline::new(Filter::default(), mode)?;
     let mut results = Vec::new();
     for s in chosen {
         if !json {

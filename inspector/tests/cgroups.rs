@@ -19,7 +19,9 @@ use std::{
 };
 
 use common::of_type;
-use inspector::{cgroup, filter::Filter, netns::in_new_netns, record::Record};
+use inspector::{
+    kernel::cgroup, kernel::netns::in_new_netns, model::filter::Filter, model::record::Record,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_inspector");

@@ -12,7 +12,7 @@ use std::{
 };
 
 use common::{addr, errno_of, inspector, needs_root, tcp};
-use inspector::netns::in_new_netns;
+use inspector::kernel::netns::in_new_netns;
 use serde_json::Value;
 
 /// Waits for `child` to exit, killing it after `limit`.

@@ -18,7 +18,7 @@ use inspector::{
         connect::{self, BOUNDARY_MS, Destination},
         inventory::Source,
     },
-    netns,
+    kernel::netns,
 };
 use socket2::{Domain, Socket, Type};
 
@@ -629,10 +629,10 @@ fn connect_verdicts_match_the_kernel() {
 /// stream, as a failed bind does (explain::annotate).
 #[test]
 fn a_failed_connect_is_explained_in_the_stream() {
-    let Some(mut pipeline) = common::pipeline(inspector::filter::Filter::default()) else {
+    let Some(mut pipeline) = common::pipeline(inspector::model::filter::Filter::default()) else {
         return;
     };
-    let mut annotator = inspector::explain::annotate::Annotator::default();
+    let mut annotator = inspector::pipeline::annotate::Annotator::default();
     let (errno, bound_errno, batch) = netns::in_new_netns(move |ns| {
         sysctl("net/ipv4/ip_local_port_range", "40000 40001");
         let l = listener(LISTEN_PORT);

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use inspector::{
-    dashboard::{Dashboard, Event, Flow},
-    filter::Filter,
+    commands::dashboard::{Dashboard, Event, Flow},
+    model::filter::Filter,
 };
 use ratatui::{Terminal, backend::TestBackend};
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};

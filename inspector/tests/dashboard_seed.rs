@@ -15,7 +15,7 @@ use std::{
 };
 
 use inspector::{
-    dashboard::{
+    commands::dashboard::{
         app::{App, Header, Input},
         kernel,
     },
@@ -55,8 +55,8 @@ fn sockets_from_before_the_start_are_seeded_with_their_time_left() {
     let (made_tx, made_rx) = mpsc::channel();
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {
-        inspector::netns::enter_new_netns().expect("a namespace");
-        let netns = inspector::netns::current_netns().expect("its inode");
+        inspector::kernel::netns::enter_new_netns().expect("a namespace");
+        let netns = inspector::kernel::netns::current_netns().expect("its inode");
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let path = PathBuf::from(format!("/proc/self/task/{tid}/ns/net"));

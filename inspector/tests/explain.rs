@@ -20,7 +20,7 @@ use inspector::{
         inventory,
         rules::{Port, Proto, Sock, SockState, UdpWalk},
     },
-    netns,
+    kernel::netns,
 };
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -1295,11 +1295,11 @@ fn explain_leaves_holders_alone_and_flags_a_udp_hijack_risk() {
 /// after the failure).
 #[test]
 fn a_failed_bind_is_explained_without_a_timewait_socket_created_after_it() {
-    let Some(mut pipeline) = common::pipeline(inspector::filter::Filter::default()) else {
+    let Some(mut pipeline) = common::pipeline(inspector::model::filter::Filter::default()) else {
         return;
     };
     // Loaded before the failure, as `trace` does.
-    let mut annotator = inspector::explain::annotate::Annotator::default();
+    let mut annotator = inspector::pipeline::annotate::Annotator::default();
     let (errno, batch, tw_at_annotation) = netns::in_new_netns(move |ns| {
         let listener = common::tcp();
         listener
@@ -1377,13 +1377,13 @@ fn a_failed_bind_is_explained_without_a_timewait_socket_created_after_it() {
 #[test]
 fn a_cross_uid_udp_reuseaddr_bind_is_marked_as_a_hijack() {
     use inspector::{
-        explain::annotate::Annotator,
-        sys::{BindSpec, fork_as},
+        kernel::sys::{BindSpec, fork_as},
+        pipeline::annotate::Annotator,
     };
     if !needs_root("create network namespaces and sockets of uid 65534") {
         return;
     }
-    let Some(mut pipeline) = common::pipeline(inspector::filter::Filter::default()) else {
+    let Some(mut pipeline) = common::pipeline(inspector::model::filter::Filter::default()) else {
         return;
     };
     let mut annotator = Annotator::default();

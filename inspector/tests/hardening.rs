@@ -26,7 +26,7 @@ use common::{
     TempDir, inspector, needs_root,
     serve::{Running, ci, get, spawn_serve, start_prometheus, tool},
 };
-use inspector::netns::in_new_netns;
+use inspector::kernel::netns::in_new_netns;
 
 /// The bound on a replay's memory (VmHWM), whatever it reads.
 const REPLAY_RSS_MAX_KIB: u64 = 128 * 1024;
@@ -588,7 +588,7 @@ fn big_recording(dir: &Path, n: u64) {
         false,
     )
     .expect("writer");
-    let mut tracker = inspector::tracker::Tracker::new();
+    let mut tracker = inspector::model::tracker::Tracker::new();
     let mut records = Vec::new();
     let ev = inspector::fixture::EventBuilder::connect(5000)
         .owner(4242, "client")
@@ -599,7 +599,7 @@ fn big_recording(dir: &Path, n: u64) {
     for i in 0..n {
         r.ts_ns = header.start_mono_ns + i * 1_000;
         r.lport = 32768 + (i % 28000) as u16;
-        inspector::ndjson::write(&r, &mut w.pending);
+        inspector::output::ndjson::write(&r, &mut w.pending);
         if w.full() {
             w.flush().expect("flush");
         }

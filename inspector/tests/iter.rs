@@ -18,9 +18,9 @@ use std::{
 use common::{addr, tcp, udp};
 use inspector::{
     kernel::Proto,
-    netns::current_netns,
-    netns::enter_new_netns,
-    sockets::{Entry, KernelSocket, SnapshotFilter, SocketTable},
+    kernel::netns::current_netns,
+    kernel::netns::enter_new_netns,
+    kernel::sockets::{Entry, KernelSocket, SnapshotFilter, SocketTable},
 };
 
 const WAIT: Duration = Duration::from_secs(5);

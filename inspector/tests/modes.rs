@@ -17,12 +17,12 @@ use std::{
 
 use common::{addr, inode, tcp, udp};
 use inspector::{
-    filter::Filter,
     kernel::Proto,
-    netns::{in_new_netns, set_sysctl},
+    kernel::netns::{in_new_netns, set_sysctl},
+    kernel::probe::{Mode, ProbeError},
+    model::filter::Filter,
+    model::record::{Record, RecordType},
     pipeline::Pipeline,
-    probe::{Mode, ProbeError},
-    record::{Record, RecordType},
 };
 
 const CONNECTIONS: usize = 120;

@@ -8,10 +8,10 @@ use std::{collections::HashMap, sync::mpsc, time::Duration};
 
 use common::{addr, collect, errno_of, inode, of_type, pipeline, pipeline_with, tcp, udp};
 use inspector::{
-    filter::Filter,
+    kernel::netns::{in_new_netns, set_sysctl},
     kernel::{Errno, Phase, Proto, TcpState},
-    netns::{in_new_netns, set_sysctl},
-    record::ExitReason,
+    model::filter::Filter,
+    model::record::ExitReason,
 };
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -484,8 +484,8 @@ fn netns_filter_keeps_only_the_chosen_namespace() {
     let (tx_a, rx_a) = mpsc::channel();
     let (go_a, wait_a) = mpsc::channel::<()>();
     let a = std::thread::spawn(move || {
-        inspector::netns::enter_new_netns().expect("netns");
-        tx_a.send(inspector::netns::current_netns().expect("ino"))
+        inspector::kernel::netns::enter_new_netns().expect("netns");
+        tx_a.send(inspector::kernel::netns::current_netns().expect("ino"))
             .expect("send");
         wait_a.recv().expect("go");
         let s = tcp();
@@ -515,7 +515,7 @@ fn netns_filter_keeps_only_the_chosen_namespace() {
     while std::time::Instant::now() < deadline
         && !all
             .iter()
-            .any(|r: &inspector::record::Record| r.lport == 7010)
+            .any(|r: &inspector::model::record::Record| r.lport == 7010)
     {
         p.poll(&mut batch, false);
         all.append(&mut batch);
@@ -539,8 +539,8 @@ fn namespace_worker<T: Send + 'static>(
     let (tx, rx) = mpsc::channel();
     let (go, wait) = mpsc::channel::<()>();
     let handle = std::thread::spawn(move || {
-        inspector::netns::enter_new_netns().expect("netns");
-        tx.send(inspector::netns::current_netns().expect("ino"))
+        inspector::kernel::netns::enter_new_netns().expect("netns");
+        tx.send(inspector::kernel::netns::current_netns().expect("ino"))
             .expect("send");
         wait.recv().expect("go");
         work()
@@ -552,8 +552,8 @@ fn namespace_worker<T: Send + 'static>(
 /// quiet by then), or the timeout.
 fn drain_all(
     p: &mut inspector::pipeline::Pipeline,
-    out: &mut Vec<inspector::record::Record>,
-) -> inspector::probe::Counters {
+    out: &mut Vec<inspector::model::record::Record>,
+) -> inspector::kernel::probe::Counters {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         // What is read here belongs to the caller's records too: the tail
@@ -582,7 +582,7 @@ fn a_full_ring_counts_drops_and_the_stats_record_reports_them() {
         netns: Some(netns),
         ..Filter::default()
     };
-    let opts = inspector::probe::LoadOptions {
+    let opts = inspector::kernel::probe::LoadOptions {
         ring_bytes: Some(16 << 10),
         ..Default::default()
     };
@@ -606,7 +606,7 @@ fn a_full_ring_counts_drops_and_the_stats_record_reports_them() {
 
     let stats = p.stats(0, true);
     let mut line = Vec::new();
-    inspector::ndjson::write_stats(&stats, &mut line);
+    inspector::output::ndjson::write_stats(&stats, &mut line);
     let v: serde_json::Value = serde_json::from_slice(&line).expect("JSON");
     assert_eq!(v["type"], "stats");
     assert_eq!(v["dropped"], c.dropped);
@@ -644,10 +644,10 @@ fn an_unreadable_bind_address_is_counted_and_not_an_autobind() {
     });
     let binds = of_type(&recs, "bind");
     let after = p.counters();
-    let unreadable = |c: &inspector::probe::Counters| {
+    let unreadable = |c: &inspector::kernel::probe::Counters| {
         c.by_kind[inspector_common::counter::READ_USER_ADDR as usize]
     };
-    if p.probes.mode == inspector::probe::Mode::Fentry {
+    if p.probes.mode == inspector::kernel::probe::Mode::Fentry {
         // `__sys_bind` fails before `inet_bind` runs: no decision to see.
         assert!(binds.is_empty(), "{binds:#?}");
         return;
@@ -666,7 +666,7 @@ fn an_unreadable_bind_address_is_counted_and_not_an_autobind() {
     assert_eq!(b.req_port, None);
     assert_eq!(b.ino, Some(ino));
     let mut json = Vec::new();
-    inspector::ndjson::write(b, &mut json);
+    inspector::output::ndjson::write(b, &mut json);
     let v: serde_json::Value = serde_json::from_slice(&json).expect("JSON");
     assert!(v["req_addr"].is_null() && v["req_port"].is_null(), "{v}");
     assert!(
@@ -808,7 +808,7 @@ fn unaccepted_connections_keep_the_listener_owner() {
         (netns, std::process::id(), listener)
     })
     .expect("netns");
-    let child = |r: &inspector::record::Record| {
+    let child = |r: &inspector::model::record::Record| {
         r.kind.as_str() == "state" && r.lport == PORT && r.rport != 0
     };
     let recs = collect(&mut p, netns, WAIT, |r| {
@@ -873,7 +873,7 @@ fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
     })
     .expect("netns");
     let recs = collect(&mut p, netns, WAIT, |r| of_type(r, "tw_enter").len() >= N);
-    let on_port = |r: &inspector::record::Record| r.lport == PORT || r.rport == PORT;
+    let on_port = |r: &inspector::model::record::Record| r.lport == PORT || r.rport == PORT;
     for r in recs.iter().filter(|r| r.kind.as_str() == "state") {
         assert!(
             matches!(
@@ -938,14 +938,14 @@ fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
 /// every system call report the same decisions.
 #[test]
 fn the_raw_syscall_fallback_reports_binds_and_connects() {
-    if common::test_mode() == inspector::probe::Mode::Fentry {
+    if common::test_mode() == inspector::kernel::probe::Mode::Fentry {
         eprintln!("SKIPPED: fentry mode has no syscall hooks");
         return;
     }
     let Some(mut p) = pipeline_with(
         Filter::default(),
-        inspector::probe::LoadOptions {
-            mode: inspector::probe::Mode::Tracepoint,
+        inspector::kernel::probe::LoadOptions {
+            mode: inspector::kernel::probe::Mode::Tracepoint,
             raw_syscalls: true,
             ..Default::default()
         },

@@ -14,7 +14,7 @@ use std::{
 };
 
 use common::{addr, errno_of, inspector, needs_root, tcp, udp};
-use inspector::netns::in_new_netns;
+use inspector::kernel::netns::in_new_netns;
 use serde_json::Value;
 
 fn tmpdir(name: &str) -> PathBuf {

@@ -8,7 +8,7 @@ use std::{collections::HashMap, process::Command};
 
 use common::pipeline;
 use inspector::{
-    filter::Filter,
+    model::filter::Filter,
     scenario::{self, CATALOG, ScenarioResult},
 };
 use serde_json::Value;

@@ -17,7 +17,7 @@ use common::{
     serve::{get, start_prometheus, start_serve, start_serve_with, tool},
     tcp,
 };
-use inspector::netns::in_new_netns;
+use inspector::kernel::netns::in_new_netns;
 
 const CONNECTIONS: usize = 300;
 const PORT: u16 = 7011;
@@ -177,8 +177,8 @@ fn ports_in_use_toward_one_destination_show_per_destination() {
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let (end, end_rx) = std::sync::mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {
-        inspector::netns::enter_new_netns().expect("netns");
-        let netns = inspector::netns::current_netns().expect("netns inode");
+        inspector::kernel::netns::enter_new_netns().expect("netns");
+        let netns = inspector::kernel::netns::current_netns().expect("netns inode");
         let target = addr(&format!("127.0.0.1:{DEST_PORT}"));
         let listener = tcp();
         listener.bind(&target).expect("bind");

@@ -50,7 +50,7 @@ use super::{
     inventory::{FLAGS_KERNEL, Holder, Source},
     rules::Rule,
 };
-use crate::netns::{self, NetnsError};
+use crate::kernel::netns::{self, NetnsError};
 
 /// `TCP_TIMEWAIT_LEN` (include/net/tcp.h): a TIME_WAIT timer's length.
 const TIMEWAIT_MS: u32 = 60_000;
@@ -888,9 +888,11 @@ pub fn explain_with(
 
 fn owner(h: &PortHolder) -> String {
     match (h.pid, &h.comm, h.last_pid, &h.last_comm) {
-        // Process names are escaped for the terminal (crate::escape).
-        (Some(p), Some(c), ..) => format!("pid {p} {}", crate::escape::text(c)),
-        (None, _, Some(p), Some(c)) => format!("no owner, was pid {p} {}", crate::escape::text(c)),
+        // Process names are escaped for the terminal (crate::util::escape).
+        (Some(p), Some(c), ..) => format!("pid {p} {}", crate::util::escape::text(c)),
+        (None, _, Some(p), Some(c)) => {
+            format!("no owner, was pid {p} {}", crate::util::escape::text(c))
+        }
         _ => "no owner".into(),
     }
 }
@@ -975,7 +977,7 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
                 fmt_addr(h.laddr, h.lport),
                 fmt_addr(h.raddr, h.rport),
                 owner(h),
-                crate::escape::text(&h.why)
+                crate::util::escape::text(&h.why)
             )?;
         }
         if shown.len() > TEXT_HOLDERS {
@@ -992,10 +994,10 @@ pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
         out,
         "  rule: {}: {}",
         e.rule.function,
-        crate::escape::text(&e.rule.condition)
+        crate::util::escape::text(&e.rule.condition)
     )?;
     for a in &e.advice {
-        writeln!(out, "  advice: {}", crate::escape::text(a))?;
+        writeln!(out, "  advice: {}", crate::util::escape::text(a))?;
     }
     for a in &e.assumptions {
         writeln!(out, "assumes: {a}")?;

@@ -2,7 +2,7 @@
 //! including TIME_WAIT, read from the kernel's own tables.
 //!
 //! - Sockets and their flags: the BPF socket iterators (`iter/tcp`,
-//!   `iter/udp`, see [`crate::sockets`]) read each socket's `skc_reuse`,
+//!   `iter/udp`, see [`crate::kernel::sockets`]) read each socket's `skc_reuse`,
 //!   `skc_reuseport`, `skc_ipv6only`, `sk_uid` and bound device, a timewait
 //!   socket's own `tw_reuse`/`tw_reuseport` included: exact, the bits
 //!   `inet_bind_conflict` and `udp_lib_lport_inuse` read.
@@ -29,10 +29,12 @@ use serde::Serialize;
 
 use super::rules::{self, SockState};
 use crate::{
+    kernel::netns::{self, NetnsError},
+    kernel::sockets::{
+        Entry, KernelSocket, SnapshotFilter, SocketFile, SocketTable, SocketTableError,
+    },
+    kernel::sys::{self, syscall},
     kernel::{self, TcpState},
-    netns::{self, NetnsError},
-    sockets::{Entry, KernelSocket, SnapshotFilter, SocketFile, SocketTable, SocketTableError},
-    sys::{self, syscall},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +109,9 @@ fn owner_cgroup(pid: Option<u32>) -> (Option<String>, Option<String>) {
             .lines()
             .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
     });
-    let container = path.as_deref().and_then(crate::cgroup::container_id);
+    let container = path
+        .as_deref()
+        .and_then(crate::kernel::cgroup::container_id);
     (path, container)
 }
 

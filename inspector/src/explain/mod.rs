@@ -9,7 +9,6 @@
 //! [`Request`].
 
 pub mod advice;
-pub mod annotate;
 pub mod connect;
 pub mod inventory;
 pub mod rules;
@@ -28,8 +27,8 @@ use self::{
     rules::{Port, Proto, Sock, Verdict},
 };
 use crate::{
-    netns::{self, NetnsError},
-    sys::{self, BindSpec},
+    kernel::netns::{self, NetnsError},
+    kernel::sys::{self, BindSpec},
 };
 
 /// `addr:port`, with brackets for IPv6.
@@ -635,7 +634,7 @@ fn opts(reuseaddr: Option<bool>, reuseport: Option<bool>, v6only: Option<bool>) 
 pub fn write_text(e: &Explanation, out: &mut impl Write) -> io::Result<()> {
     // Owners' names and cgroup paths are theirs to choose; they and the
     // sentences quoting them are escaped for the terminal.
-    use crate::escape::Escaped as Esc;
+    use crate::util::escape::Escaped as Esc;
     let r = &e.request;
     writeln!(
         out,

@@ -87,7 +87,7 @@ impl RecordingDir {
                 path: path.to_owned(),
                 source: e.into(),
             })?;
-            let me = crate::sys::geteuid();
+            let me = crate::kernel::sys::geteuid();
             let why = if st.st_uid != me {
                 Some(format!("it belongs to uid {}, not {me}", st.st_uid))
             } else if st.st_mode & 0o022 != 0 {

@@ -27,10 +27,10 @@ pub use self::{
 use tokio::signal::unix::SignalKind;
 
 use crate::{
-    filter::Filter,
+    kernel::probe::Mode,
+    model::filter::Filter,
+    model::record::Record,
     pipeline::{Pipeline, monotonic_ns},
-    probe::Mode,
-    record::Record,
 };
 
 /// Recorded text goes to disk at least this often.
@@ -113,7 +113,7 @@ impl Header {
         };
         Self {
             kind: "header".into(),
-            v: crate::record::SCHEMA_VERSION,
+            v: crate::model::record::SCHEMA_VERSION,
             host: read("/proc/sys/kernel/hostname"),
             kernel: read("/proc/sys/kernel/osrelease"),
             mode,
@@ -352,7 +352,7 @@ pub struct Recorder {
     retry_after: Duration,
     last_stats: Instant,
     last_flush: Instant,
-    stated: (u64, crate::probe::Counters),
+    stated: (u64, crate::kernel::probe::Counters),
 }
 
 impl Recorder {
@@ -367,7 +367,7 @@ impl Recorder {
             retry_after: RETRY_AFTER,
             last_stats: Instant::now(),
             last_flush: Instant::now(),
-            stated: (0, crate::probe::Counters::default()),
+            stated: (0, crate::kernel::probe::Counters::default()),
         }
     }
 
@@ -394,7 +394,7 @@ impl Recorder {
         }
         self.recorded += 1;
         self.unflushed += 1;
-        crate::ndjson::write(r, &mut self.out.pending);
+        crate::output::ndjson::write(r, &mut self.out.pending);
     }
 
     /// After each turn of the loop: a `stats` line when due (always at the
@@ -419,7 +419,7 @@ impl Recorder {
             let now = (stats.events_read, stats.counters);
             if done || now != self.stated {
                 self.stated = now;
-                crate::ndjson::write_stats(&stats, &mut self.out.pending);
+                crate::output::ndjson::write_stats(&stats, &mut self.out.pending);
             }
         }
         if done || self.out.full() || self.last_flush.elapsed() >= FLUSH_EVERY {
@@ -506,7 +506,7 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
     // may come before the rest of the start-up is done.
     let mut header = Header::new(String::new(), opts.filter.describe());
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
-    let mut annotator = crate::explain::annotate::Annotator::default();
+    let mut annotator = crate::pipeline::annotate::Annotator::default();
     header.mode = pipeline.probes.mode.to_string();
     let mut rec = Recorder::new(Writer::create(
         &opts.dir,
@@ -725,7 +725,7 @@ mod tests {
             last: false,
             events_read: 0,
             records,
-            counters: crate::probe::Counters::default(),
+            counters: crate::kernel::probe::Counters::default(),
         };
         let turn = |rec: &mut Recorder| {
             // Due now: the frame goes out.
@@ -738,7 +738,7 @@ mod tests {
             .expect("/dev/full");
         rec.out.file = Some((full, PathBuf::from("/dev/full")));
         let mut records = Vec::new();
-        crate::tracker::Tracker::new().apply(
+        crate::model::tracker::Tracker::new().apply(
             &crate::fixture::EventBuilder::bind(8080).build(),
             &mut records,
         );

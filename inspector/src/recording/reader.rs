@@ -57,7 +57,7 @@ pub enum ReadError {
     #[error(
         "{} is a recording of schema v{v}, newer than this build reads (v{}): replay it with a newer inspector",
         path.display(),
-        crate::record::SCHEMA_VERSION
+        crate::model::record::SCHEMA_VERSION
     )]
     Version { path: PathBuf, v: u32 },
     #[error(
@@ -404,7 +404,7 @@ impl Reader {
 }
 
 fn check_version(h: &Header, path: &Path) -> Result<(), ReadError> {
-    if h.v > crate::record::SCHEMA_VERSION {
+    if h.v > crate::model::record::SCHEMA_VERSION {
         return Err(ReadError::Version {
             path: path.to_owned(),
             v: h.v,

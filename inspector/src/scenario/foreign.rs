@@ -1,13 +1,13 @@
 //! A socket held by another user: a forked child that drops to
 //! uid/gid 65534 (nobody), binds (and optionally listens), reports the errno
-//! and holds the socket until the parent lets go ([`crate::sys::fork_as`]).
+//! and holds the socket until the parent lets go ([`crate::kernel::sys::fork_as`]).
 //!
 //! The child inherits the forking thread's network namespace.
 
 use std::{io, net::SocketAddr};
 
 use super::ctx::Proto;
-use crate::sys::{self, BindSpec, Forked};
+use crate::kernel::sys::{self, BindSpec, Forked};
 
 pub const NOBODY: u32 = 65534;
 

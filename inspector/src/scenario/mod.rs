@@ -31,8 +31,8 @@ use serde::Serialize;
 
 use crate::{
     kernel::{Errno, Phase},
+    model::record::{Record, RecordType},
     pipeline::Pipeline,
-    record::{Record, RecordType},
 };
 
 /// One entry of the catalog.

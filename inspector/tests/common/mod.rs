@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use inspector::{filter::Filter, pipeline::Pipeline, record::Record};
+use inspector::{model::filter::Filter, model::record::Record, pipeline::Pipeline};
 
 pub mod serve;
 
@@ -36,24 +36,27 @@ impl Drop for TempDir {
 /// Loads the real kernel programs. Under `CI=true` any failure fails the
 /// test; elsewhere, a missing privilege skips it with a printed reason.
 pub fn pipeline(filter: Filter) -> Option<Pipeline> {
-    pipeline_with(filter, inspector::probe::LoadOptions::default())
+    pipeline_with(filter, inspector::kernel::probe::LoadOptions::default())
 }
 
 /// [`pipeline`] with load options (`mode` is the tests' own, see
 /// [`test_mode`]).
-pub fn pipeline_with(filter: Filter, opts: inspector::probe::LoadOptions) -> Option<Pipeline> {
+pub fn pipeline_with(
+    filter: Filter,
+    opts: inspector::kernel::probe::LoadOptions,
+) -> Option<Pipeline> {
     let mode = test_mode();
-    let opts = inspector::probe::LoadOptions { mode, ..opts };
+    let opts = inspector::kernel::probe::LoadOptions { mode, ..opts };
     let p = load_privileged("the probes", || Pipeline::with_options(filter, opts))?;
     eprintln!("probes: {} mode (asked: {})", p.probes.mode, mode.name());
     Some(p)
 }
 
 /// The socket iterators, under the same rule as [`pipeline`].
-pub fn socket_table() -> Option<inspector::sockets::SocketTable> {
+pub fn socket_table() -> Option<inspector::kernel::sockets::SocketTable> {
     load_privileged(
         "the socket iterators",
-        inspector::sockets::SocketTable::load,
+        inspector::kernel::sockets::SocketTable::load,
     )
 }
 
@@ -83,11 +86,11 @@ fn load_privileged<T, E: std::fmt::Display>(
 /// The mode the privileged tests load the probes in: `INSPECTOR_MODE`
 /// (auto, tracepoint, fentry), auto when unset. The VM matrix runs every
 /// test binary once per mode.
-pub fn test_mode() -> inspector::probe::Mode {
+pub fn test_mode() -> inspector::kernel::probe::Mode {
     match std::env::var("INSPECTOR_MODE") {
         Ok(m) => clap::ValueEnum::from_str(&m, false)
             .unwrap_or_else(|e| panic!("INSPECTOR_MODE={m}: {e} (auto, tracepoint or fentry)")),
-        Err(_) => inspector::probe::Mode::Auto,
+        Err(_) => inspector::kernel::probe::Mode::Auto,
     }
 }
 
@@ -149,15 +152,16 @@ pub fn errno_of(r: std::io::Result<()>) -> Option<i32> {
 /// then have said so, and the kernel's BTF must confirm it.
 pub fn reuseport_hook_missing(p: &Pipeline) -> bool {
     let reported = p.probes.missing.iter().any(|m| m.contains("sk_data_ready"));
-    if p.probes.mode == inspector::probe::Mode::Fentry {
+    if p.probes.mode == inspector::kernel::probe::Mode::Fentry {
         assert!(
             !reported,
             "fentry mode sees choices at reuseport_select_sock"
         );
         return false;
     }
-    let btf = inspector::btf::Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))
-        .expect("kernel BTF");
+    let btf =
+        inspector::kernel::btf::Btf::from_file(std::path::Path::new("/sys/kernel/btf/vmlinux"))
+            .expect("kernel BTF");
     let exists = btf.has_type("btf_trace_sk_data_ready");
     assert_eq!(
         reported, !exists,

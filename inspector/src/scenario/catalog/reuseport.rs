@@ -118,7 +118,7 @@ pub(super) fn udp_reuseaddr_unicast(ctx: &mut Ctx) -> Res {
 }
 
 fn set_multicast_on_lo() -> Result<(), ScenarioError> {
-    crate::netns::set_link_flags("lo", libc::IFF_MULTICAST)?;
+    crate::kernel::netns::set_link_flags("lo", libc::IFF_MULTICAST)?;
     Ok(())
 }
 

@@ -1,0 +1,6 @@
+//! The front ends: each wires a record source to what it shows or keeps,
+//! and consumes the layers below without adding domain logic of its own.
+
+pub mod dashboard;
+pub mod serve;
+pub mod trace;

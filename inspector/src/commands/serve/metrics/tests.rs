@@ -1,0 +1,441 @@
+use super::*;
+use crate::{
+    fixture::{EventBuilder, INIT_NETNS},
+    kernel::{Errno, Phase},
+    model::record::ExitReason,
+};
+
+fn bind(port: u16, errno: Option<Errno>) -> Record {
+    let mut r = Record::from_event(&EventBuilder::bind(port).build(), RecordType::Bind);
+    r.phase = Some(Phase::Bind);
+    r.req_port = Some(port);
+    r.errno = errno;
+    r
+}
+
+fn delivery(sock: u64, ino: u64, port: u16) -> Record {
+    let ev = EventBuilder::new(inspector_common::kind::REUSEPORT)
+        .sock(sock)
+        .ino(ino)
+        .build();
+    let mut r = Record::from_event(&ev, RecordType::Reuseport);
+    r.lport = port;
+    r.pid = Some(77);
+    r.comm = Some("srv".into());
+    r
+}
+
+/// The sample lines of `metric` (exact name before `{` or ` `).
+fn samples<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .collect()
+}
+
+#[test]
+fn counters_have_total_samples_and_types_in_both_formats() {
+    let mut m = Metrics::new(Limits::default());
+    m.apply(&bind(8080, None));
+    m.apply(&bind(8080, Some(Errno::EADDRINUSE)));
+    let om = m.encode_openmetrics();
+    assert!(
+        om.contains("# TYPE inspector_bind_decisions counter\n"),
+        "{om}"
+    );
+    assert!(om.ends_with("# EOF\n"));
+    let ok = samples(&om, "inspector_bind_decisions_total");
+    assert_eq!(ok.len(), 2, "{om}");
+    assert!(om.contains(
+        "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\"} 1\n"
+    ));
+    let text = m.encode_text();
+    assert!(
+        text.contains("# TYPE inspector_bind_decisions_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# HELP inspector_bind_decisions_total "));
+    assert!(text.contains("# TYPE inspector_last_bind_failure_info gauge\n"));
+    assert!(!text.contains("# EOF"));
+    assert!(!text.contains("# UNIT"));
+}
+
+#[test]
+fn explanation_label_is_escaped_and_clipped() {
+    let mut m = Metrics::new(Limits::default());
+    let mut r = bind(80, Some(Errno::EACCES));
+    r.explanation = Some(format!("say \"no\"\\ \n{}", "x".repeat(400)));
+    m.apply(&r);
+    let om = m.encode_openmetrics();
+    let line = samples(&om, "inspector_last_bind_failure_info")[0];
+    assert!(line.contains(r#"explanation="say \"no\"\\ \n"#), "{line}");
+    assert!(line.len() < EXPLANATION_MAX + 120, "{line}");
+}
+
+#[test]
+fn ports_past_the_limit_fold_into_other_but_filtered_ports_never_do() {
+    let mut m = Metrics::new(Limits {
+        ports: Some("9000".parse().expect("port set")),
+        max_ports: 2,
+        max_series: 100,
+        container_label: false,
+    });
+    for port in [1, 2, 3, 4, 9000] {
+        m.apply(&bind(port, Some(Errno::EADDRINUSE)));
+    }
+    let om = m.encode_openmetrics();
+    let failures = samples(&om, "inspector_bind_failures_total");
+    assert!(failures.iter().any(|l| l.contains("port=\"9000\"")), "{om}");
+    assert!(failures.iter().any(|l| l.contains("port=\"1\"")));
+    assert!(failures.iter().any(|l| l.contains("port=\"2\"")));
+    assert!(
+        failures
+            .iter()
+            .any(|l| l.contains("port=\"other\"") && l.ends_with(" 2"))
+    );
+    assert!(om.contains("inspector_series_folded_total{metric=\"inspector_bind_failures\"} 2\n"));
+}
+
+#[test]
+fn the_container_label_is_there_only_when_asked_and_folds_past_the_cap() {
+    let in_container = |mut r: Record, c: &str| {
+        r.container = Some(c.into());
+        r
+    };
+    let feed = |m: &mut Metrics| {
+        m.apply(&in_container(bind(8080, Some(Errno::EADDRINUSE)), "web"));
+        m.apply(&bind(8080, Some(Errno::EADDRINUSE)));
+        m.apply(&in_container(bind(8081, Some(Errno::EADDRINUSE)), "db"));
+        m.apply(&in_container(delivery(1, 11, 9000), "web"));
+        m.apply(&delivery(2, 12, 9000));
+    };
+    let mut off = Metrics::new(Limits::default());
+    feed(&mut off);
+    let om = off.encode_openmetrics();
+    assert!(!om.contains("container="), "{om}");
+    assert!(om.contains(
+        "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\"} 2\n"
+    ));
+    let mut on = Metrics::new(Limits {
+        container_label: true,
+        ..Limits::default()
+    });
+    feed(&mut on);
+    let om = on.encode_openmetrics();
+    let failures = samples(&om, "inspector_bind_failures_total");
+    assert_eq!(failures.len(), 3, "{om}");
+    assert!(failures.contains(
+        &"inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\",container=\"web\"} 1"
+    ));
+    assert!(failures.contains(
+        &"inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\",container=\"\"} 1"
+    ));
+    let members = samples(&om, "inspector_reuseport_deliveries_total");
+    assert_eq!(members.len(), 2, "{om}");
+    assert!(
+        members
+            .iter()
+            .any(|l| l.contains("socket=\"11\"") && l.contains("container=\"web\""))
+    );
+    assert!(
+        members
+            .iter()
+            .any(|l| l.contains("socket=\"12\"") && l.contains("container=\"\""))
+    );
+    // Past the series cap, containers fold like any label.
+    let mut capped = Metrics::new(Limits {
+        max_series: 1,
+        container_label: true,
+        ..Limits::default()
+    });
+    feed(&mut capped);
+    let om = capped.encode_openmetrics();
+    assert!(samples(&om, "inspector_bind_failures_total").contains(
+        &"inspector_bind_failures_total{proto=\"other\",port=\"other\",errno=\"other\",container=\"other\"} 2"
+    ), "{om}");
+    assert!(om.contains("container=\"other\"} 1\n"), "{om}");
+}
+
+#[test]
+fn series_past_the_cap_fold_into_one_other_series() {
+    let mut m = Metrics::new(Limits {
+        ports: None,
+        max_ports: 1000,
+        max_series: 2,
+        container_label: false,
+    });
+    for port in 1..=5 {
+        m.apply(&bind(port, Some(Errno::EADDRINUSE)));
+    }
+    let om = m.encode_openmetrics();
+    let failures = samples(&om, "inspector_bind_failures_total");
+    assert_eq!(failures.len(), 3, "{om}");
+    assert!(failures.contains(
+        &"inspector_bind_failures_total{proto=\"other\",port=\"other\",errno=\"other\"} 3"
+    ));
+}
+
+#[test]
+fn deliveries_per_member_imbalance_and_closed_members_leave_after_one_scrape() {
+    let mut m = Metrics::new(Limits::default());
+    for _ in 0..3 {
+        m.apply(&delivery(0xa, 11, 7000));
+    }
+    m.apply(&delivery(0xb, 12, 7000));
+    let om = m.encode_openmetrics();
+    let d = samples(&om, "inspector_reuseport_deliveries_total");
+    assert_eq!(d.len(), 2, "{om}");
+    assert!(d.contains(&&*format!(
+        "inspector_reuseport_deliveries_total{{proto=\"tcp\",port=\"7000\",netns=\"{INIT_NETNS}\",socket=\"11\",pid=\"77\",comm=\"srv\"}} 3"
+    )));
+    // max 3 over mean 2.
+    assert!(om.contains("inspector_reuseport_imbalance_ratio{proto=\"tcp\",port=\"7000\""));
+    assert!(om.contains("} 1.5\n"), "{om}");
+
+    // No deliveries in the next interval: no ratio; then 0xb closes.
+    let mut close = Record::from_event(
+        &EventBuilder::state(TcpState::LISTEN, TcpState::CLOSE)
+            .sock(0xb)
+            .build(),
+        RecordType::State,
+    );
+    close.old_state = Some(TcpState::LISTEN);
+    m.apply(&close);
+    let om = m.encode_openmetrics();
+    assert!(!om.contains("inspector_reuseport_imbalance_ratio{"), "{om}");
+    assert_eq!(
+        samples(&om, "inspector_reuseport_deliveries_total").len(),
+        2
+    );
+    let om = m.encode_openmetrics();
+    assert_eq!(
+        samples(&om, "inspector_reuseport_deliveries_total").len(),
+        1
+    );
+}
+
+#[test]
+fn kernel_view_timewait_and_exits() {
+    let mut m = Metrics::new(Limits::default());
+    let mut exit = Record::from_event(
+        &EventBuilder::time_wait(inspector_common::kind::TW_EXPIRE, TcpState::TIME_WAIT).build(),
+        RecordType::TwExit,
+    );
+    exit.reason = Some(ExitReason::Expired);
+    m.apply(&exit);
+    let counters = Counters {
+        dropped: 4,
+        ..Counters::default()
+    };
+    m.set_kernel(KernelView {
+        counters,
+        events_read: 10,
+        run_time_ns: vec![("sys_exit".into(), 1_500_000_000)],
+        timewait: Some(vec![(Proto::Tcp, 8080, 5)]),
+        ..KernelView::default()
+    });
+    let om = m.encode_openmetrics();
+    for line in [
+        "inspector_timewait_exits_total{reason=\"expired\"} 1\n",
+        "inspector_timewait_sockets{proto=\"tcp\",port=\"8080\"} 5\n",
+        "inspector_events_total 10\n",
+        "inspector_events_dropped_total 4\n",
+        "inspector_kernel_errors_total{kind=\"read_sock\"} 0\n",
+        "inspector_bpf_program_run_seconds_total{program=\"sys_exit\"} 1.5\n",
+        "# TYPE inspector_timewait_sockets gauge\n",
+    ] {
+        assert!(om.contains(line), "missing {line:?} in\n{om}");
+    }
+}
+
+#[test]
+fn every_metric_is_prefixed() {
+    let mut m = Metrics::new(Limits::default());
+    m.apply(&bind(1, Some(Errno::EADDRINUSE)));
+    m.apply(&delivery(1, 1, 1));
+    let text = m.encode_text();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.starts_with("inspector_"), "{line}");
+    }
+}
+
+#[test]
+fn imbalance_ratio_is_max_over_mean() {
+    assert_eq!(imbalance_ratio(&[]), None);
+    assert_eq!(imbalance_ratio(&[0, 0]), None);
+    assert_eq!(imbalance_ratio(&[5, 5, 5]), Some(1.0));
+    assert_eq!(imbalance_ratio(&[3, 0, 0]), Some(3.0));
+}
+
+#[test]
+fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten() {
+    let mut m = Metrics::new(Limits::default());
+    m.count_decisions_in_kernel();
+    // A failed bind still arrives as a record: its failure series, not a
+    // second decision.
+    m.apply(&bind(8080, Some(Errno::EADDRINUSE)));
+    let outcome = |phase: u8, errno: i32| inspector_common::Outcome {
+        kind: inspector_common::kind::BIND,
+        proto: inspector_common::IPPROTO_TCP,
+        phase,
+        _pad: 0,
+        errno,
+    };
+    let member = |sock: u64, n: u64| KernelMember {
+        sock,
+        proto: Some(Proto::Tcp),
+        lport: 8080,
+        netns: INIT_NETNS,
+        ino: sock + 1000,
+        pid: Some(42),
+        comm: Some("srv".into()),
+        container: None,
+        deliveries: n,
+    };
+    let view = |n: u64| KernelView {
+        outcomes: Some(vec![
+            (outcome(inspector_common::phase::BIND, 0), 3),
+            (outcome(inspector_common::phase::BIND, 98), 1),
+        ]),
+        members: vec![member(1, n), member(2, 2 * n)],
+        ..KernelView::default()
+    };
+    m.set_kernel(view(5));
+    let om = m.encode_openmetrics();
+    for line in [
+        "inspector_bind_decisions_total{proto=\"tcp\",phase=\"bind\",result=\"ok\"} 3\n",
+        "inspector_bind_decisions_total{proto=\"tcp\",phase=\"bind\",result=\"EADDRINUSE\"} 1\n",
+        "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\"} 1\n",
+        "socket=\"1001\",pid=\"42\",comm=\"srv\"} 5\n",
+        "socket=\"1002\",pid=\"42\",comm=\"srv\"} 10\n",
+    ] {
+        assert!(om.contains(line), "missing {line:?} in\n{om}");
+    }
+    assert!(m.take_forgotten().is_empty());
+    // Member 1's listener closes: shown once more, then forgotten.
+    let mut close = Record::from_event(
+        &EventBuilder::new(inspector_common::kind::STATE)
+            .sock(1)
+            .build(),
+        RecordType::State,
+    );
+    close.old_state = Some(TcpState::LISTEN);
+    close.new_state = Some(TcpState::CLOSE);
+    m.apply(&close);
+    m.set_kernel(view(6));
+    let om = m.encode_openmetrics();
+    assert!(
+        om.contains("socket=\"1001\",pid=\"42\",comm=\"srv\"} 6\n"),
+        "{om}"
+    );
+    assert_eq!(m.take_forgotten(), vec![1]);
+    m.set_kernel(KernelView {
+        members: vec![member(2, 20)],
+        ..KernelView::default()
+    });
+    let om = m.encode_openmetrics();
+    assert!(!om.contains("socket=\"1001\""), "{om}");
+    assert!(
+        om.contains("socket=\"1002\",pid=\"42\",comm=\"srv\"} 20\n"),
+        "{om}"
+    );
+}
+
+fn connect(sock: u64, to: u16, lport: u16, errno: i32) -> Record {
+    let mut b = EventBuilder::connect(to).lport(lport).sock(sock);
+    if errno != 0 {
+        b = b.errno(errno).lport(0).rport(0).requested(to);
+    }
+    crate::model::record::decode_bind(&b.build(), RecordType::Connect)
+}
+
+#[test]
+fn ephemeral_ports_per_destination_and_the_range_size() {
+    use crate::model::ephemeral::PortRange;
+    let mut m = Metrics::new(Limits::default());
+    for i in 0..3u16 {
+        m.apply(&connect(u64::from(i) + 1, 8018, 40000 + i, 0));
+    }
+    m.apply(&connect(9, 8018, 0, libc::EADDRNOTAVAIL));
+    m.apply(&connect(10, 9090, 40000, 0));
+    assert_eq!(
+        m.client_namespaces().into_iter().collect::<Vec<_>>(),
+        vec![INIT_NETNS]
+    );
+    m.set_kernel(KernelView {
+        port_ranges: vec![(
+            INIT_NETNS,
+            PortRange::parse("40000 40009", "40009").expect("range"),
+        )],
+        ..KernelView::default()
+    });
+    let om = m.encode_openmetrics();
+    for line in [
+        "# TYPE inspector_ephemeral_ports_in_use gauge\n",
+        &format!(
+            "inspector_ephemeral_ports_in_use{{netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:8018\"}} 3\n"
+        ),
+        &format!(
+            "inspector_ephemeral_ports_in_use{{netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:9090\"}} 1\n"
+        ),
+        &format!("inspector_ephemeral_port_range_size{{netns=\"{INIT_NETNS}\"}} 9\n"),
+        "inspector_connect_failures_total{proto=\"tcp\",errno=\"EADDRNOTAVAIL\"} 1\n",
+    ] {
+        assert!(om.contains(line), "missing {line:?} in\n{om}");
+    }
+    // Both ports toward 8018 close: the gauge drops.
+    for sock in [1, 2] {
+        let ev = EventBuilder::state(TcpState::ESTABLISHED, TcpState::CLOSE)
+            .sock(sock)
+            .build();
+        m.apply(&crate::model::record::decode_state(&ev));
+    }
+    let text = m.encode_text();
+    assert!(
+        text.contains("# TYPE inspector_ephemeral_ports_in_use gauge\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "inspector_ephemeral_ports_in_use{{netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:8018\"}} 1\n"
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn ephemeral_destinations_past_the_series_cap_fold_into_other() {
+    let mut m = Metrics::new(Limits {
+        ports: None,
+        max_ports: 1000,
+        max_series: 2,
+        container_label: false,
+    });
+    // 4 destinations: 3, 2, 1 and 1 ports in use.
+    let mut sock = 0;
+    for (to, n) in [(7001u16, 3u16), (7002, 2), (7003, 1), (7004, 1)] {
+        for i in 0..n {
+            sock += 1;
+            m.apply(&connect(sock, to, 40000 + i, 0));
+        }
+    }
+    let om = m.encode_openmetrics();
+    let series = samples(&om, "inspector_ephemeral_ports_in_use");
+    assert_eq!(series.len(), 3, "{om}");
+    assert!(
+        series
+            .iter()
+            .any(|l| l.contains("127.0.0.1:7001") && l.ends_with(" 3"))
+    );
+    assert!(
+        series
+            .iter()
+            .any(|l| l.contains("127.0.0.1:7002") && l.ends_with(" 2"))
+    );
+    assert!(
+        series
+            .contains(&"inspector_ephemeral_ports_in_use{netns=\"other\",destination=\"other\"} 2")
+    );
+}

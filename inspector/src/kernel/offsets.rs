@@ -1,0 +1,127 @@
+//! The layout facts the kernel programs need, read from the running
+//! kernel's BTF at load time and handed to them as the `OFFSETS` global
+//! (Rust eBPF has no CO-RE relocations, so nothing is compiled in).
+
+use std::path::Path;
+
+use inspector_common::Offsets;
+
+use crate::{
+    kernel::btf::{Btf, BtfError},
+    kernel::probe::ProbeError,
+};
+
+pub(crate) const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
+
+/// The running kernel's BTF and the offsets read from it.
+pub fn running_kernel() -> Result<(Btf, Offsets), ProbeError> {
+    if !Path::new(VMLINUX).exists() {
+        return Err(ProbeError::NoBtf);
+    }
+    let kernel = Btf::from_file(Path::new(VMLINUX))?;
+    let offsets = kernel_offsets(&kernel)?;
+    Ok((kernel, offsets))
+}
+
+/// Absolute bit offset and width of a bitfield that must sit inside one
+/// byte (the programs read a single byte and shift).
+fn bit(btf: &Btf, ty: &str, path: &'static str) -> Result<(u32, u32), ProbeError> {
+    let m = btf.member(ty, path)?;
+    let width = if m.bitfield_size == 0 {
+        8
+    } else {
+        m.bitfield_size
+    };
+    if (m.bit_offset % 8) + width > 8 {
+        return Err(ProbeError::Bitfield(path));
+    }
+    Ok((m.bit_offset, width))
+}
+
+/// Reads every layout fact the programs need from the kernel's BTF.
+pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, ProbeError> {
+    let o = |ty: &str, path: &str| btf.offset(ty, path);
+    let sc = "sock_common";
+    let (skc_reuse_bit, skc_reuse_width) = bit(btf, sc, "skc_reuse")?;
+    let (skc_reuseport_bit, _) = bit(btf, sc, "skc_reuseport")?;
+    let (skc_ipv6only_bit, _) = bit(btf, sc, "skc_ipv6only")?;
+    // The programs treat a sock, a timewait sock and a request sock as
+    // starting with their sock_common; check that this kernel agrees.
+    for (ty, member) in [
+        ("sock", "__sk_common"),
+        ("inet_timewait_sock", "__tw_common"),
+        ("request_sock", "__req_common"),
+    ] {
+        if o(ty, member)? != 0 {
+            return Err(ProbeError::Layout(BtfError::Malformed(format!(
+                "struct {ty}: {member} is not at offset 0"
+            ))));
+        }
+    }
+    Ok(Offsets {
+        tw_timer_handler: 0,
+        filter_netns: 0,
+        skc_daddr: o(sc, "skc_daddr")?,
+        skc_rcv_saddr: o(sc, "skc_rcv_saddr")?,
+        skc_dport: o(sc, "skc_dport")?,
+        skc_num: o(sc, "skc_num")?,
+        skc_family: o(sc, "skc_family")?,
+        skc_state: o(sc, "skc_state")?,
+        skc_reuse_bit,
+        skc_reuse_width,
+        skc_reuseport_bit,
+        skc_ipv6only_bit,
+        skc_bound_dev_if: o(sc, "skc_bound_dev_if")?,
+        skc_net: o(sc, "skc_net")?,
+        skc_v6_daddr: o(sc, "skc_v6_daddr")?,
+        skc_v6_rcv_saddr: o(sc, "skc_v6_rcv_saddr")?,
+        skc_cookie: o(sc, "skc_cookie")?,
+        sk_protocol: o("sock", "sk_protocol")?,
+        sk_type: o("sock", "sk_type")?,
+        sk_uid: o("sock", "sk_uid")?,
+        sk_reuseport_cb: o("sock", "sk_reuseport_cb")?,
+        sk_receive_queue_prev: o("sock", "sk_receive_queue.prev")?,
+        sk_socket: o("sock", "sk_socket")?,
+        net_inum: o("net", "ns.inum")?,
+        socket_sk: o("socket", "sk")?,
+        socket_file: o("socket", "file")?,
+        socket_alloc_inode: o("socket_alloc", "vfs_inode")?,
+        inode_ino: o("inode", "i_ino")?,
+        task_files: o("task_struct", "files")?,
+        files_fdt: o("files_struct", "fdt")?,
+        fdt_fd: o("fdtable", "fd")?,
+        fdt_max_fds: o("fdtable", "max_fds")?,
+        file_private_data: o("file", "private_data")?,
+        icsk_accept_tail: o("inet_connection_sock", "icsk_accept_queue.rskq_accept_tail")?,
+        tw_timer: o("inet_timewait_sock", "tw_timer")?,
+        tw_substate: o("inet_timewait_sock", "tw_substate")?,
+        timer_function: o("timer_list", "function")?,
+        timer_expires: o("timer_list", "expires")?,
+        skb_head: o("sk_buff", "head")?,
+        skb_network_header: o("sk_buff", "network_header")?,
+        skb_transport_header: o("sk_buff", "transport_header")?,
+        regs_di: o("pt_regs", "di")?,
+        regs_si: o("pt_regs", "si")?,
+        regs_orig_ax: o("pt_regs", "orig_ax")?,
+        nr_bind: libc::SYS_bind as u32,
+        nr_listen: libc::SYS_listen as u32,
+        nr_connect: libc::SYS_connect as u32,
+        nr_accept: libc::SYS_accept as u32,
+        nr_accept4: libc::SYS_accept4 as u32,
+        inet_sport: o("inet_sock", "inet_sport")?,
+        sk_cgroup: sock_cgroup_offset(btf),
+        cgroup_kn: o("cgroup", "kn")?,
+        kn_id: o("kernfs_node", "id")?,
+    })
+}
+
+/// Where `struct sock` keeps its cgroup v2 pointer: `sk_cgrp_data.cgroup`
+/// since 5.15 (`struct sock_cgroup_data { struct cgroup *cgroup; u32
+/// classid; u16 prioidx; }`, include/linux/cgroup-defs.h; 6.1 and 6.18
+/// alike). Older kernels pack it into a `val` union shared with the v1
+/// net_cls/net_prio data; there the programs fall back to the owner's
+/// cgroup (0 here: no `struct sock` field lives at offset 0 but
+/// `__sk_common`).
+fn sock_cgroup_offset(btf: &Btf) -> u32 {
+    btf.offset("sock", "sk_cgrp_data.cgroup").unwrap_or(0)
+}

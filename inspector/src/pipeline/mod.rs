@@ -1,0 +1,168 @@
+//! The kernel-event pipeline shared by every consumer: the probes, the
+//! tracker and the record filter, read on demand. `trace` prints what it
+//! yields, the dashboard models it, the scenario driver keeps the records of
+//! its namespaces as evidence.
+
+pub mod annotate;
+
+use std::{
+    io,
+    os::fd::{AsFd, OwnedFd},
+};
+
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::{
+    kernel::cgroup::Resolver,
+    kernel::probe::{Counters, LoadOptions, Mode, ProbeError, Probes},
+    model::filter::Filter,
+    model::record::Record,
+    model::tracker::{CANCEL_GRACE_NS, Tracker},
+};
+
+/// The kernel probes and the tracker: raw events in, attributed records out.
+/// The trace printer, the tests and the dashboard all read through this.
+pub struct Pipeline {
+    pub probes: Probes,
+    pub tracker: Tracker,
+    pub filter: Filter,
+    /// Cgroup ids to paths and containers, before the filter sees them.
+    pub cgroups: Resolver,
+    /// Events read from the ring buffer.
+    pub seen: u64,
+    scratch: Vec<Record>,
+}
+
+impl Pipeline {
+    pub fn new(filter: Filter, mode: Mode) -> Result<Self, ProbeError> {
+        Self::with_options(
+            filter,
+            LoadOptions {
+                mode,
+                ..LoadOptions::default()
+            },
+        )
+    }
+
+    /// Like [`Pipeline::new`], with every load option; the namespace to
+    /// filter on comes from `filter`.
+    pub fn with_options(filter: Filter, opts: LoadOptions) -> Result<Self, ProbeError> {
+        let lifecycle = opts.lifecycle_states || filter.lifecycle_states;
+        let probes = Probes::load(LoadOptions {
+            netns: filter.netns,
+            lifecycle_states: lifecycle,
+            ..opts
+        })?;
+        let mut tracker = Tracker::new();
+        tracker.fold_timewait_handover(lifecycle);
+        Ok(Self {
+            probes,
+            tracker,
+            filter,
+            cgroups: Resolver::new(),
+            seen: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Reads what the kernel has emitted so far and appends the matching
+    /// records to `out`. With `final_flush`, pending TIME_WAIT exits are
+    /// resolved now instead of after their grace period.
+    pub fn poll(&mut self, out: &mut Vec<Record>, final_flush: bool) {
+        let Self {
+            probes,
+            tracker,
+            scratch,
+            ..
+        } = self;
+        self.seen += probes.drain(|ev| tracker.apply(ev, scratch)) as u64;
+        let now = monotonic_ns();
+        let now = if final_flush {
+            now.saturating_add(CANCEL_GRACE_NS)
+        } else {
+            now
+        };
+        self.tracker.flush(now, &mut self.scratch);
+        self.cgroups.fill(&mut self.scratch);
+        let filter = &self.filter;
+        // In place, then one block copy: a record is a few hundred bytes.
+        self.scratch.retain(|r| filter.matches(r));
+        out.append(&mut self.scratch);
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.probes.counters().unwrap_or_default()
+    }
+
+    /// The accounting since load, for a `stats` record: what was read, what
+    /// the kernel emitted, lost and failed to do. `records` is what the
+    /// caller wrote out.
+    pub fn stats(&self, records: u64, last: bool) -> Stats {
+        Stats {
+            ts_ns: monotonic_ns(),
+            last,
+            events_read: self.seen,
+            records,
+            counters: self.counters(),
+        }
+    }
+
+    /// Readiness of the ring buffer for a tokio loop, on a duplicate of its
+    /// descriptor owned by the returned `AsyncFd` (readiness belongs to the
+    /// shared file description). The kernel wakes it once a batch has piled
+    /// up; callers also poll on a timer.
+    pub fn readiness(&mut self) -> io::Result<AsyncFd<OwnedFd>> {
+        let dup = self.probes.ring().as_fd().try_clone_to_owned()?;
+        // SAFETY: `dup` is a valid open descriptor owned by the AsyncFd for
+        // its whole lifetime, and `as_raw_fd` on it returns that descriptor.
+        unsafe { AsyncFd::register_with_interest(dup, Interest::READABLE) }
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// In-band accounting of a trace (the `stats` record of
+/// docs/trace-schema.md): cumulative since the probes were loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// CLOCK_MONOTONIC when taken.
+    pub ts_ns: u64,
+    /// The last one, written at exit.
+    pub last: bool,
+    /// Events read from the ring buffer.
+    pub events_read: u64,
+    /// Records written out (after filtering).
+    pub records: u64,
+    pub counters: Counters,
+}
+
+impl Stats {
+    /// The text form: `stats: 12 events read, 10 printed, 0 dropped (ring
+    /// buffer full), 0 kernel errors`, with the nonzero error kinds named.
+    pub fn line(&self) -> String {
+        let c = &self.counters;
+        let mut line = format!(
+            "stats: {} events read, {} printed, {} dropped (ring buffer full), {} kernel errors",
+            self.events_read, self.records, c.dropped, c.read_errors
+        );
+        let kinds: Vec<String> = c
+            .errors()
+            .filter(|&(_, n)| n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if !kinds.is_empty() {
+            line.push_str(&format!(" ({})", kinds.join(", ")));
+        }
+        line
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and a valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
