@@ -298,7 +298,7 @@ pub(crate) fn kernel_hz() -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
-    let now = crate::pipeline::monotonic_ns() as f64 / 1e9;
+    let now = crate::kernel::sys::monotonic_ns() as f64 / 1e9;
     hz_fit(jiffies, now)
 }
 

@@ -12,6 +12,8 @@ use std::{
 
 use tokio::io::{Interest, unix::AsyncFd};
 
+pub use crate::kernel::sys::monotonic_ns;
+
 use crate::{
     kernel::cgroup::Resolver,
     kernel::probe::{Counters, LoadOptions, Mode, ProbeError, Probes},
@@ -154,15 +156,4 @@ impl Stats {
         }
         line
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and a valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }

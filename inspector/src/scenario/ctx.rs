@@ -15,7 +15,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{NsId, ScenarioError};
 pub use crate::kernel::Proto;
-use crate::{kernel::Errno, kernel::netns, pipeline::monotonic_ns};
+use crate::kernel::{Errno, netns, sys::monotonic_ns};
 
 /// A socket of the scenario, with the label the log and the output use.
 #[derive(Debug)]
