@@ -5,6 +5,11 @@
 //! The inner cargo's output is captured and shown only when that build
 //! fails: a successful `cargo build` of the workspace prints nothing from
 //! here (forwarding it as `cargo:warning` lines buried real warnings).
+//!
+//! It also names the build for `inspector --version`: the commit checked
+//! out (`INSPECTOR_GIT_COMMIT`, `unknown` outside a git checkout) and the
+//! SHA-256 of the embedded kernel object (`INSPECTOR_EBPF_SHA256`), which
+//! tells two builds' kernel programs apart whatever their version says.
 
 use std::{
     env, fs,
@@ -15,6 +20,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use cargo_metadata::{Artifact, Message};
+use sha2::{Digest as _, Sha256};
 
 /// The kernel-side package, and the name of its one binary target.
 const EBPF_PACKAGE: &str = "inspector-ebpf";
@@ -69,7 +75,54 @@ fn run() -> anyhow::Result<()> {
         fs::copy(&object, &dst)
             .with_context(|| format!("copying {} to {}", object.display(), dst.display()))?;
     }
+
+    // The object `probe.rs` embeds (the eBPF crate's binary target).
+    let embedded = out_dir.join("inspector");
+    let bytes = fs::read(&embedded).with_context(|| format!("reading {}", embedded.display()))?;
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("cargo:rustc-env=INSPECTOR_EBPF_SHA256={digest}");
+    println!(
+        "cargo:rustc-env=INSPECTOR_GIT_COMMIT={}",
+        git_commit(root).unwrap_or_else(|| "unknown".into())
+    );
     Ok(())
+}
+
+/// The commit checked out in `root`, or `None` outside a git checkout (a
+/// source tarball) or without git. Asks cargo to run this script again when
+/// HEAD moves: HEAD itself (a checkout), the branch it names (a commit) and
+/// packed-refs (where a branch may live instead).
+fn git_commit(root: &Path) -> Option<String> {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        out.status.success().then(|| text.trim().to_owned())
+    };
+    let commit = git(&["rev-parse", "--verify", "HEAD"])?;
+    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(branch);
+    }
+    for name in watched {
+        // `--git-path` resolves per-worktree and shared files alike.
+        if let Some(path) = git(&["rev-parse", "--git-path", &name]) {
+            let path = root.join(path);
+            // A path that does not exist would make cargo run this script
+            // on every build.
+            if path.exists() {
+                println!("cargo:rerun-if-changed={}", path.display());
+            }
+        }
+    }
+    Some(commit)
 }
 
 /// Runs the inner `cargo build` of the eBPF crate and returns its binaries

@@ -10,6 +10,7 @@ use crate::{filter::PortSet, kernel::Proto, probe::Mode};
 #[command(
     name = "inspector",
     version,
+    long_version = crate::build_info::long_version(),
     about = "Watch the Linux kernel decide who gets a port: bind decisions, TIME_WAIT, SO_REUSEPORT."
 )]
 pub struct Cli {

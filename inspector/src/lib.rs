@@ -7,6 +7,7 @@
 //! (`trace`, `dashboard`, `scenario`, `serve`) only wire the pipeline to their output.
 
 pub mod btf;
+pub mod build_info;
 pub mod cgroup;
 pub mod cli;
 pub mod dashboard;
