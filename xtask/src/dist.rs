@@ -94,10 +94,12 @@ pub fn dist(opts: &Options) -> Result<Artifacts> {
     if docs.exists() {
         fs::remove_dir_all(&docs)?;
     }
+    // The dev profile: the pages are the same from any build of the
+    // command line, and `cargo test` has already built this example and
+    // the library it links.
     let mut gen_docs = cargo([
         "run",
         "--quiet",
-        "--release",
         "-p",
         "inspector",
         "--example",
