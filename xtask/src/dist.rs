@@ -148,8 +148,11 @@ struct Built {
 /// Links the release binary statically: `+crt-static` is given to the
 /// binary's own compilation only (`cargo rustc`), where it decides the
 /// link; the library and dependencies are the ones `cargo build --release`
-/// compiles, so nothing is compiled twice. The next plain build links the
-/// dynamic binary again (a few seconds).
+/// compiles, so after that build only the binary is compiled again. (The
+/// benchmarks' release builds are not those: examples and benches bring
+/// the dev-dependencies, whose features change some crates' builds; in
+/// `cargo xtask test` this build costs about 70 s.) The next plain build
+/// links the dynamic binary again (a few seconds).
 fn build_static() -> Result<Built> {
     let mut cmd = cargo([
         "rustc",
