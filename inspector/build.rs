@@ -5,6 +5,14 @@
 //! The inner cargo's output is captured and shown only when that build
 //! fails: a successful `cargo build` of the workspace prints nothing from
 //! here (forwarding it as `cargo:warning` lines buried real warnings).
+//!
+//! It also names the build for `inspector --version`: the commit
+//! (`INSPECTOR_GIT_COMMIT`: what `cargo xtask dist` passes in the
+//! environment, `unknown` for other builds, so that a development build
+//! never states a commit it may no longer be, and a commit does not
+//! rebuild the crate) and the SHA-256 of the embedded kernel object
+//! (`INSPECTOR_EBPF_SHA256`), which tells two builds' kernel programs apart
+//! whatever their version says.
 
 use std::{
     env, fs,
@@ -15,6 +23,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use cargo_metadata::{Artifact, Message};
+use sha2::{Digest as _, Sha256};
 
 /// The kernel-side package, and the name of its one binary target.
 const EBPF_PACKAGE: &str = "inspector-ebpf";
@@ -69,6 +78,21 @@ fn run() -> anyhow::Result<()> {
         fs::copy(&object, &dst)
             .with_context(|| format!("copying {} to {}", object.display(), dst.display()))?;
     }
+
+    // The object `probe.rs` embeds (the eBPF crate's binary target).
+    let embedded = out_dir.join("inspector");
+    let bytes = fs::read(&embedded).with_context(|| format!("reading {}", embedded.display()))?;
+    let digest: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    println!("cargo:rustc-env=INSPECTOR_EBPF_SHA256={digest}");
+    println!("cargo:rerun-if-env-changed=INSPECTOR_GIT_COMMIT");
+    let commit = env::var("INSPECTOR_GIT_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=INSPECTOR_GIT_COMMIT={commit}");
     Ok(())
 }
 

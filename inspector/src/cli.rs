@@ -10,6 +10,7 @@ use crate::{kernel::Proto, kernel::probe::Mode, model::filter::PortSet};
 #[command(
     name = "inspector",
     version,
+    long_version = crate::build_info::long_version(),
     about = "Watch the Linux kernel decide who gets a port: bind decisions, TIME_WAIT, SO_REUSEPORT."
 )]
 pub struct Cli {

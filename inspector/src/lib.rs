@@ -6,6 +6,7 @@
 //! joins probes, tracker and filter into one source of records. Commands
 //! (`trace`, `dashboard`, `scenario`, `serve`) only wire the pipeline to their output.
 
+pub mod build_info;
 pub mod cli;
 pub mod commands;
 pub mod explain;

@@ -3,6 +3,8 @@
 //! there is exactly one test command to keep in sync with the README and CI.
 
 mod bench;
+mod dist;
+mod dist_test;
 mod setup;
 mod vm;
 
@@ -66,6 +68,17 @@ enum Subcommand {
     /// only that one].
     #[command(name = "vm-test")]
     VmTest(vm::Options),
+    /// Build the release artifacts into target/dist/: static binary, .deb,
+    /// OCI image archive, SHA256SUMS [--allow-dirty].
+    Dist(dist::Options),
+    /// Build the artifacts, then try them: the binary and the .deb in a
+    /// Debian 11 root, the image under podman as the DaemonSet runs it.
+    #[command(name = "dist-test")]
+    DistTest(dist::Options),
+    /// Helper of dist-test, run in a new network namespace: listen, fail
+    /// to bind the same port, print it, hold it until stdin closes.
+    #[command(name = "bind-conflict", hide = true)]
+    BindConflict,
 }
 
 fn main() -> ExitCode {
@@ -76,6 +89,9 @@ fn main() -> ExitCode {
         Subcommand::Run { args } => run(args),
         Subcommand::Bench(opts) => bench::bench(opts),
         Subcommand::VmTest(opts) => vm::vm_test(opts),
+        Subcommand::Dist(opts) => dist::dist(&opts).map(drop),
+        Subcommand::DistTest(opts) => dist_test(&opts),
+        Subcommand::BindConflict => dist_test::bind_conflict(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -90,6 +106,18 @@ fn main() -> ExitCode {
 /// kernel state (BPF programs, sockets), and need root to load BPF.
 fn test(extra: Vec<OsString>) -> Result<()> {
     setup::setup()?;
+    let full = setup::is_root() && extra.is_empty();
+    // The Debian 11 root of the release checks downloads meanwhile (it is
+    // kept under target/ for the next run).
+    let bullseye = if full {
+        setup::install_packages(dist_test::TOOLS)?;
+        Some(std::thread::spawn(dist_test::bullseye_root))
+    } else {
+        if extra.is_empty() {
+            println!("test: not root: the release checks (cargo xtask dist-test) are skipped");
+        }
+        None
+    };
     step("format", cargo(["fmt", "--all", "--", "--check"]))?;
     step(
         "clippy",
@@ -122,7 +150,31 @@ fn test(extra: Vec<OsString>) -> Result<()> {
         // The same build on Debian's 6.1 and 6.12 kernels, in QEMU.
         vm::vm_test(vm::Options { kernel: None })?;
     }
+    if let Some(bullseye) = bullseye {
+        // A check of the artifacts, not a release: uncommitted changes are
+        // fine (the binary's commit is still checked against HEAD).
+        let artifacts = dist::dist(&dist::Options { allow_dirty: true })?;
+        let rootfs = bullseye
+            .join()
+            .map_err(|_| anyhow::anyhow!("making the Debian 11 root panicked"))??;
+        dist_test::dist_test(&artifacts, &rootfs)?;
+    }
     Ok(())
+}
+
+/// `cargo xtask dist-test`: the artifacts, then their checks.
+fn dist_test(opts: &dist::Options) -> Result<()> {
+    if !setup::is_root() {
+        bail!("dist-test mounts, chroots and runs containers: run it as root");
+    }
+    setup::setup()?;
+    setup::install_packages(dist_test::TOOLS)?;
+    let rootfs = std::thread::spawn(dist_test::bullseye_root);
+    let artifacts = dist::dist(opts)?;
+    let rootfs = rootfs
+        .join()
+        .map_err(|_| anyhow::anyhow!("making the Debian 11 root panicked"))??;
+    dist_test::dist_test(&artifacts, &rootfs)
 }
 
 /// Build the release binary and replace this process with it, so signals and
@@ -146,7 +198,37 @@ fn root() -> &'static Path {
 fn cargo<const N: usize>(args: [&str; N]) -> Command {
     let mut cmd = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.args(args).current_dir(root());
+    // `inspector --version` states the commit of a clean checkout built
+    // through xtask; every xtask build passes the same value, so none
+    // rebuilds the crate for another.
+    if let Some(commit) = clean_commit() {
+        cmd.env("INSPECTOR_GIT_COMMIT", commit);
+    }
     cmd
+}
+
+/// HEAD, when the working tree has no uncommitted change to tracked files.
+fn clean_commit() -> Option<&'static str> {
+    static COMMIT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    COMMIT
+        .get_or_init(|| {
+            let git = |args: &[&str]| {
+                Command::new("git")
+                    .arg("-C")
+                    .arg(root())
+                    .args(args)
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            };
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no"])?;
+            if !dirty.is_empty() {
+                return None;
+            }
+            git(&["rev-parse", "--verify", "HEAD"])
+        })
+        .as_deref()
 }
 
 /// Run one named step of a pipeline, echoing it first.
