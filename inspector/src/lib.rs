@@ -84,15 +84,6 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
     if refused { 2 } else { 1 }
 }
 
-/// True when `e` comes from writing to a reader that left (EPIPE, as
-/// with `| head`): a normal end of output, not an error to print.
-pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let replaying = match &cli.command {
         Some(cli::Command::Trace(t)) => t.replay.is_some(),
@@ -126,7 +117,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
         }
         Some(cli::Command::Record(args)) => {
-            recording::run(recording::RecordOptions {
+            commands::record::run(commands::record::RecordOptions {
                 filter,
                 mode: cli.mode,
                 dir: args.output,
@@ -225,17 +216,4 @@ fn scenario_command(cmd: cli::ScenarioCommand, mode: probe::Mode) -> anyhow::Res
         pipeline.seen, c.dropped, c.read_errors
     );
     Ok(())
-}
-
-/// An error and its causes on one line, each once (`{:#}` for errors that
-/// are not `anyhow`).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cur = c.source();
-    }
-    out
 }

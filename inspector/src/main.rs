@@ -34,7 +34,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(inspector::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         // The reader left (`| head`): everything it wanted was written.
-        Err(e) if inspector::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) if inspector::util::errors::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("inspector: error: {e:#}");
             std::process::ExitCode::from(inspector::exit_status(&e))

@@ -508,7 +508,7 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
                 json: false,
             };
             let e = connect::explain_with(&req, &mut src, |_| true)
-                .map_err(|e| inspector::error_chain(&e))?;
+                .map_err(|e| inspector::util::errors::chain(&e))?;
             // The real call, after the answer.
             let (_s, got) = connect_to(sa(target));
             let crossed = if e.verdict == "ok" {

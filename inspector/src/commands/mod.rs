@@ -2,5 +2,6 @@
 //! and consumes the layers below without adding domain logic of its own.
 
 pub mod dashboard;
+pub mod record;
 pub mod serve;
 pub mod trace;

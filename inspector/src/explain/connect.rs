@@ -184,7 +184,7 @@ impl Settings {
     /// when `None`).
     pub fn read_in(netns: Option<&Path>) -> io::Result<Self> {
         netns::in_netns(netns, || Self::read().map_err(SetupError::Sysctl))
-            .map_err(|e| io::Error::other(crate::error_chain(&e)))
+            .map_err(|e| io::Error::other(crate::util::errors::chain(&e)))
     }
 
     pub fn is_reserved(&self, port: u16) -> bool {
@@ -814,7 +814,7 @@ pub fn explain_with(
     mut keep: impl FnMut(&mut Holder) -> bool,
 ) -> Result<Explanation, ExplainError> {
     let (settings, netns, route) = namespace_facts(req.netns.as_deref(), req.destination)
-        .map_err(|e| ExplainError::Input(crate::error_chain(&e)))?;
+        .map_err(|e| ExplainError::Input(crate::util::errors::chain(&e)))?;
     let mut inv = source.collect_tcp(req.netns.as_deref())?;
     inv.holders.retain_mut(|h| keep(h));
     let (usage, v) = match route {

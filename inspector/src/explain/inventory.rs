@@ -187,7 +187,7 @@ impl Source {
     /// Loads the iterator programs, remembering the refusal if any.
     pub fn open() -> Self {
         Self {
-            table: SocketTable::load().map_err(|e| crate::error_chain(&e)),
+            table: SocketTable::load().map_err(|e| crate::util::errors::chain(&e)),
             hz: None,
         }
     }

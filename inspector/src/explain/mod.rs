@@ -530,7 +530,7 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
             probe_as(&sock).map_err(ProbeError::Child)
         }) {
             Ok(r) => r,
-            Err(e) => (format!("skipped: {}", crate::error_chain(&e)), None),
+            Err(e) => (format!("skipped: {}", crate::util::errors::chain(&e)), None),
         };
     }
     let sock = plan.sock.clone();
@@ -568,7 +568,7 @@ fn probe_bind(plan: &Plan) -> (String, Option<String>) {
     };
     match netns::in_netns(plan.netns.as_deref(), run) {
         Ok(r) => r,
-        Err(e) => (format!("skipped: {}", crate::error_chain(&e)), None),
+        Err(e) => (format!("skipped: {}", crate::util::errors::chain(&e)), None),
     }
 }
 

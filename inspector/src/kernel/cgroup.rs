@@ -158,19 +158,6 @@ impl Resolver {
         self.cache.get(&id).and_then(Option::as_ref)
     }
 
-    /// Sets `cgroup`/`container` of each record from its `cgroup_id`.
-    pub fn fill(&mut self, records: &mut [crate::model::record::Record]) {
-        for r in records {
-            if let Some(id) = r.cgroup_id
-                && r.cgroup.is_none()
-                && let Some(found) = self.resolve(id)
-            {
-                r.cgroup = Some(found.path.clone());
-                r.container = found.container.clone();
-            }
-        }
-    }
-
     fn lookup(&mut self, id: u64) -> Option<String> {
         let mount = self.mount.clone()?;
         if id == self.root_id {

@@ -240,3 +240,143 @@ pub fn sysctl(name: &str) -> io::Result<String> {
         .trim()
         .to_owned())
 }
+
+/// A namespace's `ip_local_port_range` and how many of its ports
+/// `ip_local_reserved_ports` takes out (`inet_is_local_reserved_port()`,
+/// skipped by `__inet_hash_connect()`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub low: u16,
+    pub high: u16,
+    pub reserved: u32,
+}
+
+impl PortRange {
+    /// Ports `connect()` can choose from.
+    pub fn size(&self) -> u32 {
+        (u32::from(self.high) + 1)
+            .saturating_sub(u32::from(self.low))
+            .saturating_sub(self.reserved)
+    }
+
+    /// From the two sysctl files' text: `"32768\t60999"` and
+    /// `"8080,9000-9010"` (empty when none are reserved).
+    pub fn parse(range: &str, reserved: &str) -> Option<Self> {
+        let mut it = range.split_whitespace().map(str::parse::<u16>);
+        let (low, high) = (it.next()?.ok()?, it.next()?.ok()?);
+        if high < low {
+            return None;
+        }
+        let mut n = 0u32;
+        for part in reserved.trim().split(',').filter(|p| !p.is_empty()) {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?),
+                None => {
+                    let p = part.trim().parse::<u16>().ok()?;
+                    (p, p)
+                }
+            };
+            let (a, b) = (a.max(low), b.min(high));
+            if a <= b {
+                n += u32::from(b - a) + 1;
+            }
+        }
+        Some(Self {
+            low,
+            high,
+            reserved: n,
+        })
+    }
+}
+
+/// Namespaces a dashboard follows at start at most.
+const FOLLOWED_MAX: usize = 32;
+
+/// A path into the namespace with inode `ino`: this process's own, a
+/// `/run/netns` name, or a process inside it.
+pub fn netns_path(ino: u32) -> Option<PathBuf> {
+    let of = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == u64::from(ino));
+    let own = PathBuf::from("/proc/self/ns/net");
+    if of(&own) {
+        return Some(own);
+    }
+    let named = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    let procs = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        })
+        .map(|e| e.path().join("ns/net"));
+    named.chain(procs).find(|p| of(p))
+}
+
+/// A path into the namespace with inode `ino`, looking also where a
+/// namespace of this process's own threads is found: a thread's
+/// `/proc/self/task/TID/ns/net` (a scenario's thread) and a descriptor
+/// open on a namespace file (a scenario holds its namespaces open until its
+/// result is in).
+pub fn netns_path_any(ino: u32) -> Option<PathBuf> {
+    if let Some(p) = netns_path(ino) {
+        return Some(p);
+    }
+    let of = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == u64::from(ino));
+    let want = format!("net:[{ino}]");
+    let tasks = std::fs::read_dir("/proc/self/task")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("ns/net"));
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| std::fs::read_link(p).is_ok_and(|l| l.as_os_str() == want.as_str()));
+    tasks.chain(fds).find(|p| of(p))
+}
+
+/// A namespace's `ip_local_port_range` and `ip_local_reserved_ports`
+/// (sysctls of the namespace: read from a thread inside it).
+pub fn port_range(ino: u32) -> Option<PortRange> {
+    port_range_in(&netns_path_any(ino)?)
+}
+
+/// [`port_range`] of the namespace at `path`.
+pub fn port_range_in(path: &Path) -> Option<PortRange> {
+    // Inside: a sysctl that cannot be read is no range, not an error of
+    // the namespace.
+    let read = || -> Result<Option<PortRange>, NetnsError> {
+        let Ok(range) = sysctl("net/ipv4/ip_local_port_range") else {
+            return Ok(None);
+        };
+        let reserved = sysctl("net/ipv4/ip_local_reserved_ports").unwrap_or_default();
+        Ok(PortRange::parse(&range, &reserved))
+    };
+    in_netns(Some(path), read).ok().flatten()
+}
+
+/// The namespaces a dashboard follows at start: the one it is told to, or
+/// its own and every `/run/netns` one.
+pub fn followed(only: Option<u32>) -> Vec<PathBuf> {
+    if let Some(ino) = only {
+        return netns_path(ino).into_iter().collect();
+    }
+    let mut paths = vec![PathBuf::from("/proc/self/ns/net")];
+    paths.extend(
+        std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    paths.truncate(FOLLOWED_MAX);
+    paths
+}

@@ -6,17 +6,29 @@ use std::path::Path;
 
 use inspector_common::Offsets;
 
-use crate::{
-    kernel::btf::{Btf, BtfError},
-    kernel::probe::ProbeError,
-};
+use crate::kernel::btf::{Btf, BtfError};
 
 pub(crate) const VMLINUX: &str = "/sys/kernel/btf/vmlinux";
 
+/// Why the running kernel's layout cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum OffsetsError {
+    #[error(
+        "this kernel exposes no BTF at {VMLINUX}: a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
+    )]
+    NoBtf,
+    #[error("reading kernel layout from BTF")]
+    Layout(#[from] BtfError),
+    #[error(
+        "kernel BTF field {0} is a bitfield that straddles bytes; this kernel's layout is not supported"
+    )]
+    Bitfield(&'static str),
+}
+
 /// The running kernel's BTF and the offsets read from it.
-pub fn running_kernel() -> Result<(Btf, Offsets), ProbeError> {
+pub fn running_kernel() -> Result<(Btf, Offsets), OffsetsError> {
     if !Path::new(VMLINUX).exists() {
-        return Err(ProbeError::NoBtf);
+        return Err(OffsetsError::NoBtf);
     }
     let kernel = Btf::from_file(Path::new(VMLINUX))?;
     let offsets = kernel_offsets(&kernel)?;
@@ -25,7 +37,7 @@ pub fn running_kernel() -> Result<(Btf, Offsets), ProbeError> {
 
 /// Absolute bit offset and width of a bitfield that must sit inside one
 /// byte (the programs read a single byte and shift).
-fn bit(btf: &Btf, ty: &str, path: &'static str) -> Result<(u32, u32), ProbeError> {
+fn bit(btf: &Btf, ty: &str, path: &'static str) -> Result<(u32, u32), OffsetsError> {
     let m = btf.member(ty, path)?;
     let width = if m.bitfield_size == 0 {
         8
@@ -33,13 +45,13 @@ fn bit(btf: &Btf, ty: &str, path: &'static str) -> Result<(u32, u32), ProbeError
         m.bitfield_size
     };
     if (m.bit_offset % 8) + width > 8 {
-        return Err(ProbeError::Bitfield(path));
+        return Err(OffsetsError::Bitfield(path));
     }
     Ok((m.bit_offset, width))
 }
 
 /// Reads every layout fact the programs need from the kernel's BTF.
-pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, ProbeError> {
+pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, OffsetsError> {
     let o = |ty: &str, path: &str| btf.offset(ty, path);
     let sc = "sock_common";
     let (skc_reuse_bit, skc_reuse_width) = bit(btf, sc, "skc_reuse")?;
@@ -53,7 +65,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, ProbeError> {
         ("request_sock", "__req_common"),
     ] {
         if o(ty, member)? != 0 {
-            return Err(ProbeError::Layout(BtfError::Malformed(format!(
+            return Err(OffsetsError::Layout(BtfError::Malformed(format!(
                 "struct {ty}: {member} is not at offset 0"
             ))));
         }

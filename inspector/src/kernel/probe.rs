@@ -10,8 +10,8 @@ use aya::{
 use inspector_common::{Config, Delivery, Event, Offsets, Outcome, Owner, counter};
 
 use crate::{
-    kernel::btf::{Btf, BtfError},
-    kernel::offsets::{self, VMLINUX},
+    kernel::btf::Btf,
+    kernel::offsets::{self, OffsetsError},
 };
 
 /// The compiled kernel programs, embedded at build time.
@@ -20,20 +20,10 @@ pub(crate) static EBPF_OBJECT: &[u8] =
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
-    #[error(
-        "loading eBPF programs needs root or CAP_BPF+CAP_PERFMON (+CAP_NET_ADMIN): run with sudo"
-    )]
+    #[error("loading eBPF programs needs root or CAP_BPF and CAP_PERFMON: run with sudo")]
     NoPrivilege,
-    #[error(
-        "this kernel exposes no BTF at {VMLINUX}: a kernel built with CONFIG_DEBUG_INFO_BTF=y is required"
-    )]
-    NoBtf,
-    #[error("reading kernel layout from BTF")]
-    Layout(#[from] BtfError),
-    #[error(
-        "kernel BTF field {0} is a bitfield that straddles bytes; this kernel's layout is not supported"
-    )]
-    Bitfield(&'static str),
+    #[error(transparent)]
+    Offsets(#[from] OffsetsError),
     #[error("loading the eBPF object failed")]
     Load(#[source] Box<aya::EbpfError>),
     #[error("program {name} failed to load or attach to {hook}")]

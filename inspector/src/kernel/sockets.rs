@@ -253,11 +253,11 @@ impl SocketTable {
         if !probe::has_bpf_privilege() {
             return Err(ProbeError::NoPrivilege.into());
         }
-        let (kernel, offsets) = offsets::running_kernel()?;
+        let (kernel, offsets) = offsets::running_kernel().map_err(ProbeError::from)?;
         let field = |path: &str| {
             kernel
                 .offset("task_struct", path)
-                .map_err(|e| SocketTableError::Setup(ProbeError::Layout(e)))
+                .map_err(|e| SocketTableError::Setup(ProbeError::Offsets(e.into())))
         };
         let task = (field("tgid")?, field("pid")?, field("comm")?);
         let btf = aya::Btf::from_sys_fs().map_err(|e| ProbeError::Load(Box::new(e.into())))?;

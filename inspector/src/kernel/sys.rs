@@ -77,6 +77,42 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Whether `fd`'s other end has gone: a pipe whose reader closed polls
+/// POLLERR on its write end (`pipe_poll()`), a hung-up terminal POLLHUP.
+/// A regular file never reports either. Does not wait.
+pub fn poll_error(fd: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call; no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// CPU time (user + system) of this process so far, from `/proc/self/stat`
+/// (fields 14 and 15, in clock ticks).
+pub fn cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces: fields count from its closing ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut f = rest.split(' ').skip(11);
+    let utime: u64 = f.next()?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    let hz = clock_ticks()?;
+    Some(std::time::Duration::from_nanos(
+        (utime + stime) * 1_000_000_000 / hz,
+    ))
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of `/proc`'s CPU times.
+pub fn clock_ticks() -> Option<u64> {
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(hz).ok().filter(|&h| h > 0)
+}
+
 /// The caller's effective uid.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.

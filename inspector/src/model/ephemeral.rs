@@ -15,6 +15,8 @@
 //! never came ages out after [`TW_LIFETIME_NS`]; a destination with nothing
 //! in use and idle for [`DEST_IDLE_NS`] goes.
 
+pub use crate::kernel::netns::PortRange;
+
 use std::{collections::BTreeMap, net::IpAddr};
 
 use crate::{
@@ -40,54 +42,6 @@ pub struct DestKey {
     pub netns: u32,
     pub addr: IpAddr,
     pub port: u16,
-}
-
-/// A namespace's `ip_local_port_range` and how many of its ports
-/// `ip_local_reserved_ports` takes out (`inet_is_local_reserved_port()`,
-/// skipped by `__inet_hash_connect()`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub low: u16,
-    pub high: u16,
-    pub reserved: u32,
-}
-
-impl PortRange {
-    /// Ports `connect()` can choose from.
-    pub fn size(&self) -> u32 {
-        (u32::from(self.high) + 1)
-            .saturating_sub(u32::from(self.low))
-            .saturating_sub(self.reserved)
-    }
-
-    /// From the two sysctl files' text: `"32768\t60999"` and
-    /// `"8080,9000-9010"` (empty when none are reserved).
-    pub fn parse(range: &str, reserved: &str) -> Option<Self> {
-        let mut it = range.split_whitespace().map(str::parse::<u16>);
-        let (low, high) = (it.next()?.ok()?, it.next()?.ok()?);
-        if high < low {
-            return None;
-        }
-        let mut n = 0u32;
-        for part in reserved.trim().split(',').filter(|p| !p.is_empty()) {
-            let (a, b) = match part.split_once('-') {
-                Some((a, b)) => (a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?),
-                None => {
-                    let p = part.trim().parse::<u16>().ok()?;
-                    (p, p)
-                }
-            };
-            let (a, b) = (a.max(low), b.min(high));
-            if a <= b {
-                n += u32::from(b - a) + 1;
-            }
-        }
-        Some(Self {
-            low,
-            high,
-            reserved: n,
-        })
-    }
 }
 
 /// One local port toward a destination: the live connection holding it,

@@ -395,6 +395,42 @@ pub fn comm(bytes: &[u8; 16]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// In-band accounting of a trace (the `stats` record of
+/// docs/trace-schema.md): cumulative since the probes were loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// CLOCK_MONOTONIC when taken.
+    pub ts_ns: u64,
+    /// The last one, written at exit.
+    pub last: bool,
+    /// Events read from the ring buffer.
+    pub events_read: u64,
+    /// Records written out (after filtering).
+    pub records: u64,
+    pub counters: crate::kernel::probe::Counters,
+}
+
+impl Stats {
+    /// The text form: `stats: 12 events read, 10 printed, 0 dropped (ring
+    /// buffer full), 0 kernel errors`, with the nonzero error kinds named.
+    pub fn line(&self) -> String {
+        let c = &self.counters;
+        let mut line = format!(
+            "stats: {} events read, {} printed, {} dropped (ring buffer full), {} kernel errors",
+            self.events_read, self.records, c.dropped, c.read_errors
+        );
+        let kinds: Vec<String> = c
+            .errors()
+            .filter(|&(_, n)| n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if !kinds.is_empty() {
+            line.push_str(&format!(" ({})", kinds.join(", ")));
+        }
+        line
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use inspector_common::{AF_INET, IPPROTO_TCP, kind, phase};

@@ -211,7 +211,7 @@ pub fn write(r: &Record, out: &mut Vec<u8>) {
 }
 
 /// Appends the `stats` record (docs/trace-schema.md) and a newline.
-pub fn write_stats(s: &crate::pipeline::Stats, out: &mut Vec<u8>) {
+pub fn write_stats(s: &crate::model::record::Stats, out: &mut Vec<u8>) {
     out.push(b'{');
     let mut o = Obj { out, first: true };
     o.num("v", crate::model::record::SCHEMA_VERSION);
@@ -333,7 +333,7 @@ mod tests {
     fn stats_record_has_every_documented_field() {
         use inspector_common::counter;
 
-        use crate::{kernel::probe::Counters, pipeline::Stats};
+        use crate::{kernel::probe::Counters, model::record::Stats};
 
         let mut slots = [0; counter::LEN as usize];
         slots[counter::EMITTED as usize] = 1204;

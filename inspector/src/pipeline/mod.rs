@@ -4,6 +4,8 @@
 //! its namespaces as evidence.
 
 pub mod annotate;
+pub mod drive;
+pub mod source;
 
 use std::{
     io,
@@ -19,6 +21,7 @@ use crate::{
     kernel::probe::{Counters, LoadOptions, Mode, ProbeError, Probes},
     model::filter::Filter,
     model::record::Record,
+    model::record::Stats,
     model::tracker::{CANCEL_GRACE_NS, Tracker},
 };
 
@@ -85,7 +88,7 @@ impl Pipeline {
             now
         };
         self.tracker.flush(now, &mut self.scratch);
-        self.cgroups.fill(&mut self.scratch);
+        fill_cgroups(&mut self.cgroups, &mut self.scratch);
         let filter = &self.filter;
         // In place, then one block copy: a record is a few hundred bytes.
         self.scratch.retain(|r| filter.matches(r));
@@ -122,38 +125,15 @@ impl Pipeline {
     }
 }
 
-/// In-band accounting of a trace (the `stats` record of
-/// docs/trace-schema.md): cumulative since the probes were loaded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stats {
-    /// CLOCK_MONOTONIC when taken.
-    pub ts_ns: u64,
-    /// The last one, written at exit.
-    pub last: bool,
-    /// Events read from the ring buffer.
-    pub events_read: u64,
-    /// Records written out (after filtering).
-    pub records: u64,
-    pub counters: Counters,
-}
-
-impl Stats {
-    /// The text form: `stats: 12 events read, 10 printed, 0 dropped (ring
-    /// buffer full), 0 kernel errors`, with the nonzero error kinds named.
-    pub fn line(&self) -> String {
-        let c = &self.counters;
-        let mut line = format!(
-            "stats: {} events read, {} printed, {} dropped (ring buffer full), {} kernel errors",
-            self.events_read, self.records, c.dropped, c.read_errors
-        );
-        let kinds: Vec<String> = c
-            .errors()
-            .filter(|&(_, n)| n > 0)
-            .map(|(name, n)| format!("{name} {n}"))
-            .collect();
-        if !kinds.is_empty() {
-            line.push_str(&format!(" ({})", kinds.join(", ")));
+/// Sets `cgroup`/`container` of each record from its `cgroup_id`.
+fn fill_cgroups(cgroups: &mut Resolver, records: &mut [Record]) {
+    for r in records {
+        if let Some(id) = r.cgroup_id
+            && r.cgroup.is_none()
+            && let Some(found) = cgroups.resolve(id)
+        {
+            r.cgroup = Some(found.path.clone());
+            r.container = found.container.clone();
         }
-        line
     }
 }

@@ -24,14 +24,7 @@ pub use self::{
     reader::{ReadError, Reader},
 };
 
-use tokio::signal::unix::SignalKind;
-
-use crate::{
-    kernel::probe::Mode,
-    model::filter::Filter,
-    model::record::Record,
-    pipeline::{Pipeline, monotonic_ns},
-};
+use crate::{kernel::sys::monotonic_ns, model::record::Record};
 
 /// Recorded text goes to disk at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -371,15 +364,14 @@ impl Recorder {
         }
     }
 
-    /// Opens a recording of `pipeline`'s records in `dir`.
+    /// Opens a recording in `dir` whose files start with `header`.
     pub fn open(
         dir: &Path,
         limits: Limits,
-        pipeline: &Pipeline,
+        header: &Header,
         shared: bool,
     ) -> Result<Self, RecordError> {
-        let header = Header::new(pipeline.probes.mode.to_string(), pipeline.filter.describe());
-        Ok(Self::new(Writer::create(dir, limits, &header, shared)?))
+        Ok(Self::new(Writer::create(dir, limits, header, shared)?))
     }
 
     /// Whether a write error has the recording stopped.
@@ -400,14 +392,10 @@ impl Recorder {
     /// After each turn of the loop: a `stats` line when due (always at the
     /// end), then a frame when a second has passed, enough text waits, or
     /// this is the end.
-    pub fn turn(&mut self, pipeline: &Pipeline, done: bool) -> Result<(), RecordError> {
-        self.turn_with(|recorded| pipeline.stats(recorded, done), done)
-    }
-
-    /// [`Recorder::turn`] with the `stats` line's content from `stats`.
-    fn turn_with(
+    /// `stats` gives the `stats` line's content for the records written.
+    pub fn turn(
         &mut self,
-        stats: impl FnOnce(u64) -> crate::pipeline::Stats,
+        stats: impl FnOnce(u64) -> Option<crate::model::record::Stats>,
         done: bool,
     ) -> Result<(), RecordError> {
         if self.stopped() {
@@ -415,11 +403,12 @@ impl Recorder {
         }
         if done || self.last_stats.elapsed() >= STATS_EVERY {
             self.last_stats = Instant::now();
-            let stats = stats(self.recorded);
-            let now = (stats.events_read, stats.counters);
-            if done || now != self.stated {
-                self.stated = now;
-                crate::output::ndjson::write_stats(&stats, &mut self.out.pending);
+            if let Some(stats) = stats(self.recorded) {
+                let now = (stats.events_read, stats.counters);
+                if done || now != self.stated {
+                    self.stated = now;
+                    crate::output::ndjson::write_stats(&stats, &mut self.out.pending);
+                }
             }
         }
         if done || self.out.full() || self.last_flush.elapsed() >= FLUSH_EVERY {
@@ -434,13 +423,9 @@ impl Recorder {
     /// does: a write error stops the recording (what waits is dropped and
     /// counted in `lost`) and is returned once; after [`RETRY_AFTER`] the
     /// recording starts again in a new file, and `Ok(true)` says so.
-    pub fn turn_or_stop(&mut self, pipeline: &Pipeline, done: bool) -> Result<bool, RecordError> {
-        self.turn_or_stop_with(|recorded| pipeline.stats(recorded, done), done)
-    }
-
-    fn turn_or_stop_with(
+    pub fn turn_or_stop(
         &mut self,
-        stats: impl FnOnce(u64) -> crate::pipeline::Stats,
+        stats: impl FnOnce(u64) -> Option<crate::model::record::Stats>,
         done: bool,
     ) -> Result<bool, RecordError> {
         if let Some(at) = self.stopped_until {
@@ -461,7 +446,7 @@ impl Recorder {
                 }
             };
         }
-        match self.turn_with(stats, done) {
+        match self.turn(stats, done) {
             Ok(()) => Ok(false),
             Err(e) => {
                 self.errors += 1;
@@ -471,94 +456,6 @@ impl Recorder {
                 self.stopped_until = Some(Instant::now() + self.retry_after);
                 Err(e)
             }
-        }
-    }
-}
-
-pub struct RecordOptions {
-    pub filter: Filter,
-    pub mode: Mode,
-    pub dir: PathBuf,
-    pub limits: Limits,
-    /// `--allow-shared-dir`: a directory others may write in is used
-    /// anyway (files are still only created anew, never followed).
-    pub shared: bool,
-}
-
-/// CPU time (user + system) of this process so far, from `/proc/self/stat`
-/// (fields 14 and 15, in clock ticks).
-pub fn cpu_time() -> Option<Duration> {
-    let stat = fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name may hold spaces: fields count from its closing ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut f = rest.split(' ').skip(11);
-    let utime: u64 = f.next()?.parse().ok()?;
-    let stime: u64 = f.next()?.parse().ok()?;
-    // SAFETY: sysconf has no memory effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
-    Some(Duration::from_nanos((utime + stime) * 1_000_000_000 / hz))
-}
-
-/// `inspector record`: the trace loop with a [`Writer`] for output.
-pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
-    // The clocks are read before the probes attach: their first records
-    // may come before the rest of the start-up is done.
-    let mut header = Header::new(String::new(), opts.filter.describe());
-    let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
-    let mut annotator = crate::pipeline::annotate::Annotator::default();
-    header.mode = pipeline.probes.mode.to_string();
-    let mut rec = Recorder::new(Writer::create(
-        &opts.dir,
-        opts.limits,
-        &header,
-        opts.shared,
-    )?);
-    eprintln!(
-        "inspector: recording to {} ({} mode, attached: {}; filters: {}; at most {} files of {} bytes)",
-        opts.dir.display(),
-        pipeline.probes.mode,
-        pipeline.probes.attached.join(", "),
-        pipeline.filter.describe(),
-        opts.limits.max_files.max(1),
-        opts.limits.max_size
-    );
-    for m in &pipeline.probes.missing {
-        eprintln!("inspector: warning: {m}");
-    }
-    let ring = pipeline.readiness()?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut batch = Vec::new();
-    loop {
-        let done = tokio::select! {
-            guard = ring.readable() => {
-                let mut guard = guard?;
-                guard.clear_ready();
-                false
-            }
-            _ = tick.tick() => false,
-            _ = sigterm.recv() => true,
-            _ = sigint.recv() => true,
-        };
-        pipeline.poll(&mut batch, done);
-        // The explanation is computed now, while the port is as it was,
-        // and stored with the failure.
-        annotator.annotate(&mut batch, Some(&pipeline.tracker));
-        for r in batch.drain(..) {
-            rec.push(&r);
-        }
-        rec.turn(&pipeline, done)?;
-        if done {
-            let cpu = cpu_time().map_or_else(String::new, |c| {
-                format!(", recorder CPU {:.3} s", c.as_secs_f64())
-            });
-            eprintln!(
-                "inspector: recorded {} records ({} events read) in {} compressed bytes{cpu}",
-                rec.recorded, pipeline.seen, rec.out.written
-            );
-            return Ok(());
         }
     }
 }
@@ -705,7 +602,7 @@ mod tests {
         w.file = Some((full, PathBuf::from("/dev/full")));
         w.pending.extend_from_slice(b"{}\n");
         let e = w.flush().expect_err("ENOSPC");
-        let msg = crate::error_chain(&e);
+        let msg = crate::util::errors::chain(&e);
         assert!(
             msg.contains("/dev/full") && msg.contains("No space left"),
             "{msg}"
@@ -720,17 +617,19 @@ mod tests {
         let dir = tmpdir("retry");
         let mut rec = Recorder::new(writer(&dir, Limits::default()));
         rec.retry_after = Duration::ZERO;
-        let stats = |records| crate::pipeline::Stats {
-            ts_ns: 0,
-            last: false,
-            events_read: 0,
-            records,
-            counters: crate::kernel::probe::Counters::default(),
+        let stats = |records| {
+            Some(crate::model::record::Stats {
+                ts_ns: 0,
+                last: false,
+                events_read: 0,
+                records,
+                counters: crate::kernel::probe::Counters::default(),
+            })
         };
         let turn = |rec: &mut Recorder| {
             // Due now: the frame goes out.
             rec.last_flush = Instant::now() - FLUSH_EVERY;
-            rec.turn_or_stop_with(stats, false)
+            rec.turn_or_stop(stats, false)
         };
         let full = File::options()
             .write(true)
@@ -765,7 +664,7 @@ mod tests {
         // The next file's name, planted while the recorder runs.
         symlink(&victim, dir.join(dir::name_of(1))).expect("plant");
         let e = w.rotate().expect_err("an existing name is refused");
-        let msg = crate::error_chain(&e);
+        let msg = crate::util::errors::chain(&e);
         assert!(msg.contains("exists"), "{msg}");
         assert_eq!(fs::read(&victim).expect("victim"), b"precious");
         let _ = fs::remove_dir_all(&dir);
@@ -884,7 +783,7 @@ mod tests {
         let e = Reader::open(Path::new("/dev/zero"))
             .and_then(|mut r| r.next_line().map(|_| ()))
             .expect_err("a device");
-        assert!(crate::error_chain(&e).contains("a device"), "{e}");
+        assert!(crate::util::errors::chain(&e).contains("a device"), "{e}");
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -268,7 +268,7 @@ impl Reader {
         let files = if dir::is_dir(path) {
             let dir = RecordingDir::open(path).map_err(|e| ReadError::Io {
                 path: path.to_owned(),
-                source: io::Error::other(crate::error_chain(&e)),
+                source: io::Error::other(crate::util::errors::chain(&e)),
             })?;
             let names = dir.segments().map_err(|source| ReadError::Io {
                 path: path.to_owned(),

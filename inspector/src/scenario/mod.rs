@@ -316,7 +316,7 @@ impl Running {
                 (Some(o.verdict), o.explanation, o.reason, o.advice, None)
             }
             Err(e) => {
-                let e = crate::error_chain(&e);
+                let e = crate::util::errors::chain(&e);
                 observed["summary"] = format!("did not run: {e}").into();
                 (None, String::new(), None, None, Some(e))
             }
@@ -349,7 +349,7 @@ pub fn run_traced(pipeline: &mut Pipeline, scenario: &'static Scenario) -> Scena
     let mut batch = Vec::new();
     let mut running = match start(scenario, pipeline) {
         Ok(r) => r,
-        Err(e) => return not_started(scenario, &crate::error_chain(&e)),
+        Err(e) => return not_started(scenario, &crate::util::errors::chain(&e)),
     };
     while !running.is_finished() {
         pipeline.poll(&mut batch, false);

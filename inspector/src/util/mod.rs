@@ -3,5 +3,6 @@
 //! (`escape`).
 
 pub mod dense;
+pub mod errors;
 pub mod escape;
 pub mod fasthash;

@@ -1,11 +1,13 @@
-//! The live dashboard: the same pipeline as `trace`, a model of what it
-//! reports, and a terminal view. Event intake and drawing are decoupled:
-//! records are drained whenever the ring buffer is readable, frames are drawn
-//! at most every 100 ms, so a burst of events never stalls the screen.
+//! The dashboard: records from the one loop's source (the kernel, or a
+//! recording replayed at its own pace: [`replay`]), a model of what they
+//! say, and a terminal view. Intake and drawing are decoupled: records are
+//! taken whenever the source has them, frames are drawn at most every
+//! 100 ms, so a burst of events never stalls the screen.
 //!
-//! Everything from outside the kernel (keys, resizes, SIGTERM) enters as an
-//! [`Event`] on one channel, and the loop ([`Dashboard::run`]) draws on any
-//! ratatui [`Backend`]: the terminal in [`run`], a `TestBackend` in tests.
+//! Everything from outside the records (keys, resizes) enters as an
+//! [`Event`] on one channel, the [`Dashboard`]'s input on the loop
+//! ([`crate::pipeline::drive`]); it draws on any ratatui [`Backend`]: the
+//! terminal in [`run`], a `TestBackend` in tests.
 
 pub mod app;
 pub mod kernel;
@@ -17,26 +19,23 @@ pub mod ui;
 use std::{
     collections::BTreeMap,
     io::{self, IsTerminal as _},
-    os::fd::OwnedFd,
     time::{Duration, Instant},
 };
 
 use anyhow::bail;
-use crossterm::event::{self as term, KeyEventKind};
+use crossterm::event::{self as term, KeyCode, KeyEventKind};
 use ratatui::{Terminal, backend::Backend};
-use tokio::{
-    io::unix::AsyncFd,
-    sync::mpsc::{self, UnboundedReceiver},
-    time::Interval,
-};
+use tokio::sync::mpsc::{self, UnboundedReceiver};
 
 use self::app::{Action, App, Header, Input};
 use crate::{
-    kernel::sockets::SocketTable,
-    model::filter::Filter,
-    model::record::Record,
-    pipeline::annotate::Annotator,
-    pipeline::{Pipeline, monotonic_ns},
+    kernel::{sockets::SocketTable, sys::monotonic_ns},
+    model::{filter::Filter, record::Record},
+    pipeline::{
+        Pipeline,
+        drive::{self, Flow, Sink, Stop},
+        source::Source,
+    },
     scenario::{self, Running},
 };
 
@@ -61,15 +60,15 @@ pub async fn run(filter: Filter, mode: crate::kernel::probe::Mode) -> anyhow::Re
         mode,
     )?;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-    let mut dashboard = Dashboard::new(pipeline, no_color)?;
+    let session =
+        terminal::Session::start("for a headless stream use `inspector trace` (or `--json`)")?;
+    let (mut src, mut dashboard) =
+        Dashboard::live(pipeline, session.terminal, session.events, no_color)?;
     dashboard.app.header.filters = filters;
     dashboard.only_netns = only_netns;
-    dashboard.seed(&kernel::followed(only_netns));
-    let mut session =
-        terminal::Session::start("for a headless stream use `inspector trace` (or `--json`)")?;
-    dashboard
-        .run(&mut session.terminal, &mut session.events)
-        .await
+    dashboard.seed(&crate::kernel::netns::followed(only_netns));
+    let mut stop = Stop::new(None)?;
+    drive::run(&mut src, &mut dashboard, &mut stop).await
 }
 
 /// What reaches the dashboard from outside the kernel.
@@ -81,25 +80,22 @@ pub enum Event {
     Quit,
 }
 
-/// Whether the loop goes on after a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    Quit,
-}
+/// How far `n` moves a replay's cursor.
+pub const STEP_NS: u64 = 1_000_000_000;
 
-/// The dashboard's loop: the pipeline feeding the [`App`], the scenario
-/// started from it, and when to draw.
-pub struct Dashboard {
-    pipeline: Pipeline,
-    ring: AsyncFd<OwnedFd>,
-    tick: Interval,
+/// The dashboard on the one loop: records (live or replayed) into the
+/// [`App`], keys from the terminal, a scenario started from it, and when to
+/// draw, on any ratatui [`Backend`].
+pub struct Dashboard<B: Backend> {
+    terminal: Terminal<B>,
+    events: UnboundedReceiver<Event>,
     pub app: App,
     running: Option<Running>,
-    batch: Vec<Record>,
-    annotator: Annotator,
-    dirty: bool,
-    last_draw: Instant,
+    /// A finished scenario's trailing events are awaited until then.
+    settle_until: Option<Instant>,
+    pub(crate) dirty: bool,
+    pub(crate) last_draw: Instant,
+    pub(crate) last_tick: Option<Instant>,
     /// When `/run/netns` was last read.
     names_read: Option<Instant>,
     /// Only this namespace's records (`--netns`), and those of the
@@ -137,9 +133,15 @@ pub fn netns_names() -> BTreeMap<u32, String> {
     names
 }
 
-impl Dashboard {
-    /// Needs a tokio runtime: it registers the ring buffer and a timer.
-    pub fn new(mut pipeline: Pipeline, no_color: bool) -> io::Result<Self> {
+impl<B: Backend> Dashboard<B> {
+    /// The live dashboard on `pipeline`, and the source it reads. Needs a
+    /// tokio runtime (the ring buffer's readiness).
+    pub fn live(
+        pipeline: Pipeline,
+        terminal: Terminal<B>,
+        events: UnboundedReceiver<Event>,
+        no_color: bool,
+    ) -> io::Result<(Source, Self)> {
         let header = Header {
             mode: pipeline.probes.mode,
             probes: pipeline.probes.attached.len(),
@@ -152,30 +154,38 @@ impl Dashboard {
             .iter()
             .find(|m| m.starts_with("fentry/fexit refused"))
             .cloned();
-        let ring = pipeline.readiness()?;
-        Ok(Self {
-            pipeline,
-            ring,
-            tick: tokio::time::interval(Duration::from_millis(100)),
+        let src = Source::live(pipeline, Duration::from_millis(100))?;
+        Ok((src, Self::new(terminal, events, app)))
+    }
+
+    pub fn new(terminal: Terminal<B>, events: UnboundedReceiver<Event>, app: App) -> Self {
+        Self {
+            terminal,
+            events,
             app,
             running: None,
-            batch: Vec::new(),
-            annotator: Annotator::default(),
+            settle_until: None,
             dirty: true,
             last_draw: Instant::now() - Duration::from_secs(1),
+            last_tick: None,
             names_read: None,
             only_netns: None,
             scenario_ns: Vec::new(),
             table: None,
             reconciled: Instant::now(),
             ranges_read: BTreeMap::new(),
-        })
+        }
+    }
+
+    /// The terminal drawn on (a `TestBackend` in tests).
+    pub fn terminal(&self) -> &Terminal<B> {
+        &self.terminal
     }
 
     fn table(&mut self) -> Option<&mut SocketTable> {
         let t = self
             .table
-            .get_or_insert_with(|| SocketTable::load().map_err(|e| crate::error_chain(&e)));
+            .get_or_insert_with(|| SocketTable::load().map_err(|e| crate::util::errors::chain(&e)));
         t.as_mut().ok()
     }
 
@@ -243,135 +253,203 @@ impl Dashboard {
         let mut ranges = Vec::new();
         for (ns, made) in due {
             self.ranges_read.insert(ns, (Instant::now(), made));
-            if let Some(r) = kernel::port_range(ns) {
+            if let Some(r) = crate::kernel::netns::port_range(ns) {
                 ranges.push((ns, r));
             }
         }
         self.app.update(Input::PortRanges(ranges));
     }
 
-    /// Steps until a quit key, [`Event::Quit`] or the end of `events`.
-    pub async fn run<B: Backend>(
-        &mut self,
-        terminal: &mut Terminal<B>,
-        events: &mut UnboundedReceiver<Event>,
-    ) -> anyhow::Result<()> {
-        while self.step(terminal, events).await? == Flow::Continue {}
-        Ok(())
+    /// The running scenario sees the records; the view follows its
+    /// namespaces.
+    fn follow_scenario(&mut self, records: &[Record]) -> Vec<Action> {
+        let Some(run) = &mut self.running else {
+            return Vec::new();
+        };
+        let ns = run.observe(records);
+        for n in ns {
+            if !self.scenario_ns.contains(n) {
+                self.scenario_ns.push(*n);
+            }
+        }
+        let app = &mut self.app;
+        if ns.is_empty() || app.namespaces.as_deref() == Some(ns) {
+            return Vec::new();
+        }
+        let first =
+            app.namespaces.is_none() || app.namespaces.as_ref().is_some_and(|a| !ns.starts_with(a));
+        let namespaces = ns.to_vec();
+        app.update(if first {
+            Input::ScenarioStarted { namespaces }
+        } else {
+            Input::FollowNamespaces(namespaces)
+        })
     }
 
-    /// Waits for the ring buffer, the next tick or an event, takes in what
-    /// the kernel has so far, carries out the app's actions and draws when
-    /// due.
-    pub async fn step<B: Backend>(
-        &mut self,
-        terminal: &mut Terminal<B>,
-        events: &mut UnboundedReceiver<Event>,
-    ) -> anyhow::Result<Flow> {
-        let app = &mut self.app;
-        let mut actions = Vec::new();
-        tokio::select! {
-            guard = self.ring.readable() => {
-                let mut guard = guard?;
-                guard.clear_ready();
-            }
-            _ = self.tick.tick() => {
-                let counters = self.pipeline.counters();
-                actions.extend(app.update(Input::Tick { counters, now_ns: monotonic_ns() }));
-                if self.names_read.is_none_or(|t| t.elapsed() >= NAMES_EVERY) {
-                    actions.extend(app.update(Input::NetnsNames(netns_names())));
-                    self.names_read = Some(Instant::now());
-                }
-                self.dirty = true;
-            }
-            ev = events.recv() => match ev {
-                Some(Event::Terminal(term::Event::Key(k))) if k.kind != KeyEventKind::Release => {
-                    actions.extend(app.update(Input::Key(k)));
-                    self.dirty = true;
-                }
-                Some(Event::Terminal(term::Event::Resize(..))) => self.dirty = true,
-                Some(Event::Terminal(_)) => {}
-                Some(Event::Quit) | None => actions.push(Action::Quit),
-            },
+    /// A scenario that finished: its trailing loopback and timer events
+    /// are awaited for [`scenario::SETTLE`], then its result shown.
+    fn finish_scenario(&mut self, src: &mut Source) -> Vec<Action> {
+        let finished = self.running.as_ref().is_some_and(Running::is_finished);
+        if !finished {
+            return Vec::new();
         }
-        // Intake: everything the kernel has so far.
-        self.pipeline.poll(&mut self.batch, false);
-        self.annotator
-            .annotate(&mut self.batch, Some(&self.pipeline.tracker));
-        if let Some(run) = &mut self.running {
-            let ns = run.observe(&self.batch);
-            for n in ns {
-                if !self.scenario_ns.contains(n) {
-                    self.scenario_ns.push(*n);
-                }
-            }
-            if !ns.is_empty() && app.namespaces.as_deref() != Some(ns) {
-                let first = app.namespaces.is_none()
-                    || app.namespaces.as_ref().is_some_and(|a| !ns.starts_with(a));
-                let namespaces = ns.to_vec();
-                actions.extend(app.update(if first {
-                    Input::ScenarioStarted { namespaces }
-                } else {
-                    Input::FollowNamespaces(namespaces)
-                }));
-            }
+        let until = *self
+            .settle_until
+            .get_or_insert_with(|| Instant::now() + scenario::SETTLE);
+        if Instant::now() < until {
+            return Vec::new();
         }
+        self.settle_until = None;
+        let Some(mut run) = self.running.take() else {
+            return Vec::new();
+        };
+        let mut batch = Vec::new();
+        if let Some(p) = src.pipeline() {
+            // Pending TIME_WAIT detaches resolved now.
+            p.poll(&mut batch, true);
+        }
+        run.observe(&batch);
         if let Some(only) = self.only_netns {
-            let scenario = &self.scenario_ns;
-            self.batch
-                .retain(|r| r.netns == only || scenario.contains(&r.netns));
+            let ns = run.namespaces();
+            batch.retain(|r| r.netns == only || ns.contains(&r.netns));
         }
-        if !self.batch.is_empty() {
-            actions.extend(app.update(Input::Records(std::mem::take(&mut self.batch))));
-            self.dirty = true;
-        }
-        // While a scenario's namespaces still exist.
+        let mut actions = self.app.update(Input::Records(batch));
+        // The scenario's namespace files close with its result.
         self.read_ranges();
-        if self.running.as_ref().is_some_and(Running::is_finished)
-            && let Some(mut run) = self.running.take()
-        {
-            // Trailing loopback and timer events, and pending TIME_WAIT
-            // detaches resolved now.
-            tokio::time::sleep(scenario::SETTLE).await;
-            self.pipeline.poll(&mut self.batch, true);
-            run.observe(&self.batch);
-            if let Some(only) = self.only_netns {
-                let ns = run.namespaces();
-                self.batch
-                    .retain(|r| r.netns == only || ns.contains(&r.netns));
-            }
-            actions.extend(
-                self.app
-                    .update(Input::Records(std::mem::take(&mut self.batch))),
-            );
-            // The scenario's namespace files close with its result.
-            self.read_ranges();
-            let result = run.finish();
-            actions.extend(self.app.update(Input::ScenarioFinished(Box::new(result))));
-            self.dirty = true;
-        }
+        let result = run.finish();
+        actions.extend(self.app.update(Input::ScenarioFinished(Box::new(result))));
+        self.dirty = true;
+        actions
+    }
+
+    fn act(&mut self, src: &mut Source, actions: Vec<Action>) -> Flow {
         for action in actions {
             match action {
-                Action::Quit => return Ok(Flow::Quit),
-                Action::RunScenario(s) => match scenario::start(s, &self.pipeline) {
-                    Ok(run) => self.running = Some(run),
-                    Err(e) => {
-                        let r = scenario::not_started(s, &crate::error_chain(&e));
-                        self.app.update(Input::ScenarioFinished(Box::new(r)));
+                Action::Quit => return Flow::Quit,
+                Action::RunScenario(s) => {
+                    let started = match src.pipeline() {
+                        Some(p) => {
+                            scenario::start(s, p).map_err(|e| crate::util::errors::chain(&e))
+                        }
+                        None => Err("scenarios run on the live kernel, not in a replay".to_owned()),
+                    };
+                    match started {
+                        Ok(run) => self.running = Some(run),
+                        Err(e) => {
+                            let r = scenario::not_started(s, &e);
+                            self.app.update(Input::ScenarioFinished(Box::new(r)));
+                        }
                     }
-                },
+                }
             }
         }
-        if self.dirty && self.last_draw.elapsed() >= Duration::from_millis(100) {
-            self.reconcile();
-            let app = &mut self.app;
-            // Ages and time left against this frame's clock.
-            app.update(Input::Clock(monotonic_ns()));
-            terminal.draw(|f| ui::render(app, f))?;
-            self.last_draw = Instant::now();
-            self.dirty = false;
+        Flow::Continue
+    }
+
+    /// A frame, at most every 100 ms and only when something changed.
+    fn draw(&mut self, src: &Source) -> anyhow::Result<()> {
+        if !self.dirty || self.last_draw.elapsed() < Duration::from_millis(100) {
+            return Ok(());
         }
-        Ok(Flow::Continue)
+        if matches!(src, Source::Live(_)) {
+            self.reconcile();
+        }
+        let app = &mut self.app;
+        // Ages and time left against this frame's clock.
+        app.update(Input::Clock(src.now_ns()));
+        self.terminal.draw(|f| ui::render(app, f))?;
+        self.last_draw = Instant::now();
+        self.dirty = false;
+        Ok(())
+    }
+}
+
+impl<B: Backend> Sink for Dashboard<B> {
+    type Input = Event;
+
+    fn records(&mut self, src: &mut Source, records: &mut Vec<Record>) -> anyhow::Result<Flow> {
+        let mut actions = Vec::new();
+        if self
+            .last_tick
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(100))
+        {
+            self.last_tick = Some(Instant::now());
+            let (counters, now_ns) = (src.counters(), src.now_ns());
+            actions.extend(self.app.update(Input::Tick { counters, now_ns }));
+            if matches!(src, Source::Live(_))
+                && self.names_read.is_none_or(|t| t.elapsed() >= NAMES_EVERY)
+            {
+                actions.extend(self.app.update(Input::NetnsNames(netns_names())));
+                self.names_read = Some(Instant::now());
+            }
+            self.dirty = true;
+        }
+        if let Source::Replay(r) = src {
+            // The replay's clock moves with every read, not only on ticks.
+            let clock = replay::clock(r);
+            if self.app.replay_clock.as_ref() != Some(&clock) {
+                self.app.replay_clock = Some(clock);
+                self.dirty = true;
+            }
+        }
+        actions.extend(self.follow_scenario(records));
+        if let Some(only) = self.only_netns {
+            let scenario = &self.scenario_ns;
+            records.retain(|r| r.netns == only || scenario.contains(&r.netns));
+        }
+        if !records.is_empty() {
+            // A replay's cursor, not the app's pause, holds records back.
+            let replaying = matches!(src, Source::Replay(_));
+            let held = self.app.paused && !replaying;
+            let paused = std::mem::replace(&mut self.app.paused, held);
+            actions.extend(self.app.update(Input::Records(std::mem::take(records))));
+            self.app.paused = paused;
+            self.dirty = true;
+        }
+        if matches!(src, Source::Live(_)) {
+            // While a scenario's namespaces still exist.
+            self.read_ranges();
+            actions.extend(self.finish_scenario(src));
+        }
+        let flow = self.act(src, actions);
+        self.draw(src)?;
+        Ok(flow)
+    }
+
+    fn input(&mut self) -> impl std::future::Future<Output = Option<Event>> {
+        self.events.recv()
+    }
+
+    fn on_input(&mut self, src: &mut Source, input: Event) -> anyhow::Result<Flow> {
+        let actions = match input {
+            Event::Terminal(term::Event::Key(k)) if k.kind != KeyEventKind::Release => {
+                match src {
+                    // `n` moves a replay's cursor a second on.
+                    Source::Replay(r)
+                        if k.code == KeyCode::Char('n') && self.app.input.is_none() =>
+                    {
+                        r.step(STEP_NS);
+                        Vec::new()
+                    }
+                    _ => {
+                        let actions = self.app.update(Input::Key(k));
+                        if let Source::Replay(r) = src {
+                            r.set_paused(self.app.paused);
+                        }
+                        actions
+                    }
+                }
+            }
+            Event::Terminal(term::Event::Resize(..)) => Vec::new(),
+            Event::Terminal(_) => return Ok(Flow::Continue),
+            Event::Quit => return Ok(Flow::Quit),
+        };
+        self.dirty = true;
+        let flow = self.act(src, actions);
+        // A key's effect shows at once.
+        self.last_draw = Instant::now() - Duration::from_secs(1);
+        self.draw(src)?;
+        Ok(flow)
     }
 }
 

@@ -3,6 +3,7 @@
 //! ([`http`]). Each scrape also reads the kernel's counters, the programs'
 //! run time and a socket-table snapshot for the TIME_WAIT gauge.
 
+mod agent;
 pub mod http;
 pub mod log;
 pub mod metrics;
@@ -16,7 +17,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tokio::{signal::unix::SignalKind, sync::mpsc};
+use tokio::sync::mpsc;
 
 use crate::{
     explain,
@@ -25,12 +26,16 @@ use crate::{
     kernel::sockets::{Entry, SnapshotFilter, SocketTable},
     model::ephemeral::PortRange,
     model::filter::Filter,
-    pipeline::Pipeline,
+    pipeline::{
+        Pipeline,
+        drive::{self, Stop},
+        source::Source,
+    },
 };
 
 use self::{
-    http::{Format, Scrape},
-    metrics::{KernelMember, KernelView, Limits, Metrics},
+    http::Scrape,
+    metrics::{KernelMember, Limits, Metrics},
 };
 
 /// Where `serve` listens unless told otherwise.
@@ -137,7 +142,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     // them (the netns filter works in the kernel) are the counts the
     // metrics'.
     let aggregate = counts_in_kernel(&opts.filter);
-    let mut pipeline = Pipeline::with_options(
+    let pipeline = Pipeline::with_options(
         opts.filter,
         LoadOptions {
             mode: opts.mode,
@@ -156,17 +161,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     for m in &pipeline.probes.missing {
         eprintln!("inspector: warning: {m}");
     }
-    let mut sockets = match SocketTable::load() {
+    let sockets = match SocketTable::load() {
         Ok(t) => Some(t),
         Err(e) => {
             eprintln!("inspector: warning: no TIME_WAIT gauge (socket iterators: {e})");
             None
         }
     };
-    let ring = pipeline.readiness()?;
-    let mut sigterm = tokio::signal::unix::signal(SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(SignalKind::interrupt())?;
-    let (scrape_tx, mut scrapes) = mpsc::channel::<Scrape>(16);
+    let (scrape_tx, scrapes) = mpsc::channel::<Scrape>(16);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http_stats = std::sync::Arc::new(http::Stats::default());
     let server = tokio::spawn(http::serve(
@@ -179,15 +181,13 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             let _ = stop_rx.await;
         },
     ));
-
-    let mut recorder = (opts.record.as_deref())
+    let header =
+        crate::recording::Header::new(pipeline.probes.mode.to_string(), pipeline.filter.describe());
+    let recorder = (opts.record.as_deref())
         .map(|dir| {
-            crate::recording::Recorder::open(dir, Default::default(), &pipeline, opts.record_shared)
+            crate::recording::Recorder::open(dir, Default::default(), &header, opts.record_shared)
         })
         .transpose()?;
-    let mut log = log::Limiter::default();
-    // The last answer, for scrapers that come within CACHE_FOR of it.
-    let mut cached: Option<(Format, Instant, String)> = None;
     let mut metrics = Metrics::new(opts.limits);
     if aggregate {
         metrics.count_decisions_in_kernel();
@@ -197,7 +197,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         Some(p) => crate::kernel::netns::inode(p).ok(),
         None => crate::kernel::netns::current_netns().ok(),
     };
-    let mut ranges = RangeCache {
+    let ranges = RangeCache {
         own: own_netns.map(|ino| {
             let path = opts
                 .netns_path
@@ -207,180 +207,38 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         }),
         ..RangeCache::default()
     };
-    let mut annotator = crate::pipeline::annotate::Annotator::default();
-    let mut batch = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let mut server = std::pin::pin!(server);
-    loop {
-        let mut scrape = None;
-        let done = tokio::select! {
-            guard = ring.readable() => {
-                let mut guard = guard?;
-                guard.clear_ready();
-                false
-            }
-            _ = tick.tick() => false,
-            s = scrapes.recv() => { scrape = s; false }
-            _ = sigterm.recv() => true,
-            _ = sigint.recv() => true,
-            r = &mut server => {
-                // The server only ends on its own by failing.
-                r.context("HTTP server task")?.context("HTTP server")?;
-                true
-            }
-        };
-        pipeline.poll(&mut batch, done);
-        annotator.annotate(&mut batch, Some(&pipeline.tracker));
-        let now = Instant::now();
-        for r in batch.drain(..) {
-            log_failure(&mut log, &r, now);
-            if let Some(rec) = &mut recorder {
-                rec.push(&r);
-            }
-            metrics.apply(&r);
-        }
-        if let Some(rec) = &mut recorder {
-            match rec.turn_or_stop(&pipeline, done) {
-                Ok(false) => {}
-                Ok(true) => eprintln!(
-                    "inspector: recording again in {} ({} records were lost while it was stopped)",
-                    rec.out.path().display(),
-                    rec.lost
-                ),
-                Err(e) => eprintln!(
-                    "inspector: error: {}; recording stopped, serving goes on; it tries again in {} s",
-                    crate::error_chain(&e),
-                    crate::recording::RETRY_AFTER.as_secs()
-                ),
-            }
-        }
-        if let Some((format, reply)) = scrape {
-            if let Some((f, at, body)) = &cached
-                && *f == format
-                && at.elapsed() < CACHE_FOR
-            {
-                let _ = reply.send(body.clone());
-                continue;
-            }
-            metrics.set_agent(metrics::AgentView {
-                record_errors: recorder.as_ref().map_or(0, |r| r.errors),
-                records_lost: recorder.as_ref().map_or(0, |r| r.lost),
-                recording: recorder.as_ref().map(|r| !r.stopped()),
-                log_suppressed: log.suppressed,
-                http_evicted: http_stats
-                    .evicted
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                http_refused: http_stats
-                    .refused
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                http_timed_out: http_stats
-                    .timed_out
-                    .load(std::sync::atomic::Ordering::Relaxed),
-                http_unauthorized: http_stats
-                    .unauthorized
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            });
-            let tables = sockets.as_mut().and_then(|t| {
-                tcp_tables(t, opts.netns_path.as_deref(), ports.as_ref())
-                    .map_err(|e| eprintln!("inspector: warning: TCP socket snapshot: {e}"))
-                    .ok()
-            });
-            let (timewait, toward) = match tables {
-                Some(t) => (Some(t.timewait), Some(t.toward)),
-                None => (None, None),
-            };
-            let mut namespaces = metrics.client_namespaces();
-            namespaces.extend(own_netns);
-            let port_ranges = ranges.read(&namespaces);
-            let members = kernel_members(&pipeline.probes, &mut pipeline.cgroups);
-            let probes = &pipeline.probes;
-            metrics.set_kernel(KernelView {
-                counters: pipeline.counters(),
-                events_read: pipeline.seen,
-                run_time_ns: probes.run_times(),
-                timewait,
-                outcomes: probes.aggregate.then(|| probes.outcomes()),
-                members,
-                port_ranges,
-                ephemeral_in_use: toward.zip(own_netns).map(|(toward, netns)| {
-                    toward
-                        .into_iter()
-                        .map(|(addr, port, n)| {
-                            (crate::model::ephemeral::DestKey { netns, addr, port }, n)
-                        })
-                        .collect()
-                }),
-            });
-            let body = match format {
-                Format::OpenMetrics => metrics.encode_openmetrics(),
-                Format::Text => metrics.encode_text(),
-            };
-            for sock in metrics.take_forgotten() {
-                pipeline.probes.forget_deliveries(sock);
-            }
-            cached = Some((format, Instant::now(), body.clone()));
-            // The scraper may have given up: nothing to do then.
-            let _ = reply.send(body);
-        }
-        if done {
-            break;
-        }
-    }
+    let mut agent = agent::Agent {
+        metrics,
+        recorder,
+        log: log::Limiter::default(),
+        cached: None,
+        scrapes,
+        sockets,
+        ranges,
+        http_stats,
+        own_netns,
+        netns_path: opts.netns_path,
+        ports,
+    };
+    let mut src = Source::live(pipeline, Duration::from_millis(200))?;
+    let mut stop = Stop::new(None)?;
+    let served = drive::run(&mut src, &mut agent, &mut stop).await;
     let _ = stop_tx.send(());
     // Requests in flight get their answer; do not wait for slow clients.
-    let _ = tokio::time::timeout(Duration::from_secs(2), &mut server).await;
-    let c = pipeline.counters();
-    eprintln!(
-        "inspector: {} events read, {} dropped (ring buffer full), {} kernel errors",
-        pipeline.seen, c.dropped, c.read_errors
-    );
+    // The server only ends on its own by failing.
+    let mut server = std::pin::pin!(server);
+    if let Ok(r) = tokio::time::timeout(Duration::from_secs(2), &mut server).await {
+        r.context("HTTP server task")?.context("HTTP server")?;
+    }
+    served?;
+    if let Some(pipeline) = src.pipeline() {
+        let c = pipeline.counters();
+        eprintln!(
+            "inspector: {} events read, {} dropped (ring buffer full), {} kernel errors",
+            pipeline.seen, c.dropped, c.read_errors
+        );
+    }
     Ok(())
-}
-
-/// Scrapes this close together share one answer: a client asking in a
-/// loop costs one exposition per interval, not one per request.
-const CACHE_FOR: Duration = Duration::from_millis(250);
-
-/// Logs a failed bind (and a UDP bind that shares an address across
-/// uids) once per kind and interval ([`log::Limiter`]).
-fn log_failure(log: &mut log::Limiter, r: &crate::model::record::Record, now: Instant) {
-    // The owner by name, not pid: a service in a restart loop fails under
-    // a new pid each time, and is one story.
-    let owner = || r.comm.as_deref().unwrap_or("?").to_owned();
-    if let (Some(e), Some(why)) = (r.errno.filter(|e| e.is_failure()), &r.explanation)
-        && r.kind == crate::model::record::RecordType::Bind
-    {
-        let port = r.req_port.unwrap_or(r.lport);
-        let kind = log::Kind {
-            what: "bind",
-            port,
-            errno: e.to_string(),
-            owner: owner(),
-        };
-        if let Some(left_out) = log.admit(kind, now) {
-            eprintln!("{}", log::failure_line(r, why, left_out));
-        }
-    }
-    if let Some(why) = r
-        .explanation
-        .as_deref()
-        .filter(|w| w.starts_with("hijack risk"))
-        && r.errno.is_none()
-    {
-        let kind = log::Kind {
-            what: "hijack",
-            port: r.lport,
-            errno: String::new(),
-            owner: owner(),
-        };
-        if log.admit(kind, now).is_some() {
-            eprintln!(
-                "inspector: udp bind by pid {}: {}",
-                r.pid.map_or_else(|| "?".into(), |p| p.to_string()),
-                crate::util::escape::Escaped(why)
-            );
-        }
-    }
 }
 
 /// Whether the metrics can be counted in the kernel under `filter`: only
@@ -409,7 +267,7 @@ fn counts_in_kernel(filter: &Filter) -> bool {
 
 /// The SO_REUSEPORT members the kernel counted, with their owners as the
 /// kernel remembers them (from their bind/listen).
-fn kernel_members(
+pub(super) fn kernel_members(
     probes: &crate::kernel::probe::Probes,
     cgroups: &mut crate::kernel::cgroup::Resolver,
 ) -> Vec<KernelMember> {
@@ -438,10 +296,10 @@ fn kernel_members(
 /// Namespaces' port ranges, read again every [`RangeCache::EVERY`]: a
 /// sysctl read in another namespace costs a thread that enters it.
 #[derive(Default)]
-struct RangeCache {
-    read: BTreeMap<u32, (Instant, Option<PortRange>)>,
+pub(super) struct RangeCache {
+    pub(super) read: BTreeMap<u32, (Instant, Option<PortRange>)>,
     /// The agent's namespace and a path to it (`--netns`): no search.
-    own: Option<(u32, std::path::PathBuf)>,
+    pub(super) own: Option<(u32, std::path::PathBuf)>,
 }
 
 impl RangeCache {
@@ -449,7 +307,7 @@ impl RangeCache {
     /// Namespaces read per scrape at most; the others wait for the next.
     const PER_SCRAPE: usize = 8;
 
-    fn read(&mut self, namespaces: &BTreeSet<u32>) -> Vec<(u32, PortRange)> {
+    pub(super) fn read(&mut self, namespaces: &BTreeSet<u32>) -> Vec<(u32, PortRange)> {
         self.read.retain(|ns, _| namespaces.contains(ns));
         let due: Vec<u32> = namespaces
             .iter()
@@ -463,10 +321,8 @@ impl RangeCache {
             .collect();
         for ns in due {
             let range = match &self.own {
-                Some((own, path)) if *own == ns => {
-                    crate::commands::dashboard::kernel::port_range_in(path)
-                }
-                _ => crate::commands::dashboard::kernel::port_range(ns),
+                Some((own, path)) if *own == ns => crate::kernel::netns::port_range_in(path),
+                _ => crate::kernel::netns::port_range(ns),
             };
             self.read.insert(ns, (Instant::now(), range));
         }
@@ -480,15 +336,15 @@ impl RangeCache {
 /// What the metrics take from one walk of the TCP socket table of the
 /// agent's network namespace (or `netns`): the iterators walk one
 /// namespace's tables.
-struct TcpTables {
+pub(super) struct TcpTables {
     /// TIME_WAIT sockets by (proto, local port), busiest first.
-    timewait: Vec<(Proto, u16, u64)>,
+    pub(super) timewait: Vec<(Proto, u16, u64)>,
     /// Local ports held toward each destination by client sockets
     /// (connected or in TIME_WAIT, on a local port nobody listens on).
-    toward: Vec<(std::net::IpAddr, u16, u32)>,
+    pub(super) toward: Vec<(std::net::IpAddr, u16, u32)>,
 }
 
-fn tcp_tables(
+pub(super) fn tcp_tables(
     table: &mut SocketTable,
     netns: Option<&std::path::Path>,
     ports: Option<&crate::model::filter::PortSet>,

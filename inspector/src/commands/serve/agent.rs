@@ -1,0 +1,217 @@
+//! The agent on the one loop: every record counted into the metrics,
+//! recorded (`--record`) and, when it is a failure, logged once per kind;
+//! every scrape answered from the metrics and what the kernel says at
+//! that moment.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::mpsc;
+
+use super::{
+    RangeCache,
+    http::{self, Format, Scrape},
+    kernel_members, log,
+    metrics::{self, KernelView, Metrics},
+    tcp_tables,
+};
+use crate::{
+    kernel::sockets::SocketTable,
+    model::{
+        filter::PortSet,
+        record::{Record, RecordType},
+    },
+    pipeline::{
+        drive::{Flow, Sink},
+        source::Source,
+    },
+    recording::Recorder,
+    util::escape::Escaped,
+};
+
+/// Scrapes this close together share one answer: a client asking in a
+/// loop costs one exposition per interval, not one per request.
+const CACHE_FOR: Duration = Duration::from_millis(250);
+
+pub(super) struct Agent {
+    pub metrics: Metrics,
+    pub recorder: Option<Recorder>,
+    pub log: log::Limiter,
+    /// The last answer, for scrapers that come within CACHE_FOR of it.
+    pub cached: Option<(Format, Instant, String)>,
+    pub scrapes: mpsc::Receiver<Scrape>,
+    pub sockets: Option<SocketTable>,
+    pub ranges: RangeCache,
+    pub http_stats: Arc<http::Stats>,
+    pub own_netns: Option<u32>,
+    pub netns_path: Option<PathBuf>,
+    pub ports: Option<PortSet>,
+}
+
+impl Agent {
+    /// Records, and the recorder's schedule: a write error stops the
+    /// recording (logged once, counted), never the agent.
+    fn record(&mut self, src: &Source, records: &[Record], last: bool) {
+        let now = Instant::now();
+        for r in records {
+            log_failure(&mut self.log, r, now);
+            if let Some(rec) = &mut self.recorder {
+                rec.push(r);
+            }
+            self.metrics.apply(r);
+        }
+        if let Some(rec) = &mut self.recorder {
+            match rec.turn_or_stop(|n| src.stats(n, last), last) {
+                Ok(false) => {}
+                Ok(true) => eprintln!(
+                    "inspector: recording again in {} ({} records were lost while it was stopped)",
+                    rec.out.path().display(),
+                    rec.lost
+                ),
+                Err(e) => eprintln!(
+                    "inspector: error: {}; recording stopped, serving goes on; it tries again in {} s",
+                    crate::util::errors::chain(&e),
+                    crate::recording::RETRY_AFTER.as_secs()
+                ),
+            }
+        }
+    }
+
+    /// The exposition for one scrape, with the kernel read now.
+    fn expose(&mut self, src: &mut Source, format: Format) -> String {
+        if let Some((f, at, body)) = &self.cached
+            && *f == format
+            && at.elapsed() < CACHE_FOR
+        {
+            return body.clone();
+        }
+        let recorder = self.recorder.as_ref();
+        let http = &self.http_stats;
+        self.metrics.set_agent(metrics::AgentView {
+            record_errors: recorder.map_or(0, |r| r.errors),
+            records_lost: recorder.map_or(0, |r| r.lost),
+            recording: recorder.map(|r| !r.stopped()),
+            log_suppressed: self.log.suppressed,
+            http_evicted: http.evicted.load(Ordering::Relaxed),
+            http_refused: http.refused.load(Ordering::Relaxed),
+            http_timed_out: http.timed_out.load(Ordering::Relaxed),
+            http_unauthorized: http.unauthorized.load(Ordering::Relaxed),
+        });
+        let tables = self.sockets.as_mut().and_then(|t| {
+            tcp_tables(t, self.netns_path.as_deref(), self.ports.as_ref())
+                .map_err(|e| eprintln!("inspector: warning: TCP socket snapshot: {e}"))
+                .ok()
+        });
+        let (timewait, toward) = match tables {
+            Some(t) => (Some(t.timewait), Some(t.toward)),
+            None => (None, None),
+        };
+        let mut namespaces = self.metrics.client_namespaces();
+        namespaces.extend(self.own_netns);
+        let port_ranges = self.ranges.read(&namespaces);
+        let Some(pipeline) = src.pipeline() else {
+            return String::new();
+        };
+        let members = kernel_members(&pipeline.probes, &mut pipeline.cgroups);
+        let probes = &pipeline.probes;
+        let own = self.own_netns;
+        self.metrics.set_kernel(KernelView {
+            counters: pipeline.counters(),
+            events_read: pipeline.seen,
+            run_time_ns: probes.run_times(),
+            timewait,
+            outcomes: probes.aggregate.then(|| probes.outcomes()),
+            members,
+            port_ranges,
+            ephemeral_in_use: toward.zip(own).map(|(toward, netns)| {
+                toward
+                    .into_iter()
+                    .map(|(addr, port, n)| {
+                        (crate::model::ephemeral::DestKey { netns, addr, port }, n)
+                    })
+                    .collect()
+            }),
+        });
+        let body = match format {
+            Format::OpenMetrics => self.metrics.encode_openmetrics(),
+            Format::Text => self.metrics.encode_text(),
+        };
+        for sock in self.metrics.take_forgotten() {
+            pipeline.probes.forget_deliveries(sock);
+        }
+        self.cached = Some((format, Instant::now(), body.clone()));
+        body
+    }
+}
+
+impl Sink for Agent {
+    type Input = Scrape;
+
+    fn records(&mut self, src: &mut Source, records: &mut Vec<Record>) -> anyhow::Result<Flow> {
+        self.record(src, records, false);
+        Ok(Flow::Continue)
+    }
+
+    /// The next scrape; `None` once the HTTP server has gone (it only
+    /// ends by failing), which ends the agent.
+    fn input(&mut self) -> impl std::future::Future<Output = Option<Scrape>> {
+        self.scrapes.recv()
+    }
+
+    fn on_input(&mut self, src: &mut Source, (format, reply): Scrape) -> anyhow::Result<Flow> {
+        let body = self.expose(src, format);
+        // The scraper may have given up: nothing to do then.
+        let _ = reply.send(body);
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, src: &mut Source) -> anyhow::Result<()> {
+        self.record(src, &[], true);
+        Ok(())
+    }
+}
+
+/// Logs a failed bind (and a UDP bind that shares an address across
+/// uids) once per kind and interval ([`log::Limiter`]).
+fn log_failure(log: &mut log::Limiter, r: &Record, now: Instant) {
+    // The owner by name, not pid: a service in a restart loop fails under
+    // a new pid each time, and is one story.
+    let owner = || r.comm.as_deref().unwrap_or("?").to_owned();
+    if let (Some(e), Some(why)) = (r.errno.filter(|e| e.is_failure()), &r.explanation)
+        && r.kind == RecordType::Bind
+    {
+        let port = r.req_port.unwrap_or(r.lport);
+        let kind = log::Kind {
+            what: "bind",
+            port,
+            errno: e.to_string(),
+            owner: owner(),
+        };
+        if let Some(left_out) = log.admit(kind, now) {
+            eprintln!("{}", log::failure_line(r, why, left_out));
+        }
+    }
+    if let Some(why) = r
+        .explanation
+        .as_deref()
+        .filter(|w| w.starts_with("hijack risk"))
+        && r.errno.is_none()
+    {
+        let kind = log::Kind {
+            what: "hijack",
+            port: r.lport,
+            errno: String::new(),
+            owner: owner(),
+        };
+        if log.admit(kind, now).is_some() {
+            eprintln!(
+                "inspector: udp bind by pid {}: {}",
+                r.pid.map_or_else(|| "?".into(), |p| p.to_string()),
+                Escaped(why)
+            );
+        }
+    }
+}
