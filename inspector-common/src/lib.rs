@@ -30,6 +30,38 @@ pub mod kind {
     pub const ACCEPT: u8 = 8;
 }
 
+/// The kinds of [`kind`] as an enum, for an exhaustive `match` on the user
+/// side: a kind added there without a case here fails to compile there,
+/// and an unknown byte from the ring buffer is `None`, counted, not
+/// dropped in silence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Bind,
+    Connect,
+    State,
+    TwArm,
+    TwCancel,
+    TwExpire,
+    Reuseport,
+    Accept,
+}
+
+impl EventKind {
+    pub const fn from_raw(k: u8) -> Option<Self> {
+        Some(match k {
+            kind::BIND => Self::Bind,
+            kind::CONNECT => Self::Connect,
+            kind::STATE => Self::State,
+            kind::TW_ARM => Self::TwArm,
+            kind::TW_CANCEL => Self::TwCancel,
+            kind::TW_EXPIRE => Self::TwExpire,
+            kind::REUSEPORT => Self::Reuseport,
+            kind::ACCEPT => Self::Accept,
+            _ => return None,
+        })
+    }
+}
+
 /// The operation a bind decision belongs to.
 pub mod phase {
     pub const BIND: u8 = 1;
@@ -115,7 +147,11 @@ pub mod counter {
     /// the CPU's `bpf_prog_active` (`trace_call_bpf()`); a skipped
     /// syscall program loses that call's record.
     pub const SKIPPED: u32 = 10;
-    pub const LEN: u32 = 11;
+    /// Ring-buffer entries user space could not decode (too short, or of
+    /// a kind this build does not know), counted by user space (no program
+    /// writes this slot): a kernel and user side out of step.
+    pub const MALFORMED: u32 = 11;
+    pub const LEN: u32 = 12;
 
     /// The kernel-side error slots: everything but [`EMITTED`] and
     /// [`DROPPED`].
@@ -135,6 +171,7 @@ pub mod counter {
             MAP_OWNER_FULL => "map_owner_full",
             SCRATCH_BUSY => "scratch_busy",
             SKIPPED => "skipped_by_kernel",
+            MALFORMED => "malformed_event",
             _ => "unknown",
         }
     }

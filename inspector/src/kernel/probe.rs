@@ -248,6 +248,9 @@ pub struct Probes {
     pub missing: Vec<String>,
     /// Loaded with [`LoadOptions::aggregate`].
     pub aggregate: bool,
+    /// Ring-buffer entries that could not be decoded
+    /// ([`counter::MALFORMED`]).
+    malformed: u64,
 }
 
 impl Probes {
@@ -354,6 +357,7 @@ impl Probes {
             attached,
             missing,
             aggregate: opts.aggregate,
+            malformed: 0,
         })
     }
 
@@ -409,7 +413,9 @@ impl Probes {
         if let Some(logger) = &mut self.logger {
             logger.flush();
         }
-        drain_ring(&mut self.ring, &mut sink)
+        let (n, malformed) = drain_ring(&mut self.ring, &mut sink);
+        self.malformed += malformed;
+        n
     }
 
     /// Each attached program's total run time in nanoseconds
@@ -442,6 +448,7 @@ impl Probes {
             .filter_map(|(_, prog)| prog.fd().ok())
             .map(|fd| recursion_misses(std::os::fd::AsFd::as_fd(fd)))
             .sum();
+        by_kind[counter::MALFORMED as usize] = self.malformed;
         Ok(Counters::from_slots(by_kind))
     }
 }
@@ -633,20 +640,28 @@ pub(crate) fn root_cause(e: &dyn std::error::Error) -> String {
 }
 
 /// Drains `ring`, decoding each entry as an [`Event`].
-pub fn drain_ring(ring: &mut RingBuf<MapData>, sink: &mut impl FnMut(&Event)) -> usize {
-    let mut n = 0;
+pub fn drain_ring(ring: &mut RingBuf<MapData>, sink: &mut impl FnMut(&Event)) -> (usize, u64) {
+    let (mut n, mut malformed) = (0, 0);
     while let Some(item) = ring.next() {
-        if let Some(ev) = decode(&item) {
-            sink(&ev);
-            n += 1;
+        match decode(&item) {
+            Some(ev) => {
+                sink(&ev);
+                n += 1;
+            }
+            None => malformed += 1,
         }
     }
-    n
+    (n, malformed)
 }
 
-/// Decodes one ring-buffer entry; `None` if it is too short.
+/// Decodes one ring-buffer entry; `None` if it is too short or of a kind
+/// this build does not know (counted by the caller, never dropped in
+/// silence).
 pub fn decode(bytes: &[u8]) -> Option<Event> {
     if bytes.len() < size_of::<Event>() {
+        return None;
+    }
+    if inspector_common::EventKind::from_raw(bytes[std::mem::offset_of!(Event, kind)]).is_none() {
         return None;
     }
     // SAFETY: the length was checked, `Event` is plain old data for which

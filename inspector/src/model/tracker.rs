@@ -20,7 +20,7 @@
 
 use std::{collections::VecDeque, net::IpAddr, num::NonZeroUsize};
 
-use inspector_common::{Event, flag, kind};
+use inspector_common::{Event, EventKind, flag, kind};
 
 use crate::{
     kernel::TcpState,
@@ -457,24 +457,28 @@ impl Tracker {
 
     /// Applies one kernel event, appending the records it produces to `out`.
     pub fn apply(&mut self, ev: &Event, out: &mut Vec<Record>) {
-        match ev.kind {
-            kind::BIND | kind::CONNECT | kind::ACCEPT => self.on_syscall(ev, out),
-            kind::STATE => self.on_state(ev, out),
-            kind::REUSEPORT => {
+        // Decoding refused unknown kinds (and counted them): every kind
+        // reaching here has its case.
+        let Some(kind) = EventKind::from_raw(ev.kind) else {
+            return;
+        };
+        match kind {
+            EventKind::Bind | EventKind::Connect | EventKind::Accept => self.on_syscall(ev, out),
+            EventKind::State => self.on_state(ev, out),
+            EventKind::Reuseport => {
                 let mut r = Record::from_event(ev, RecordType::Reuseport);
                 r.group = Some(format!("{:x}", ev.aux));
                 self.attribute(ev, &mut r);
                 out.push(r);
             }
-            kind::TW_ARM => self.on_tw_arm(ev, out),
-            kind::TW_CANCEL => self.on_tw_cancel(ev),
-            kind::TW_EXPIRE => {
+            EventKind::TwArm => self.on_tw_arm(ev, out),
+            EventKind::TwCancel => self.on_tw_cancel(ev),
+            EventKind::TwExpire => {
                 if let Some(mut tw) = self.remove_tw(ev.sock) {
                     tw.substate = TcpState::from(ev.new_state);
                     out.push(exit_record(ev.sock, &tw, ev.ts_ns, ExitReason::Expired));
                 }
             }
-            _ => {}
         }
     }
 

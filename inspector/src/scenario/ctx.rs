@@ -46,8 +46,8 @@ pub struct Call {
     pub op: &'static str,
     pub addr: String,
     pub port: u16,
-    /// Errno name, or null on success.
-    pub errno: Option<String>,
+    /// The errno (by name in JSON), or null on success.
+    pub errno: Option<Errno>,
 }
 
 /// Datagrams or connections one socket received, as the driver counted them.
@@ -78,9 +78,9 @@ pub struct Ctx {
     held: Vec<Socket>,
 }
 
-/// The errno name of an I/O result, or `None` on success.
-pub fn errno_of<T>(r: &io::Result<T>) -> Option<String> {
-    r.as_ref().err().map(|e| Errno::of(e).to_string())
+/// The errno of an I/O result, or `None` on success.
+pub fn errno_of<T>(r: &io::Result<T>) -> Option<Errno> {
+    r.as_ref().err().map(Errno::of)
 }
 
 pub fn sockaddr(s: &str) -> Result<SocketAddr, ScenarioError> {
@@ -194,7 +194,7 @@ impl Ctx {
         Ok(())
     }
 
-    fn log(&mut self, s: &Sock, op: &'static str, addr: SocketAddr, errno: Option<String>) {
+    fn log(&mut self, s: &Sock, op: &'static str, addr: SocketAddr, errno: Option<Errno>) {
         self.calls.push(Call {
             socket: s.label.clone(),
             proto: s.proto,
@@ -205,16 +205,16 @@ impl Ctx {
         });
     }
 
-    /// `bind()`; returns the errno name, `None` on success.
-    pub fn bind(&mut self, s: &Sock, addr: &str) -> Result<Option<String>, ScenarioError> {
+    /// `bind()`; returns the errno, `None` on success.
+    pub fn bind(&mut self, s: &Sock, addr: &str) -> Result<Option<Errno>, ScenarioError> {
         let a = sockaddr(addr)?;
         let errno = errno_of(&s.sock.bind(&a.into()));
-        self.log(s, "bind", a, errno.clone());
+        self.log(s, "bind", a, errno);
         Ok(errno)
     }
 
     /// `listen()`; the logged address is the one the socket is bound to.
-    pub fn listen(&mut self, s: &Sock, backlog: i32) -> Option<String> {
+    pub fn listen(&mut self, s: &Sock, backlog: i32) -> Option<Errno> {
         let errno = errno_of(&s.sock.listen(backlog));
         let a = s
             .sock
@@ -222,15 +222,15 @@ impl Ctx {
             .ok()
             .and_then(|a| a.as_socket())
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-        self.log(s, "listen", a, errno.clone());
+        self.log(s, "listen", a, errno);
         errno
     }
 
     /// Blocking `connect()` to `addr`.
-    pub fn connect(&mut self, s: &Sock, addr: &str) -> Result<Option<String>, ScenarioError> {
+    pub fn connect(&mut self, s: &Sock, addr: &str) -> Result<Option<Errno>, ScenarioError> {
         let a = sockaddr(addr)?;
         let errno = errno_of(&s.sock.connect_timeout(&a.into(), Duration::from_secs(2)));
-        self.log(s, "connect", a, errno.clone());
+        self.log(s, "connect", a, errno);
         Ok(errno)
     }
 

@@ -395,10 +395,10 @@ pub fn not_started(s: &'static Scenario, why: &str) -> ScenarioResult {
 pub fn check_evidence(ctx: &Ctx, evidence: &[Record], deliveries_seen: bool) -> EvidenceCheck {
     let mut check = EvidenceCheck::default();
     for call in &ctx.calls {
-        let Some(errno) = call.errno.as_deref() else {
+        let Some(errno) = call.errno else {
             continue;
         };
-        if errno != "EADDRINUSE" && errno != "EADDRNOTAVAIL" {
+        if errno != Errno::EADDRINUSE && errno != Errno::EADDRNOTAVAIL {
             continue;
         }
         check.checked += 1;
@@ -415,7 +415,7 @@ pub fn check_evidence(ctx: &Ctx, evidence: &[Record], deliveries_seen: bool) -> 
         };
         let found = evidence.iter().any(|r| {
             r.kind == want_type
-                && r.errno.and_then(Errno::name) == Some(errno)
+                && r.errno == Some(errno)
                 && r.phase.map(Phase::as_str) == Some(phase)
                 && (r.req_port == Some(call.port) || r.lport == call.port)
         });

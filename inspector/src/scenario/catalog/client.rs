@@ -2,6 +2,7 @@
 //! destination, `tcp_tw_reuse`, a client that binds its source port (fixed,
 //! or port 0 before connect()), and a service port taken by a client.
 
+use crate::kernel::Errno;
 use std::{collections::BTreeMap, time::Duration};
 
 use serde_json::json;
@@ -19,7 +20,7 @@ fn connect_and_close(
     listener: &Sock,
     to: &str,
     n: usize,
-) -> Result<Vec<Option<String>>, ScenarioError> {
+) -> Result<Vec<Option<Errno>>, ScenarioError> {
     let mut out = Vec::new();
     for i in 0..n {
         let c = ctx.tcp(&format!("client {i}"))?;
@@ -210,7 +211,7 @@ pub(super) fn client_fixed_port(ctx: &mut Ctx) -> Res {
 
 /// Clients that connected and stay open: each one's errno, its local port
 /// (0 when it failed) and its socket.
-type Opened = (Vec<Option<String>>, Vec<u16>, Vec<Sock>);
+type Opened = (Vec<Option<Errno>>, Vec<u16>, Vec<Sock>);
 
 /// `n` clients connected to `to` and kept open.
 fn connect_open(ctx: &mut Ctx, label: &str, to: &str, n: usize) -> Result<Opened, ScenarioError> {
@@ -225,7 +226,7 @@ fn connect_open(ctx: &mut Ctx, label: &str, to: &str, n: usize) -> Result<Opened
     Ok((errnos, ports, open))
 }
 
-fn all_ok(errnos: &[Option<String>]) -> bool {
+fn all_ok(errnos: &[Option<Errno>]) -> bool {
     errnos.iter().all(Option::is_none)
 }
 
@@ -245,7 +246,7 @@ pub(super) fn exhaustion_per_destination(ctx: &mut Ctx) -> Res {
     let (fifth_a, _, open_fifth) = connect_open(ctx, "client a extra", a, 1)?;
     let (to_b, ports_b, open_b) = connect_open(ctx, "client b", b, 4)?;
     let (fifth_b, _, open_fifth_b) = connect_open(ctx, "client b extra", b, 1)?;
-    let a_full = all_ok(&to_a) && fifth_a[0].as_deref() == Some("EADDRNOTAVAIL");
+    let a_full = all_ok(&to_a) && fifth_a[0] == Some(Errno::EADDRNOTAVAIL);
     let b_connects = all_ok(&to_b);
     let shared = b_connects && ports_b.iter().all(|p| ports_a.contains(p));
     for s in open_a
@@ -328,7 +329,7 @@ pub(super) fn tw_reuse_modes(ctx: &mut Ctx) -> Res {
         tw_reuse_run(ctx, "1")?,
         tw_reuse_run(ctx, "2")?,
     ];
-    let after = |i: usize| runs[i]["after_1_1s"].as_str().map(str::to_owned);
+    let after = |i: usize| runs[i]["after_1_1s"].as_str().and_then(Errno::parse);
     let filled = runs.iter().all(|r| {
         r["fill_4"]
             .as_array()
@@ -339,7 +340,7 @@ pub(super) fn tw_reuse_modes(ctx: &mut Ctx) -> Res {
         .unwrap_or("?")
         .to_owned();
     let parts = [
-        filled && after(0).as_deref() == Some("EADDRNOTAVAIL"),
+        filled && after(0) == Some(Errno::EADDRNOTAVAIL),
         filled && after(1).is_none(),
         filled && after(2).is_none(),
         default == "2",
@@ -428,12 +429,12 @@ pub(super) fn bind_before_connect(ctx: &mut Ctx) -> Res {
     let failed_bind = |r: &serde_json::Value| {
         r["binds"]
             .as_array()
-            .and_then(|a| a.iter().find_map(|b| b.as_str().map(str::to_owned)))
+            .and_then(|a| a.iter().find_map(|b| b.as_str().and_then(Errno::parse)))
     };
     // bind() alone reserves: no more connections than ports; without the
     // reservation both destinations get the whole range.
     let parts = [
-        connected(&plain) == 8 && failed_bind(&plain).as_deref() == Some("EADDRINUSE"),
+        connected(&plain) == 8 && failed_bind(&plain) == Some(Errno::EADDRINUSE),
         connected(&no_port) == 16 && failed_bind(&no_port).is_none(),
     ];
     Ok(Outcome {
@@ -444,7 +445,7 @@ pub(super) fn bind_before_connect(ctx: &mut Ctx) -> Res {
             "8-port range, 16 clients over 2 destinations, each bound to 127.0.0.1:0 first: \
              {} connected, then bind() {}; with IP_BIND_ADDRESS_NO_PORT: {} connected{}",
             connected(&plain),
-            failed_bind(&plain).as_deref().unwrap_or("never failed"),
+            failed_bind(&plain).map_or_else(|| "never failed".to_owned(), |e| e.to_string()),
             connected(&no_port),
             failed_bind(&no_port).map_or(String::new(), |e| format!(", bind() {e}"))
         ),
@@ -513,10 +514,10 @@ fn service_port_run(ctx: &mut Ctx, reserve: bool) -> Result<serde_json::Value, S
 pub(super) fn service_port_taken(ctx: &mut Ctx) -> Res {
     let open = service_port_run(ctx, false)?;
     let reserved = service_port_run(ctx, true)?;
-    let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+    let s = |v: &serde_json::Value| v.as_str().and_then(Errno::parse);
     let lost = open["client_port"].as_u64().is_some_and(|p| p != 0)
-        && s(&open["service_bind"]).as_deref() == Some("EADDRINUSE")
-        && s(&open["probe_connect"]).as_deref() == Some("ECONNREFUSED");
+        && s(&open["service_bind"]) == Some(Errno::EADDRINUSE)
+        && s(&open["probe_connect"]) == Some(Errno::ECONNREFUSED);
     let kept = reserved["client_connect"].is_null()
         && reserved["client_port"].as_u64() != Some(40000)
         && reserved["service_bind"].is_null()
@@ -531,11 +532,11 @@ pub(super) fn service_port_taken(ctx: &mut Ctx) -> Res {
              ip_local_reserved_ports the client got {} and the service's bind {}, listen {}",
             open["client_port"],
             open["service_port"],
-            s(&open["service_bind"]).as_deref().unwrap_or("ok"),
-            s(&open["probe_connect"]).as_deref().unwrap_or("connected"),
+            show(&s(&open["service_bind"])),
+            s(&open["probe_connect"]).map_or_else(|| "connected".to_owned(), |e| e.to_string()),
             reserved["client_port"],
-            s(&reserved["service_bind"]).as_deref().unwrap_or("ok"),
-            s(&reserved["service_listen"]).as_deref().unwrap_or("ok"),
+            show(&s(&reserved["service_bind"])),
+            show(&s(&reserved["service_listen"])),
         ),
         details: json!({ "unreserved": open, "reserved": reserved }),
         explanation: "connect() binds its socket to the port __inet_hash_connect() picked: the \

@@ -26,6 +26,7 @@ use self::{
     },
     throughput::throughput,
 };
+use crate::kernel::Errno;
 
 // `Call` and `ctx` are named through `super::` by the scenarios that log a
 // call or a delivery by hand.
@@ -224,6 +225,6 @@ fn io<T>(r: std::io::Result<T>) -> Result<T, ScenarioError> {
     r.map_err(ScenarioError::Io)
 }
 
-fn show(errno: &Option<String>) -> &str {
-    errno.as_deref().unwrap_or("ok")
+fn show(errno: &Option<Errno>) -> String {
+    errno.map_or_else(|| "ok".to_owned(), |e| e.to_string())
 }

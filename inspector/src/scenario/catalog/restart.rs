@@ -1,6 +1,7 @@
 //! Restarting a server over its own TIME_WAIT: plain, with SO_REUSEADDR,
 //! with SO_REUSEPORT (`inet_csk_bind_conflict()` against a TIME_WAIT bucket).
 
+use crate::kernel::Errno;
 use serde_json::json;
 
 use super::{Res, io, show};
@@ -56,7 +57,7 @@ fn restart(
     port: u16,
     reuseaddr: bool,
     reuseport: bool,
-) -> Result<Option<String>, ScenarioError> {
+) -> Result<Option<Errno>, ScenarioError> {
     let new = ctx.tcp(label)?;
     if reuseaddr {
         ctx.reuseaddr(&new)?;
@@ -76,7 +77,7 @@ pub(super) fn restart_plain(ctx: &mut Ctx) -> Res {
     ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
     server_left_time_wait(ctx, 8001, false, false)?;
     let errno = restart(ctx, "new-server", 8001, false, false)?;
-    let refused = errno.as_deref() == Some("EADDRINUSE");
+    let refused = errno == Some(Errno::EADDRINUSE);
     Ok(Outcome {
         reason: None,
         advice: None,
@@ -98,7 +99,7 @@ fn restart_with(
     ctx: &mut Ctx,
     port: u16,
     option: &str,
-) -> Result<(Option<String>, Option<String>), ScenarioError> {
+) -> Result<(Option<Errno>, Option<Errno>), ScenarioError> {
     let (addr, port_opt) = (option == "SO_REUSEADDR", option == "SO_REUSEPORT");
     ctx.fresh_netns()?;
     ctx.sysctl("net/ipv4/tcp_tw_reuse", "0")?;
@@ -120,8 +121,8 @@ fn restart_with(
 
 fn restart_outcome(
     option: &str,
-    new_only: Option<String>,
-    both: Option<String>,
+    new_only: Option<Errno>,
+    both: Option<Errno>,
     why: &str,
 ) -> Outcome {
     Outcome {

@@ -411,14 +411,14 @@ pub(super) fn reuseport_other_uid(ctx: &mut Ctx) -> Res {
         }
         let addr = sockaddr(&format!("127.0.0.1:{port}"))?;
         let other = io(bind_as_nobody(proto, addr, true, false))?;
-        let errno = other.errno.map(|e| Errno::from(e).to_string());
+        let errno = other.errno.map(Errno::from);
         ctx.calls.push(super::Call {
             socket: format!("{proto:?} intruder (uid {NOBODY}, pid {})", other.pid),
             proto,
             op: "bind",
             addr: addr.ip().to_string(),
             port,
-            errno: errno.clone(),
+            errno,
         });
         results.insert(format!("{proto:?}").to_lowercase(), errno);
         drop(other);
@@ -451,7 +451,7 @@ fn foreign_reuseaddr(
     label: &str,
     proto: Proto,
     addr: &str,
-) -> Result<(Foreign, Option<String>), ScenarioError> {
+) -> Result<(Foreign, Option<Errno>), ScenarioError> {
     let a = sockaddr(addr)?;
     ctx.note(format!("{label}: uid {NOBODY}, SO_REUSEADDR=1"));
     let opts = Options {
@@ -461,14 +461,14 @@ fn foreign_reuseaddr(
         ..Options::default()
     };
     let child = io(bind_as_nobody_with(proto, a, opts))?;
-    let errno = child.errno.map(|e| Errno::from(e).to_string());
+    let errno = child.errno.map(Errno::from);
     ctx.calls.push(super::Call {
         socket: format!("{label} (uid {NOBODY}, pid {})", child.pid),
         proto,
         op: "bind",
         addr: a.ip().to_string(),
         port: a.port(),
-        errno: errno.clone(),
+        errno,
     });
     Ok((child, errno))
 }
