@@ -87,7 +87,24 @@ pub fn advise(
                 && blockers
                     .iter()
                     .all(|&i| port.socks[i].state == SockState::TimeWait);
-            advice.extend(time_wait_advice(port, &blockers, sk, only_timewait));
+            // The smallest change of the new socket's options that works,
+            // checked against the rules; the TIME_WAIT advice does not
+            // repeat it.
+            let fix = if v.result == Outcome::Err(Errno::EADDRINUSE) {
+                what_if(port, who, sk, comm)
+            } else {
+                None
+            };
+            let reuseaddr_fixes = fix
+                .as_ref()
+                .is_some_and(|(what, _)| *what == "SO_REUSEADDR");
+            advice.extend(time_wait_advice(
+                port,
+                &blockers,
+                sk,
+                only_timewait,
+                reuseaddr_fixes,
+            ));
             let mut seen_owner = Vec::new();
             for &i in &blockers {
                 let h = &port.socks[i];
@@ -101,9 +118,7 @@ pub fn advise(
                 }
                 advice.extend(flag_advice(sk, h));
             }
-            if v.result == Outcome::Err(Errno::EADDRINUSE) {
-                advice.extend(what_if(port, who, sk, comm));
-            }
+            advice.extend(fix.map(|(_, a)| a));
             if v.result == Outcome::Err(Errno::EACCES) {
                 advice.push(item(
                     Safety::OwnSocket,
@@ -228,7 +243,13 @@ fn flag_advice(sk: &Sock, h: &Sock) -> Vec<Advice> {
 
 /// The timewait blockers, rolled up by address and flags: how many, when
 /// they go, and whether the new socket's SO_REUSEADDR gets past them.
-fn time_wait_advice(port: &Port, blockers: &[usize], sk: &Sock, only: bool) -> Vec<Advice> {
+fn time_wait_advice(
+    port: &Port,
+    blockers: &[usize],
+    sk: &Sock,
+    only: bool,
+    reuseaddr_fixes: bool,
+) -> Vec<Advice> {
     // (address, tw_reuse, tw_reuseport) -> (count, soonest, latest expiry)
     type Group = (usize, Option<u32>, Option<u32>);
     let mut groups: BTreeMap<(String, Option<bool>, Option<bool>), Group> = BTreeMap::new();
@@ -273,7 +294,7 @@ fn time_wait_advice(port: &Port, blockers: &[usize], sk: &Sock, only: bool) -> V
                     if n == 1 { "it" } else { "them" }
                 ),
             )),
-            Some(true) if !sk.reuse() => out.push(item(
+            Some(true) if !sk.reuse() && !reuseaddr_fixes => out.push(item(
                 Safety::OwnSocket,
                 format!(
                     "{these} {} SO_REUSEADDR: set SO_REUSEADDR on the new socket (it still never lets two sockets listen on one address)",
@@ -322,10 +343,16 @@ fn inherited_hint(port: &Port, tw_at: &str) -> Option<Advice> {
 }
 
 /// The smallest change of the new socket's own options that makes both
-/// calls succeed. SO_REUSEPORT is offered only when the group it would
-/// join is not known to be another program's.
-fn what_if(port: &Port, who: &[Who], sk: &Sock, comm: Option<&str>) -> Vec<Advice> {
-    let mut tries: Vec<(&str, Sock)> = Vec::new();
+/// calls succeed (or at least the bind), and the option it sets.
+/// SO_REUSEPORT is offered only when the group it would join is not known
+/// to be another program's.
+fn what_if(
+    port: &Port,
+    who: &[Who],
+    sk: &Sock,
+    comm: Option<&str>,
+) -> Option<(&'static str, Advice)> {
+    let mut tries: Vec<(&'static str, Sock)> = Vec::new();
     let mut t = sk.clone();
     if !sk.reuse() {
         t.reuseaddr = Some(true);
@@ -382,29 +409,35 @@ fn what_if(port: &Port, who: &[Who], sk: &Sock, comm: Option<&str>) -> Vec<Advic
             (Safety::OwnSocket, String::new())
         };
         if b.is_ok() && listen_ok {
-            return vec![item(
-                safety,
-                format!(
-                    "with {what} on the new socket, bind() {} succeed{caveat}",
-                    if t.proto == Proto::Tcp {
-                        "and listen() would"
-                    } else {
-                        "would"
-                    }
+            return Some((
+                what,
+                item(
+                    safety,
+                    format!(
+                        "with {what} on the new socket, bind() {} succeed{caveat}",
+                        if t.proto == Proto::Tcp {
+                            "and listen() would"
+                        } else {
+                            "would"
+                        }
+                    ),
                 ),
-            )];
+            ));
         }
         if b.is_ok() && t.proto == Proto::Tcp {
-            return vec![item(
-                safety,
-                format!(
-                    "with {what} on the new socket bind() would succeed, but listen() would still fail ({}){caveat}",
-                    l.result
+            return Some((
+                what,
+                item(
+                    safety,
+                    format!(
+                        "with {what} on the new socket bind() would succeed, but listen() would still fail ({}){caveat}",
+                        l.result
+                    ),
                 ),
-            )];
+            ));
         }
     }
-    Vec::new()
+    None
 }
 
 /// Bound, not listening sockets whose own listen() fails once the new
