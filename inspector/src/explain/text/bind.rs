@@ -154,13 +154,29 @@ pub fn write_bind(e: &Explanation, view: View, out: &mut impl Write) -> io::Resu
         out.line(&format!("OPTS: {}", words::OPTS_LEGEND))?;
     }
     out.blank()?;
-    out.line(&format!(
-        "new {} socket {} ({}, uid {}):",
-        r.proto,
-        fmt_addr(r.laddr, r.lport),
-        opts(Some(r.reuseaddr), Some(r.reuseport), Some(r.v6only)),
-        r.uid
-    ))?;
+    let set: Vec<&str> = [
+        (r.reuseaddr, "SO_REUSEADDR"),
+        (r.reuseport, "SO_REUSEPORT"),
+        (r.v6only, "IPV6_V6ONLY"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    out.para(
+        "",
+        4,
+        &format!(
+            "new {} socket {} ({}, uid {}):",
+            r.proto,
+            fmt_addr(r.laddr, r.lport),
+            if set.is_empty() {
+                "no SO_REUSEADDR, SO_REUSEPORT or IPV6_V6ONLY".to_owned()
+            } else {
+                set.join(", ")
+            },
+            r.uid
+        ),
+    )?;
     let holders: HashMap<u64, &Holder> = e.holders.iter().map(|h| (h.cookie, h)).collect();
     for (what, d) in [("bind()", &e.bind), ("listen()", &e.listen)] {
         write_decision(&mut out, what, d, &holders, view)?;

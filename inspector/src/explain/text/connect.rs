@@ -167,7 +167,9 @@ pub fn write_connect(e: &Explanation, view: View, out: &mut impl Write) -> io::R
         for g in &groups[..shown] {
             let h = g[0];
             let peers: Vec<_> = g.iter().map(|h| (h.raddr, h.rport)).collect();
-            let mut why = h.why.clone();
+            // The STATE column already names the state the reason starts with.
+            let state = format!("{}, ", h.state);
+            let mut why = h.why.strip_prefix(&state).unwrap_or(&h.why).to_owned();
             let reuse = rollup::expiry(g.iter().filter_map(|h| h.reusable_in_ms));
             if reuse != "-" {
                 why.push_str(&format!(" (in {reuse})"));

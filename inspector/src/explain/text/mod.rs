@@ -70,14 +70,19 @@ impl<'a, W: Write> Lines<'a, W> {
 
 /// The words of `text`; a command quoted in backticks stays one word, so
 /// that it can be copied from one line, and so does a number with its
-/// unit (`12 s`).
+/// unit (`12 s`) or its name (`uid 0`, `pid 7`).
 fn words(text: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut quoted = false;
     for w in text.split(' ').filter(|w| !w.is_empty()) {
         let unit = ["s", "s,", "s;", "s)", "ms", "ms,", "ms;", "ms)"].contains(&w);
+        let number = w.starts_with(|c: char| c.is_ascii_digit());
+        let glued = |last: &String| {
+            (unit && last.ends_with(|c: char| c.is_ascii_digit()))
+                || (number && ["uid", "pid", "(uid", "(pid"].contains(&last.as_str()))
+        };
         match out.last_mut() {
-            Some(last) if quoted || (unit && last.ends_with(|c: char| c.is_ascii_digit())) => {
+            Some(last) if quoted || glued(last) => {
                 last.push(' ');
                 last.push_str(w);
             }
@@ -237,6 +242,8 @@ mod tests {
         assert_eq!(l, ["run", "  `ps -o pid -p 7`", "  now"]);
         let l = wrap("", 2, "free in 12-58 s, then", 14);
         assert_eq!(l, ["free in", "  12-58 s,", "  then"]);
+        let l = wrap("", 2, "as uid 65534:", 8);
+        assert_eq!(l, ["as", "  uid 65534:"]);
     }
 
     #[test]
