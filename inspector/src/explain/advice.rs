@@ -95,9 +95,7 @@ pub fn advise(
             } else {
                 None
             };
-            let reuseaddr_fixes = fix
-                .as_ref()
-                .is_some_and(|(what, _)| *what == "SO_REUSEADDR");
+            let reuseaddr_fixes = fix.as_ref().is_some_and(|(fix, _)| *fix == Fix::ReuseAddr);
             advice.extend(time_wait_advice(
                 port,
                 &blockers,
@@ -342,37 +340,53 @@ fn inherited_hint(port: &Port, tw_at: &str) -> Option<Advice> {
     ))
 }
 
+/// A change of the new socket's own options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fix {
+    ReuseAddr,
+    ReusePort,
+    Both,
+    V6Only,
+}
+
+impl Fix {
+    fn name(self) -> &'static str {
+        match self {
+            Self::ReuseAddr => "SO_REUSEADDR",
+            Self::ReusePort => "SO_REUSEPORT",
+            Self::Both => "SO_REUSEADDR and SO_REUSEPORT",
+            Self::V6Only => "IPV6_V6ONLY=1",
+        }
+    }
+}
+
 /// The smallest change of the new socket's own options that makes both
-/// calls succeed (or at least the bind), and the option it sets.
+/// calls succeed (or at least the bind), and the change.
 /// SO_REUSEPORT is offered only when the group it would join is not known
 /// to be another program's.
-fn what_if(
-    port: &Port,
-    who: &[Who],
-    sk: &Sock,
-    comm: Option<&str>,
-) -> Option<(&'static str, Advice)> {
-    let mut tries: Vec<(&'static str, Sock)> = Vec::new();
+fn what_if(port: &Port, who: &[Who], sk: &Sock, comm: Option<&str>) -> Option<(Fix, Advice)> {
+    let mut tries: Vec<(Fix, Sock)> = Vec::new();
     let mut t = sk.clone();
     if !sk.reuse() {
         t.reuseaddr = Some(true);
-        tries.push(("SO_REUSEADDR", t.clone()));
+        tries.push((Fix::ReuseAddr, t.clone()));
     }
     let mut t = sk.clone();
     if !sk.rport() {
         t.reuseport = Some(true);
-        tries.push(("SO_REUSEPORT", t.clone()));
+        tries.push((Fix::ReusePort, t.clone()));
         if !sk.reuse() {
             t.reuseaddr = Some(true);
-            tries.push(("SO_REUSEADDR and SO_REUSEPORT", t));
+            tries.push((Fix::Both, t));
         }
     }
     if sk.is_v6() && sk.is_wildcard() && !sk.v6only {
         let mut t = sk.clone();
         t.v6only = true;
-        tries.push(("IPV6_V6ONLY=1", t));
+        tries.push((Fix::V6Only, t));
     }
-    for (what, t) in tries {
+    for (fix, t) in tries {
+        let what = fix.name();
         let (b, l) = port.clone().predict_known(&t);
         let listen_ok = l.is_ok() || t.proto == Proto::Udp;
         let sharing = t.rport() && !sk.rport();
@@ -410,7 +424,7 @@ fn what_if(
         };
         if b.is_ok() && listen_ok {
             return Some((
-                what,
+                fix,
                 item(
                     safety,
                     format!(
@@ -426,7 +440,7 @@ fn what_if(
         }
         if b.is_ok() && t.proto == Proto::Tcp {
             return Some((
-                what,
+                fix,
                 item(
                     safety,
                     format!(

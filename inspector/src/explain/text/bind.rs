@@ -134,7 +134,8 @@ pub fn write_bind(e: &Explanation, view: View, out: &mut impl Write) -> io::Resu
                     owner_cell(h),
                     h.uid.map_or("-".into(), |u| u.to_string()),
                     opts(h.reuseaddr, h.reuseport, h.v6only),
-                    rollup::expiry(g.iter().filter_map(|h| h.expires_ms)),
+                    rollup::expiry(g.iter().filter_map(|h| h.expires_ms))
+                        .unwrap_or_else(|| "-".into()),
                 ],
                 note(h, &e.flags_source),
             ));
@@ -282,20 +283,21 @@ fn blocked_by(g: &[&Blocker], holders: &HashMap<u64, &Holder>) -> String {
         .get(&b.cookie)
         .and_then(|h| h.last_pid.zip(h.last_comm.as_deref()));
     let mut who = words::owner(b.pid, b.comm.as_deref(), last);
-    let expiry = rollup::expiry(
+    if let Some(expiry) = rollup::expiry(
         g.iter()
             .filter_map(|b| holders.get(&b.cookie).and_then(|h| h.expires_ms)),
-    );
-    if expiry != "-" {
+    ) {
         who.push_str(&format!(", free in {expiry}"));
     }
     if g.len() == 1 {
         who.push_str(&format!(", cookie {}", b.cookie));
     }
     let peers: Vec<_> = g.iter().map(|b| (b.raddr, b.rport)).collect();
-    let remote = match rollup::remotes(&peers) {
-        r if r == "*" => String::new(),
-        r => format!(" -> {r}"),
+    // Unconnected sockets have no far end to show.
+    let remote = if peers.iter().all(|(a, p)| a.is_unspecified() && *p == 0) {
+        String::new()
+    } else {
+        format!(" -> {}", rollup::remotes(&peers))
     };
     format!(
         "{}{} {}{remote} ({who})",

@@ -170,8 +170,7 @@ pub fn write_connect(e: &Explanation, view: View, out: &mut impl Write) -> io::R
             // The STATE column already names the state the reason starts with.
             let state = format!("{}, ", h.state);
             let mut why = h.why.strip_prefix(&state).unwrap_or(&h.why).to_owned();
-            let reuse = rollup::expiry(g.iter().filter_map(|h| h.reusable_in_ms));
-            if reuse != "-" {
+            if let Some(reuse) = rollup::expiry(g.iter().filter_map(|h| h.reusable_in_ms)) {
                 why.push_str(&format!(" (in {reuse})"));
             }
             table.rows.push((
@@ -181,7 +180,8 @@ pub fn write_connect(e: &Explanation, view: View, out: &mut impl Write) -> io::R
                     local(g, 14),
                     rollup::remotes(&peers),
                     owner(h),
-                    rollup::expiry(g.iter().filter_map(|h| h.expires_ms)),
+                    rollup::expiry(g.iter().filter_map(|h| h.expires_ms))
+                        .unwrap_or_else(|| "-".into()),
                 ],
                 why,
             ));

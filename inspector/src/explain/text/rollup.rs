@@ -88,21 +88,17 @@ pub(super) fn ports(ports: &[u16], max: usize) -> String {
     out
 }
 
-/// When a group's sockets expire: `12-58 s`, `12 s`, or `-` for sockets
+/// When a group's sockets expire: `12-58 s`, `12 s`; `None` for sockets
 /// without a timer.
-pub(super) fn expiry(ms: impl IntoIterator<Item = u32>) -> String {
+pub(super) fn expiry(ms: impl IntoIterator<Item = u32>) -> Option<String> {
     let (mut lo, mut hi) = (None::<u32>, None::<u32>);
     for m in ms {
         lo = Some(lo.map_or(m, |l| l.min(m)));
         hi = Some(hi.map_or(m, |h| h.max(m)));
     }
-    match (lo, hi) {
-        (Some(a), Some(b)) => {
-            let w = crate::explain::words::within(a, b);
-            w.strip_prefix("in ").unwrap_or(&w).to_owned()
-        }
-        _ => "-".into(),
-    }
+    let (a, b) = lo.zip(hi)?;
+    let w = crate::explain::words::within(a, b);
+    Some(w.strip_prefix("in ").unwrap_or(&w).to_owned())
 }
 
 #[cfg(test)]
@@ -141,7 +137,7 @@ mod tests {
             "40000-40003,40007"
         );
         assert_eq!(ports(&[1, 3, 5, 7, 9, 11], 6), "1,3,5,+3");
-        assert_eq!(expiry([11_200, 57_100, 30_000]), "12-58 s");
-        assert_eq!(expiry([]), "-");
+        assert_eq!(expiry([11_200, 57_100, 30_000]).as_deref(), Some("12-58 s"));
+        assert_eq!(expiry([]), None);
     }
 }
