@@ -11,7 +11,10 @@ use std::{
 
 use serde::Serialize;
 
-use super::{inventory::unmap, rules::Sock, words::fmt_addr};
+use super::{
+    rules::Sock,
+    words::{fmt_addr, unmap},
+};
 use crate::kernel::{Proto, sys};
 
 /// Rows of holders the text form shows unless told otherwise: a screenful

@@ -1,5 +1,5 @@
 //! Small pieces of wording every part of the explainer uses: addresses,
-//! owners, socket options, durations. Plain strings: whoever prints them
+//! owners, socket options, durations; and how the kernel keys an address. Plain strings: whoever prints them
 //! to a terminal escapes what came from other processes.
 
 use std::net::IpAddr;
@@ -9,6 +9,16 @@ pub fn fmt_addr(addr: IpAddr, port: u16) -> String {
     match addr {
         IpAddr::V4(a) => format!("{a}:{port}"),
         IpAddr::V6(a) => format!("[{a}]:{port}"),
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4: the kernel keys those connections
+/// by their IPv4 addresses (`tcp_v6_connect()` hands them to
+/// `tcp_v4_connect()`).
+pub fn unmap(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        IpAddr::V4(_) => a,
     }
 }
 

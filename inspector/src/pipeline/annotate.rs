@@ -47,7 +47,7 @@ use crate::{
         self, ConnectPlan, Destination, Request,
         inventory::{Holder, Source},
         text,
-        words::{fmt_addr, owner},
+        words::{fmt_addr, owner, unmap},
     },
     kernel::{Errno, Phase, Proto, TcpState},
     model::record::{Record, RecordType},
@@ -290,7 +290,7 @@ fn explain_connect_at(
     tracker: Option<&Tracker>,
 ) -> Option<String> {
     let destination = Destination {
-        addr: explain::inventory::unmap(r.req_addr?),
+        addr: unmap(r.req_addr?),
         port: r.req_port?,
     };
     let (held, netns) = thread_netns(r)?;

@@ -12,7 +12,10 @@ use serde::Serialize;
 
 use super::{BOUNDARY_MS, Destination};
 use crate::{
-    explain::inventory::{Holder, Settings, unmap},
+    explain::{
+        inventory::{Holder, Settings},
+        words::unmap,
+    },
     kernel::{Proto, TcpState},
 };
 

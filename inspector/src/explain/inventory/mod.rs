@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use self::sock_diag::{from_sock_diag, udp_chain_order};
 pub use self::{
-    namespace::{Settings, parse_range, parse_reserved, route_source, unmap},
+    namespace::{Settings, parse_range, parse_reserved, route_source},
     udp_walk::measured_udp_walk,
 };
 use super::rules::{self, SockState};

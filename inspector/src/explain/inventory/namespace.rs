@@ -11,7 +11,10 @@ use std::{
 use serde::Serialize;
 use socket2::{Domain, Socket, Type};
 
-use crate::kernel::{Errno, netns};
+use crate::{
+    explain::words::unmap,
+    kernel::{Errno, netns},
+};
 
 /// The namespace's sysctls that decide the port choice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,16 +111,6 @@ pub fn parse_reserved(s: &str) -> Vec<(u16, u16)> {
 /// RFC 3692's experimental protocol number: a raw socket of it receives
 /// nothing another program sends.
 const EXPERIMENTAL_PROTO: i32 = 253;
-
-/// IPv4-mapped IPv6 addresses as IPv4: the kernel keys those connections
-/// by their IPv4 addresses (`tcp_v6_connect()` hands them to
-/// `tcp_v4_connect()`).
-pub fn unmap(a: IpAddr) -> IpAddr {
-    match a {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
-        IpAddr::V4(_) => a,
-    }
-}
 
 /// The source address the calling thread's namespace picks for `dest`: a
 /// raw socket's `connect()` runs the route lookup
