@@ -233,6 +233,13 @@ pub struct ExplainArgs {
     /// Also bind (and listen) for real in the namespace and compare.
     #[arg(long)]
     pub probe: bool,
+    /// Rows of holders (sockets rolled up by state, owner and options) the
+    /// text lists; --json always lists every socket.
+    #[arg(long, value_name = "N", default_value_t = crate::explain::DEFAULT_ROWS, conflicts_with = "all")]
+    pub limit: usize,
+    /// List every row of holders, however many.
+    #[arg(long)]
+    pub all: bool,
 }
 
 impl ExplainArgs {
@@ -282,6 +289,8 @@ impl ExplainArgs {
             }),
             container: f.container.clone(),
             connect: self.connect.clone(),
+            limit: (!self.all).then_some(self.limit),
+            comm: None,
         })
     }
 }
@@ -313,5 +322,30 @@ mod explain_args {
         };
         let e = args.to_request(&comm).expect_err("--comm is refused");
         assert!(e.to_string().contains("--comm"), "{e}");
+    }
+
+    #[test]
+    fn explain_lists_a_screenful_unless_told_otherwise() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            match cli.command {
+                Some(Command::Explain(a)) => a.to_request(&cli.filters).expect("request"),
+                _ => panic!("not explain"),
+            }
+        };
+        let r = parse(&["inspector", "explain", "8080"]);
+        assert_eq!(r.limit, Some(crate::explain::DEFAULT_ROWS));
+        assert_eq!(
+            parse(&["inspector", "explain", "8080", "--limit", "5"]).limit,
+            Some(5)
+        );
+        assert_eq!(
+            parse(&["inspector", "explain", "8080", "--all"]).limit,
+            None
+        );
+        assert!(
+            Cli::try_parse_from(["inspector", "explain", "1", "--all", "--limit", "3"]).is_err()
+        );
     }
 }

@@ -15,10 +15,11 @@ use std::{
 
 use inspector::{
     explain::{
-        connect::{self, BOUNDARY_MS, Destination},
+        self, ConnectPlan, Outcome,
+        connect::{BOUNDARY_MS, Destination},
         inventory::Source,
     },
-    kernel::netns,
+    kernel::{Errno, netns},
 };
 use socket2::{Domain, Socket, Type};
 
@@ -57,15 +58,13 @@ fn listener(port: u16) -> Socket {
     l
 }
 
-fn errno_name(r: std::io::Result<()>) -> String {
-    match r {
-        Ok(()) => "ok".into(),
-        Err(e) => inspector::kernel::Errno::of(&e).to_string(),
-    }
+/// What a real call returned, as the prediction states it.
+fn errno_name(r: std::io::Result<()>) -> Outcome {
+    Outcome::of_result(&r)
 }
 
 /// A connect() from an unbound socket, as the model assumes.
-fn connect_to(dest: SocketAddr) -> (Socket, String) {
+fn connect_to(dest: SocketAddr) -> (Socket, Outcome) {
     let domain = if dest.is_ipv6() {
         Domain::IPV6
     } else {
@@ -281,21 +280,20 @@ fn tw_reuse_takes_over_time_wait_after_the_delay() {
             assert!(time_wait(&l, to));
         }
         wait_for_time_wait(4, 40000..=40003);
-        let req = connect::Request {
+        let plan = ConnectPlan {
             destination: Destination::parse("127.0.0.1:5000").expect("destination"),
             netns: None,
-            json: false,
         };
-        let e = connect::explain_with(&req, &mut source, |_| true).expect("explain");
-        assert_eq!(e.verdict, "EADDRNOTAVAIL", "{e:?}");
+        let e = explain::explain_connect_with(&plan, &mut source, |_| true).expect("explain");
+        assert_eq!(e.verdict, Outcome::Err(Errno::EADDRNOTAVAIL), "{e:?}");
         assert_eq!(e.time_wait.reusable_later, 4, "{e:?}");
         assert_eq!(connect_to(to).1, "EADDRNOTAVAIL");
         // Past the delay (and its whole-second rounding where the kernel
         // has no sysctl): tcp_twsk_unique() lets the 4-tuple go.
         let wait = 2300;
         std::thread::sleep(Duration::from_millis(wait));
-        let e = connect::explain_with(&req, &mut source, |_| true).expect("explain");
-        assert_eq!(e.verdict, "ok", "{e:?}");
+        let e = explain::explain_connect_with(&plan, &mut source, |_| true).expect("explain");
+        assert_eq!(e.verdict, Outcome::Ok, "{e:?}");
         assert_eq!(e.time_wait.reusable_now, 4, "{e:?}");
         assert!(e.uncertain.is_none());
         let (_c, r) = connect_to(to);
@@ -449,7 +447,7 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
     );
     let mut src = source.take().unwrap_or_else(Source::open);
     let (result, src) = netns::in_new_netns(move |_| {
-        let r = (|| -> Result<Option<(String, String, Option<bool>)>, String> {
+        let r = (|| -> Result<Option<(Outcome, Outcome, Option<bool>)>, String> {
             sysctl("net/ipv4/ip_local_port_range", &format!("{lo} {hi}"));
             let res: Vec<String> = reserved.iter().map(u16::to_string).collect();
             sysctl("net/ipv4/ip_local_reserved_ports", &res.join(","));
@@ -502,16 +500,15 @@ fn run_case(rng: &mut Rng, source: &mut Option<Source>, t: &mut Tally) {
                 }
             }
             std::thread::sleep(Duration::from_millis(wait));
-            let req = connect::Request {
+            let plan = ConnectPlan {
                 destination: Destination::parse(target).map_err(|e| e.clone())?,
                 netns: None,
-                json: false,
             };
-            let e = connect::explain_with(&req, &mut src, |_| true)
+            let e = explain::explain_connect_with(&plan, &mut src, |_| true)
                 .map_err(|e| inspector::util::errors::chain(&e))?;
             // The real call, after the answer.
             let (_s, got) = connect_to(sa(target));
-            let crossed = if e.verdict == "ok" {
+            let crossed = if e.verdict.is_ok() {
                 e.rule
                     .condition
                     .contains("TIME_WAIT 4-tuple")

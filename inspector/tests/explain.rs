@@ -17,7 +17,7 @@ use std::{
 
 use inspector::{
     explain::{
-        inventory,
+        Outcome, inventory,
         rules::{Port, Proto, Sock, SockState, UdpWalk},
     },
     kernel::netns,
@@ -284,12 +284,9 @@ fn run_plan(plan: &Plan, uid: u32) -> std::io::Result<(Holder, Report)> {
     Ok((holder, r))
 }
 
-fn errno_str(e: libc::c_int) -> String {
-    if e == 0 {
-        "ok".into()
-    } else {
-        inspector::kernel::Errno::from(e).to_string()
-    }
+/// What the kernel returned, as the prediction states it.
+fn outcome(e: libc::c_int) -> Outcome {
+    Outcome::of_errno(e)
 }
 
 /// Timewait sockets on `port` in this thread's namespace, from
@@ -543,12 +540,12 @@ fn run_case(
         };
         held.push(holder);
         t.checks += 1;
-        if predicted.result != errno_str(r[0]) {
+        if predicted.result != outcome(r[0]) {
             t.disagreements.push(format!(
                 "port {port}: set-up bind of existing {i}: predicted {} ({}), kernel {}\n{log}",
                 predicted.result,
                 predicted.rule.condition,
-                errno_str(r[0])
+                outcome(r[0])
             ));
             return true;
         }
@@ -556,12 +553,12 @@ fn run_case(
         if plan.listen {
             let predicted = model.listen(idx);
             t.checks += 1;
-            if predicted.result != errno_str(r[1]) {
+            if predicted.result != outcome(r[1]) {
                 t.disagreements.push(format!(
                     "port {port}: set-up listen of existing {i}: predicted {} ({}), kernel {}\n{log}",
                     predicted.result,
                     predicted.rule.condition,
-                    errno_str(r[1])
+                    outcome(r[1])
                 ));
                 return true;
             }
@@ -660,23 +657,23 @@ fn run_case(
     held.push(holder);
     t.cases += 1;
     t.checks += 1;
-    if bind.result != errno_str(r[0]) {
+    if bind.result != outcome(r[0]) {
         t.disagreements.push(format!(
             "port {port}: bind predicted {} ({}: {}), kernel {}\n{log}",
             bind.result,
             bind.rule.function,
             bind.rule.condition,
-            errno_str(r[0])
+            outcome(r[0])
         ));
     } else if r[0] == 0 && proto == Proto::Tcp {
         t.checks += 1;
-        if listen.result != errno_str(r[1]) {
+        if listen.result != outcome(r[1]) {
             t.disagreements.push(format!(
                 "port {port}: listen predicted {} ({}: {}), kernel {}\n{log}",
                 listen.result,
                 listen.rule.function,
                 listen.rule.condition,
-                errno_str(r[1])
+                outcome(r[1])
             ));
         }
     }
@@ -687,30 +684,30 @@ fn run_case(
     if fast(&bind) || fast(&listen) {
         t.inventory_fast_path += 1;
     } else {
-        let fits = |v: &inspector::explain::rules::Verdict, kernel: String| {
+        let fits = |v: &inspector::explain::rules::Verdict, kernel: Outcome| {
             v.result == kernel
-                || v.if_unknown_flags_set.as_deref() == Some(kernel.as_str())
-                || v.if_chain_order_differs.as_deref() == Some(kernel.as_str())
-                || v.if_udp_walk_differs.as_deref() == Some(kernel.as_str())
+                || v.if_unknown_flags_set == Some(kernel)
+                || v.if_chain_order_differs == Some(kernel)
+                || v.if_udp_walk_differs == Some(kernel)
         };
         let (ib, il) = &from_inventory;
         t.inventory_checks += 1;
         if ib.if_unknown_flags_set.is_some() || il.if_unknown_flags_set.is_some() {
             t.hedged += 1;
         }
-        if !fits(ib, errno_str(r[0])) {
+        if !fits(ib, outcome(r[0])) {
             t.disagreements.push(format!(
                 "port {port}: bind from the inventory predicted {} (or {:?}), kernel {}\n{log}",
                 ib.result,
                 ib.if_unknown_flags_set,
-                errno_str(r[0])
+                outcome(r[0])
             ));
-        } else if r[0] == 0 && proto == Proto::Tcp && !fits(il, errno_str(r[1])) {
+        } else if r[0] == 0 && proto == Proto::Tcp && !fits(il, outcome(r[1])) {
             t.disagreements.push(format!(
                 "port {port}: listen from the inventory predicted {} (or {:?}), kernel {}\n{log}",
                 il.result,
                 il.if_unknown_flags_set,
-                errno_str(r[1])
+                outcome(r[1])
             ));
         }
     }
@@ -1105,6 +1102,171 @@ fn explain_json_names_the_listener_and_the_time_wait_sockets() {
     assert!(stdout.contains("bind()    EADDRINUSE"), "{stdout}");
     assert!(stdout.contains("listening"), "{stdout}");
     assert!(stdout.lines().count() < 40, "{stdout}");
+}
+
+/// `inspector explain` as an operator runs it at an 80-column terminal.
+fn explain_at_80(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .arg("explain")
+        .args(args)
+        .env("COLUMNS", "80")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run inspector");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A port with a listener and 30 TIME_WAIT sockets of connections it
+/// accepted fits a screen: one row per kind of socket with its count and
+/// expiry range, the blockers rolled up the same way, nothing printed twice;
+/// `--limit` and `--all` size the table; JSON keeps every socket.
+#[test]
+fn explain_rolls_up_time_wait_sockets_into_one_row() {
+    if !needs_root("create network namespaces") {
+        return;
+    }
+    const PORT: u16 = 7410;
+    let (text, limited, all, json) = netns::in_new_netns(|_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let ns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let listener = common::tcp();
+        listener.set_reuse_address(true).expect("SO_REUSEADDR");
+        listener
+            .bind(&common::addr(&format!("0.0.0.0:{PORT}")))
+            .expect("bind");
+        listener.listen(64).expect("listen");
+        let mut clients = Vec::new();
+        for _ in 0..30 {
+            let c = common::tcp();
+            c.connect(&common::addr(&format!("127.0.0.1:{PORT}")))
+                .expect("connect");
+            // The server closes first: its side goes to TIME_WAIT once
+            // the client closes too.
+            drop(listener.accept().expect("accept"));
+            clients.push(c);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        drop(clients);
+        assert!(wait_for_timewait(PORT, 30), "30 timewait sockets");
+        let port = PORT.to_string();
+        let runs = (
+            explain_at_80(&[&port, "--netns", &ns]),
+            explain_at_80(&[&port, "--netns", &ns, "--limit", "1"]),
+            explain_at_80(&[&port, "--netns", &ns, "--all"]),
+            explain_at_80(&[&port, "--netns", &ns, "--json"]),
+        );
+        drop(listener);
+        runs
+    })
+    .expect("namespace");
+    let (ok, stdout, stderr) = text;
+    assert!(ok, "{stderr}");
+    eprintln!("{stdout}");
+    assert!(stdout.lines().count() <= 40, "{stdout}");
+    assert!(
+        stdout.lines().all(|l| l.chars().count() <= 80),
+        "80 columns: {stdout}"
+    );
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| {
+            l.trim_start().starts_with(|c: char| c.is_ascii_digit())
+                && l.contains("TIME_WAIT 127.0.0.1:7410")
+        })
+        .collect();
+    assert_eq!(rows.len(), 1, "one row for the 30: {stdout}");
+    assert!(rows[0].trim_start().starts_with("30 TIME_WAIT"), "{stdout}");
+    assert!(
+        rows[0].trim_end().ends_with(" s"),
+        "the expiry range: {stdout}"
+    );
+    assert!(stdout.contains("127.0.0.1:*"), "the peers: {stdout}");
+    assert!(
+        stdout.contains("blocked by: 30 TIME_WAIT 127.0.0.1:7410"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("blocked by:").count(), 2, "{stdout}");
+    assert!(stdout.contains("bind()    EADDRINUSE"), "{stdout}");
+    let (ok, stdout, stderr) = limited;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("... 1 more row (30 sockets): --all lists every row"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = all;
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("more row"), "{stdout}");
+    let (ok, stdout, stderr) = json;
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert_eq!(v["holders"].as_array().map(Vec::len), Some(31), "{stdout}");
+    assert_eq!(v["bind"]["blockers"].as_array().map(Vec::len), Some(31));
+}
+
+/// A listener of another user on the port: the advice says to find it
+/// (and stop it if it should not be there) before anything else, and never
+/// offers SO_REUSEPORT, which cannot share a port across users.
+#[test]
+fn a_stray_holder_of_another_user_is_found_first() {
+    if !needs_root("create network namespaces and sockets of uid 65534") {
+        return;
+    }
+    let (text, json) = netns::in_new_netns(|_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let ns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let plan = Plan {
+            domain: libc::AF_INET,
+            ty: libc::SOCK_STREAM,
+            reuseaddr: false,
+            reuseport: true,
+            v6only: false,
+            bind: common::addr("0.0.0.0:7411"),
+            listen: true,
+            connect: None,
+            close_after: false,
+        };
+        let (child, r) = run_plan(&plan, NOBODY).expect("child");
+        assert_eq!(r[..2], [0, 0], "nobody listens");
+        let runs = (
+            explain_at_80(&["7411", "--netns", &ns]),
+            explain_at_80(&["7411", "--netns", &ns, "--json"]),
+        );
+        drop(child);
+        runs
+    })
+    .expect("namespace");
+    let (ok, stdout, stderr) = text;
+    assert!(ok, "{stderr}");
+    eprintln!("{stdout}");
+    let (ok, json, stderr) = json;
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("one JSON object");
+    let advice: Vec<&str> = v["bind"]["advice"]
+        .as_array()
+        .expect("advice")
+        .iter()
+        .filter_map(|a| a.as_str())
+        .collect();
+    assert!(
+        advice
+            .first()
+            .is_some_and(|a| a.contains("as uid 65534, another user")
+                && a.contains("ps -o pid,user,args -p")),
+        "{advice:#?}"
+    );
+    assert!(
+        !advice
+            .iter()
+            .any(|a| a.contains("set SO_REUSEPORT") || a.contains("with SO_REUSEPORT")),
+        "{advice:#?}"
+    );
+    assert!(stdout.contains("`ps -o pid,user,args -p"), "{stdout}");
 }
 
 #[test]

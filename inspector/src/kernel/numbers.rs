@@ -74,6 +74,16 @@ impl Family {
         }
     }
 
+    /// The family of a socket bound to `addr`: an IPv6 socket keeps an
+    /// IPv6 address (v4-mapped for an IPv4 peer), an IPv4 socket an IPv4 one.
+    pub fn of(addr: std::net::IpAddr) -> Self {
+        if addr.is_ipv6() {
+            Self::Inet6
+        } else {
+            Self::Inet
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Inet => "inet",
@@ -351,6 +361,11 @@ mod tests {
         assert_eq!(Proto::from_kernel(IPPROTO_UDP), Some(Proto::Udp));
         assert_eq!(Proto::from_kernel(1), None);
         assert_eq!(Family::from_kernel(AF_INET6), Family::Inet6);
+        assert_eq!(
+            Family::of("::ffff:127.0.0.1".parse().expect("ip")),
+            Family::Inet6
+        );
+        assert_eq!(Family::of("127.0.0.1".parse().expect("ip")), Family::Inet);
         assert_eq!(Phase::from_kernel(phase::AUTOBIND), Phase::Autobind);
         assert_eq!(Phase::from_kernel(0), Phase::Unknown);
         assert_eq!(

@@ -661,9 +661,7 @@ pub fn decode(bytes: &[u8]) -> Option<Event> {
     if bytes.len() < size_of::<Event>() {
         return None;
     }
-    if inspector_common::EventKind::from_raw(bytes[std::mem::offset_of!(Event, kind)]).is_none() {
-        return None;
-    }
+    inspector_common::EventKind::from_raw(bytes[std::mem::offset_of!(Event, kind)])?;
     // SAFETY: the length was checked, `Event` is plain old data for which
     // every bit pattern is valid, and read_unaligned needs no alignment.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })

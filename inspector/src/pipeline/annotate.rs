@@ -42,9 +42,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::explain::{Decision, Request, explain_with, inventory::Source};
 use crate::{
-    kernel::{Errno, Phase, Proto},
+    explain::{
+        self, ConnectPlan, Destination, Request,
+        inventory::{Holder, Source},
+        text,
+        words::{fmt_addr, owner, unmap},
+    },
+    kernel::{Errno, Phase, Proto, TcpState},
     model::record::{Record, RecordType},
     model::tracker::{Tracker, Tuple},
 };
@@ -246,7 +251,7 @@ fn is_explained_failure(r: &Record) -> bool {
 /// Whether the holder existed at the failure at `ts` (see the module
 /// comment), naming a TIME_WAIT holder's last owner on the way.
 fn existed_at(
-    h: &mut crate::explain::inventory::Holder,
+    h: &mut Holder,
     ts: u64,
     netns: u32,
     created: &Created,
@@ -284,11 +289,8 @@ fn explain_connect_at(
     created: &Created,
     tracker: Option<&Tracker>,
 ) -> Option<String> {
-    let destination = crate::explain::connect::Destination {
-        addr: match r.req_addr? {
-            IpAddr::V6(a) => a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4),
-            a => a,
-        },
+    let destination = Destination {
+        addr: unmap(r.req_addr?),
         port: r.req_port?,
     };
     let (held, netns) = thread_netns(r)?;
@@ -301,23 +303,23 @@ fn explain_connect_at(
             return None;
         }
         inv.holders
-            .retain_mut(|h| h.proto == "tcp" && existed_at(h, ts, ns, created, tracker));
+            .retain_mut(|h| h.proto == Proto::Tcp && existed_at(h, ts, ns, created, tracker));
         let taken: Vec<String> = inv
             .holders
             .iter()
             .filter(|h| h.rport == destination.port && h.raddr == destination.addr)
             .take(3)
             .map(|h| {
-                let owner = match (h.pid, &h.comm, h.last_pid, &h.last_comm) {
-                    (Some(p), Some(c), ..) => format!("pid {p} {c}"),
-                    (None, _, Some(p), Some(c)) => format!("no owner, was pid {p} {c}"),
-                    _ => "no owner".into(),
-                };
                 format!(
-                    "{} {} -> {} ({owner})",
+                    "{} {} -> {} ({})",
                     h.state,
-                    crate::explain::fmt_addr(h.laddr, h.lport),
-                    crate::explain::fmt_addr(h.raddr, h.rport)
+                    fmt_addr(h.laddr, h.lport),
+                    fmt_addr(h.raddr, h.rport),
+                    owner(
+                        h.pid,
+                        h.comm.as_deref(),
+                        h.last_pid.zip(h.last_comm.as_deref())
+                    )
                 )
             })
             .collect();
@@ -331,26 +333,24 @@ fn explain_connect_at(
         line.push_str("; bind() to port 0 with IP_BIND_ADDRESS_NO_PORT (or not at all) to let connect() pick the port per 4-tuple");
         return Some(line);
     }
-    let req = crate::explain::connect::Request {
+    let plan = ConnectPlan {
         destination,
         netns: Some(netns),
-        json: false,
     };
-    let e = crate::explain::connect::explain_with(&req, source, |h| {
-        existed_at(h, ts, ns, created, tracker)
-    })
-    .ok()?;
+    let e =
+        explain::explain_connect_with(&plan, source, |h| existed_at(h, ts, ns, created, tracker))
+            .ok()?;
     drop(held);
     if e.netns != ns {
         return None;
     }
-    Some(if e.verdict == "ok" {
+    Some(if e.verdict.is_ok() {
         format!(
             "{} free port(s) toward {destination} now: the ports were released since",
             e.free
         )
     } else {
-        crate::explain::connect::summary(&e)
+        text::summary_line(&e)
     })
 }
 
@@ -383,7 +383,7 @@ fn hijack_note(r: &Record, source: &mut Option<Source>, created: &Created) -> Op
     // Its cookie may be unset at bind time (the kernel makes one on first
     // request); its inode is always there.
     let own = inv.holders.iter().position(|h| {
-        h.proto == "udp" && (r.cookie == Some(h.cookie) || (r.ino.is_some() && h.ino == r.ino))
+        h.proto == Proto::Udp && (r.cookie == Some(h.cookie) || (r.ino.is_some() && h.ino == r.ino))
     });
     let others: Vec<String> = inv
         .holders
@@ -392,8 +392,8 @@ fn hijack_note(r: &Record, source: &mut Option<Source>, created: &Created) -> Op
         .filter(|&(i, _)| own.is_none_or(|o| i > o))
         .map(|(_, h)| h)
         .filter(|h| {
-            h.proto == "udp"
-                && h.state == "CLOSE"
+            h.proto == Proto::Udp
+                && h.state == TcpState::CLOSE
                 && h.laddr == r.laddr
                 && h.bound_dev_if == r.bound_dev_if
                 && h.reuseaddr == Some(true)
@@ -419,7 +419,7 @@ fn hijack_note(r: &Record, source: &mut Option<Source>, created: &Created) -> Op
         "hijack risk: UDP {} is now shared through SO_REUSEADDR with {}; \
          udp_lib_lport_inuse() compares no uids for SO_REUSEADDR, and __udp4_lib_lookup() \
          gives every unicast datagram to the socket bound last (this one, uid {uid})",
-        crate::explain::fmt_addr(r.laddr, r.lport),
+        fmt_addr(r.laddr, r.lport),
         others.join(", ")
     ))
 }
@@ -453,7 +453,7 @@ pub fn explain_failure(r: &Record) -> Option<String> {
 fn explain_failure_with(
     r: &Record,
     source: &mut Option<Source>,
-    keep: impl FnMut(&mut crate::explain::inventory::Holder) -> bool,
+    keep: impl FnMut(&mut Holder) -> bool,
 ) -> Option<String> {
     let pid = r.pid?;
     // The calling thread's namespace: a thread may have entered another.
@@ -477,63 +477,20 @@ fn explain_failure_with(
         reuseport: r.reuseport,
         v6only: r.v6only,
         uid: r.uid,
+        // The failing program: advice tells another program holding the
+        // port from another instance of this one.
+        comm: r.comm.clone(),
         ..Request::default()
     };
     // Loaded only now, after the failing thread's namespace was named: the
     // first load takes a while, and the thread may be gone by then.
     let source = source.get_or_insert_with(Source::open);
-    let e = explain_with(&req, source, keep).ok()?;
+    let e = explain::explain_with(&req, source, keep).ok()?;
     drop(held);
     // The namespace may have changed hands since; only a same-namespace
     // answer explains this record.
     if e.netns != r.netns {
         return None;
     }
-    let d: &Decision = if r.phase == Some(Phase::Listen) {
-        &e.listen
-    } else {
-        &e.bind
-    };
-    if d.result == "ok" {
-        return Some(
-            if e.flags_source == crate::explain::inventory::FLAGS_KERNEL {
-                "no socket that existed at the failure blocks it now: the holder has gone since"
-                    .into()
-            } else {
-                "no socket that blocks it is visible now: the holder has gone since, or it is a \
-             TCP socket bound without listen(), which sock_diag lists only from Linux 6.6 on"
-                    .into()
-            },
-        );
-    }
-    let blockers: Vec<String> = d
-        .blockers
-        .iter()
-        .take(3)
-        .map(|b| {
-            let last = e
-                .holders
-                .iter()
-                .find(|h| h.cookie == b.cookie)
-                .and_then(|h| h.last_pid.zip(h.last_comm.clone()));
-            let owner = match (b.pid, &b.comm, last) {
-                (Some(p), Some(c), _) => format!("pid {p} {c}"),
-                (None, _, Some((p, c))) => format!("no owner, was pid {p} {c}"),
-                _ => "no owner".into(),
-            };
-            format!(
-                "{} {} ({owner})",
-                b.state,
-                crate::explain::fmt_addr(b.laddr, b.lport)
-            )
-        })
-        .collect();
-    let mut line = format!("{}: {}", d.rule.function, d.rule.condition);
-    if !blockers.is_empty() {
-        line.push_str(&format!("; held by {}", blockers.join(", ")));
-    }
-    if let Some(a) = d.advice.first() {
-        line.push_str(&format!("; {a}"));
-    }
-    Some(line)
+    Some(text::failure_line(&e, r.phase == Some(Phase::Listen)))
 }
