@@ -66,12 +66,12 @@ pub fn in_use_message(addr: SocketAddr) -> String {
         ..explain::Request::default()
     };
     let verdict = explain::explain(&req).ok().and_then(|e| {
-        let d = if e.bind.result == "ok" {
+        let d = if e.bind.result.is_ok() {
             e.listen
         } else {
             e.bind
         };
-        (d.result != "ok").then(|| {
+        (!d.result.is_ok()).then(|| {
             let held: Vec<String> = d
                 .blockers
                 .iter()
