@@ -10,10 +10,10 @@ mod common;
 use std::{
     collections::HashSet,
     fs,
-    io::{BufRead as _, BufReader, Read as _},
+    io::Read as _,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::mpsc,
     time::Duration,
 };
@@ -24,7 +24,6 @@ use inspector::{
 };
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_inspector");
 const PORT: u16 = 7301;
 /// Connections from B to A.
 const K: usize = 4;
@@ -269,29 +268,9 @@ fn client(go: i32, done: i32) -> ! {
 
 /// Starts `inspector trace --json ARGS` and waits until it attached.
 fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .arg("trace")
-        .arg("--json")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn inspector");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("inspector printed nothing");
-    assert!(first.contains("attached"), "first line: {first}");
-    (child, rx)
+    let mut all = vec!["trace", "--json"];
+    all.extend_from_slice(args);
+    common::start(&all).expect("the probes attach")
 }
 
 /// Stops it with SIGTERM; its records (without the `stats` ones).

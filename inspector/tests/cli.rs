@@ -6,29 +6,14 @@ mod common;
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     os::unix::process::CommandExt as _,
-    process::{Child, Command},
+    process::Command,
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{addr, errno_of, inspector, needs_root, tcp};
+use common::{addr, errno_of, inspector, needs_root, stop, tcp, wait_bounded};
 use inspector::kernel::netns::in_new_netns;
 use serde_json::Value;
-
-/// Waits for `child` to exit, killing it after `limit`.
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("inspector did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Runs a failing command and returns (exit code, stderr).
 fn failure(cmd: &mut Command) -> (i32, String) {
@@ -133,43 +118,6 @@ fn without_privileges_the_error_names_the_capabilities() {
     );
 }
 
-/// Starts `inspector trace` and waits for it to report the probes attached.
-/// Returns the child and a channel with the rest of its stderr lines.
-fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = inspector(args).spawn().expect("spawn inspector");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // Loading the probes and the socket iterators parses the kernel's BTF;
-    // under software emulation (the QEMU guests) that takes tens of seconds.
-    let first = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("inspector printed nothing");
-    assert!(first.contains("attached"), "first line: {first}");
-    (child, rx)
-}
-
-fn stop(mut child: Child, rx: &mpsc::Receiver<String>) -> (String, Vec<String>) {
-    // SAFETY: kill on a pid we spawned and have not reaped.
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    // Read here unless the caller reads it.
-    let mut stdout = String::new();
-    if let Some(mut out) = child.stdout.take() {
-        out.read_to_string(&mut stdout).expect("read stdout");
-    }
-    let status = wait_bounded(&mut child, Duration::from_secs(10));
-    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
-    let stderr: Vec<String> = rx.try_iter().collect();
-    (stdout, stderr)
-}
-
 #[test]
 fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
     if !needs_root("load eBPF programs and create network namespaces") {
@@ -180,7 +128,8 @@ fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
-        let (mut child, rx) = start(&["trace", "--json", "--netns", &path]);
+        let (mut child, rx) =
+            common::start(&["trace", "--json", "--netns", &path]).expect("the probes attach");
         let out = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -276,14 +225,15 @@ fn trace_text_lines_are_aligned_and_filtered_by_port() {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
-        let (child, rx) = start(&[
+        let (child, rx) = common::start(&[
             "trace",
             "--netns",
             &path,
             "--port",
             "7202",
             "--failures-only",
-        ]);
+        ])
+        .expect("the probes attach");
         let other = tcp();
         other.bind(&addr("127.0.0.1:7203")).expect("bind");
         let holder = tcp();
@@ -329,7 +279,8 @@ fn trace_json_ends_with_a_stats_record() {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
-        start(&["trace", "--json", "--duration", "1", "--netns", &path])
+        common::start(&["trace", "--json", "--duration", "1", "--netns", &path])
+            .expect("the probes attach")
     })
     .expect("netns");
     let status = wait_bounded(&mut child, Duration::from_secs(30));
@@ -417,7 +368,9 @@ fn trace_notices_its_reader_left_while_nothing_matches() {
     if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
-    let (mut child, _rx) = start(&["trace", "--json", "--comm", "no-such-task", "--port", "1"]);
+    let (mut child, _rx) =
+        common::start(&["trace", "--json", "--comm", "no-such-task", "--port", "1"])
+            .expect("the probes attach");
     drop(child.stdout.take());
     // It polls its stdout every second; the bound only proves it ends by
     // itself (software-emulated guests are many times slower).
@@ -440,7 +393,8 @@ fn a_comm_longer_than_the_kernel_keeps_matches_by_its_first_15_bytes() {
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() };
         let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
-        let (child, rx) = start(&["trace", "--json", "--netns", &path, "--comm", LONG]);
+        let (child, rx) = common::start(&["trace", "--json", "--netns", &path, "--comm", LONG])
+            .expect("the probes attach");
         let s = tcp();
         s.bind(&addr("127.0.0.1:7204")).expect("bind");
         std::thread::sleep(Duration::from_millis(300));

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use inspector::kernel::sys::{BindSpec, Forked, fork_as};
 use inspector::{
     explain::{
         Outcome, inventory,
@@ -22,7 +23,7 @@ use inspector::{
     },
     kernel::netns,
 };
-use socket2::{Domain, SockAddr, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 const ADDRS: [&str; 5] = ["127.0.0.1", "127.0.0.2", "0.0.0.0", "::1", "::"];
 const NOBODY: u32 = 65534;
@@ -79,23 +80,15 @@ fn random_spec(rng: &mut Rng, proto: Proto, port: u16, existing: bool) -> Spec {
     }
 }
 
-/// What to do with one socket, prepared before any fork.
+/// What to do with one socket: bind, then listen or connect.
 struct Plan {
-    domain: libc::c_int,
-    ty: libc::c_int,
-    reuseaddr: bool,
-    reuseport: bool,
-    v6only: bool,
-    bind: SockAddr,
-    listen: bool,
-    connect: Option<SockAddr>,
+    spec: BindSpec,
     close_after: bool,
 }
 
 impl Plan {
     fn new(spec: &Spec, helper: u16) -> Self {
         let s = &spec.sock;
-        let bind: SockAddr = SocketAddr::new(s.addr, s.port).into();
         let (listen, connect, close_after) = match spec.target {
             SockState::Bound => (false, false, false),
             SockState::Listen => (true, false, false),
@@ -108,21 +101,17 @@ impl Plan {
             "127.0.0.1".parse().expect("address")
         };
         Self {
-            domain: if s.addr.is_ipv6() {
-                libc::AF_INET6
-            } else {
-                libc::AF_INET
+            spec: BindSpec {
+                addr: SocketAddr::new(s.addr, s.port),
+                stream: s.proto == Proto::Tcp,
+                reuseaddr: s.reuseaddr == Some(true),
+                reuseport: s.reuseport == Some(true),
+                v6only: spec.set_v6only.then_some(true),
+                listen: listen.then_some(16),
+                count_on_release: false,
+                connect: connect.then(|| SocketAddr::new(dst, helper)),
+                comm: None,
             },
-            ty: match s.proto {
-                Proto::Tcp => libc::SOCK_STREAM,
-                Proto::Udp => libc::SOCK_DGRAM,
-            },
-            reuseaddr: s.reuseaddr == Some(true),
-            reuseport: s.reuseport == Some(true),
-            v6only: spec.set_v6only,
-            bind,
-            listen,
-            connect: connect.then(|| SocketAddr::new(dst, helper).into()),
             close_after,
         }
     }
@@ -133,155 +122,64 @@ type Report = [libc::c_int; 3];
 
 /// A socket of a case: held by this process, or by a child of another uid.
 enum Holder {
-    Local { sock: Option<Socket> },
-    Child { pid: libc::pid_t },
+    Local {
+        sock: Option<Socket>,
+    },
+    #[expect(dead_code, reason = "held for its socket, released when dropped")]
+    Child(Forked),
 }
 
-impl Drop for Holder {
-    fn drop(&mut self) {
-        if let Holder::Child { pid } = *self {
-            // SAFETY: ending and reaping our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                let mut status = 0;
-                libc::waitpid(pid, &mut status, 0);
-            }
-        }
-    }
-}
-
-fn setopt(fd: libc::c_int, level: libc::c_int, name: libc::c_int, on: bool) -> libc::c_int {
-    let v: libc::c_int = on.into();
-    // SAFETY: setsockopt with a pointer to a local int and its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&raw const v).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    }
-}
-
-/// Runs the plan's steps on `fd`; async-signal-safe (used in the child).
-fn steps(fd: libc::c_int, plan: &Plan) -> Report {
+/// Runs the plan's steps on `sock` in this process.
+fn steps(sock: &Socket, plan: &BindSpec) -> Report {
     let mut r: Report = [-1; 3];
-    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(-1);
-    if plan.reuseaddr {
-        setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, true);
-    }
-    if plan.reuseport {
-        setopt(fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, true);
-    }
-    if plan.v6only {
-        setopt(fd, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, true);
-    }
-    // SAFETY: the address is a valid sockaddr of the given length.
-    r[0] = if unsafe { libc::bind(fd, plan.bind.as_ptr().cast(), plan.bind.len()) } == 0 {
-        0
-    } else {
-        errno()
+    let errno = |res: std::io::Result<()>| match res {
+        Ok(()) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
     };
+    let _ = sock.set_reuse_address(plan.reuseaddr);
+    let _ = sock.set_reuse_port(plan.reuseport);
+    if plan.v6only == Some(true) {
+        let _ = sock.set_only_v6(true);
+    }
+    r[0] = errno(sock.bind(&plan.addr.into()));
     if r[0] != 0 {
         return r;
     }
-    if plan.listen {
-        // SAFETY: listen on our socket.
-        r[1] = if unsafe { libc::listen(fd, 16) } == 0 {
-            0
-        } else {
-            errno()
-        };
+    if let Some(backlog) = plan.listen {
+        r[1] = errno(sock.listen(backlog));
     }
-    if let Some(dst) = &plan.connect {
-        // SAFETY: as for bind.
-        r[2] = if unsafe { libc::connect(fd, dst.as_ptr().cast(), dst.len()) } == 0 {
-            0
-        } else {
-            errno()
-        };
+    if let Some(dst) = plan.connect {
+        r[2] = errno(sock.connect(&dst.into()));
     }
     r
 }
 
-/// Carries out the plan as `uid` (0 in this process, otherwise in a child
-/// that drops to `uid`).
+/// Carries out the plan as `uid`: 0 in this process, otherwise in a child
+/// that drops to `uid` ([`inspector::kernel::sys::fork_as`]) and holds its
+/// socket until dropped (unless the plan closes it at once).
 fn run_plan(plan: &Plan, uid: u32) -> std::io::Result<(Holder, Report)> {
     if uid == 0 {
-        let domain = Domain::from(plan.domain);
-        let ty = Type::from(plan.ty);
-        let sock = Socket::new(domain, ty, None)?;
-        let r = steps(sock.as_raw_fd(), plan);
+        let ty = if plan.spec.stream {
+            Type::STREAM
+        } else {
+            Type::DGRAM
+        };
+        let sock = Socket::new(Domain::for_address(plan.spec.addr), ty, None)?;
+        let r = steps(&sock, &plan.spec);
         let sock = (!plan.close_after).then_some(sock);
         return Ok((Holder::Local { sock }, r));
     }
-    let mut report = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 fills the array.
-    if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
+    let child = fork_as(uid, &plan.spec, !plan.close_after)?;
+    let rep = child.report;
+    if rep.setup != 0 {
+        return Err(std::io::Error::from_raw_os_error(rep.setup));
     }
-    // SAFETY: the child only makes async-signal-safe system calls on memory
-    // prepared before the fork, and never returns.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: see above; raw syscalls change only this child.
-        unsafe {
-            // Keep only the report pipe: inherited descriptors (sockets of
-            // this and the other worker) would otherwise outlive their
-            // close in the parent.
-            let w = report[1] as libc::c_uint;
-            if w > 3 {
-                libc::syscall(libc::SYS_close_range, 3u32, w - 1, 0u32);
-            }
-            libc::syscall(libc::SYS_close_range, w + 1, u32::MAX, 0u32);
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            let id = libc::c_long::from(uid);
-            let mut r: Report = [-1; 3];
-            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0
-                && libc::syscall(libc::SYS_setresgid, id, id, id) == 0
-                && libc::syscall(libc::SYS_setresuid, id, id, id) == 0
-            {
-                let fd = libc::socket(plan.domain, plan.ty, 0);
-                if fd >= 0 {
-                    r = steps(fd, plan);
-                    if plan.close_after {
-                        libc::close(fd);
-                    }
-                }
-            }
-            libc::write(
-                report[1],
-                (&raw const r).cast(),
-                std::mem::size_of::<Report>(),
-            );
-            libc::close(report[1]);
-            // Holds the socket until the parent kills it.
-            loop {
-                libc::pause();
-            }
-        }
-    }
-    let holder = Holder::Child { pid };
-    let mut r: Report = [-1; 3];
-    // SAFETY: our pipe ends; reading the report into a local array.
-    let n = unsafe {
-        libc::close(report[1]);
-        let n = libc::read(
-            report[0],
-            (&raw mut r).cast(),
-            std::mem::size_of::<Report>(),
-        );
-        libc::close(report[0]);
-        n
-    };
-    if n != std::mem::size_of::<Report>() as isize {
-        return Err(std::io::Error::other("the child died before reporting"));
-    }
-    Ok((holder, r))
+    let r = [
+        rep.bind.unwrap_or(-1),
+        rep.listen.unwrap_or(-1),
+        rep.connect.unwrap_or(-1),
+    ];
+    Ok((Holder::Child(child), r))
 }
 
 /// What the kernel returned, as the prediction states it.
@@ -550,7 +448,7 @@ fn run_case(
             return true;
         }
         let Some(idx) = idx else { continue };
-        if plan.listen {
+        if plan.spec.listen.is_some() {
             let predicted = model.listen(idx);
             t.checks += 1;
             if predicted.result != outcome(r[1]) {
@@ -597,7 +495,7 @@ fn run_case(
                 model.socks.push(tw);
             }
         }
-        if plan.connect.is_some() {
+        if plan.spec.connect.is_some() {
             if r[2] != 0 {
                 // A connect that fails leaves nothing worth comparing.
                 return false;
@@ -650,7 +548,7 @@ fn run_case(
     from_inventory.udp_walk = inv.udp_walk.or(t.udp_walk);
     let from_inventory = from_inventory.predict(&new.sock);
     let mut plan = Plan::new(&new, 0);
-    plan.listen = proto == Proto::Tcp;
+    plan.spec.listen = (proto == Proto::Tcp).then_some(16);
     let Ok((holder, r)) = run_plan(&plan, new.sock.uid) else {
         return false;
     };
@@ -1221,14 +1119,17 @@ fn a_stray_holder_of_another_user_is_found_first() {
         let tid = unsafe { libc::gettid() };
         let ns = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
         let plan = Plan {
-            domain: libc::AF_INET,
-            ty: libc::SOCK_STREAM,
-            reuseaddr: false,
-            reuseport: true,
-            v6only: false,
-            bind: common::addr("0.0.0.0:7411"),
-            listen: true,
-            connect: None,
+            spec: BindSpec {
+                addr: "0.0.0.0:7411".parse().expect("address"),
+                stream: true,
+                reuseaddr: false,
+                reuseport: true,
+                v6only: None,
+                listen: Some(16),
+                count_on_release: false,
+                connect: None,
+                comm: None,
+            },
             close_after: false,
         };
         let (child, r) = run_plan(&plan, NOBODY).expect("child");
@@ -1394,14 +1295,17 @@ fn explain_leaves_holders_alone_and_flags_a_udp_hijack_risk() {
         let ua: SocketAddr = "127.0.0.1:7501".parse().expect("address");
         u.bind(&ua.into()).expect("bind");
         let plan = Plan {
-            domain: libc::AF_INET,
-            ty: libc::SOCK_DGRAM,
-            reuseaddr: true,
-            reuseport: false,
-            v6only: false,
-            bind: ua.into(),
-            listen: false,
-            connect: None,
+            spec: BindSpec {
+                addr: ua,
+                stream: false,
+                reuseaddr: true,
+                reuseport: false,
+                v6only: None,
+                listen: None,
+                count_on_release: false,
+                connect: None,
+                comm: None,
+            },
             close_after: false,
         };
         let (child, r) = run_plan(&plan, NOBODY).expect("child");
@@ -1563,6 +1467,8 @@ fn a_cross_uid_udp_reuseaddr_bind_is_marked_as_a_hijack() {
                 v6only: None,
                 listen: None,
                 count_on_release: false,
+                connect: None,
+                comm: None,
             };
             let child = fork_as(65534, &spec, true).expect("fork");
             assert_eq!(child.report.first_error(), None, "the kernel allows it");

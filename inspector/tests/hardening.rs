@@ -40,76 +40,31 @@ fn thread_netns() -> String {
 
 /// A process of its own named `comm` (any bytes but NUL: a process picks
 /// its name) holding a TCP socket bound to 127.0.0.1:`port` in the
-/// caller's thread's namespace, listening if asked; killed when dropped.
+/// caller's thread's namespace, listening if asked; ended when dropped.
 struct Named {
-    pid: libc::pid_t,
+    _child: inspector::kernel::sys::Forked,
     /// What bind (then listen) returned: 0 or the errno.
     errno: i32,
 }
 
 impl Named {
     fn start(comm: &[u8], port: u16, listen: bool) -> Self {
-        let name = CString::new(comm).expect("no NUL in a process name");
-        let (r, w) = {
-            let mut fds = [0; 2];
-            // SAFETY: pipe2 fills the two-element array.
-            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-            (fds[0], fds[1])
+        let spec = inspector::kernel::sys::BindSpec {
+            addr: ([127, 0, 0, 1], port).into(),
+            stream: true,
+            reuseaddr: false,
+            reuseport: false,
+            v6only: None,
+            listen: listen.then_some(16),
+            count_on_release: false,
+            connect: None,
+            comm: Some(CString::new(comm).expect("no NUL in a process name")),
         };
-        let sa = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: port.to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: the child makes only async-signal-safe system calls on
-        // memory prepared before the fork, and never returns.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork");
-        if pid == 0 {
-            // SAFETY: see above.
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                libc::prctl(libc::PR_SET_NAME, name.as_ptr());
-                let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-                let mut rc = libc::bind(
-                    fd,
-                    (&raw const sa).cast(),
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                );
-                if rc == 0 && listen {
-                    rc = libc::listen(fd, 16);
-                }
-                let errno = if rc == 0 {
-                    0
-                } else {
-                    *libc::__errno_location()
-                };
-                libc::write(w, (&raw const errno).cast(), 4);
-                loop {
-                    libc::pause();
-                }
-            }
-        }
-        let mut errno = -1i32;
-        // SAFETY: our pipe; reading four bytes into a local.
-        unsafe {
-            libc::close(w);
-            libc::read(r, (&raw mut errno).cast(), 4);
-            libc::close(r);
-        }
-        Self { pid, errno }
-    }
-}
-
-impl Drop for Named {
-    fn drop(&mut self) {
-        // SAFETY: ending and reaping our own child.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        let child = inspector::kernel::sys::fork_as(0, &spec, true).expect("fork");
+        let errno = child.report.first_error().unwrap_or(0);
+        Self {
+            _child: child,
+            errno,
         }
     }
 }

@@ -6,14 +6,11 @@
 mod common;
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
     path::{Path, PathBuf},
-    process::Child,
-    sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use common::{addr, errno_of, inspector, needs_root, tcp, udp};
+use common::{addr, errno_of, inspector, needs_root, start, stop, tcp, udp};
 use inspector::kernel::netns::in_new_netns;
 use serde_json::Value;
 
@@ -21,61 +18,6 @@ fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("inspector-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
-}
-
-/// Starts the binary and waits for it to report the probes attached; `None`
-/// (skipped) when they cannot load outside CI.
-fn start(args: &[&str]) -> Option<(Child, mpsc::Receiver<String>)> {
-    let mut child = inspector(args).spawn().expect("spawn inspector");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("inspector printed nothing");
-    if !first.contains("attached") {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "CI=true and the probes cannot load: {first}");
-        eprintln!("SKIPPED: the probes cannot load here: {first}");
-        let _ = child.kill();
-        let _ = child.wait();
-        return None;
-    }
-    Some((child, rx))
-}
-
-/// SIGTERM, then stdout and the rest of stderr.
-fn stop(mut child: Child, rx: &mpsc::Receiver<String>) -> (String, Vec<String>) {
-    // SAFETY: kill on a pid we spawned and have not reaped.
-    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .expect("stdout")
-        .read_to_string(&mut stdout)
-        .expect("read stdout");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("inspector did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
-    let stderr: Vec<String> = rx.try_iter().collect();
-    (stdout, stderr)
 }
 
 fn replay(args: &[&str]) -> (Vec<Value>, String) {

@@ -150,6 +150,8 @@ fn probe_as(sock: &Sock) -> io::Result<(Probed, Option<Probed>)> {
         v6only: sock.is_v6().then_some(sock.v6only),
         listen: listen.then_some(1),
         count_on_release: false,
+        connect: None,
+        comm: None,
     };
     let report = sys::fork_as(sock.uid, &spec, false)?.report;
     if report.setup != 0 {

@@ -22,10 +22,9 @@
 
 use std::{
     collections::HashMap,
-    ffi::CString,
     fs,
     os::{
-        fd::{AsRawFd, FromRawFd, OwnedFd},
+        fd::{AsFd as _, AsRawFd, OwnedFd},
         unix::fs::{DirEntryExt as _, MetadataExt},
     },
     path::{Path, PathBuf},
@@ -114,20 +113,10 @@ impl Resolver {
     /// A resolver for the v2 hierarchy mounted at `mount`.
     pub fn at(mount: PathBuf) -> Self {
         let root_id = fs::metadata(&mount).map(|m| m.ino()).unwrap_or(0);
-        let mount_fd = CString::new(mount.as_os_str().as_encoded_bytes())
+        let mount_fd = fs::File::open(&mount)
             .ok()
-            .and_then(|c| {
-                // SAFETY: a valid NUL-terminated path; the descriptor is
-                // owned by the OwnedFd below when the call succeeds.
-                let fd = unsafe {
-                    libc::open(
-                        c.as_ptr(),
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    )
-                };
-                // SAFETY: `fd` is a fresh descriptor nobody else owns.
-                (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
-            });
+            .filter(|f| f.metadata().is_ok_and(|m| m.is_dir()))
+            .map(OwnedFd::from);
         Self {
             handles: mount_fd.is_some(),
             mount: Some(mount),
@@ -187,19 +176,13 @@ impl Resolver {
         };
         // SAFETY: `handle` is a `struct file_handle` header followed by its
         // 8 bytes of `f_handle`, as `handle_bytes` says; the kernel reads
-        // only those. A returned descriptor is owned by the OwnedFd below.
+        // only those.
         let fd = unsafe {
-            libc::open_by_handle_at(
-                mount_fd.as_raw_fd(),
+            crate::kernel::sys::open_by_handle(
+                mount_fd.as_fd(),
                 (&raw mut handle).cast::<libc::file_handle>(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_PATH,
             )
-        };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        }?;
         fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
     }
 }

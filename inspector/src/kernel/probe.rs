@@ -709,27 +709,10 @@ pub fn kallsyms(symbol: &str) -> Option<u64> {
 /// program or a map syscall was active on the CPU
 /// (`bpf_prog_info.recursion_misses`, Linux 5.12+; 0 where unknown).
 fn recursion_misses(fd: std::os::fd::BorrowedFd<'_>) -> u64 {
-    use std::os::fd::AsRawFd as _;
-
-    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
-    // SAFETY: both are plain C structs of integers: all-zero is valid.
-    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
-    // The `info` member of the zeroed union, the one
-    // BPF_OBJ_GET_INFO_BY_FD reads (writing a union field is safe).
-    attr.info.bpf_fd = fd.as_raw_fd() as u32;
-    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
-    attr.info.info = (&raw mut info) as u64;
-    // SAFETY: the kernel writes at most `info_len` bytes to `info`, which
-    // lives until after the call; `attr` is a valid bpf_attr of that size.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_int,
-            &raw mut attr,
-            std::mem::size_of::<bpf_attr>() as libc::c_uint,
-        )
-    };
-    if rc == 0 { info.recursion_misses } else { 0 }
+    // SAFETY: a plain C struct of integers: all-zero is valid.
+    let mut info: aya_obj::generated::bpf_prog_info = unsafe { std::mem::zeroed() };
+    match crate::kernel::sys::bpf_prog_info(fd, &mut info) {
+        Ok(()) => info.recursion_misses,
+        Err(_) => 0,
+    }
 }

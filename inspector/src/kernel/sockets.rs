@@ -266,9 +266,7 @@ impl SocketTable {
         for (name, size) in UNUSED_MAPS {
             loader.map_max_entries(name, size);
         }
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        if let Ok(page) = u32::try_from(page) {
+        if let Some(page) = crate::kernel::sys::page_size() {
             loader.map_max_entries(UNUSED_RING, page);
         }
         let mut ebpf = loader

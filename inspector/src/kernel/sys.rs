@@ -113,6 +113,90 @@ pub fn clock_ticks() -> Option<u64> {
     u64::try_from(hz).ok().filter(|&h| h > 0)
 }
 
+/// `setsockopt(fd, level, name, &value)` for an int option socket2 has no
+/// setter for (IP_BIND_ADDRESS_NO_PORT, IP_MULTICAST_ALL).
+pub fn set_int_option(
+    fd: std::os::fd::BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid descriptor and a pointer to a c_int with its size.
+    unsafe {
+        syscall!(setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ))
+    }
+    .map(drop)
+}
+
+/// The inode of the file open on `fd` (`fstat`).
+pub fn inode_of(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u64> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();
+    // SAFETY: fstat on a valid descriptor into a buffer of the right size.
+    unsafe { syscall!(fstat(fd.as_raw_fd(), st.as_mut_ptr())) }?;
+    // SAFETY: fstat succeeded and filled the buffer.
+    Ok(unsafe { st.assume_init() }.st_ino)
+}
+
+/// The size of a memory page.
+pub fn page_size() -> Option<u32> {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(page).ok()
+}
+
+/// `open_by_handle_at(mount, handle, O_RDONLY|O_DIRECTORY|O_PATH)`.
+///
+/// # Safety
+/// `handle` must point to a `struct file_handle` whose `handle_bytes`
+/// bytes of `f_handle` follow it in memory.
+pub unsafe fn open_by_handle(
+    mount: std::os::fd::BorrowedFd<'_>,
+    handle: *mut libc::file_handle,
+) -> io::Result<OwnedFd> {
+    // SAFETY: the caller vouches for `handle`; a returned descriptor is
+    // owned by the OwnedFd.
+    unsafe {
+        let fd = syscall!(open_by_handle_at(
+            mount.as_raw_fd(),
+            handle,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_PATH,
+        ))?;
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// `bpf(BPF_OBJ_GET_INFO_BY_FD)` for program `fd` into `info`.
+pub fn bpf_prog_info(
+    fd: std::os::fd::BorrowedFd<'_>,
+    info: &mut aya_obj::generated::bpf_prog_info,
+) -> io::Result<()> {
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+    // SAFETY: a plain C union of integers: all-zero is valid.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    // The `info` member of the zeroed union, the one
+    // BPF_OBJ_GET_INFO_BY_FD reads (writing a union field is safe).
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+    attr.info.info = std::ptr::from_mut(info) as u64;
+    // SAFETY: the kernel writes at most `info_len` bytes to `info`, which
+    // outlives the call; `attr` is a valid bpf_attr of that size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_int,
+            &raw mut attr,
+            std::mem::size_of::<bpf_attr>() as libc::c_uint,
+        )
+    };
+    cvt(rc).map(drop)
+}
+
 /// The caller's effective uid.
 pub fn geteuid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -134,6 +218,12 @@ pub struct BindSpec {
     /// A holding child counts the datagrams queued on its socket when
     /// released and reports them ([`Forked::release_and_count`]).
     pub count_on_release: bool,
+    /// `connect()` here after a successful bind (a connected UDP socket,
+    /// a client's side of a TCP connection).
+    pub connect: Option<SocketAddr>,
+    /// The child's process name (`PR_SET_NAME`, 15 bytes kept): tests
+    /// give hostile ones.
+    pub comm: Option<std::ffi::CString>,
 }
 
 /// What the child reported: errno values, `0` for success.
@@ -146,12 +236,14 @@ pub struct Report {
     pub bind: Option<i32>,
     /// The listen's errno; `None` when not reached or not asked for.
     pub listen: Option<i32>,
+    /// The connect's errno; `None` when not reached or not asked for.
+    pub connect: Option<i32>,
 }
 
 impl Report {
     /// The errno of the first step that failed, if any.
     pub fn first_error(&self) -> Option<i32> {
-        [Some(self.setup), self.bind, self.listen]
+        [Some(self.setup), self.bind, self.listen, self.connect]
             .into_iter()
             .flatten()
             .find(|&e| e != 0)
@@ -227,6 +319,7 @@ pub fn fork_as(uid: u32, spec: &BindSpec, hold: bool) -> io::Result<Forked> {
         ));
     }
     let sa: SockAddr = spec.addr.into();
+    let connect: Option<SockAddr> = spec.connect.map(Into::into);
     let plan = ChildPlan {
         id: libc::c_long::from(uid),
         family: if spec.addr.is_ipv6() {
@@ -245,6 +338,8 @@ pub fn fork_as(uid: u32, spec: &BindSpec, hold: bool) -> io::Result<Forked> {
         v6only: spec.v6only.filter(|_| spec.addr.is_ipv6()),
         listen: spec.listen,
         count: hold && spec.count_on_release,
+        connect: connect.as_ref(),
+        comm: spec.comm.as_deref(),
     };
     let (report_rx, report_tx) = pipe()?;
     let (release_rx, release_tx) = if hold {
@@ -266,7 +361,7 @@ pub fn fork_as(uid: u32, spec: &BindSpec, hold: bool) -> io::Result<Forked> {
     // for ever if the child died.
     drop(report_tx);
     drop(release_rx);
-    let mut words: [libc::c_int; 3] = [-1; 3];
+    let mut words: [libc::c_int; 4] = [-1; 4];
     let want = std::mem::size_of_val(&words);
     // SAFETY: reading at most `want` bytes into the local array of that size.
     let n = unsafe { syscall!(read(report_rx.as_raw_fd(), (&raw mut words).cast(), want)) };
@@ -283,6 +378,7 @@ pub fn fork_as(uid: u32, spec: &BindSpec, hold: bool) -> io::Result<Forked> {
             setup: words[0],
             bind: (words[1] >= 0).then_some(words[1]),
             listen: (words[2] >= 0).then_some(words[2]),
+            connect: (words[3] >= 0).then_some(words[3]),
         },
         release: release_tx,
         counted: plan.count.then_some(report_rx),
@@ -308,11 +404,13 @@ struct ChildPlan<'a> {
     listen: Option<libc::c_int>,
     /// Count queued datagrams on release and report them.
     count: bool,
+    connect: Option<&'a SockAddr>,
+    comm: Option<&'a std::ffi::CStr>,
 }
 
-/// The forked child: close what it inherited, drop to the uid, bind,
-/// report `[setup, bind, listen]`, then wait for release (`release >= 0`)
-/// or exit.
+/// The forked child: close what it inherited, take its name, drop to the
+/// uid, bind (then listen or connect), report `[setup, bind, listen,
+/// connect]`, then wait for release (`release >= 0`) or exit.
 ///
 /// # Safety
 /// Only to be called in a freshly forked child, with `report` (and
@@ -323,8 +421,11 @@ unsafe fn child(p: &ChildPlan<'_>, report: RawFd, release: RawFd) -> ! {
     // function ends in _exit without returning into the parent's code.
     unsafe {
         close_inherited(report, release);
+        if let Some(name) = p.comm {
+            libc::prctl(libc::PR_SET_NAME, name.as_ptr());
+        }
         let errno = || *libc::__errno_location();
-        let mut r: [libc::c_int; 3] = [0, -1, -1];
+        let mut r: [libc::c_int; 4] = [0, -1, -1, -1];
         // Raw system calls: they change only this single-threaded process,
         // without libc's bookkeeping across threads (which a forked child of
         // a threaded parent cannot rely on).
@@ -375,6 +476,15 @@ unsafe fn child(p: &ChildPlan<'_>, report: RawFd, release: RawFd) -> ! {
                 && let Some(backlog) = p.listen
             {
                 r[2] = if libc::listen(fd, backlog) == 0 {
+                    0
+                } else {
+                    errno()
+                };
+            }
+            if r[1] == 0
+                && let Some(to) = p.connect
+            {
+                r[3] = if libc::connect(fd, to.as_ptr().cast(), to.len()) == 0 {
                     0
                 } else {
                     errno()
@@ -469,6 +579,8 @@ mod tests {
             v6only: None,
             listen: None,
             count_on_release: false,
+            connect: None,
+            comm: None,
         };
         let e = fork_as(u32::MAX, &spec, false).expect_err("refused");
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
@@ -497,6 +609,8 @@ mod tests {
                 v6only: None,
                 listen: Some(1),
                 count_on_release: false,
+                connect: None,
+                comm: None,
             };
             let child = fork_as(65534, &spec, true)?;
             assert_eq!(child.report.first_error(), None, "{:?}", child.report);

@@ -5,7 +5,7 @@ use std::{
     io,
     mem::MaybeUninit,
     net::SocketAddr,
-    os::fd::AsRawFd as _,
+    os::fd::AsFd as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -174,21 +174,12 @@ impl Ctx {
     /// IP_BIND_ADDRESS_NO_PORT: a bind() to port 0 leaves the port to
     /// connect() (`inet_bind()` skips `inet_csk_get_port()`).
     pub fn bind_address_no_port(&mut self, s: &Sock) -> Result<(), ScenarioError> {
-        let on: libc::c_int = 1;
-        // SAFETY: setsockopt on a valid descriptor with a pointer to a
-        // c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.sock.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&on as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        crate::kernel::sys::set_int_option(
+            s.sock.as_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            1,
+        )?;
         self.setup
             .push(format!("{}: IP_BIND_ADDRESS_NO_PORT=1", s.label));
         Ok(())
@@ -261,13 +252,7 @@ impl Ctx {
 
 /// The inode of a socket's file, as events report it (`ino`).
 pub fn inode(s: &Socket) -> io::Result<u64> {
-    let mut st = MaybeUninit::<libc::stat>::zeroed();
-    // SAFETY: fstat on a valid descriptor into a properly sized buffer.
-    if unsafe { libc::fstat(s.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstat succeeded and filled the buffer.
-    Ok(unsafe { st.assume_init() }.st_ino)
+    crate::kernel::sys::inode_of(s.as_fd())
 }
 
 /// Accepts connections on `listener` until `n` arrived or `timeout` passed.

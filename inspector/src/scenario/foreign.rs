@@ -60,6 +60,8 @@ pub fn bind_as_nobody_with(proto: Proto, addr: SocketAddr, opts: Options) -> io:
         v6only: None,
         listen: opts.listen.then_some(16),
         count_on_release: opts.count,
+        connect: None,
+        comm: None,
     };
     let child = sys::fork_as(NOBODY, &spec, true)?;
     Ok(Foreign {

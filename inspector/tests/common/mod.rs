@@ -289,3 +289,75 @@ pub fn kernel_losses(p: &Pipeline) -> (u64, String) {
     let c = &stats.counters;
     (c.dropped + c.read_errors, stats.line())
 }
+
+/// How long the binary may take to attach: loading the probes and the
+/// socket iterators parses the kernel's BTF, which under the QEMU guests'
+/// software emulation takes tens of seconds.
+pub const ATTACH_LIMIT: Duration = Duration::from_secs(120);
+
+/// Starts the binary with `args` and waits until its first line on stderr
+/// says the probes attached; the child and its stderr lines. `None` (a
+/// skip, printed) when they cannot load outside CI; under `CI=true` that
+/// fails the test.
+pub fn start(args: &[&str]) -> Option<(std::process::Child, std::sync::mpsc::Receiver<String>)> {
+    use std::io::BufRead as _;
+    let mut child = inspector(args).spawn().expect("spawn inspector");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(ATTACH_LIMIT)
+        .expect("inspector printed nothing");
+    if !first.contains("attached") {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "CI=true and the probes cannot load: {first}");
+        eprintln!("SKIPPED: the probes cannot load here: {first}");
+        let _ = child.kill();
+        let _ = child.wait();
+        return None;
+    }
+    Some((child, rx))
+}
+
+/// Waits for `child` to exit, killing it (and failing) after `limit`.
+pub fn wait_bounded(child: &mut std::process::Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("inspector did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// SIGTERM, then its stdout (unless the caller took it) and the rest of
+/// its stderr; the stop must be clean and within 20 s.
+pub fn stop(
+    mut child: std::process::Child,
+    rx: &std::sync::mpsc::Receiver<String>,
+) -> (String, Vec<String>) {
+    use std::io::Read as _;
+    // SAFETY: kill on a pid we spawned and have not reaped.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let mut stdout = String::new();
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).expect("read stdout");
+    }
+    let status = wait_bounded(&mut child, Duration::from_secs(20));
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    (stdout, rx.try_iter().collect())
+}

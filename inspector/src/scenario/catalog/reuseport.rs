@@ -124,21 +124,13 @@ fn set_multicast_on_lo() -> Result<(), ScenarioError> {
 
 /// IP_MULTICAST_ALL on a socket (socket2 has no setter for it).
 fn set_multicast_all(s: &Sock, on: bool) -> Result<(), ScenarioError> {
-    use std::os::fd::AsRawFd as _;
-    let v = libc::c_int::from(on);
-    // SAFETY: a valid socket and an int option value of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.sock.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MULTICAST_ALL,
-            (&raw const v).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
+    use std::os::fd::AsFd as _;
+    crate::kernel::sys::set_int_option(
+        s.sock.as_fd(),
+        libc::IPPROTO_IP,
+        libc::IP_MULTICAST_ALL,
+        on.into(),
+    )?;
     Ok(())
 }
 
