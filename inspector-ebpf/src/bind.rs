@@ -21,10 +21,13 @@ use aya_ebpf::{
 };
 use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
 
-use crate::core_read::{
-    INFLIGHT, Inflight, Miss, Space, begin_call, blank_event, count, count_outcome, current_owner,
-    emit, emits, fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner,
-    set_owner, sock_from_fd,
+use crate::{
+    counters::count,
+    emit::{count_outcome, emit, emits},
+    fill::{blank_event, fill_sock_in_call, now},
+    maps::{INFLIGHT, Inflight, off},
+    owners::{begin_call, current_owner, remember_owner, set_owner},
+    read::{Miss, Space, is_inet, read, read_sockaddr, sock_from_fd},
 };
 
 /// Offsets in the record of a `syscalls:sys_enter_*` / `sys_exit_*`
@@ -186,7 +189,7 @@ fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
         return Ok(());
     }
     // A connect() that worked (or is on its way) is counted, not emitted
-    // (see `core_read::CONFIG`): no need to read the socket whole.
+    // (see `maps::CONFIG`): no need to read the socket whole.
     if nr == off!(nr_connect) && !emits(kind::CONNECT) && (ret == 0 || ret == -EINPROGRESS) {
         let proto: u16 = read(inflight.sk, off!(sk_protocol))?;
         let _ = count_outcome(&Outcome {
@@ -296,7 +299,7 @@ pub fn report_accept(sk: u64) -> Result<(), Miss> {
     Ok(())
 }
 
-/// An accept counted, not emitted (see `core_read::CONFIG`): before the
+/// An accept counted, not emitted (see `maps::CONFIG`): before the
 /// socket is read, so without its protocol.
 #[inline(always)]
 fn count_accept() {

@@ -23,10 +23,12 @@ use inspector_common::{IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
 
 use crate::{
     bind::{bind_or_connect, report_accept},
-    core_read::{
-        INFLIGHT, Inflight, Miss, Space, begin_call, blank_event, count, current_owner, emit,
-        fill_sock_in_call, is_inet, now, off, read, read_sockaddr, remember_owner, set_owner,
-    },
+    counters::count,
+    emit::emit,
+    fill::{blank_event, fill_sock_in_call, now},
+    maps::{INFLIGHT, Inflight, off},
+    owners::{begin_call, current_owner, remember_owner, set_owner},
+    read::{Miss, Space, is_inet, read, read_sockaddr},
 };
 
 /// errno for "address in use": what bind() and listen() return when the

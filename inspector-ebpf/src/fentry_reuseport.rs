@@ -11,9 +11,12 @@ use aya_ebpf::{macros::fexit, programs::FExitContext};
 use inspector_common::kind;
 
 use crate::{
-    core_read::{
-        Miss, add_delivery, attribute, blank_event, count, emit, emits, fill_sock, now, off, read,
-    },
+    counters::count,
+    emit::{add_delivery, emit, emits},
+    fill::{blank_event, fill_sock, now},
+    maps::off,
+    owners::attribute,
+    read::{Miss, read},
     reuseport::read_packet_source,
 };
 
@@ -24,7 +27,7 @@ pub fn fexit_reuseport_select_sock(ctx: FExitContext) -> i32 {
         return 0; // no group, or an empty one: the caller keeps its socket
     }
     // Counted, not emitted: a member seen before only needs its count
-    // bumped (see `core_read::CONFIG`).
+    // bumped (see `maps::CONFIG`).
     if !emits(kind::REUSEPORT) && add_delivery(chosen) {
         return 0;
     }

@@ -16,10 +16,7 @@ use aya_ebpf::{
 };
 use inspector_common::kind;
 
-use crate::{
-    core_read::{count, off},
-    state::report_tw,
-};
+use crate::{counters::count, maps::off, state::report_tw};
 
 #[fexit(function = "__inet_twsk_schedule")]
 pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {

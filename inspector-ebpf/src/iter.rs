@@ -27,21 +27,17 @@
 
 use core::{ffi::c_void, mem::MaybeUninit};
 
-use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_jiffies64, bpf_seq_write},
-    macros::map,
-    maps::Array,
-};
+use aya_ebpf::helpers::generated::{bpf_get_socket_cookie, bpf_jiffies64, bpf_seq_write};
 use inspector_common::{
-    FileRecord, IPPROTO_TCP, IPPROTO_UDP, IterFilter, SockRecord, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
-    sock_flag,
+    FileRecord, IPPROTO_TCP, IPPROTO_UDP, SockRecord, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, sock_flag,
 };
 
-use crate::core_read::{Miss, blank_event, count, fill_common, fill_sock, is_inet, off, read};
-
-/// What to keep, slot 0; written by user space before each snapshot.
-#[map]
-static ITER_FILTER: Array<IterFilter> = Array::with_max_entries(1, 0);
+use crate::{
+    counters::count,
+    fill::{blank_event, fill_common, fill_sock},
+    maps::{ITER_FILTER, off},
+    read::{Miss, is_inet, read},
+};
 
 /// Byte offsets in the iterator contexts (`struct bpf_iter__tcp { meta;
 /// sk_common; uid; }`, `struct bpf_iter__udp { meta; udp_sk; uid; bucket; }`,

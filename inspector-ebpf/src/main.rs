@@ -20,21 +20,35 @@
 //! connection or datagram), and their fentry-mode counterparts
 //! `fentry_bind`, `fentry_timewait`, `fentry_reuseport`; and `iter`, the
 //! socket-table iterators user space runs on demand.
+//!
+//! What the programs share, one job per file: `maps` (every map and the
+//! globals user space fills, with their bounds), `read` (kernel and user
+//! memory at BTF offsets), `owners` (who an event belongs to), `fill`
+//! (building an event from a socket), `emit` (ring buffer or count) and
+//! `counters` (what went wrong, counted per CPU).
 #![no_std]
 #![no_main]
-// The atomic add and swap of `core_read` are written as BPF instructions:
+// The atomic add and swap of `counters` are written as BPF instructions:
 // the BPF target has no `AtomicU64::fetch_add` (it declares no
 // compare-and-swap). Host builds (clippy) use the std atomics instead.
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
+// Programs, one concern each.
 mod bind;
-mod core_read;
 mod fentry_bind;
 mod fentry_reuseport;
 mod fentry_timewait;
 mod iter;
 mod reuseport;
 mod state;
+
+// What they share, one job each.
+mod counters;
+mod emit;
+mod fill;
+mod maps;
+mod owners;
+mod read;
 
 // Only the BPF build defines the handler: a host `cargo clippy --workspace`
 // links std through the user-space side of shared dependencies.

@@ -10,8 +10,13 @@ use core::mem::MaybeUninit;
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use inspector_common::{AF_INET6, Event, IPPROTO_TCP, IPPROTO_UDP, TCP_LISTEN, counter, kind};
 
-use crate::core_read::{
-    Miss, add_delivery, attribute, blank_event, count, emit, emits, fill_sock, now, off, read,
+use crate::{
+    counters::count,
+    emit::{add_delivery, emit, emits},
+    fill::{blank_event, fill_sock, now},
+    maps::off,
+    owners::attribute,
+    read::{Miss, read},
 };
 
 #[btf_tracepoint(function = "sk_data_ready")]
@@ -36,7 +41,7 @@ pub fn sk_data_ready(ctx: BtfTracePointContext) -> i32 {
 fn try_data_ready(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let sk: u64 = ctx.arg(0);
     // Counted, not emitted: a member seen before only needs its count
-    // bumped (see `core_read::CONFIG`); every other socket woken goes on
+    // bumped (see `maps::CONFIG`); every other socket woken goes on
     // to the group check.
     if !emits(kind::REUSEPORT) && add_delivery(sk) {
         return Ok(());

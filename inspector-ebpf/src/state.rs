@@ -15,9 +15,13 @@ use aya_ebpf::{
 };
 use inspector_common::{IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, counter, flag, kind};
 
-use crate::core_read::{
-    INFLIGHT, Miss, OWNERS, attribute, blank_event, count, emit, emits, emits_state, fill_common,
-    fill_sock, now, off, read,
+use crate::{
+    counters::count,
+    emit::{emit, emits, emits_state},
+    fill::{blank_event, fill_common, fill_sock, now},
+    maps::{INFLIGHT, OWNERS, off},
+    owners::attribute,
+    read::{Miss, read},
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -55,7 +59,7 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let wanted = if emits(kind::STATE) {
         emits_state(new)
     } else {
-        // Counted, not emitted (see `core_read::CONFIG`): only a
+        // Counted, not emitted (see `maps::CONFIG`): only a
         // listener's transitions matter then.
         old == i32::from(TCP_LISTEN) || new == i32::from(TCP_LISTEN)
     };
