@@ -54,6 +54,8 @@ impl Sink for Writing {
 }
 
 pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
+    // The signals first: a SIGTERM right after the banner is a clean stop.
+    let mut stop = Stop::new(None)?;
     // The clocks are read before the probes attach: their first records
     // may come before the rest of the start-up is done.
     let mut header = Header::new(String::new(), opts.filter.describe());
@@ -73,6 +75,5 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
         eprintln!("inspector: warning: {m}");
     }
     let mut src = Source::live(pipeline, Duration::from_millis(100))?;
-    let mut stop = Stop::new(None)?;
     drive::run(&mut src, &mut Writing(rec), &mut stop).await
 }

@@ -205,6 +205,9 @@ impl Sink for Printer {
 }
 
 pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
+    // The signals first: a SIGTERM right after the banner below is a
+    // clean stop, not the default action.
+    let mut stop = Stop::new(None)?;
     let mut printer = Printer {
         out: io::BufWriter::with_capacity(1 << 16, io::stdout().lock()),
         json: opts.json,
@@ -252,7 +255,9 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
     {
         printer.recorded(Line::Header(h))?;
     }
-    let mut stop = Stop::new(opts.duration)?;
+    if let Some(d) = opts.duration {
+        stop.set_deadline(d);
+    }
     match drive::run(&mut src, &mut printer, &mut stop).await {
         Err(e) if crate::util::errors::is_broken_pipe(&e) => Ok(()),
         other => other,

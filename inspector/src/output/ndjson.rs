@@ -388,6 +388,7 @@ mod tests {
             "map_owner_full",
             "scratch_busy",
             "skipped_by_kernel",
+            "malformed_event",
         ];
         // Every kind, in slot order.
         in_order(text, &names);

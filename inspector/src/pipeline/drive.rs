@@ -68,6 +68,12 @@ impl Stop {
         })
     }
 
+    /// Ends the run `after` from now (`trace --duration`, counted from
+    /// when the probes are attached).
+    pub fn set_deadline(&mut self, after: Duration) {
+        self.deadline = Some(Box::pin(tokio::time::sleep(after)));
+    }
+
     async fn wait(&mut self) {
         let deadline = async {
             match &mut self.deadline {
@@ -113,9 +119,11 @@ impl Driver {
         match turn {
             Turn::Ready => {
                 let more = src.read(&mut self.batch, &mut self.lines, false)?;
-                self.hand_over(src, sink)?;
+                // A read stops at a recording's header or `stats` line:
+                // the records read before it go first.
                 let flow = sink.records(src, &mut self.batch)?;
                 self.batch.clear();
+                self.hand_over(src, sink)?;
                 Ok(if more { flow } else { Flow::Quit })
             }
             Turn::Input(Some(i)) => sink.on_input(src, i),
@@ -135,9 +143,9 @@ impl Driver {
     pub fn finish<S: Sink>(&mut self, src: &mut Source, sink: &mut S) -> anyhow::Result<()> {
         if matches!(src, Source::Live(_)) {
             src.read(&mut self.batch, &mut self.lines, true)?;
-            self.hand_over(src, sink)?;
             sink.records(src, &mut self.batch)?;
             self.batch.clear();
+            self.hand_over(src, sink)?;
         }
         sink.finish(src)
     }

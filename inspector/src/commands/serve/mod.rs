@@ -108,6 +108,8 @@ pub fn in_use_message(addr: SocketAddr) -> String {
 }
 
 pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
+    // The signals first: a SIGTERM right after the banner is a clean stop.
+    let mut stop = Stop::new(None)?;
     // The web config first, then the port: a mistake in either is the
     // likeliest and the cheapest to report, before any program is loaded.
     let web = opts
@@ -221,7 +223,6 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         ports,
     };
     let mut src = Source::live(pipeline, Duration::from_millis(200))?;
-    let mut stop = Stop::new(None)?;
     let served = drive::run(&mut src, &mut agent, &mut stop).await;
     let _ = stop_tx.send(());
     // Requests in flight get their answer; do not wait for slow clients.
