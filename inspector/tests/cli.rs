@@ -248,12 +248,12 @@ fn trace_text_lines_are_aligned_and_filtered_by_port() {
     })
     .expect("netns");
     assert_eq!(errno, Some(libc::EADDRINUSE));
-    let (stdout, _) = stop(child, &rx);
+    let (stdout, stderr) = stop(child, &rx);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines.len(),
         3,
-        "header, one failure and its explanation: {stdout}"
+        "header, one failure and its explanation: {stdout}\n{stderr:?}"
     );
     assert!(lines[0].starts_with("TIME(s)"), "{stdout}");
     let cols = |l: &str| l.find("PROTO").or_else(|| l.find("tcp")).expect("column");
@@ -266,6 +266,68 @@ fn trace_text_lines_are_aligned_and_filtered_by_port() {
         lines[2].trim_start().starts_with("why: ") && lines[2].contains("held by"),
         "{stdout}"
     );
+}
+
+/// A service that exits right after its failed bind (a crash loop, the
+/// incident itself) still gets its explanation: the namespace is found by
+/// its inode through any process inside it, not through the gone caller.
+#[test]
+fn a_caller_that_exits_at_once_still_gets_its_explanation() {
+    use inspector::kernel::sys::{BindSpec, fork_as};
+    if !needs_root("load eBPF programs and create network namespaces") {
+        return;
+    }
+    const FAILURES: usize = 4;
+    let spec = |listen| BindSpec {
+        addr: "127.0.0.1:7204".parse().expect("address"),
+        stream: true,
+        reuseaddr: false,
+        reuseport: false,
+        v6only: None,
+        listen,
+        count_on_release: false,
+        connect: None,
+        comm: None,
+    };
+    let (stdout, stderr) = in_new_netns(move |_| {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let (child, rx) = common::start(&[
+            "trace",
+            "--json",
+            "--netns",
+            &path,
+            "--port",
+            "7204",
+            "--failures-only",
+        ])
+        .expect("the probes attach");
+        // The holder is a process of its own in the namespace, as a
+        // pod's are; each failing caller is reaped before the next.
+        let holder = fork_as(65534, &spec(Some(16)), true).expect("holder");
+        for _ in 0..FAILURES {
+            drop(fork_as(65534, &spec(None), false).expect("caller"));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let out = stop(child, &rx);
+        drop(holder);
+        out
+    })
+    .expect("netns");
+    let refused: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .filter(|r: &Value| r["type"] == "bind" && r["errno"] == "EADDRINUSE")
+        .collect();
+    assert_eq!(refused.len(), FAILURES, "{stdout}\n{stderr:?}");
+    for r in &refused {
+        let why = r["explanation"].as_str().unwrap_or_default();
+        assert!(
+            why.contains("held by"),
+            "explained although the caller is gone: {r}"
+        );
+    }
 }
 
 #[test]

@@ -424,10 +424,26 @@ fn hijack_note(r: &Record, source: &mut Option<Source>, created: &Created) -> Op
     ))
 }
 
-/// The calling thread's network namespace, held open, and a path to it
-/// through this process's descriptor (the thread may exit meanwhile).
+/// The record's network namespace, held open, and a path to it through
+/// this process's descriptor. The calling thread's, if it is still there
+/// and still in that namespace; otherwise any way into the namespace by
+/// its inode (this process's own, a `/run/netns` name, another process
+/// inside it): a service that exits right after its failed bind, the
+/// crash loop that is the incident itself, leaves its namespace behind.
 fn thread_netns(r: &Record) -> Option<(std::fs::File, std::path::PathBuf)> {
-    let held = std::fs::File::open(format!("/proc/{}/task/{}/ns/net", r.pid?, r.tid?)).ok()?;
+    use std::os::unix::fs::MetadataExt;
+    let same = |f: &std::fs::File| f.metadata().is_ok_and(|m| m.ino() == u64::from(r.netns));
+    let thread = r
+        .pid
+        .zip(r.tid)
+        .and_then(|(pid, tid)| std::fs::File::open(format!("/proc/{pid}/task/{tid}/ns/net")).ok())
+        .filter(same);
+    let held = match thread {
+        Some(f) => f,
+        None => std::fs::File::open(crate::kernel::netns::netns_path(r.netns)?)
+            .ok()
+            .filter(same)?,
+    };
     let path = std::path::PathBuf::from(format!("/proc/self/fd/{}", held.as_raw_fd()));
     Some((held, path))
 }
@@ -455,24 +471,13 @@ fn explain_failure_with(
     source: &mut Option<Source>,
     keep: impl FnMut(&mut Holder) -> bool,
 ) -> Option<String> {
-    let pid = r.pid?;
-    // The calling thread's namespace: a thread may have entered another.
-    // Held open while the answer is computed (loading the iterators the
-    // first time takes a while, and the thread may exit meanwhile); the
-    // inventory enters it through this process's descriptor.
-    let held = r
-        .tid
-        .and_then(|tid| std::fs::File::open(format!("/proc/{pid}/task/{tid}/ns/net")).ok());
-    let netns = held
-        .as_ref()
-        .map(|f| std::path::PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())));
+    let (held, netns) = thread_netns(r)?;
     let req = Request {
         port: u32::from(r.req_port?),
         tcp: r.proto == Some(Proto::Tcp),
         udp: r.proto == Some(Proto::Udp),
         addr: r.req_addr,
-        pid: if netns.is_some() { None } else { Some(pid) },
-        netns,
+        netns: Some(netns),
         reuseaddr: r.reuseaddr,
         reuseport: r.reuseport,
         v6only: r.v6only,

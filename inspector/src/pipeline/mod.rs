@@ -36,6 +36,11 @@ pub struct Pipeline {
     /// Events read from the ring buffer.
     pub seen: u64,
     scratch: Vec<Record>,
+    /// Explains failures as they are read. Its socket iterators load
+    /// with the probes, before a front end says it is attached: loaded
+    /// at the first failure, the answer would come late, from a port
+    /// that may have changed and a caller that may be gone.
+    pub(crate) annotator: annotate::Annotator,
 }
 
 impl Pipeline {
@@ -67,6 +72,7 @@ impl Pipeline {
             cgroups: Resolver::new(),
             seen: 0,
             scratch: Vec::new(),
+            annotator: annotate::Annotator::default(),
         })
     }
 

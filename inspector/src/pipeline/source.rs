@@ -15,7 +15,7 @@ use std::{
 
 use tokio::{io::unix::AsyncFd, time::Interval};
 
-use super::{Pipeline, annotate::Annotator};
+use super::Pipeline;
 use crate::{
     kernel::{probe::Counters, sys::monotonic_ns},
     model::{
@@ -112,21 +112,17 @@ pub struct Live {
     pub pipeline: Pipeline,
     ring: AsyncFd<OwnedFd>,
     tick: Interval,
-    annotator: Annotator,
 }
 
 impl Live {
     fn new(mut pipeline: Pipeline, tick: Duration) -> std::io::Result<Self> {
         let ring = pipeline.readiness()?;
-        // The socket iterators load before the first failure needs them.
-        let annotator = Annotator::default();
         let mut tick = tokio::time::interval(tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
             pipeline,
             ring,
             tick,
-            annotator,
         })
     }
 
@@ -146,8 +142,10 @@ impl Live {
         self.pipeline.poll(out, last);
         // The explanation is computed now, while the port is as it was.
         let mut fresh = out.split_off(start);
-        self.annotator
-            .annotate(&mut fresh, Some(&self.pipeline.tracker));
+        let Pipeline {
+            annotator, tracker, ..
+        } = &mut self.pipeline;
+        annotator.annotate(&mut fresh, Some(tracker));
         out.append(&mut fresh);
     }
 }
