@@ -44,9 +44,7 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
         .iter()
         .map(|f| (f.socket.cookie, (f.pid, f.comm.clone())))
         .collect();
-    let listen = TcpState::LISTEN.raw();
-    let close = TcpState::CLOSE.raw();
-    let seed = |s: &KernelSocket, state: &'static str, tw_left_ns: Option<u64>| SeedSock {
+    let seed = |s: &KernelSocket, state: TcpState, tw_left_ns: Option<u64>| SeedSock {
         proto: s.proto,
         netns: s.netns,
         addr: SockAddr {
@@ -63,6 +61,7 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
     };
     let mut out = Vec::new();
     for s in socks {
+        let state = TcpState::from(s.state);
         match (s.proto, s.entry) {
             (
                 Proto::Tcp,
@@ -78,15 +77,12 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
                     }
                     _ => TIME_WAIT_NS,
                 };
-                out.push(seed(s, "TIME_WAIT", Some(left.min(TIME_WAIT_NS))));
+                out.push(seed(s, TcpState::TIME_WAIT, Some(left.min(TIME_WAIT_NS))));
             }
-            (Proto::Tcp, Entry::Full) if s.state == listen => out.push(seed(s, "LISTEN", None)),
+            (Proto::Tcp, Entry::Full) if state == TcpState::LISTEN => {
+                out.push(seed(s, TcpState::LISTEN, None));
+            }
             (Proto::Udp, Entry::Full) if s.local.port() != 0 => {
-                let state = if s.state == close {
-                    "BOUND"
-                } else {
-                    "CONNECTED"
-                };
                 out.push(seed(s, state, None));
             }
             _ => {}
@@ -96,8 +92,11 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
     // descriptor walk has them (state CLOSE with a port).
     for f in files {
         let s = &f.socket;
-        if s.proto == Proto::Tcp && s.state == close && s.local.port() != 0 {
-            out.push(seed(s, "BOUND", None));
+        if s.proto == Proto::Tcp
+            && TcpState::from(s.state) == TcpState::CLOSE
+            && s.local.port() != 0
+        {
+            out.push(seed(s, TcpState::CLOSE, None));
         }
     }
     out

@@ -713,7 +713,7 @@ fn pre_existing_sockets_are_marked_with_their_time_left() {
             addr: addr(7000),
             cookie: 11,
             owner: Some((300, "nginx".into())),
-            state: "LISTEN",
+            state: TcpState::LISTEN,
             tw_left_ns: None,
         },
         SeedSock {
@@ -722,7 +722,7 @@ fn pre_existing_sockets_are_marked_with_their_time_left() {
             addr: addr(7001),
             cookie: 12,
             owner: None,
-            state: "TIME_WAIT",
+            state: TcpState::TIME_WAIT,
             tw_left_ns: Some(26 * SEC),
         },
     ]));

@@ -27,7 +27,7 @@ pub use self::{
     ports::{Holder, LiveSock, PortKey, PortRow, SockAddr, TimeWait},
     reuseport::{GroupKey, Member},
     seed::{KernelFiles, SeedSock},
-    state::SockState,
+    state::HolderState,
 };
 use crate::{
     kernel::{Phase, Proto, TcpState},
@@ -165,15 +165,17 @@ impl Model {
                 self.decisions.push_back(r.clone());
                 if r.errno.is_none() && r.lport != 0 {
                     let state = match (r.proto, r.phase) {
-                        (Some(Proto::Tcp), Some(Phase::Listen)) => SockState::LISTEN,
-                        (Some(Proto::Tcp), Some(Phase::Connect)) => SockState::SYN_SENT,
-                        (Some(Proto::Udp), Some(Phase::Connect)) => SockState::CONNECTED,
-                        _ => SockState::BOUND,
+                        (Some(Proto::Tcp), Some(Phase::Listen)) => TcpState::LISTEN,
+                        (Some(Proto::Tcp), Some(Phase::Connect)) => TcpState::SYN_SENT,
+                        (Some(Proto::Udp), Some(Phase::Connect)) => TcpState::ESTABLISHED,
+                        // Only bound: a socket keeps TCP_CLOSE until it
+                        // listens or connects.
+                        _ => TcpState::CLOSE,
                     };
                     self.track(r, key, state);
                 }
             }
-            RecordType::Accept => self.track(r, key, SockState::ESTABLISHED),
+            RecordType::Accept => self.track(r, key, TcpState::ESTABLISHED),
             RecordType::State if self.time_wait.contains_key(&r.sock) => {
                 // A timewait socket re-armed with another substate
                 // (`FIN_WAIT2 -> TIME_WAIT`, tcp_timewait_state_process()):
@@ -184,8 +186,9 @@ impl Model {
                 if r.new_state == Some(TcpState::CLOSE) {
                     self.untrack(r.sock);
                     self.leave_group(r.sock);
-                } else if r.lport != 0 {
-                    let state = r.new_state.map_or(SockState::UNKNOWN, SockState::tcp);
+                } else if r.lport != 0
+                    && let Some(state) = r.new_state
+                {
                     self.track(r, key, state);
                 }
             }
@@ -248,7 +251,7 @@ impl Model {
                 break;
             };
             match self.sockets.get(&sock) {
-                Some(s) if s.state == SockState::LISTEN => self.sock_age.push_back(sock),
+                Some(s) if s.state == TcpState::LISTEN => self.sock_age.push_back(sock),
                 Some(_) => {
                     self.untrack(sock);
                     self.evicted += 1;

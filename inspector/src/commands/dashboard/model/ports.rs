@@ -3,8 +3,11 @@
 
 use std::{collections::BTreeMap, net::IpAddr, num::NonZeroU64};
 
-use super::{Model, SharedOwner, SockState, TIME_WAIT_NS, unshared};
-use crate::{kernel::Proto, model::record::Record};
+use super::{HolderState, Model, SharedOwner, TIME_WAIT_NS, unshared};
+use crate::{
+    kernel::{Proto, TcpState},
+    model::record::Record,
+};
 
 /// A port as the kernel's tables key it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -17,7 +20,9 @@ pub struct PortKey {
 #[derive(Debug, Clone)]
 pub struct LiveSock {
     pub key: PortKey,
-    pub state: SockState,
+    /// `sk_state` as the kernel keeps it; [`LiveSock::holder_state`]
+    /// names it.
+    pub state: TcpState,
     pub owner: Option<SharedOwner>,
     pub since_ns: u64,
     /// Local address and options, for the detail view's holders table.
@@ -28,6 +33,12 @@ pub struct LiveSock {
     pub cookie: Option<NonZeroU64>,
     /// Found in the kernel's table at start, not seen being made.
     pub pre: bool,
+}
+
+impl LiveSock {
+    pub fn holder_state(&self) -> HolderState {
+        HolderState::of(self.key.proto, self.state)
+    }
 }
 
 /// A socket's local address and the options that decide conflicts.
@@ -55,16 +66,22 @@ impl SockAddr {
 /// One socket on a port, live or in TIME_WAIT, as the detail view lists it.
 #[derive(Debug, Clone)]
 pub struct Holder {
-    pub state: &'static str,
+    /// [`HolderState::TIME_WAIT`] for a timewait socket.
+    pub state: HolderState,
     pub addr: Option<SockAddr>,
     pub netns: u32,
     /// The owner of a live socket, or the last owner of a TIME_WAIT one.
     pub owner: Option<(u32, String)>,
-    pub time_wait: bool,
     /// Time left before a TIME_WAIT socket expires.
     pub left_ns: Option<u64>,
     /// Found in the kernel's table at start.
     pub pre: bool,
+}
+
+impl Holder {
+    pub fn is_time_wait(&self) -> bool {
+        self.state == HolderState::TIME_WAIT
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +99,7 @@ pub struct TimeWait {
 /// never walks every socket.
 #[derive(Debug, Default, Clone)]
 pub(super) struct PortAgg {
-    pub(super) states: BTreeMap<&'static str, u64>,
+    pub(super) states: BTreeMap<HolderState, u64>,
     pub(super) owners: Vec<(u32, String)>,
     /// TIME_WAIT entry times -> how many entered then.
     pub(super) tw: BTreeMap<u64, u32>,
@@ -111,11 +128,10 @@ impl Model {
                 (
                     s,
                     Holder {
-                        state: s.state.name(),
+                        state: s.holder_state(),
                         addr: s.addr,
                         netns: s.key.netns,
                         owner: s.owner.as_ref().map(unshared),
-                        time_wait: false,
                         left_ns: None,
                         pre: s.pre,
                     },
@@ -131,11 +147,10 @@ impl Model {
                 (
                     t.entered_ns,
                     Holder {
-                        state: "TIME_WAIT",
+                        state: HolderState::TIME_WAIT,
                         addr: t.addr,
                         netns: t.key.netns,
                         owner: t.last_owner.as_ref().map(unshared),
-                        time_wait: true,
                         left_ns: Some(
                             TIME_WAIT_NS.saturating_sub(self.now_ns.saturating_sub(t.entered_ns)),
                         ),
@@ -155,7 +170,7 @@ impl Model {
 #[derive(Debug, Clone)]
 pub struct PortRow {
     pub key: PortKey,
-    pub states: BTreeMap<&'static str, u64>,
+    pub states: BTreeMap<HolderState, u64>,
     pub owners: Vec<(u32, String)>,
     pub last_owner: Option<(u32, String)>,
     pub time_wait: u64,
@@ -220,13 +235,13 @@ impl Model {
         self.tw_insert(sock, key, at_ns, owner, addr, pre);
     }
 
-    pub(super) fn port_dec(&mut self, key: PortKey, state: SockState) {
-        let state = state.name();
+    pub(super) fn port_dec(&mut self, key: PortKey, state: TcpState) {
+        let state = HolderState::of(key.proto, state);
         if let Some(agg) = self.ports.get_mut(&key) {
-            if let Some(n) = agg.states.get_mut(state) {
+            if let Some(n) = agg.states.get_mut(&state) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
-                    agg.states.remove(state);
+                    agg.states.remove(&state);
                 }
             }
             if agg.is_empty() {
@@ -267,7 +282,7 @@ impl Model {
         }
     }
 
-    pub(super) fn track(&mut self, r: &Record, key: PortKey, state: SockState) {
+    pub(super) fn track(&mut self, r: &Record, key: PortKey, state: TcpState) {
         let previous = self.sockets.get(&r.sock).map(|s| (s.key, s.state));
         if previous != Some((key, state)) {
             if let Some((k, s)) = previous {
@@ -278,7 +293,7 @@ impl Model {
                 .entry(key)
                 .or_default()
                 .states
-                .entry(state.name())
+                .entry(HolderState::of(key.proto, state))
                 .or_default() += 1;
         }
         let entry = self.sockets.get_or_insert_with(r.sock, || {

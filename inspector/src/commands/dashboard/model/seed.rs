@@ -4,8 +4,11 @@
 
 use std::num::NonZeroU64;
 
-use super::{LiveSock, Model, PortKey, SockAddr, SockState, TIME_WAIT_NS};
-use crate::{kernel::Proto, model::record::Record};
+use super::{HolderState, LiveSock, Model, PortKey, SockAddr, TIME_WAIT_NS};
+use crate::{
+    kernel::{Proto, TcpState},
+    model::record::Record,
+};
 
 /// A socket of the kernel's table at start, to seed the model with.
 #[derive(Debug, Clone)]
@@ -15,10 +18,10 @@ pub struct SeedSock {
     pub addr: SockAddr,
     pub cookie: u64,
     pub owner: Option<(u32, String)>,
-    /// `LISTEN`, `BOUND`, `CONNECTED` or `TIME_WAIT` (a name
-    /// [`SockState::of`] knows; another shows as `?`).
-    pub state: &'static str,
-    /// Time left on a TIME_WAIT socket's timer.
+    /// `sk_state` as the table had it.
+    pub state: TcpState,
+    /// Time left on a TIME_WAIT socket's timer; unknown, a whole
+    /// TCP_TIMEWAIT_LEN.
     pub tw_left_ns: Option<u64>,
 }
 
@@ -35,7 +38,7 @@ pub struct KernelFiles {
 
 /// A socket whose close sends no event: see [`Model::silent_namespaces`].
 fn is_silent(s: &LiveSock) -> bool {
-    s.pre || s.key.proto != Some(Proto::Tcp) || s.state == SockState::BOUND
+    s.pre || s.key.proto != Some(Proto::Tcp) || s.state == TcpState::CLOSE
 }
 
 impl Model {
@@ -88,7 +91,8 @@ impl Model {
             // them: the cookie is a key no live socket has.
             let sock = s.cookie;
             self.pre_cookies.insert(s.cookie, sock);
-            if let Some(left) = s.tw_left_ns {
+            if s.state == TcpState::TIME_WAIT {
+                let left = s.tw_left_ns.unwrap_or(TIME_WAIT_NS).min(TIME_WAIT_NS);
                 // As if it entered TCP_TIMEWAIT_LEN before it expires.
                 let entered = self
                     .now_ns
@@ -97,13 +101,13 @@ impl Model {
                 self.tw_insert(sock, key, entered, None, Some(s.addr), true);
                 continue;
             }
-            let state = SockState::of(s.state);
+            let state = s.state;
             *self
                 .ports
                 .entry(key)
                 .or_default()
                 .states
-                .entry(state.name())
+                .entry(HolderState::of(key.proto, state))
                 .or_default() += 1;
             if let Some(o) = &s.owner
                 && let Some(agg) = self.ports.get_mut(&key)

@@ -27,12 +27,15 @@ fn past_the_cap_the_oldest_sockets_go_but_never_a_live_listener() {
     assert_eq!(m.sockets.len(), MAX_SOCKETS);
     assert_eq!(m.evicted, 110);
     for i in 0..10 {
-        assert_eq!(m.sockets.get(&i).map(|s| s.state.name()), Some("LISTEN"));
+        assert_eq!(
+            m.sockets.get(&i).map(LiveSock::holder_state),
+            Some(HolderState::LISTEN)
+        );
     }
     let rows = m.port_rows();
     assert_eq!(
         rows.iter()
-            .filter(|r| r.states.contains_key("LISTEN"))
+            .filter(|r| r.states.contains_key(&HolderState::LISTEN))
             .count(),
         10
     );
@@ -44,16 +47,42 @@ fn past_the_cap_the_oldest_sockets_go_but_never_a_live_listener() {
 }
 
 #[test]
-fn socket_states_keep_their_names_in_a_byte() {
+fn socket_states_name_and_order_as_the_ports_pane_lists_them() {
     for raw in 0..=u8::MAX {
         let t = TcpState::from(raw);
-        let s = SockState::tcp(t);
-        assert_eq!(s.name(), t.name().unwrap_or("?"), "{raw}");
-        assert_eq!(SockState::of(s.name()), s, "{raw}");
+        assert_eq!(HolderState::Tcp(t).name(), t.name().unwrap_or("?"), "{raw}");
     }
-    for s in [SockState::BOUND, SockState::CONNECTED, SockState::UNKNOWN] {
-        assert_eq!(SockState::of(s.name()), s);
-    }
+    let udp = Some(Proto::Udp);
+    assert_eq!(HolderState::of(udp, TcpState::CLOSE), HolderState::Bound);
+    assert_eq!(
+        HolderState::of(udp, TcpState::ESTABLISHED),
+        HolderState::Connected
+    );
+    let tcp = Some(Proto::Tcp);
+    assert_eq!(HolderState::of(tcp, TcpState::CLOSE), HolderState::Bound);
+    assert_eq!(HolderState::of(tcp, TcpState::LISTEN), HolderState::LISTEN);
+    assert_eq!(HolderState::ESTABLISHED.short_name(), "ESTAB");
+    assert_eq!(HolderState::Connected.to_string(), "CONNECTED");
+    // Listeners first, then sockets only bound, then connections.
+    let mut states = vec![
+        HolderState::TIME_WAIT,
+        HolderState::ESTABLISHED,
+        HolderState::Connected,
+        HolderState::Bound,
+        HolderState::LISTEN,
+    ];
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            HolderState::LISTEN,
+            HolderState::Bound,
+            HolderState::Connected,
+            HolderState::ESTABLISHED,
+            HolderState::TIME_WAIT
+        ]
+    );
+    assert!(std::mem::size_of::<HolderState>() <= 2);
 }
 
 /// Up to [`MAX_SOCKETS`] of each are alive at once: their size is

@@ -9,9 +9,7 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph, Wrap},
 };
 
-use super::{
-    Theme, age, asked, binds::detail_lines, decision_result, flags_str, heading, secs, short_state,
-};
+use super::{Theme, age, asked, binds::detail_lines, decision_result, flags_str, heading, secs};
 use crate::{
     commands::dashboard::{
         app::{App, DetailTarget, asked_key},
@@ -28,7 +26,7 @@ use crate::{
 fn with_last_owner(why: &str, holders: &[Holder]) -> String {
     let mut last: Vec<&(u32, String)> = holders
         .iter()
-        .filter(|h| h.time_wait)
+        .filter(|h| h.is_time_wait())
         .filter_map(|h| h.owner.as_ref())
         .collect();
     last.dedup();
@@ -61,7 +59,7 @@ fn holder_lines(app: &App, t: &Theme, holders: &[Holder], out: &mut Vec<Line<'st
         let addr = h
             .addr
             .map_or_else(|| "-".to_owned(), |a| endpoint(a.ip, a.port));
-        let owner = match (&h.owner, h.time_wait) {
+        let owner = match (&h.owner, h.is_time_wait()) {
             (Some((p, c)), false) => format!("{p} {c}"),
             (Some((p, c)), true) => format!("(was {p} {c})"),
             (None, true) => "(none seen)".to_owned(),
@@ -75,12 +73,12 @@ fn holder_lines(app: &App, t: &Theme, holders: &[Holder], out: &mut Vec<Line<'st
         let owner: String = owner.chars().take(20).collect();
         out.push(Line::from(format!(
             "  {:<10} {:<21} {:<20} {:<4} {:<10} {}",
-            short_state(h.state),
+            h.state.short_name(),
             addr,
             owner,
             opts,
             app.ns_name(h.netns),
-            if h.time_wait {
+            if h.is_time_wait() {
                 secs(h.left_ns)
             } else {
                 String::new()
@@ -173,7 +171,7 @@ pub(super) fn render_detail(
         }
         DetailTarget::Port(key) => {
             let holders = app.model.holders(*key);
-            let tw = holders.iter().filter(|h| h.time_wait).count();
+            let tw = holders.iter().filter(|h| h.is_time_wait()).count();
             lines.push(Line::from(format!(
                 "{} sockets, {tw} of them in TIME_WAIT; netns {}",
                 holders.len(),

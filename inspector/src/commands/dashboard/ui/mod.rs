@@ -123,20 +123,6 @@ fn asked(r: &Record) -> String {
     }
 }
 
-/// `ss`-style short state names, so a row of counts fits.
-fn short_state(s: &str) -> &str {
-    match s {
-        "ESTABLISHED" => "ESTAB",
-        "SYN_SENT" => "SYN-SENT",
-        "SYN_RECV" => "SYN-RECV",
-        "FIN_WAIT1" => "FIN-WAIT-1",
-        "FIN_WAIT2" => "FIN-WAIT-2",
-        "CLOSE_WAIT" => "CLOSE-WAIT",
-        "LAST_ACK" => "LAST-ACK",
-        other => other,
-    }
-}
-
 fn flags_str(reuseaddr: bool, reuseport: bool, v6only: bool) -> String {
     [(reuseaddr, 'R'), (reuseport, 'r'), (v6only, '6')]
         .iter()

@@ -8,7 +8,7 @@ use ratatui::{
     widgets::{Block, Borders, Cell, Row, Sparkline, Table, TableState},
 };
 
-use super::{Theme, secs, short_state};
+use super::{Theme, secs};
 use crate::{
     commands::dashboard::app::{App, Pane},
     model::record::proto_str,
@@ -26,7 +26,7 @@ pub(super) fn render_ports(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
         let states = row
             .states
             .iter()
-            .map(|(s, n)| format!("{} {n}", short_state(s)))
+            .map(|(s, n)| format!("{} {n}", s.short_name()))
             .collect::<Vec<_>>()
             .join(" ");
         let owners = if row.owners.is_empty() {
