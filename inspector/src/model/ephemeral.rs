@@ -153,7 +153,7 @@ pub struct Ephemeral {
 /// Where a connect() record went: the address asked for (a failed
 /// connect() has its destination reset, `tcp_v4_connect()`'s failure
 /// path), else the socket's peer.
-fn destination(r: &Record) -> Option<DestKey> {
+pub fn destination(r: &Record) -> Option<DestKey> {
     let (addr, port) = match (r.req_addr, r.req_port) {
         (Some(a), Some(p)) if p != 0 => (a, p),
         _ => (r.raddr, r.rport),

@@ -1,9 +1,13 @@
 //! What the dashboard reads from the kernel's socket tables (BPF socket
-//! iterators, [`SocketTable`]): the sockets that existed before it started,
-//! and which silent sockets still exist. The loop in `mod.rs` calls these;
+//! iterators, [`SocketTable`]): the sockets that existed before it started
+//! (for panes 2 and 5), and which silent sockets still exist. The loop in `mod.rs` calls these;
 //! the results enter the [`App`](super::app::App) as inputs.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use super::model::{KernelFiles, SeedSock, SockAddr, TIME_WAIT_NS};
 use crate::{
@@ -29,7 +33,8 @@ pub const RANGE_NAMESPACES: usize = 8;
 
 /// The sockets of `netns` that the model seeds with: TCP listeners, TCP
 /// sockets only bound, UDP sockets and TIME_WAIT sockets with their time
-/// left; owners from the descriptor walk.
+/// left, and clients' connections with where they go; owners from the
+/// descriptor walk.
 pub fn seed(table: &mut SocketTable, netns: &Path) -> Result<Vec<SeedSock>, SocketTableError> {
     let ino = crate::kernel::netns::inode(netns)?;
     let socks = table.snapshot_in(netns, &SnapshotFilter::default())?;
@@ -43,6 +48,11 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
     let owners: BTreeMap<u64, (u32, String)> = files
         .iter()
         .map(|f| (f.socket.cookie, (f.pid, f.comm.clone())))
+        .collect();
+    let listening: BTreeSet<u16> = socks
+        .iter()
+        .filter(|s| s.proto == Proto::Tcp && TcpState::from(s.state) == TcpState::LISTEN)
+        .map(|s| s.local.port())
         .collect();
     let seed = |s: &KernelSocket, state: TcpState, tw_left_ns: Option<u64>| SeedSock {
         proto: s.proto,
@@ -58,6 +68,7 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
         owner: owners.get(&s.cookie).cloned(),
         state,
         tw_left_ns,
+        peer: is_client(s, &listening).then_some(s.remote),
     };
     let mut out = Vec::new();
     for s in socks {
@@ -82,6 +93,10 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
             (Proto::Tcp, Entry::Full) if state == TcpState::LISTEN => {
                 out.push(seed(s, TcpState::LISTEN, None));
             }
+            // A client's connection: its port counts toward its peer.
+            (Proto::Tcp, Entry::Full) if is_client(s, &listening) => {
+                out.push(seed(s, state, None));
+            }
             (Proto::Udp, Entry::Full) if s.local.port() != 0 => {
                 out.push(seed(s, state, None));
             }
@@ -100,6 +115,19 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
         }
     }
     out
+}
+
+/// A client's side of a TCP connection, live or in TIME_WAIT: it has a
+/// peer, is no handshake in a listener's queue, and is not on a port
+/// someone listens on (an accepted connection's). Its local port is held
+/// toward that peer: `__inet_hash_connect()` checks the 4-tuple, so the
+/// same port may go to another destination at once.
+fn is_client(s: &KernelSocket, listening: &BTreeSet<u16>) -> bool {
+    s.proto == Proto::Tcp
+        && s.remote.port() != 0
+        && !matches!(s.entry, Entry::Request)
+        && TcpState::from(s.state) != TcpState::LISTEN
+        && !listening.contains(&s.local.port())
 }
 
 /// The open sockets of namespace `netns`, for [`Model::reconcile`](super::model::Model::reconcile).

@@ -36,7 +36,12 @@ impl App {
                 rows.get(i.min(rows.len().saturating_sub(1)))
                     .map(|(k, _, _)| DetailTarget::Group((*k).clone()))
             }
-            Pane::Scenarios | Pane::Ephemeral => None,
+            Pane::Ephemeral => {
+                let rows = self.ephemeral_rows();
+                rows.get(i.min(rows.len().saturating_sub(1)))
+                    .map(|r| DetailTarget::Destination(r.key))
+            }
+            Pane::Scenarios => None,
         };
         if let Some(target) = target {
             self.detail = Some(Detail { target, scroll: 0 });

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use crossterm::event::KeyEvent;
 
 pub use self::{
-    capture::{Capture, asked_key},
+    capture::{Capture, CaptureKey, DestFacts, asked_key, connect_destination},
     filter::ViewFilter,
     pane::{Pane, SortKey},
     rows::DecisionRow,
@@ -27,7 +27,7 @@ use super::model::{GroupKey, KernelFiles, Model, PortKey, SeedSock};
 use crate::{
     kernel::probe::Counters,
     model::{
-        ephemeral::PortRange,
+        ephemeral::{DestKey, PortRange},
         record::{Record, RecordType},
     },
     scenario::{CATALOG, Scenario, ScenarioResult},
@@ -100,6 +100,8 @@ pub enum DetailTarget {
     Port(PortKey),
     /// A reuseport group's members and their deliveries (pane 3), live.
     Group(GroupKey),
+    /// A destination's local ports (pane 5), live.
+    Destination(DestKey),
 }
 
 #[derive(Debug, Clone)]

@@ -178,18 +178,44 @@ impl App {
         rows
     }
 
-    /// Pane 5's destinations: filtered, the fullest first.
+    /// Pane 5's destinations: filtered, under the most pressure first: the
+    /// share of the range in use, then failed connect() calls, then ports
+    /// in use (a range not read yet counts as no share).
     pub fn ephemeral_rows(&self) -> Vec<DestRow> {
         let mut rows = self.model.ephemeral.rows();
         rows.retain(|r| self.ns_shown(r.key.netns));
         if let Some(v) = &self.view {
             rows.retain(|r| {
-                let owners: Vec<(u32, String)> =
-                    r.owners.iter().map(|(p, c, _)| (*p, c.clone())).collect();
+                let owners: Vec<(u32, String)> = r
+                    .owners
+                    .iter()
+                    .chain(self.pre_owners(r))
+                    .map(|(p, c, _)| (*p, c.clone()))
+                    .collect();
                 let owners: Vec<&(u32, String)> = owners.iter().collect();
                 v.matches_port((r.key.port, r.key.netns), &owners, &self.netns_names)
             });
         }
+        rows.sort_by(|a, b| {
+            let share = |r: &DestRow| r.share().unwrap_or(0.0);
+            share(b)
+                .total_cmp(&share(a))
+                .then(b.failed().cmp(&a.failed()))
+                .then(b.in_use.cmp(&a.in_use))
+                .then(a.key.cmp(&b.key))
+        });
         rows
+    }
+
+    /// Who held `r`'s connections found at start, (pid, name,
+    /// connections), while some of them are still there.
+    pub fn pre_owners<'a>(&'a self, r: &DestRow) -> impl Iterator<Item = &'a (u32, String, u64)> {
+        let held = r.pre > 0;
+        self.model
+            .pre_owners
+            .get(&r.key)
+            .into_iter()
+            .flatten()
+            .filter(move |_| held)
     }
 }

@@ -32,7 +32,7 @@ pub use self::{
 use crate::{
     kernel::{Phase, Proto, TcpState},
     model::{
-        ephemeral::Ephemeral,
+        ephemeral::{DestKey, Ephemeral},
         record::{Name, Names, Record, RecordType},
         tracker::TW_LIFETIME_NS,
     },
@@ -108,6 +108,10 @@ pub struct Model {
     pub reconciled: u64,
     /// Local ports in use per destination (pane 5).
     pub ephemeral: Ephemeral,
+    /// Who held the connections toward each destination found at start:
+    /// (pid, name, connections), most first. Pane 5 shows them while
+    /// some of those connections are still there.
+    pub pre_owners: BTreeMap<DestKey, Vec<(u32, String, u64)>>,
 }
 
 fn owner(r: &Record) -> Option<(u32, String)> {

@@ -2,13 +2,19 @@
 //! dashboard started (seeded, marked `pre`), and, every few seconds, which
 //! of the sockets that close without an event are still there.
 
-use std::num::NonZeroU64;
+use std::{net::SocketAddr, num::NonZeroU64};
 
 use super::{HolderState, LiveSock, Model, PortKey, SockAddr, TIME_WAIT_NS};
 use crate::{
     kernel::{Proto, TcpState},
-    model::record::Record,
+    model::{
+        ephemeral::{DestKey, MAX_DESTS},
+        record::Record,
+    },
 };
+
+/// Owners remembered per destination of connections found at start.
+const PRE_OWNERS: usize = 4;
 
 /// A socket of the kernel's table at start, to seed the model with.
 #[derive(Debug, Clone)]
@@ -23,6 +29,9 @@ pub struct SeedSock {
     /// Time left on a TIME_WAIT socket's timer; unknown, a whole
     /// TCP_TIMEWAIT_LEN.
     pub tw_left_ns: Option<u64>,
+    /// Where a client's connection goes, live or in TIME_WAIT: its local
+    /// port is held toward that destination (pane 5).
+    pub peer: Option<SocketAddr>,
 }
 
 /// The open sockets of one namespace, from a kernel snapshot taken at
@@ -79,7 +88,9 @@ impl Model {
     }
 
     /// Seeds the model with sockets that existed before the dashboard
-    /// started, marked `pre`.
+    /// started, marked `pre`: listeners, sockets only bound and TIME_WAIT
+    /// sockets in pane 2, and the ports clients' connections hold toward
+    /// their destinations, live or in TIME_WAIT, in pane 5.
     pub fn seed(&mut self, socks: &[SeedSock]) {
         for s in socks {
             let key = PortKey {
@@ -87,17 +98,26 @@ impl Model {
                 port: s.addr.port,
                 netns: s.netns,
             };
+            let time_wait = s.state == TcpState::TIME_WAIT;
+            // As if it entered TCP_TIMEWAIT_LEN before it expires.
+            let entered = time_wait.then(|| {
+                let left = s.tw_left_ns.unwrap_or(TIME_WAIT_NS).min(TIME_WAIT_NS);
+                self.now_ns
+                    .saturating_add(left)
+                    .saturating_sub(TIME_WAIT_NS)
+            });
+            if let Some(peer) = s.peer.filter(|_| s.proto == Proto::Tcp) {
+                self.seed_connection(s, peer, entered);
+                if !time_wait {
+                    // A live connection is pane 5's only.
+                    continue;
+                }
+            }
             // Cookies count up from 1 and kernel addresses are far above
             // them: the cookie is a key no live socket has.
             let sock = s.cookie;
             self.pre_cookies.insert(s.cookie, sock);
-            if s.state == TcpState::TIME_WAIT {
-                let left = s.tw_left_ns.unwrap_or(TIME_WAIT_NS).min(TIME_WAIT_NS);
-                // As if it entered TCP_TIMEWAIT_LEN before it expires.
-                let entered = self
-                    .now_ns
-                    .saturating_add(left)
-                    .saturating_sub(TIME_WAIT_NS);
+            if let Some(entered) = entered {
                 self.tw_insert(sock, key, entered, None, Some(s.addr), true);
                 continue;
             }
@@ -133,6 +153,29 @@ impl Model {
                 },
             );
         }
+    }
+
+    /// A client's connection found at start: its local port is held
+    /// toward `peer`, and its owner is remembered for pane 5.
+    fn seed_connection(&mut self, s: &SeedSock, peer: SocketAddr, tw_entered_ns: Option<u64>) {
+        let dest = DestKey {
+            netns: s.netns,
+            addr: peer.ip(),
+            port: peer.port(),
+        };
+        self.ephemeral
+            .seed(dest, s.addr.port, s.cookie, tw_entered_ns, self.now_ns);
+        let Some((pid, comm)) = &s.owner else { return };
+        if !self.pre_owners.contains_key(&dest) && self.pre_owners.len() >= MAX_DESTS {
+            return;
+        }
+        let owners = self.pre_owners.entry(dest).or_default();
+        if let Some(o) = owners.iter_mut().find(|o| o.0 == *pid) {
+            o.2 += 1;
+        } else if owners.len() < PRE_OWNERS {
+            owners.push((*pid, comm.clone(), 1));
+        }
+        owners.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     }
 
     /// A record naming a seeded socket's cookie: the entry moves to the

@@ -18,6 +18,8 @@ use crate::{
     scenario::{CATALOG, EvidenceCheck, ScenarioResult, Verdict},
 };
 
+mod ephemeral;
+
 const NS: u32 = 4026532999;
 const SEC: u64 = 1_000_000_000;
 
@@ -715,6 +717,7 @@ fn pre_existing_sockets_are_marked_with_their_time_left() {
             owner: Some((300, "nginx".into())),
             state: TcpState::LISTEN,
             tw_left_ns: None,
+            peer: None,
         },
         SeedSock {
             proto: Proto::Tcp,
@@ -724,6 +727,7 @@ fn pre_existing_sockets_are_marked_with_their_time_left() {
             owner: None,
             state: TcpState::TIME_WAIT,
             tw_left_ns: Some(26 * SEC),
+            peer: None,
         },
     ]));
     app.update(Input::Clock(101 * SEC));

@@ -1,22 +1,26 @@
-//! Enter's full-height view: a decision with its whole explanation and the
-//! port's holders, a port's sockets, or a reuseport group's deliveries.
+//! Enter's full-height view: a decision with its whole explanation and
+//! what decided it (the port's holders, or a connect()'s local ports toward
+//! its destination), a port's sockets, a reuseport group's deliveries, or
+//! a destination's local ports.
 
 use ratatui::{
     Frame,
     layout::Rect,
-    style::Color,
     text::{Line, Span},
     widgets::{Block, Borders, Paragraph, Wrap},
 };
 
-use super::{Theme, age, asked, binds::detail_lines, decision_result, flags_str, heading, secs};
+use super::{
+    Theme, age, asked, binds::detail_lines, decision_result, ephemeral, flags_str, heading,
+    reuseport, secs,
+};
 use crate::{
     commands::dashboard::{
-        app::{App, DetailTarget, asked_key},
+        app::{App, DetailTarget, asked_key, connect_destination},
         model::Holder,
     },
     kernel::Phase,
-    model::record::proto_str,
+    model::record::{Record, proto_str},
     output::text::endpoint,
 };
 
@@ -88,7 +92,8 @@ fn holder_lines(app: &App, t: &Theme, holders: &[Holder], out: &mut Vec<Line<'st
 }
 
 /// Enter's full-height view: a decision with its whole explanation and the
-/// port's holders, a port's sockets, or a reuseport group's deliveries.
+/// port's holders (a connect(): its destination's local ports), a port's
+/// sockets, a reuseport group's deliveries, or a destination's ports.
 pub(super) fn render_detail(
     app: &App,
     t: &Theme,
@@ -103,72 +108,7 @@ pub(super) fn render_detail(
             record,
             count,
             first_ns,
-        } => {
-            let r = record.as_ref();
-            let key = asked_key(r);
-            let holders = app.model.holders(key);
-            let captured = app.captured(r);
-            // The owners the explanation lacks: from the moment of the
-            // failure when captured, else from now.
-            let known = captured.map_or(&holders[..], |c| &c.holders[..]);
-            lines.extend(detail_lines(app, r).into_iter().take(2));
-            if *count > 1 {
-                lines.push(Line::from(format!(
-                    "{count} identical decisions, the first {} ago, the last {} ago",
-                    age(&app.model, *first_ns),
-                    age(&app.model, r.ts_ns)
-                )));
-            }
-            lines.push(Line::default());
-            lines.push(heading(t, "Why".to_owned()));
-            match &r.explanation {
-                // Each clause on a line of its own: the rule, the holders,
-                // the advice.
-                Some(why) => {
-                    for part in with_last_owner(why, known).split("; ") {
-                        lines.push(Line::from(format!("  {part}")));
-                    }
-                }
-                None if r.is_failure() => lines.push(Line::from(Span::styled(
-                    "  no explanation: the holder was gone when the failure was looked at",
-                    t.dim(),
-                ))),
-                None => lines.push(Line::from(Span::styled(
-                    "  the kernel allowed it: nothing to explain",
-                    t.dim(),
-                ))),
-            }
-            if let Some(c) = captured {
-                lines.push(Line::default());
-                lines.push(heading(
-                    t,
-                    format!(
-                        "Holders of {} port {} when it failed ({} ago)",
-                        proto_str(key.proto),
-                        key.port,
-                        age(&app.model, c.ts_ns)
-                    ),
-                ));
-                holder_lines(app, t, &c.holders, &mut lines);
-            }
-            lines.push(Line::default());
-            lines.push(heading(
-                t,
-                format!(
-                    "Holders of {} port {} now (as the dashboard saw them)",
-                    proto_str(key.proto),
-                    key.port
-                ),
-            ));
-            holder_lines(app, t, &holders, &mut lines);
-            format!(
-                " Decision: {} {}() {} -> {} ",
-                proto_str(r.proto),
-                r.phase.map_or("?", Phase::as_str),
-                asked(r),
-                decision_result(r)
-            )
-        }
+        } => decision(app, t, record, *count, *first_ns, &mut lines),
         DetailTarget::Port(key) => {
             let holders = app.model.holders(*key);
             let tw = holders.iter().filter(|h| h.is_time_wait()).count();
@@ -183,71 +123,17 @@ pub(super) fn render_detail(
             format!(" Port {} {} ", proto_str(key.proto), key.port)
         }
         DetailTarget::Group(key) => {
-            let members = app.model.groups.get(key).map_or(&[][..], Vec::as_slice);
-            let total: u64 = members.iter().map(|m| m.deliveries).sum();
-            lines.push(Line::from(format!(
-                "{} members, {total} delivered; netns {}; per-second deliveries, the last 60 s (kernel time)",
-                members.len(),
-                app.ns_name(key.netns)
-            )));
-            let now_sec = app.model.now_ns / 1_000_000_000;
-            for m in members {
-                lines.push(Line::default());
-                let who = m
-                    .owner
-                    .as_ref()
-                    .map_or_else(|| "-".to_owned(), |(p, c)| format!("{p} {c}"));
-                let ino = m
-                    .ino
-                    .map_or_else(|| m.sock_id.clone(), |i| format!("ino {i}"));
-                lines.push(heading(
-                    t,
-                    format!("{who} {ino}: {} delivered", m.deliveries),
-                ));
-                // One bar per second, oldest left, so bursts and pauses show.
-                let width = usize::from(area.width.saturating_sub(4)).min(60);
-                let first = now_sec.saturating_sub(width as u64 - 1);
-                let mut per = vec![0u64; width];
-                for (sec, n) in &m.per_sec {
-                    if let Some(i) = sec.checked_sub(first).and_then(|i| usize::try_from(i).ok())
-                        && let Some(slot) = per.get_mut(i)
-                    {
-                        *slot = *n;
-                    }
-                }
-                let max = per.iter().copied().max().unwrap_or(0).max(1);
-                const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
-                let spark: String = per
-                    .iter()
-                    .map(|n| {
-                        if *n == 0 {
-                            ' '
-                        } else {
-                            BARS[((*n * 7) / max) as usize]
-                        }
-                    })
-                    .collect();
-                lines.push(Line::from(vec![
-                    Span::raw("  "),
-                    Span::styled(spark, t.fg(Color::Cyan)),
-                ]));
-                let recent: Vec<String> = m
-                    .per_sec
-                    .iter()
-                    .rev()
-                    .take(8)
-                    .map(|(sec, n)| format!("-{}s:{n}", now_sec.saturating_sub(*sec)))
-                    .collect();
-                lines.push(Line::from(format!(
-                    "  newest seconds: {}",
-                    recent.join(" ")
-                )));
-            }
+            let width = usize::from(area.width.saturating_sub(4)).min(60);
+            reuseport::group_lines(app, t, key, width, &mut lines);
             format!(
                 " Reuseport group {} {} ",
                 proto_str(key.proto),
                 endpoint(key.addr, key.port)
             )
+        }
+        DetailTarget::Destination(key) => {
+            ephemeral::destination_lines(app, t, key, None, &mut lines);
+            format!(" Ephemeral ports toward {} ", endpoint(key.addr, key.port))
         }
     };
     let shown = lines.len();
@@ -263,4 +149,94 @@ pub(super) fn render_detail(
             ),
         area,
     );
+}
+
+/// A decision: the call, its explanation clause by clause, then what
+/// decided it: the holders of the port a bind() or listen() asked for, or
+/// the local ports in use toward a connect()'s destination, when it failed
+/// and now. Returns the title.
+fn decision(
+    app: &App,
+    t: &Theme,
+    r: &Record,
+    count: u64,
+    first_ns: u64,
+    lines: &mut Vec<Line<'static>>,
+) -> String {
+    let captured = app.captured(r);
+    let key = asked_key(r);
+    let destination = connect_destination(r);
+    // Only a bind() or listen() is decided by the port's holders.
+    let holders = match destination {
+        Some(_) => Vec::new(),
+        None => app.model.holders(key),
+    };
+    // The owners the explanation lacks: from the moment of the failure
+    // when captured, else from now.
+    let known = captured.map_or(&holders[..], |c| &c.holders[..]);
+    lines.extend(detail_lines(app, r).into_iter().take(2));
+    if count > 1 {
+        lines.push(Line::from(format!(
+            "{count} identical decisions, the first {} ago, the last {} ago",
+            age(&app.model, first_ns),
+            age(&app.model, r.ts_ns)
+        )));
+    }
+    lines.push(Line::default());
+    lines.push(heading(t, "Why".to_owned()));
+    match &r.explanation {
+        // Each clause on a line of its own: the rule, the holders, the
+        // advice.
+        Some(why) => {
+            for part in with_last_owner(why, known).split("; ") {
+                lines.push(Line::from(format!("  {part}")));
+            }
+        }
+        None if r.is_failure() => lines.push(Line::from(Span::styled(
+            match destination {
+                Some(_) => "  no explanation came with this connect()",
+                None => "  no explanation: the holder was gone when the failure was looked at",
+            },
+            t.dim(),
+        ))),
+        None => lines.push(Line::from(Span::styled(
+            "  the kernel allowed it: nothing to explain",
+            t.dim(),
+        ))),
+    }
+    if let Some(dest) = destination {
+        let at = captured.map(|c| (c.ts_ns, c.destination.as_ref()));
+        ephemeral::destination_lines(app, t, &dest, at, lines);
+    } else {
+        if let Some(c) = captured {
+            lines.push(Line::default());
+            lines.push(heading(
+                t,
+                format!(
+                    "Holders of {} port {} when it failed ({} ago)",
+                    proto_str(key.proto),
+                    key.port,
+                    age(&app.model, c.ts_ns)
+                ),
+            ));
+            holder_lines(app, t, &c.holders, lines);
+        }
+        lines.push(Line::default());
+        lines.push(heading(
+            t,
+            format!(
+                "Holders of {} port {} now (as the dashboard saw them)",
+                proto_str(key.proto),
+                key.port
+            ),
+        ));
+        holder_lines(app, t, &holders, lines);
+    }
+    format!(
+        " Decision: {} {}() {} -> {} ",
+        proto_str(r.proto),
+        r.phase.map_or("?", Phase::as_str),
+        asked(r),
+        decision_result(r)
+    )
 }

@@ -43,7 +43,7 @@ pub(super) fn render_footer(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
                 " Tab pane  j/k move  Enter run  / filter  p pause  c clear  ? help  q quit"
             }
             Pane::Ephemeral => {
-                " Tab pane  j/k move  / filter  p pause  c clear  a all netns  ? help  q quit"
+                " Tab pane  j/k move  Enter detail  / filter  a all netns  ? help  q quit"
             }
         };
         Line::from(Span::styled(keys, t.dim()))

@@ -9,9 +9,12 @@ use ratatui::{
     widgets::{Block, Borders, Paragraph},
 };
 
-use super::Theme;
+use super::{Theme, heading};
 use crate::{
-    commands::dashboard::app::{App, Pane},
+    commands::dashboard::{
+        app::{App, Pane},
+        model::GroupKey,
+    },
     model::record::proto_str,
     output::text::endpoint,
 };
@@ -102,4 +105,74 @@ pub(super) fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) 
         }
     }
     f.render_widget(Paragraph::new(lines), inner);
+}
+
+/// A group's detail: per member, its deliveries per second over the last
+/// minute, one bar per second (`width` of them), oldest left, so bursts
+/// and pauses show.
+pub(super) fn group_lines(
+    app: &App,
+    t: &Theme,
+    key: &GroupKey,
+    width: usize,
+    lines: &mut Vec<Line<'static>>,
+) {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let members = app.model.groups.get(key).map_or(&[][..], Vec::as_slice);
+    let total: u64 = members.iter().map(|m| m.deliveries).sum();
+    lines.push(Line::from(format!(
+        "{} members, {total} delivered; netns {}; per-second deliveries, the last 60 s (kernel time)",
+        members.len(),
+        app.ns_name(key.netns)
+    )));
+    let now_sec = app.model.now_ns / 1_000_000_000;
+    for m in members {
+        lines.push(Line::default());
+        let who = m
+            .owner
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |(p, c)| format!("{p} {c}"));
+        let ino = m
+            .ino
+            .map_or_else(|| m.sock_id.clone(), |i| format!("ino {i}"));
+        lines.push(heading(
+            t,
+            format!("{who} {ino}: {} delivered", m.deliveries),
+        ));
+        let first = now_sec.saturating_sub(width as u64 - 1);
+        let mut per = vec![0u64; width];
+        for (sec, n) in &m.per_sec {
+            if let Some(i) = sec.checked_sub(first).and_then(|i| usize::try_from(i).ok())
+                && let Some(slot) = per.get_mut(i)
+            {
+                *slot = *n;
+            }
+        }
+        let max = per.iter().copied().max().unwrap_or(0).max(1);
+        let spark: String = per
+            .iter()
+            .map(|n| {
+                if *n == 0 {
+                    ' '
+                } else {
+                    BARS[((*n * 7) / max) as usize]
+                }
+            })
+            .collect();
+        lines.push(Line::from(vec![
+            Span::raw("  "),
+            Span::styled(spark, t.fg(Color::Cyan)),
+        ]));
+        let recent: Vec<String> = m
+            .per_sec
+            .iter()
+            .rev()
+            .take(8)
+            .map(|(sec, n)| format!("-{}s:{n}", now_sec.saturating_sub(*sec)))
+            .collect();
+        lines.push(Line::from(format!(
+            "  newest seconds: {}",
+            recent.join(" ")
+        )));
+    }
 }
