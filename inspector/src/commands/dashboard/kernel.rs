@@ -122,12 +122,21 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
 /// someone listens on (an accepted connection's). Its local port is held
 /// toward that peer: `__inet_hash_connect()` checks the 4-tuple, so the
 /// same port may go to another destination at once.
+///
+/// A peer on this host (loopback, or the socket's own address) must be
+/// listening here too: both ends of such a connection are in the table,
+/// and once a server's listener is gone its side (often in TIME_WAIT, the
+/// server closing first) looks like a client's toward the client's port.
+/// A connect() toward a port nobody listens on is refused anyway.
 fn is_client(s: &KernelSocket, listening: &BTreeSet<u16>) -> bool {
+    let peer = s.remote;
+    let local_peer = peer.ip().to_canonical().is_loopback() || peer.ip() == s.local.ip();
     s.proto == Proto::Tcp
-        && s.remote.port() != 0
+        && peer.port() != 0
         && !matches!(s.entry, Entry::Request)
         && TcpState::from(s.state) != TcpState::LISTEN
         && !listening.contains(&s.local.port())
+        && (!local_peer || listening.contains(&peer.port()))
 }
 
 /// The open sockets of namespace `netns`, for [`Model::reconcile`](super::model::Model::reconcile).

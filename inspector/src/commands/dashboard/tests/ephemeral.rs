@@ -72,8 +72,9 @@ fn file(socket: KernelSocket, pid: u32, comm: &str) -> SocketFile {
 
 /// A namespace whose 10-port range a client has used up toward a server
 /// on 5000 (8 connections live, 2 closed into TIME_WAIT) before the
-/// dashboard started, with 3 connections toward a second server and the
-/// server's side of each accepted connection.
+/// dashboard started, with 3 connections toward a second server, the
+/// server's side of each accepted connection, and the server side's
+/// TIME_WAIT of a test server gone since (on a port from the range too).
 fn at_start() -> App {
     let mut socks = vec![
         sock(1, 5000, 0, TcpState::LISTEN),
@@ -98,6 +99,7 @@ fn at_start() -> App {
     }
     socks.push(time_wait(300, 40008, 5000, 20));
     socks.push(time_wait(301, 40009, 5000, 45));
+    socks.push(time_wait(302, 43642, 36346, 30));
     for i in 0..3u16 {
         let client = sock(400 + u64::from(i), 40000 + i, 6000, TcpState::ESTABLISHED);
         files.push(file(client, 4300, "worker"));
@@ -124,8 +126,14 @@ fn pane_5_starts_with_the_connections_found_at_start() {
         vec![(5000, 10, 2, 10, 0), (6000, 3, 0, 3, 0)],
         "the servers' sides are no client's: {rows:?}"
     );
-    // The listeners and the TIME_WAIT sockets are pane 2's, as before.
     let ports = app.port_rows();
+    assert!(
+        ports
+            .iter()
+            .any(|r| r.key.port == 43642 && r.time_wait == 1),
+        "a server's TIME_WAIT is pane 2's only: {ports:?}"
+    );
+    // The listeners and the TIME_WAIT sockets are pane 2's, as before.
     let listener = ports.iter().find(|r| r.key.port == 5000).expect("5000");
     assert_eq!(listener.states.get(&HolderState::LISTEN), Some(&1));
     assert!(
@@ -203,7 +211,9 @@ fn destinations_are_ordered_by_pressure_not_address() {
     let mut socks = Vec::new();
     for i in 0..20u16 {
         let mut s = sock(500 + u64::from(i), 50000 + i, 80, TcpState::ESTABLISHED);
+        // Toward another host: no listener of its own here.
         s.netns = WIDE;
+        s.remote = "10.0.0.80:80".parse().expect("address");
         socks.push(s);
     }
     app.update(Input::Seed(seed_of(&socks, &[], Some(HZ))));
