@@ -18,6 +18,7 @@ use inspector::{
     commands::dashboard::{
         app::{App, Header, Input},
         kernel,
+        model::HolderState,
     },
     pipeline::monotonic_ns,
 };
@@ -108,14 +109,17 @@ fn sockets_from_before_the_start_are_seeded_with_their_time_left() {
     };
     let l = row(made.listen_port);
     assert!(l.pre, "{l:?}");
-    assert_eq!(l.states.get("LISTEN"), Some(&1), "{l:?}");
+    assert_eq!(l.states.get(&HolderState::LISTEN), Some(&1), "{l:?}");
     assert_eq!(l.time_wait, 1, "the server side's TIME_WAIT: {l:?}");
     assert!(
         l.owners.iter().any(|(p, _)| *p == std::process::id()),
         "the owner from the descriptor walk: {l:?}"
     );
     let u = row(made.udp_port);
-    assert!(u.pre && u.states.get("BOUND") == Some(&1), "{u:?}");
+    assert!(
+        u.pre && u.states.get(&HolderState::Bound) == Some(&1),
+        "{u:?}"
+    );
     // Time left as `ss` saw it when it ran.
     let ours = l.tw_left_max.expect("time left") as f64 / 1e9
         + now.saturating_sub(made.ss_at_ns) as f64 / 1e9;

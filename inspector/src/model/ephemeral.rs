@@ -14,6 +14,10 @@
 //! goes (counted in [`Ephemeral::evicted`]). A TIME_WAIT entry whose exit
 //! never came ages out after [`TW_LIFETIME_NS`]; a destination with nothing
 //! in use and idle for [`DEST_IDLE_NS`] goes.
+//!
+//! Connections that existed before the records began come from the
+//! kernel's table ([`Ephemeral::seed`]); records about them later are
+//! matched by their cookie.
 
 pub use crate::kernel::netns::PortRange;
 
@@ -53,6 +57,8 @@ struct PortUse {
     live: Option<u64>,
     /// (timewait socket, entry time).
     tw: Option<(u64, u64)>,
+    /// Held since before the records began ([`Ephemeral::seed`]).
+    pre: bool,
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +70,8 @@ struct Dest {
     /// (pid, comm, connect() calls), most calls first after each update.
     owners: Vec<(u32, crate::model::record::Name, u64)>,
     last_ns: u64,
+    /// Port entries held since before the records began.
+    pre: u32,
 }
 
 impl Dest {
@@ -97,6 +105,9 @@ pub struct DestRow {
     /// Failed connect() calls by errno, most first.
     pub failures: Vec<(Errno, u64)>,
     pub owners: Vec<(u32, String, u64)>,
+    /// Of `in_use`, ports held since before the records began (found in
+    /// the kernel's table).
+    pub pre: u32,
 }
 
 impl DestRow {
@@ -134,12 +145,15 @@ pub struct Ephemeral {
     /// TIME_WAIT entries forgotten [`TW_LIFETIME_NS`] after entry.
     pub tw_aged_out: u64,
     aged_sec: u64,
+    /// Cookies of the connections seeded from the kernel's table while
+    /// they hold a port: their entries are keyed by cookie.
+    seeded: FastMap<u64, ()>,
 }
 
 /// Where a connect() record went: the address asked for (a failed
 /// connect() has its destination reset, `tcp_v4_connect()`'s failure
 /// path), else the socket's peer.
-fn destination(r: &Record) -> Option<DestKey> {
+pub fn destination(r: &Record) -> Option<DestKey> {
     let (addr, port) = match (r.req_addr, r.req_port) {
         (Some(a), Some(p)) if p != 0 => (a, p),
         _ => (r.raddr, r.rport),
@@ -191,10 +205,70 @@ impl Ephemeral {
         self.dests.is_empty()
     }
 
+    /// A connection that existed before the records began, from the
+    /// kernel's table: local `port` held toward `key` by the socket with
+    /// `cookie`, live, or in TIME_WAIT since `tw_entered_ns`. Its entry is
+    /// keyed by the cookie: a record about it later names the cookie (a
+    /// timewait socket keeps its connection's, `inet_twsk_alloc()`).
+    pub fn seed(
+        &mut self,
+        key: DestKey,
+        port: u16,
+        cookie: u64,
+        tw_entered_ns: Option<u64>,
+        now_ns: u64,
+    ) {
+        if port == 0 || cookie == 0 {
+            return;
+        }
+        if !self.dests.contains_key(&key) && self.dests.len() >= MAX_DESTS {
+            self.evict_idlest();
+        }
+        self.dests.entry(key).or_default();
+        self.use_port(key, port, now_ns);
+        let Some(d) = self.dests.get_mut(&key) else {
+            return;
+        };
+        let Some(u) = d.ports.get_mut(&port) else {
+            return;
+        };
+        if !u.pre {
+            u.pre = true;
+            d.pre += 1;
+        }
+        match tw_entered_ns {
+            Some(at) => {
+                if u.tw.is_none() {
+                    d.time_wait += 1;
+                }
+                u.tw = Some((cookie, at));
+                self.by_tw.insert(cookie, (key, port));
+            }
+            None => {
+                u.live = Some(cookie);
+                self.by_sock.insert(cookie, (key, port));
+            }
+        }
+        self.seeded.insert(cookie, ());
+    }
+
     pub fn apply(&mut self, r: &Record) {
         if r.proto != Some(Proto::Tcp) {
             return;
         }
+        // A seeded connection is known by its cookie (rare: a copy only
+        // for the records of those).
+        let by_cookie;
+        let r = match r.cookie {
+            Some(c) if c != r.sock && self.seeded.contains_key(&c) => {
+                by_cookie = Record {
+                    sock: c,
+                    ..r.clone()
+                };
+                &by_cookie
+            }
+            _ => r,
+        };
         match r.kind {
             RecordType::Connect => self.connect(r),
             RecordType::State if r.new_state == Some(TcpState::CLOSE) => {
@@ -310,6 +384,9 @@ impl Ephemeral {
             d.time_wait = d.time_wait.saturating_sub(1);
         }
         if u.live.is_none() && u.tw.is_none() {
+            if u.pre {
+                d.pre = d.pre.saturating_sub(1);
+            }
             d.ports.remove(&port);
             self.ports = self.ports.saturating_sub(1);
         }
@@ -386,28 +463,17 @@ impl Ephemeral {
         for k in idle {
             self.forget(k);
         }
+        if !self.seeded.is_empty() {
+            let (live, tw) = (&self.by_sock, &self.by_tw);
+            self.seeded
+                .retain(|c, ()| live.contains_key(c) || tw.contains_key(c));
+        }
     }
 
     /// Every destination, the fullest first: by share of the range, then by
     /// ports in use, then failures.
     pub fn rows(&self) -> Vec<DestRow> {
-        let mut rows: Vec<DestRow> = self
-            .dests
-            .iter()
-            .map(|(k, d)| DestRow {
-                key: *k,
-                in_use: d.ports.len() as u32,
-                time_wait: d.time_wait,
-                range: self.ranges.get(&k.netns).copied(),
-                connects: d.connects,
-                failures: d.failures.clone(),
-                owners: d
-                    .owners
-                    .iter()
-                    .map(|(p, c, n)| (*p, c.to_string(), *n))
-                    .collect(),
-            })
-            .collect();
+        let mut rows: Vec<DestRow> = self.dests.iter().map(|(k, d)| self.row_of(*k, d)).collect();
         rows.sort_by(|a, b| {
             let share = |r: &DestRow| r.share().unwrap_or(0.0);
             share(b)
@@ -417,6 +483,42 @@ impl Ephemeral {
                 .then(a.key.cmp(&b.key))
         });
         rows
+    }
+
+    /// One destination's row.
+    pub fn row(&self, key: &DestKey) -> Option<DestRow> {
+        self.dests.get(key).map(|d| self.row_of(*key, d))
+    }
+
+    fn row_of(&self, key: DestKey, d: &Dest) -> DestRow {
+        DestRow {
+            key,
+            in_use: d.ports.len() as u32,
+            time_wait: d.time_wait,
+            range: self.ranges.get(&key.netns).copied(),
+            connects: d.connects,
+            failures: d.failures.clone(),
+            owners: d
+                .owners
+                .iter()
+                .map(|(p, c, n)| (*p, c.to_string(), *n))
+                .collect(),
+            pre: d.pre,
+        }
+    }
+
+    /// When `key`'s ports in TIME_WAIT entered it, oldest first: each is
+    /// free again TCP_TIMEWAIT_LEN later. Walks the destination's ports:
+    /// for a detail view, not per frame.
+    pub fn time_wait_entries(&self, key: &DestKey) -> Vec<u64> {
+        let mut at: Vec<u64> = self
+            .dests
+            .get(key)
+            .into_iter()
+            .flat_map(|d| d.ports.values().filter_map(|u| u.tw.map(|(_, at)| at)))
+            .collect();
+        at.sort_unstable();
+        at
     }
 }
 
@@ -532,5 +634,46 @@ mod tests {
         assert!(!ports.contains(&1000) && ports.contains(&(1000 + MAX_DESTS as u16 + 9)));
         assert_eq!(e.ports, MAX_DESTS);
         assert_eq!(e.by_sock.len(), MAX_DESTS);
+    }
+
+    #[test]
+    fn connections_from_before_are_seeded_and_leave_by_their_cookie() {
+        let mut e = Ephemeral::new();
+        let key = DestKey {
+            netns: NS,
+            addr: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: 8018,
+        };
+        // Two live connections and one in TIME_WAIT, found at start.
+        e.seed(key, 40000, 11, None, 1);
+        e.seed(key, 40001, 12, None, 1);
+        e.seed(key, 40002, 13, Some(0), 1);
+        let r = e.row(&key).expect("seeded");
+        assert_eq!((r.in_use, r.time_wait, r.pre, r.connects), (3, 1, 3, 0));
+        assert_eq!(e.time_wait_entries(&key), vec![0]);
+        // The first closes: its timewait socket, then its full socket,
+        // each under another socket address but the same cookie.
+        let mut enter = tw(RecordType::TwEnter, 0x100, 40000, 8018, 2);
+        enter.cookie = Some(11);
+        e.apply(&enter);
+        let mut gone = close(0x200, 2);
+        gone.cookie = Some(11);
+        e.apply(&gone);
+        let r = e.row(&key).expect("still held");
+        assert_eq!((r.in_use, r.time_wait, r.pre), (3, 2, 3));
+        let mut exit = tw(RecordType::TwExit, 0x100, 40000, 8018, 3);
+        exit.cookie = Some(11);
+        e.apply(&exit);
+        let mut exit = tw(RecordType::TwExit, 0x300, 40002, 8018, 3);
+        exit.cookie = Some(13);
+        e.apply(&exit);
+        let r = e.row(&key).expect("one left");
+        assert_eq!((r.in_use, r.time_wait, r.pre), (1, 0, 1));
+        // A connection made since counts, not as found at start.
+        e.apply(&connect(0x400, 8018, 40003, 0, 4));
+        let r = e.row(&key).expect("row");
+        assert_eq!((r.in_use, r.pre, r.connects), (2, 1, 1));
+        e.bound(2_000_000_000);
+        assert_eq!(e.seeded.len(), 1, "the cookies of what is gone go too");
     }
 }

@@ -1,9 +1,13 @@
 //! What the dashboard reads from the kernel's socket tables (BPF socket
-//! iterators, [`SocketTable`]): the sockets that existed before it started,
-//! and which silent sockets still exist. The loop in `mod.rs` calls these;
+//! iterators, [`SocketTable`]): the sockets that existed before it started
+//! (for panes 2 and 5), and which silent sockets still exist. The loop in `mod.rs` calls these;
 //! the results enter the [`App`](super::app::App) as inputs.
 
-use std::{collections::BTreeMap, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    time::Duration,
+};
 
 use super::model::{KernelFiles, SeedSock, SockAddr, TIME_WAIT_NS};
 use crate::{
@@ -29,7 +33,8 @@ pub const RANGE_NAMESPACES: usize = 8;
 
 /// The sockets of `netns` that the model seeds with: TCP listeners, TCP
 /// sockets only bound, UDP sockets and TIME_WAIT sockets with their time
-/// left; owners from the descriptor walk.
+/// left, and clients' connections with where they go; owners from the
+/// descriptor walk.
 pub fn seed(table: &mut SocketTable, netns: &Path) -> Result<Vec<SeedSock>, SocketTableError> {
     let ino = crate::kernel::netns::inode(netns)?;
     let socks = table.snapshot_in(netns, &SnapshotFilter::default())?;
@@ -44,9 +49,12 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
         .iter()
         .map(|f| (f.socket.cookie, (f.pid, f.comm.clone())))
         .collect();
-    let listen = TcpState::LISTEN.raw();
-    let close = TcpState::CLOSE.raw();
-    let seed = |s: &KernelSocket, state: &'static str, tw_left_ns: Option<u64>| SeedSock {
+    let listening: BTreeSet<u16> = socks
+        .iter()
+        .filter(|s| s.proto == Proto::Tcp && TcpState::from(s.state) == TcpState::LISTEN)
+        .map(|s| s.local.port())
+        .collect();
+    let seed = |s: &KernelSocket, state: TcpState, tw_left_ns: Option<u64>| SeedSock {
         proto: s.proto,
         netns: s.netns,
         addr: SockAddr {
@@ -60,9 +68,11 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
         owner: owners.get(&s.cookie).cloned(),
         state,
         tw_left_ns,
+        peer: is_client(s, &listening).then_some(s.remote),
     };
     let mut out = Vec::new();
     for s in socks {
+        let state = TcpState::from(s.state);
         match (s.proto, s.entry) {
             (
                 Proto::Tcp,
@@ -78,15 +88,16 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
                     }
                     _ => TIME_WAIT_NS,
                 };
-                out.push(seed(s, "TIME_WAIT", Some(left.min(TIME_WAIT_NS))));
+                out.push(seed(s, TcpState::TIME_WAIT, Some(left.min(TIME_WAIT_NS))));
             }
-            (Proto::Tcp, Entry::Full) if s.state == listen => out.push(seed(s, "LISTEN", None)),
+            (Proto::Tcp, Entry::Full) if state == TcpState::LISTEN => {
+                out.push(seed(s, TcpState::LISTEN, None));
+            }
+            // A client's connection: its port counts toward its peer.
+            (Proto::Tcp, Entry::Full) if is_client(s, &listening) => {
+                out.push(seed(s, state, None));
+            }
             (Proto::Udp, Entry::Full) if s.local.port() != 0 => {
-                let state = if s.state == close {
-                    "BOUND"
-                } else {
-                    "CONNECTED"
-                };
                 out.push(seed(s, state, None));
             }
             _ => {}
@@ -96,11 +107,36 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
     // descriptor walk has them (state CLOSE with a port).
     for f in files {
         let s = &f.socket;
-        if s.proto == Proto::Tcp && s.state == close && s.local.port() != 0 {
-            out.push(seed(s, "BOUND", None));
+        if s.proto == Proto::Tcp
+            && TcpState::from(s.state) == TcpState::CLOSE
+            && s.local.port() != 0
+        {
+            out.push(seed(s, TcpState::CLOSE, None));
         }
     }
     out
+}
+
+/// A client's side of a TCP connection, live or in TIME_WAIT: it has a
+/// peer, is no handshake in a listener's queue, and is not on a port
+/// someone listens on (an accepted connection's). Its local port is held
+/// toward that peer: `__inet_hash_connect()` checks the 4-tuple, so the
+/// same port may go to another destination at once.
+///
+/// A peer on this host (loopback, or the socket's own address) must be
+/// listening here too: both ends of such a connection are in the table,
+/// and once a server's listener is gone its side (often in TIME_WAIT, the
+/// server closing first) looks like a client's toward the client's port.
+/// A connect() toward a port nobody listens on is refused anyway.
+fn is_client(s: &KernelSocket, listening: &BTreeSet<u16>) -> bool {
+    let peer = s.remote;
+    let local_peer = peer.ip().to_canonical().is_loopback() || peer.ip() == s.local.ip();
+    s.proto == Proto::Tcp
+        && peer.port() != 0
+        && !matches!(s.entry, Entry::Request)
+        && TcpState::from(s.state) != TcpState::LISTEN
+        && !listening.contains(&s.local.port())
+        && (!local_peer || listening.contains(&peer.port()))
 }
 
 /// The open sockets of namespace `netns`, for [`Model::reconcile`](super::model::Model::reconcile).

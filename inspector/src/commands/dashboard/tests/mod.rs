@@ -18,6 +18,8 @@ use crate::{
     scenario::{CATALOG, EvidenceCheck, ScenarioResult, Verdict},
 };
 
+mod ephemeral;
+
 const NS: u32 = 4026532999;
 const SEC: u64 = 1_000_000_000;
 
@@ -713,8 +715,9 @@ fn pre_existing_sockets_are_marked_with_their_time_left() {
             addr: addr(7000),
             cookie: 11,
             owner: Some((300, "nginx".into())),
-            state: "LISTEN",
+            state: TcpState::LISTEN,
             tw_left_ns: None,
+            peer: None,
         },
         SeedSock {
             proto: Proto::Tcp,
@@ -722,8 +725,9 @@ fn pre_existing_sockets_are_marked_with_their_time_left() {
             addr: addr(7001),
             cookie: 12,
             owner: None,
-            state: "TIME_WAIT",
+            state: TcpState::TIME_WAIT,
             tw_left_ns: Some(26 * SEC),
+            peer: None,
         },
     ]));
     app.update(Input::Clock(101 * SEC));
