@@ -32,7 +32,10 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in fs::read_dir(dir).expect("read src") {
         let path = entry.expect("entry").path();
         if path.is_dir() {
-            sources(&path, out);
+            // A module's unit tests, as a folder (`#[cfg(test)] mod tests;`).
+            if path.file_name().is_some_and(|n| n != "tests") {
+                sources(&path, out);
+            }
         } else if path.extension().is_some_and(|e| e == "rs")
             // A module's unit tests (`#[cfg(test)] mod tests;`).
             && path.file_name().is_some_and(|n| n != "tests.rs")

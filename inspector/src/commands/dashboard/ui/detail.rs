@@ -195,7 +195,7 @@ fn decision(
         None if r.is_failure() => lines.push(Line::from(Span::styled(
             match destination {
                 Some(_) => "  no explanation came with this connect()",
-                None => "  no explanation: the holder was gone when the failure was looked at",
+                None => "  no explanation: its namespace was gone when looked at, or more than 20 failures came in that second",
             },
             t.dim(),
         ))),
