@@ -361,6 +361,10 @@ pub struct Offsets {
     pub cgroup_kn: u32,
     /// `kernfs_node.id`: the cgroup id, the inode of its directory.
     pub kn_id: u32,
+    /// `sock.sk_ack_backlog`: connections in a listener's accept queue.
+    pub sk_ack_backlog: u32,
+    /// `sock.sk_max_ack_backlog`: the listen() backlog, as the kernel capped it.
+    pub sk_max_ack_backlog: u32,
 }
 
 impl Offsets {
@@ -426,6 +430,11 @@ pub struct SockRecord {
     pub _pad: [u8; 3],
     pub laddr: [u8; 16],
     pub raddr: [u8; 16],
+    /// Listeners: `sk_ack_backlog`, the connections waiting in the accept
+    /// queue (what `ss` shows as Recv-Q); 0 for other sockets.
+    pub ack_backlog: u32,
+    /// Listeners: `sk_max_ack_backlog`, the queue's limit (Send-Q in `ss`).
+    pub max_ack_backlog: u32,
 }
 
 impl SockRecord {
@@ -605,8 +614,8 @@ mod tests {
 
     #[test]
     fn offsets_have_no_hidden_padding() {
-        // 1 u64 + 52 u32 fields, nothing in between.
-        assert_eq!(size_of::<Offsets>(), 8 + 52 * 4);
+        // 1 u64 + 54 u32 fields, nothing in between.
+        assert_eq!(size_of::<Offsets>(), 8 + 54 * 4);
         assert_eq!(size_of::<Owner>(), 40);
         assert_eq!(offset_of!(Owner, cgroup), 32);
     }
@@ -625,7 +634,7 @@ mod tests {
 
     #[test]
     fn sock_record_layout_is_pinned() {
-        assert_eq!(size_of::<SockRecord>(), 88);
+        assert_eq!(size_of::<SockRecord>(), 96);
         assert_eq!(align_of::<SockRecord>(), 8);
         assert_eq!(offset_of!(SockRecord, netns), 32);
         assert_eq!(offset_of!(SockRecord, lport), 44);
@@ -633,8 +642,9 @@ mod tests {
         assert_eq!(offset_of!(SockRecord, tw_substate), 52);
         assert_eq!(offset_of!(SockRecord, laddr), 56);
         assert_eq!(offset_of!(SockRecord, raddr), 72);
+        assert_eq!(offset_of!(SockRecord, ack_backlog), 88);
         assert_eq!(size_of::<IterFilter>(), 24);
-        assert_eq!(size_of::<FileRecord>(), 88 + 32);
-        assert_eq!(offset_of!(FileRecord, comm), 104);
+        assert_eq!(size_of::<FileRecord>(), 96 + 32);
+        assert_eq!(offset_of!(FileRecord, comm), 112);
     }
 }

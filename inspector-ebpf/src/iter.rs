@@ -29,7 +29,8 @@ use core::{ffi::c_void, mem::MaybeUninit};
 
 use aya_ebpf::helpers::generated::{bpf_get_socket_cookie, bpf_jiffies64, bpf_seq_write};
 use inspector_common::{
-    FileRecord, IPPROTO_TCP, IPPROTO_UDP, SockRecord, TCP_NEW_SYN_RECV, TCP_TIME_WAIT, sock_flag,
+    FileRecord, IPPROTO_TCP, IPPROTO_UDP, SockRecord, TCP_LISTEN, TCP_NEW_SYN_RECV, TCP_TIME_WAIT,
+    sock_flag,
 };
 
 use crate::{
@@ -174,6 +175,14 @@ fn fill_record(
             rec.jiffies = unsafe { bpf_jiffies64() };
             rec.flags |= sock_flag::TW_TIMER;
         }
+    }
+    if full && proto == IPPROTO_TCP && state == TCP_LISTEN {
+        // A listener's accept queue, as `ss` reads it for Recv-Q/Send-Q
+        // (`tcp_diag_get_info`): `sk_acceptq_added()` counts each child
+        // `inet_csk_reqsk_queue_add()` queues, `sk_acceptq_removed()` each
+        // one accept() takes.
+        rec.ack_backlog = read(sk, off!(sk_ack_backlog))?;
+        rec.max_ack_backlog = read(sk, off!(sk_max_ack_backlog))?;
     }
     rec.ino = ev.ino;
     rec.netns = ev.netns;

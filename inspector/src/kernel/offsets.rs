@@ -124,6 +124,8 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, OffsetsError> {
         sk_cgroup: sock_cgroup_offset(btf),
         cgroup_kn: o("cgroup", "kn")?,
         kn_id: o("kernfs_node", "id")?,
+        sk_ack_backlog: o("sock", "sk_ack_backlog")?,
+        sk_max_ack_backlog: o("sock", "sk_max_ack_backlog")?,
     })
 }
 

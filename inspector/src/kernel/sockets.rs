@@ -154,6 +154,11 @@ pub struct KernelSocket {
     pub v6only: bool,
     /// SO_BINDTODEVICE interface index.
     pub bound_dev_if: Option<u32>,
+    /// A TCP listener's accept queue: connections waiting for accept()
+    /// (`sk_ack_backlog`) and its limit (`sk_max_ack_backlog`); 0 and 0
+    /// for every other socket.
+    pub queued: u32,
+    pub queue_limit: u32,
 }
 
 impl KernelSocket {
@@ -200,6 +205,8 @@ impl KernelSocket {
             reuseport: r.flags & sock_flag::REUSEPORT != 0,
             v6only: r.flags & sock_flag::V6ONLY != 0,
             bound_dev_if: u32::try_from(r.bound_dev_if).ok().filter(|&i| i != 0),
+            queued: r.ack_backlog,
+            queue_limit: r.max_ack_backlog,
         })
     }
 }
@@ -484,6 +491,8 @@ mod tests {
         r.uid = 1000;
         r.flags = sock_flag::UID_KNOWN | sock_flag::REUSEPORT | sock_flag::V6ONLY;
         r.bound_dev_if = 3;
+        r.ack_backlog = 7;
+        r.max_ack_backlog = 128;
         r
     }
 
@@ -499,6 +508,7 @@ mod tests {
             (Some(42), Some(1000), Some(3))
         );
         assert!(s.reuseport && s.v6only && !s.reuseaddr);
+        assert_eq!((s.queued, s.queue_limit), (7, 128));
     }
 
     #[test]

@@ -16,7 +16,6 @@ mod catalog;
 mod ctx;
 mod foreign;
 pub mod report;
-pub mod stats;
 
 use std::{
     collections::BTreeMap,

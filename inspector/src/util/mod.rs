@@ -6,3 +6,4 @@ pub mod dense;
 pub mod errors;
 pub mod escape;
 pub mod fasthash;
+pub mod stats;

@@ -19,8 +19,8 @@ use crate::{
         Outcome, ScenarioError, Verdict,
         ctx::{Ctx, Proto, Sock, accept_n, drain_udp, send_udp, settle, sockaddr},
         foreign::{Foreign, NOBODY, Options, bind_as_nobody, bind_as_nobody_with},
-        stats::Spread,
     },
+    util::stats::Spread,
 };
 
 /// Sends `per_source` datagrams from each of `sources` sockets on
@@ -210,9 +210,9 @@ pub(super) fn udp_multicast(ctx: &mut Ctx) -> Res {
 /// The unit is the flow (one source socket, one 4-tuple): the reuseport
 /// hash decides once per flow, so the flow counts of a fair split are
 /// multinomial(FLOWS, 1/3 each) and the exact p-value of
-/// [`Spread::exact`](crate::scenario::stats::Spread) rejects a fair split with
+/// [`Spread::exact`](crate::util::stats::Spread) rejects a fair split with
 /// probability at most ALPHA (a discrete test never exceeds its level;
-/// `stats::pass_probability` computes it). With ALPHA = 1e-4 a fair split
+/// `util::stats::pass_probability` computes it). With ALPHA = 1e-4 a fair split
 /// passes in >= 99.99% of runs, so 20 runs agree with probability >= 99.8%.
 /// The other parts are deterministic (stickiness, no duplicates).
 pub(crate) const ALPHA: f64 = 1e-4;

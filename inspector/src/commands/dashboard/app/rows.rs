@@ -8,7 +8,7 @@ use super::{App, PIN_NS, PINNED_ROWS, Pane, SortKey};
 use crate::{
     commands::dashboard::model::{GroupKey, Member, PortRow},
     model::{ephemeral::DestRow, record::Record},
-    scenario::stats::Spread,
+    util::stats::Spread,
 };
 
 /// A row of the decisions list: consecutive identical decisions folded.
