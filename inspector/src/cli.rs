@@ -40,6 +40,64 @@ pub enum Command {
     Record(RecordArgs),
     /// Export Prometheus metrics over HTTP (GET /metrics, GET /healthz): an always-on agent.
     Serve(ServeArgs),
+    /// Why a port's connections are split unevenly between its listening
+    /// sockets (SO_REUSEPORT workers, shared accept queues): observes, then
+    /// names the cause per member.
+    Balance(BalanceArgs),
+}
+
+/// `inspector balance PORT`; the namespace comes from the global `--netns`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct BalanceArgs {
+    /// The listening port (1-65535).
+    #[arg(value_name = "PORT")]
+    pub target_port: u32,
+    /// Seconds to observe.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub duration: f64,
+    /// One JSON object: members and causes.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BalanceArgs {
+    /// The domain request: these arguments with the global `--netns`; the
+    /// trace filters that mean nothing here are refused, not ignored.
+    pub fn to_options(
+        &self,
+        f: &FilterArgs,
+        mode: Mode,
+    ) -> anyhow::Result<crate::commands::balance::BalanceOptions> {
+        let ignored = [
+            ("--port", f.port.is_some()),
+            ("--pid", f.pid.is_some()),
+            ("--comm", f.comm.is_some()),
+            ("--proto", f.proto.is_some()),
+            ("--failures-only", f.failures_only),
+            ("--cgroup", f.cgroup.is_some()),
+            ("--container", f.container.is_some()),
+        ];
+        if let Some((name, _)) = ignored.iter().find(|(_, set)| *set) {
+            anyhow::bail!(
+                "balance does not take {name}: it watches one TCP port (the PORT argument), in the namespace of --netns"
+            );
+        }
+        let (port, _) = crate::commands::balance::check(self.target_port, f.netns.as_deref())?;
+        let duration = match std::time::Duration::try_from_secs_f64(self.duration) {
+            Ok(d) if !d.is_zero() => d,
+            _ => anyhow::bail!(
+                "balance: --duration must be a positive number of seconds, got {}",
+                self.duration
+            ),
+        };
+        Ok(crate::commands::balance::BalanceOptions {
+            port,
+            netns: f.netns.clone(),
+            duration,
+            json: self.json,
+            mode,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -85,6 +85,10 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(cli::Command::Balance(args)) = &cli.command {
+        // Its own checks of --netns and the port, each one line.
+        return commands::balance::run(&args.to_options(&cli.filters, cli.mode)?);
+    }
     let replaying = match &cli.command {
         Some(cli::Command::Trace(t)) => t.replay.is_some(),
         Some(cli::Command::Dashboard(d)) => d.replay.is_some(),
@@ -155,6 +159,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             step,
         })) => dashboard::replay::run(&path, filter, speed, step).await,
         Some(cli::Command::Dashboard(_)) | None => dashboard::run(filter, cli.mode).await,
+        Some(cli::Command::Balance(args)) => {
+            commands::balance::run(&args.to_options(&cli.filters, cli.mode)?)
+        }
     }
 }
 

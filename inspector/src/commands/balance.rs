@@ -1,0 +1,291 @@
+//! `inspector balance PORT`: why a port's connections are split unevenly
+//! between its listening sockets.
+//!
+//! Reads the socket iterators (listeners with their accept queues, and the
+//! processes holding the port's sockets), observes the probes' `reuseport`
+//! and `accept` records for the duration, reads the iterators again, and
+//! hands it all to [`crate::model::balance::analyse`], which names the
+//! causes. This file only reads and prints.
+
+use std::{
+    io::{self, Write as _},
+    path::PathBuf,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    kernel::{
+        Proto, TcpState, netns,
+        probe::Mode,
+        sockets::{SnapshotFilter, SocketFile, SocketTable},
+        sys::monotonic_ns,
+    },
+    model::{
+        balance::{self, Accept, Balance, Delivery, Listener, Observation},
+        filter::{Filter, PortSet},
+        record::{Record, RecordType},
+    },
+    pipeline::Pipeline,
+    util::escape::Escaped,
+};
+
+/// How often the ring buffer is read while observing.
+const POLL: Duration = Duration::from_millis(50);
+
+pub struct BalanceOptions {
+    pub port: u16,
+    /// The namespace file (`/proc/PID/ns/net`, `/run/netns/NAME`); the
+    /// caller's namespace when `None`.
+    pub netns: Option<PathBuf>,
+    pub duration: Duration,
+    pub json: bool,
+    pub mode: Mode,
+}
+
+/// The checks that need no kernel: one line each, before anything loads.
+pub fn check(port: u32, netns: Option<&std::path::Path>) -> anyhow::Result<(u16, Option<u32>)> {
+    let port = match u16::try_from(port) {
+        Ok(p) if p != 0 => p,
+        _ => bail!("balance: port {port} is out of range: give the listening port (1-65535)"),
+    };
+    let ino = match netns {
+        Some(path) => Some(netns::inode(path).context("balance: --netns")?),
+        None => None,
+    };
+    Ok((port, ino))
+}
+
+/// What one read of the iterators found on the port.
+struct Snapshot {
+    listeners: Vec<Listener>,
+    /// Connected sockets: (holder pid, inode).
+    open: Vec<(u32, u64)>,
+}
+
+fn snapshot(
+    table: &mut SocketTable,
+    netns: Option<&std::path::Path>,
+    port: u16,
+) -> anyhow::Result<Snapshot> {
+    let filter = SnapshotFilter {
+        netns: None,
+        port: Some(port),
+        proto: Some(Proto::Tcp),
+    };
+    let sockets = match netns {
+        Some(p) => table.snapshot_in(p, &filter)?,
+        None => table.snapshot(&filter)?,
+    };
+    let files = table.files_in(netns, Some(port))?;
+    let holders = |ino: u64| -> Vec<(u32, String)> {
+        let mut h: Vec<(u32, String)> = files
+            .iter()
+            .filter(|f| f.socket.ino == Some(ino))
+            .map(|f| (f.pid, f.comm.clone()))
+            .collect();
+        h.sort();
+        h.dedup();
+        h
+    };
+    let listening = TcpState::LISTEN.raw();
+    let listeners = sockets
+        .iter()
+        .filter(|s| s.state == listening && s.local.port() == port)
+        .filter_map(|s| {
+            let ino = s.ino?;
+            Some(Listener {
+                ino,
+                local: s.local,
+                reuseport: s.reuseport,
+                queued: s.queued,
+                queue_limit: s.queue_limit,
+                holders: holders(ino),
+            })
+        })
+        .collect();
+    let open = files
+        .iter()
+        .filter(|f| connected(f, port))
+        .filter_map(|f| Some((f.pid, f.socket.ino?)))
+        .collect();
+    Ok(Snapshot { listeners, open })
+}
+
+fn connected(f: &SocketFile, port: u16) -> bool {
+    f.socket.proto == Proto::Tcp
+        && f.socket.local.port() == port
+        && f.socket.remote.port() != 0
+        && f.socket.state != TcpState::LISTEN.raw()
+}
+
+/// Keeps what the analysis reads from a batch of records.
+fn keep(records: &mut Vec<Record>, obs: &mut Observation) {
+    for r in records.drain(..) {
+        if r.lport != obs.port || r.proto != Some(Proto::Tcp) {
+            continue;
+        }
+        match r.kind {
+            RecordType::Reuseport => {
+                if let Some(ino) = r.ino {
+                    obs.deliveries.push(Delivery {
+                        ino,
+                        peer: std::net::SocketAddr::new(r.raddr, r.rport),
+                    });
+                }
+            }
+            RecordType::Accept => {
+                if let Some(pid) = r.pid {
+                    obs.accepts.push(Accept {
+                        pid,
+                        tid: r.tid.unwrap_or(pid),
+                        comm: r.comm.clone().unwrap_or_default(),
+                        local: std::net::SocketAddr::new(r.laddr, r.lport),
+                        peer: std::net::SocketAddr::new(r.raddr, r.rport),
+                        ts_ns: r.ts_ns,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+pub fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
+    let (port, ino) = check(u32::from(opts.port), opts.netns.as_deref())?;
+    let filter = Filter {
+        ports: Some(
+            port.to_string()
+                .parse::<PortSet>()
+                .map_err(anyhow::Error::msg)?,
+        ),
+        netns: ino,
+        proto: Some(Proto::Tcp),
+        lifecycle_states: true,
+        ..Filter::default()
+    };
+    let mut pipeline = Pipeline::new(filter, opts.mode)?;
+    let mut table = SocketTable::load()?;
+    let netns = opts.netns.as_deref();
+    let mut records = Vec::new();
+    // What was emitted before the first snapshot is not part of it.
+    pipeline.poll(&mut records, false);
+    records.clear();
+    let first = snapshot(&mut table, netns, port)?;
+    let mut obs = Observation {
+        port,
+        start_ns: monotonic_ns(),
+        start: first.listeners,
+        ..Observation::default()
+    };
+    eprintln!(
+        "inspector: {} mode, attached: {}; observing port {port} for {:.1} s",
+        pipeline.probes.mode,
+        pipeline.probes.attached.join(", "),
+        opts.duration.as_secs_f64()
+    );
+    for m in &pipeline.probes.missing {
+        eprintln!("inspector: warning: {m}");
+    }
+    let deadline = std::time::Instant::now() + opts.duration;
+    loop {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        std::thread::sleep(POLL.min(deadline - now));
+        pipeline.poll(&mut records, false);
+        keep(&mut records, &mut obs);
+    }
+    obs.end_ns = monotonic_ns();
+    let last = snapshot(&mut table, netns, port)?;
+    pipeline.poll(&mut records, true);
+    keep(&mut records, &mut obs);
+    obs.end = last.listeners;
+    obs.open = last.open;
+    let verdict = balance::analyse(&obs);
+    let c = pipeline.counters();
+    let mut out = io::stdout().lock();
+    if opts.json {
+        serde_json::to_writer(&mut out, &verdict)?;
+        writeln!(out)?;
+    } else {
+        write!(out, "{}", text(&verdict))?;
+    }
+    out.flush()?;
+    if c.dropped + c.read_errors > 0 {
+        eprintln!(
+            "inspector: warning: {} events dropped and {} kernel read errors while observing: counts may be short",
+            c.dropped, c.read_errors
+        );
+    }
+    Ok(())
+}
+
+/// The member table and the causes, for a terminal: every string another
+/// process chose (its name, in the details too) escaped.
+pub fn text(b: &Balance) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let delivered: u64 = b.members.iter().map(|m| m.delivered).sum();
+    let _ = writeln!(
+        s,
+        "port {}: {} listening socket(s), {} connections delivered in {:.1} s",
+        b.port,
+        b.members
+            .iter()
+            .filter(|m| m.state == balance::State::Listening)
+            .count(),
+        delivered,
+        b.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>8} {:>9} {:>5}  ACCEPTED BY",
+        "#", "OWNER", "ADDRESS", "STATE", "DELIVERED", "ACCEPTED", "QUEUE", "OPEN"
+    );
+    for m in &b.members {
+        let owner = match (m.pid, m.comm.as_deref()) {
+            (Some(p), Some(c)) => format!("{p}/{}", Escaped(c)),
+            (Some(p), None) => p.to_string(),
+            _ => "-".into(),
+        };
+        let by: Vec<String> = m
+            .accepted_by
+            .iter()
+            .map(|t| format!("{}/{} {}: {}", t.pid, t.tid, Escaped(&t.comm), t.count))
+            .collect();
+        let _ = writeln!(
+            s,
+            "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>8} {:>9} {:>5}  {}",
+            m.id,
+            owner,
+            m.address.to_string(),
+            m.state.as_str(),
+            m.delivered,
+            m.accepted,
+            format!("{}/{}", m.queued, m.queue_limit),
+            m.open,
+            if by.is_empty() {
+                "-".into()
+            } else {
+                by.join(", ")
+            }
+        );
+    }
+    if b.unattributed_accepts > 0 {
+        let _ = writeln!(
+            s,
+            "{} accepts on the port matched no member (their delivery was not seen)",
+            b.unattributed_accepts
+        );
+    }
+    let _ = writeln!(s, "causes:");
+    for c in &b.causes {
+        let on = c.member.map(|m| format!(" (#{m})")).unwrap_or_default();
+        let _ = writeln!(s, "  {}{on}: {}", c.code.as_str(), Escaped(&c.detail));
+        let _ = writeln!(s, "    advice: {}", c.advice);
+    }
+    s
+}
