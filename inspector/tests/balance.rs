@@ -1,0 +1,330 @@
+//! `inspector balance PORT` against real kernels: each test builds a split
+//! in a network namespace it creates (loopback only), runs the binary on
+//! it with `--json`, and checks the cause it names against what the test
+//! itself made the kernel do.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use inspector::kernel::sys::{BindSpec, Forked, fork_as};
+use serde_json::Value;
+use socket2::{Domain, Socket, Type};
+
+const PORT: u16 = 8471;
+
+/// Runs `f` on a thread in a fresh network namespace (lo up), giving it
+/// the path of that namespace for `--netns`.
+fn in_netns<T: Send + 'static>(f: impl FnOnce(String) -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        inspector::kernel::netns::enter_new_netns().expect("new netns");
+        let me = std::fs::read_link("/proc/thread-self").expect("thread-self");
+        f(format!("/proc/{}/ns/net", me.display()))
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+fn listener(reuseport: bool) -> Socket {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    s.set_reuse_port(reuseport).expect("SO_REUSEPORT");
+    let a: SocketAddr = format!("127.0.0.1:{PORT}").parse().expect("addr");
+    s.bind(&a.into()).expect("bind");
+    s.listen(128).expect("listen");
+    s
+}
+
+/// A listener held by a forked child that never accepts.
+fn stuck_worker(name: &str) -> Forked {
+    let spec = BindSpec {
+        addr: format!("127.0.0.1:{PORT}").parse().expect("addr"),
+        stream: true,
+        reuseaddr: false,
+        reuseport: true,
+        v6only: None,
+        listen: Some(128),
+        count_on_release: false,
+        connect: None,
+        comm: Some(std::ffi::CString::new(name).expect("name")),
+    };
+    let child = fork_as(0, &spec, true).expect("fork");
+    assert_eq!(child.report.first_error(), None, "{:?}", child.report);
+    child
+}
+
+/// Accepts on `s` until `stop`, at most `limit` connections; the accepted
+/// sockets (kept open).
+fn acceptor(s: Socket, stop: Arc<AtomicBool>, limit: usize) -> JoinHandle<Vec<Socket>> {
+    s.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let mut got = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if got.len() < limit
+                && let Ok((c, _)) = s.accept()
+            {
+                got.push(c);
+                continue;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        got
+    })
+}
+
+fn connect(n: usize) -> Vec<Socket> {
+    let to: SocketAddr = format!("127.0.0.1:{PORT}").parse().expect("addr");
+    (0..n)
+        .map(|_| {
+            let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            c.connect_timeout(&to.into(), Duration::from_secs(5))
+                .expect("connect");
+            c
+        })
+        .collect()
+}
+
+/// Starts `inspector balance` on the namespace, runs `workload` once it
+/// observes, and returns its JSON verdict; `None` when the probes cannot
+/// load here (a skip outside CI).
+fn balance(netns: &str, secs: &str, workload: impl FnOnce()) -> Option<Value> {
+    let port = PORT.to_string();
+    let (mut child, rx) = common::start(&[
+        "balance",
+        &port,
+        "--netns",
+        netns,
+        "--duration",
+        secs,
+        "--json",
+    ])?;
+    let started = Instant::now();
+    workload();
+    let status = common::wait_bounded(&mut child, Duration::from_secs(30));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("stdout");
+    let errs: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status:?}: {errs:?}");
+    eprintln!("observed {:?}; stderr: {errs:?}", started.elapsed());
+    eprintln!("{out}");
+    Some(serde_json::from_str(&out).expect("one JSON object"))
+}
+
+fn causes(v: &Value) -> Vec<(String, Option<u64>)> {
+    v["causes"]
+        .as_array()
+        .expect("causes")
+        .iter()
+        .map(|c| {
+            (
+                c["code"].as_str().expect("code").to_owned(),
+                c["member"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+fn member_of_pid(v: &Value, pid: u32) -> Value {
+    v["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["pid"].as_u64() == Some(u64::from(pid)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no member of pid {pid}: {v}"))
+}
+
+#[test]
+fn a_stuck_worker_is_not_accepting() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let good = acceptor(listener(true), stop.clone(), usize::MAX);
+        let stuck = stuck_worker("stuck-worker");
+        let mut clients = Vec::new();
+        let Some(v) = balance(&netns, "3", || clients = connect(40)) else {
+            return;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let accepted = good.join().expect("acceptor").len() as u64;
+        let m = member_of_pid(&v, stuck.pid);
+        // What the kernel holds for the stuck worker: every connection the
+        // good one did not take.
+        assert_eq!(m["queued"].as_u64(), Some(40 - accepted), "{m}");
+        assert_eq!(m["delivered"].as_u64(), Some(40 - accepted), "{m}");
+        assert_eq!(m["accepted"].as_u64(), Some(0), "{m}");
+        assert_eq!(m["queue_limit"].as_u64(), Some(128), "{m}");
+        assert_eq!(m["comm"], "stuck-worker");
+        let id = m["id"].as_u64();
+        assert!(accepted > 0 && accepted < 40, "the hash sent both some");
+        let got = causes(&v);
+        assert!(
+            got.contains(&("member_not_accepting".into(), id)),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .all(|(c, m)| c == "too_few_flows" || (c == "member_not_accepting" && *m == id)),
+            "only the stuck member is named: {got:?}"
+        );
+        drop(clients);
+    });
+}
+
+#[test]
+fn a_member_closed_while_observed_is_named() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let a = acceptor(listener(true), stop.clone(), usize::MAX);
+        let b = acceptor(listener(true), stop.clone(), usize::MAX);
+        let leaving = stuck_worker("leaving");
+        let pid = leaving.pid;
+        let mut clients = Vec::new();
+        let Some(v) = balance(&netns, "3", || {
+            // Released: the child exits and its socket closes.
+            drop(leaving);
+            clients = connect(10);
+        }) else {
+            return;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let _ = (a.join(), b.join());
+        let m = member_of_pid(&v, pid);
+        assert_eq!(m["state"], "closed", "{m}");
+        let got = causes(&v);
+        assert!(
+            got.contains(&("member_closed".into(), m["id"].as_u64())),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .all(|(c, _)| c == "member_closed" || c == "too_few_flows"),
+            "{got:?}"
+        );
+        let spread = &v["spread"];
+        assert_eq!(spread["members"].as_u64(), Some(2), "left out: {spread}");
+        drop(clients);
+    });
+}
+
+#[test]
+fn one_queue_accepted_by_two_threads_is_shared() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let l = Arc::new(listener(false));
+        let mut clients = Vec::new();
+        let mut tids = Vec::new();
+        let Some(v) = balance(&netns, "3", || {
+            // Two threads take turns on the one queue: 12, then 8.
+            for n in [12, 8] {
+                clients.extend(connect(n));
+                let l = l.clone();
+                let h = std::thread::spawn(move || {
+                    let tid = std::fs::read_link("/proc/thread-self")
+                        .expect("thread-self")
+                        .file_name()
+                        .and_then(|t| t.to_str()?.parse::<u64>().ok())
+                        .expect("tid");
+                    let got: Vec<Socket> = (0..n).map(|_| l.accept().expect("accept").0).collect();
+                    (tid, got)
+                });
+                let (tid, got) = h.join().expect("acceptor");
+                tids.push((tid, got.len() as u64));
+                clients.extend(got);
+            }
+        }) else {
+            return;
+        };
+        let m = &v["members"][0];
+        assert_eq!(m["accepted"].as_u64(), Some(20), "{m}");
+        let by: Vec<(u64, u64)> = m["accepted_by"]
+            .as_array()
+            .expect("accepted_by")
+            .iter()
+            .map(|t| {
+                (
+                    t["tid"].as_u64().expect("tid"),
+                    t["count"].as_u64().expect("count"),
+                )
+            })
+            .collect();
+        let mut want = tids.clone();
+        want.sort_unstable();
+        assert_eq!(by, want, "per-task counts");
+        let got = causes(&v);
+        assert_eq!(got, vec![("shared_accept_queue".into(), m["id"].as_u64())]);
+        drop(clients);
+    });
+}
+
+#[test]
+fn few_flows_are_not_evidence() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let a = acceptor(listener(true), stop.clone(), usize::MAX);
+        let b = acceptor(listener(true), stop.clone(), usize::MAX);
+        let mut clients = Vec::new();
+        let Some(v) = balance(&netns, "2", || clients = connect(6)) else {
+            return;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let taken = a.join().expect("a").len() + b.join().expect("b").len();
+        assert_eq!(taken, 6);
+        let got = causes(&v);
+        assert!(
+            got == vec![("too_few_flows".into(), None)] || got == vec![("uniform".into(), None)],
+            "{got:?}"
+        );
+        drop(clients);
+    });
+}
+
+#[test]
+fn a_fair_split_is_uniform() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..3)
+            .map(|_| acceptor(listener(true), stop.clone(), usize::MAX))
+            .collect();
+        let mut clients = Vec::new();
+        let Some(v) = balance(&netns, "4", || clients = connect(300)) else {
+            return;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let taken: usize = workers
+            .into_iter()
+            .map(|w| w.join().expect("w").len())
+            .sum();
+        assert_eq!(taken, 300);
+        let delivered: u64 = v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["delivered"].as_u64().expect("delivered"))
+            .sum();
+        assert_eq!(delivered, 300, "every choice seen");
+        assert_eq!(causes(&v), vec![("uniform".into(), None)]);
+        drop(clients);
+    });
+}
