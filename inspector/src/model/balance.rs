@@ -197,13 +197,16 @@ const ADVICE_FEW: &str = "observe longer or under more load: with this few flows
 const ADVICE_UNIFORM: &str =
     "nothing to fix: the kernel spreads connections as its hash should and every member accepts";
 
+/// Accepts per (pid, tid) of one member: the task's name and its count.
+type PerTask = BTreeMap<(u32, u32), (String, u64)>;
+
 /// The member table and the causes.
 pub fn analyse(obs: &Observation) -> Balance {
     let mut members = table(obs);
     let mut unattributed = 0;
     let peer_of: HashMap<SocketAddr, u64> =
         obs.deliveries.iter().map(|d| (d.peer, d.ino)).collect();
-    let mut by_task: HashMap<u64, BTreeMap<(u32, u32), (String, u64)>> = HashMap::new();
+    let mut by_task: HashMap<u64, PerTask> = HashMap::new();
     let mut last: HashMap<u64, u64> = HashMap::new();
     for a in &obs.accepts {
         let Some(ino) = peer_of
@@ -472,13 +475,12 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
     if spread.total == 0 {
         return;
     }
-    let few = spread.total < FEW_FLOWS_PER_MEMBER * live.len() as u64;
-    let looks_uneven = spread.imbalance >= LOOKS_UNEVEN || spread.min == 0;
+    let code = split_code(&spread);
     let shares: Vec<String> = live
         .iter()
         .map(|m| format!("#{} {}", m.id, m.delivered))
         .collect();
-    if spread.p_value < ALPHA {
+    if code == Some(Code::UnevenDelivery) {
         out.push(Cause {
             code: Code::UnevenDelivery,
             member: None,
@@ -491,7 +493,7 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
             ),
             advice: ADVICE_UNEVEN,
         });
-    } else if looks_uneven && (few || spread.p_value < SUSPECT) {
+    } else if code == Some(Code::TooFewFlows) {
         out.push(Cause {
             code: Code::TooFewFlows,
             member: None,
@@ -515,6 +517,55 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
         .collect();
     if spread.p_value >= SUSPECT && stuck.is_empty() {
         long_lived(&live, out);
+    }
+}
+
+/// What a split of deliveries alone says: more uneven than a fair hash
+/// gives ([`ALPHA`]), or uneven-looking but within chance for this few
+/// flows, or nothing.
+fn split_code(spread: &Spread) -> Option<Code> {
+    if spread.total == 0 || spread.members < 2 {
+        return None;
+    }
+    let few = spread.total < FEW_FLOWS_PER_MEMBER * spread.members as u64;
+    let looks_uneven = spread.imbalance >= LOOKS_UNEVEN || spread.min == 0;
+    if spread.p_value < ALPHA {
+        Some(Code::UnevenDelivery)
+    } else if looks_uneven && (few || spread.p_value < SUSPECT) {
+        Some(Code::TooFewFlows)
+    } else {
+        None
+    }
+}
+
+/// The cause a view that sees only deliveries can name (the dashboard's
+/// SO_REUSEPORT pane): `live` the deliveries of the members still
+/// listening, `closed` how many left. Accepts, queues and connections
+/// held need `inspector balance`.
+pub fn deliveries_cause(live: &[u64], closed: usize) -> (Code, String) {
+    // Exact where it matters (few flows) and is cheap; the chi-square
+    // approximation holds beyond, and a view asks every frame.
+    let approx = Spread::of(live);
+    let spread = if approx.total < FEW_FLOWS_PER_MEMBER * live.len() as u64 {
+        Spread::exact(live)
+    } else {
+        approx
+    };
+    let flows = format!(
+        "{} flows over {} members, max/mean {:.2}, p {:.3}",
+        spread.total, spread.members, spread.imbalance, spread.p_value
+    );
+    match split_code(&spread) {
+        Some(Code::UnevenDelivery) => (
+            Code::UnevenDelivery,
+            format!("{flows}: more uneven than a fair hash gives"),
+        ),
+        Some(code) => (code, format!("{flows}: not evidence yet")),
+        None if closed > 0 => (
+            Code::MemberClosed,
+            format!("{closed} member(s) closed, left out; {flows}"),
+        ),
+        None => (Code::Uniform, flows),
     }
 }
 

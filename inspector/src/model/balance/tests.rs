@@ -244,3 +244,13 @@ fn an_accept_without_its_delivery_is_counted_apart() {
     assert_eq!(b.unattributed_accepts, 1);
     assert_eq!(codes(&b), vec![(Code::Uniform, None)]);
 }
+
+#[test]
+fn deliveries_alone_name_what_they_can() {
+    assert_eq!(deliveries_cause(&[100, 97, 103], 0).0, Code::Uniform);
+    assert_eq!(deliveries_cause(&[5, 1], 0).0, Code::TooFewFlows);
+    assert_eq!(deliveries_cause(&[300, 40, 60], 0).0, Code::UnevenDelivery);
+    let (code, detail) = deliveries_cause(&[50, 52], 1);
+    assert_eq!(code, Code::MemberClosed);
+    assert!(detail.contains("1 member(s) closed"), "{detail}");
+}

@@ -150,6 +150,18 @@ impl App {
         rows
     }
 
+    /// The cause pane 3 names for a group, from its deliveries alone
+    /// (closed members left out of the split).
+    pub fn group_cause(members: &[Member]) -> (crate::model::balance::Code, String) {
+        let live: Vec<u64> = members
+            .iter()
+            .filter(|m| !m.closed)
+            .map(|m| m.deliveries)
+            .collect();
+        let closed = members.len() - live.len();
+        crate::model::balance::deliveries_cause(&live, closed)
+    }
+
     /// Pane 3's groups: filtered and in the chosen order, each with its
     /// spread.
     pub fn group_rows(&self) -> Vec<(&GroupKey, &[Member], Spread)> {

@@ -1,5 +1,6 @@
 //! Pane 3: per SO_REUSEPORT group, a bar per member with its deliveries,
-//! share, imbalance and the chi-square p-value.
+//! share, imbalance and the chi-square p-value, and the cause the
+//! deliveries alone can name (`model::balance`).
 
 use ratatui::{
     Frame,
@@ -65,6 +66,17 @@ pub(super) fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) 
             Style::default().add_modifier(Modifier::BOLD)
         };
         lines.push(Line::from(Span::styled(title, style)));
+        let (code, detail) = App::group_cause(members);
+        // `balance` follows TCP accepts and queues; a UDP group has neither.
+        let more = if key.proto == Some(crate::kernel::Proto::Tcp) {
+            format!("; accepts and queues: inspector balance {}", key.port)
+        } else {
+            String::new()
+        };
+        lines.push(Line::from(Span::styled(
+            format!("  cause: {} ({detail}){more}", code.as_str()),
+            t.dim(),
+        )));
         let label_w = 34usize;
         let num_w = 16usize;
         let bar_w = width.saturating_sub(label_w + num_w + 2).max(4);
