@@ -365,6 +365,11 @@ pub struct Offsets {
     pub sk_ack_backlog: u32,
     /// `sock.sk_max_ack_backlog`: the listen() backlog, as the kernel capped it.
     pub sk_max_ack_backlog: u32,
+    /// `sock_reuseport.prog`: the group's SO_ATTACH_REUSEPORT_[CE]BPF program.
+    pub reuseport_prog: u32,
+    /// `sock_reuseport.incoming_cpu` (6.1+): members with SO_INCOMING_CPU
+    /// set; 0 where this kernel's layout lacks it (offset 0 is `rcu`).
+    pub reuseport_incoming_cpu: u32,
 }
 
 impl Offsets {
@@ -392,6 +397,12 @@ pub mod sock_flag {
     pub const UID_KNOWN: u8 = 1 << 3;
     /// `tw_expires` and `jiffies` were read (timewait sockets).
     pub const TW_TIMER: u8 = 1 << 4;
+    /// A TCP listener whose SO_REUSEPORT group has a selecting BPF program
+    /// (`sk_reuseport_cb->prog`).
+    pub const REUSEPORT_PROG: u8 = 1 << 5;
+    /// A TCP listener whose SO_REUSEPORT group has members with
+    /// SO_INCOMING_CPU set (`sk_reuseport_cb->incoming_cpu`).
+    pub const INCOMING_CPU: u8 = 1 << 6;
 }
 
 /// One socket as a BPF socket iterator (`iter/tcp`, `iter/udp`) found it in
@@ -614,8 +625,8 @@ mod tests {
 
     #[test]
     fn offsets_have_no_hidden_padding() {
-        // 1 u64 + 54 u32 fields, nothing in between.
-        assert_eq!(size_of::<Offsets>(), 8 + 54 * 4);
+        // 1 u64 + 56 u32 fields, nothing in between.
+        assert_eq!(size_of::<Offsets>(), 8 + 56 * 4);
         assert_eq!(size_of::<Owner>(), 40);
         assert_eq!(offset_of!(Owner, cgroup), 32);
     }

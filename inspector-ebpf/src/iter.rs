@@ -183,6 +183,21 @@ fn fill_record(
         // one accept() takes.
         rec.ack_backlog = read(sk, off!(sk_ack_backlog))?;
         rec.max_ack_backlog = read(sk, off!(sk_max_ack_backlog))?;
+        // What decides the group's choice besides the 4-tuple hash
+        // (net/core/sock_reuseport.c `reuseport_select_sock`): a BPF
+        // program, else `reuseport_select_sock_by_hash`, which prefers the
+        // member whose SO_INCOMING_CPU is the receiving CPU once any has it.
+        let group: u64 = read(sk, off!(sk_reuseport_cb))?;
+        if group != 0 {
+            let prog: u64 = read(group, off!(reuseport_prog))?;
+            if prog != 0 {
+                rec.flags |= sock_flag::REUSEPORT_PROG;
+            }
+            let at = off!(reuseport_incoming_cpu);
+            if at != 0 && read::<u16>(group, at)? != 0 {
+                rec.flags |= sock_flag::INCOMING_CPU;
+            }
+        }
     }
     rec.ino = ev.ino;
     rec.netns = ev.netns;

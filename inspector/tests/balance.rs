@@ -328,3 +328,61 @@ fn a_fair_split_is_uniform() {
         drop(clients);
     });
 }
+
+/// Attaches a classic BPF program to `s`'s SO_REUSEPORT group that always
+/// chooses its first member (`ret #0`).
+fn attach_first_member_program(s: &Socket) {
+    use std::os::fd::AsRawFd as _;
+    let code = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr().cast_mut(),
+    };
+    // SAFETY: the option value is a sock_fprog describing `code`, both
+    // alive for the call; the kernel copies the program.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const prog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "SO_ATTACH_REUSEPORT_CBPF: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn a_bpf_program_choosing_the_member_is_named() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let first = listener(true);
+        let second = listener(true);
+        attach_first_member_program(&first);
+        let a = acceptor(first, stop.clone(), usize::MAX);
+        let b = acceptor(second, stop.clone(), usize::MAX);
+        let mut clients = Vec::new();
+        let Some(v) = balance(&netns, "2", || clients = connect(20)) else {
+            return;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let (a, b) = (a.join().expect("a").len(), b.join().expect("b").len());
+        assert_eq!((a, b), (20, 0), "the program sends all to the first");
+        assert_eq!(v["bpf_selector"], true);
+        assert_eq!(causes(&v), vec![("bpf_selector".into(), None)]);
+        drop(clients);
+    });
+}

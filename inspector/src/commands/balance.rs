@@ -101,6 +101,8 @@ fn snapshot(
                 reuseport: s.reuseport,
                 queued: s.queued,
                 queue_limit: s.queue_limit,
+                bpf_selector: s.reuseport_prog,
+                incoming_cpu: s.incoming_cpu,
                 holders: holders(ino),
             })
         })

@@ -126,6 +126,11 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, OffsetsError> {
         kn_id: o("kernfs_node", "id")?,
         sk_ack_backlog: o("sock", "sk_ack_backlog")?,
         sk_max_ack_backlog: o("sock", "sk_max_ack_backlog")?,
+        reuseport_prog: o("sock_reuseport", "prog")?,
+        // Counted since 6.1 ("soreuseport: Fix socket selection for
+        // SO_INCOMING_CPU"); older kernels weigh the CPU in the lookup's
+        // score instead, which this does not see.
+        reuseport_incoming_cpu: btf.offset("sock_reuseport", "incoming_cpu").unwrap_or(0),
     })
 }
 

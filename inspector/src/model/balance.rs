@@ -47,6 +47,12 @@ pub struct Listener {
     pub reuseport: bool,
     pub queued: u32,
     pub queue_limit: u32,
+    /// Its group has a SO_ATTACH_REUSEPORT_[CE]BPF program
+    /// (`sk_reuseport_cb->prog`).
+    pub bpf_selector: bool,
+    /// Its group has members with SO_INCOMING_CPU set
+    /// (`sk_reuseport_cb->incoming_cpu`).
+    pub incoming_cpu: bool,
     /// Processes holding its file (pid, comm), lowest pid first.
     pub holders: Vec<(u32, String)>,
 }
@@ -145,6 +151,8 @@ pub enum Code {
     SharedAcceptQueue,
     MemberNotAccepting,
     MemberClosed,
+    BpfSelector,
+    IncomingCpu,
     UnevenDelivery,
     LongLivedLoad,
     TooFewFlows,
@@ -157,6 +165,8 @@ impl Code {
             Self::SharedAcceptQueue => "shared_accept_queue",
             Self::MemberNotAccepting => "member_not_accepting",
             Self::MemberClosed => "member_closed",
+            Self::BpfSelector => "bpf_selector",
+            Self::IncomingCpu => "incoming_cpu",
             Self::UnevenDelivery => "uneven_delivery",
             Self::LongLivedLoad => "long_lived_load",
             Self::TooFewFlows => "too_few_flows",
@@ -185,6 +195,10 @@ pub struct Balance {
     pub spread: Option<Spread>,
     /// Accepts on the port tied to no member (their delivery was not seen).
     pub unattributed_accepts: u64,
+    /// A BPF program chooses the member, not the hash.
+    pub bpf_selector: bool,
+    /// Members with SO_INCOMING_CPU steer the choice to the receiving CPU.
+    pub incoming_cpu: bool,
     pub causes: Vec<Cause>,
 }
 
@@ -192,6 +206,8 @@ const ADVICE_SHARED: &str = "give each worker its own SO_REUSEPORT socket so the
 const ADVICE_NOT_ACCEPTING: &str = "the kernel keeps hashing connections to this socket while its process does not accept: find why the worker is paused, blocked or overloaded (its stack in /proc/PID/stack, its CPU time); while it is stuck, close its socket so the group shrinks (with net.ipv4.tcp_migrate_req=1 its queue moves to the others)";
 const ADVICE_CLOSED: &str = "a member that closes during a restart leaves the split to the others; its queued connections are reset unless net.ipv4.tcp_migrate_req=1";
 const ADVICE_UNEVEN: &str = "the kernel's choice is not the plain 4-tuple hash: look for a SO_ATTACH_REUSEPORT_CBPF/EBPF program on the group, or members that joined or left while observed";
+const ADVICE_BPF: &str = "the split is the program's choice: read it (bpftool prog show; it was attached with SO_ATTACH_REUSEPORT_CBPF/EBPF on a member) or detach it to get the 4-tuple hash back";
+const ADVICE_INCOMING_CPU: &str = "the kernel hands a connection to the member whose SO_INCOMING_CPU is the CPU that received it: spread the NIC's receive queues (RSS, IRQ affinity) over the workers' CPUs, or drop SO_INCOMING_CPU";
 const ADVICE_LONG_LIVED: &str = "the kernel spreads new connections evenly but some processes keep theirs much longer: balance on requests (a proxy), cap connection lifetime or requests per connection";
 const ADVICE_FEW: &str = "observe longer or under more load: with this few flows an uneven split is what a fair hash often gives";
 const ADVICE_UNIFORM: &str =
@@ -265,6 +281,8 @@ pub fn analyse(obs: &Observation) -> Balance {
         spread: None,
         members,
         unattributed_accepts: unattributed,
+        bpf_selector: obs.end.iter().any(|l| l.reuseport && l.bpf_selector),
+        incoming_cpu: obs.end.iter().any(|l| l.reuseport && l.incoming_cpu),
         causes: Vec::new(),
     };
     causes(&mut b);
@@ -475,11 +493,37 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
     if spread.total == 0 {
         return;
     }
-    let code = split_code(&spread);
     let shares: Vec<String> = live
         .iter()
         .map(|m| format!("#{} {}", m.id, m.delivered))
         .collect();
+    // Where something other than the hash chooses, a test against a fair
+    // hash says nothing: name the chooser instead.
+    let code = if b.bpf_selector {
+        out.push(Cause {
+            code: Code::BpfSelector,
+            member: None,
+            detail: format!(
+                "a BPF program attached to the group chooses the member (sk_reuseport_cb->prog, run by reuseport_select_sock before any hash): deliveries {}",
+                shares.join(", ")
+            ),
+            advice: ADVICE_BPF,
+        });
+        None
+    } else if b.incoming_cpu {
+        out.push(Cause {
+            code: Code::IncomingCpu,
+            member: None,
+            detail: format!(
+                "members set SO_INCOMING_CPU: reuseport_select_sock_by_hash gives a connection to the member whose sk_incoming_cpu is the CPU that received it, and hashes only where none matches: deliveries {}",
+                shares.join(", ")
+            ),
+            advice: ADVICE_INCOMING_CPU,
+        });
+        None
+    } else {
+        split_code(&spread)
+    };
     if code == Some(Code::UnevenDelivery) {
         out.push(Cause {
             code: Code::UnevenDelivery,

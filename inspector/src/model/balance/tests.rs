@@ -14,6 +14,8 @@ fn listener(ino: u64, pid: u32, queued: u32) -> Listener {
         reuseport: true,
         queued,
         queue_limit: 128,
+        bpf_selector: false,
+        incoming_cpu: false,
         holders: vec![(pid, format!("worker{pid}"))],
     }
 }
@@ -253,4 +255,23 @@ fn deliveries_alone_name_what_they_can() {
     let (code, detail) = deliveries_cause(&[50, 52], 1);
     assert_eq!(code, Code::MemberClosed);
     assert!(detail.contains("1 member(s) closed"), "{detail}");
+}
+
+#[test]
+fn a_bpf_program_or_incoming_cpu_is_named_instead_of_the_hash_test() {
+    for (bpf, cpu, want) in [
+        (true, false, Code::BpfSelector),
+        (false, true, Code::IncomingCpu),
+    ] {
+        let mut two = vec![listener(1, 100, 0), listener(2, 200, 0)];
+        for l in &mut two {
+            l.bpf_selector = bpf;
+            l.incoming_cpu = cpu;
+        }
+        let mut obs = observation(two.clone(), two);
+        let mut n = 0;
+        traffic(&mut obs, &mut n, 1, 200, 200, (100, 100));
+        let b = analyse(&obs);
+        assert_eq!(codes(&b), vec![(want, None)], "all to one member");
+    }
 }
