@@ -386,3 +386,33 @@ fn a_bpf_program_choosing_the_member_is_named() {
         drop(clients);
     });
 }
+
+#[test]
+fn members_with_incoming_cpu_are_named() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = (0..2)
+            .map(|cpu| {
+                let l = listener(true);
+                l.set_cpu_affinity(cpu).expect("SO_INCOMING_CPU");
+                acceptor(l, stop.clone(), usize::MAX)
+            })
+            .collect();
+        let mut clients = Vec::new();
+        let Some(v) = balance(&netns, "2", || clients = connect(20)) else {
+            return;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let taken: usize = workers
+            .into_iter()
+            .map(|w| w.join().expect("w").len())
+            .sum();
+        assert_eq!(taken, 20);
+        assert_eq!(v["incoming_cpu"], true);
+        assert_eq!(causes(&v), vec![("incoming_cpu".into(), None)]);
+        drop(clients);
+    });
+}
