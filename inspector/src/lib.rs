@@ -87,7 +87,7 @@ pub fn exit_status(e: &anyhow::Error) -> u8 {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(cli::Command::Balance(args)) = &cli.command {
         // Its own checks of --netns and the port, each one line.
-        return commands::balance::run(&args.to_options(&cli.filters, cli.mode)?);
+        return commands::balance::run(&args.to_options(&cli.filters, cli.mode)?).await;
     }
     let replaying = match &cli.command {
         Some(cli::Command::Trace(t)) => t.replay.is_some(),
@@ -160,7 +160,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         })) => dashboard::replay::run(&path, filter, speed, step).await,
         Some(cli::Command::Dashboard(_)) | None => dashboard::run(filter, cli.mode).await,
         Some(cli::Command::Balance(args)) => {
-            commands::balance::run(&args.to_options(&cli.filters, cli.mode)?)
+            commands::balance::run(&args.to_options(&cli.filters, cli.mode)?).await
         }
     }
 }

@@ -27,7 +27,11 @@ use crate::{
         filter::{Filter, PortSet},
         record::{Record, RecordType},
     },
-    pipeline::Pipeline,
+    pipeline::{
+        Pipeline,
+        drive::{self, Flow, Sink, Stop},
+        source::Source,
+    },
     util::escape::Escaped,
 };
 
@@ -154,8 +158,55 @@ fn keep(records: &mut Vec<Record>, obs: &mut Observation) {
     }
 }
 
-pub fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
+/// Collects what the analysis reads while the one loop runs, then reads
+/// the iterators again and prints the verdict.
+struct Observer<'a> {
+    table: SocketTable,
+    netns: Option<&'a std::path::Path>,
+    obs: Observation,
+    json: bool,
+}
+
+impl Sink for Observer<'_> {
+    type Input = ();
+
+    fn records(&mut self, _src: &mut Source, records: &mut Vec<Record>) -> anyhow::Result<Flow> {
+        keep(records, &mut self.obs);
+        Ok(Flow::Continue)
+    }
+
+    fn finish(&mut self, src: &mut Source) -> anyhow::Result<()> {
+        self.obs.end_ns = monotonic_ns();
+        let last = snapshot(&mut self.table, self.netns, self.obs.port)?;
+        self.obs.end = last.listeners;
+        self.obs.open = last.open;
+        let verdict = balance::analyse(&self.obs);
+        let mut out = io::stdout().lock();
+        if self.json {
+            serde_json::to_writer(&mut out, &verdict)?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{}", text(&verdict))?;
+        }
+        out.flush()?;
+        if let Source::Live(live) = src {
+            let c = live.pipeline.counters();
+            if c.dropped + c.read_errors > 0 {
+                eprintln!(
+                    "inspector: warning: {} events dropped and {} kernel read errors while observing: counts may be short",
+                    c.dropped, c.read_errors
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Observes the port for the duration (or until SIGINT/SIGTERM, which
+/// end it early with the verdict so far) through the one loop.
+pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
     let (port, ino) = check(u32::from(opts.port), opts.netns.as_deref())?;
+    let mut stop = Stop::new(None)?;
     let filter = Filter {
         ports: Some(
             port.to_string()
@@ -170,17 +221,10 @@ pub fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(filter, opts.mode)?;
     let mut table = SocketTable::load()?;
     let netns = opts.netns.as_deref();
-    let mut records = Vec::new();
     // What was emitted before the first snapshot is not part of it.
-    pipeline.poll(&mut records, false);
-    records.clear();
+    let mut before = Vec::new();
+    pipeline.poll(&mut before, false);
     let first = snapshot(&mut table, netns, port)?;
-    let mut obs = Observation {
-        port,
-        start_ns: monotonic_ns(),
-        start: first.listeners,
-        ..Observation::default()
-    };
     eprintln!(
         "inspector: {} mode, attached: {}; observing port {port} for {:.1} s",
         pipeline.probes.mode,
@@ -190,39 +234,20 @@ pub fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
     for m in &pipeline.probes.missing {
         eprintln!("inspector: warning: {m}");
     }
-    let deadline = std::time::Instant::now() + opts.duration;
-    loop {
-        let now = std::time::Instant::now();
-        if now >= deadline {
-            break;
-        }
-        std::thread::sleep(POLL.min(deadline - now));
-        pipeline.poll(&mut records, false);
-        keep(&mut records, &mut obs);
-    }
-    obs.end_ns = monotonic_ns();
-    let last = snapshot(&mut table, netns, port)?;
-    pipeline.poll(&mut records, true);
-    keep(&mut records, &mut obs);
-    obs.end = last.listeners;
-    obs.open = last.open;
-    let verdict = balance::analyse(&obs);
-    let c = pipeline.counters();
-    let mut out = io::stdout().lock();
-    if opts.json {
-        serde_json::to_writer(&mut out, &verdict)?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", text(&verdict))?;
-    }
-    out.flush()?;
-    if c.dropped + c.read_errors > 0 {
-        eprintln!(
-            "inspector: warning: {} events dropped and {} kernel read errors while observing: counts may be short",
-            c.dropped, c.read_errors
-        );
-    }
-    Ok(())
+    let mut observer = Observer {
+        table,
+        netns,
+        obs: Observation {
+            port,
+            start_ns: monotonic_ns(),
+            start: first.listeners,
+            ..Observation::default()
+        },
+        json: opts.json,
+    };
+    let mut src = Source::live(pipeline, POLL)?;
+    stop.set_deadline(opts.duration);
+    drive::run(&mut src, &mut observer, &mut stop).await
 }
 
 /// The member table and the causes, for a terminal: every string another
