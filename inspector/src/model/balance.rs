@@ -460,6 +460,10 @@ fn causes(b: &mut Balance) {
                 "{} connections over {} members, max/mean {:.2}, p = {:.2}: the split a fair hash gives, and every member accepts",
                 s.total, s.members, s.imbalance, s.p_value
             ),
+            None if b.members.is_empty() => format!(
+                "no listening socket on port {} was seen in this namespace",
+                b.port
+            ),
             None => format!(
                 "{} listening socket(s), {} connections: nothing uneven to explain",
                 b.members.len(),
