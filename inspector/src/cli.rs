@@ -175,6 +175,17 @@ pub struct ServeArgs {
     /// inspector_reuseport_deliveries_total; bounded by --max-series.
     #[arg(long)]
     pub container_label: bool,
+    /// Adds `namespace`, `pod` and `container` (name) labels to the bind
+    /// and connect failures, the SO_REUSEPORT deliveries and the
+    /// ephemeral-port gauges, read from the kubelet's /var/log/pods and
+    /// /var/log/containers directories (no API access). On by itself where
+    /// /var/log/pods exists.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The kubelet's pod log directory, for --kubernetes (its
+    /// `containers` sibling is read too); for tests.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub pods_dir: Option<PathBuf>,
     /// Also record the trace to this directory, as `inspector record`
     /// does with its default bounds. A write error (a full disk) stops the
     /// recording, not the agent: it is logged, counted in

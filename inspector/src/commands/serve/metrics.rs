@@ -62,6 +62,11 @@ pub struct Limits {
     /// name; empty outside one) to the bind failures and the per-member
     /// deliveries.
     pub container_label: bool,
+    /// Adds `namespace`, `pod` and `container` (the container's name, or
+    /// its id where the pod's directory does not tell) to the bind and
+    /// connect failures, the deliveries and the ephemeral ports
+    /// (`--kubernetes`).
+    pub kubernetes: bool,
 }
 
 impl Default for Limits {
@@ -71,6 +76,7 @@ impl Default for Limits {
             max_ports: 256,
             max_series: 2048,
             container_label: false,
+            kubernetes: false,
         }
     }
 }
@@ -92,8 +98,10 @@ struct Member {
     ino: String,
     pid: String,
     comm: String,
-    /// Only with [`Limits::container_label`].
+    /// Only with [`Limits::container_label`] or [`Limits::kubernetes`].
     container: String,
+    /// Kubernetes namespace and pod, with [`Limits::kubernetes`].
+    pod: (String, String),
     /// Deliveries seen as events.
     deliveries: u64,
     /// Deliveries counted in the kernel ([`KernelView::members`]).
@@ -114,9 +122,11 @@ pub struct KernelView {
     /// Per program: total run time in nanoseconds, when
     /// `kernel.bpf_stats_enabled` is on.
     pub run_time_ns: Vec<(String, u64)>,
-    /// TIME_WAIT sockets by (proto, local port), from a socket-table
-    /// snapshot; `None` when no snapshot could be taken.
-    pub timewait: Option<Vec<(Proto, u16, u64)>>,
+    /// TIME_WAIT sockets by (netns, proto, local port), from socket-table
+    /// snapshots; `None` when no snapshot could be taken.
+    pub timewait: Option<Vec<(u32, Proto, u16, u64)>>,
+    /// The namespaces read, their names and pods.
+    pub netns: NetnsView,
     /// Calls counted in the kernel, by (kind, proto, phase, errno), when
     /// the probes count rather than emit them.
     pub outcomes: Option<Vec<(inspector_common::Outcome, u64)>>,
@@ -162,6 +172,8 @@ pub struct KernelMember {
     pub comm: Option<String>,
     /// Its owner's container, where the owner's cgroup names one.
     pub container: Option<String>,
+    /// Its owner's pod, where the kubelet's directories name it.
+    pub pod: Option<std::sync::Arc<crate::kernel::pods::Pod>>,
     pub deliveries: u64,
 }
 
@@ -279,9 +291,7 @@ impl Metrics {
                     let port = r.req_port.filter(|&p| p != 0).unwrap_or(r.lport);
                     let port = self.port_label(port, name::BIND_FAILURES);
                     let mut values = vec![proto.into(), port.clone(), e.to_string()];
-                    if self.limits.container_label {
-                        values.push(container(r));
-                    }
+                    values.extend(self.container_values(r));
                     self.bump(name::BIND_FAILURES, values, 1);
                     self.last_failure = Some(vec![
                         ("proto", proto.into()),
@@ -296,7 +306,11 @@ impl Metrics {
             }
             RecordType::Connect => {
                 if let Some(e) = failed {
-                    self.bump(name::CONNECT_FAILURES, vec![proto.into(), e.to_string()], 1);
+                    let mut values = vec![proto.into(), e.to_string()];
+                    if self.limits.kubernetes {
+                        values.extend(self.container_values(r));
+                    }
+                    self.bump(name::CONNECT_FAILURES, values, 1);
                 }
             }
             RecordType::TwExit => {
@@ -334,7 +348,8 @@ impl Metrics {
                     ino: r.ino.map(|i| i.to_string()).unwrap_or_default(),
                     pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
                     comm: r.comm.clone().unwrap_or_default(),
-                    container: container(r),
+                    container: self.container_values(r).pop().unwrap_or_default(),
+                    pod: pod_of(r),
                     deliveries: 0,
                     counted: 0,
                     at_last_scrape: 0,
@@ -351,6 +366,7 @@ impl Metrics {
                     pid: OTHER.to_owned(),
                     comm: OTHER.to_owned(),
                     container: OTHER.to_owned(),
+                    pod: (OTHER.to_owned(), OTHER.to_owned()),
                     deliveries: 0,
                     counted: 0,
                     at_last_scrape: 0,
@@ -371,7 +387,12 @@ impl Metrics {
             m.comm = r.comm.clone().unwrap_or_default();
         }
         if m.container.is_empty() && r.container.is_some() && m.ino != OTHER {
-            m.container = container(r);
+            m.container = r
+                .k8s_container
+                .clone()
+                .or_else(|| r.container.clone())
+                .unwrap_or_default();
+            m.pod = pod_of(r);
         }
     }
 
@@ -447,7 +468,17 @@ impl Metrics {
                 },
                 pid: k.pid.map(|p| p.to_string()).unwrap_or_default(),
                 comm: k.comm.clone().unwrap_or_default(),
-                container: k.container.clone().unwrap_or_default(),
+                container: k
+                    .pod
+                    .as_ref()
+                    .and_then(|p| p.container.clone())
+                    .filter(|_| self.limits.kubernetes)
+                    .or_else(|| k.container.clone())
+                    .unwrap_or_default(),
+                pod: k
+                    .pod
+                    .as_ref()
+                    .map_or_else(Default::default, |p| (p.namespace.clone(), p.pod.clone())),
                 deliveries: 0,
                 counted: 0,
                 at_last_scrape: 0,
@@ -516,11 +547,7 @@ impl Metrics {
             reg,
             name::BIND_FAILURES,
             "Failed bind() and listen() calls by requested port and errno",
-            if self.limits.container_label {
-                &["proto", "port", "errno", "container"]
-            } else {
-                &["proto", "port", "errno"]
-            },
+            &self.keys(&["proto", "port", "errno"], true),
             &self.bind_failures,
         );
         if let Some(labels) = &self.last_failure {
@@ -534,7 +561,7 @@ impl Metrics {
             reg,
             name::CONNECT_FAILURES,
             "Failed connect() calls by errno (EADDRNOTAVAIL: no ephemeral port left)",
-            &["proto", "errno"],
+            &self.keys(&["proto", "errno"], false),
             &self.connect_failures,
         );
         counter_family(
@@ -558,7 +585,11 @@ impl Metrics {
                 ("pid", m.pid.clone()),
                 ("comm", m.comm.clone()),
             ];
-            if self.limits.container_label {
+            if self.limits.kubernetes {
+                labels.push(("namespace", m.pod.0.clone()));
+                labels.push(("pod", m.pod.1.clone()));
+            }
+            if self.limits.container_label || self.limits.kubernetes {
                 labels.push(("container", m.container.clone()));
             }
             deliveries.get_or_create(&labels).inc_by(m.total());
@@ -592,7 +623,7 @@ impl Metrics {
         if let Some(tw) = &self.kernel.timewait {
             let gauge = Family::<Labels, Gauge>::default();
             let mut ports = 0usize;
-            for &(proto, port, n) in tw {
+            for &(netns, proto, port, n) in tw {
                 // Same bounds as the counters, without remembering ports:
                 // the snapshot is whole each time.
                 let listed = self.limits.ports.as_ref().is_some_and(|p| p.contains(port))
@@ -603,18 +634,19 @@ impl Metrics {
                 } else {
                     OTHER.to_owned()
                 };
-                gauge
-                    .get_or_create(&vec![("proto", proto.as_str().to_owned()), ("port", port)])
-                    .inc_by(n as i64);
+                let mut labels = self.netns_labels(netns);
+                labels.extend([("proto", proto.as_str().to_owned()), ("port", port)]);
+                gauge.get_or_create(&labels).inc_by(n as i64);
             }
             reg.register(
                 name::TIMEWAIT,
-                "TCP sockets in TIME_WAIT by local port, counted in the socket table at scrape time",
+                "TCP sockets in TIME_WAIT by network namespace and local port, counted in the socket tables at scrape time",
                 gauge,
             );
         }
 
         self.register_ephemeral(reg);
+        self.register_namespaces(reg);
 
         let c = &self.kernel.counters;
         let events = Counter::<u64>::default();
@@ -736,15 +768,13 @@ impl Metrics {
         let in_use = Family::<Labels, Gauge>::default();
         for (i, (key, n)) in rows.iter().enumerate() {
             let labels = if i < self.limits.max_series {
-                vec![
-                    ("netns", key.netns.to_string()),
-                    ("destination", endpoint(key.addr, key.port)),
-                ]
+                let mut labels = self.netns_labels(key.netns);
+                labels.push(("destination", endpoint(key.addr, key.port)));
+                labels
             } else {
-                vec![
-                    ("netns", OTHER.to_owned()),
-                    ("destination", OTHER.to_owned()),
-                ]
+                let mut labels = self.other_netns_labels();
+                labels.push(("destination", OTHER.to_owned()));
+                labels
             };
             in_use.get_or_create(&labels).inc_by(i64::from(*n));
         }
@@ -755,7 +785,7 @@ impl Metrics {
         );
         let size = Family::<Labels, Gauge>::default();
         for (netns, range) in &self.kernel.port_ranges {
-            size.get_or_create(&vec![("netns", netns.to_string())])
+            size.get_or_create(&self.netns_labels(*netns))
                 .set(i64::from(range.size()));
         }
         reg.register(
@@ -841,5 +871,9 @@ pub fn openmetrics_to_text(om: &str) -> String {
     out
 }
 
+mod labels;
 #[cfg(test)]
 mod tests;
+
+pub use self::labels::NetnsView;
+use self::labels::pod_of;

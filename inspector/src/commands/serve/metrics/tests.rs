@@ -81,6 +81,7 @@ fn ports_past_the_limit_fold_into_other_but_filtered_ports_never_do() {
         max_ports: 2,
         max_series: 100,
         container_label: false,
+        kubernetes: false,
     });
     for port in [1, 2, 3, 4, 9000] {
         m.apply(&bind(port, Some(Errno::EADDRINUSE)));
@@ -120,6 +121,7 @@ fn the_container_label_is_there_only_when_asked_and_folds_past_the_cap() {
     ));
     let mut on = Metrics::new(Limits {
         container_label: true,
+        kubernetes: false,
         ..Limits::default()
     });
     feed(&mut on);
@@ -148,6 +150,7 @@ fn the_container_label_is_there_only_when_asked_and_folds_past_the_cap() {
     let mut capped = Metrics::new(Limits {
         max_series: 1,
         container_label: true,
+        kubernetes: false,
         ..Limits::default()
     });
     feed(&mut capped);
@@ -165,6 +168,7 @@ fn series_past_the_cap_fold_into_one_other_series() {
         max_ports: 1000,
         max_series: 2,
         container_label: false,
+        kubernetes: false,
     });
     for port in 1..=5 {
         m.apply(&bind(port, Some(Errno::EADDRINUSE)));
@@ -233,13 +237,13 @@ fn kernel_view_timewait_and_exits() {
         counters,
         events_read: 10,
         run_time_ns: vec![("sys_exit".into(), 1_500_000_000)],
-        timewait: Some(vec![(Proto::Tcp, 8080, 5)]),
+        timewait: Some(vec![(7, Proto::Tcp, 8080, 5)]),
         ..KernelView::default()
     });
     let om = m.encode_openmetrics();
     for line in [
         "inspector_timewait_exits_total{reason=\"expired\"} 1\n",
-        "inspector_timewait_sockets{proto=\"tcp\",port=\"8080\"} 5\n",
+        "inspector_timewait_sockets{netns=\"7\",proto=\"tcp\",port=\"8080\"} 5\n",
         "inspector_events_total 10\n",
         "inspector_events_dropped_total 4\n",
         "inspector_kernel_errors_total{kind=\"read_sock\"} 0\n",
@@ -292,6 +296,7 @@ fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten(
         pid: Some(42),
         comm: Some("srv".into()),
         container: None,
+        pod: None,
         deliveries: n,
     };
     let view = |n: u64| KernelView {
@@ -412,6 +417,7 @@ fn ephemeral_destinations_past_the_series_cap_fold_into_other() {
         max_ports: 1000,
         max_series: 2,
         container_label: false,
+        kubernetes: false,
     });
     // 4 destinations: 3, 2, 1 and 1 ports in use.
     let mut sock = 0;
