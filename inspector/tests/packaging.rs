@@ -173,7 +173,11 @@ fn the_daemonset_mounts_tracefs_and_pod_logs() {
             .is_some()
     );
     let volumes = pod["volumes"].as_vec().expect("volumes");
-    for path in ["/sys/kernel/tracing", "/var/log/pods"] {
+    for path in [
+        "/sys/kernel/tracing",
+        "/var/log/pods",
+        "/var/log/containers",
+    ] {
         let volume = volumes
             .iter()
             .find(|v| v["hostPath"]["path"].as_str() == Some(path))
