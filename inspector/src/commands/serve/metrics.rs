@@ -291,7 +291,7 @@ impl Metrics {
                     let port = r.req_port.filter(|&p| p != 0).unwrap_or(r.lport);
                     let port = self.port_label(port, name::BIND_FAILURES);
                     let mut values = vec![proto.into(), port.clone(), e.to_string()];
-                    values.extend(self.container_values(r));
+                    values.extend(self.container_values(r, true));
                     self.bump(name::BIND_FAILURES, values, 1);
                     self.last_failure = Some(vec![
                         ("proto", proto.into()),
@@ -307,9 +307,7 @@ impl Metrics {
             RecordType::Connect => {
                 if let Some(e) = failed {
                     let mut values = vec![proto.into(), e.to_string()];
-                    if self.limits.kubernetes {
-                        values.extend(self.container_values(r));
-                    }
+                    values.extend(self.container_values(r, false));
                     self.bump(name::CONNECT_FAILURES, values, 1);
                 }
             }
@@ -348,7 +346,7 @@ impl Metrics {
                     ino: r.ino.map(|i| i.to_string()).unwrap_or_default(),
                     pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
                     comm: r.comm.clone().unwrap_or_default(),
-                    container: self.container_values(r).pop().unwrap_or_default(),
+                    container: member_container(r),
                     pod: pod_of(r),
                     deliveries: 0,
                     counted: 0,
@@ -387,11 +385,7 @@ impl Metrics {
             m.comm = r.comm.clone().unwrap_or_default();
         }
         if m.container.is_empty() && r.container.is_some() && m.ino != OTHER {
-            m.container = r
-                .k8s_container
-                .clone()
-                .or_else(|| r.container.clone())
-                .unwrap_or_default();
+            m.container = member_container(r);
             m.pod = pod_of(r);
         }
     }
@@ -468,13 +462,7 @@ impl Metrics {
                 },
                 pid: k.pid.map(|p| p.to_string()).unwrap_or_default(),
                 comm: k.comm.clone().unwrap_or_default(),
-                container: k
-                    .pod
-                    .as_ref()
-                    .and_then(|p| p.container.clone())
-                    .filter(|_| self.limits.kubernetes)
-                    .or_else(|| k.container.clone())
-                    .unwrap_or_default(),
+                container: self.kernel_member_container(k),
                 pod: k
                     .pod
                     .as_ref()
@@ -585,13 +573,7 @@ impl Metrics {
                 ("pid", m.pid.clone()),
                 ("comm", m.comm.clone()),
             ];
-            if self.limits.kubernetes {
-                labels.push(("namespace", m.pod.0.clone()));
-                labels.push(("pod", m.pod.1.clone()));
-            }
-            if self.limits.container_label || self.limits.kubernetes {
-                labels.push(("container", m.container.clone()));
-            }
+            self.member_labels(m, &mut labels);
             deliveries.get_or_create(&labels).inc_by(m.total());
             groups
                 .entry((m.proto, m.port.as_str(), m.netns))
@@ -876,4 +858,4 @@ mod labels;
 mod tests;
 
 pub use self::labels::NetnsView;
-use self::labels::pod_of;
+use self::labels::{member_container, pod_of};

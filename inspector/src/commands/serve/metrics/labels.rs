@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
 
-use super::{Labels, Metrics, OTHER, container};
+use super::{KernelMember, Labels, Member, Metrics, OTHER, container};
 use crate::model::record::Record;
 
 /// The network namespaces the agent reads at scrape time.
@@ -39,20 +39,45 @@ impl Metrics {
         keys
     }
 
-    /// The values of [`Metrics::keys`]' container labels for `r` (those of
-    /// `--container-label` when it is on, whatever the metric).
-    pub(super) fn container_values(&self, r: &Record) -> Vec<String> {
+    /// The values of [`Metrics::keys`]' container labels for `r`.
+    pub(super) fn container_values(&self, r: &Record, container_label: bool) -> Vec<String> {
         if self.limits.kubernetes {
             let (namespace, pod) = pod_of(r);
-            // The id where the pod's directory does not name the container.
-            let name = r.k8s_container.clone().unwrap_or_else(|| container(r));
-            vec![namespace, pod, name]
-        } else if self.limits.container_label {
+            vec![namespace, pod, member_container(r)]
+        } else if container_label && self.limits.container_label {
             vec![container(r)]
         } else {
             Vec::new()
         }
     }
+
+    /// A SO_REUSEPORT member's container labels.
+    pub(super) fn member_labels(&self, m: &Member, labels: &mut Labels) {
+        if self.limits.kubernetes {
+            labels.push(("namespace", m.pod.0.clone()));
+            labels.push(("pod", m.pod.1.clone()));
+        }
+        if self.limits.container_label || self.limits.kubernetes {
+            labels.push(("container", m.container.clone()));
+        }
+    }
+
+    /// The `container` label of a member the kernel counted: its name in
+    /// its pod with `--kubernetes`, else its id.
+    pub(super) fn kernel_member_container(&self, k: &KernelMember) -> String {
+        k.pod
+            .as_ref()
+            .and_then(|p| p.container.clone())
+            .filter(|_| self.limits.kubernetes)
+            .or_else(|| k.container.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The `container` label of `r` with `--kubernetes`: the container's name
+/// in its pod, else its id (or machine name), empty outside one.
+pub(super) fn member_container(r: &Record) -> String {
+    r.k8s_container.clone().unwrap_or_else(|| container(r))
 }
 
 /// The (namespace, pod) of `r`, empty outside a pod.
