@@ -240,7 +240,9 @@ fn kubelet_tree(root: &Path) -> PathBuf {
 }
 
 /// A bind that fails in a process inside a pod's cgroup is counted with
-/// the pod's namespace, name and container.
+/// the pod's namespace, name and container; a named namespace (as CNI
+/// names a pod's) with a process of the pod in it carries the pod on its
+/// gauges.
 #[test]
 fn a_bind_failure_in_a_pod_carries_its_pod_labels() {
     if !needs_root("load eBPF programs and create cgroups") {
@@ -258,8 +260,17 @@ fn a_bind_failure_in_a_pod_carries_its_pod_labels() {
     let Some((mut serve, port)) = start_serve_with(&["--pods-dir", &pods_arg]) else {
         return;
     };
+    let Some(ns) = Named::add(format!("inspector-fleet-pod-{}", std::process::id())) else {
+        return;
+    };
     let cgroup = PodCgroup::make(&mount).expect("the pod's cgroup");
     cgroup.enter().expect("move into the pod's cgroup");
+    // The pod's sandbox: a process in the pod's cgroup and namespace.
+    let sandbox = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "sleep", "120"])
+        .spawn()
+        .map(common::serve::Running)
+        .expect("a process in the namespace");
     let failed = netns::in_new_netns(|_| {
         let target = addr(&format!("127.0.0.1:{BIND_PORT}"));
         let holder = tcp();
@@ -272,9 +283,20 @@ fn a_bind_failure_in_a_pod_carries_its_pod_labels() {
     let want = format!(
         "inspector_bind_failures_total{{proto=\"tcp\",port=\"{BIND_PORT}\",errno=\"EADDRINUSE\",namespace=\"shop\",pod=\"web-0\",container=\"app\"}} 1"
     );
+    let range = format!(
+        "inspector_ephemeral_port_range_size{{netns=\"{}\",namespace=\"shop\",pod=\"web-0\",container=\"\"}}",
+        ns.0
+    );
     // The cgroup lives until the agent has resolved it.
-    let text = scrape_until(port, |b| b.lines().any(|l| l == want));
+    let text = scrape_until(port, |b| {
+        b.lines().any(|l| l == want) && b.lines().any(|l| l.starts_with(&range))
+    });
+    drop(sandbox);
     drop(cgroup);
     assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with(&range)),
+        "{range}\n{text}"
+    );
     assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
 }

@@ -397,13 +397,13 @@ pub struct Found {
     pub path: PathBuf,
     /// Its name in a [`NAMED_DIRS`] directory, if it has one.
     pub name: Option<String>,
-    /// A process inside it, where it was found through one.
+    /// A process inside it, if one was found.
     pub pid: Option<u32>,
 }
 
 /// Every network namespace of this host that has a name or a process in
 /// it, by inode: named ones through their name, the others through the
-/// first process found in them (`/proc/PID/ns/net`). One `stat` per name
+/// first process found in them (`/proc/PID/ns/net`), with that process. One `stat` per name
 /// and per process; namespaces held only by a thread or an open
 /// descriptor are not found.
 pub fn scan() -> std::collections::BTreeMap<u32, Found> {
@@ -438,12 +438,19 @@ pub fn scan() -> std::collections::BTreeMap<u32, Found> {
         };
         let path = e.path().join("ns/net");
         if let Some(ino) = ino_of(&path) {
-            found.entry(ino).or_insert(Found {
-                ino,
-                path,
-                name: None,
-                pid: Some(pid),
-            });
+            // A named one gets a process too: CNI names pods' namespaces,
+            // and the process tells whose they are.
+            found
+                .entry(ino)
+                .and_modify(|f: &mut Found| {
+                    f.pid.get_or_insert(pid);
+                })
+                .or_insert(Found {
+                    ino,
+                    path,
+                    name: None,
+                    pid: Some(pid),
+                });
         }
     }
     found
