@@ -161,6 +161,51 @@ fn a_namespace_with_exhausted_ports_shows_without_netns() {
     drop(open);
 }
 
+/// A namespace held only by a thread (no name, no process of its own) is
+/// found through the thread its events name, and read under its inode.
+#[test]
+fn a_namespace_seen_only_in_events_is_read() {
+    const N: usize = 3;
+    const TO: u16 = 7033;
+    if !needs_root("load eBPF programs and create network namespaces") {
+        return;
+    }
+    let Some((mut serve, port)) = start_serve_with(&[]) else {
+        return;
+    };
+    // Connections made after the agent started: their events name the
+    // thread, the way into the namespace.
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (end, end_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        netns::enter_new_netns().expect("netns");
+        let ino = netns::current_netns().expect("netns inode");
+        let target = addr(&format!("127.0.0.1:{TO}"));
+        let listener = tcp();
+        listener.bind(&target).expect("bind");
+        listener.listen(16).expect("listen");
+        let open: Vec<_> = (0..N)
+            .map(|_| {
+                let c = tcp();
+                c.connect(&target).expect("connect");
+                c
+            })
+            .collect();
+        ready_tx.send(ino).expect("send");
+        let _ = end_rx.recv_timeout(Duration::from_secs(120));
+        drop((open, listener));
+    });
+    let ino = ready.recv().expect("namespace ready");
+    let want = format!(
+        "inspector_ephemeral_ports_in_use{{netns=\"{ino}\",destination=\"127.0.0.1:{TO}\"}} {N}"
+    );
+    let text = scrape_until(port, |b| b.lines().any(|l| l == want));
+    let _ = end.send(());
+    worker.join().expect("namespace thread");
+    assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+    assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+}
+
 const UID: &str = "0e1a6c52-7a5d-4c1b-9e6f-1d2c3b4a5f60";
 const CID: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee11";
 const BIND_PORT: u16 = 7032;
