@@ -247,7 +247,10 @@ fn a_recording_directory_of_another_user_is_refused_and_planted_links_never_foll
         std::thread::sleep(Duration::from_millis(50));
     }
     let (_, err) = stop(recorder, &rx);
-    assert!(!err.iter().any(|l| l.contains("inspector: error")), "{err:?}");
+    assert!(
+        !err.iter().any(|l| l.contains("inspector: error")),
+        "{err:?}"
+    );
     assert_eq!(std::fs::read(&victim).expect("victim"), before, "untouched");
     let meta = std::fs::metadata(&victim).expect("victim");
     assert_eq!(meta.uid(), 0);
