@@ -21,9 +21,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     explain,
-    kernel::Proto,
     kernel::probe::{LoadOptions, Mode},
     kernel::sockets::{Entry, SnapshotFilter, SocketTable},
+    kernel::{Proto, TcpState},
     model::ephemeral::PortRange,
     model::filter::Filter,
     pipeline::{
@@ -360,7 +360,7 @@ pub(super) fn tcp_tables(
     };
     let listening: std::collections::HashSet<u16> = socks
         .iter()
-        .filter(|s| s.state == inspector_common::TCP_LISTEN)
+        .filter(|s| s.state == TcpState::LISTEN)
         .map(|s| s.local.port())
         .collect();
     let mut counts: HashMap<u16, u64> = HashMap::new();
@@ -378,7 +378,7 @@ pub(super) fn tcp_tables(
         // (`__inet_hash_connect()` checks the 4-tuple).
         if s.remote.port() != 0
             && !matches!(s.entry, Entry::Request)
-            && s.state != inspector_common::TCP_LISTEN
+            && s.state != TcpState::LISTEN
             && !listening.contains(&s.local.port())
         {
             *toward.entry((s.remote.ip(), s.remote.port())).or_default() += 1;
