@@ -14,7 +14,7 @@ use std::{
 
 use common::{
     TempDir, addr, inode, needs_root,
-    serve::{get, start_prometheus, start_serve, start_serve_with, tool},
+    serve::{get, start_prometheus, start_serve_with, tool},
     tcp,
 };
 use inspector::kernel::netns::in_new_netns;
@@ -109,7 +109,8 @@ fn metrics_count_each_member_and_the_failed_bind_and_promtool_accepts_them() {
     if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
-    let Some((mut serve, port)) = start_serve() else {
+    // Members by inode, to compare with each listener's accepts.
+    let Some((mut serve, port)) = start_serve_with(&["--label-socket-inode"]) else {
         return;
     };
     let (netns, accepted, _open) = workload();
@@ -127,6 +128,16 @@ fn metrics_count_each_member_and_the_failed_bind_and_promtool_accepts_them() {
     );
     assert!(text.contains(&failure), "{text}");
     assert!(text.contains("# TYPE inspector_bind_failures_total counter"));
+    // The three members of one process: indexes 0, 1 and 2 of the group.
+    for member in 0..3 {
+        let label = format!("netns=\"{netns}\",member=\"{member}\",");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("inspector_reuseport_deliveries_total{")
+                    && l.contains(&label)),
+            "{label}\n{text}"
+        );
+    }
 
     let om = get(
         port,
@@ -209,6 +220,19 @@ fn ports_in_use_toward_one_destination_show_per_destination() {
         b.lines().any(|l| l == want) && b.contains("inspector_ephemeral_port_range_size{")
     });
     assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+    // What the agent is and costs.
+    for prefix in [
+        "inspector_build_info{version=\"",
+        "process_cpu_seconds_total ",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(prefix)),
+            "{prefix}\n{text}"
+        );
+    }
     assert!(
         text.contains(&format!(
             "inspector_ephemeral_port_range_size{{netns=\"{netns}\"}}"
@@ -255,7 +279,7 @@ fn a_real_prometheus_scrapes_the_same_per_member_counts() {
     let Some(prometheus) = tool("prometheus") else {
         return;
     };
-    let Some((mut serve, port)) = start_serve() else {
+    let Some((mut serve, port)) = start_serve_with(&["--label-socket-inode"]) else {
         return;
     };
     let (netns, accepted, _open) = workload();
