@@ -310,22 +310,3 @@ fn a_real_prometheus_scrapes_the_same_per_member_counts() {
     drop(tmp);
     assert!(!Path::new(&data).exists());
 }
-
-#[test]
-fn packaged_alert_rules_pass_promtool() {
-    let Some(promtool) = tool("promtool") else {
-        return;
-    };
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/alerts.yml");
-    let out = Command::new(promtool)
-        .args(["check", "rules"])
-        .arg(&rules)
-        .output()
-        .expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check rules: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
