@@ -135,9 +135,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 limits: serve::metrics::Limits {
                     ports: filter.ports.clone(),
                     max_ports: args.max_ports,
+                    max_destinations: args.max_destinations,
                     max_series: args.max_series,
                     container_label: args.container_label,
+                    socket_inode_label: args.label_socket_inode,
                 },
+                version: env!("CARGO_PKG_VERSION"),
+                commit: build_info::GIT_COMMIT,
                 filter,
                 netns_path: cli.filters.netns.clone(),
                 mode: cli.mode,

@@ -99,6 +99,7 @@ impl Agent {
             http_refused: http.refused.load(Ordering::Relaxed),
             http_timed_out: http.timed_out.load(Ordering::Relaxed),
             http_unauthorized: http.unauthorized.load(Ordering::Relaxed),
+            process: crate::kernel::sys::process_stats(),
         });
         let tables = self.sockets.as_mut().and_then(|t| {
             tcp_tables(t, self.netns_path.as_deref(), self.ports.as_ref())
@@ -135,6 +136,7 @@ impl Agent {
                     .collect()
             }),
         });
+        self.find_owners();
         let body = match format {
             Format::OpenMetrics => self.metrics.encode_openmetrics(),
             Format::Text => self.metrics.encode_text(),
@@ -144,6 +146,38 @@ impl Agent {
         }
         self.cached = Some((format, Instant::now(), body.clone()));
         body
+    }
+}
+
+impl Agent {
+    /// Owners of SO_REUSEPORT members that were listening before the
+    /// agent started (it saw no bind of theirs): the process holding each
+    /// socket's file, from the task_file iterator, a few groups per scrape
+    /// and each group once.
+    fn find_owners(&mut self) {
+        /// Iterator walks per scrape: each one visits every process's files.
+        const PER_SCRAPE: usize = 4;
+        let Some(table) = self.sockets.as_mut() else {
+            return;
+        };
+        for (netns, port) in self
+            .metrics
+            .members_without_owner()
+            .into_iter()
+            .take(PER_SCRAPE)
+        {
+            let files: Vec<(u64, u32, String)> = match table.files_of(netns, Some(port)) {
+                Ok(files) => files
+                    .into_iter()
+                    .filter_map(|f| Some((f.socket.ino?, f.pid, f.comm)))
+                    .collect(),
+                Err(e) => {
+                    eprintln!("inspector: warning: owners of port {port} (netns {netns}): {e}");
+                    Vec::new()
+                }
+            };
+            self.metrics.set_owners(netns, port, &files);
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use crate::{
 
 use self::{
     http::Scrape,
-    metrics::{KernelMember, Limits, Metrics},
+    metrics::{BuildInfo, KernelMember, Limits, Metrics},
 };
 
 /// Where `serve` listens unless told otherwise.
@@ -54,6 +54,9 @@ pub struct ServeOptions {
     pub record_shared: bool,
     /// `--web-config FILE`: TLS and basic authentication.
     pub web_config: Option<PathBuf>,
+    /// For `inspector_build_info`.
+    pub version: &'static str,
+    pub commit: &'static str,
 }
 
 /// The one-line reason `addr` cannot be listened on, from the explain
@@ -194,6 +197,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if aggregate {
         metrics.count_decisions_in_kernel();
     }
+    metrics.set_build(BuildInfo {
+        version: opts.version.to_owned(),
+        commit: opts.commit.to_owned(),
+        mode: pipeline.probes.mode.to_string(),
+        fallback_reason: fallback_reason(opts.mode, pipeline.probes.mode).to_owned(),
+        kernel: crate::kernel::sys::kernel_release().unwrap_or_default(),
+        missing_hooks: pipeline.probes.missing.len(),
+    });
     // The agent's own namespace always has its range exported.
     let own_netns = match opts.netns_path.as_deref() {
         Some(p) => crate::kernel::netns::inode(p).ok(),
@@ -240,6 +251,16 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Why the programs are not attached as fentry/fexit, as one of a few
+/// words (the log says it in full): a label value must be bounded.
+fn fallback_reason(asked: Mode, used: Mode) -> &'static str {
+    match (asked, used) {
+        (_, Mode::Fentry) => "none",
+        (Mode::Tracepoint, _) => "requested",
+        _ => "fentry_refused",
+    }
 }
 
 /// Whether the metrics can be counted in the kernel under `filter`: only
