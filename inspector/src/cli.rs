@@ -162,10 +162,16 @@ pub struct ServeArgs {
     /// Address and port of the HTTP server.
     #[arg(long, value_name = "ADDR:PORT", default_value = crate::commands::serve::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
-    /// Ports outside --port that get their own `port` label value; later
-    /// ones read port="other".
+    /// Ports outside --port that get their own `port` label value: the
+    /// most recently failing ones; the least recently failing gives way to
+    /// a new one and its series fold into port="other".
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_ports: usize,
+    /// Connect destinations (netns, address:port) that get their own label
+    /// values in inspector_connect_failures_total: the most recently
+    /// failing ones; older ones fold into "other".
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_destinations: usize,
     /// Label sets per metric; past it, increments go to one series whose
     /// labels read "other".
     #[arg(long, value_name = "N", default_value_t = 2048)]
@@ -186,6 +192,11 @@ pub struct ServeArgs {
     /// `containers` sibling is read too); for tests.
     #[arg(long, value_name = "DIR", hide = true)]
     pub pods_dir: Option<PathBuf>,
+    /// Adds a `socket` label (the socket inode) to
+    /// inspector_reuseport_deliveries_total. Off by default: an inode is
+    /// new at every reconnect, and each one is a new series.
+    #[arg(long)]
+    pub label_socket_inode: bool,
     /// Also record the trace to this directory, as `inspector record`
     /// does with its default bounds. A write error (a full disk) stops the
     /// recording, not the agent: it is logged, counted in

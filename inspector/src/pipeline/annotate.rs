@@ -428,7 +428,7 @@ fn hijack_note(r: &Record, source: &mut Option<Source>, created: &Created) -> Op
 /// this process's descriptor. The calling thread's, if it is still there
 /// and still in that namespace; otherwise any way into the namespace by
 /// its inode (this process's own, a `/run/netns` name, another process
-/// inside it): a service that exits right after its failed bind, the
+/// inside it, a thread or descriptor of this process's): a service that exits right after its failed bind, the
 /// crash loop that is the incident itself, leaves its namespace behind.
 fn thread_netns(r: &Record) -> Option<(std::fs::File, std::path::PathBuf)> {
     use std::os::unix::fs::MetadataExt;
@@ -440,7 +440,7 @@ fn thread_netns(r: &Record) -> Option<(std::fs::File, std::path::PathBuf)> {
         .filter(same);
     let held = match thread {
         Some(f) => f,
-        None => std::fs::File::open(crate::kernel::netns::netns_path(r.netns)?)
+        None => std::fs::File::open(crate::kernel::netns::netns_path_any(r.netns)?)
             .ok()
             .filter(same)?,
     };

@@ -1,6 +1,6 @@
 //! Hash tables for the per-socket state kept by the tracker and the
 //! dashboard model: up to 10^5 small entries each, bounded, and part of the
-//! memory bound (README, "Memory").
+//! memory bound (docs/benchmarks.md, "Memory of the dashboard's pipeline").
 //!
 //! `std`'s map stores key and value in every bucket, and a table with 7/8
 //! of its buckets used doubles: at 100,000 entries of 112 bytes it holds

@@ -101,6 +101,7 @@ impl Agent {
             http_refused: http.refused.load(Ordering::Relaxed),
             http_timed_out: http.timed_out.load(Ordering::Relaxed),
             http_unauthorized: http.unauthorized.load(Ordering::Relaxed),
+            process: crate::kernel::sys::process_stats(),
         });
         let pods = src.pipeline().and_then(|p| p.pods.as_mut());
         let watched = self.namespaces.refresh(pods).to_vec();
@@ -128,6 +129,7 @@ impl Agent {
             ephemeral_in_use: toward,
             netns: self.namespaces.view(gone),
         });
+        self.find_owners();
         let body = match format {
             Format::OpenMetrics => self.metrics.encode_openmetrics(),
             Format::Text => self.metrics.encode_text(),
@@ -184,6 +186,36 @@ impl Agent {
         // the ports that matter.
         timewait.sort_by(|a, b| b.3.cmp(&a.3).then((a.0, a.2).cmp(&(b.0, b.2))));
         (read.then_some(timewait), read.then_some(toward), gone)
+    }
+
+    /// Owners of SO_REUSEPORT members that were listening before the
+    /// agent started (it saw no bind of theirs): the process holding each
+    /// socket's file, from the task_file iterator, a few groups per scrape
+    /// and each group once.
+    fn find_owners(&mut self) {
+        /// Iterator walks per scrape: each one visits every process's files.
+        const PER_SCRAPE: usize = 4;
+        let Some(table) = self.sockets.as_mut() else {
+            return;
+        };
+        for (netns, port) in self
+            .metrics
+            .members_without_owner()
+            .into_iter()
+            .take(PER_SCRAPE)
+        {
+            let files: Vec<(u64, u32, String)> = match table.files_of(netns, Some(port)) {
+                Ok(files) => files
+                    .into_iter()
+                    .filter_map(|f| Some((f.socket.ino?, f.pid, f.comm)))
+                    .collect(),
+                Err(e) => {
+                    eprintln!("inspector: warning: owners of port {port} (netns {netns}): {e}");
+                    Vec::new()
+                }
+            };
+            self.metrics.set_owners(netns, port, &files);
+        }
     }
 }
 

@@ -185,6 +185,11 @@ pub async fn serve(
                 c.retain(|c| c.id != id);
             }
         });
+        // The new connection reads the request it may already hold before
+        // the next one is admitted: in a flood of connections queued behind
+        // it, a scrape would otherwise be evicted as idle before it was
+        // ever read (the loop accepts a whole backlog in one go).
+        tokio::task::yield_now().await;
     }
     // Requests in flight get a moment to finish; idle connections close.
     if let Ok(c) = conns.lock() {

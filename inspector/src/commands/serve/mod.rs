@@ -22,9 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     explain,
-    kernel::Proto,
     kernel::probe::{LoadOptions, Mode},
     kernel::sockets::{Entry, SnapshotFilter, SocketTable},
+    kernel::{Proto, TcpState},
     model::ephemeral::PortRange,
     model::filter::Filter,
     pipeline::{
@@ -36,7 +36,7 @@ use crate::{
 
 use self::{
     http::Scrape,
-    metrics::{KernelMember, Limits, Metrics},
+    metrics::{BuildInfo, KernelMember, Limits, Metrics},
 };
 
 /// Where `serve` listens unless told otherwise.
@@ -59,6 +59,9 @@ pub struct ServeOptions {
     pub record_shared: bool,
     /// `--web-config FILE`: TLS and basic authentication.
     pub web_config: Option<PathBuf>,
+    /// For `inspector_build_info`.
+    pub version: &'static str,
+    pub commit: &'static str,
 }
 
 /// The one-line reason `addr` cannot be listened on, from the explain
@@ -211,6 +214,14 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     if aggregate {
         metrics.count_decisions_in_kernel();
     }
+    metrics.set_build(BuildInfo {
+        version: opts.version.to_owned(),
+        commit: opts.commit.to_owned(),
+        mode: pipeline.probes.mode.to_string(),
+        fallback_reason: fallback_reason(opts.mode, pipeline.probes.mode).to_owned(),
+        kernel: crate::kernel::sys::kernel_release().unwrap_or_default(),
+        missing_hooks: pipeline.probes.missing.len(),
+    });
     // The agent's own namespace always has its range exported.
     let own_netns = match opts.netns_path.as_deref() {
         Some(p) => crate::kernel::netns::inode(p).ok(),
@@ -256,6 +267,16 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Why the programs are not attached as fentry/fexit, as one of a few
+/// words (the log says it in full): a label value must be bounded.
+fn fallback_reason(asked: Mode, used: Mode) -> &'static str {
+    match (asked, used) {
+        (_, Mode::Fentry) => "none",
+        (Mode::Tracepoint, _) => "requested",
+        _ => "fentry_refused",
+    }
 }
 
 /// Whether the metrics can be counted in the kernel under `filter`: only
@@ -387,7 +408,7 @@ pub(super) fn tcp_tables(
     };
     let listening: std::collections::HashSet<u16> = socks
         .iter()
-        .filter(|s| s.state == inspector_common::TCP_LISTEN)
+        .filter(|s| s.state == TcpState::LISTEN)
         .map(|s| s.local.port())
         .collect();
     let mut counts: HashMap<u16, u64> = HashMap::new();
@@ -405,7 +426,7 @@ pub(super) fn tcp_tables(
         // (`__inet_hash_connect()` checks the 4-tuple).
         if s.remote.port() != 0
             && !matches!(s.entry, Entry::Request)
-            && s.state != inspector_common::TCP_LISTEN
+            && s.state != TcpState::LISTEN
             && !listening.contains(&s.local.port())
         {
             *toward.entry((s.remote.ip(), s.remote.port())).or_default() += 1;

@@ -411,7 +411,7 @@ fn memory_is_bounded_by_evicting_the_oldest_counted() {
 }
 
 /// Up to [`MAX_TIME_WAIT`] of these are alive at once: their size is
-/// part of the memory bound (README, "Memory").
+/// part of the memory bound (docs/benchmarks.md, "Memory of the dashboard's pipeline").
 #[test]
 fn timewait_entries_stay_small() {
     assert!(std::mem::size_of::<Tw>() <= 120);

@@ -86,7 +86,7 @@ fn socket_states_name_and_order_as_the_ports_pane_lists_them() {
 }
 
 /// Up to [`MAX_SOCKETS`] of each are alive at once: their size is
-/// part of the memory bound (README, "Memory").
+/// part of the memory bound (docs/benchmarks.md, "Memory of the dashboard's pipeline").
 #[test]
 fn socket_entries_stay_small() {
     assert!(std::mem::size_of::<LiveSock>() <= 64);

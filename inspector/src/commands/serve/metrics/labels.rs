@@ -2,13 +2,14 @@
 //! per-namespace gauges (a `/run/netns` name, else the inode), the
 //! `namespace`, `pod` and `container` labels of `--kubernetes` and the
 //! `container` label of `--container-label`: which metrics carry them and
-//! their values.
+//! their values, each bounded by [`label`] as any value from another
+//! process.
 
 use std::collections::HashMap;
 
 use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
 
-use super::{KernelMember, Labels, Member, Metrics, OTHER, container};
+use super::{Labels, Metrics, OTHER, label};
 use crate::model::record::Record;
 
 /// The network namespaces the agent reads at scrape time.
@@ -43,48 +44,35 @@ impl Metrics {
     pub(super) fn container_values(&self, r: &Record, container_label: bool) -> Vec<String> {
         if self.limits.kubernetes {
             let (namespace, pod) = pod_of(r);
-            vec![namespace, pod, member_container(r)]
+            vec![namespace, pod, pod_container(r)]
         } else if container_label && self.limits.container_label {
             vec![container(r)]
         } else {
             Vec::new()
         }
     }
+}
 
-    /// A SO_REUSEPORT member's container labels.
-    pub(super) fn member_labels(&self, m: &Member, labels: &mut Labels) {
-        if self.limits.kubernetes {
-            labels.push(("namespace", m.pod.0.clone()));
-            labels.push(("pod", m.pod.1.clone()));
-        }
-        if self.limits.container_label || self.limits.kubernetes {
-            labels.push(("container", m.container.clone()));
-        }
-    }
-
-    /// The `container` label of a member the kernel counted: its name in
-    /// its pod with `--kubernetes`, else its id.
-    pub(super) fn kernel_member_container(&self, k: &KernelMember) -> String {
-        k.pod
-            .as_ref()
-            .and_then(|p| p.container.clone())
-            .filter(|_| self.limits.kubernetes)
-            .or_else(|| k.container.clone())
-            .unwrap_or_default()
-    }
+/// The `container` label of `r` with `--container-label`: its container
+/// id or machine name, empty outside one (an empty label is no label to
+/// Prometheus).
+pub(super) fn container(r: &Record) -> String {
+    label(r.container.as_deref().unwrap_or(""))
 }
 
 /// The `container` label of `r` with `--kubernetes`: the container's name
 /// in its pod, else its id (or machine name), empty outside one.
-pub(super) fn member_container(r: &Record) -> String {
-    r.k8s_container.clone().unwrap_or_else(|| container(r))
+pub(super) fn pod_container(r: &Record) -> String {
+    r.k8s_container
+        .as_deref()
+        .map_or_else(|| container(r), label)
 }
 
-/// The (namespace, pod) of `r`, empty outside a pod.
+/// The (namespace, pod) labels of `r`, empty outside a pod.
 pub(super) fn pod_of(r: &Record) -> (String, String) {
     (
-        r.k8s_namespace.clone().unwrap_or_default(),
-        r.k8s_pod.clone().unwrap_or_default(),
+        label(r.k8s_namespace.as_deref().unwrap_or("")),
+        label(r.k8s_pod.as_deref().unwrap_or("")),
     )
 }
 
@@ -97,11 +85,14 @@ impl Metrics {
         let name = view
             .names
             .get(&netns)
-            .cloned()
-            .unwrap_or_else(|| netns.to_string());
+            .map_or_else(|| netns.to_string(), |n| label(n));
         let mut labels = vec![("netns", name)];
         if self.limits.kubernetes {
-            let (ns, pod) = view.pods.get(&netns).cloned().unwrap_or_default();
+            let (ns, pod) = view
+                .pods
+                .get(&netns)
+                .map(|(ns, pod)| (label(ns), label(pod)))
+                .unwrap_or_default();
             labels.extend([
                 ("namespace", ns),
                 ("pod", pod),
@@ -142,9 +133,11 @@ impl Metrics {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{KernelView, Limits, Metrics};
+    use std::sync::Arc;
+
+    use super::super::{KernelMember, KernelView, Limits, Metrics};
     use crate::{
-        kernel::Proto,
+        kernel::{Proto, pods::Pod},
         model::{
             ephemeral::DestKey,
             record::{Record, RecordType, decode_bind},
@@ -204,11 +197,62 @@ mod tests {
         for line in [
             "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\",namespace=\"shop\",pod=\"web-0\",container=\"app\"} 1\n",
             "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\",namespace=\"\",pod=\"\",container=\"3f4e156163a0\"} 1\n",
-            "inspector_connect_failures_total{proto=\"tcp\",errno=\"EADDRNOTAVAIL\",namespace=\"shop\",pod=\"web-0\",container=\"app\"} 1\n",
+            "inspector_connect_failures_total{proto=\"tcp\",errno=\"EADDRNOTAVAIL\",netns=\"0\",destination=\"0.0.0.0:8080\",namespace=\"shop\",pod=\"web-0\",container=\"app\"} 1\n",
             "inspector_timewait_sockets{netns=\"cni-1\",namespace=\"shop\",pod=\"web-0\",container=\"\",proto=\"tcp\",port=\"443\"} 2\n",
             "inspector_ephemeral_ports_in_use{netns=\"cni-1\",namespace=\"shop\",pod=\"web-0\",container=\"\",destination=\"10.0.0.1:80\"} 3\n",
         ] {
             assert!(om.contains(line), "missing {line:?} in\n{om}");
         }
+    }
+
+    #[test]
+    fn members_carry_their_pod() {
+        let long = format!("a\"b\n\u{1b}[2J{}", "é".repeat(300));
+        let mut m = Metrics::new(Limits {
+            kubernetes: true,
+            ..Limits::default()
+        });
+        let mut d = failed(RecordType::Bind, true);
+        d.kind = RecordType::Reuseport;
+        d.errno = None;
+        d.lport = 7000;
+        d.sock = 1;
+        d.pid = Some(77);
+        d.comm = Some("srv".into());
+        m.apply(&d);
+        let mut r = failed(RecordType::Bind, true);
+        r.k8s_namespace = Some(long.clone());
+        r.k8s_pod = Some(long.clone());
+        r.k8s_container = Some(long.clone());
+        m.apply(&r);
+        let mut view = KernelView {
+            timewait: Some(vec![(11, Proto::Tcp, 443, 2)]),
+            members: vec![KernelMember {
+                sock: 2,
+                proto: Some(Proto::Tcp),
+                lport: 7000,
+                container: Some("3f4e156163a0".into()),
+                pod: Some(Arc::new(Pod {
+                    namespace: long.clone(),
+                    pod: "web-1".into(),
+                    container: Some("app".into()),
+                })),
+                ..KernelMember::default()
+            }],
+            ..KernelView::default()
+        };
+        view.netns.names.insert(11, long.clone());
+        view.netns.pods.insert(11, (long.clone(), long.clone()));
+        m.set_kernel(view);
+        let om = m.encode_openmetrics();
+        assert!(
+            om.contains("member=\"0\",pid=\"77\",comm=\"srv\",namespace=\"shop\",pod=\"web-0\",container=\"app\"} 1\n"),
+            "{om}"
+        );
+        assert!(
+            om.contains("member=\"1\",pid=\"\",comm=\"\",namespace=\"a"),
+            "{om}"
+        );
+        assert!(om.contains("pod=\"web-1\",container=\"app\"} 0\n"), "{om}");
     }
 }
