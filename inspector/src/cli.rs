@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{kernel::Proto, kernel::probe::Mode, model::filter::PortSet};
+use crate::{kernel::Proto, kernel::probe::Mode, model::filter::PortSet, recording::Moment};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,6 +117,13 @@ pub struct TraceArgs {
     /// instead of the kernel.
     #[arg(long, value_name = "PATH")]
     pub replay: Option<PathBuf>,
+    /// With --replay: from this moment of the recording, an RFC 3339 time
+    /// (2026-12-06T07:00:00Z) or an offset from its start (+90s, +5m).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub since: Option<Moment>,
+    /// With --replay: up to this moment (same forms as --since).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub until: Option<Moment>,
 }
 
 /// `inspector dashboard`.
@@ -132,6 +139,13 @@ pub struct DashboardArgs {
     /// Replay one second per `n` key instead of in time.
     #[arg(long, requires = "replay", conflicts_with = "speed")]
     pub step: bool,
+    /// With --replay: from this moment of the recording, an RFC 3339 time
+    /// (2026-12-06T07:00:00Z) or an offset from its start (+90s, +5m).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub since: Option<Moment>,
+    /// With --replay: up to this moment (same forms as --since).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub until: Option<Moment>,
 }
 
 /// `inspector record`.

@@ -113,6 +113,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json: t.json,
                 duration,
                 replay: t.replay,
+                window: recording::Window {
+                    since: t.since,
+                    until: t.until,
+                },
             })
             .await
         }
@@ -159,7 +163,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             replay: Some(path),
             speed,
             step,
-        })) => dashboard::replay::run(&path, filter, speed, step).await,
+            since,
+            until,
+        })) => {
+            let window = recording::Window { since, until };
+            dashboard::replay::run(&path, filter, speed, step, window).await
+        }
         Some(cli::Command::Dashboard(_)) | None => dashboard::run(filter, cli.mode).await,
     }
 }
