@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{kernel::Proto, kernel::probe::Mode, model::filter::PortSet};
+use crate::{kernel::Proto, kernel::probe::Mode, model::filter::PortSet, recording::Moment};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -175,6 +175,13 @@ pub struct TraceArgs {
     /// instead of the kernel.
     #[arg(long, value_name = "PATH")]
     pub replay: Option<PathBuf>,
+    /// With --replay: from this moment of the recording, an RFC 3339 time
+    /// (2026-12-06T07:00:00Z) or an offset from its start (+90s, +5m).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub since: Option<Moment>,
+    /// With --replay: up to this moment (same forms as --since).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub until: Option<Moment>,
 }
 
 /// `inspector dashboard`.
@@ -190,6 +197,13 @@ pub struct DashboardArgs {
     /// Replay one second per `n` key instead of in time.
     #[arg(long, requires = "replay", conflicts_with = "speed")]
     pub step: bool,
+    /// With --replay: from this moment of the recording, an RFC 3339 time
+    /// (2026-12-06T07:00:00Z) or an offset from its start (+90s, +5m).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub since: Option<Moment>,
+    /// With --replay: up to this moment (same forms as --since).
+    #[arg(long, value_name = "TIME", requires = "replay")]
+    pub until: Option<Moment>,
 }
 
 /// `inspector record`.
@@ -220,10 +234,16 @@ pub struct ServeArgs {
     /// Address and port of the HTTP server.
     #[arg(long, value_name = "ADDR:PORT", default_value = crate::commands::serve::DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
-    /// Ports outside --port that get their own `port` label value; later
-    /// ones read port="other".
+    /// Ports outside --port that get their own `port` label value: the
+    /// most recently failing ones; the least recently failing gives way to
+    /// a new one and its series fold into port="other".
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_ports: usize,
+    /// Connect destinations (netns, address:port) that get their own label
+    /// values in inspector_connect_failures_total: the most recently
+    /// failing ones; older ones fold into "other".
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_destinations: usize,
     /// Label sets per metric; past it, increments go to one series whose
     /// labels read "other".
     #[arg(long, value_name = "N", default_value_t = 2048)]
@@ -233,6 +253,22 @@ pub struct ServeArgs {
     /// inspector_reuseport_deliveries_total; bounded by --max-series.
     #[arg(long)]
     pub container_label: bool,
+    /// Adds `namespace`, `pod` and `container` (name) labels to the bind
+    /// and connect failures, the SO_REUSEPORT deliveries and the
+    /// ephemeral-port gauges, read from the kubelet's /var/log/pods and
+    /// /var/log/containers directories (no API access). On by itself where
+    /// /var/log/pods exists.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The kubelet's pod log directory, for --kubernetes (its
+    /// `containers` sibling is read too); for tests.
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub pods_dir: Option<PathBuf>,
+    /// Adds a `socket` label (the socket inode) to
+    /// inspector_reuseport_deliveries_total. Off by default: an inode is
+    /// new at every reconnect, and each one is a new series.
+    #[arg(long)]
+    pub label_socket_inode: bool,
     /// Also record the trace to this directory, as `inspector record`
     /// does with its default bounds. A write error (a full disk) stops the
     /// recording, not the agent: it is logged, counted in

@@ -117,6 +117,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 json: t.json,
                 duration,
                 replay: t.replay,
+                window: recording::Window {
+                    since: t.since,
+                    until: t.until,
+                },
             })
             .await
         }
@@ -139,9 +143,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 limits: serve::metrics::Limits {
                     ports: filter.ports.clone(),
                     max_ports: args.max_ports,
+                    max_destinations: args.max_destinations,
                     max_series: args.max_series,
                     container_label: args.container_label,
+                    socket_inode_label: args.label_socket_inode,
+                    kubernetes: args.kubernetes,
                 },
+                pods_dir: args.pods_dir,
+                version: env!("CARGO_PKG_VERSION"),
+                commit: build_info::GIT_COMMIT,
                 filter,
                 netns_path: cli.filters.netns.clone(),
                 mode: cli.mode,
@@ -157,7 +167,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             replay: Some(path),
             speed,
             step,
-        })) => dashboard::replay::run(&path, filter, speed, step).await,
+            since,
+            until,
+        })) => {
+            let window = recording::Window { since, until };
+            dashboard::replay::run(&path, filter, speed, step, window).await
+        }
         Some(cli::Command::Dashboard(_)) | None => dashboard::run(filter, cli.mode).await,
         Some(cli::Command::Balance(args)) => {
             commands::balance::run(&args.to_options(&cli.filters, cli.mode)?).await

@@ -277,7 +277,7 @@ fn a_caller_that_exits_at_once_still_gets_its_explanation() {
     if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
-    const FAILURES: usize = 4;
+    const FAILURES: usize = 8;
     let spec = |listen| BindSpec {
         addr: "127.0.0.1:7204".parse().expect("address"),
         stream: true,

@@ -25,6 +25,7 @@ use std::{
 use common::{
     TempDir, inspector, needs_root,
     serve::{Running, ci, get, spawn_serve, start_prometheus, tool},
+    stop,
 };
 use inspector::kernel::netns::in_new_netns;
 
@@ -123,7 +124,32 @@ fn terminate(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// Runs `cmd` to its end; (exit code, stdout, stderr, peak RSS in KiB).
+/// Runs `inspector ARGS` to its end under time(1); (exit code, stdout,
+/// stderr, peak RSS in KiB). Not the rusage of a child forked from this
+/// process: Linux carries the peak RSS of the mm a process had before
+/// exec() into its `ru_maxrss`, so a child of a test process grown by
+/// earlier tests would report the test's size, not the inspector's.
+fn run_measured_rss(args: &[&std::ffi::OsStr]) -> (i32, Vec<u8>, String, u64) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file = std::env::temp_dir().join(format!("inspector-rss-{}-{n}", std::process::id()));
+    let mut c = Command::new("/usr/bin/time");
+    c.args(["-f", "%M", "-o"])
+        .arg(&file)
+        .arg(env!("CARGO_BIN_EXE_inspector"))
+        .args(args);
+    let (code, out, err, _) = run_measured(c);
+    let rss = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.lines().last()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("time(1) wrote no peak RSS: {err}"));
+    let _ = std::fs::remove_file(&file);
+    (code, out, err, rss)
+}
+
+/// Runs `cmd` to its end; (exit code, stdout, stderr, the child's
+/// `ru_maxrss`: see [`run_measured_rss`] for why that is not the peak RSS
+/// of what it runs).
 #[expect(
     clippy::zombie_processes,
     reason = "reaped by wait4, which also gives the peak RSS"
@@ -201,28 +227,30 @@ fn a_recording_directory_of_another_user_is_refused_and_planted_links_never_foll
     // Told the directory is shared: it records, but through no link. The
     // links name numbers 0-63; it starts at 64, and its rotation removes
     // links without following them.
-    let (code, _, err, _) = run_measured({
-        let mut c = Command::new(env!("CARGO_BIN_EXE_inspector"));
-        c.args([
-            "record",
-            "--output",
-            dir.to_str().expect("utf-8"),
-            "--allow-shared-dir",
-            "--max-files",
-            "2",
-        ]);
-        // A recorder that records for a moment, then is stopped.
-        // SAFETY: alarm in the child before exec; SIGALRM is then
-        // handled by nothing and ends the process, as a kill would.
-        unsafe {
-            c.pre_exec(|| {
-                libc::alarm(3);
-                Ok(())
-            });
-        }
-        c
-    });
-    assert_ne!(code, 2, "{err}");
+    let (recorder, rx) = common::start(&[
+        "record",
+        "--output",
+        dir.to_str().expect("utf-8"),
+        "--allow-shared-dir",
+        "--max-files",
+        "2",
+    ])
+    .expect("the probes attach");
+    // It records until its first file is there (bounded), then stops.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20)
+        && !std::fs::read_dir(&dir).expect("list").any(|e| {
+            e.and_then(|e| e.path().symlink_metadata())
+                .is_ok_and(|m| m.file_type().is_file())
+        })
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_, err) = stop(recorder, &rx);
+    assert!(
+        !err.iter().any(|l| l.contains("inspector: error")),
+        "{err:?}"
+    );
     assert_eq!(std::fs::read(&victim).expect("victim"), before, "untouched");
     let meta = std::fs::metadata(&victim).expect("victim");
     assert_eq!(meta.uid(), 0);
@@ -578,9 +606,8 @@ fn replay_memory_is_bounded_for_a_bomb_and_for_two_million_records() {
         z.finish().expect("finish");
     }
     let size = std::fs::metadata(&bomb).expect("bomb").len();
-    let mut c = Command::new(env!("CARGO_BIN_EXE_inspector"));
-    c.args(["trace", "--replay"]).arg(&bomb);
-    let (code, _, err, rss) = run_measured(c);
+    let (code, _, err, rss) =
+        run_measured_rss(&["trace".as_ref(), "--replay".as_ref(), bomb.as_os_str()]);
     eprintln!("bomb of {size} bytes: exit {code}, peak RSS {rss} KiB: {err}");
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("longer than"), "{err}");
@@ -597,10 +624,13 @@ fn replay_memory_is_bounded_for_a_bomb_and_for_two_million_records() {
     let text = {
         let dir = dir.clone();
         std::thread::spawn(move || {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_inspector"));
-            c.args(["trace", "--failures-only", "--replay"]).arg(&dir);
             let start = Instant::now();
-            let r = run_measured(c);
+            let r = run_measured_rss(&[
+                "trace".as_ref(),
+                "--failures-only".as_ref(),
+                "--replay".as_ref(),
+                dir.as_os_str(),
+            ]);
             (r, start.elapsed())
         })
     };

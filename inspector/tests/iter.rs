@@ -18,6 +18,7 @@ use std::{
 use common::{addr, tcp, udp};
 use inspector::{
     kernel::Proto,
+    kernel::TcpState,
     kernel::netns::current_netns,
     kernel::netns::enter_new_netns,
     kernel::sockets::{Entry, KernelSocket, SnapshotFilter, SocketTable},
@@ -93,7 +94,7 @@ impl Want {
 
     fn check(&self, s: &KernelSocket) {
         let w = self.what;
-        assert_eq!(s.state, self.state, "{w}: state of {s:?}");
+        assert_eq!(s.state, TcpState::from(self.state), "{w}: state of {s:?}");
         assert_eq!(s.reuseaddr, self.reuseaddr, "{w}: SO_REUSEADDR of {s:?}");
         assert_eq!(s.reuseport, self.reuseport, "{w}: SO_REUSEPORT of {s:?}");
         assert_eq!(s.v6only, self.v6only, "{w}: V6ONLY of {s:?}");
@@ -389,7 +390,7 @@ fn snapshot_lists_the_namespace_sockets_with_their_flags() {
         },
     );
     let tw = snap.iter().find(|k| k.local == c2).expect("timewait");
-    assert_eq!(tw.state, TIME_WAIT, "{tw:?}");
+    assert_eq!(tw.state, TcpState::TIME_WAIT, "{tw:?}");
     assert!(tw.reuseport && !tw.reuseaddr, "{tw:?}");
     assert_eq!((tw.ino, tw.uid), (None, None), "{tw:?}");
 
@@ -399,9 +400,9 @@ fn snapshot_lists_the_namespace_sockets_with_their_flags() {
     // Settled: both timewait sockets in TIME_WAIT, no connection left in
     // a closing state.
     let snap = until(&mut t, &path, "both timewait sockets in TIME_WAIT", |s| {
-        let settled = s
-            .iter()
-            .all(|k| k.proto == Proto::Udp || k.state == LISTEN || k.state == TIME_WAIT);
+        let settled = s.iter().all(|k| {
+            k.proto == Proto::Udp || k.state == TcpState::LISTEN || k.state == TcpState::TIME_WAIT
+        });
         let tws = s
             .iter()
             .filter(|k| {
@@ -538,7 +539,10 @@ fn task_file_walk_names_owners_and_bound_only_sockets() {
         .iter()
         .find(|f| f.socket.ino == Some(bound_ino))
         .expect("bound-only TCP socket");
-    assert_eq!((b.socket.proto, b.socket.state), (Proto::Tcp, CLOSE));
+    assert_eq!(
+        (b.socket.proto, b.socket.state),
+        (Proto::Tcp, TcpState::CLOSE)
+    );
     assert_eq!(
         b.socket.local,
         "127.0.0.1:7301".parse::<SocketAddr>().expect("addr")
@@ -554,7 +558,7 @@ fn task_file_walk_names_owners_and_bound_only_sockets() {
         .iter()
         .find(|f| f.socket.ino == Some(l_ino))
         .expect("listener");
-    assert!(l.socket.state == LISTEN && l.socket.reuseport);
+    assert!(l.socket.state == TcpState::LISTEN && l.socket.reuseport);
     assert!(files.iter().any(|f| f.socket.ino == Some(u_ino)));
     let by_port = t.files_in(Some(&path), Some(7302)).expect("walk");
     assert_eq!(by_port.len(), 1, "{by_port:#?}");

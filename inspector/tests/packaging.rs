@@ -1,10 +1,15 @@
 //! The shipped systemd unit and DaemonSet against what the code asks for:
 //! one list of capabilities (`build_info::CAPABILITIES`, which
 //! `inspector --version` prints), granted exactly by both; loopback-only
-//! listening; the settings the agent needs to work as shipped. Needs no
-//! privilege: it reads files. (`cargo xtask dist-test` runs them.)
+//! listening; the settings the agent needs to work as shipped; the alert
+//! rules, checked and unit-tested by promtool, each with its runbook.
+//! Needs no privilege: it reads files. (`cargo xtask dist-test` runs them.)
+
+mod common;
 
 use std::{path::PathBuf, process::Command};
+
+use common::serve::tool;
 
 use inspector::build_info::CAPABILITIES;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -173,7 +178,11 @@ fn the_daemonset_mounts_tracefs_and_pod_logs() {
             .is_some()
     );
     let volumes = pod["volumes"].as_vec().expect("volumes");
-    for path in ["/sys/kernel/tracing", "/var/log/pods"] {
+    for path in [
+        "/sys/kernel/tracing",
+        "/var/log/pods",
+        "/var/log/containers",
+    ] {
         let volume = volumes
             .iter()
             .find(|v| v["hostPath"]["path"].as_str() == Some(path))
@@ -188,4 +197,75 @@ fn the_daemonset_mounts_tracefs_and_pod_logs() {
         assert_eq!(mount["mountPath"].as_str(), Some(path));
         assert_eq!(mount["readOnly"].as_bool(), Some(true), "{path} read-only");
     }
+}
+
+fn packaging_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging")
+        .join(name)
+}
+
+/// `promtool ARGS`, asserted to succeed; skipped (failing in CI) without
+/// promtool.
+fn promtool(args: &[&str], file: &str) {
+    let Some(promtool) = tool("promtool") else {
+        return;
+    };
+    let out = Command::new(promtool)
+        .args(args)
+        .arg(packaging_path(file))
+        .output()
+        .expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool {} {file}:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn packaged_alert_rules_pass_promtool_check() {
+    promtool(&["check", "rules"], "alerts.yml");
+}
+
+/// alerts_test.yml replays each incident (one burst of bind failures then
+/// silence, a starved SO_REUSEPORT member, ephemeral ports near the end of
+/// a pod's range, TIME_WAIT piling up) against the rules.
+#[test]
+fn packaged_alert_rules_fire_on_their_incidents() {
+    promtool(&["test", "rules"], "alerts_test.yml");
+}
+
+#[test]
+fn every_alert_has_a_runbook_and_a_test() {
+    let rules = YamlLoader::load_from_str(&packaging("alerts.yml")).expect("valid YAML");
+    let tests = packaging("alerts_test.yml");
+    let mut alerts = Vec::new();
+    for group in rules[0]["groups"].as_vec().expect("groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            if let Some(name) = rule["alert"].as_str() {
+                alerts.push(name.to_owned());
+                let url = rule["annotations"]["runbook_url"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name} has no runbook_url"));
+                assert_eq!(url, format!("docs/runbooks/{name}.md"));
+                let runbook = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("..")
+                    .join(url);
+                let text = std::fs::read_to_string(&runbook)
+                    .unwrap_or_else(|e| panic!("{}: {e}", runbook.display()));
+                assert!(
+                    text.contains("inspector "),
+                    "{name}'s runbook names the inspector command to run next"
+                );
+                assert!(
+                    tests.contains(&format!("alertname: {name}\n")),
+                    "alerts_test.yml tests {name}"
+                );
+            }
+        }
+    }
+    assert!(alerts.len() >= 5, "{alerts:?}");
 }

@@ -274,3 +274,84 @@ fn measure_bytes_and_cpu_per_event() {
     );
     let _ = std::fs::remove_dir_all(Path::new(&dir));
 }
+
+/// A recording of 10 connect records, one a second from its start, written
+/// as `inspector record` writes them (no privileges needed).
+fn ten_seconds(dir: &std::path::Path) {
+    let header = inspector::recording::Header::new("tracepoint".into(), "none".into());
+    let mut w = inspector::recording::Writer::create(
+        dir,
+        inspector::recording::Limits {
+            max_size: 1 << 30,
+            max_files: 1,
+        },
+        &header,
+        false,
+    )
+    .expect("writer");
+    let mut records = Vec::new();
+    let ev = inspector::fixture::EventBuilder::connect(5000)
+        .owner(4242, "client")
+        .ports(40000, 5000)
+        .build();
+    inspector::model::tracker::Tracker::new().apply(&ev, &mut records);
+    let mut r = records.pop().expect("a connect record");
+    for i in 0..10u64 {
+        r.ts_ns = header.start_mono_ns + i * 1_000_000_000;
+        r.lport = 40000 + i as u16;
+        inspector::output::ndjson::write(&r, &mut w.pending);
+    }
+    w.flush().expect("flush");
+}
+
+#[test]
+fn since_and_until_cut_a_replay_to_a_window() {
+    let dir = tmpdir("window");
+    ten_seconds(&dir);
+    let path = dir.to_str().expect("utf-8");
+    let ports = |args: &[&str]| -> Vec<u64> {
+        let mut all = vec!["trace", "--json", "--replay", path];
+        all.extend(args);
+        let (lines, err) = replay(&all);
+        lines
+            .iter()
+            .filter(|l| l["type"] == "connect")
+            .map(|l| l["lport"].as_u64().unwrap_or_else(|| panic!("{l} {err}")))
+            .collect()
+    };
+    assert_eq!(ports(&[]).len(), 10);
+    // Seconds 3 to 5 of the recording, both ends in.
+    assert_eq!(
+        ports(&["--since", "+3s", "--until", "+5s"]),
+        [40003, 40004, 40005]
+    );
+    assert_eq!(ports(&["--since", "+8s"]), [40008, 40009]);
+    // The same moments as wall-clock times, from the recording's header.
+    let header = inspector::recording::Reader::open(&dir)
+        .expect("open")
+        .next_line()
+        .expect("read");
+    let Some(inspector::recording::Line::Header(h)) = header else {
+        panic!("no header");
+    };
+    let wall = |s: u64| {
+        let ns = i128::from(h.start_unix_ns + s * 1_000_000_000);
+        jiff::Timestamp::from_nanosecond(ns)
+            .expect("time")
+            .to_string()
+    };
+    assert_eq!(
+        ports(&["--until", &wall(1)]),
+        [40000, 40001],
+        "until {}",
+        wall(1)
+    );
+    // Bad input: one line naming the forms, exit 2.
+    let out = inspector(&["trace", "--replay", path, "--since", "yesterday"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("RFC 3339") && err.contains("+90s"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

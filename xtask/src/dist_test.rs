@@ -666,8 +666,8 @@ fn image_under_podman(artifacts: &Artifacts, expected: &VersionInfo) -> Result<(
 }
 
 /// Waits for serve's banner, makes a failed bind in a new network
-/// namespace, and scrapes until the metrics report it with its
-/// explanation.
+/// namespace, and scrapes until the metrics report it and the log
+/// explains it.
 fn exercise_serve(
     cleanup: &mut Cleanup,
     port: u16,
@@ -724,10 +724,9 @@ fn exercise_serve(
     while Instant::now() < deadline {
         log.extend(lines.try_iter());
         metrics = scrape(port)?;
-        let info = metrics
-            .lines()
-            .find(|l| l.starts_with("inspector_last_bind_failure_info{"));
-        if metrics.lines().any(|l| l == counter) && info.is_some_and(|l| l.contains(&holder)) {
+        // The explanation is free text: in the log, not in a label.
+        let explained = log.iter().any(|l| l.contains(&holder));
+        if metrics.lines().any(|l| l == counter) && explained {
             println!("dist-test: container: curl http://127.0.0.1:{port}/metrics:");
             for line in metrics.lines().filter(|l| {
                 l.starts_with("inspector_bind_failures_total{")
@@ -735,6 +734,9 @@ fn exercise_serve(
                     || l.starts_with("inspector_bind_decisions_total{proto=\"tcp\",phase=\"bind\"")
             }) {
                 println!("dist-test: container:   {line}");
+            }
+            if let Some(line) = log.iter().find(|l| l.contains(&holder)) {
+                println!("dist-test: container: log: {line}");
             }
             return Ok(());
         }
@@ -746,7 +748,7 @@ fn exercise_serve(
         .collect();
     bail!(
         "within 20 s the metrics did not report the failed bind on port {failed_port} in namespace \
-         {} with its holder (pid {helper_pid}); they say:\n{}",
+         {}, or the log did not name its holder (pid {helper_pid}); the metrics say:\n{}",
         cleanup.netns,
         shown.join("\n")
     )

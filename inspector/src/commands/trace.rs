@@ -17,7 +17,7 @@ use crate::{
         drive::{self, Flow, Sink, Stop},
         source::{Pace, Source},
     },
-    recording::Line,
+    recording::{Line, Window},
     util::escape::Escaped,
 };
 
@@ -32,6 +32,8 @@ pub struct TraceOptions {
     pub duration: Option<Duration>,
     /// A recording to read instead of the kernel.
     pub replay: Option<PathBuf>,
+    /// The part of the recording to read.
+    pub window: Window,
 }
 
 /// True when standard output's reader has gone even though nothing was
@@ -230,6 +232,7 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
                 // its tw_enter, live or replayed.
                 fold_handover: opts.filter.lifecycle_states,
             },
+            opts.window,
         )?,
         None => {
             let pipeline = Pipeline::new(opts.filter, opts.mode)?;

@@ -380,3 +380,87 @@ pub fn followed(only: Option<u32>) -> Vec<PathBuf> {
     paths.truncate(FOLLOWED_MAX);
     paths
 }
+
+/// Where named namespaces are bind-mounted: `ip netns` and CNI plugins
+/// (`/var/run/netns`, the same directory where `/var/run` links to `/run`).
+pub const NAMED_DIRS: [&str; 2] = ["/run/netns", "/var/run/netns"];
+
+/// Longest `/run/netns` name kept; a longer one is cut.
+const NAME_MAX: usize = 64;
+
+/// A network namespace found by [`scan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// Its inode, as events' `netns`.
+    pub ino: u32,
+    /// A path into it.
+    pub path: PathBuf,
+    /// Its name in a [`NAMED_DIRS`] directory, if it has one.
+    pub name: Option<String>,
+    /// A process inside it, if one was found.
+    pub pid: Option<u32>,
+}
+
+/// Every network namespace of this host that has a name or a process in
+/// it, by inode: named ones through their name, the others through the
+/// first process found in them (`/proc/PID/ns/net`), with that process. One `stat` per name
+/// and per process; namespaces held only by a thread or an open
+/// descriptor are not found.
+pub fn scan() -> std::collections::BTreeMap<u32, Found> {
+    let mut found = std::collections::BTreeMap::new();
+    let ino_of = |p: &Path| {
+        fs::metadata(p)
+            .ok()
+            .and_then(|m| u32::try_from(m.ino()).ok())
+    };
+    for dir in NAMED_DIRS {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let (path, name) = (e.path(), e.file_name());
+            let Some(name) = name.to_str() else { continue };
+            // A name's mount point is a plain file until mounted on: its
+            // inode is then the file system's, not a namespace's.
+            if let Some(ino) = ino_of(&path)
+                && Netns::open(&path).is_ok()
+            {
+                let name: String = name.chars().take(NAME_MAX).collect();
+                found.entry(ino).or_insert(Found {
+                    ino,
+                    path,
+                    name: Some(name),
+                    pid: None,
+                });
+            }
+        }
+    }
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let path = e.path().join("ns/net");
+        if let Some(ino) = ino_of(&path) {
+            // A named one gets a process too: CNI names pods' namespaces,
+            // and the process tells whose they are.
+            found
+                .entry(ino)
+                .and_modify(|f: &mut Found| {
+                    f.pid.get_or_insert(pid);
+                })
+                .or_insert(Found {
+                    ino,
+                    path,
+                    name: None,
+                    pid: Some(pid),
+                });
+        }
+    }
+    found
+}
+
+/// A thread's namespace file, `/proc/PID/task/TID/ns/net`, if the thread
+/// is still in namespace `ino`.
+pub fn thread_netns(pid: u32, tid: u32, ino: u32) -> Option<PathBuf> {
+    let path = PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net"));
+    fs::metadata(&path)
+        .is_ok_and(|m| m.ino() == u64::from(ino))
+        .then_some(path)
+}

@@ -42,10 +42,10 @@ use inspector_common::{
 };
 
 use crate::{
-    kernel::Proto,
     kernel::netns::{self, NetnsError},
     kernel::offsets,
     kernel::probe::{self, ProbeError},
+    kernel::{Proto, TcpState},
 };
 
 /// The iterator programs of the object: (program name, proto, iterator
@@ -137,7 +137,7 @@ pub struct KernelSocket {
     pub remote: SocketAddr,
     /// `skc_state` (TCP numbering, include/net/tcp_states.h; UDP uses
     /// ESTABLISHED when connected and CLOSE otherwise).
-    pub state: u8,
+    pub state: TcpState,
     pub entry: Entry,
     pub netns: u32,
     /// Inode of the socket's file, as `/proc/PID/fd` shows `socket:[N]`;
@@ -200,7 +200,7 @@ impl KernelSocket {
             proto,
             local: SocketAddr::new(ip(&r.laddr)?, r.lport),
             remote: SocketAddr::new(ip(&r.raddr)?, r.rport),
-            state: r.state,
+            state: TcpState::from(r.state),
             entry,
             netns: r.netns,
             ino: (r.ino != 0).then_some(r.ino),

@@ -113,6 +113,61 @@ pub fn clock_ticks() -> Option<u64> {
     u64::try_from(hz).ok().filter(|&h| h > 0)
 }
 
+/// What Prometheus's `process_*` metrics report, read from `/proc/self`
+/// (the names and meanings of client_golang's process collector).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessStats {
+    /// User + system CPU time, in seconds.
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    /// The soft RLIMIT_NOFILE.
+    pub max_fds: u64,
+    /// Since the epoch.
+    pub start_time_seconds: f64,
+}
+
+/// [`ProcessStats`] of this process; `None` where `/proc` cannot be read.
+pub fn process_stats() -> Option<ProcessStats> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let hz = clock_ticks()? as f64;
+    // The command name may hold spaces: fields count from its closing ')',
+    // field 3 (state) first; see proc_pid_stat(5).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse::<u64>().ok())?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let mut limit = std::mem::MaybeUninit::<libc::rlimit>::zeroed();
+    // SAFETY: getrlimit writes one rlimit into a buffer of its size.
+    let max_fds = match unsafe { syscall!(getrlimit(libc::RLIMIT_NOFILE, limit.as_mut_ptr())) } {
+        // SAFETY: getrlimit succeeded and filled the buffer.
+        Ok(_) => unsafe { limit.assume_init() }.rlim_cur,
+        Err(_) => 0,
+    };
+    Some(ProcessStats {
+        cpu_seconds: (field(14)? + field(15)?) as f64 / hz,
+        resident_bytes: field(24)? * u64::from(page_size()?),
+        virtual_bytes: field(23)?,
+        open_fds,
+        max_fds,
+        start_time_seconds: boot as f64 + field(22)? as f64 / hz,
+    })
+}
+
+/// The running kernel's release (`uname -r`), from
+/// `/proc/sys/kernel/osrelease`.
+pub fn kernel_release() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
 /// `setsockopt(fd, level, name, &value)` for an int option socket2 has no
 /// setter for (IP_BIND_ADDRESS_NO_PORT, IP_MULTICAST_ALL).
 pub fn set_int_option(
@@ -567,6 +622,25 @@ mod tests {
         // SAFETY: close(-1) touches no descriptor; it fails with EBADF.
         let e = unsafe { syscall!(close(-1)) }.expect_err("EBADF");
         assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn process_stats_are_this_process() {
+        let p = process_stats().expect("/proc/self");
+        let held = fs::File::open("/proc/self/stat").expect("open");
+        let more = process_stats().expect("/proc/self");
+        assert!(
+            more.open_fds > p.open_fds.saturating_sub(1),
+            "{p:?} {more:?}"
+        );
+        drop(held);
+        assert!(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes);
+        assert!(p.max_fds >= p.open_fds);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        assert!(p.start_time_seconds <= now + 1.0 && p.start_time_seconds > now - 86_400.0 * 365.0);
     }
 
     #[test]

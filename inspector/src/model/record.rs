@@ -202,6 +202,15 @@ pub struct Record {
     pub cgroup: Option<String>,
     /// Container id (or machine name) parsed from `cgroup`.
     pub container: Option<String>,
+    /// The Kubernetes namespace, pod and container names of `cgroup`'s
+    /// pod, where the kubelet's log directories name it (`serve
+    /// --kubernetes`).
+    #[serde(default)]
+    pub k8s_namespace: Option<String>,
+    #[serde(default)]
+    pub k8s_pod: Option<String>,
+    #[serde(default)]
+    pub k8s_container: Option<String>,
     /// The cgroup v2 id behind `cgroup`, resolved to it in user space.
     #[serde(skip)]
     pub cgroup_id: Option<u64>,
@@ -286,6 +295,9 @@ impl Record {
             last_comm: None,
             cgroup: None,
             container: None,
+            k8s_namespace: None,
+            k8s_pod: None,
+            k8s_container: None,
             cgroup_id: (ev.cgroup != 0).then_some(ev.cgroup),
             netns: ev.netns,
             cookie: (ev.cookie != 0).then_some(ev.cookie),

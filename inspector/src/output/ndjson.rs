@@ -180,6 +180,9 @@ pub fn write(r: &Record, out: &mut Vec<u8>) {
     o.opt_str("last_comm", r.last_comm.as_deref());
     o.opt_str("cgroup", r.cgroup.as_deref());
     o.opt_str("container", r.container.as_deref());
+    o.opt_str("k8s_namespace", r.k8s_namespace.as_deref());
+    o.opt_str("k8s_pod", r.k8s_pod.as_deref());
+    o.opt_str("k8s_container", r.k8s_container.as_deref());
     o.num("netns", r.netns);
     o.opt_num("cookie", r.cookie);
     o.key("sock_id");

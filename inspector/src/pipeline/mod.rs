@@ -18,6 +18,7 @@ pub use crate::kernel::sys::monotonic_ns;
 
 use crate::{
     kernel::cgroup::Resolver,
+    kernel::pods::PodResolver,
     kernel::probe::{Counters, LoadOptions, Mode, ProbeError, Probes},
     model::filter::Filter,
     model::record::Record,
@@ -33,6 +34,9 @@ pub struct Pipeline {
     pub filter: Filter,
     /// Cgroup ids to paths and containers, before the filter sees them.
     pub cgroups: Resolver,
+    /// Cgroups to Kubernetes pods, where the kubelet's pod log directories
+    /// are found (`/var/log/pods`, or `serve --pods-dir`).
+    pub pods: Option<PodResolver>,
     /// Events read from the ring buffer.
     pub seen: u64,
     scratch: Vec<Record>,
@@ -70,6 +74,7 @@ impl Pipeline {
             tracker,
             filter,
             cgroups: Resolver::new(),
+            pods: PodResolver::detect(),
             seen: 0,
             scratch: Vec::new(),
             annotator: annotate::Annotator::default(),
@@ -94,7 +99,7 @@ impl Pipeline {
             now
         };
         self.tracker.flush(now, &mut self.scratch);
-        fill_cgroups(&mut self.cgroups, &mut self.scratch);
+        fill_cgroups(&mut self.cgroups, self.pods.as_mut(), &mut self.scratch);
         let filter = &self.filter;
         // In place, then one block copy: a record is a few hundred bytes.
         self.scratch.retain(|r| filter.matches(r));
@@ -131,8 +136,13 @@ impl Pipeline {
     }
 }
 
-/// Sets `cgroup`/`container` of each record from its `cgroup_id`.
-fn fill_cgroups(cgroups: &mut Resolver, records: &mut [Record]) {
+/// Sets `cgroup`/`container` of each record from its `cgroup_id`, and
+/// the pod's names where `pods` finds them.
+fn fill_cgroups(
+    cgroups: &mut Resolver,
+    mut pods: Option<&mut PodResolver>,
+    records: &mut [Record],
+) {
     for r in records {
         if let Some(id) = r.cgroup_id
             && r.cgroup.is_none()
@@ -140,6 +150,15 @@ fn fill_cgroups(cgroups: &mut Resolver, records: &mut [Record]) {
         {
             r.cgroup = Some(found.path.clone());
             r.container = found.container.clone();
+            // Only a container's cgroup can be a pod's.
+            if let Some(pods) = pods.as_deref_mut()
+                && r.container.is_some()
+                && let Some(pod) = pods.resolve(id, &found.path)
+            {
+                r.k8s_namespace = Some(pod.namespace.clone());
+                r.k8s_pod = Some(pod.pod.clone());
+                r.k8s_container = pod.container.clone();
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::{
         record::{Record, Stats},
         tracker::RecentTw,
     },
-    recording::{Header, Line, Reader},
+    recording::{Header, Line, Reader, Window},
 };
 
 /// Records from the kernel or from a recording.
@@ -41,8 +41,10 @@ impl Source {
 
     /// The recording at `path` (a file or a directory), its records
     /// through `filter`; `pace` says how fast.
-    pub fn replay(path: &Path, filter: Filter, pace: Pace) -> anyhow::Result<Self> {
-        Ok(Self::Replay(Box::new(Replay::open(path, filter, pace)?)))
+    pub fn replay(path: &Path, filter: Filter, pace: Pace, window: Window) -> anyhow::Result<Self> {
+        Ok(Self::Replay(Box::new(Replay::open(
+            path, filter, pace, window,
+        )?)))
     }
 
     /// The live pipeline, when records come from the kernel.
@@ -212,16 +214,25 @@ pub struct Replay {
     tick: Option<(tokio::time::Interval, Instant)>,
     /// Moves the cursor on by this much at the next read (`n` steps).
     pending_step_ns: u64,
+    /// `--since` and `--until` in record time: records outside are not
+    /// handed over (a paced replay starts at `since`, with what came
+    /// before applied at once, so the panes start as they were then).
+    since_ns: u64,
+    until_ns: u64,
     done: bool,
 }
 
 impl Replay {
-    fn open(path: &Path, filter: Filter, pace: Pace) -> anyhow::Result<Self> {
+    fn open(path: &Path, filter: Filter, pace: Pace, window: Window) -> anyhow::Result<Self> {
         let mut reader = Reader::open(path)?;
         let header = match reader.next_line()? {
             Some(Line::Header(h)) => h,
             _ => anyhow::bail!("{} has no header line: not a recording", path.display()),
         };
+        let (since_ns, until_ns) = window.in_record_ns(&header);
+        if since_ns > until_ns {
+            anyhow::bail!("--since is after --until: the window holds nothing");
+        }
         let handovers = match pace {
             Pace::Fast {
                 fold_handover: true,
@@ -242,6 +253,8 @@ impl Replay {
             counters: Counters::default(),
             tick: None,
             pending_step_ns: 0,
+            since_ns,
+            until_ns,
             done: false,
         };
         if let Pace::Clock { .. } = pace {
@@ -251,6 +264,9 @@ impl Replay {
             if let Some(t) = r.next_ts() {
                 r.now_ns = r.now_ns.min(t);
             }
+            // From `--since`: what came before is handed over at the first
+            // read, at once.
+            r.pending_step_ns = since_ns.saturating_sub(r.now_ns);
         }
         Ok(r)
     }
@@ -322,9 +338,16 @@ impl Replay {
             };
             match line {
                 Line::Record(r) => {
+                    if r.ts_ns > self.until_ns.saturating_add(REORDER_NS) {
+                        // Past `--until`, beyond what reordering can bring
+                        // back: the rest is later still.
+                        self.done = true;
+                        return Ok(false);
+                    }
                     self.now_ns = self.now_ns.max(r.ts_ns);
                     let folded = self.handovers.as_mut().is_some_and(|h| h.fold(&r));
-                    if self.filter.matches(&r) && !folded {
+                    let inside = (self.since_ns..=self.until_ns).contains(&r.ts_ns);
+                    if inside && self.filter.matches(&r) && !folded {
                         out.push(*r);
                         n += 1;
                     }
@@ -359,7 +382,10 @@ impl Replay {
                 }
                 Some(Line::Record(r)) => {
                     self.read_to = self.read_to.max(r.ts_ns);
-                    if self.filter.matches(&r) {
+                    if self.read_to > self.until_ns.saturating_add(REORDER_NS) {
+                        self.done = true;
+                    }
+                    if r.ts_ns <= self.until_ns && self.filter.matches(&r) {
                         self.read_count += 1;
                         self.ahead.push(Reverse(Ahead(r.ts_ns, self.read_count, r)));
                     }

@@ -11,6 +11,7 @@
 
 pub mod dir;
 pub mod reader;
+pub mod window;
 
 use std::{
     fs::{self, File},
@@ -22,6 +23,7 @@ use std::{
 pub use self::{
     dir::{DirError, RecordingDir},
     reader::{ReadError, Reader},
+    window::{Moment, Window},
 };
 
 use crate::{kernel::sys::monotonic_ns, model::record::Record};

@@ -51,7 +51,7 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
         .collect();
     let listening: BTreeSet<u16> = socks
         .iter()
-        .filter(|s| s.proto == Proto::Tcp && TcpState::from(s.state) == TcpState::LISTEN)
+        .filter(|s| s.proto == Proto::Tcp && s.state == TcpState::LISTEN)
         .map(|s| s.local.port())
         .collect();
     let seed = |s: &KernelSocket, state: TcpState, tw_left_ns: Option<u64>| SeedSock {
@@ -72,7 +72,7 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
     };
     let mut out = Vec::new();
     for s in socks {
-        let state = TcpState::from(s.state);
+        let state = s.state;
         match (s.proto, s.entry) {
             (
                 Proto::Tcp,
@@ -107,10 +107,7 @@ pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) ->
     // descriptor walk has them (state CLOSE with a port).
     for f in files {
         let s = &f.socket;
-        if s.proto == Proto::Tcp
-            && TcpState::from(s.state) == TcpState::CLOSE
-            && s.local.port() != 0
-        {
+        if s.proto == Proto::Tcp && s.state == TcpState::CLOSE && s.local.port() != 0 {
             out.push(seed(s, TcpState::CLOSE, None));
         }
     }
@@ -134,7 +131,7 @@ fn is_client(s: &KernelSocket, listening: &BTreeSet<u16>) -> bool {
     s.proto == Proto::Tcp
         && peer.port() != 0
         && !matches!(s.entry, Entry::Request)
-        && TcpState::from(s.state) != TcpState::LISTEN
+        && s.state != TcpState::LISTEN
         && !listening.contains(&s.local.port())
         && (!local_peer || listening.contains(&peer.port()))
 }

@@ -18,6 +18,7 @@ use crate::{
         drive::{self, Stop},
         source::{Pace, Replay, Source},
     },
+    recording::Window,
     util::escape,
 };
 
@@ -67,7 +68,13 @@ fn app_for(src: &Source, filter: &Filter) -> App {
     )
 }
 
-pub async fn run(path: &Path, filter: Filter, speed: f64, step: bool) -> anyhow::Result<()> {
+pub async fn run(
+    path: &Path,
+    filter: Filter,
+    speed: f64,
+    step: bool,
+    window: Window,
+) -> anyhow::Result<()> {
     if !(speed > 0.0 && speed.is_finite()) {
         bail!("--speed must be a positive number, got {speed}");
     }
@@ -78,6 +85,7 @@ pub async fn run(path: &Path, filter: Filter, speed: f64, step: bool) -> anyhow:
             speed,
             paused: step,
         },
+        window,
     )?;
     let mut app = app_for(&src, &filter);
     app.paused = step;
@@ -167,6 +175,7 @@ mod tests {
                 speed: 1.0,
                 paused: true,
             },
+            Window::default(),
         )
         .expect("open");
         let mut app = app_for(&src, &filter);
@@ -188,9 +197,13 @@ mod tests {
             .await
             .expect("step");
         assert_eq!(d.app.model.decisions.len(), 0);
-        // `n`: one second on, then the records it passed are read.
+        // `n`: one second on, then the records it passed are read. No
+        // tick meanwhile, however slow the machine: the events/s figure is
+        // sampled at the first step and at the one forced below.
         step(KeyCode::Char('n'));
+        d.last_tick = Some(Instant::now());
         driver.step(&mut src, &mut d, &mut stop).await.expect("key");
+        d.last_tick = Some(Instant::now());
         driver
             .step(&mut src, &mut d, &mut stop)
             .await

@@ -4,7 +4,6 @@
 //! that moment.
 
 use std::{
-    path::PathBuf,
     sync::{Arc, atomic::Ordering},
     time::{Duration, Instant},
 };
@@ -16,11 +15,13 @@ use super::{
     http::{self, Format, Scrape},
     kernel_members, log,
     metrics::{self, KernelView, Metrics},
+    namespaces::Namespaces,
     tcp_tables,
 };
 use crate::{
-    kernel::sockets::SocketTable,
+    kernel::{Proto, sockets::SocketTable},
     model::{
+        ephemeral::DestKey,
         filter::PortSet,
         record::{Record, RecordType},
     },
@@ -45,9 +46,9 @@ pub(super) struct Agent {
     pub scrapes: mpsc::Receiver<Scrape>,
     pub sockets: Option<SocketTable>,
     pub ranges: RangeCache,
+    /// The namespaces whose socket tables a scrape reads.
+    pub namespaces: Namespaces,
     pub http_stats: Arc<http::Stats>,
-    pub own_netns: Option<u32>,
-    pub netns_path: Option<PathBuf>,
     pub ports: Option<PortSet>,
 }
 
@@ -58,6 +59,7 @@ impl Agent {
         let now = Instant::now();
         for r in records {
             log_failure(&mut self.log, r, now);
+            self.namespaces.note(r);
             if let Some(rec) = &mut self.recorder {
                 rec.push(r);
             }
@@ -99,25 +101,23 @@ impl Agent {
             http_refused: http.refused.load(Ordering::Relaxed),
             http_timed_out: http.timed_out.load(Ordering::Relaxed),
             http_unauthorized: http.unauthorized.load(Ordering::Relaxed),
+            process: crate::kernel::sys::process_stats(),
         });
-        let tables = self.sockets.as_mut().and_then(|t| {
-            tcp_tables(t, self.netns_path.as_deref(), self.ports.as_ref())
-                .map_err(|e| eprintln!("inspector: warning: TCP socket snapshot: {e}"))
-                .ok()
-        });
-        let (timewait, toward) = match tables {
-            Some(t) => (Some(t.timewait), Some(t.toward)),
-            None => (None, None),
-        };
+        let pods = src.pipeline().and_then(|p| p.pods.as_mut());
+        let watched = self.namespaces.refresh(pods).to_vec();
+        let (timewait, toward, gone) = self.read_tables(&watched);
         let mut namespaces = self.metrics.client_namespaces();
-        namespaces.extend(self.own_netns);
-        let port_ranges = self.ranges.read(&namespaces);
+        namespaces.extend(watched.iter().map(|w| w.ino));
+        let port_ranges = self.ranges.read(&namespaces, &self.namespaces.paths());
         let Some(pipeline) = src.pipeline() else {
             return String::new();
         };
-        let members = kernel_members(&pipeline.probes, &mut pipeline.cgroups);
+        let members = kernel_members(
+            &pipeline.probes,
+            &mut pipeline.cgroups,
+            pipeline.pods.as_mut(),
+        );
         let probes = &pipeline.probes;
-        let own = self.own_netns;
         self.metrics.set_kernel(KernelView {
             counters: pipeline.counters(),
             events_read: pipeline.seen,
@@ -126,15 +126,10 @@ impl Agent {
             outcomes: probes.aggregate.then(|| probes.outcomes()),
             members,
             port_ranges,
-            ephemeral_in_use: toward.zip(own).map(|(toward, netns)| {
-                toward
-                    .into_iter()
-                    .map(|(addr, port, n)| {
-                        (crate::model::ephemeral::DestKey { netns, addr, port }, n)
-                    })
-                    .collect()
-            }),
+            ephemeral_in_use: toward,
+            netns: self.namespaces.view(gone),
         });
+        self.find_owners();
         let body = match format {
             Format::OpenMetrics => self.metrics.encode_openmetrics(),
             Format::Text => self.metrics.encode_text(),
@@ -144,6 +139,83 @@ impl Agent {
         }
         self.cached = Some((format, Instant::now(), body.clone()));
         body
+    }
+}
+
+impl Agent {
+    /// TIME_WAIT sockets and ports in use per destination of each watched
+    /// namespace, and how many could not be read (gone since found);
+    /// `None` where not one could be.
+    #[expect(clippy::type_complexity, reason = "the two KernelView fields")]
+    fn read_tables(
+        &mut self,
+        watched: &[super::namespaces::Watched],
+    ) -> (
+        Option<Vec<(u32, Proto, u16, u64)>>,
+        Option<Vec<(DestKey, u32)>>,
+        usize,
+    ) {
+        let Some(table) = self.sockets.as_mut() else {
+            return (None, None, 0);
+        };
+        let (mut timewait, mut toward, mut gone, mut read) = (vec![], vec![], 0, false);
+        for w in watched {
+            match tcp_tables(table, w.path.as_deref(), self.ports.as_ref()) {
+                Ok(t) => {
+                    read = true;
+                    let netns = w.ino;
+                    timewait.extend(
+                        t.timewait
+                            .into_iter()
+                            .map(|(p, port, n)| (netns, p, port, n)),
+                    );
+                    toward.extend(
+                        t.toward
+                            .into_iter()
+                            .map(|(addr, port, n)| (DestKey { netns, addr, port }, n)),
+                    );
+                }
+                // The agent's own: a failure worth saying.
+                Err(e) if w.path.is_none() || watched.len() == 1 => {
+                    eprintln!("inspector: warning: TCP socket snapshot: {e}");
+                }
+                Err(_) => gone += 1,
+            }
+        }
+        // Busiest first over every namespace: the port label limit keeps
+        // the ports that matter.
+        timewait.sort_by(|a, b| b.3.cmp(&a.3).then((a.0, a.2).cmp(&(b.0, b.2))));
+        (read.then_some(timewait), read.then_some(toward), gone)
+    }
+
+    /// Owners of SO_REUSEPORT members that were listening before the
+    /// agent started (it saw no bind of theirs): the process holding each
+    /// socket's file, from the task_file iterator, a few groups per scrape
+    /// and each group once.
+    fn find_owners(&mut self) {
+        /// Iterator walks per scrape: each one visits every process's files.
+        const PER_SCRAPE: usize = 4;
+        let Some(table) = self.sockets.as_mut() else {
+            return;
+        };
+        for (netns, port) in self
+            .metrics
+            .members_without_owner()
+            .into_iter()
+            .take(PER_SCRAPE)
+        {
+            let files: Vec<(u64, u32, String)> = match table.files_of(netns, Some(port)) {
+                Ok(files) => files
+                    .into_iter()
+                    .filter_map(|f| Some((f.socket.ino?, f.pid, f.comm)))
+                    .collect(),
+                Err(e) => {
+                    eprintln!("inspector: warning: owners of port {port} (netns {netns}): {e}");
+                    Vec::new()
+                }
+            };
+            self.metrics.set_owners(netns, port, &files);
+        }
     }
 }
 

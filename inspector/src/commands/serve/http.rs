@@ -5,7 +5,8 @@
 //! The endpoint is reachable by every local user (and by the network when
 //! it listens beyond loopback), so it bounds what a client can hold: at
 //! most [`Limits::max_connections`] connections (a new one closes the
-//! connection idle the longest; with none idle it is refused), a request's
+//! connection idle the longest; with none idle, the one answering for the
+//! longest), a request's
 //! headers must arrive within [`Limits::header_timeout`], an idle
 //! keep-alive connection is closed after [`Limits::idle_timeout`], and a
 //! connection's buffers are small and fixed. TLS and basic authentication
@@ -185,6 +186,11 @@ pub async fn serve(
                 c.retain(|c| c.id != id);
             }
         });
+        // The new connection reads the request it may already hold before
+        // the next one is admitted: in a flood of connections queued behind
+        // it, a scrape would otherwise be evicted as idle before it was
+        // ever read (the loop accepts a whole backlog in one go).
+        tokio::task::yield_now().await;
     }
     // Requests in flight get a moment to finish; idle connections close.
     if let Ok(c) = conns.lock() {
@@ -196,8 +202,9 @@ pub async fn serve(
 }
 
 /// Makes room for one more connection: below the bound it is admitted;
-/// at it, the connection idle the longest is told to close; with none
-/// idle, the new one is refused (`None`).
+/// at it, the connection idle the longest is told to close, or with none
+/// idle the one answering for the longest; `None` only with no room at
+/// all (a bound of 0).
 fn admit(
     conns: &Mutex<Vec<Conn>>,
     stats: &Stats,
@@ -206,11 +213,17 @@ fn admit(
 ) -> Option<ConnHandle> {
     let mut c = conns.lock().ok()?;
     if c.len() >= max {
+        let since = |c: &Conn| c.since.lock().map_or_else(|_| Instant::now(), |t| *t);
+        // The longest idle; with none idle, the one answering for the
+        // longest (a client pipelining requests and reading no answer
+        // holds its slot until it goes): a flood of either never locks a
+        // scrape out.
         let oldest = c
             .iter()
             .enumerate()
             .filter(|(_, c)| c.idle.load(Ordering::Relaxed))
-            .min_by_key(|(_, c)| c.since.lock().map_or_else(|_| Instant::now(), |t| *t))
+            .min_by_key(|(_, c)| since(c))
+            .or_else(|| c.iter().enumerate().min_by_key(|(_, c)| since(c)))
             .map(|(i, _)| i);
         match oldest {
             Some(i) => {

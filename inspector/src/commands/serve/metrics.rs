@@ -4,24 +4,49 @@
 //!
 //! Label cardinality is bounded on purpose, since a scrape target that grows
 //! without limit hurts the Prometheus server more than it helps:
-//! - `port` takes its number for ports of the `--port` filter and for the
-//!   first `max_ports` other ports seen; later ports read `other`;
-//! - every metric keeps at most `max_series` label sets; what comes after
+//! - `port` of the bind failures takes its number for ports of the `--port`
+//!   filter and for the `max_ports` ports that failed most recently
+//!   ([`lru`]): a port that starts failing gets its own series at once, and
+//!   the least recently failing one folds into `port="other"`;
+//! - `destination` (and `netns`) of the connect failures likewise, for the
+//!   `max_destinations` most recent destinations;
+//! - every counter keeps at most `max_series` label sets; what comes after
 //!   is added to one series whose labels all read `other`;
-//! - each fold adds to `inspector_series_folded_total{metric}`;
-//! - a SO_REUSEPORT member whose listener closed is shown one more scrape,
-//!   then dropped;
-//! - the optional `container` label (`--container-label`) of the bind
-//!   failures and the per-member deliveries adds label sets that the same
-//!   `max_series` cap folds.
-//! - ephemeral ports in use are tracked for at most
-//!   [`MAX_DESTS`](crate::model::ephemeral::MAX_DESTS) destinations (the
-//!   idlest go); the busiest `max_series` get their own series, the rest are
-//!   summed into the `other` one.
+//! - the TIME_WAIT and ephemeral-port gauges give their busiest label sets
+//!   their own series (`max_ports`, `max_series`) and sum the rest into
+//!   `other`;
+//! - SO_REUSEPORT members are named by group, member index and owner, not
+//!   by socket ([`members`]); a member whose listener closed is shown one
+//!   more scrape, then dropped;
+//! - the TIME_WAIT, ephemeral-port and port-range gauges read every
+//!   network namespace found ([`NetnsView`]) and name it by its
+//!   `/run/netns` name, else its inode; the counters' `netns` is the inode;
+//! - with `--kubernetes`, the bind and connect failures, the deliveries and
+//!   the per-namespace gauges carry `namespace`, `pod` and `container`
+//!   ([`labels`]);
+//! - every label value from another process (comm, container, pod and
+//!   namespace names) is cut to
+//!   [`LABEL_MAX`] bytes and its control characters escaped; no label holds
+//!   free text (explanations go to the log);
+//! - each fold is counted in `inspector_series_folded_total{metric}`: for a
+//!   counter, the increments moved into `other`; for a gauge, each label
+//!   set once when it starts being folded (so that a second scraper does
+//!   not change the count).
+//!
+//! A series whose port or destination was evicted disappears, and starts
+//! again from 0 if that port fails again: Prometheus takes the drop as a
+//! counter reset, which `rate()` and `increase()` account for.
+
+mod gauges;
+mod labels;
+mod lru;
+mod members;
+mod process;
 
 use std::{
     collections::{HashMap, HashSet},
     fmt::Write as _,
+    net::IpAddr,
 };
 
 use prometheus_client::{
@@ -30,8 +55,14 @@ use prometheus_client::{
     registry::Registry,
 };
 
+pub use self::{labels::NetnsView, process::BuildInfo};
+use self::{
+    lru::{Lru, Touch},
+    members::Members,
+};
 use crate::{
     kernel::probe::Counters,
+    kernel::sys::ProcessStats,
     kernel::{Proto, TcpState},
     model::ephemeral::{DestKey, Ephemeral, PortRange},
     model::filter::PortSet,
@@ -39,29 +70,37 @@ use crate::{
     output::text::endpoint,
 };
 
-/// The key of the member that stands for every member past the limit.
-const FOLDED_MEMBER: (&str, u32, u64) = (OTHER, 0, 0);
-
 /// The label value of a folded label.
 pub const OTHER: &str = "other";
 
-/// Longest explanation kept in the `inspector_last_bind_failure_info`
-/// label, in bytes (cut at a character boundary).
-pub const EXPLANATION_MAX: usize = 240;
+/// Longest label value, in bytes (cut at a character boundary). Kernel
+/// names are shorter (a comm is 15 bytes); container ids and names are
+/// what it bounds.
+pub const LABEL_MAX: usize = 128;
 
 /// How many series the metrics may create.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Ports that always get their own label value (`--port`).
     pub ports: Option<PortSet>,
-    /// Distinct other ports that get their own label value.
+    /// Other ports with their own label value: the most recently failing.
     pub max_ports: usize,
+    /// Connect destinations (netns, address:port) with their own label
+    /// value: the most recently failing.
+    pub max_destinations: usize,
     /// Label sets per metric before folding into `other`.
     pub max_series: usize,
     /// Adds a `container` label (the record's container id or machine
     /// name; empty outside one) to the bind failures and the per-member
     /// deliveries.
     pub container_label: bool,
+    /// Adds a `socket` label (the inode) to the per-member deliveries.
+    pub socket_inode_label: bool,
+    /// Adds `namespace`, `pod` and `container` (the container's name, or
+    /// its id where the pod's directory does not tell) to the bind and
+    /// connect failures, the deliveries and the per-namespace gauges
+    /// (`--kubernetes`).
+    pub kubernetes: bool,
 }
 
 impl Default for Limits {
@@ -69,8 +108,11 @@ impl Default for Limits {
         Self {
             ports: None,
             max_ports: 256,
+            max_destinations: 256,
             max_series: 2048,
             container_label: false,
+            socket_inode_label: false,
+            kubernetes: false,
         }
     }
 }
@@ -83,26 +125,24 @@ struct Series {
     values: HashMap<Vec<String>, u64>,
 }
 
-/// One member of a SO_REUSEPORT group, keyed by its kernel socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Member {
-    proto: &'static str,
-    port: String,
-    netns: u32,
-    ino: String,
-    pid: String,
-    comm: String,
-    /// Only with [`Limits::container_label`].
-    container: String,
-    /// Deliveries seen as events.
-    deliveries: u64,
-    /// Deliveries counted in the kernel ([`KernelView::members`]).
-    counted: u64,
-    /// `deliveries + counted` at the previous scrape: the imbalance ratio is over
-    /// what happened in between.
-    at_last_scrape: u64,
-    /// The listener closed: shown at the next scrape, then dropped.
-    closed: bool,
+impl Series {
+    /// Moves the series `pick` chooses into the one `rewrite` makes of
+    /// each: the number of series never grows. Returns the sum moved.
+    fn fold(
+        &mut self,
+        pick: impl Fn(&[String]) -> bool,
+        rewrite: impl Fn(&mut Vec<String>),
+    ) -> u64 {
+        let picked: Vec<Vec<String>> = self.values.keys().filter(|k| pick(k)).cloned().collect();
+        let mut moved = 0;
+        for mut key in picked {
+            let n = self.values.remove(&key).unwrap_or(0);
+            rewrite(&mut key);
+            *self.values.entry(key).or_default() += n;
+            moved += n;
+        }
+        moved
+    }
 }
 
 /// What the kernel side reports at scrape time.
@@ -114,9 +154,11 @@ pub struct KernelView {
     /// Per program: total run time in nanoseconds, when
     /// `kernel.bpf_stats_enabled` is on.
     pub run_time_ns: Vec<(String, u64)>,
-    /// TIME_WAIT sockets by (proto, local port), from a socket-table
-    /// snapshot; `None` when no snapshot could be taken.
-    pub timewait: Option<Vec<(Proto, u16, u64)>>,
+    /// TIME_WAIT sockets by (netns, proto, local port), from socket-table
+    /// snapshots, busiest first; `None` when no snapshot could be taken.
+    pub timewait: Option<Vec<(u32, Proto, u16, u64)>>,
+    /// The namespaces read, their names and pods.
+    pub netns: NetnsView,
     /// Calls counted in the kernel, by (kind, proto, phase, errno), when
     /// the probes count rather than emit them.
     pub outcomes: Option<Vec<(inspector_common::Outcome, u64)>>,
@@ -124,8 +166,8 @@ pub struct KernelView {
     pub members: Vec<KernelMember>,
     /// `ip_local_port_range` less reserved ports, per namespace read.
     pub port_ranges: Vec<(u32, PortRange)>,
-    /// Local ports in use per destination from the kernel's socket table
-    /// of the agent's namespace; `None` where it could not be read, and
+    /// Local ports in use per destination from the kernel's socket tables
+    /// of the namespaces read; `None` where none could be read, and
     /// the counts then come from the records seen.
     pub ephemeral_in_use: Option<Vec<(DestKey, u32)>>,
 }
@@ -146,6 +188,8 @@ pub struct AgentView {
     pub http_refused: u64,
     pub http_timed_out: u64,
     pub http_unauthorized: u64,
+    /// `/proc/self` now, for the `process_*` metrics.
+    pub process: Option<ProcessStats>,
 }
 
 /// A SO_REUSEPORT member as the kernel counted it.
@@ -162,41 +206,37 @@ pub struct KernelMember {
     pub comm: Option<String>,
     /// Its owner's container, where the owner's cgroup names one.
     pub container: Option<String>,
+    /// Its owner's pod, where the kubelet's directories name it.
+    pub pod: Option<std::sync::Arc<crate::kernel::pods::Pod>>,
     pub deliveries: u64,
-}
-
-impl Member {
-    fn total(&self) -> u64 {
-        self.deliveries + self.counted
-    }
 }
 
 /// The aggregated state behind `/metrics`.
 #[derive(Debug, Default)]
 pub struct Metrics {
     limits: Limits,
-    /// Ports given their own label value so far (outside `limits.ports`).
-    labelled_ports: HashSet<u16>,
+    /// Ports with their own label value (outside `limits.ports`).
+    ports: Lru<u16>,
+    /// Connect destinations with their own label values.
+    destinations: Lru<(u32, IpAddr, u16)>,
     bind_decisions: Series,
     bind_failures: Series,
     connect_failures: Series,
     timewait_exits: Series,
     /// Folds by metric name.
     folded: HashMap<&'static str, u64>,
+    /// Label sets of each gauge folded at the previous exposition: a set
+    /// is counted as folded when it starts being folded, not per scrape.
+    folded_gauges: HashMap<&'static str, HashSet<String>>,
     last_failure: Option<Labels>,
-    /// Keyed by (proto, netns, kernel socket address).
-    members: HashMap<(&'static str, u32, u64), Member>,
-    /// Listeners seen closing before the kernel's count of them was read.
-    closed: HashSet<(&'static str, u32, u64)>,
-    /// Members dropped by the last exposition, by kernel socket address:
-    /// their kernel counts are to be forgotten.
-    forgotten: Vec<u64>,
+    members: Members,
     /// Bind decisions come from [`KernelView::outcomes`], not records.
     decisions_counted: bool,
     /// Local ports in use per destination.
     ephemeral: Ephemeral,
     kernel: KernelView,
     agent: AgentView,
+    build: Option<BuildInfo>,
 }
 
 /// Metric names (without the `_total` a counter's samples carry).
@@ -214,24 +254,61 @@ mod name {
 impl Metrics {
     pub fn new(limits: Limits) -> Self {
         Self {
+            ports: Lru::new(limits.max_ports),
+            destinations: Lru::new(limits.max_destinations),
             limits,
             ..Self::default()
         }
     }
 
-    /// The `port` label of `port`: its number, or `other` once
-    /// `max_ports` ports outside the filter have their own.
-    fn port_label(&mut self, port: u16, metric: &'static str) -> String {
-        let listed = self.limits.ports.as_ref().is_some_and(|p| p.contains(port));
-        if listed || self.labelled_ports.contains(&port) {
+    /// The `port` label of a failing `port`: its number, the least
+    /// recently failing port giving way past `max_ports`.
+    fn port_label(&mut self, port: u16) -> String {
+        if self.limits.ports.as_ref().is_some_and(|p| p.contains(port)) {
             return port.to_string();
         }
-        if self.labelled_ports.len() < self.limits.max_ports {
-            self.labelled_ports.insert(port);
-            return port.to_string();
+        match self.ports.touch(port) {
+            Touch::Held { evicted } => {
+                if let Some(old) = evicted {
+                    let old = old.to_string();
+                    let moved = self
+                        .bind_failures
+                        .fold(|v| v[1] == old, |v| v[1] = OTHER.to_owned());
+                    *self.folded.entry(name::BIND_FAILURES).or_default() += moved;
+                }
+                port.to_string()
+            }
+            Touch::Refused => {
+                *self.folded.entry(name::BIND_FAILURES).or_default() += 1;
+                OTHER.to_owned()
+            }
         }
-        *self.folded.entry(metric).or_default() += 1;
-        OTHER.to_owned()
+    }
+
+    /// The `netns` and `destination` labels of a failing connect():
+    /// the least recently failing destination gives way past
+    /// `max_destinations`.
+    fn destination_labels(&mut self, netns: u32, addr: IpAddr, port: u16) -> [String; 2] {
+        match self.destinations.touch((netns, addr, port)) {
+            Touch::Held { evicted } => {
+                if let Some((ns, a, p)) = evicted {
+                    let (ns, dest) = (ns.to_string(), endpoint(a, p));
+                    let moved = self.connect_failures.fold(
+                        |v| v[2] == ns && v[3] == dest,
+                        |v| {
+                            v[2] = OTHER.to_owned();
+                            v[3] = OTHER.to_owned();
+                        },
+                    );
+                    *self.folded.entry(name::CONNECT_FAILURES).or_default() += moved;
+                }
+                [netns.to_string(), endpoint(addr, port)]
+            }
+            Touch::Refused => {
+                *self.folded.entry(name::CONNECT_FAILURES).or_default() += 1;
+                [OTHER.to_owned(), OTHER.to_owned()]
+            }
+        }
     }
 
     /// Adds `n` to the series `values` of `metric`, folding into the
@@ -277,26 +354,28 @@ impl Metrics {
                 }
                 if let Some(e) = failed {
                     let port = r.req_port.filter(|&p| p != 0).unwrap_or(r.lport);
-                    let port = self.port_label(port, name::BIND_FAILURES);
+                    let port = self.port_label(port);
                     let mut values = vec![proto.into(), port.clone(), e.to_string()];
-                    if self.limits.container_label {
-                        values.push(container(r));
-                    }
+                    values.extend(self.container_values(r, true));
                     self.bump(name::BIND_FAILURES, values, 1);
+                    // Bounded values only: the explanation is free text,
+                    // and goes to the log.
                     self.last_failure = Some(vec![
                         ("proto", proto.into()),
+                        ("phase", phase.into()),
                         ("port", port),
                         ("errno", e.to_string()),
-                        (
-                            "explanation",
-                            clip(r.explanation.as_deref().unwrap_or(""), EXPLANATION_MAX),
-                        ),
                     ]);
                 }
             }
             RecordType::Connect => {
                 if let Some(e) = failed {
-                    self.bump(name::CONNECT_FAILURES, vec![proto.into(), e.to_string()], 1);
+                    let addr = r.req_addr.unwrap_or(r.raddr);
+                    let port = r.req_port.filter(|&p| p != 0).unwrap_or(r.rport);
+                    let [netns, dest] = self.destination_labels(r.netns, addr, port);
+                    let mut values = vec![proto.into(), e.to_string(), netns, dest];
+                    values.extend(self.container_values(r, false));
+                    self.bump(name::CONNECT_FAILURES, values, 1);
                 }
             }
             RecordType::TwExit => {
@@ -304,74 +383,17 @@ impl Metrics {
                 self.bump(name::TIMEWAIT_EXITS, vec![reason.into()], 1);
             }
             RecordType::Reuseport => {
-                self.deliver(r, proto, 1);
+                if !self.members.deliver(r, proto, self.limits.max_series) {
+                    *self.folded.entry(name::DELIVERIES).or_default() += 1;
+                }
             }
             RecordType::State => {
                 // A listener that closes leaves its group.
                 if r.old_state == Some(TcpState::LISTEN) {
-                    let key = (proto, r.netns, r.sock);
-                    match self.members.get_mut(&key) {
-                        Some(m) => m.closed = true,
-                        None => {
-                            self.closed.insert(key);
-                        }
-                    }
+                    self.members.close((proto, r.netns, r.sock));
                 }
             }
             RecordType::Accept | RecordType::TwEnter => {}
-        }
-    }
-
-    /// Counts a delivery to the member `r` names, created on first sight.
-    fn deliver(&mut self, r: &Record, proto: &'static str, n: u64) {
-        let mut key = (proto, r.netns, r.sock);
-        if !self.members.contains_key(&key) {
-            let member = if self.members.len() < self.limits.max_series {
-                Member {
-                    proto,
-                    port: self.port_label(r.lport, name::DELIVERIES),
-                    netns: r.netns,
-                    ino: r.ino.map(|i| i.to_string()).unwrap_or_default(),
-                    pid: r.pid.map(|p| p.to_string()).unwrap_or_default(),
-                    comm: r.comm.clone().unwrap_or_default(),
-                    container: container(r),
-                    deliveries: 0,
-                    counted: 0,
-                    at_last_scrape: 0,
-                    closed: false,
-                }
-            } else {
-                *self.folded.entry(name::DELIVERIES).or_default() += n;
-                key = FOLDED_MEMBER;
-                Member {
-                    proto: OTHER,
-                    port: OTHER.to_owned(),
-                    netns: 0,
-                    ino: OTHER.to_owned(),
-                    pid: OTHER.to_owned(),
-                    comm: OTHER.to_owned(),
-                    container: OTHER.to_owned(),
-                    deliveries: 0,
-                    counted: 0,
-                    at_last_scrape: 0,
-                    closed: false,
-                }
-            };
-            self.members.entry(key).or_insert(member);
-        }
-        let Some(m) = self.members.get_mut(&key) else {
-            return;
-        };
-        m.deliveries += n;
-        // The owner may be learnt after the first delivery.
-        if m.pid.is_empty()
-            && let Some(pid) = r.pid
-        {
-            m.pid = pid.to_string();
-            m.comm = r.comm.clone().unwrap_or_default();
-        }
-        if m.container.is_empty() && r.container.is_some() && m.ino != OTHER {
-            m.container = container(r);
         }
     }
 
@@ -389,9 +411,14 @@ impl Metrics {
             self.set_decisions(outcomes);
         }
         for k in std::mem::take(&mut view.members) {
-            self.count_member(&k);
+            if !self
+                .members
+                .count(&k, proto_str(k.proto), self.limits.max_series)
+            {
+                *self.folded.entry(name::DELIVERIES).or_default() += 1;
+            }
         }
-        self.closed.clear();
+        self.members.counted();
         self.kernel = view;
     }
 
@@ -423,54 +450,22 @@ impl Metrics {
         self.bind_decisions.values = values;
     }
 
-    /// Sets the kernel's count of one member, created on first sight.
-    fn count_member(&mut self, k: &KernelMember) {
-        let proto = proto_str(k.proto);
-        let key = (proto, k.netns, k.sock);
-        if !self.members.contains_key(&key) {
-            if self.members.len() >= self.limits.max_series {
-                // Folded: the kernel total is absolute, so the folded
-                // member cannot add it up scrape after scrape; counted once
-                // as folded, not shown.
-                *self.folded.entry(name::DELIVERIES).or_default() += 1;
-                self.forgotten.push(k.sock);
-                return;
-            }
-            let member = Member {
-                proto,
-                port: self.port_label(k.lport, name::DELIVERIES),
-                netns: k.netns,
-                ino: if k.ino == 0 {
-                    String::new()
-                } else {
-                    k.ino.to_string()
-                },
-                pid: k.pid.map(|p| p.to_string()).unwrap_or_default(),
-                comm: k.comm.clone().unwrap_or_default(),
-                container: k.container.clone().unwrap_or_default(),
-                deliveries: 0,
-                counted: 0,
-                at_last_scrape: 0,
-                closed: self.closed.contains(&key),
-            };
-            self.members.insert(key, member);
-        }
-        let Some(m) = self.members.get_mut(&key) else {
-            return;
-        };
-        m.counted = k.deliveries;
-        if m.pid.is_empty()
-            && let Some(pid) = k.pid
-        {
-            m.pid = pid.to_string();
-            m.comm = k.comm.clone().unwrap_or_default();
-        }
+    /// Groups (netns, port) with a member of unknown owner, not looked for
+    /// yet: the agent asks the socket files ([`Metrics::set_owners`]).
+    pub fn members_without_owner(&self) -> Vec<(u32, u16)> {
+        self.members.without_owner()
+    }
+
+    /// The socket files of group (netns, port) as (inode, pid, comm):
+    /// owners of the members that have none.
+    pub fn set_owners(&mut self, netns: u32, port: u16, files: &[(u64, u32, String)]) {
+        self.members.set_owners(netns, port, files);
     }
 
     /// Kernel socket addresses of the members the last exposition dropped
-    /// (their listener closed).
+    /// (their listener closed) or that were folded.
     pub fn take_forgotten(&mut self) -> Vec<u64> {
-        std::mem::take(&mut self.forgotten)
+        self.members.take_forgotten()
     }
 
     /// What the agent says of itself at the next exposition.
@@ -478,24 +473,32 @@ impl Metrics {
         self.agent = agent;
     }
 
+    /// The build and probes, for `inspector_build_info`.
+    pub fn set_build(&mut self, build: BuildInfo) {
+        self.build = Some(build);
+    }
+
     /// The exposition in OpenMetrics text, then forgets closed group
-    /// members and starts the next imbalance interval.
+    /// members.
     pub fn encode_openmetrics(&mut self) -> String {
+        let timewait = self.timewait_rows();
+        let ephemeral = self.ephemeral_rows();
         let mut reg = Registry::default();
         self.register(&mut reg);
+        if let Some(tw) = timewait {
+            reg.register(
+                name::TIMEWAIT,
+                "TCP sockets in TIME_WAIT by network namespace and local port, counted in the socket tables at scrape time (the busiest --max-ports ports; the rest in port=\"other\")",
+                gauges::gauge_family(tw),
+            );
+        }
+        self.register_ephemeral(&mut reg, ephemeral);
+        self.register_namespaces(&mut reg);
+        self.register_folded(&mut reg);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &reg);
-        let forgotten = &mut self.forgotten;
-        self.members.retain(|&(_, _, sock), m| {
-            if m.closed {
-                forgotten.push(sock);
-            }
-            !m.closed
-        });
-        for m in self.members.values_mut() {
-            m.at_last_scrape = m.total();
-        }
+        self.members.drop_closed();
         out
     }
 
@@ -515,26 +518,22 @@ impl Metrics {
         counter_family(
             reg,
             name::BIND_FAILURES,
-            "Failed bind() and listen() calls by requested port and errno",
-            if self.limits.container_label {
-                &["proto", "port", "errno", "container"]
-            } else {
-                &["proto", "port", "errno"]
-            },
+            "Failed bind() and listen() calls by requested port and errno (the --max-ports most recently failing ports by number, older ones in port=\"other\")",
+            &self.keys(&["proto", "port", "errno"], true),
             &self.bind_failures,
         );
         if let Some(labels) = &self.last_failure {
             reg.register(
                 "inspector_last_bind_failure",
-                "The most recent failed bind() or listen() and the kernel rule that refused it",
+                "The most recent failed bind() or listen(); the log line of the failure says which kernel rule refused it and who holds the port",
                 Info::new(labels.clone()),
             );
         }
         counter_family(
             reg,
             name::CONNECT_FAILURES,
-            "Failed connect() calls by errno (EADDRNOTAVAIL: no ephemeral port left)",
-            &["proto", "errno"],
+            "Failed connect() calls by errno and destination (EADDRNOTAVAIL: no ephemeral port left toward it); the --max-destinations most recently failing destinations by address, older ones in netns=\"other\",destination=\"other\"",
+            &self.keys(&["proto", "errno", "netns", "destination"], false),
             &self.connect_failures,
         );
         counter_family(
@@ -544,78 +543,18 @@ impl Metrics {
             &["reason"],
             &self.timewait_exits,
         );
-
-        let deliveries = Family::<Labels, Counter>::default();
-        let imbalance = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
-        // Per group: (members' deltas) for max/mean.
-        let mut groups: HashMap<(&str, &str, u32), Vec<u64>> = HashMap::new();
-        for m in self.members.values() {
-            let mut labels = vec![
-                ("proto", m.proto.to_owned()),
-                ("port", m.port.clone()),
-                ("netns", m.netns.to_string()),
-                ("socket", m.ino.clone()),
-                ("pid", m.pid.clone()),
-                ("comm", m.comm.clone()),
-            ];
-            if self.limits.container_label {
-                labels.push(("container", m.container.clone()));
-            }
-            deliveries.get_or_create(&labels).inc_by(m.total());
-            groups
-                .entry((m.proto, m.port.as_str(), m.netns))
-                .or_default()
-                .push(m.total().saturating_sub(m.at_last_scrape));
+        self.members.register(reg, &self.limits);
+        self.register_kernel(reg);
+        self.register_agent(reg);
+        if let Some(b) = &self.build {
+            process::register_build(reg, b);
         }
-        for ((proto, port, netns), deltas) in groups {
-            if let Some(ratio) = imbalance_ratio(&deltas) {
-                imbalance
-                    .get_or_create(&vec![
-                        ("proto", proto.to_owned()),
-                        ("port", port.to_owned()),
-                        ("netns", netns.to_string()),
-                    ])
-                    .set(ratio);
-            }
+        if let Some(p) = &self.agent.process {
+            process::register_process(reg, p);
         }
-        reg.register(
-            name::DELIVERIES,
-            "Connections (TCP) or datagrams (UDP) the kernel gave each member of a SO_REUSEPORT group; socket is the inode",
-            deliveries,
-        );
-        reg.register(
-            "inspector_reuseport_imbalance_ratio",
-            "Busiest member's deliveries over the group's mean since the previous scrape (1 = even)",
-            imbalance,
-        );
+    }
 
-        if let Some(tw) = &self.kernel.timewait {
-            let gauge = Family::<Labels, Gauge>::default();
-            let mut ports = 0usize;
-            for &(proto, port, n) in tw {
-                // Same bounds as the counters, without remembering ports:
-                // the snapshot is whole each time.
-                let listed = self.limits.ports.as_ref().is_some_and(|p| p.contains(port))
-                    || self.labelled_ports.contains(&port);
-                let port = if listed || ports < self.limits.max_ports {
-                    ports += usize::from(!listed);
-                    port.to_string()
-                } else {
-                    OTHER.to_owned()
-                };
-                gauge
-                    .get_or_create(&vec![("proto", proto.as_str().to_owned()), ("port", port)])
-                    .inc_by(n as i64);
-            }
-            reg.register(
-                name::TIMEWAIT,
-                "TCP sockets in TIME_WAIT by local port, counted in the socket table at scrape time",
-                gauge,
-            );
-        }
-
-        self.register_ephemeral(reg);
-
+    fn register_kernel(&self, reg: &mut Registry) {
         let c = &self.kernel.counters;
         let events = Counter::<u64>::default();
         events.inc_by(self.kernel.events_read);
@@ -645,7 +584,7 @@ impl Metrics {
         if !self.kernel.run_time_ns.is_empty() {
             let run = Family::<Labels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
             for (program, ns) in &self.kernel.run_time_ns {
-                run.get_or_create(&vec![("program", program.clone())])
+                run.get_or_create(&vec![("program", label(program))])
                     .inc_by(*ns as f64 / 1e9);
             }
             reg.register(
@@ -654,6 +593,9 @@ impl Metrics {
                 run,
             );
         }
+    }
+
+    fn register_folded(&self, reg: &mut Registry) {
         let folded = Family::<Labels, Counter>::default();
         for (metric, n) in &self.folded {
             folded
@@ -662,10 +604,9 @@ impl Metrics {
         }
         reg.register(
             "inspector_series_folded",
-            "Increments added to an 'other' label value because a label limit (--max-ports, --max-series) was reached",
+            "Folds into an 'other' label value because a label limit (--max-ports, --max-destinations, --max-series) was reached: for a counter the increments moved, for a gauge each label set once when it starts being folded",
             folded,
         );
-        self.register_agent(reg);
     }
 
     fn register_agent(&self, reg: &mut Registry) {
@@ -717,55 +658,6 @@ impl Metrics {
     }
 }
 
-impl Metrics {
-    fn register_ephemeral(&self, reg: &mut Registry) {
-        // The kernel's table where it was read: a record-derived count
-        // misses what happened before the agent started and, where the
-        // kernel counts connections instead of emitting them, all of it.
-        let mut rows: Vec<(DestKey, u32)> = match &self.kernel.ephemeral_in_use {
-            Some(kernel) => kernel.clone(),
-            None => self
-                .ephemeral
-                .rows()
-                .into_iter()
-                .map(|r| (r.key, r.in_use))
-                .collect(),
-        };
-        // The busiest keep their own series.
-        rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        let in_use = Family::<Labels, Gauge>::default();
-        for (i, (key, n)) in rows.iter().enumerate() {
-            let labels = if i < self.limits.max_series {
-                vec![
-                    ("netns", key.netns.to_string()),
-                    ("destination", endpoint(key.addr, key.port)),
-                ]
-            } else {
-                vec![
-                    ("netns", OTHER.to_owned()),
-                    ("destination", OTHER.to_owned()),
-                ]
-            };
-            in_use.get_or_create(&labels).inc_by(i64::from(*n));
-        }
-        reg.register(
-            name::PORTS_IN_USE,
-            "Local ports held toward each destination (netns, address:port) by client connections, live or in TIME_WAIT, from the kernel's socket table (or the records seen where it cannot be read); compare with inspector_ephemeral_port_range_size",
-            in_use,
-        );
-        let size = Family::<Labels, Gauge>::default();
-        for (netns, range) in &self.kernel.port_ranges {
-            size.get_or_create(&vec![("netns", netns.to_string())])
-                .set(i64::from(range.size()));
-        }
-        reg.register(
-            name::RANGE_SIZE,
-            "Ports connect() can choose from: net.ipv4.ip_local_port_range less ip_local_reserved_ports, per network namespace",
-            size,
-        );
-    }
-}
-
 fn counter_family(
     reg: &mut Registry,
     name: &'static str,
@@ -781,26 +673,12 @@ fn counter_family(
     reg.register(name, help, family);
 }
 
-/// max/mean of the members' deliveries over an interval; `None` when there
-/// were none.
-pub fn imbalance_ratio(deltas: &[u64]) -> Option<f64> {
-    let total: u64 = deltas.iter().sum();
-    if total == 0 || deltas.is_empty() {
-        return None;
-    }
-    let max = deltas.iter().copied().max().unwrap_or(0) as f64;
-    Some(max / (total as f64 / deltas.len() as f64))
-}
-
-/// The `container` label value of `r`: its container id or machine name,
-/// empty outside one (an empty label is no label to Prometheus).
-fn container(r: &Record) -> String {
-    r.container.clone().unwrap_or_default()
-}
-
-/// `s` cut to at most `max` bytes at a character boundary.
-fn clip(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
+/// A label value from another process or the kernel: control characters
+/// escaped (the exposition would escape a newline, but not the others),
+/// then cut to [`LABEL_MAX`] bytes at a character boundary.
+fn label(s: &str) -> String {
+    let s = crate::util::escape::text(s);
+    let mut end = s.len().min(LABEL_MAX);
     while !s.is_char_boundary(end) {
         end -= 1;
     }

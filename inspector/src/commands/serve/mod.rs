@@ -7,6 +7,7 @@ mod agent;
 pub mod http;
 pub mod log;
 pub mod metrics;
+mod namespaces;
 pub mod web;
 
 use std::{
@@ -21,9 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::{
     explain,
-    kernel::Proto,
     kernel::probe::{LoadOptions, Mode},
     kernel::sockets::{Entry, SnapshotFilter, SocketTable},
+    kernel::{Proto, TcpState},
     model::ephemeral::PortRange,
     model::filter::Filter,
     pipeline::{
@@ -35,7 +36,7 @@ use crate::{
 
 use self::{
     http::Scrape,
-    metrics::{KernelMember, Limits, Metrics},
+    metrics::{BuildInfo, KernelMember, Limits, Metrics},
 };
 
 /// Where `serve` listens unless told otherwise.
@@ -43,8 +44,12 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9477";
 
 pub struct ServeOptions {
     pub filter: Filter,
-    /// The `--netns` file: the TIME_WAIT snapshot is taken there.
+    /// The `--netns` file: the TIME_WAIT and ephemeral-port gauges read
+    /// only that namespace (else every namespace found).
     pub netns_path: Option<PathBuf>,
+    /// Where the kubelet's pod log directories are (`--pods-dir`), for the
+    /// pod labels; else `/var/log/pods` where it exists.
+    pub pods_dir: Option<PathBuf>,
     pub mode: Mode,
     pub listen: SocketAddr,
     pub limits: Limits,
@@ -54,6 +59,9 @@ pub struct ServeOptions {
     pub record_shared: bool,
     /// `--web-config FILE`: TLS and basic authentication.
     pub web_config: Option<PathBuf>,
+    /// For `inspector_build_info`.
+    pub version: &'static str,
+    pub commit: &'static str,
 }
 
 /// The one-line reason `addr` cannot be listened on, from the explain
@@ -163,6 +171,18 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     for m in &pipeline.probes.missing {
         eprintln!("inspector: warning: {m}");
     }
+    let mut pipeline = pipeline;
+    if let Some(dir) = &opts.pods_dir {
+        pipeline.pods = Some(crate::kernel::pods::PodResolver::new(dir));
+    }
+    let mut limits = opts.limits;
+    limits.kubernetes |= pipeline.pods.is_some();
+    if limits.kubernetes && pipeline.pods.is_none() {
+        eprintln!(
+            "inspector: warning: --kubernetes but no {}: the namespace and pod labels stay empty",
+            crate::kernel::pods::PODS_DIR
+        );
+    }
     let sockets = match SocketTable::load() {
         Ok(t) => Some(t),
         Err(e) => {
@@ -190,25 +210,33 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             crate::recording::Recorder::open(dir, Default::default(), &header, opts.record_shared)
         })
         .transpose()?;
-    let mut metrics = Metrics::new(opts.limits);
+    let mut metrics = Metrics::new(limits);
     if aggregate {
         metrics.count_decisions_in_kernel();
     }
+    metrics.set_build(BuildInfo {
+        version: opts.version.to_owned(),
+        commit: opts.commit.to_owned(),
+        mode: pipeline.probes.mode.to_string(),
+        fallback_reason: fallback_reason(opts.mode, pipeline.probes.mode).to_owned(),
+        kernel: crate::kernel::sys::kernel_release().unwrap_or_default(),
+        missing_hooks: pipeline.probes.missing.len(),
+    });
     // The agent's own namespace always has its range exported.
     let own_netns = match opts.netns_path.as_deref() {
         Some(p) => crate::kernel::netns::inode(p).ok(),
         None => crate::kernel::netns::current_netns().ok(),
     };
-    let ranges = RangeCache {
-        own: own_netns.map(|ino| {
+    let namespaces = namespaces::Namespaces::new(
+        own_netns.map(|ino| {
             let path = opts
                 .netns_path
                 .clone()
                 .unwrap_or_else(|| "/proc/self/ns/net".into());
             (ino, path)
         }),
-        ..RangeCache::default()
-    };
+        opts.netns_path.is_some(),
+    );
     let mut agent = agent::Agent {
         metrics,
         recorder,
@@ -216,10 +244,9 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         cached: None,
         scrapes,
         sockets,
-        ranges,
+        ranges: RangeCache::default(),
+        namespaces,
         http_stats,
-        own_netns,
-        netns_path: opts.netns_path,
         ports,
     };
     let mut src = Source::live(pipeline, Duration::from_millis(200))?;
@@ -240,6 +267,16 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Why the programs are not attached as fentry/fexit, as one of a few
+/// words (the log says it in full): a label value must be bounded.
+fn fallback_reason(asked: Mode, used: Mode) -> &'static str {
+    match (asked, used) {
+        (_, Mode::Fentry) => "none",
+        (Mode::Tracepoint, _) => "requested",
+        _ => "fentry_refused",
+    }
 }
 
 /// Whether the metrics can be counted in the kernel under `filter`: only
@@ -271,12 +308,18 @@ fn counts_in_kernel(filter: &Filter) -> bool {
 pub(super) fn kernel_members(
     probes: &crate::kernel::probe::Probes,
     cgroups: &mut crate::kernel::cgroup::Resolver,
+    mut pods: Option<&mut crate::kernel::pods::PodResolver>,
 ) -> Vec<KernelMember> {
     probes
         .deliveries()
         .into_iter()
         .map(|(sock, d)| {
             let owner = probes.owner(sock);
+            let resolved = owner.and_then(|o| Some((o.cgroup, cgroups.resolve(o.cgroup)?.clone())));
+            let pod = resolved.as_ref().and_then(|(id, r)| {
+                r.container.as_ref()?;
+                pods.as_deref_mut()?.resolve(*id, &r.path)
+            });
             KernelMember {
                 sock,
                 proto: Proto::from_kernel(d.proto),
@@ -285,9 +328,8 @@ pub(super) fn kernel_members(
                 ino: d.ino,
                 pid: owner.map(|o| o.pid),
                 comm: owner.map(|o| crate::model::record::comm(&o.comm)),
-                container: owner
-                    .and_then(|o| cgroups.resolve(o.cgroup))
-                    .and_then(|r| r.container.clone()),
+                container: resolved.and_then(|(_, r)| r.container),
+                pod,
                 deliveries: d.count,
             }
         })
@@ -299,18 +341,23 @@ pub(super) fn kernel_members(
 #[derive(Default)]
 pub(super) struct RangeCache {
     pub(super) read: BTreeMap<u32, (Instant, Option<PortRange>)>,
-    /// The agent's namespace and a path to it (`--netns`): no search.
-    pub(super) own: Option<(u32, std::path::PathBuf)>,
 }
 
 impl RangeCache {
     const EVERY: Duration = Duration::from_secs(60);
-    /// Namespaces read per scrape at most; the others wait for the next.
-    const PER_SCRAPE: usize = 8;
+    /// Namespaces read per scrape at most; the others wait for the next
+    /// (those never read first).
+    const PER_SCRAPE: usize = 32;
 
-    pub(super) fn read(&mut self, namespaces: &BTreeSet<u32>) -> Vec<(u32, PortRange)> {
+    /// The ranges of `namespaces`, entered through `paths` where known
+    /// (else looked for).
+    pub(super) fn read(
+        &mut self,
+        namespaces: &BTreeSet<u32>,
+        paths: &HashMap<u32, std::path::PathBuf>,
+    ) -> Vec<(u32, PortRange)> {
         self.read.retain(|ns, _| namespaces.contains(ns));
-        let due: Vec<u32> = namespaces
+        let mut due: Vec<(bool, u32)> = namespaces
             .iter()
             .copied()
             .filter(|ns| {
@@ -318,12 +365,13 @@ impl RangeCache {
                     .get(ns)
                     .is_none_or(|(at, _)| at.elapsed() >= Self::EVERY)
             })
-            .take(Self::PER_SCRAPE)
+            .map(|ns| (self.read.contains_key(&ns), ns))
             .collect();
-        for ns in due {
-            let range = match &self.own {
-                Some((own, path)) if *own == ns => crate::kernel::netns::port_range_in(path),
-                _ => crate::kernel::netns::port_range(ns),
+        due.sort_unstable();
+        for (_, ns) in due.into_iter().take(Self::PER_SCRAPE) {
+            let range = match paths.get(&ns) {
+                Some(path) => crate::kernel::netns::port_range_in(path),
+                None => crate::kernel::netns::port_range(ns),
             };
             self.read.insert(ns, (Instant::now(), range));
         }
@@ -334,8 +382,8 @@ impl RangeCache {
     }
 }
 
-/// What the metrics take from one walk of the TCP socket table of the
-/// agent's network namespace (or `netns`): the iterators walk one
+/// What the metrics take from one walk of the TCP socket table of one
+/// network namespace (the agent's, or `netns`): the iterators walk one
 /// namespace's tables.
 pub(super) struct TcpTables {
     /// TIME_WAIT sockets by (proto, local port), busiest first.
@@ -360,7 +408,7 @@ pub(super) fn tcp_tables(
     };
     let listening: std::collections::HashSet<u16> = socks
         .iter()
-        .filter(|s| s.state == inspector_common::TCP_LISTEN)
+        .filter(|s| s.state == TcpState::LISTEN)
         .map(|s| s.local.port())
         .collect();
     let mut counts: HashMap<u16, u64> = HashMap::new();
@@ -378,7 +426,7 @@ pub(super) fn tcp_tables(
         // (`__inet_hash_connect()` checks the 4-tuple).
         if s.remote.port() != 0
             && !matches!(s.entry, Entry::Request)
-            && s.state != inspector_common::TCP_LISTEN
+            && s.state != TcpState::LISTEN
             && !listening.contains(&s.local.port())
         {
             *toward.entry((s.remote.ip(), s.remote.port())).or_default() += 1;

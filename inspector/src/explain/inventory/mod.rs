@@ -376,7 +376,7 @@ fn from_iterators(socks: Vec<KernelSocket>, files: &[SocketFile], hz: Option<u32
     for f in files {
         let k = f.socket;
         if k.proto == Proto::Tcp
-            && TcpState::from(k.state) == TcpState::CLOSE
+            && k.state == TcpState::CLOSE
             && k.local.port() != 0
             && !socks.iter().chain(&bound_only).any(|s| s.ino == k.ino)
         {
@@ -406,7 +406,7 @@ fn from_iterators(socks: Vec<KernelSocket>, files: &[SocketFile], hz: Option<u32
                             .unwrap_or(u32::MAX)
                     }),
                 ),
-                _ => (false, TcpState::from(k.state), None),
+                _ => (false, k.state, None),
             };
             Holder {
                 proto: k.proto,

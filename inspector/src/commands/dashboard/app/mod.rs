@@ -319,6 +319,19 @@ impl App {
             .is_none_or(|ns| ns.contains(&netns))
     }
 
+    /// Failed calls in the namespaces the view follows (all of them when
+    /// it follows every namespace): the header's count, scoped like the
+    /// panes under it.
+    pub fn failures_in_view(&self) -> u64 {
+        match &self.namespaces {
+            None => self.model.failures,
+            Some(ns) => ns
+                .iter()
+                .filter_map(|n| self.model.failures_by_ns.get(n))
+                .sum(),
+        }
+    }
+
     /// Namespaces among what the panes show.
     pub fn namespaces_in_view(&self) -> BTreeSet<u32> {
         let mut ns: BTreeSet<u32> = self.model.decisions.iter().map(|r| r.netns).collect();

@@ -57,6 +57,9 @@ pub const MAX_MEMBERS: usize = 256;
 /// the probes see.
 pub const MEMBER_IDLE_NS: u64 = 600_000_000_000;
 
+/// Namespaces whose failures are counted apart, at most.
+pub const FAILURE_NAMESPACES: usize = 4096;
+
 /// A process as the per-socket tables keep it: the name is shared
 /// ([`Names`]).
 pub type SharedOwner = (u32, Name);
@@ -65,7 +68,13 @@ pub type SharedOwner = (u32, Name);
 pub struct Model {
     ports: FastMap<PortKey, PortAgg>,
     pub decisions: VecDeque<Record>,
+    /// Failed calls seen, in every namespace.
     pub failures: u64,
+    /// Failed calls by namespace, for a header scoped to the namespaces a
+    /// view follows; at most [`FAILURE_NAMESPACES`] kept, the rest
+    /// counted in `failures_unplaced`.
+    pub failures_by_ns: FastMap<u32, u64>,
+    pub failures_unplaced: u64,
     pub sockets: DenseMap<u64, LiveSock>,
     pub time_wait: DenseMap<u64, TimeWait>,
     pub groups: BTreeMap<GroupKey, Vec<Member>>,
@@ -162,6 +171,14 @@ impl Model {
             RecordType::Bind | RecordType::Connect => {
                 if r.is_failure() {
                     self.failures += 1;
+                    let room = self.failures_by_ns.len() < FAILURE_NAMESPACES;
+                    match self.failures_by_ns.get_mut(&r.netns) {
+                        Some(n) => *n += 1,
+                        None if room => {
+                            self.failures_by_ns.insert(r.netns, 1);
+                        }
+                        None => self.failures_unplaced += 1,
+                    }
                 }
                 if self.decisions.len() == RECENT {
                     self.decisions.pop_front();

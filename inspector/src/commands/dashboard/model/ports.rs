@@ -235,6 +235,17 @@ impl Model {
         self.tw_insert(sock, key, at_ns, owner, addr, pre);
     }
 
+    /// Counts one more socket of `key` in `state`.
+    pub(super) fn port_inc(&mut self, key: PortKey, state: TcpState) {
+        *self
+            .ports
+            .entry(key)
+            .or_default()
+            .states
+            .entry(HolderState::of(key.proto, state))
+            .or_default() += 1;
+    }
+
     pub(super) fn port_dec(&mut self, key: PortKey, state: TcpState) {
         let state = HolderState::of(key.proto, state);
         if let Some(agg) = self.ports.get_mut(&key) {
@@ -288,13 +299,7 @@ impl Model {
             if let Some((k, s)) = previous {
                 self.port_dec(k, s);
             }
-            *self
-                .ports
-                .entry(key)
-                .or_default()
-                .states
-                .entry(HolderState::of(key.proto, state))
-                .or_default() += 1;
+            self.port_inc(key, state);
         }
         let entry = self.sockets.get_or_insert_with(r.sock, || {
             self.sock_age.push_back(r.sock);

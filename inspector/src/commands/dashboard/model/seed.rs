@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, num::NonZeroU64};
 
-use super::{HolderState, LiveSock, Model, PortKey, SockAddr, TIME_WAIT_NS};
+use super::{LiveSock, Model, PortKey, SockAddr, TIME_WAIT_NS};
 use crate::{
     kernel::{Proto, TcpState},
     model::{
@@ -122,13 +122,7 @@ impl Model {
                 continue;
             }
             let state = s.state;
-            *self
-                .ports
-                .entry(key)
-                .or_default()
-                .states
-                .entry(HolderState::of(key.proto, state))
-                .or_default() += 1;
+            self.port_inc(key, state);
             if let Some(o) = &s.owner
                 && let Some(agg) = self.ports.get_mut(&key)
                 && agg.owners.len() < 4

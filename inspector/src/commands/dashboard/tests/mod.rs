@@ -472,6 +472,49 @@ fn same_port_groups_in_two_namespaces_are_told_apart() {
     assert!(s.contains("delivered"), "{s}");
 }
 
+/// The header counts the failures of the namespaces the view follows;
+/// every namespace's count is in the help.
+#[test]
+fn the_header_counts_the_failures_of_the_namespaces_it_follows() {
+    const OTHER: u32 = 4026533111;
+    let mut records = Vec::new();
+    let mut tracker = Tracker::new();
+    for (netns, n) in [(NS, 2u64), (OTHER, 19)] {
+        for i in 0..n {
+            let e = failed(
+                bind(
+                    0x7000 + u64::from(netns & 0xff) * 64 + i,
+                    SEC + i,
+                    8080,
+                    50,
+                    "server",
+                ),
+                libc::EADDRINUSE,
+            )
+            .netns(netns)
+            .build();
+            tracker.apply(&e, &mut records);
+        }
+    }
+    let mut app = app_with(records);
+    let header = |app: &App| {
+        screen(app, 80, 24)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(header(&app).contains(" 21 failed "), "{}", header(&app));
+    app.update(Input::FollowNamespaces(vec![NS]));
+    assert!(header(&app).contains(" 2 failed "), "{}", header(&app));
+    key(&mut app, KeyCode::Char('?'));
+    let s = screen(&app, 80, 24);
+    assert!(
+        s.contains("failed calls: 2 in the namespaces shown, 21 in all namespaces"),
+        "{s}"
+    );
+}
+
 #[test]
 fn sort_keys_show_in_the_titles() {
     let mut app = app_with(fixture());

@@ -75,6 +75,14 @@ pub(super) fn render_help(app: &App, f: &mut Frame, area: Rect) {
         app.header.mode, app.header.probes
     )));
     let m = &app.model;
+    // The header counts the namespaces followed; every one's count here.
+    if app.namespaces.is_some() {
+        lines.push(Line::from(format!(
+            "failed calls: {} in the namespaces shown, {} in all namespaces",
+            app.failures_in_view(),
+            m.failures
+        )));
+    }
     lines.push(Line::from(format!(
         "forgotten: {} sockets, {} TIME_WAIT aged out, {} reuseport members",
         m.evicted, m.tw_aged_out, m.members_evicted

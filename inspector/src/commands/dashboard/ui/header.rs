@@ -72,7 +72,8 @@ pub(super) fn render_header(app: &App, t: &Theme, f: &mut Frame, area: Rect) {
             Span::raw("  "),
         ]);
     }
-    spans.push(Span::raw(format!("{} failed  ", app.model.failures)));
+    // Scoped to the namespaces followed; every namespace's count is in `?`.
+    spans.push(Span::raw(format!("{} failed  ", app.failures_in_view())));
     if app.paused {
         // Right after the name: never the part cut off.
         let held = if app.shed > 0 {

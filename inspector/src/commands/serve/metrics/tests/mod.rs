@@ -1,4 +1,6 @@
 use super::*;
+
+mod hygiene;
 use crate::{
     fixture::{EventBuilder, INIT_NETNS},
     kernel::{Errno, Phase},
@@ -10,6 +12,18 @@ fn bind(port: u16, errno: Option<Errno>) -> Record {
     r.phase = Some(Phase::Bind);
     r.req_port = Some(port);
     r.errno = errno;
+    r
+}
+
+/// The listener `sock` closes.
+fn close(sock: u64) -> Record {
+    let mut r = Record::from_event(
+        &EventBuilder::state(TcpState::LISTEN, TcpState::CLOSE)
+            .sock(sock)
+            .build(),
+        RecordType::State,
+    );
+    r.old_state = Some(TcpState::LISTEN);
     r
 }
 
@@ -63,15 +77,18 @@ fn counters_have_total_samples_and_types_in_both_formats() {
 }
 
 #[test]
-fn explanation_label_is_escaped_and_clipped() {
+fn the_last_failure_carries_no_free_text() {
     let mut m = Metrics::new(Limits::default());
     let mut r = bind(80, Some(Errno::EACCES));
     r.explanation = Some(format!("say \"no\"\\ \n{}", "x".repeat(400)));
     m.apply(&r);
     let om = m.encode_openmetrics();
     let line = samples(&om, "inspector_last_bind_failure_info")[0];
-    assert!(line.contains(r#"explanation="say \"no\"\\ \n"#), "{line}");
-    assert!(line.len() < EXPLANATION_MAX + 120, "{line}");
+    assert_eq!(
+        line,
+        "inspector_last_bind_failure_info{proto=\"tcp\",phase=\"bind\",port=\"80\",errno=\"EACCES\"} 1"
+    );
+    assert!(!om.contains("xxxxxxxx"), "{om}");
 }
 
 #[test]
@@ -80,16 +97,18 @@ fn ports_past_the_limit_fold_into_other_but_filtered_ports_never_do() {
         ports: Some("9000".parse().expect("port set")),
         max_ports: 2,
         max_series: 100,
-        container_label: false,
+        ..Limits::default()
     });
     for port in [1, 2, 3, 4, 9000] {
         m.apply(&bind(port, Some(Errno::EADDRINUSE)));
     }
     let om = m.encode_openmetrics();
     let failures = samples(&om, "inspector_bind_failures_total");
+    assert_eq!(failures.len(), 4, "{om}");
     assert!(failures.iter().any(|l| l.contains("port=\"9000\"")), "{om}");
-    assert!(failures.iter().any(|l| l.contains("port=\"1\"")));
-    assert!(failures.iter().any(|l| l.contains("port=\"2\"")));
+    // The two most recent keep their labels; 1 and 2 gave way.
+    assert!(failures.iter().any(|l| l.contains("port=\"3\"")));
+    assert!(failures.iter().any(|l| l.contains("port=\"4\"")));
     assert!(
         failures
             .iter()
@@ -137,12 +156,13 @@ fn the_container_label_is_there_only_when_asked_and_folds_past_the_cap() {
     assert!(
         members
             .iter()
-            .any(|l| l.contains("socket=\"11\"") && l.contains("container=\"web\""))
+            .any(|l| l.contains("member=\"0\"") && l.contains("container=\"web\"")),
+        "{om}"
     );
     assert!(
         members
             .iter()
-            .any(|l| l.contains("socket=\"12\"") && l.contains("container=\"\""))
+            .any(|l| l.contains("member=\"1\"") && l.contains("container=\"\""))
     );
     // Past the series cap, containers fold like any label.
     let mut capped = Metrics::new(Limits {
@@ -161,10 +181,9 @@ fn the_container_label_is_there_only_when_asked_and_folds_past_the_cap() {
 #[test]
 fn series_past_the_cap_fold_into_one_other_series() {
     let mut m = Metrics::new(Limits {
-        ports: None,
         max_ports: 1000,
         max_series: 2,
-        container_label: false,
+        ..Limits::default()
     });
     for port in 1..=5 {
         m.apply(&bind(port, Some(Errno::EADDRINUSE)));
@@ -178,7 +197,7 @@ fn series_past_the_cap_fold_into_one_other_series() {
 }
 
 #[test]
-fn deliveries_per_member_imbalance_and_closed_members_leave_after_one_scrape() {
+fn deliveries_per_member_and_closed_members_leave_after_one_scrape() {
     let mut m = Metrics::new(Limits::default());
     for _ in 0..3 {
         m.apply(&delivery(0xa, 11, 7000));
@@ -188,23 +207,14 @@ fn deliveries_per_member_imbalance_and_closed_members_leave_after_one_scrape() {
     let d = samples(&om, "inspector_reuseport_deliveries_total");
     assert_eq!(d.len(), 2, "{om}");
     assert!(d.contains(&&*format!(
-        "inspector_reuseport_deliveries_total{{proto=\"tcp\",port=\"7000\",netns=\"{INIT_NETNS}\",socket=\"11\",pid=\"77\",comm=\"srv\"}} 3"
+        "inspector_reuseport_deliveries_total{{proto=\"tcp\",port=\"7000\",netns=\"{INIT_NETNS}\",member=\"0\",pid=\"77\",comm=\"srv\"}} 3"
     )));
-    // max 3 over mean 2.
-    assert!(om.contains("inspector_reuseport_imbalance_ratio{proto=\"tcp\",port=\"7000\""));
-    assert!(om.contains("} 1.5\n"), "{om}");
+    assert!(!om.contains("socket="), "no inode by default\n{om}");
+    assert!(!om.contains("imbalance"), "{om}");
 
-    // No deliveries in the next interval: no ratio; then 0xb closes.
-    let mut close = Record::from_event(
-        &EventBuilder::state(TcpState::LISTEN, TcpState::CLOSE)
-            .sock(0xb)
-            .build(),
-        RecordType::State,
-    );
-    close.old_state = Some(TcpState::LISTEN);
-    m.apply(&close);
+    // 0xb closes: shown once more, then gone.
+    m.apply(&close(0xb));
     let om = m.encode_openmetrics();
-    assert!(!om.contains("inspector_reuseport_imbalance_ratio{"), "{om}");
     assert_eq!(
         samples(&om, "inspector_reuseport_deliveries_total").len(),
         2
@@ -233,13 +243,13 @@ fn kernel_view_timewait_and_exits() {
         counters,
         events_read: 10,
         run_time_ns: vec![("sys_exit".into(), 1_500_000_000)],
-        timewait: Some(vec![(Proto::Tcp, 8080, 5)]),
+        timewait: Some(vec![(7, Proto::Tcp, 8080, 5)]),
         ..KernelView::default()
     });
     let om = m.encode_openmetrics();
     for line in [
         "inspector_timewait_exits_total{reason=\"expired\"} 1\n",
-        "inspector_timewait_sockets{proto=\"tcp\",port=\"8080\"} 5\n",
+        "inspector_timewait_sockets{netns=\"7\",proto=\"tcp\",port=\"8080\"} 5\n",
         "inspector_events_total 10\n",
         "inspector_events_dropped_total 4\n",
         "inspector_kernel_errors_total{kind=\"read_sock\"} 0\n",
@@ -257,16 +267,11 @@ fn every_metric_is_prefixed() {
     m.apply(&delivery(1, 1, 1));
     let text = m.encode_text();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        assert!(line.starts_with("inspector_"), "{line}");
+        assert!(
+            line.starts_with("inspector_") || line.starts_with("process_"),
+            "{line}"
+        );
     }
-}
-
-#[test]
-fn imbalance_ratio_is_max_over_mean() {
-    assert_eq!(imbalance_ratio(&[]), None);
-    assert_eq!(imbalance_ratio(&[0, 0]), None);
-    assert_eq!(imbalance_ratio(&[5, 5, 5]), Some(1.0));
-    assert_eq!(imbalance_ratio(&[3, 0, 0]), Some(3.0));
 }
 
 #[test]
@@ -292,6 +297,7 @@ fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten(
         pid: Some(42),
         comm: Some("srv".into()),
         container: None,
+        pod: None,
         deliveries: n,
     };
     let view = |n: u64| KernelView {
@@ -308,8 +314,8 @@ fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten(
         "inspector_bind_decisions_total{proto=\"tcp\",phase=\"bind\",result=\"ok\"} 3\n",
         "inspector_bind_decisions_total{proto=\"tcp\",phase=\"bind\",result=\"EADDRINUSE\"} 1\n",
         "inspector_bind_failures_total{proto=\"tcp\",port=\"8080\",errno=\"EADDRINUSE\"} 1\n",
-        "socket=\"1001\",pid=\"42\",comm=\"srv\"} 5\n",
-        "socket=\"1002\",pid=\"42\",comm=\"srv\"} 10\n",
+        "member=\"0\",pid=\"42\",comm=\"srv\"} 5\n",
+        "member=\"1\",pid=\"42\",comm=\"srv\"} 10\n",
     ] {
         assert!(om.contains(line), "missing {line:?} in\n{om}");
     }
@@ -327,7 +333,7 @@ fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten(
     m.set_kernel(view(6));
     let om = m.encode_openmetrics();
     assert!(
-        om.contains("socket=\"1001\",pid=\"42\",comm=\"srv\"} 6\n"),
+        om.contains("member=\"0\",pid=\"42\",comm=\"srv\"} 6\n"),
         "{om}"
     );
     assert_eq!(m.take_forgotten(), vec![1]);
@@ -336,9 +342,9 @@ fn kernel_counts_give_decisions_and_deliveries_and_closed_members_are_forgotten(
         ..KernelView::default()
     });
     let om = m.encode_openmetrics();
-    assert!(!om.contains("socket=\"1001\""), "{om}");
+    assert!(!om.contains("member=\"0\""), "{om}");
     assert!(
-        om.contains("socket=\"1002\",pid=\"42\",comm=\"srv\"} 20\n"),
+        om.contains("member=\"1\",pid=\"42\",comm=\"srv\"} 20\n"),
         "{om}"
     );
 }
@@ -381,7 +387,9 @@ fn ephemeral_ports_per_destination_and_the_range_size() {
             "inspector_ephemeral_ports_in_use{{netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:9090\"}} 1\n"
         ),
         &format!("inspector_ephemeral_port_range_size{{netns=\"{INIT_NETNS}\"}} 9\n"),
-        "inspector_connect_failures_total{proto=\"tcp\",errno=\"EADDRNOTAVAIL\"} 1\n",
+        &format!(
+            "inspector_connect_failures_total{{proto=\"tcp\",errno=\"EADDRNOTAVAIL\",netns=\"{INIT_NETNS}\",destination=\"127.0.0.1:8018\"}} 1\n"
+        ),
     ] {
         assert!(om.contains(line), "missing {line:?} in\n{om}");
     }
@@ -408,10 +416,9 @@ fn ephemeral_ports_per_destination_and_the_range_size() {
 #[test]
 fn ephemeral_destinations_past_the_series_cap_fold_into_other() {
     let mut m = Metrics::new(Limits {
-        ports: None,
         max_ports: 1000,
         max_series: 2,
-        container_label: false,
+        ..Limits::default()
     });
     // 4 destinations: 3, 2, 1 and 1 ports in use.
     let mut sock = 0;
@@ -437,5 +444,12 @@ fn ephemeral_destinations_past_the_series_cap_fold_into_other() {
     assert!(
         series
             .contains(&"inspector_ephemeral_ports_in_use{netns=\"other\",destination=\"other\"} 2")
+    );
+    // Two destinations fold: each counted once.
+    assert!(
+        om.contains(
+            "inspector_series_folded_total{metric=\"inspector_ephemeral_ports_in_use\"} 2\n"
+        ),
+        "{om}"
     );
 }

@@ -1,0 +1,280 @@
+//! SO_REUSEPORT group members and their deliveries. A member's series is
+//! named by what outlives one socket: its group (proto, port, netns), a
+//! member index and its owner (pid, comm). The index is the lowest one no
+//! live member of the group holds, so a worker that closes its listener
+//! and opens a new one takes the index back: the label set, and with it
+//! the series count, stays the same, where a socket inode label would
+//! start a new series at every reconnect. The inode is a label only with
+//! `--label-socket-inode`; the owner's container with `--container-label`,
+//! and its pod's namespace, name and container name with `--kubernetes`.
+//!
+//! A new socket that takes a freed index starts its counter at 0: to
+//! Prometheus a counter that goes down was reset, and `rate()` and
+//! `increase()` account for it.
+
+use std::collections::{HashMap, HashSet};
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+
+use super::{
+    KernelMember, Labels, Limits, OTHER, label,
+    labels::{pod_container, pod_of},
+    name,
+};
+use crate::model::record::Record;
+
+/// (proto, netns, kernel socket address).
+type Key = (&'static str, u32, u64);
+
+/// One member of a SO_REUSEPORT group, keyed by its kernel socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Member {
+    proto: &'static str,
+    port: u16,
+    netns: u32,
+    /// Lowest index free in the group when the member was first seen.
+    index: u32,
+    /// Socket inode, 0 when unknown.
+    ino: u64,
+    pid: Option<u32>,
+    comm: String,
+    /// Only with `--container-label` or `--kubernetes`: the container's
+    /// name in its pod where the kubelet's directories tell, else its id.
+    container: String,
+    /// Kubernetes namespace and pod, with `--kubernetes`.
+    pod: (String, String),
+    /// Deliveries seen as events.
+    deliveries: u64,
+    /// Deliveries counted in the kernel ([`KernelMember`]).
+    counted: u64,
+    /// The listener closed: shown at the next scrape, then dropped.
+    closed: bool,
+    /// Its owner was looked for in the socket files once.
+    looked_up: bool,
+}
+
+impl Member {
+    fn total(&self) -> u64 {
+        self.deliveries + self.counted
+    }
+}
+
+/// Every member, bounded by `max_series`.
+#[derive(Debug, Default)]
+pub(super) struct Members {
+    map: HashMap<Key, Member>,
+    /// Listeners seen closing before the kernel's count of them was read.
+    closed: HashSet<Key>,
+    /// Members dropped by the last exposition, by kernel socket address:
+    /// their kernel counts are to be forgotten.
+    forgotten: Vec<u64>,
+    /// Deliveries (as events) to members past the cap: one `other` series.
+    folded: u64,
+}
+
+impl Members {
+    fn index_for(&self, proto: &'static str, port: u16, netns: u32) -> u32 {
+        let taken: HashSet<u32> = self
+            .map
+            .values()
+            .filter(|m| m.proto == proto && m.port == port && m.netns == netns)
+            .map(|m| m.index)
+            .collect();
+        (0..).find(|i| !taken.contains(i)).unwrap_or(0)
+    }
+
+    fn create(&mut self, key: Key, port: u16, ino: u64) -> Member {
+        let (proto, netns, _) = key;
+        Member {
+            proto,
+            port,
+            netns,
+            index: self.index_for(proto, port, netns),
+            ino,
+            pid: None,
+            comm: String::new(),
+            container: String::new(),
+            pod: (String::new(), String::new()),
+            deliveries: 0,
+            counted: 0,
+            closed: self.closed.contains(&key),
+            looked_up: false,
+        }
+    }
+
+    /// Counts a delivery (an event) to the member `r` names, created on
+    /// first sight; `false` when it was folded past `max`.
+    pub(super) fn deliver(&mut self, r: &Record, proto: &'static str, max: usize) -> bool {
+        let key = (proto, r.netns, r.sock);
+        if !self.map.contains_key(&key) {
+            if self.map.len() >= max {
+                self.folded += 1;
+                return false;
+            }
+            let m = self.create(key, r.lport, r.ino.unwrap_or(0));
+            self.map.insert(key, m);
+        }
+        let Some(m) = self.map.get_mut(&key) else {
+            return true;
+        };
+        m.deliveries += 1;
+        // The owner may be learnt after the first delivery.
+        if m.pid.is_none() && r.pid.is_some() {
+            m.pid = r.pid;
+            m.comm = label(r.comm.as_deref().unwrap_or(""));
+        }
+        if m.container.is_empty() {
+            m.container = pod_container(r);
+            m.pod = pod_of(r);
+        }
+        true
+    }
+
+    /// A listener closed: it leaves its group after the next exposition.
+    pub(super) fn close(&mut self, key: Key) {
+        match self.map.get_mut(&key) {
+            Some(m) => m.closed = true,
+            None => {
+                self.closed.insert(key);
+            }
+        }
+    }
+
+    /// Sets the kernel's count of one member, created on first sight;
+    /// `false` when it was folded past `max`.
+    pub(super) fn count(&mut self, k: &KernelMember, proto: &'static str, max: usize) -> bool {
+        let key = (proto, k.netns, k.sock);
+        if !self.map.contains_key(&key) {
+            if self.map.len() >= max {
+                // The kernel total is absolute, so a folded series cannot
+                // add it up scrape after scrape: not shown, forgotten.
+                self.forgotten.push(k.sock);
+                return false;
+            }
+            let mut m = self.create(key, k.lport, k.ino);
+            let pod = k.pod.as_deref();
+            m.container = label(
+                pod.and_then(|p| p.container.as_deref())
+                    .or(k.container.as_deref())
+                    .unwrap_or(""),
+            );
+            if let Some(p) = pod {
+                m.pod = (label(&p.namespace), label(&p.pod));
+            }
+            self.map.insert(key, m);
+        }
+        if let Some(m) = self.map.get_mut(&key) {
+            m.counted = k.deliveries;
+            if m.pid.is_none() && k.pid.is_some() {
+                m.pid = k.pid;
+                m.comm = label(k.comm.as_deref().unwrap_or(""));
+            }
+        }
+        true
+    }
+
+    /// Forgets the closings seen before the kernel's counts were read.
+    pub(super) fn counted(&mut self) {
+        self.closed.clear();
+    }
+
+    /// Groups (netns, port) with a member whose owner is unknown and was
+    /// not looked for yet: listeners older than the agent, whose bind it
+    /// did not see.
+    pub(super) fn without_owner(&self) -> Vec<(u32, u16)> {
+        let mut groups: Vec<(u32, u16)> = self
+            .map
+            .values()
+            .filter(|m| m.pid.is_none() && !m.looked_up)
+            .map(|m| (m.netns, m.port))
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
+    /// The owners of group (netns, port) from the socket files: `files`
+    /// as (inode, pid, comm). Members without one are not looked for again.
+    pub(super) fn set_owners(&mut self, netns: u32, port: u16, files: &[(u64, u32, String)]) {
+        for m in self
+            .map
+            .values_mut()
+            .filter(|m| m.netns == netns && m.port == port && m.pid.is_none())
+        {
+            m.looked_up = true;
+            if let Some((_, pid, comm)) = files.iter().find(|f| m.ino != 0 && f.0 == m.ino) {
+                m.pid = Some(*pid);
+                m.comm = label(comm);
+            }
+        }
+    }
+
+    /// Kernel socket addresses of the members the last exposition dropped.
+    pub(super) fn take_forgotten(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    /// After an exposition: closed members leave.
+    pub(super) fn drop_closed(&mut self) {
+        let forgotten = &mut self.forgotten;
+        self.map.retain(|&(_, _, sock), m| {
+            if m.closed {
+                forgotten.push(sock);
+            }
+            !m.closed
+        });
+    }
+
+    pub(super) fn register(&self, reg: &mut Registry, limits: &Limits) {
+        let deliveries = Family::<Labels, Counter>::default();
+        let optional = |labels: &mut Labels, m: Option<&Member>| {
+            if limits.kubernetes {
+                labels.push(("namespace", m.map_or(OTHER.into(), |m| m.pod.0.clone())));
+                labels.push(("pod", m.map_or(OTHER.into(), |m| m.pod.1.clone())));
+            }
+            if limits.container_label || limits.kubernetes {
+                labels.push(("container", m.map_or(OTHER.into(), |m| m.container.clone())));
+            }
+            if limits.socket_inode_label {
+                labels.push((
+                    "socket",
+                    m.map_or(OTHER.into(), |m| {
+                        if m.ino == 0 {
+                            String::new()
+                        } else {
+                            m.ino.to_string()
+                        }
+                    }),
+                ));
+            }
+        };
+        for m in self.map.values() {
+            let mut labels = vec![
+                ("proto", m.proto.to_owned()),
+                ("port", m.port.to_string()),
+                ("netns", m.netns.to_string()),
+                ("member", m.index.to_string()),
+                ("pid", m.pid.map(|p| p.to_string()).unwrap_or_default()),
+                ("comm", m.comm.clone()),
+            ];
+            optional(&mut labels, Some(m));
+            deliveries.get_or_create(&labels).inc_by(m.total());
+        }
+        if self.folded > 0 {
+            let mut labels: Labels = ["proto", "port", "netns", "member", "pid", "comm"]
+                .into_iter()
+                .map(|k| (k, OTHER.to_owned()))
+                .collect();
+            optional(&mut labels, None);
+            deliveries.get_or_create(&labels).inc_by(self.folded);
+        }
+        reg.register(
+            name::DELIVERIES,
+            "Connections (TCP) or datagrams (UDP) the kernel gave each member of a SO_REUSEPORT group; member is an index within the group (proto, port, netns) that a new listener takes back from a closed one",
+            deliveries,
+        );
+    }
+}
