@@ -93,7 +93,7 @@ fn snapshot(
         h.dedup();
         h
     };
-    let listening = TcpState::LISTEN.raw();
+    let listening = TcpState::LISTEN;
     let listeners = sockets
         .iter()
         .filter(|s| s.state == listening && s.local.port() == port)
@@ -123,7 +123,7 @@ fn connected(f: &SocketFile, port: u16) -> bool {
     f.socket.proto == Proto::Tcp
         && f.socket.local.port() == port
         && f.socket.remote.port() != 0
-        && f.socket.state != TcpState::LISTEN.raw()
+        && f.socket.state != TcpState::LISTEN
 }
 
 /// Keeps what the analysis reads from a batch of records.
