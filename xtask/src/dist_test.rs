@@ -715,8 +715,9 @@ fn exercise_serve(
         .parse()
         .with_context(|| format!("the helper said {first:?}, not the port it failed on"))?;
 
+    // Labels after these (the pod labels of --kubernetes) may follow.
     let counter = format!(
-        "inspector_bind_failures_total{{proto=\"tcp\",port=\"{failed_port}\",errno=\"EADDRINUSE\"}} 1"
+        "inspector_bind_failures_total{{proto=\"tcp\",port=\"{failed_port}\",errno=\"EADDRINUSE\""
     );
     let holder = format!("held by LISTEN 0.0.0.0:{failed_port} (pid {helper_pid} ");
     let mut metrics = String::new();
@@ -726,7 +727,10 @@ fn exercise_serve(
         metrics = scrape(port)?;
         // The explanation is free text: in the log, not in a label.
         let explained = log.iter().any(|l| l.contains(&holder));
-        if metrics.lines().any(|l| l == counter) && explained {
+        let counted = metrics
+            .lines()
+            .any(|l| l.starts_with(&counter) && l.ends_with("} 1"));
+        if counted && explained {
             println!("dist-test: container: curl http://127.0.0.1:{port}/metrics:");
             for line in metrics.lines().filter(|l| {
                 l.starts_with("inspector_bind_failures_total{")
