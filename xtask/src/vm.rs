@@ -17,7 +17,7 @@ use cargo_metadata::{Artifact, Message};
 
 use crate::{cargo, root, setup, step};
 
-const TOOLS: &[&str] = &["qemu-system-x86", "busybox-static", "cpio"];
+const TOOLS: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "binutils"];
 /// The privileged test binaries run in each guest, once per mode: the
 /// probes of each attach mode on each kernel.
 const TESTS: &[&str] = &["probes"];
@@ -175,6 +175,27 @@ fn place(tree: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`place`] without the debug information: the guest unpacks the
+/// initramfs into its memory, and the debug builds' DWARF alone would not
+/// fit in it (and would take the emulator longer to unpack).
+fn place_stripped(tree: &Path, file: &Path) -> Result<()> {
+    let dst = tree.join(file.strip_prefix("/").unwrap_or(file));
+    if let Some(parent) = dst.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    let status = Command::new("strip")
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&dst)
+        .arg(file)
+        .status()
+        .context("running strip (binutils)")?;
+    if !status.success() {
+        bail!("strip --strip-debug {} failed", file.display());
+    }
+    Ok(())
+}
+
 /// The sock_diag modules `inspector explain` needs (built as modules in
 /// Debian's kernels), decompressed into `tree/lib/modules/<version>/`.
 const MODULES: &[&str] = &["inet_diag", "tcp_diag", "udp_diag"];
@@ -231,7 +252,7 @@ fn initramfs(
     let mut binaries: Vec<&Path> = vec![inspector];
     binaries.extend(tests.iter().map(|(_, p)| p.as_path()));
     for b in &binaries {
-        place(&tree, b)?;
+        place_stripped(&tree, b)?;
         for lib in libraries(b)? {
             place(&tree, &lib)?;
         }
