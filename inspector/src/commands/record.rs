@@ -59,7 +59,8 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
     // The clocks are read before the probes attach: their first records
     // may come before the rest of the start-up is done.
     let mut header = Header::new(String::new(), opts.filter.describe());
-    let pipeline = Pipeline::new(opts.filter, opts.mode)?;
+    let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
+    pipeline.load_explanations();
     header.mode = pipeline.probes.mode.to_string();
     let rec = Recorder::open(&opts.dir, opts.limits, &header, opts.shared)?;
     eprintln!(

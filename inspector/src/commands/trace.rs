@@ -235,7 +235,8 @@ pub async fn run(opts: TraceOptions) -> anyhow::Result<()> {
             opts.window,
         )?,
         None => {
-            let pipeline = Pipeline::new(opts.filter, opts.mode)?;
+            let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
+            pipeline.load_explanations();
             eprintln!(
                 "inspector: {} mode, attached: {}; filters: {}",
                 pipeline.probes.mode,

@@ -40,11 +40,12 @@ pub struct Pipeline {
     /// Events read from the ring buffer.
     pub seen: u64,
     scratch: Vec<Record>,
-    /// Explains failures as they are read. Its socket iterators load
-    /// with the probes, before a front end says it is attached: loaded
-    /// at the first failure, the answer would come late, from a port
-    /// that may have changed and a caller that may be gone.
-    pub(crate) annotator: annotate::Annotator,
+    /// Explains failures as they are read by a live source. A front end
+    /// loads it ([`Pipeline::load_explanations`]) before it says it is
+    /// attached: loaded at the first failure, the answer would come late,
+    /// from a port that may have changed and a caller that may be gone.
+    /// Pipelines that never explain (scenarios, tests) do not load it.
+    pub(crate) annotator: Option<annotate::Annotator>,
 }
 
 impl Pipeline {
@@ -77,7 +78,7 @@ impl Pipeline {
             pods: PodResolver::detect(),
             seen: 0,
             scratch: Vec::new(),
-            annotator: annotate::Annotator::default(),
+            annotator: None,
         })
     }
 
@@ -104,6 +105,13 @@ impl Pipeline {
         // In place, then one block copy: a record is a few hundred bytes.
         self.scratch.retain(|r| filter.matches(r));
         out.append(&mut self.scratch);
+    }
+
+    /// Loads the socket iterators that explain failures, now rather than
+    /// when a live source first reads.
+    pub fn load_explanations(&mut self) {
+        self.annotator
+            .get_or_insert_with(annotate::Annotator::default);
     }
 
     pub fn counters(&self) -> Counters {

@@ -119,6 +119,7 @@ pub struct Live {
 impl Live {
     fn new(mut pipeline: Pipeline, tick: Duration) -> std::io::Result<Self> {
         let ring = pipeline.readiness()?;
+        pipeline.load_explanations();
         let mut tick = tokio::time::interval(tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Ok(Self {
@@ -147,7 +148,9 @@ impl Live {
         let Pipeline {
             annotator, tracker, ..
         } = &mut self.pipeline;
-        annotator.annotate(&mut fresh, Some(tracker));
+        if let Some(a) = annotator {
+            a.annotate(&mut fresh, Some(tracker));
+        }
         out.append(&mut fresh);
     }
 }

@@ -52,13 +52,14 @@ pub async fn run(filter: Filter, mode: crate::kernel::probe::Mode) -> anyhow::Re
     // followed in addition.
     let only_netns = filter.netns;
     let filters = filter.describe();
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         Filter {
             netns: None,
             ..filter
         },
         mode,
     )?;
+    pipeline.load_explanations();
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let session =
         terminal::Session::start("for a headless stream use `inspector trace` (or `--json`)")?;

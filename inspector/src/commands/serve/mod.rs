@@ -152,7 +152,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
     // them (the netns filter works in the kernel) are the counts the
     // metrics'.
     let aggregate = counts_in_kernel(&opts.filter);
-    let pipeline = Pipeline::with_options(
+    let mut pipeline = Pipeline::with_options(
         opts.filter,
         LoadOptions {
             mode: opts.mode,
@@ -160,6 +160,7 @@ pub async fn run(opts: ServeOptions) -> anyhow::Result<()> {
             ..LoadOptions::default()
         },
     )?;
+    pipeline.load_explanations();
     eprintln!(
         "inspector: serving {}://{bound}/metrics{}; {} mode, attached: {}; filters: {}",
         if tls { "https" } else { "http" },
