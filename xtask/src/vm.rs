@@ -18,13 +18,10 @@ use cargo_metadata::{Artifact, Message};
 use crate::{cargo, root, setup, step};
 
 const TOOLS: &[&str] = &["qemu-system-x86", "busybox-static", "cpio", "binutils"];
-/// The privileged test binaries run in each guest, once per mode: the
-/// probes of each attach mode on each kernel.
-const TESTS: &[&str] = &["probes"];
 /// Run once per guest, in fentry mode, which only the guests have: the
 /// host runs them in tracepoint mode, and the cross-mode check below
 /// compares the two modes' events on each guest kernel.
-const FENTRY_ONLY: &[&str] = &["cli", "scenarios"];
+const FENTRY_ONLY: &[&str] = &["probes", "cli", "scenarios"];
 /// Run once per guest: the cross-mode check (it loads both modes itself),
 /// and the tests that do not depend on the attach mode (`explain` and the
 /// socket iterators read the kernel's tables, not the probes).
@@ -33,8 +30,6 @@ const ONCE: &[&str] = &["explain", "iter"];
 /// Random cases of the explain differential test per guest: software
 /// emulation runs it about ten times slower than the host.
 const GUEST_EXPLAIN_CASES: u32 = 200;
-/// The modes every guest kernel runs the tests in.
-const MODES: &[&str] = &["tracepoint", "fentry"];
 /// Per guest, boot to power-off.
 const GUEST_LIMIT: Duration = Duration::from_secs(1800);
 
@@ -116,12 +111,7 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
         "inspector",
         "--message-format=json",
     ]);
-    for t in TESTS
-        .iter()
-        .chain(FENTRY_ONLY)
-        .chain(ONCE)
-        .chain([&CROSS_MODE])
-    {
+    for t in FENTRY_ONLY.iter().chain(ONCE).chain([&CROSS_MODE]) {
         cmd.args(["--test", t]);
     }
     let out = cmd
@@ -138,16 +128,17 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
             target,
             ..
         }) = message.context("reading cargo's JSON messages")?
-            && (TESTS.contains(&target.name.as_str())
-                || FENTRY_ONLY.contains(&target.name.as_str())
+            && (FENTRY_ONLY.contains(&target.name.as_str())
                 || ONCE.contains(&target.name.as_str())
                 || target.name == CROSS_MODE)
         {
             found.push((target.name, exe.into_std_path_buf()));
         }
     }
-    if found.len() != TESTS.len() + FENTRY_ONLY.len() + ONCE.len() + 1 {
-        bail!("expected test binaries {TESTS:?}, cargo built {found:?}");
+    if found.len() != FENTRY_ONLY.len() + ONCE.len() + 1 {
+        bail!(
+            "expected test binaries {FENTRY_ONLY:?}, {ONCE:?} and {CROSS_MODE}, cargo built {found:?}"
+        );
     }
     Ok(found)
 }
@@ -276,11 +267,6 @@ fn initramfs(
         )
     };
     let mut runs = String::new();
-    for mode in MODES {
-        for (name, path) in tests.iter().filter(|(n, _)| TESTS.contains(&n.as_str())) {
-            runs.push_str(&run(name, path, mode));
-        }
-    }
     for (name, path) in tests
         .iter()
         .filter(|(n, _)| FENTRY_ONLY.contains(&n.as_str()))
@@ -392,7 +378,7 @@ fn boot(vmlinuz: &Path, image: &Path, log: &Path) -> Result<GuestRun> {
         .lines()
         .filter_map(|l| after(l, "cross-mode: "))
         .collect();
-    let expected = TESTS.len() * MODES.len() + FENTRY_ONLY.len() + 1 + ONCE.len();
+    let expected = FENTRY_ONLY.len() + 1 + ONCE.len();
     let ok = results.len() == expected && results.iter().all(|r| r.contains(" rc=0 "));
     Ok(GuestRun {
         kernel,
@@ -460,9 +446,8 @@ pub fn vm_test(opts: Options) -> Result<()> {
     for ((package, _), run) in kernels.iter().zip(booted) {
         let run = run?;
         println!(
-            "vm-test: kernel {} ({package}), modes {}: {} in {:.0} s (boot + tests): {}",
+            "vm-test: kernel {} ({package}): {} in {:.0} s (boot + tests): {}",
             run.kernel,
-            MODES.join(" + "),
             if run.ok { "passed" } else { "FAILED" },
             run.secs,
             run.results.join("; ")
