@@ -187,9 +187,21 @@ fn place_stripped(tree: &Path, file: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The sock_diag modules `inspector explain` needs (built as modules in
-/// Debian's kernels), decompressed into `tree/lib/modules/<version>/`.
-const MODULES: &[&str] = &["inet_diag", "tcp_diag", "udp_diag"];
+/// The modules the tests need that Debian's kernels build as modules, by
+/// path under `kernel/`, in load order: sock_diag for `inspector explain`,
+/// veth for the scenarios that run between two hosts. Decompressed into
+/// `tree/lib/modules/<version>/`.
+const MODULES: &[&str] = &[
+    "net/ipv4/inet_diag",
+    "net/ipv4/tcp_diag",
+    "net/ipv4/udp_diag",
+    "drivers/net/veth",
+];
+
+/// A module's name: the last part of its path.
+fn module_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
 
 fn add_modules(tree: &Path, unpacked: &Path) -> Result<()> {
     for entry in fs::read_dir(unpacked.join("lib/modules"))? {
@@ -198,8 +210,8 @@ fn add_modules(tree: &Path, unpacked: &Path) -> Result<()> {
         let dst = tree.join("lib/modules").join(&version);
         fs::create_dir_all(&dst)?;
         for m in MODULES {
-            let base = entry.path().join("kernel/net/ipv4").join(format!("{m}.ko"));
-            let out = dst.join(format!("{m}.ko"));
+            let base = entry.path().join("kernel").join(format!("{m}.ko"));
+            let out = dst.join(format!("{}.ko", module_name(m)));
             if base.exists() {
                 fs::copy(&base, &out)?;
                 continue;
@@ -281,6 +293,8 @@ fn initramfs(
     }
     // No tmpfs over /tmp: the binaries sit at their build paths, which may
     // be under /tmp (the initramfs root is already in memory).
+    let modules: Vec<&str> = MODULES.iter().map(|m| module_name(m)).collect();
+    let modules = modules.join(" ");
     let init = format!(
         "#!/bin/sh\n\
          mount -t proc proc /proc\n\
@@ -289,7 +303,7 @@ fn initramfs(
          mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null\n\
          mount -t bpf bpf /sys/fs/bpf 2>/dev/null\n\
          ip link set lo up\n\
-         for m in inet_diag tcp_diag udp_diag; do insmod /lib/modules/$(uname -r)/$m.ko; done\n\
+         for m in {modules}; do insmod /lib/modules/$(uname -r)/$m.ko; done\n\
          export CI=true HOME=/root PATH=/bin RUST_BACKTRACE=1 INSPECTOR_REQUIRE_FENTRY=1\n\
          echo \"INSPECTOR-KERNEL $(uname -r)\"\n\
          {runs}\

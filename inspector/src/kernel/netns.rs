@@ -198,6 +198,14 @@ pub fn enter_new_netns() -> io::Result<()> {
     set_link_flags("lo", libc::IFF_UP)
 }
 
+/// Moves the calling thread into the namespace of the open namespace
+/// file `ns`.
+pub fn enter_fd(ns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: setns on a descriptor the caller keeps open; it changes only
+    // the calling thread's network namespace.
+    unsafe { syscall!(setns(ns.as_raw_fd(), libc::CLONE_NEWNET)) }.map(drop)
+}
+
 /// Sets `flags` (`IFF_*`) on the interface `name` of the calling thread's
 /// namespace, keeping the others.
 pub fn set_link_flags(name: &str, flags: libc::c_int) -> io::Result<()> {

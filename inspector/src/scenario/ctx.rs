@@ -4,7 +4,7 @@
 use std::{
     io,
     mem::MaybeUninit,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     os::fd::AsFd as _,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -15,7 +15,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{NsId, ScenarioError};
 pub use crate::kernel::Proto;
-use crate::kernel::{Errno, netns, sys::monotonic_ns};
+use crate::kernel::{Errno, netns, sys::monotonic_ns, veth};
 
 /// A socket of the scenario, with the label the log and the output use.
 #[derive(Debug)]
@@ -63,6 +63,25 @@ pub struct Delivery {
     pub checked: bool,
 }
 
+/// The server's and the client's address on the veth pair of
+/// [`Ctx::two_hosts`]: link-local, so nothing routes them off the pair,
+/// and not loopback.
+pub const SERVER_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 1);
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 77, 2);
+
+/// One end of [`Ctx::two_hosts`]: its namespace and address.
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    ns: usize,
+    pub addr: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Hosts {
+    pub server: Host,
+    pub client: Host,
+}
+
 #[derive(Debug, Default)]
 pub struct Ctx {
     namespaces: Arc<Mutex<Vec<NsId>>>,
@@ -108,6 +127,43 @@ impl Ctx {
             n.push(NsId { ino, since_ns });
         }
         Ok(ino)
+    }
+
+    /// Two hosts: two fresh namespaces joined by a veth pair, the server at
+    /// [`SERVER_ADDR`] and the client at [`CLIENT_ADDR`], so that their
+    /// traffic is not loopback (which some rules treat apart). The thread
+    /// is left in the server's namespace; [`Ctx::enter`] moves it.
+    pub fn two_hosts(&mut self) -> Result<Hosts, ScenarioError> {
+        self.fresh_netns()?;
+        let client = Host {
+            ns: self.ns_files.len() - 1,
+            addr: CLIENT_ADDR,
+        };
+        self.fresh_netns()?;
+        let server = Host {
+            ns: self.ns_files.len() - 1,
+            addr: SERVER_ADDR,
+        };
+        veth::add_pair("server0", "client0", self.ns_files[client.ns].as_fd())?;
+        veth::set_ipv4("server0", SERVER_ADDR, 30)?;
+        self.enter(client)?;
+        veth::set_ipv4("client0", CLIENT_ADDR, 30)?;
+        self.enter(server)?;
+        self.setup.push(format!(
+            "veth pair between two namespaces: server {SERVER_ADDR}/30, client {CLIENT_ADDR}/30"
+        ));
+        Ok(Hosts { server, client })
+    }
+
+    /// Moves this scenario's thread into `host`'s namespace: sockets made
+    /// from now on are its.
+    pub fn enter(&mut self, host: Host) -> Result<(), ScenarioError> {
+        let ns = self
+            .ns_files
+            .get(host.ns)
+            .ok_or_else(|| ScenarioError::Setup("no such host".into()))?;
+        netns::enter_fd(ns.as_fd())?;
+        Ok(())
     }
 
     /// Reads a sysctl of the current namespace: a fresh namespace shows

@@ -40,32 +40,69 @@ fn connect_and_close(
     Ok(out)
 }
 
-/// One exhaustion run in a fresh namespace: `tw_reuse` set, or the
-/// namespace's default when `None`.
-fn exhaustion_run(
-    ctx: &mut Ctx,
-    tw_reuse: Option<&str>,
-) -> Result<serde_json::Value, ScenarioError> {
-    ctx.fresh_netns()?;
-    ctx.sysctl("net/ipv4/ip_local_port_range", "40000 40003")?;
-    let reuse = match tw_reuse {
-        Some(v) => {
-            ctx.sysctl("net/ipv4/tcp_tw_reuse", v)?;
-            v.to_owned()
+/// The path between a scenario's client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Two hosts joined by a veth pair: what production has.
+    Hosts,
+    /// One namespace, over `lo`: loopback peers, which `tcp_tw_reuse=2`
+    /// treats apart.
+    Loopback,
+}
+
+impl Path {
+    fn as_str(self) -> &'static str {
+        match self {
+            Path::Hosts => "between two hosts",
+            Path::Loopback => "over loopback",
         }
-        None => ctx.read_sysctl("net/ipv4/tcp_tw_reuse")?,
+    }
+}
+
+/// A server listening on `port` at the far end of `path`, in fresh
+/// namespaces; the thread is left where the client runs. Returns the
+/// listener and the address to connect to.
+fn server_over(
+    ctx: &mut Ctx,
+    path: Path,
+    port: u16,
+    label: &str,
+) -> Result<(Sock, String), ScenarioError> {
+    let (addr, client) = match path {
+        Path::Loopback => {
+            ctx.fresh_netns()?;
+            (format!("127.0.0.1:{port}"), None)
+        }
+        Path::Hosts => {
+            let hosts = ctx.two_hosts()?;
+            (format!("{}:{port}", hosts.server.addr), Some(hosts.client))
+        }
     };
-    let timestamps = ctx.read_sysctl("net/ipv4/tcp_timestamps")?;
-    let listener = ctx.tcp(&format!("server (tcp_tw_reuse={reuse})"))?;
-    ctx.bind(&listener, "127.0.0.1:8018")?;
+    let listener = ctx.tcp(label)?;
+    ctx.bind(&listener, &addr)?;
     ctx.listen(&listener, 64);
-    let first = connect_and_close(ctx, &listener, "127.0.0.1:8018", 4)?;
-    let at_once = connect_and_close(ctx, &listener, "127.0.0.1:8018", 1)?;
+    if let Some(client) = client {
+        ctx.enter(client)?;
+    }
+    Ok((listener, addr))
+}
+
+/// One exhaustion run with the client namespace's default
+/// `tcp_tw_reuse`, over `path`.
+fn exhaustion_run(ctx: &mut Ctx, path: Path) -> Result<serde_json::Value, ScenarioError> {
+    let (listener, to) = server_over(ctx, path, 8018, &format!("server ({})", path.as_str()))?;
+    ctx.sysctl("net/ipv4/ip_local_port_range", "40000 40003")?;
+    let reuse = ctx.read_sysctl("net/ipv4/tcp_tw_reuse")?;
+    let timestamps = ctx.read_sysctl("net/ipv4/tcp_timestamps")?;
+    let first = connect_and_close(ctx, &listener, &to, 4)?;
+    let at_once = connect_and_close(ctx, &listener, &to, 1)?;
     // tcp_tw_reuse waits tcp_tw_reuse_delay (1 s) before reusing.
     std::thread::sleep(Duration::from_millis(1100));
-    let again = connect_and_close(ctx, &listener, "127.0.0.1:8018", 2)?;
+    let again = connect_and_close(ctx, &listener, &to, 2)?;
     ctx.hold(listener);
     Ok(json!({
+        "path": path.as_str(),
+        "server": to,
         "tcp_tw_reuse": reuse,
         "tcp_timestamps": timestamps,
         "first_4": first,
@@ -75,10 +112,10 @@ fn exhaustion_run(
 }
 
 pub(super) fn ephemeral_exhaustion(ctx: &mut Ctx) -> Res {
-    // Judged on the kernel's defaults in a fresh namespace; the setting
-    // that changes the outcome is a second, labelled run.
-    let default = exhaustion_run(ctx, None)?;
-    let off = exhaustion_run(ctx, Some("0"))?;
+    // Judged where production runs, between two hosts; loopback, which
+    // the default tcp_tw_reuse=2 treats apart, is a labelled variant.
+    let hosts = exhaustion_run(ctx, Path::Hosts)?;
+    let looped = exhaustion_run(ctx, Path::Loopback)?;
     let errnos = |r: &serde_json::Value| -> Vec<String> {
         ["at_once", "next_2"]
             .iter()
@@ -99,16 +136,17 @@ pub(super) fn ephemeral_exhaustion(ctx: &mut Ctx) -> Res {
             errnos(r).iter().any(|e| e == "EADDRINUSE"),
         ]
     };
-    let verdict = Verdict::of(&parts(&default));
-    let with_off = Verdict::of(&parts(&off));
-    let default_reuse = default["tcp_tw_reuse"].as_str().unwrap_or("?").to_owned();
-    let advice = (with_off != verdict).then(|| {
+    let verdict = Verdict::of(&parts(&hosts));
+    let over_lo = Verdict::of(&parts(&looped));
+    let default_reuse = hosts["tcp_tw_reuse"].as_str().unwrap_or("?").to_owned();
+    let advice = (over_lo != verdict).then(|| {
         format!(
-            "{} by default (tcp_tw_reuse={default_reuse}); {} with tcp_tw_reuse=0: the ports \
-             stay exhausted for 60 s, but connect() fails with EADDRNOTAVAIL, never \
-             \"address already in use\"",
+            "{} between two hosts (tcp_tw_reuse={default_reuse}): the ports stay exhausted \
+             for 60 s, but connect() fails with EADDRNOTAVAIL, never \"address already in \
+             use\"; {} over loopback, where tcp_tw_reuse={default_reuse} takes a TIME_WAIT \
+             port over after 1 s",
             verdict.as_str(),
-            with_off.as_str()
+            over_lo.as_str()
         )
     });
     let show_run = |r: &serde_json::Value| {
@@ -127,18 +165,19 @@ pub(super) fn ephemeral_exhaustion(ctx: &mut Ctx) -> Res {
         advice,
         verdict,
         summary: format!(
-            "4 ephemeral ports, 4 connections closed by the client, then connects: defaults \
-             (tcp_tw_reuse={default_reuse}): {}; with tcp_tw_reuse=0: {}",
-            show_run(&default),
-            show_run(&off)
+            "4 ephemeral ports, 4 connections closed by the client, then connects \
+             (tcp_tw_reuse={default_reuse}, the default): between two hosts {}; over \
+             loopback {}",
+            show_run(&hosts),
+            show_run(&looped)
         ),
-        details: json!({ "default": default, "tcp_tw_reuse=0": off }),
+        details: json!({ "two_hosts": hosts, "loopback": looped }),
         explanation: "connect() picks a port in __inet_hash_connect(); a port whose 4-tuple is \
             held by a TIME_WAIT socket is usable only if tcp_twsk_unique() lets it take the \
-            socket over. The fresh-namespace default tcp_tw_reuse=2 allows that for loopback \
-            peers (with timestamps) after tcp_tw_reuse_delay (1 s); 0, or a non-loopback peer \
-            under 2, keeps every port taken for TCP_TIMEWAIT_LEN (60 s). Either way the error \
-            is EADDRNOTAVAIL from connect(), not EADDRINUSE from bind()."
+            socket over. The fresh-namespace default tcp_tw_reuse=2 allows that only for \
+            loopback peers (with timestamps) after tcp_tw_reuse_delay (1 s); between two \
+            hosts, as under 0, every port stays taken for TCP_TIMEWAIT_LEN (60 s). Either way \
+            the error is EADDRNOTAVAIL from connect(), not EADDRINUSE from bind()."
             .into(),
     })
 }
@@ -285,10 +324,15 @@ pub(super) fn exhaustion_per_destination(ctx: &mut Ctx) -> Res {
     })
 }
 
-/// One `tcp_tw_reuse` run in a fresh namespace: the range filled with
-/// client-side TIME_WAIT, a connect() at once and one after 1.1 s.
-fn tw_reuse_run(ctx: &mut Ctx, mode: &str) -> Result<serde_json::Value, ScenarioError> {
-    ctx.fresh_netns()?;
+/// One `tcp_tw_reuse` run over `path`: the client's 4-port range filled
+/// with TIME_WAIT, then a connect at once and one after 1.1 s.
+fn tw_reuse_run(ctx: &mut Ctx, mode: &str, path: Path) -> Result<serde_json::Value, ScenarioError> {
+    let (listener, to) = server_over(
+        ctx,
+        path,
+        8024,
+        &format!("server (tcp_tw_reuse={mode}, {})", path.as_str()),
+    )?;
     let default = ctx.read_sysctl("net/ipv4/tcp_tw_reuse")?;
     ctx.sysctl("net/ipv4/ip_local_port_range", "40000 40003")?;
     ctx.sysctl("net/ipv4/tcp_timestamps", "1")?;
@@ -301,13 +345,10 @@ fn tw_reuse_run(ctx: &mut Ctx, mode: &str) -> Result<serde_json::Value, Scenario
         }
         Err(_) => "absent (1 s)",
     };
-    let listener = ctx.tcp(&format!("server (tcp_tw_reuse={mode})"))?;
-    ctx.bind(&listener, "127.0.0.1:8024")?;
-    ctx.listen(&listener, 64);
-    let fill = connect_and_close(ctx, &listener, "127.0.0.1:8024", 4)?;
-    let at_once = connect_and_close(ctx, &listener, "127.0.0.1:8024", 1)?;
+    let fill = connect_and_close(ctx, &listener, &to, 4)?;
+    let at_once = connect_and_close(ctx, &listener, &to, 1)?;
     std::thread::sleep(Duration::from_millis(1100));
-    let after = connect_and_close(ctx, &listener, "127.0.0.1:8024", 1)?;
+    let after = connect_and_close(ctx, &listener, &to, 1)?;
     if all_ok(&fill) {
         // Every port of the range went through TIME_WAIT.
         ctx.expect_time_wait.push(40000);
@@ -315,6 +356,7 @@ fn tw_reuse_run(ctx: &mut Ctx, mode: &str) -> Result<serde_json::Value, Scenario
     ctx.hold(listener);
     Ok(json!({
         "namespace_default": default,
+        "path": path.as_str(),
         "tcp_tw_reuse": mode,
         "tcp_tw_reuse_delay": delay,
         "fill_4": fill,
@@ -325,9 +367,10 @@ fn tw_reuse_run(ctx: &mut Ctx, mode: &str) -> Result<serde_json::Value, Scenario
 
 pub(super) fn tw_reuse_modes(ctx: &mut Ctx) -> Res {
     let runs = [
-        tw_reuse_run(ctx, "0")?,
-        tw_reuse_run(ctx, "1")?,
-        tw_reuse_run(ctx, "2")?,
+        tw_reuse_run(ctx, "0", Path::Hosts)?,
+        tw_reuse_run(ctx, "1", Path::Hosts)?,
+        tw_reuse_run(ctx, "2", Path::Hosts)?,
+        tw_reuse_run(ctx, "2", Path::Loopback)?,
     ];
     let after = |i: usize| runs[i]["after_1_1s"].as_str().and_then(Errno::parse);
     let filled = runs.iter().all(|r| {
@@ -342,7 +385,8 @@ pub(super) fn tw_reuse_modes(ctx: &mut Ctx) -> Res {
     let parts = [
         filled && after(0) == Some(Errno::EADDRNOTAVAIL),
         filled && after(1).is_none(),
-        filled && after(2).is_none(),
+        filled && after(2) == Some(Errno::EADDRNOTAVAIL),
+        filled && after(3).is_none(),
         default == "2",
     ];
     let show_run = |r: &serde_json::Value| {
@@ -357,24 +401,27 @@ pub(super) fn tw_reuse_modes(ctx: &mut Ctx) -> Res {
         advice: None,
         verdict: Verdict::of(&parts),
         summary: format!(
-            "4-port range filled by 4 loopback connections the client closed: tcp_tw_reuse=0: \
-             {}; =1: {}; =2: {}; a new namespace's default: {default}",
+            "4-port range filled by 4 connections the client closed, between two hosts: \
+             tcp_tw_reuse=0: {}; =1: {}; =2: {}; =2 over loopback: {}; a new namespace's \
+             default: {default}",
             show_run(&runs[0]),
             show_run(&runs[1]),
-            show_run(&runs[2])
+            show_run(&runs[2]),
+            show_run(&runs[3])
         ),
         details: json!({
             "tcp_tw_reuse=0": runs[0],
             "tcp_tw_reuse=1": runs[1],
             "tcp_tw_reuse=2": runs[2],
+            "tcp_tw_reuse=2 loopback": runs[3],
         }),
         explanation: "__inet_hash_connect() asks __inet_check_established() about each port; a \
             TIME_WAIT socket with the same 4-tuple blocks it unless tcp_twsk_unique() lets the \
             new connection take it over: tcp_tw_reuse=1 always, 2 only when the peer is \
-            loopback (and not across VRFs), both only with TCP timestamps and once \
-            tcp_tw_reuse_delay (1 s) has passed since the timewait socket's last timestamp. \
-            Under 0 the ports stay taken for TCP_TIMEWAIT_LEN (60 s) and connect() fails with \
-            EADDRNOTAVAIL."
+            loopback (a loopback address, or the socket bound to lo), both only with TCP \
+            timestamps and once tcp_tw_reuse_delay (1 s) has passed since the timewait \
+            socket's last timestamp. Under 0, and under 2 between two hosts, the ports stay \
+            taken for TCP_TIMEWAIT_LEN (60 s) and connect() fails with EADDRNOTAVAIL."
             .into(),
     })
 }

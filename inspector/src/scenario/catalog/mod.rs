@@ -147,7 +147,7 @@ pub static CATALOG: &[Scenario] = &[
     Scenario {
         number: 14,
         name: "ephemeral-exhaustion",
-        title: "client connects with a 4-port ip_local_port_range: the namespace's default tcp_tw_reuse, then tcp_tw_reuse=0",
+        title: "client connects with a 4-port ip_local_port_range under the namespace's default tcp_tw_reuse: between two hosts (a veth pair), then over loopback",
         claim: "Sometimes your TCP server written in Go fails with error `bind: address already in use` ... 3. Client uses random port for itself and make a lot of reconnects so it exhausted all ephemeral ports ... (left all potential available port in `TIME_WAIT` state)",
         source: Some(GOLANG),
         run: ephemeral_exhaustion,
@@ -198,8 +198,8 @@ pub static CATALOG: &[Scenario] = &[
     Scenario {
         number: 20,
         name: "tcp-tw-reuse-modes",
-        title: "a 4-port range filled with client-side TIME_WAIT on loopback: tcp_tw_reuse 0, 1 and 2",
-        claim: "Once TIME_WAIT fills the ephemeral range, connect() fails with EADDRNOTAVAIL under tcp_tw_reuse=0 and succeeds after about 1 s under tcp_tw_reuse=1 and 2; 2 (loopback only) is a new namespace's default",
+        title: "a 4-port range filled with client-side TIME_WAIT between two hosts (a veth pair): tcp_tw_reuse 0, 1 and 2; then 2 over loopback",
+        claim: "Once TIME_WAIT fills the ephemeral range, connect() fails with EADDRNOTAVAIL under tcp_tw_reuse=0 and succeeds after about 1 s under tcp_tw_reuse=1; 2, a new namespace's default, reuses only for loopback peers: between two hosts it fails as 0 does",
         source: None,
         run: tw_reuse_modes,
     },
