@@ -194,13 +194,7 @@ impl<B: Backend> Dashboard<B> {
     /// (before any event about them).
     pub fn seed(&mut self, namespaces: &[std::path::PathBuf]) {
         let Some(table) = self.table() else { return };
-        let mut socks = Vec::new();
-        for ns in namespaces {
-            // A namespace that went away meanwhile has nothing to seed.
-            if let Ok(s) = kernel::seed(table, ns) {
-                socks.extend(s);
-            }
-        }
+        let socks = kernel::seed_all(table, namespaces);
         self.app.update(Input::Clock(monotonic_ns()));
         self.app.update(Input::Seed(socks));
     }
