@@ -374,7 +374,7 @@ impl Replay {
         {
             match self.reader.next_line()? {
                 None => self.done = true,
-                Some(Line::Header(_)) => {}
+                Some(Line::Header(_) | Line::SnapshotPart(_) | Line::Snapshot(_)) => {}
                 Some(Line::Stats(s)) => {
                     if let Some(c) = recorded_counters(&s) {
                         if self.stats_ahead.len() >= 1024 {
