@@ -411,6 +411,19 @@ impl<B: Backend> Sink for Dashboard<B> {
         Ok(flow)
     }
 
+    /// A replay's snapshot of the kernel's tables: the panes start from
+    /// it, its sockets marked `pre` as at a live start.
+    fn recorded(&mut self, line: crate::recording::Line) -> anyhow::Result<()> {
+        if let crate::recording::Line::Snapshot(snap) = line {
+            self.app.update(Input::Snapshot {
+                taken_ns: snap.ts_ns,
+                socks: snap.socks,
+            });
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
     fn input(&mut self) -> impl std::future::Future<Output = Option<Event>> {
         self.events.recv()
     }
