@@ -84,7 +84,10 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
     pipeline.load_explanations();
     header.mode = pipeline.probes.mode.to_string();
-    let snapshots = snapshots(&snapshot_filter, opts.netns_path.clone());
+    let (snapshots, refused) = match snapshots(&snapshot_filter, opts.netns_path.clone()) {
+        Ok(take) => (Some(take), None),
+        Err(why) => (None, Some(why)),
+    };
     let rec = Recorder::new(Writer::with_snapshots(
         &opts.dir,
         opts.limits,
@@ -105,6 +108,11 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
         let (socks, lines, bytes) = rec.out.last_snapshot;
         eprintln!(
             "inspector: each file starts with a snapshot of the socket tables: {socks} sockets now ({lines} lines, {bytes} bytes of text)"
+        );
+    }
+    if let Some(why) = refused {
+        eprintln!(
+            "inspector: warning: no socket snapshots in this recording (a replay starts with empty panes): {why}"
         );
     }
     for m in &pipeline.probes.missing {
@@ -138,20 +146,11 @@ fn keeps(filter: &Filter, s: &SeedSock) -> bool {
 /// Where each file's snapshot comes from: the socket iterators, over the
 /// namespace of `--netns` or the ones a live dashboard follows (looked up
 /// again for each file). Without the iterators (refused by the kernel),
-/// files have no snapshot, and the warning says so once.
-fn snapshots(filter: &Filter, netns_path: Option<PathBuf>) -> Option<TakeSnapshot> {
-    let mut table = match SocketTable::load() {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!(
-                "inspector: warning: no socket snapshots in this recording (a replay starts with empty panes): {}",
-                crate::util::errors::chain(&e)
-            );
-            return None;
-        }
-    };
+/// files have no snapshot: the reason, for the warning.
+fn snapshots(filter: &Filter, netns_path: Option<PathBuf>) -> Result<TakeSnapshot, String> {
+    let mut table = SocketTable::load().map_err(|e| crate::util::errors::chain(&e))?;
     let filter = filter.clone();
-    Some(Box::new(move || {
+    Ok(Box::new(move || {
         let namespaces = match &netns_path {
             Some(p) => vec![p.clone()],
             None => netns::followed(filter.netns),
