@@ -285,6 +285,13 @@ impl Replay {
         Ok(r)
     }
 
+    /// The snapshot of the kernel's tables the replay starts from, when it
+    /// was read on opening (the one the first file opens with); otherwise
+    /// it comes with the records, as a [`Line::Snapshot`].
+    pub fn take_snapshot(&mut self) -> Option<Box<Snapshot>> {
+        self.snapshot.take()
+    }
+
     /// Whether every record has been handed over.
     pub fn at_end(&self) -> bool {
         self.done && self.ahead.is_empty()

@@ -419,7 +419,9 @@ impl<B: Backend> Sink for Dashboard<B> {
                 taken_ns: snap.ts_ns,
                 socks: snap.socks,
             });
+            // Shown at the next frame, however recent the last.
             self.dirty = true;
+            self.last_draw = Instant::now() - Duration::from_secs(1);
         }
         Ok(())
     }

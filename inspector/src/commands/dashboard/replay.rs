@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     Dashboard,
-    app::{App, Header},
+    app::{App, Header, Input},
     terminal,
 };
 use crate::{
@@ -44,7 +44,24 @@ pub fn clock(r: &Replay) -> String {
     )
 }
 
-/// The app a replay of `src` starts with: the recording's mode and filters.
+/// The app a replay of `src` starts with: the recording's mode and
+/// filters, and its panes seeded from the snapshot the replay starts from
+/// when it was read on opening (so the first frame shows it, as a live
+/// dashboard seeds before its first frame).
+pub fn app(src: &mut Source, filter: &Filter) -> App {
+    let mut app = app_for(src, filter);
+    if let Source::Replay(r) = src
+        && let Some(snap) = r.take_snapshot()
+    {
+        app.update(Input::Snapshot {
+            taken_ns: snap.ts_ns,
+            socks: snap.socks,
+        });
+    }
+    app
+}
+
+/// The app with the recording's mode and filters.
 fn app_for(src: &Source, filter: &Filter) -> App {
     let recorded = match src {
         Source::Replay(r) => r.header.as_ref(),
@@ -87,7 +104,7 @@ pub async fn run(
         },
         window,
     )?;
-    let mut app = app_for(&src, &filter);
+    let mut app = app(&mut src, &filter);
     app.paused = step;
     let session = terminal::Session::start("for a headless replay use `inspector trace --replay`")
         .context("the replay's terminal")?;
@@ -336,7 +353,7 @@ mod tests {
             window,
         )
         .expect("open");
-        let mut app = app_for(&src, &filter);
+        let mut app = app(&mut src, &filter);
         app.paused = true;
         let (_tx, events) = tokio::sync::mpsc::unbounded_channel();
         let terminal = ratatui::Terminal::new(TestBackend::new(120, 30)).expect("test backend");
