@@ -13,7 +13,7 @@ use crate::{
         sockets::SocketTable,
         sys::{cpu_time, monotonic_ns},
     },
-    model::{filter::Filter, record::Record, seed::SeedSock},
+    model::{filter::Filter, record::Record},
     pipeline::{
         Pipeline,
         drive::{self, Flow, Sink, Stop},
@@ -80,7 +80,7 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
     // The clocks are read before the probes attach: their first records
     // may come before the rest of the start-up is done.
     let mut header = Header::new(String::new(), opts.filter.describe());
-    let snapshot_filter = opts.filter_for_snapshots();
+    let snapshot_filter = opts.filter.clone();
     let mut pipeline = Pipeline::new(opts.filter, opts.mode)?;
     pipeline.load_explanations();
     header.mode = pipeline.probes.mode.to_string();
@@ -122,27 +122,6 @@ pub async fn run(opts: RecordOptions) -> anyhow::Result<()> {
     drive::run(&mut src, &mut Writing(rec), &mut stop).await
 }
 
-impl RecordOptions {
-    /// What of the filter a snapshot follows: the namespace, ports and
-    /// protocol (a socket has no caller, cgroup or failure to select by).
-    fn filter_for_snapshots(&self) -> Filter {
-        Filter {
-            netns: self.filter.netns,
-            ports: self.filter.ports.clone(),
-            proto: self.filter.proto,
-            ..Filter::default()
-        }
-    }
-}
-
-/// Whether a snapshot keeps `s`: its protocol, and its local port or its
-/// peer's among the ports.
-fn keeps(filter: &Filter, s: &SeedSock) -> bool {
-    let port = |p: u16| filter.ports.as_ref().is_none_or(|set| set.contains(p));
-    filter.proto.is_none_or(|p| p == s.proto)
-        && (port(s.addr.port) || s.peer.is_some_and(|peer| port(peer.port())))
-}
-
 /// Where each file's snapshot comes from: the socket iterators, over the
 /// namespace of `--netns` or the ones a live dashboard follows (looked up
 /// again for each file). Without the iterators (refused by the kernel),
@@ -157,7 +136,7 @@ fn snapshots(filter: &Filter, netns_path: Option<PathBuf>) -> Result<TakeSnapsho
         };
         let ts_ns = monotonic_ns();
         let mut socks = tables::seed_all(&mut table, &namespaces);
-        socks.retain(|s| keeps(&filter, s));
+        socks.retain(|s| filter.matches_socket(s));
         Snapshot::new(ts_ns, socks)
     }))
 }

@@ -399,8 +399,9 @@ impl Replay {
             match self.reader.next_line()? {
                 None => self.done = true,
                 Some(Line::Header(_) | Line::SnapshotPart(_)) => {}
-                Some(Line::Snapshot(snap)) => {
+                Some(Line::Snapshot(mut snap)) => {
                     if snap.ts_ns <= self.since_ns || self.records_read == 0 {
+                        snap.socks.retain(|s| self.filter.matches_socket(s));
                         // What it holds replaces what came before.
                         self.floor_ns = snap.ts_ns;
                         self.ahead.retain(|Reverse(a)| a.0 >= snap.ts_ns);
