@@ -35,8 +35,9 @@ pub enum Command {
     Scenario(ScenarioCommand),
     /// Who holds a port, and which kernel rule decides a bind() and listen() on it.
     Explain(ExplainArgs),
-    /// Record the trace to disk: compressed NDJSON in rotating files, for
-    /// `trace --replay` and `dashboard --replay`.
+    /// Record the trace to disk: compressed NDJSON in rotating files, each
+    /// opening with a snapshot of the socket tables, for `trace --replay`
+    /// and `dashboard --replay`.
     Record(RecordArgs),
     /// Export Prometheus metrics over HTTP (GET /metrics, GET /healthz): an always-on agent.
     Serve(ServeArgs),
