@@ -465,6 +465,16 @@ fn a_replay_starts_with_the_sockets_the_kernel_had_when_recording_began() {
     let (_, rec_err) = stop(rec, &rec_rx);
     let _ = done_tx.send(());
     worker.join().expect("the namespace thread");
+    if let Some(refused) = rec_err.iter().find(|l| l.contains("no socket snapshots")) {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "CI=true and the socket iterators cannot load: {refused}"
+        );
+        eprintln!("SKIPPED: the socket iterators cannot load here: {refused}");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     assert!(
         rec_err.iter().any(|l| l.contains("and 1 snapshots")),
         "{rec_err:?}"
