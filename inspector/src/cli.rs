@@ -213,7 +213,9 @@ pub struct RecordArgs {
     /// Directory of the recording files (created if missing).
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
-    /// A file is closed before it passes this size.
+    /// A file is closed before it passes this size (its header, its
+    /// snapshot of the socket tables and one frame of records go in
+    /// whatever the size).
     #[arg(long, value_name = "BYTES", default_value_t = crate::recording::DEFAULT_MAX_SIZE,
           value_parser = clap::value_parser!(u64).range(4096..))]
     pub max_size: u64,
