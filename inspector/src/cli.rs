@@ -35,8 +35,9 @@ pub enum Command {
     Scenario(ScenarioCommand),
     /// Who holds a port, and which kernel rule decides a bind() and listen() on it.
     Explain(ExplainArgs),
-    /// Record the trace to disk: compressed NDJSON in rotating files, for
-    /// `trace --replay` and `dashboard --replay`.
+    /// Record the trace to disk: compressed NDJSON in rotating files, each
+    /// opening with a snapshot of the socket tables, for `trace --replay`
+    /// and `dashboard --replay`.
     Record(RecordArgs),
     /// Export Prometheus metrics over HTTP (GET /metrics, GET /healthz): an always-on agent.
     Serve(ServeArgs),
@@ -212,7 +213,9 @@ pub struct RecordArgs {
     /// Directory of the recording files (created if missing).
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
-    /// A file is closed before it passes this size.
+    /// A file is closed before it passes this size (its header, its
+    /// snapshot of the socket tables and one frame of records go in
+    /// whatever the size).
     #[arg(long, value_name = "BYTES", default_value_t = crate::recording::DEFAULT_MAX_SIZE,
           value_parser = clap::value_parser!(u64).range(4096..))]
     pub max_size: u64,

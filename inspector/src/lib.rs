@@ -134,6 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_files: args.max_files,
                 },
                 shared: args.allow_shared_dir,
+                netns_path: cli.filters.netns.clone(),
             })
             .await
         }

@@ -355,3 +355,222 @@ fn since_and_until_cut_a_replay_to_a_window() {
     assert!(err.contains("RFC 3339") && err.contains("+90s"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What the namespace thread made and what `ss`, run inside it, said.
+struct Made {
+    netns: u32,
+    ss_tcp: String,
+    ss_udp: String,
+    rec: (std::process::Child, std::sync::mpsc::Receiver<String>),
+}
+
+/// `ss -tanH`/`-uanH` lines as (state, local port, peer port).
+fn ss_rows(out: &str) -> Vec<(String, u16, u16)> {
+    let port = |a: &str| {
+        a.rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    };
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 5).then(|| (f[0].to_owned(), port(f[3]), port(f[4])))
+        })
+        .collect()
+}
+
+#[test]
+fn a_replay_starts_with_the_sockets_the_kernel_had_when_recording_began() {
+    use inspector::{
+        commands::dashboard::{Dashboard, app::Pane, model::HolderState, replay},
+        pipeline::{
+            drive::{Driver, Stop},
+            source::{Pace, Source},
+        },
+    };
+
+    if !needs_root("load eBPF programs and create network namespaces") {
+        return;
+    }
+    const PORT: u16 = 7331;
+    const UDP_PORT: u16 = 7332;
+    let dir = tmpdir("snapshot");
+    let dir_s = dir.to_string_lossy().into_owned();
+    let (made_tx, made_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        inspector::kernel::netns::enter_new_netns().expect("a namespace");
+        let netns = inspector::kernel::netns::current_netns().expect("its inode");
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        let listener = tcp();
+        listener
+            .bind(&addr(&format!("127.0.0.1:{PORT}")))
+            .expect("bind");
+        listener.listen(16).expect("listen");
+        let connect = || {
+            let c = tcp();
+            c.connect(&addr(&format!("127.0.0.1:{PORT}")))
+                .expect("connect");
+            let (a, _) = listener.accept().expect("accept");
+            (c, a)
+        };
+        // Two connections that stay, two whose server side ends in
+        // TIME_WAIT (it closes first), two whose client side does.
+        let open: Vec<_> = (0..2).map(|_| connect()).collect();
+        for server_first in [true, true, false, false] {
+            let (c, a) = connect();
+            let (first, second) = if server_first { (a, c) } else { (c, a) };
+            drop(first);
+            std::thread::sleep(Duration::from_millis(50));
+            drop(second);
+        }
+        let u = udp();
+        u.bind(&addr(&format!("127.0.0.1:{UDP_PORT}")))
+            .expect("udp bind");
+        std::thread::sleep(Duration::from_millis(300));
+        // What the kernel says, from inside the namespace.
+        let ss = |args: &[&str]| {
+            let out = std::process::Command::new("ss")
+                .args(args)
+                .output()
+                .expect("ss runs");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let ss_tcp = ss(&["-tanH"]);
+        let ss_udp = ss(&["-uanH"]);
+        let Some(rec) = start(&["record", "--output", &dir_s, "--netns", &path]) else {
+            return;
+        };
+        made_tx
+            .send(Made {
+                netns,
+                ss_tcp,
+                ss_udp,
+                rec,
+            })
+            .expect("send");
+        // The namespace and its sockets live until the test is done.
+        let _ = done_rx.recv();
+        drop((listener, open, u));
+    });
+    let Ok(made) = made_rx.recv() else {
+        worker.join().expect("the namespace thread");
+        return;
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    let (rec, rec_rx) = made.rec;
+    let (_, rec_err) = stop(rec, &rec_rx);
+    let _ = done_tx.send(());
+    worker.join().expect("the namespace thread");
+    if let Some(refused) = rec_err.iter().find(|l| l.contains("no socket snapshots")) {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "CI=true and the socket iterators cannot load: {refused}"
+        );
+        eprintln!("SKIPPED: the socket iterators cannot load here: {refused}");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    assert!(
+        rec_err.iter().any(|l| l.contains("and 1 snapshots")),
+        "{rec_err:?}"
+    );
+
+    // What the kernel said: the listener, the TIME_WAIT sockets on its
+    // port, the clients' sockets toward it (live and in TIME_WAIT), UDP.
+    let tcp_rows = ss_rows(&made.ss_tcp);
+    let count = |f: &dyn Fn(&(String, u16, u16)) -> bool| tcp_rows.iter().filter(|r| f(r)).count();
+    let listening = count(&|r| r.0 == "LISTEN" && r.1 == PORT) as u64;
+    let tw_on_port = count(&|r| r.0 == "TIME-WAIT" && r.1 == PORT) as u64;
+    let client = |r: &(String, u16, u16)| r.2 == PORT && r.1 != PORT;
+    let clients = count(&|r| client(r) && (r.0 == "ESTAB" || r.0 == "TIME-WAIT")) as u32;
+    let clients_tw = count(&|r| client(r) && r.0 == "TIME-WAIT") as u32;
+    let udp_bound = ss_rows(&made.ss_udp)
+        .iter()
+        .filter(|r| r.1 == UDP_PORT)
+        .count() as u64;
+    assert!(
+        listening == 1 && tw_on_port >= 1 && clients >= 3 && clients_tw >= 1 && udp_bound == 1,
+        "the workload as the kernel has it:\n{}{}",
+        made.ss_tcp,
+        made.ss_udp
+    );
+
+    // The replay, paused at its start, before any key.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let screen = rt.block_on(async {
+        let filter = inspector::model::filter::Filter::default();
+        let mut src = Source::replay(
+            &dir,
+            filter.clone(),
+            Pace::Clock {
+                speed: 1.0,
+                paused: true,
+            },
+            inspector::recording::Window::default(),
+        )
+        .expect("open the recording");
+        let mut app = replay::app(&mut src, &filter);
+        app.paused = true;
+        app.pane = Pane::Ports;
+        let rows = app.port_rows();
+        let row = |port: u16, proto| {
+            rows.iter()
+                .find(|r| {
+                    r.key.port == port && r.key.netns == made.netns && r.key.proto == Some(proto)
+                })
+                .unwrap_or_else(|| panic!("port {port} seeded: {rows:#?}"))
+        };
+        let l = row(PORT, inspector::kernel::Proto::Tcp);
+        assert!(l.pre, "{l:?}");
+        assert_eq!(
+            l.states.get(&HolderState::LISTEN),
+            Some(&listening),
+            "{l:?}"
+        );
+        assert_eq!(l.time_wait, tw_on_port, "{l:?}");
+        assert!(
+            l.owners.iter().any(|(p, _)| *p == std::process::id()),
+            "the listener's owner: {l:?}"
+        );
+        let u = row(UDP_PORT, inspector::kernel::Proto::Udp);
+        assert!(u.pre, "{u:?}");
+        assert_eq!(u.states.get(&HolderState::Bound), Some(&udp_bound), "{u:?}");
+        let dest = app
+            .model
+            .ephemeral
+            .rows()
+            .into_iter()
+            .find(|r| r.key.port == PORT && r.key.netns == made.netns)
+            .expect("pane 5's destination");
+        assert_eq!(
+            (dest.in_use, dest.time_wait, dest.pre),
+            (clients, clients_tw, clients),
+            "{dest:?}"
+        );
+        // The first frame drawn shows them, marked.
+        let (_keys, events) = tokio::sync::mpsc::unbounded_channel();
+        let terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(140, 30))
+            .expect("test backend");
+        let mut d = Dashboard::new(terminal, events, app);
+        let mut stop = Stop::new(None).expect("signals");
+        Driver::default()
+            .step(&mut src, &mut d, &mut stop)
+            .await
+            .expect("the first step");
+        format!("{}", d.terminal().backend())
+    });
+    let line = screen
+        .lines()
+        .find(|l| l.contains(&format!(":{PORT}")) || l.contains(&format!(" {PORT} ")))
+        .unwrap_or_else(|| panic!("the first frame lists {PORT}:\n{screen}"));
+    assert!(line.contains("pre"), "{line}\n{screen}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -169,7 +169,9 @@ impl Sink for Printer {
                 self.lines.extend_from_slice(&s);
                 self.lines.push(b'\n');
             }
-            Line::Stats(_) | Line::Record(_) => {}
+            // A snapshot is the state the recording started from, not an
+            // event: the replayed trace is the stream the live one printed.
+            Line::Stats(_) | Line::Record(_) | Line::SnapshotPart(_) | Line::Snapshot(_) => {}
         }
         Ok(())
     }

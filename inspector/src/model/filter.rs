@@ -138,6 +138,23 @@ impl Filter {
         true
     }
 
+    /// Whether a socket of the kernel's tables (a snapshot's, a seed's)
+    /// is one the filter keeps: by the namespace, the protocol, its local
+    /// port or its peer's, and its owner's pid and name. Nothing else
+    /// judges a socket (it has no failure, and its cgroup is not read).
+    pub fn matches_socket(&self, s: &crate::model::seed::SeedSock) -> bool {
+        let port = |p: u16| self.ports.as_ref().is_none_or(|set| set.contains(p));
+        let owner = s.owner.as_ref();
+        self.netns.is_none_or(|n| n == s.netns)
+            && self.proto.is_none_or(|p| p == s.proto)
+            && (port(s.addr.port) || s.peer.is_some_and(|peer| port(peer.port())))
+            && self.pid.is_none_or(|p| owner.is_some_and(|o| o.0 == p))
+            && self
+                .comm
+                .as_deref()
+                .is_none_or(|c| owner.is_some_and(|o| o.1.as_bytes() == kernel_comm(c)))
+    }
+
     /// A short description for headers: "port 80,443 · tcp" or "none".
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
@@ -247,6 +264,56 @@ mod tests {
         r.pid = Some(pid);
         r.comm = Some("srv".into());
         r
+    }
+
+    #[test]
+    fn sockets_are_judged_by_namespace_protocol_ports_and_owner() {
+        use crate::model::seed::{SeedSock, SockAddr};
+        let s = SeedSock {
+            proto: Proto::Tcp,
+            netns: 8,
+            addr: SockAddr {
+                ip: "127.0.0.1".parse().expect("ip"),
+                port: 40000,
+                reuseaddr: false,
+                reuseport: false,
+                v6only: false,
+            },
+            cookie: 1,
+            owner: Some((42, "client".into())),
+            state: TcpState::ESTABLISHED,
+            tw_left_ns: None,
+            peer: Some("10.0.0.1:443".parse().expect("peer")),
+        };
+        let ports = |p: &str| Some(p.parse::<PortSet>().expect("ports"));
+        let keeps = |f: Filter| f.matches_socket(&s);
+        assert!(keeps(Filter::default()));
+        assert!(keeps(Filter {
+            ports: ports("443"),
+            netns: Some(8),
+            proto: Some(Proto::Tcp),
+            pid: Some(42),
+            comm: Some("client".into()),
+            // A socket has no failure: not judged by it.
+            failures_only: true,
+            ..Filter::default()
+        }));
+        assert!(!keeps(Filter {
+            ports: ports("80"),
+            ..Filter::default()
+        }));
+        assert!(!keeps(Filter {
+            netns: Some(9),
+            ..Filter::default()
+        }));
+        assert!(!keeps(Filter {
+            proto: Some(Proto::Udp),
+            ..Filter::default()
+        }));
+        assert!(!keeps(Filter {
+            pid: Some(7),
+            ..Filter::default()
+        }));
     }
 
     #[test]

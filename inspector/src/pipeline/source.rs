@@ -23,7 +23,7 @@ use crate::{
         record::{Record, Stats},
         tracker::RecentTw,
     },
-    recording::{Header, Line, Reader, Window},
+    recording::{Header, Line, Reader, Snapshot, Window},
 };
 
 /// Records from the kernel or from a recording.
@@ -221,6 +221,14 @@ pub struct Replay {
     /// handed over (a paced replay starts at `since`, with what came
     /// before applied at once, so the panes start as they were then).
     since_ns: u64,
+    /// A paced replay starts from the last snapshot of the kernel's
+    /// tables taken at or before `since` (or, without one, the snapshot a
+    /// file opens with, before any record): waiting to be handed over.
+    snapshot: Option<Box<Snapshot>>,
+    /// Records before the snapshot used are in it: not handed over.
+    floor_ns: u64,
+    /// Records read so far, kept or not.
+    records_read: u64,
     until_ns: u64,
     done: bool,
 }
@@ -258,6 +266,9 @@ impl Replay {
             pending_step_ns: 0,
             since_ns,
             until_ns,
+            snapshot: None,
+            floor_ns: 0,
+            records_read: 0,
             done: false,
         };
         if let Pace::Clock { .. } = pace {
@@ -272,6 +283,13 @@ impl Replay {
             r.pending_step_ns = since_ns.saturating_sub(r.now_ns);
         }
         Ok(r)
+    }
+
+    /// The snapshot of the kernel's tables the replay starts from, when it
+    /// was read on opening (the one the first file opens with); otherwise
+    /// it comes with the records, as a [`Line::Snapshot`].
+    pub fn take_snapshot(&mut self) -> Option<Box<Snapshot>> {
+        self.snapshot.take()
     }
 
     /// Whether every record has been handed over.
@@ -320,6 +338,12 @@ impl Replay {
                 let dt = dt.saturating_add(std::mem::take(&mut self.pending_step_ns));
                 self.now_ns = self.now_ns.saturating_add(dt);
                 self.take_until(out)?;
+                if let Some(snap) = self.snapshot.take() {
+                    // Before the records after it: they come at the next
+                    // read, at once.
+                    lines.push(Line::Snapshot(snap));
+                    self.pending_step_ns = self.pending_step_ns.max(1);
+                }
                 let mut last = None;
                 while self.stats_ahead.front().is_some_and(|c| c.0 <= self.now_ns) {
                     last = self.stats_ahead.pop_front().map(|c| c.1);
@@ -374,7 +398,16 @@ impl Replay {
         {
             match self.reader.next_line()? {
                 None => self.done = true,
-                Some(Line::Header(_)) => {}
+                Some(Line::Header(_) | Line::SnapshotPart(_)) => {}
+                Some(Line::Snapshot(mut snap)) => {
+                    if snap.ts_ns <= self.since_ns || self.records_read == 0 {
+                        snap.socks.retain(|s| self.filter.matches_socket(s));
+                        // What it holds replaces what came before.
+                        self.floor_ns = snap.ts_ns;
+                        self.ahead.retain(|Reverse(a)| a.0 >= snap.ts_ns);
+                        self.snapshot = Some(snap);
+                    }
+                }
                 Some(Line::Stats(s)) => {
                     if let Some(c) = recorded_counters(&s) {
                         if self.stats_ahead.len() >= 1024 {
@@ -384,6 +417,10 @@ impl Replay {
                     }
                 }
                 Some(Line::Record(r)) => {
+                    self.records_read += 1;
+                    if r.ts_ns < self.floor_ns {
+                        continue;
+                    }
                     self.read_to = self.read_to.max(r.ts_ns);
                     if self.read_to > self.until_ns.saturating_add(REORDER_NS) {
                         self.done = true;
@@ -408,7 +445,7 @@ impl Replay {
         let now = self.now_ns;
         self.fill(now)?;
         let mut n = 0;
-        while n < BATCH_MAX && self.next_ts().is_some_and(|t| t <= now) {
+        while n < BATCH_MAX && self.snapshot.is_none() && self.next_ts().is_some_and(|t| t <= now) {
             if let Some(Reverse(Ahead(_, _, r))) = self.ahead.pop() {
                 out.push(*r);
                 n += 1;

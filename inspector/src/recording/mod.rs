@@ -3,14 +3,19 @@
 //!
 //! A recording is a directory of files `inspector-NNNNNN.ndjson.zst`, each
 //! a sequence of independent zstd frames whose text is NDJSON: a `header`
-//! line first, then the lines `trace --json` writes (records and `stats`).
+//! line first, then a snapshot of the kernel's socket tables when the
+//! recorder takes them ([`snapshot`]), then the lines `trace --json` writes
+//! (records and `stats`).
 //! Every flush is one complete frame, so a file cut short (the recorder was
 //! killed, the disk filled) still replays up to its last complete frame.
-//! Disk use is bounded: a file is closed before it would pass `max_size`,
-//! and only the newest `max_files` files are kept.
+//! Disk use is bounded: a file is closed before it would pass `max_size`
+//! (its header, its snapshot and one frame go in whatever the limit, so
+//! that every frame lands somewhere), and only the newest `max_files` files
+//! are kept.
 
 pub mod dir;
 pub mod reader;
+pub mod snapshot;
 pub mod window;
 
 use std::{
@@ -23,6 +28,7 @@ use std::{
 pub use self::{
     dir::{DirError, RecordingDir},
     reader::{ReadError, Reader},
+    snapshot::Snapshot,
     window::{Moment, Window},
 };
 
@@ -144,6 +150,10 @@ impl Default for Limits {
     }
 }
 
+/// Reads the kernel's socket tables for a snapshot; called at the start
+/// of every file.
+pub type TakeSnapshot = Box<dyn FnMut() -> Snapshot + Send>;
+
 /// Rotating, compressed NDJSON files: text in, one zstd frame per
 /// [`Writer::flush`].
 pub struct Writer {
@@ -155,9 +165,18 @@ pub struct Writer {
     seq: u64,
     /// Bytes in the open file.
     size: u64,
-    /// The header frame's size: a file holding only it takes data whatever
-    /// the limit, so that every frame lands somewhere.
+    /// The size of the header frame and the snapshot's: a file holding
+    /// only them takes data whatever the limit, so that every frame lands
+    /// somewhere.
     header_size: u64,
+    /// Where each file's snapshot comes from, if it has one.
+    snapshots: Option<TakeSnapshot>,
+    /// Snapshots written, and their sockets left out past
+    /// [`snapshot::MAX_SOCKETS`].
+    pub snapshots_written: u64,
+    pub snapshot_left_out: u64,
+    /// Sockets, lines and bytes of text of the last snapshot written.
+    pub last_snapshot: (usize, usize, usize),
     next_seq: u64,
     /// Text waiting for the next frame.
     pub pending: Vec<u8>,
@@ -175,6 +194,18 @@ impl Writer {
         limits: Limits,
         header: &Header,
         shared: bool,
+    ) -> Result<Self, RecordError> {
+        Self::with_snapshots(dir, limits, header, shared, None)
+    }
+
+    /// [`Writer::create`], each file starting with a snapshot from
+    /// `snapshots` right after its header.
+    pub fn with_snapshots(
+        dir: &Path,
+        limits: Limits,
+        header: &Header,
+        shared: bool,
+        snapshots: Option<TakeSnapshot>,
     ) -> Result<Self, RecordError> {
         let dir = RecordingDir::for_writing(dir, shared)?;
         let existing = dir.segments().map_err(|source| RecordError::ReadDir {
@@ -195,6 +226,10 @@ impl Writer {
             seq: 0,
             size: 0,
             header_size: 0,
+            snapshots,
+            snapshots_written: 0,
+            snapshot_left_out: 0,
+            last_snapshot: (0, 0, 0),
             next_seq,
             pending: Vec::with_capacity(1 << 16),
             written: 0,
@@ -214,7 +249,7 @@ impl Writer {
     }
 
     /// Closes the open file (if any), opens the next one with its header
-    /// frame, and removes the oldest files past `max_files` (never the one
+    /// frame and its snapshot, and removes the oldest files past `max_files` (never the one
     /// just opened: numbers only grow).
     pub fn rotate(&mut self) -> Result<(), RecordError> {
         self.file = None;
@@ -237,6 +272,7 @@ impl Writer {
         self.size = 0;
         let frame = zstd::bulk::compress(&self.header, LEVEL).map_err(RecordError::Compress)?;
         self.write_frame(&frame)?;
+        self.write_snapshot()?;
         self.header_size = self.size;
         let all = self.dir.segments().map_err(|source| RecordError::ReadDir {
             path: self.dir.path().to_owned(),
@@ -253,6 +289,35 @@ impl Writer {
                     path: self.dir.path().join(name),
                     source,
                 })?;
+        }
+        Ok(())
+    }
+
+    /// The snapshot of a new file, in frames of at most [`FRAME_TEXT_MAX`]
+    /// text (lines whole), before any record.
+    fn write_snapshot(&mut self) -> Result<(), RecordError> {
+        let Some(take) = &mut self.snapshots else {
+            return Ok(());
+        };
+        let snap = take();
+        let mut text = Vec::new();
+        let lines = snapshot::write(&snap, self.seq, &mut text);
+        self.snapshots_written += 1;
+        self.snapshot_left_out += snap.left_out;
+        self.last_snapshot = (snap.socks.len(), lines, text.len());
+        let mut rest = &text[..];
+        while !rest.is_empty() {
+            // Whole lines up to the frame bound (at least one line).
+            let mut end = 0;
+            while end < rest.len() && (end == 0 || end < FRAME_TEXT_MAX) {
+                end += rest[end..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(rest.len() - end, |i| i + 1);
+            }
+            let frame = zstd::bulk::compress(&rest[..end], LEVEL).map_err(RecordError::Compress)?;
+            self.write_frame(&frame)?;
+            rest = &rest[end..];
         }
         Ok(())
     }
@@ -292,6 +357,11 @@ pub enum Line {
     /// A `stats` record, as written.
     Stats(Vec<u8>),
     Record(Box<Record>),
+    /// One line of a snapshot, as [`parse_line`] reads it; a [`Reader`]
+    /// puts them together and hands over only [`Line::Snapshot`].
+    SnapshotPart(Box<snapshot::Chunk>),
+    /// A whole snapshot of the kernel's socket tables.
+    Snapshot(Box<Snapshot>),
 }
 
 /// Reads one line of a recording. A line that is not JSON, or a record
@@ -308,6 +378,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line, String> {
             .map(Line::Header)
             .map_err(|e| e.to_string()),
         "stats" => Ok(Line::Stats(line.to_vec())),
+        "snapshot" => snapshot::parse(line).map(|c| Line::SnapshotPart(Box::new(c))),
         _ => Record::from_json(line)
             .map(|r| Line::Record(Box::new(r)))
             .map_err(|e| e.to_string()),
@@ -500,6 +571,8 @@ mod tests {
                 Line::Header(_) => "header".to_owned(),
                 Line::Stats(s) => String::from_utf8_lossy(&s).into_owned(),
                 Line::Record(r) => r.sock_id(),
+                Line::SnapshotPart(_) => "snapshot line".to_owned(),
+                Line::Snapshot(s) => format!("snapshot of {}", s.socks.len()),
             });
             Ok(())
         })

@@ -17,6 +17,7 @@ use super::{
     Header, Line,
     dir::{self, RecordingDir},
     parse_line,
+    snapshot::Assembler,
 };
 
 /// The longest line replay accepts. The recorder's longest lines (a
@@ -253,12 +254,16 @@ enum Files {
 
 /// A whole recording (a file, or a directory's files in order), line by
 /// line. A cut-short file is warned about and replay goes on with the
-/// next; a line this build cannot read is warned about and skipped.
+/// next; a line this build cannot read is warned about and skipped. A
+/// snapshot's lines are handed over as one [`Line::Snapshot`] once all are
+/// read (one that is incomplete is warned about and skipped).
 pub struct Reader {
     files: Files,
     current: Option<Segment>,
     /// The current file's header has been read.
     headed: bool,
+    /// The current file's snapshot, while its lines are read.
+    snapshot: Assembler,
     /// Warnings so far (each also printed once on stderr).
     pub warnings: u64,
 }
@@ -294,6 +299,7 @@ impl Reader {
             files,
             current: None,
             headed: false,
+            snapshot: Assembler::default(),
             warnings: 0,
         })
     }
@@ -349,6 +355,9 @@ impl Reader {
             let Some(line) = line else {
                 let (path, cut, headed) = (seg.path.clone(), seg.cut, self.headed);
                 self.current = None;
+                if let Some(w) = self.snapshot.end() {
+                    self.warn(format_args!("{}: {w}", path.display()));
+                }
                 if !headed {
                     return Err(ReadError::NotRecording { path });
                 }
@@ -388,6 +397,18 @@ impl Reader {
                         .unwrap_or_default();
                     check_version(&h, &seg_path)?;
                     return Ok(Some(Line::Header(h)));
+                }
+                Ok(Line::SnapshotPart(c)) => {
+                    let mut dropped = Vec::new();
+                    let whole = self.snapshot.push(*c, &mut |w| dropped.push(w));
+                    let path = self.current.as_ref().map(|s| s.path.clone());
+                    for w in dropped {
+                        let p = path.as_deref().unwrap_or(Path::new("?"));
+                        self.warn(format_args!("{}: {w}", p.display()));
+                    }
+                    if let Some(snap) = whole {
+                        return Ok(Some(Line::Snapshot(Box::new(snap))));
+                    }
                 }
                 Ok(line) => return Ok(Some(line)),
                 Err(e) => {

@@ -43,6 +43,18 @@ pub fn seed(table: &mut SocketTable, netns: &Path) -> Result<Vec<SeedSock>, Sock
     Ok(seed_of(&socks, &files, hz))
 }
 
+/// [`seed`] of each of `namespaces`, in order; a namespace that went away
+/// meanwhile (or cannot be read) has nothing to seed.
+pub fn seed_all(table: &mut SocketTable, namespaces: &[std::path::PathBuf]) -> Vec<SeedSock> {
+    let mut socks = Vec::new();
+    for ns in namespaces {
+        if let Ok(s) = seed(table, ns) {
+            socks.extend(s);
+        }
+    }
+    socks
+}
+
 /// [`seed`] without the I/O.
 pub fn seed_of(socks: &[KernelSocket], files: &[SocketFile], hz: Option<u32>) -> Vec<SeedSock> {
     let owners: BTreeMap<u64, (u32, String)> = files

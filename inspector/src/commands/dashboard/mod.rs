@@ -194,13 +194,7 @@ impl<B: Backend> Dashboard<B> {
     /// (before any event about them).
     pub fn seed(&mut self, namespaces: &[std::path::PathBuf]) {
         let Some(table) = self.table() else { return };
-        let mut socks = Vec::new();
-        for ns in namespaces {
-            // A namespace that went away meanwhile has nothing to seed.
-            if let Ok(s) = kernel::seed(table, ns) {
-                socks.extend(s);
-            }
-        }
+        let socks = kernel::seed_all(table, namespaces);
         self.app.update(Input::Clock(monotonic_ns()));
         self.app.update(Input::Seed(socks));
     }
@@ -415,6 +409,21 @@ impl<B: Backend> Sink for Dashboard<B> {
         let flow = self.act(src, actions);
         self.draw(src)?;
         Ok(flow)
+    }
+
+    /// A replay's snapshot of the kernel's tables: the panes start from
+    /// it, its sockets marked `pre` as at a live start.
+    fn recorded(&mut self, line: crate::recording::Line) -> anyhow::Result<()> {
+        if let crate::recording::Line::Snapshot(snap) = line {
+            self.app.update(Input::Snapshot {
+                taken_ns: snap.ts_ns,
+                socks: snap.socks,
+            });
+            // Shown at the next frame, however recent the last.
+            self.dirty = true;
+            self.last_draw = Instant::now() - Duration::from_secs(1);
+        }
+        Ok(())
     }
 
     fn input(&mut self) -> impl std::future::Future<Output = Option<Event>> {

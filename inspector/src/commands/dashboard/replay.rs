@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use super::{
     Dashboard,
-    app::{App, Header},
+    app::{App, Header, Input},
     terminal,
 };
 use crate::{
@@ -44,7 +44,24 @@ pub fn clock(r: &Replay) -> String {
     )
 }
 
-/// The app a replay of `src` starts with: the recording's mode and filters.
+/// The app a replay of `src` starts with: the recording's mode and
+/// filters, and its panes seeded from the snapshot the replay starts from
+/// when it was read on opening (so the first frame shows it, as a live
+/// dashboard seeds before its first frame).
+pub fn app(src: &mut Source, filter: &Filter) -> App {
+    let mut app = app_for(src, filter);
+    if let Source::Replay(r) = src
+        && let Some(snap) = r.take_snapshot()
+    {
+        app.update(Input::Snapshot {
+            taken_ns: snap.ts_ns,
+            socks: snap.socks,
+        });
+    }
+    app
+}
+
+/// The app with the recording's mode and filters.
 fn app_for(src: &Source, filter: &Filter) -> App {
     let recorded = match src {
         Source::Replay(r) => r.header.as_ref(),
@@ -87,7 +104,7 @@ pub async fn run(
         },
         window,
     )?;
-    let mut app = app_for(&src, &filter);
+    let mut app = app(&mut src, &filter);
     app.paused = step;
     let session = terminal::Session::start("for a headless replay use `inspector trace --replay`")
         .context("the replay's terminal")?;
@@ -106,8 +123,11 @@ mod tests {
 
     use crate::{
         fixture::EventBuilder,
-        model::tracker::Tracker,
-        recording::{self, Limits, Writer},
+        model::{
+            seed::{SeedSock, SockAddr},
+            tracker::Tracker,
+        },
+        recording::{self, Limits, Snapshot, Writer},
     };
 
     /// A small recording: a listener on 8080, a refused bind on it, a UDP
@@ -238,6 +258,223 @@ mod tests {
             "{:?}",
             d.app.replay_clock
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A socket of a snapshot.
+    fn sock(port: u16, state: crate::kernel::TcpState, peer: Option<&str>) -> SeedSock {
+        SeedSock {
+            proto: crate::kernel::Proto::Tcp,
+            netns: 7,
+            addr: SockAddr {
+                ip: "127.0.0.1".parse().expect("ip"),
+                port,
+                reuseaddr: false,
+                reuseport: false,
+                v6only: false,
+            },
+            cookie: u64::from(port),
+            owner: (state != crate::kernel::TcpState::TIME_WAIT).then(|| (100, "server".into())),
+            state,
+            tw_left_ns: (state == crate::kernel::TcpState::TIME_WAIT).then_some(30_000_000_000),
+            peer: peer.map(|p| p.parse().expect("peer")),
+        }
+    }
+
+    /// Two files: the first opens with a listener on 9090, a TIME_WAIT
+    /// socket on it and a client's connection to 10.0.0.1:443 (taken 50 ms
+    /// in); the second (rotated at 5 s) with a listener on 9091 only. A
+    /// bind on 7070 before the first snapshot is in it already; one on 8080
+    /// comes after it, one on 8081 after the second.
+    fn with_snapshots(dir: &Path) {
+        use crate::kernel::TcpState;
+        let t0 = 1_000_000_000_000;
+        let mut taken = 0;
+        let snapshots: crate::recording::TakeSnapshot = Box::new(move || {
+            taken += 1;
+            if taken == 1 {
+                Snapshot::new(
+                    t0 + 50_000_000,
+                    vec![
+                        sock(9090, TcpState::LISTEN, None),
+                        sock(9090, TcpState::TIME_WAIT, None),
+                        sock(40001, TcpState::ESTABLISHED, Some("10.0.0.1:443")),
+                    ],
+                )
+            } else {
+                Snapshot::new(t0 + 5_000_000_000, vec![sock(9091, TcpState::LISTEN, None)])
+            }
+        });
+        let mut header = crate::recording::Header::new("tracepoint".into(), "none".into());
+        header.start_mono_ns = t0;
+        let mut w = Writer::with_snapshots(dir, Limits::default(), &header, false, Some(snapshots))
+            .expect("writer");
+        let mut tracker = Tracker::new();
+        let mut records = Vec::new();
+        for (port, sock, at) in [
+            (7070, 0x2001, 10),
+            (8080, 0x2002, 1_000),
+            (8081, 0x2003, 6_000),
+        ] {
+            if at == 6_000 {
+                for r in records.drain(..) {
+                    crate::output::ndjson::write(&r, &mut w.pending);
+                }
+                w.flush().expect("flush");
+                w.rotate().expect("rotate");
+            }
+            let ev = EventBuilder::bind(port)
+                .sock(sock)
+                .owner(200, "client")
+                .at(t0 + at * 1_000_000)
+                .build();
+            tracker.apply(&ev, &mut records);
+        }
+        for r in records.drain(..) {
+            crate::output::ndjson::write(&r, &mut w.pending);
+        }
+        w.flush().expect("flush");
+    }
+
+    /// The dashboard on a paced replay of `dir`, stepped until `done`.
+    async fn replayed(
+        dir: &Path,
+        window: Window,
+        done: impl Fn(&Dashboard<TestBackend>) -> bool,
+    ) -> Dashboard<TestBackend> {
+        let filter = Filter::default();
+        let mut src = Source::replay(
+            dir,
+            filter.clone(),
+            Pace::Clock {
+                speed: 1.0,
+                paused: true,
+            },
+            window,
+        )
+        .expect("open");
+        let mut app = app(&mut src, &filter);
+        app.paused = true;
+        let (_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        let terminal = ratatui::Terminal::new(TestBackend::new(120, 30)).expect("test backend");
+        let mut d = Dashboard::new(terminal, events, app);
+        let mut stop = Stop::new(None).expect("signals");
+        let mut driver = drive::Driver::default();
+        for _ in 0..10 {
+            driver
+                .step(&mut src, &mut d, &mut stop)
+                .await
+                .expect("step");
+            if done(&d) {
+                break;
+            }
+        }
+        d
+    }
+
+    fn pre_ports(d: &Dashboard<TestBackend>) -> Vec<u16> {
+        let mut v: Vec<u16> = d
+            .app
+            .port_rows()
+            .iter()
+            .filter(|r| r.pre)
+            .map(|r| r.key.port)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_replay_starts_from_the_snapshot_its_first_file_opens_with() {
+        let dir = std::env::temp_dir().join(format!("inspector-dash-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        with_snapshots(&dir);
+        // Paused at the start: the snapshot alone, before any record.
+        let d = replayed(&dir, Window::default(), |d| !pre_ports(d).is_empty()).await;
+        assert_eq!(pre_ports(&d), [9090], "the first file's snapshot");
+        let rows = d.app.port_rows();
+        let l = rows.iter().find(|r| r.key.port == 9090).expect("9090");
+        assert_eq!(
+            l.states.get(&super::super::model::HolderState::LISTEN),
+            Some(&1)
+        );
+        assert_eq!(l.time_wait, 1);
+        let left = l.tw_left_max.expect("time left");
+        assert!((29_000_000_000..=30_000_000_000).contains(&left), "{left}");
+        assert!(
+            l.owners.iter().any(|(p, c)| *p == 100 && c == "server"),
+            "{l:?}"
+        );
+        let dest = d
+            .app
+            .model
+            .ephemeral
+            .rows()
+            .into_iter()
+            .find(|r| r.key.port == 443)
+            .expect("pane 5's destination");
+        assert_eq!((dest.in_use, dest.pre), (1, 1));
+        assert!(d.app.model.decisions.is_empty(), "no record yet");
+        // The first frame shows it, marked.
+        let mut d = d;
+        d.last_draw = Instant::now() - std::time::Duration::from_secs(1);
+        d.dirty = true;
+        let src = Source::replay(
+            &dir,
+            Filter::default(),
+            Pace::Fast {
+                fold_handover: false,
+            },
+            Window::default(),
+        )
+        .expect("open");
+        d.app.pane = super::super::app::Pane::Ports;
+        d.draw(&src).expect("draw");
+        let text = screen(&d);
+        let row = text
+            .lines()
+            .find(|l| l.contains("9090"))
+            .unwrap_or_else(|| panic!("pane 2 lists 9090:\n{text}"));
+        assert!(row.contains("pre"), "{row}");
+        d.app.pane = super::super::app::Pane::Ephemeral;
+        d.dirty = true;
+        d.last_draw = Instant::now() - std::time::Duration::from_secs(1);
+        d.draw(&src).expect("draw");
+        let text = screen(&d);
+        assert!(text.contains("10.0.0.1:443"), "pane 5 lists it:\n{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_window_starts_from_the_last_snapshot_before_it() {
+        let dir = std::env::temp_dir().join(format!("inspector-dash-since-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        with_snapshots(&dir);
+        let since = Window {
+            since: Some(crate::recording::Moment::Offset(5_500_000_000)),
+            until: None,
+        };
+        let d = replayed(&dir, since, |d| {
+            pre_ports(d) == [9091] && d.app.model.decisions.is_empty()
+        })
+        .await;
+        // The second file's snapshot: 9090 had closed by then; the binds
+        // before it are in it, the one after comes with the cursor.
+        assert_eq!(pre_ports(&d), [9091]);
+        assert!(d.app.port_rows().iter().all(|r| r.key.port != 9090));
+        // The records between the snapshot and the window's start are
+        // applied at once; those before the snapshot are in it already.
+        let at = |s: u64| Window {
+            since: Some(crate::recording::Moment::Offset(s * 1_000_000_000)),
+            until: None,
+        };
+        let decided = |d: &Dashboard<TestBackend>| -> Vec<u16> {
+            d.app.model.decisions.iter().map(|r| r.lport).collect()
+        };
+        let d = replayed(&dir, at(2), |d| !decided(d).is_empty()).await;
+        assert_eq!((pre_ports(&d), decided(&d)), (vec![9090], vec![8080]));
+        let d = replayed(&dir, at(7), |d| !decided(d).is_empty()).await;
+        assert_eq!((pre_ports(&d), decided(&d)), (vec![9091], vec![8081]));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -73,6 +73,13 @@ pub enum Input {
     Clock(u64),
     /// Sockets in the kernel's table at start (pre-existing).
     Seed(Vec<SeedSock>),
+    /// A recording's snapshot of the kernel's tables, taken at `taken_ns`
+    /// (record time): what was shown before is replaced by its sockets
+    /// (pre-existing).
+    Snapshot {
+        taken_ns: u64,
+        socks: Vec<SeedSock>,
+    },
     /// The open sockets of a namespace, to drop those that closed without
     /// an event.
     KernelFiles(KernelFiles),
@@ -245,6 +252,15 @@ impl App {
                 }
             }
             Input::Seed(socks) => {
+                self.model.seed(&socks);
+                self.multi_ns = self.namespaces_in_view().len() > 1;
+            }
+            Input::Snapshot { taken_ns, socks } => {
+                self.clear();
+                self.held.clear();
+                // Time left on its TIME_WAIT sockets counts from when it
+                // was taken, paused or not.
+                self.model.set_clock(taken_ns);
                 self.model.seed(&socks);
                 self.multi_ns = self.namespaces_in_view().len() > 1;
             }

@@ -24,11 +24,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use self::ports::PortAgg;
 pub use self::{
-    ports::{Holder, LiveSock, PortKey, PortRow, SockAddr, TimeWait},
+    ports::{Holder, LiveSock, PortKey, PortRow, TimeWait},
     reuseport::{GroupKey, Member},
-    seed::{KernelFiles, SeedSock},
+    seed::KernelFiles,
     state::HolderState,
 };
+pub use crate::model::seed::{SeedSock, SockAddr};
 use crate::{
     kernel::{Phase, Proto, TcpState},
     model::{

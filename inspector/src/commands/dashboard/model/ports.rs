@@ -1,12 +1,12 @@
 //! Sockets per port, live and in TIME_WAIT: the aggregates pane 2 lists
 //! and the holders a detail view shows.
 
-use std::{collections::BTreeMap, net::IpAddr, num::NonZeroU64};
+use std::{collections::BTreeMap, num::NonZeroU64};
 
 use super::{HolderState, Model, SharedOwner, TIME_WAIT_NS, unshared};
 use crate::{
     kernel::{Proto, TcpState},
-    model::record::Record,
+    model::{record::Record, seed::SockAddr},
 };
 
 /// A port as the kernel's tables key it.
@@ -38,28 +38,6 @@ pub struct LiveSock {
 impl LiveSock {
     pub fn holder_state(&self) -> HolderState {
         HolderState::of(self.key.proto, self.state)
-    }
-}
-
-/// A socket's local address and the options that decide conflicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SockAddr {
-    pub ip: IpAddr,
-    pub port: u16,
-    pub reuseaddr: bool,
-    pub reuseport: bool,
-    pub v6only: bool,
-}
-
-impl SockAddr {
-    pub(super) fn of(r: &Record) -> Self {
-        Self {
-            ip: r.laddr,
-            port: r.lport,
-            reuseaddr: r.reuseaddr,
-            reuseport: r.reuseport,
-            v6only: r.v6only,
-        }
     }
 }
 

@@ -4,35 +4,18 @@
 
 use std::{net::SocketAddr, num::NonZeroU64};
 
-use super::{LiveSock, Model, PortKey, SockAddr, TIME_WAIT_NS};
+use super::{LiveSock, Model, PortKey, TIME_WAIT_NS};
 use crate::{
     kernel::{Proto, TcpState},
     model::{
         ephemeral::{DestKey, MAX_DESTS},
         record::Record,
+        seed::SeedSock,
     },
 };
 
 /// Owners remembered per destination of connections found at start.
 const PRE_OWNERS: usize = 4;
-
-/// A socket of the kernel's table at start, to seed the model with.
-#[derive(Debug, Clone)]
-pub struct SeedSock {
-    pub proto: Proto,
-    pub netns: u32,
-    pub addr: SockAddr,
-    pub cookie: u64,
-    pub owner: Option<(u32, String)>,
-    /// `sk_state` as the table had it.
-    pub state: TcpState,
-    /// Time left on a TIME_WAIT socket's timer; unknown, a whole
-    /// TCP_TIMEWAIT_LEN.
-    pub tw_left_ns: Option<u64>,
-    /// Where a client's connection goes, live or in TIME_WAIT: its local
-    /// port is held toward that destination (pane 5).
-    pub peer: Option<SocketAddr>,
-}
 
 /// The open sockets of one namespace, from a kernel snapshot taken at
 /// `taken_ns` (CLOCK_MONOTONIC, before the walk started).
