@@ -210,6 +210,21 @@ pub fn enter_fd(ns: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
 /// namespace, keeping the others.
 pub fn set_link_flags(name: &str, flags: libc::c_int) -> io::Result<()> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    let mut ifr = ifreq(name)?;
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes the
+    // flags into the ifreq we own, on a socket we own.
+    unsafe { syscall!(ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr)) }?;
+    // SAFETY: SIOCGIFFLAGS succeeded, so the flags member of the union is
+    // the initialised one.
+    unsafe { ifr.ifr_ifru.ifru_flags |= flags as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS only reads the ifreq (name and flags), which is
+    // fully initialised and outlives the call.
+    unsafe { syscall!(ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr)) }?;
+    Ok(())
+}
+
+/// An interface request for `name`, the rest zero.
+pub(super) fn ifreq(name: &str) -> io::Result<libc::ifreq> {
     // SAFETY: ifreq is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= ifr.ifr_name.len() {
@@ -222,16 +237,7 @@ pub fn set_link_flags(name: &str, flags: libc::c_int) -> io::Result<()> {
     for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
         *dst = src as libc::c_char;
     }
-    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes the
-    // flags into the ifreq we own, on a socket we own.
-    unsafe { syscall!(ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr)) }?;
-    // SAFETY: SIOCGIFFLAGS succeeded, so the flags member of the union is
-    // the initialised one.
-    unsafe { ifr.ifr_ifru.ifru_flags |= flags as libc::c_short };
-    // SAFETY: SIOCSIFFLAGS only reads the ifreq (name and flags), which is
-    // fully initialised and outlives the call.
-    unsafe { syscall!(ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr)) }?;
-    Ok(())
+    Ok(ifr)
 }
 
 /// Sets a sysctl of the calling thread's network namespace, e.g.

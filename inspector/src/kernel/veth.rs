@@ -16,7 +16,7 @@ use std::{
 };
 
 use super::{
-    netns::set_link_flags,
+    netns::{ifreq, set_link_flags},
     sys::{self, syscall},
 };
 
@@ -85,21 +85,6 @@ pub fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
             .map_err(|e| io::Error::new(e.kind(), format!("setting {value} on {name}: {e}")))?;
     }
     set_link_flags(name, libc::IFF_UP)
-}
-
-fn ifreq(name: &str) -> io::Result<libc::ifreq> {
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= ifr.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("interface name {name:?} is too long"),
-        ));
-    }
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    Ok(ifr)
 }
 
 fn rtnetlink_socket() -> io::Result<OwnedFd> {
