@@ -226,6 +226,9 @@ pub(super) fn more_rows(hidden_rows: usize, hidden_sockets: usize) -> String {
 }
 
 #[cfg(test)]
+mod screens;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

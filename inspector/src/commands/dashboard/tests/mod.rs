@@ -507,6 +507,9 @@ fn the_header_counts_the_failures_of_the_namespaces_it_follows() {
     assert!(header(&app).contains(" 21 failed "), "{}", header(&app));
     app.update(Input::FollowNamespaces(vec![NS]));
     assert!(header(&app).contains(" 2 failed "), "{}", header(&app));
+    for (w, h) in [(80, 24), (160, 48)] {
+        insta::assert_snapshot!(format!("header_scoped_{w}x{h}"), screen(&app, w, h));
+    }
     key(&mut app, KeyCode::Char('?'));
     let s = screen(&app, 80, 24);
     assert!(
