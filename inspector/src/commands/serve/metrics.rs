@@ -170,6 +170,24 @@ pub struct KernelView {
     /// of the namespaces read; `None` where none could be read, and
     /// the counts then come from the records seen.
     pub ephemeral_in_use: Option<Vec<(DestKey, u32)>>,
+    /// The accept queues of the SO_REUSEPORT listeners of the namespaces
+    /// read, by (netns, socket inode); a member not found here (its
+    /// namespace not read) shows no queue.
+    pub accept_queues: HashMap<(u32, u64), AcceptQueue>,
+}
+
+/// A TCP listener's accept queue as the socket iterator read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptQueue {
+    /// Connections waiting for accept() (`sk_ack_backlog`).
+    pub length: u32,
+    /// The most that may wait (`sk_max_ack_backlog`: the listen() backlog
+    /// capped by `net.core.somaxconn`); the kernel refuses the next one
+    /// once `length` exceeds it (`sk_acceptq_is_full()`).
+    pub limit: u32,
+    /// The listener's drops since it was created (`sk_drops`), which
+    /// `tcp_listendrop()` raises when the queue is full.
+    pub drops: u64,
 }
 
 /// What the agent reports of itself at scrape time.
@@ -246,6 +264,9 @@ mod name {
     pub const CONNECT_FAILURES: &str = "inspector_connect_failures";
     pub const TIMEWAIT_EXITS: &str = "inspector_timewait_exits";
     pub const DELIVERIES: &str = "inspector_reuseport_deliveries";
+    pub const QUEUE_LENGTH: &str = "inspector_accept_queue_length";
+    pub const QUEUE_LIMIT: &str = "inspector_accept_queue_limit";
+    pub const QUEUE_DROPS: &str = "inspector_accept_queue_drops";
     pub const TIMEWAIT: &str = "inspector_timewait_sockets";
     pub const PORTS_IN_USE: &str = "inspector_ephemeral_ports_in_use";
     pub const RANGE_SIZE: &str = "inspector_ephemeral_port_range_size";
@@ -419,6 +440,7 @@ impl Metrics {
             }
         }
         self.members.counted();
+        self.members.set_queues(&view.accept_queues);
         self.kernel = view;
     }
 

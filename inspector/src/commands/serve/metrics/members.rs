@@ -15,12 +15,12 @@
 use std::collections::{HashMap, HashSet};
 
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
 use super::{
-    KernelMember, Labels, Limits, OTHER, label,
+    AcceptQueue, KernelMember, Labels, Limits, OTHER, label,
     labels::{pod_container, pod_of},
     name,
 };
@@ -50,6 +50,9 @@ struct Member {
     deliveries: u64,
     /// Deliveries counted in the kernel ([`KernelMember`]).
     counted: u64,
+    /// A TCP member's accept queue at the last scrape, where its
+    /// namespace's socket table was read.
+    queue: Option<AcceptQueue>,
     /// The listener closed: shown at the next scrape, then dropped.
     closed: bool,
     /// Its owner was looked for in the socket files once.
@@ -100,6 +103,7 @@ impl Members {
             pod: (String::new(), String::new()),
             deliveries: 0,
             counted: 0,
+            queue: None,
             closed: self.closed.contains(&key),
             looked_up: false,
         }
@@ -176,6 +180,17 @@ impl Members {
         true
     }
 
+    /// Each TCP member's accept queue from the socket tables just read,
+    /// found by (netns, socket inode); a member not found (closed, or its
+    /// namespace not read) shows none.
+    pub(super) fn set_queues(&mut self, queues: &HashMap<(u32, u64), AcceptQueue>) {
+        for m in self.map.values_mut() {
+            m.queue = (m.proto == "tcp" && m.ino != 0)
+                .then(|| queues.get(&(m.netns, m.ino)).copied())
+                .flatten();
+        }
+    }
+
     /// Forgets the closings seen before the kernel's counts were read.
     pub(super) fn counted(&mut self) {
         self.closed.clear();
@@ -230,6 +245,9 @@ impl Members {
 
     pub(super) fn register(&self, reg: &mut Registry, limits: &Limits) {
         let deliveries = Family::<Labels, Counter>::default();
+        let length = Family::<Labels, Gauge>::default();
+        let limit = Family::<Labels, Gauge>::default();
+        let drops = Family::<Labels, Counter>::default();
         let optional = |labels: &mut Labels, m: Option<&Member>| {
             if limits.kubernetes {
                 labels.push(("namespace", m.map_or(OTHER.into(), |m| m.pod.0.clone())));
@@ -262,6 +280,11 @@ impl Members {
             ];
             optional(&mut labels, Some(m));
             deliveries.get_or_create(&labels).inc_by(m.total());
+            if let Some(q) = m.queue {
+                length.get_or_create(&labels).set(i64::from(q.length));
+                limit.get_or_create(&labels).set(i64::from(q.limit));
+                drops.get_or_create(&labels).inc_by(q.drops);
+            }
         }
         if self.folded > 0 {
             let mut labels: Labels = ["proto", "port", "netns", "member", "pid", "comm"]
@@ -275,6 +298,24 @@ impl Members {
             name::DELIVERIES,
             "Connections (TCP) or datagrams (UDP) the kernel gave each member of a SO_REUSEPORT group; member is an index within the group (proto, port, netns) that a new listener takes back from a closed one",
             deliveries,
+        );
+        // Members past --max-series have no series here either (their
+        // fold is counted with the deliveries'): a queue summed over
+        // unrelated listeners would say nothing about any of them.
+        reg.register(
+            name::QUEUE_LENGTH,
+            "Connections waiting in the accept queue of each TCP member of a SO_REUSEPORT group (sk_ack_backlog, Recv-Q in ss -tln), read from the socket tables at scrape time; a queue that stays full or grows while the group gets deliveries is a member not accepting",
+            length,
+        );
+        reg.register(
+            name::QUEUE_LIMIT,
+            "The accept queue's limit of each TCP member of a SO_REUSEPORT group (sk_max_ack_backlog: the listen() backlog capped by net.core.somaxconn, Send-Q in ss -tln); the kernel drops the next connection once the length exceeds it",
+            limit,
+        );
+        reg.register(
+            name::QUEUE_DROPS,
+            "SYNs and handshake ACKs each TCP member of a SO_REUSEPORT group dropped, mostly because its accept queue was full (the listener's sk_drops, raised by tcp_listendrop(); the namespace's TcpExtListenDrops counts the same events)",
+            drops,
         );
     }
 }
