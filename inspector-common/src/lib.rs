@@ -595,6 +595,34 @@ pub struct Delivery {
     pub _pad: u8,
 }
 
+/// Key of the `ACCEPTS` map: connections one process took with accept()
+/// from one listening socket, where accepts are counted rather than
+/// emitted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AcceptKey {
+    /// Kernel address of the listening `struct sock` (a SO_REUSEPORT
+    /// member is known by the same address in `DELIVERIES`).
+    pub listener: u64,
+    /// The accepting process (thread group id).
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Value of the `ACCEPTS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptCount {
+    pub count: u64,
+    /// The listener's network namespace inode and local port, read when
+    /// the entry was created.
+    pub netns: u32,
+    pub lport: u16,
+    pub _pad: u16,
+    /// `comm` of the thread whose accept created the entry, NUL-padded.
+    pub comm: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: each type below is `#[repr(C)]`, `Copy`, made of integers and
@@ -617,6 +645,10 @@ mod user {
     unsafe impl aya::Pod for super::Outcome {}
     // SAFETY: `#[repr(C)]` integers with explicit padding.
     unsafe impl aya::Pod for super::Delivery {}
+    // SAFETY: `#[repr(C)]` integers with explicit padding.
+    unsafe impl aya::Pod for super::AcceptKey {}
+    // SAFETY: `#[repr(C)]` integers with explicit padding and a byte array.
+    unsafe impl aya::Pod for super::AcceptCount {}
 }
 
 #[cfg(test)]
@@ -642,6 +674,8 @@ mod tests {
         // 1 u64 + 60 u32 fields, nothing in between.
         assert_eq!(size_of::<Offsets>(), 8 + 60 * 4);
         assert_eq!(size_of::<Owner>(), 40);
+        assert_eq!(size_of::<AcceptKey>(), 16);
+        assert_eq!(size_of::<AcceptCount>(), 32);
         assert_eq!(offset_of!(Owner, cgroup), 32);
     }
 

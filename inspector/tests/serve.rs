@@ -436,7 +436,8 @@ fn sample(exposition: &str, metric: &str, ino: u64) -> Option<u64> {
 /// agent exports it, is what the kernel says (`/proc/net/tcp` of its
 /// namespace), its limit what listen() was given, and once the queue is
 /// full the kernel's drops appear as the member's
-/// `inspector_accept_queue_drops_total`. Its partner accepts everything.
+/// `inspector_accept_queue_drops_total`. Its partner accepts everything,
+/// and `inspector_accepts_total` counts what it accepted.
 #[test]
 fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
     const DEST_PORT: u16 = 7016;
@@ -444,15 +445,15 @@ fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
     if !needs_root("load eBPF programs and create network namespaces") {
         return;
     }
-    // (inode of the stuck listener, somaxconn) once ready; then, on each
-    // request, what the kernel says.
+    // (the namespace's path, the stuck and the accepting listener's
+    // inodes, somaxconn) once ready; then, on each request, what the
+    // kernel says and how many connections the worker accepted.
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let (go, go_rx) = std::sync::mpsc::channel::<()>();
     let (ask, ask_rx) = std::sync::mpsc::channel::<bool>();
-    let (said_tx, said) = std::sync::mpsc::channel::<(u64, u64)>();
+    let (said_tx, said) = std::sync::mpsc::channel::<(u64, u64, u64)>();
     let worker = std::thread::spawn(move || {
         inspector::kernel::netns::enter_new_netns().expect("netns");
-        let netns = inspector::kernel::netns::current_netns().expect("netns inode");
         let target = addr(&format!("127.0.0.1:{DEST_PORT}"));
         let listener = |backlog: i32| {
             let s = tcp();
@@ -475,7 +476,7 @@ fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
         let tid = unsafe { libc::gettid() };
         let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
         ready_tx
-            .send((netns, path, inode(&stuck), somaxconn))
+            .send((path, inode(&stuck), inode(&accepting), somaxconn))
             .expect("send");
         let _ = go_rx.recv_timeout(Duration::from_secs(120));
         let mut clients = Vec::new();
@@ -499,11 +500,14 @@ fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
             if !more {
                 break;
             }
-            said_tx.send(kernel_says(inode(&stuck))).expect("send");
+            let (queued, drops) = kernel_says(inode(&stuck));
+            said_tx
+                .send((queued, drops, served.len() as u64))
+                .expect("send");
         }
         drop((clients, served, accepting, stuck));
     });
-    let (_netns, path, stuck, somaxconn) = ready.recv().expect("namespace ready");
+    let (path, stuck, accepting, somaxconn) = ready.recv().expect("namespace ready");
     let end = || {
         let _ = ask.send(false);
     };
@@ -529,8 +533,11 @@ fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
         let after = kernel();
         let length = sample(&text, "inspector_accept_queue_length", stuck);
         let drops = sample(&text, "inspector_accept_queue_drops_total", stuck);
-        let settled = before.0 == after.0 && length == Some(after.0);
-        if (settled && drops.is_some_and(|d| d > 0)) || Instant::now() >= deadline {
+        let took = sample(&text, "inspector_accepts_total", accepting);
+        let settled = before.0 == after.0 && length == Some(after.0) && before.2 == after.2;
+        if (settled && drops.is_some_and(|d| d > 0) && took == Some(after.2))
+            || Instant::now() >= deadline
+        {
             break (text, before, after);
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -555,6 +562,27 @@ fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
         "every ListenDrop of the namespace is the stuck member's: {drops} < {}",
         before.1
     );
+    // The accepting worker's accepts, counted in the kernel by listener
+    // and process, are the ones it made; the stuck one has none.
+    let pid = format!("pid=\"{}\"", std::process::id());
+    let took: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("inspector_accepts_total{"))
+        .filter(|l| l.contains(&format!("socket=\"{accepting}\"")))
+        .collect();
+    eprintln!(
+        "accepting member: {took:?}; its process accepted {}",
+        after.2
+    );
+    assert!(after.2 > 0, "the accepting member got connections");
+    assert_eq!(took.len(), 1, "one accepting process\n{text}");
+    assert!(took[0].contains(&pid), "{}", took[0]);
+    assert_eq!(
+        sample(&text, "inspector_accepts_total", accepting),
+        Some(after.2),
+        "accepts as the worker counted them\n{text}"
+    );
+    assert_eq!(sample(&text, "inspector_accepts_total", stuck), None);
     assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
     end();
     worker.join().expect("namespace thread");

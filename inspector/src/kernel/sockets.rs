@@ -61,7 +61,12 @@ const TASK_FILE: (&str, &str) = ("iter_task_file", "task_file");
 /// Maps of the shared object that the iterators never use: shrunk to their
 /// minimum so a socket table does not pin megabytes of kernel memory (the
 /// ring buffer's minimum is one page, set at load).
-const UNUSED_MAPS: [(&str, u32); 2] = [("OWNERS", 1), ("INFLIGHT", 1)];
+const UNUSED_MAPS: [(&str, u32); 4] = [
+    ("OWNERS", 1),
+    ("INFLIGHT", 1),
+    ("ACCEPTS", 1),
+    ("ACCEPTING", 1),
+];
 const UNUSED_RING: &str = "EVENTS";
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{
     RangeCache,
     http::{self, Format, Scrape},
-    kernel_members, log,
+    kernel_accepts, kernel_members, log,
     metrics::{self, KernelView, Metrics},
     namespaces::Namespaces,
     tcp_tables,
@@ -122,6 +122,9 @@ impl Agent {
             &mut pipeline.cgroups,
             pipeline.pods.as_mut(),
         );
+        let (accepts, exited) = kernel_accepts(&pipeline.probes);
+        pipeline.probes.forget_accepts(&exited);
+        let listeners: Vec<u64> = accepts.iter().map(|(k, _)| k.listener).collect();
         let probes = &pipeline.probes;
         self.metrics.set_kernel(KernelView {
             counters: pipeline.counters(),
@@ -134,15 +137,29 @@ impl Agent {
             ephemeral_in_use: toward,
             netns: self.namespaces.view(gone),
             accept_queues: queues,
+            accepts,
         });
         self.find_owners();
         let body = match format {
             Format::OpenMetrics => self.metrics.encode_openmetrics(),
             Format::Text => self.metrics.encode_text(),
         };
+        let mut forget = self.metrics.take_forgotten_accepts();
         for sock in self.metrics.take_forgotten() {
             pipeline.probes.forget_deliveries(sock);
+            // A listener that left its group: its accepts go with it.
+            if listeners.contains(&sock) {
+                forget.extend(
+                    pipeline
+                        .probes
+                        .accepts()
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .filter(|k| k.listener == sock),
+                );
+            }
         }
+        pipeline.probes.forget_accepts(&forget);
         self.cached = Some((format, Instant::now(), body.clone()));
         body
     }

@@ -174,6 +174,9 @@ pub struct KernelView {
     /// read, by (netns, socket inode); a member not found here (its
     /// namespace not read) shows no queue.
     pub accept_queues: HashMap<(u32, u64), AcceptQueue>,
+    /// Accepts counted in the kernel by (listening socket, process), of
+    /// processes alive at the scrape.
+    pub accepts: Vec<(inspector_common::AcceptKey, inspector_common::AcceptCount)>,
 }
 
 /// A TCP listener's accept queue as the socket iterator read it.
@@ -248,6 +251,8 @@ pub struct Metrics {
     folded_gauges: HashMap<&'static str, HashSet<String>>,
     last_failure: Option<Labels>,
     members: Members,
+    /// Kernel accept counts past the series limit.
+    forgotten_accepts: Vec<inspector_common::AcceptKey>,
     /// Bind decisions come from [`KernelView::outcomes`], not records.
     decisions_counted: bool,
     /// Local ports in use per destination.
@@ -267,6 +272,7 @@ mod name {
     pub const QUEUE_LENGTH: &str = "inspector_accept_queue_length";
     pub const QUEUE_LIMIT: &str = "inspector_accept_queue_limit";
     pub const QUEUE_DROPS: &str = "inspector_accept_queue_drops";
+    pub const ACCEPTS: &str = "inspector_accepts";
     pub const TIMEWAIT: &str = "inspector_timewait_sockets";
     pub const PORTS_IN_USE: &str = "inspector_ephemeral_ports_in_use";
     pub const RANGE_SIZE: &str = "inspector_ephemeral_port_range_size";
@@ -441,6 +447,13 @@ impl Metrics {
         }
         self.members.counted();
         self.members.set_queues(&view.accept_queues);
+        let (folded, forget) = self
+            .members
+            .set_accepts(&view.accepts, self.limits.max_series);
+        if folded > 0 {
+            *self.folded.entry(name::ACCEPTS).or_default() += folded;
+        }
+        self.forgotten_accepts = forget;
         self.kernel = view;
     }
 
@@ -488,6 +501,11 @@ impl Metrics {
     /// (their listener closed) or that were folded.
     pub fn take_forgotten(&mut self) -> Vec<u64> {
         self.members.take_forgotten()
+    }
+
+    /// Kernel accept counts past the series limit, to forget.
+    pub fn take_forgotten_accepts(&mut self) -> Vec<inspector_common::AcceptKey> {
+        std::mem::take(&mut self.forgotten_accepts)
     }
 
     /// What the agent says of itself at the next exposition.

@@ -337,6 +337,23 @@ pub(super) fn kernel_members(
         .collect()
 }
 
+/// The accepts the kernel counted by (listening socket, process): those
+/// of processes alive now, and the keys of the ones that have exited, to
+/// forget (their series would otherwise stay until the kernel's LRU
+/// evicts them).
+pub(super) fn kernel_accepts(
+    probes: &crate::kernel::probe::Probes,
+) -> (
+    Vec<(inspector_common::AcceptKey, inspector_common::AcceptCount)>,
+    Vec<inspector_common::AcceptKey>,
+) {
+    let (live, gone): (Vec<_>, Vec<_>) = probes
+        .accepts()
+        .into_iter()
+        .partition(|(k, _)| std::path::Path::new(&format!("/proc/{}", k.tgid)).exists());
+    (live, gone.into_iter().map(|(k, _)| k).collect())
+}
+
 /// Namespaces' port ranges, read again every [`RangeCache::EVERY`]: a
 /// sysctl read in another namespace costs a thread that enters it.
 #[derive(Default)]

@@ -19,6 +19,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use inspector_common::{AcceptCount, AcceptKey};
+
 use super::{
     AcceptQueue, KernelMember, Labels, Limits, OTHER, label,
     labels::{pod_container, pod_of},
@@ -53,6 +55,9 @@ struct Member {
     /// A TCP member's accept queue at the last scrape, where its
     /// namespace's socket table was read.
     queue: Option<AcceptQueue>,
+    /// Connections each process accepted from it, counted in the kernel:
+    /// (pid, comm, accepts), busiest first.
+    accepts: Vec<(u32, String, u64)>,
     /// The listener closed: shown at the next scrape, then dropped.
     closed: bool,
     /// Its owner was looked for in the socket files once.
@@ -104,6 +109,7 @@ impl Members {
             deliveries: 0,
             counted: 0,
             queue: None,
+            accepts: Vec::new(),
             closed: self.closed.contains(&key),
             looked_up: false,
         }
@@ -191,6 +197,51 @@ impl Members {
         }
     }
 
+    /// Each member's accepts by process from the kernel's counts, the
+    /// busiest `max` (process, listener) pairs over all members; returns
+    /// how many were left out past `max` and their kernel keys, to forget
+    /// (a kernel total cannot be added into `other` scrape after scrape).
+    /// Counts of listeners that are no member (outside any SO_REUSEPORT
+    /// group) are not shown; the kernel's LRU bounds them.
+    pub(super) fn set_accepts(
+        &mut self,
+        accepts: &[(AcceptKey, AcceptCount)],
+        max: usize,
+    ) -> (u64, Vec<AcceptKey>) {
+        let by_sock: HashMap<u64, Key> = self
+            .map
+            .iter()
+            .filter(|(_, m)| m.proto == "tcp" && !m.closed)
+            .map(|(k, _)| (k.2, *k))
+            .collect();
+        for m in self.map.values_mut() {
+            m.accepts.clear();
+        }
+        let mut rows: Vec<&(AcceptKey, AcceptCount)> = accepts.iter().collect();
+        rows.sort_by(|a, b| {
+            (b.1.count, a.0.listener, a.0.tgid).cmp(&(a.1.count, b.0.listener, b.0.tgid))
+        });
+        let (mut shown, mut folded, mut forget) = (0, 0, Vec::new());
+        for (k, v) in rows {
+            let Some(m) = by_sock
+                .get(&k.listener)
+                .filter(|key| key.1 == v.netns)
+                .and_then(|key| self.map.get_mut(key))
+            else {
+                continue;
+            };
+            if shown >= max {
+                folded += 1;
+                forget.push(*k);
+                continue;
+            }
+            shown += 1;
+            m.accepts
+                .push((k.tgid, label(&crate::model::record::comm(&v.comm)), v.count));
+        }
+        (folded, forget)
+    }
+
     /// Forgets the closings seen before the kernel's counts were read.
     pub(super) fn counted(&mut self) {
         self.closed.clear();
@@ -248,6 +299,7 @@ impl Members {
         let length = Family::<Labels, Gauge>::default();
         let limit = Family::<Labels, Gauge>::default();
         let drops = Family::<Labels, Counter>::default();
+        let accepts = Family::<Labels, Counter>::default();
         let optional = |labels: &mut Labels, m: Option<&Member>| {
             if limits.kubernetes {
                 labels.push(("namespace", m.map_or(OTHER.into(), |m| m.pod.0.clone())));
@@ -285,6 +337,12 @@ impl Members {
                 limit.get_or_create(&labels).set(i64::from(q.limit));
                 drops.get_or_create(&labels).inc_by(q.drops);
             }
+            for (pid, comm, n) in &m.accepts {
+                let mut labels = labels.clone();
+                labels[4].1 = pid.to_string();
+                labels[5].1 = comm.clone();
+                accepts.get_or_create(&labels).inc_by(*n);
+            }
         }
         if self.folded > 0 {
             let mut labels: Labels = ["proto", "port", "netns", "member", "pid", "comm"]
@@ -316,6 +374,11 @@ impl Members {
             name::QUEUE_DROPS,
             "SYNs and handshake ACKs each TCP member of a SO_REUSEPORT group dropped, mostly because its accept queue was full (the listener's sk_drops, raised by tcp_listendrop(); the namespace's TcpExtListenDrops counts the same events)",
             drops,
+        );
+        reg.register(
+            name::ACCEPTS,
+            "Connections each process took with accept() from each TCP member of a SO_REUSEPORT group, counted in the kernel; pid and comm are the accepting process's (several for one listener shared by forked workers), the other labels the member's",
+            accepts,
         );
     }
 }
