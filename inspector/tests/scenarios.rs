@@ -271,6 +271,22 @@ fn check_facts(r: &ScenarioResult) {
             assert!(reserved["service_bind"].is_null(), "{ctx}");
             assert!(reserved["service_listen"].is_null(), "{ctx}");
         }
+        23 => {
+            // The kernel's queue for a backlog of 4 holds 5
+            // (sk_acceptq_is_full() is `>`), the rest of the stuck
+            // worker's share was dropped, one SYN per waiting client
+            // before any retransmission, and every client is accounted for.
+            let backlog = d["backlog"].as_u64().unwrap_or(0);
+            assert_eq!(d["queued_on_stuck"].as_u64(), Some(backlog + 1), "{ctx}");
+            assert!(d["listen_drops"].as_u64() > Some(0), "{ctx}");
+            assert_eq!(d["listen_drops"], d["clients_waiting"], "{ctx}");
+            let sum: u64 = ["accepted_by_working", "queued_on_stuck", "clients_waiting"]
+                .iter()
+                .filter_map(|k| d[*k].as_u64())
+                .sum();
+            assert_eq!(Some(sum), d["clients"].as_u64(), "{ctx}");
+            assert_eq!(r.verdict, Some(scenario::Verdict::Confirmed), "{ctx}");
+        }
         n => panic!("scenario {n} has no facts checked"),
     }
 }

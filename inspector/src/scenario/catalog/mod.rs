@@ -21,8 +21,8 @@ use self::{
         reuseaddr_while_listening, wildcard_plus_specific,
     },
     reuseport::{
-        port_hijack, reuseport_other_uid, rolling_restart, tcp_reuseport, udp_multicast,
-        udp_reuseaddr_unicast, udp_reuseport,
+        port_hijack, reuseport_other_uid, rolling_restart, stuck_worker, tcp_reuseport,
+        udp_multicast, udp_reuseaddr_unicast, udp_reuseport,
     },
     throughput::throughput,
 };
@@ -218,6 +218,16 @@ pub static CATALOG: &[Scenario] = &[
         claim: "A service port inside ip_local_port_range can be taken by an outgoing connection's source port: the service's bind() then fails with EADDRINUSE although nothing listens there; listing the port in ip_local_reserved_ports keeps connect() off it",
         source: None,
         run: service_port_taken,
+    },
+    // 23: why a SO_REUSEPORT group's workers are uneven, the project's own
+    // claim.
+    Scenario {
+        number: 23,
+        name: "reuseport-stuck-worker",
+        title: "two SO_REUSEPORT workers, one never accepting (backlog 4), 40 connections",
+        claim: "A SO_REUSEPORT worker that stops accepting keeps its share of new connections: they wait in its accept queue until it is full, then the kernel drops the handshakes hashed to it while the other worker has room",
+        source: None,
+        run: stuck_worker,
     },
 ];
 

@@ -708,3 +708,115 @@ pub(super) fn rolling_restart(ctx: &mut Ctx) -> Res {
             .into(),
     })
 }
+
+/// A `TcpExt` counter of the current thread's namespace
+/// (`/proc/thread-self/net/netstat`).
+fn tcp_ext(name: &str) -> Result<u64, ScenarioError> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/netstat")?;
+    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let [names, values] = rows.as_slice() else {
+        return Err(ScenarioError::Setup(
+            "no TcpExt in /proc/net/netstat".into(),
+        ));
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .ok_or_else(|| ScenarioError::Setup(format!("no TcpExt {name}")))
+}
+
+/// The accept queue of the listener with inode `ino` as the kernel shows it
+/// (`rx_queue` of `/proc/thread-self/net/tcp`, `sk_ack_backlog` for a
+/// listener in `get_tcp4_sock()`).
+fn queued_on(ino: u64) -> Result<u64, ScenarioError> {
+    let text = std::fs::read_to_string("/proc/thread-self/net/tcp")?;
+    let ino = ino.to_string();
+    text.lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(3) == Some(&"0A") && f.get(9) == Some(&ino.as_str()))
+                .then(|| u64::from_str_radix(f.get(4)?.split(':').nth(1)?, 16).ok())
+                .flatten()
+        })
+        .ok_or_else(|| ScenarioError::Setup("the listener is not in /proc/net/tcp".into()))
+}
+
+pub(super) fn stuck_worker(ctx: &mut Ctx) -> Res {
+    ctx.fresh_netns()?;
+    const PORT: &str = "127.0.0.1:8023";
+    const BACKLOG: i32 = 4;
+    const CLIENTS: usize = 40;
+    // The stuck worker stopped accepting (a pause, a lock, a slow
+    // request); its partner accepts everything, with room to spare.
+    let stuck = ctx.tcp("stuck worker (never accepts)")?;
+    let working = ctx.tcp("working worker")?;
+    for (s, backlog) in [(&stuck, BACKLOG), (&working, 128)] {
+        ctx.reuseport(s)?;
+        ctx.bind(s, PORT)?;
+        ctx.listen(s, backlog);
+    }
+    let drops_before = tcp_ext("ListenDrops")?;
+    let to: SockAddr = sockaddr(PORT)?.into();
+    let mut clients = Vec::new();
+    let mut accepted = Vec::new();
+    for _ in 0..CLIENTS {
+        let c = io(Socket::new(Domain::IPV4, Type::STREAM, None))?;
+        io(c.set_nonblocking(true))?;
+        // EINPROGRESS; a SYN the kernel drops stays unanswered.
+        let _ = c.connect(&to);
+        clients.push(c);
+        accepted.extend(accept_n(&working, CLIENTS, Duration::ZERO));
+    }
+    settle();
+    accepted.extend(accept_n(&working, CLIENTS, Duration::from_millis(100)));
+    // Before the first SYN retransmission (1 s): each drop is one client.
+    let queued = queued_on(stuck.ino)?;
+    let dropped = tcp_ext("ListenDrops")?.saturating_sub(drops_before);
+    // A client whose SYN was dropped is still connecting (SYN_SENT):
+    // neither refused nor connected.
+    let waiting = clients
+        .iter()
+        .filter(|c| c.peer_addr().is_err() && matches!(c.take_error(), Ok(None)))
+        .count();
+    let limit = u64::try_from(BACKLOG).unwrap_or(0);
+    ctx.delivered(&working, accepted.len() as u64, true);
+    // Fentry mode counts the choice for each SYN, dropped ones included;
+    // the queue is what the kernel kept.
+    ctx.delivered(&stuck, queued, false);
+    let full = queued == limit + 1;
+    let parts = [full, dropped > 0, waiting > 0];
+    Ok(Outcome {
+        reason: None,
+        advice: None,
+        verdict: Verdict::of(&parts),
+        summary: format!(
+            "{CLIENTS} connections to 2 SO_REUSEPORT workers, one never accepting (backlog \
+             {BACKLOG}): the working one accepted {}; {queued} wait in the stuck one's queue \
+             (full at {} = backlog + 1), {dropped} handshakes dropped (ListenDrops), {waiting} \
+             clients still connecting",
+            accepted.len(),
+            limit + 1
+        ),
+        details: json!({
+            "clients": CLIENTS,
+            "backlog": BACKLOG,
+            "accepted_by_working": accepted.len(),
+            "queued_on_stuck": queued,
+            "listen_drops": dropped,
+            "clients_waiting": waiting,
+        }),
+        explanation: "reuseport_select_sock() picks a member from the 4-tuple hash \
+            (reciprocal_scale() over the group) without looking at its accept queue: a worker \
+            that stops accepting keeps its share. Each completed handshake waits in its queue \
+            (inet_csk_reqsk_queue_add()) until the queue is full (sk_acceptq_is_full(): more \
+            than the backlog); then tcp_conn_request() drops each new SYN hashed to it \
+            (tcp_listendrop(): ListenDrops and the listener's sk_drops), and the client retries \
+            after 1, 3, 7 s while the other worker has room. `inspector balance` names this \
+            member_not_accepting; serve's inspector_accept_queue_length and \
+            inspector_accept_queue_drops_total show it."
+            .into(),
+    })
+}
