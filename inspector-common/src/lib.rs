@@ -370,6 +370,15 @@ pub struct Offsets {
     /// `sock_reuseport.incoming_cpu` (6.1+): members with SO_INCOMING_CPU
     /// set; 0 where this kernel's layout lacks it (offset 0 is `rcu`).
     pub reuseport_incoming_cpu: u32,
+    /// `sock.sk_drops`: what `tcp_listendrop()` raises on a listener.
+    pub sk_drops: u32,
+    /// `sock.sk_drop_counters` (6.18+): per-NUMA-node drop counters that,
+    /// where a socket has them, count instead of `sk_drops`; 0 where this
+    /// kernel's layout lacks it.
+    pub sk_drop_counters: u32,
+    /// `numa_drop_counters.drops0` and `.drops1`.
+    pub ndc_drops0: u32,
+    pub ndc_drops1: u32,
 }
 
 impl Offsets {
@@ -446,6 +455,11 @@ pub struct SockRecord {
     pub ack_backlog: u32,
     /// Listeners: `sk_max_ack_backlog`, the queue's limit (Send-Q in `ss`).
     pub max_ack_backlog: u32,
+    /// TCP listeners: the socket's drop count (`sk_drops_read()`), which
+    /// `tcp_listendrop()` raises for each SYN or handshake-completing ACK
+    /// dropped because the accept queue was full; 0 for other sockets.
+    pub drops: u32,
+    pub _pad2: u32,
 }
 
 impl SockRecord {
@@ -581,6 +595,34 @@ pub struct Delivery {
     pub _pad: u8,
 }
 
+/// Key of the `ACCEPTS` map: connections one process took with accept()
+/// from one listening socket, where accepts are counted rather than
+/// emitted.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AcceptKey {
+    /// Kernel address of the listening `struct sock` (a SO_REUSEPORT
+    /// member is known by the same address in `DELIVERIES`).
+    pub listener: u64,
+    /// The accepting process (thread group id).
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Value of the `ACCEPTS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcceptCount {
+    pub count: u64,
+    /// The listener's network namespace inode and local port, read when
+    /// the entry was created.
+    pub netns: u32,
+    pub lport: u16,
+    pub _pad: u16,
+    /// `comm` of the thread whose accept created the entry, NUL-padded.
+    pub comm: [u8; 16],
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: each type below is `#[repr(C)]`, `Copy`, made of integers and
@@ -603,6 +645,10 @@ mod user {
     unsafe impl aya::Pod for super::Outcome {}
     // SAFETY: `#[repr(C)]` integers with explicit padding.
     unsafe impl aya::Pod for super::Delivery {}
+    // SAFETY: `#[repr(C)]` integers with explicit padding.
+    unsafe impl aya::Pod for super::AcceptKey {}
+    // SAFETY: `#[repr(C)]` integers with explicit padding and a byte array.
+    unsafe impl aya::Pod for super::AcceptCount {}
 }
 
 #[cfg(test)]
@@ -625,9 +671,11 @@ mod tests {
 
     #[test]
     fn offsets_have_no_hidden_padding() {
-        // 1 u64 + 56 u32 fields, nothing in between.
-        assert_eq!(size_of::<Offsets>(), 8 + 56 * 4);
+        // 1 u64 + 60 u32 fields, nothing in between.
+        assert_eq!(size_of::<Offsets>(), 8 + 60 * 4);
         assert_eq!(size_of::<Owner>(), 40);
+        assert_eq!(size_of::<AcceptKey>(), 16);
+        assert_eq!(size_of::<AcceptCount>(), 32);
         assert_eq!(offset_of!(Owner, cgroup), 32);
     }
 
@@ -645,7 +693,7 @@ mod tests {
 
     #[test]
     fn sock_record_layout_is_pinned() {
-        assert_eq!(size_of::<SockRecord>(), 96);
+        assert_eq!(size_of::<SockRecord>(), 104);
         assert_eq!(align_of::<SockRecord>(), 8);
         assert_eq!(offset_of!(SockRecord, netns), 32);
         assert_eq!(offset_of!(SockRecord, lport), 44);
@@ -654,8 +702,9 @@ mod tests {
         assert_eq!(offset_of!(SockRecord, laddr), 56);
         assert_eq!(offset_of!(SockRecord, raddr), 72);
         assert_eq!(offset_of!(SockRecord, ack_backlog), 88);
+        assert_eq!(offset_of!(SockRecord, drops), 96);
         assert_eq!(size_of::<IterFilter>(), 24);
-        assert_eq!(size_of::<FileRecord>(), 96 + 32);
-        assert_eq!(offset_of!(FileRecord, comm), 112);
+        assert_eq!(size_of::<FileRecord>(), 104 + 32);
+        assert_eq!(offset_of!(FileRecord, comm), 120);
     }
 }

@@ -23,9 +23,9 @@ use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
 
 use crate::{
     counters::count,
-    emit::{count_outcome, emit, emits},
+    emit::{count_accept_from, count_outcome, emit, emits},
     fill::{blank_event, fill_sock_in_call, now},
-    maps::{INFLIGHT, Inflight, off},
+    maps::{ACCEPTING, INFLIGHT, Inflight, off},
     owners::{begin_call, current_owner, remember_owner, set_owner},
     read::{Miss, Space, is_inet, read, read_sockaddr, sock_from_fd},
 };
@@ -51,8 +51,8 @@ fn tp_field<T: Copy>(ctx: &TracePointContext, offset: usize) -> T {
     unsafe { core::ptr::read_volatile((ctx.as_ptr() as *const u8).add(offset).cast::<T>()) }
 }
 
-/// Entry of bind(), listen() or connect(), attached to
-/// `syscalls:sys_enter_bind`, `sys_enter_listen` and `sys_enter_connect`.
+/// Entry of bind(), listen(), connect(), accept() and accept4(), attached
+/// to their `syscalls:sys_enter_*` tracepoints.
 #[tracepoint]
 pub fn syscall_enter(ctx: TracePointContext) -> i32 {
     let nr: i32 = tp_field(&ctx, TP_NR);
@@ -102,7 +102,7 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
 fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     let nr: i64 = ctx.arg(1);
     let nr = nr as u32;
-    if nr != off!(nr_bind) && nr != off!(nr_listen) && nr != off!(nr_connect) {
+    if nr != off!(nr_bind) && nr != off!(nr_listen) && nr != off!(nr_connect) && !is_accept(nr) {
         return Ok(());
     }
     let regs: u64 = ctx.arg(0);
@@ -112,10 +112,13 @@ fn try_sys_enter(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     enter(nr, fd, uaddr)
 }
 
-/// bind(), listen() or connect() number `nr` starts on descriptor `fd`
-/// (`uaddr`: the address asked for, bind and connect only).
+/// bind(), listen(), connect() or accept() number `nr` starts on
+/// descriptor `fd` (`uaddr`: the address asked for, bind and connect only).
 #[inline(always)]
 fn enter(nr: u32, fd: u64, uaddr: u64) -> Result<(), Miss> {
+    if is_accept(nr) {
+        return accepting(fd);
+    }
     let Some(sk) = sock_from_fd(fd)? else {
         return Ok(()); // not a socket: the syscall fails with ENOTSOCK/EBADF
     };
@@ -256,31 +259,68 @@ pub fn bind_or_connect(ev: &mut Event, nr: u32) {
     }
 }
 
+#[inline(always)]
+fn is_accept(nr: u32) -> bool {
+    nr == off!(nr_accept) || nr == off!(nr_accept4)
+}
+
+/// accept()/accept4() starts on the listening descriptor `fd`: where
+/// accepts are counted, its socket is remembered for the exit, which
+/// counts the accept by listener and process (the exit tracepoint carries
+/// no arguments). Where they are emitted, nothing to do: the event names
+/// the accepted socket.
+#[inline(always)]
+fn accepting(fd: u64) -> Result<(), Miss> {
+    if emits(kind::ACCEPT) {
+        return Ok(());
+    }
+    let Some(listener) = sock_from_fd(fd)? else {
+        return Ok(()); // fails with ENOTSOCK/EBADF
+    };
+    // Unix sockets accept too, and more often: not followed.
+    if !is_inet(listener)? {
+        return Ok(());
+    }
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    // Full, the oldest call in flight gives way (LRU): never an error.
+    let _ = ACCEPTING.insert(tid, listener, 0);
+    Ok(())
+}
+
 /// accept()/accept4() returned `ret` as the new descriptor: its socket now
 /// belongs to the caller. Inlined: as a subprogram its frame adds to the
 /// caller's, and 6.1's verifier refuses the combined 512-byte stack
 /// (`check_max_stack_depth`).
 #[inline(always)]
 fn accepted(ret: i64) -> Result<(), Miss> {
-    if ret < 0 {
+    if !emits(kind::ACCEPT) {
+        let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+        // SAFETY: copied out before removal; only this thread writes it.
+        let listener = unsafe { ACCEPTING.get(tid) }.copied();
+        if listener.is_some() {
+            let _ = ACCEPTING.remove(tid);
+        }
+        if ret >= 0 {
+            count_accept(listener.unwrap_or(0));
+        }
         return Ok(());
     }
-    if !emits(kind::ACCEPT) {
-        count_accept();
+    if ret < 0 {
         return Ok(());
     }
     let Some(sk) = sock_from_fd(ret as u64)? else {
         return Ok(());
     };
-    report_accept(sk)
+    report_accept(sk, 0)
 }
 
-/// `sk` was just handed to the current task by accept() (both modes): it
-/// becomes the socket's owner.
+/// `sk` was just handed to the current task by accept() (both modes) from
+/// the listening socket `listener` (0: not known): it becomes the
+/// socket's owner.
 #[inline(always)]
-pub fn report_accept(sk: u64) -> Result<(), Miss> {
+pub fn report_accept(sk: u64, listener: u64) -> Result<(), Miss> {
     if !emits(kind::ACCEPT) {
-        count_accept();
+        count_accept(listener);
         return Ok(());
     }
     if !is_inet(sk)? {
@@ -300,9 +340,10 @@ pub fn report_accept(sk: u64) -> Result<(), Miss> {
 }
 
 /// An accept counted, not emitted (see `maps::CONFIG`): before the
-/// socket is read, so without its protocol.
+/// socket is read, so without its protocol; and by listener and process
+/// where the listener is known.
 #[inline(always)]
-fn count_accept() {
+fn count_accept(listener: u64) {
     let _ = count_outcome(&Outcome {
         kind: kind::ACCEPT,
         proto: 0,
@@ -310,6 +351,9 @@ fn count_accept() {
         _pad: 0,
         errno: 0,
     });
+    if listener != 0 {
+        count_accept_from(listener);
+    }
 }
 
 /// errno of a non-blocking connect() still on its way.

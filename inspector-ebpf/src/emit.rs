@@ -11,12 +11,14 @@
 //! costs no helper call it does not need.
 
 use inspector_common::{
-    Delivery, Event, IPPROTO_UDP, Outcome, TCP_LISTEN, counter, flag, kind, phase,
+    AcceptCount, AcceptKey, Delivery, Event, IPPROTO_UDP, Outcome, TCP_LISTEN, counter, flag, kind,
+    phase,
 };
 
 use crate::{
     counters::{atomic_add, count},
-    maps::{BPF_NOEXIST, CONFIG, DELIVERIES, EVENTS, OUTCOMES, off},
+    maps::{ACCEPTS, BPF_NOEXIST, CONFIG, DELIVERIES, EVENTS, OUTCOMES, off},
+    read::{is_inet, read},
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -64,6 +66,52 @@ pub fn count_outcome(key: &Outcome) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// One more connection the current process accepted from `listener`; the
+/// first one reads the listener's namespace and port, and skips a
+/// listener the inspector does not follow (not TCP over IPv4/IPv6).
+#[inline(always)]
+pub fn count_accept_from(listener: u64) {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let key = AcceptKey {
+        listener,
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+    };
+    if let Some(v) = ACCEPTS.get_ptr_mut(key) {
+        // SAFETY: a map value pointer; only its count word is touched.
+        atomic_add(unsafe { &raw mut (*v).count }, 1);
+        return;
+    }
+    if !matches!(is_inet(listener), Ok(true)) {
+        return;
+    }
+    let Ok(net) = read::<u64>(listener, off!(skc_net)) else {
+        count(counter::READ_SOCK);
+        return;
+    };
+    let (Ok(netns), Ok(lport)) = (
+        read::<u32>(net, off!(net_inum)),
+        read::<u16>(listener, off!(skc_num)),
+    ) else {
+        count(counter::READ_SOCK);
+        return;
+    };
+    let first = AcceptCount {
+        count: 1,
+        netns,
+        lport,
+        _pad: 0,
+        comm: aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    if ACCEPTS.insert(key, first, BPF_NOEXIST).is_err()
+        && let Some(v) = ACCEPTS.get_ptr_mut(key)
+    {
+        // Another CPU created it in between.
+        // SAFETY: as above.
+        atomic_add(unsafe { &raw mut (*v).count }, 1);
     }
 }
 

@@ -214,17 +214,26 @@ fn report_decision(sk: u64, snum: u16, ret: i32) -> Result<(), Miss> {
 }
 
 /// `inet_accept(sock, newsock, ...)` returned 0: the new socket, now
-/// grafted onto its file, belongs to the caller.
+/// grafted onto its file, belongs to the caller, and came from the
+/// listener `sock`.
 #[fexit(function = "inet_accept")]
 pub fn fexit_inet_accept(ctx: FExitContext) -> i32 {
     let ret: i32 = ctx.ret().unwrap_or(-1);
     if ret != 0 {
         return 0;
     }
+    let sock: u64 = ctx.arg(0);
     let newsock: u64 = ctx.arg(1);
-    let accepted = read::<u64>(newsock, off!(socket_sk))
+    let accepted = read::<u64>(sock, off!(socket_sk))
+        .and_then(|listener| Ok((listener, read::<u64>(newsock, off!(socket_sk))?)))
         .map_err(Miss::from)
-        .and_then(|sk| if sk == 0 { Ok(()) } else { report_accept(sk) });
+        .and_then(|(listener, sk)| {
+            if sk == 0 {
+                Ok(())
+            } else {
+                report_accept(sk, listener)
+            }
+        });
     if let Err(e) = accepted {
         count(e.slot);
     }

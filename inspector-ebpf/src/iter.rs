@@ -183,6 +183,7 @@ fn fill_record(
         // one accept() takes.
         rec.ack_backlog = read(sk, off!(sk_ack_backlog))?;
         rec.max_ack_backlog = read(sk, off!(sk_max_ack_backlog))?;
+        rec.drops = read_drops(sk)?;
         // What decides the group's choice besides the 4-tuple hash
         // (net/core/sock_reuseport.c `reuseport_select_sock`): a BPF
         // program, else `reuseport_select_sock_by_hash`, which prefers the
@@ -211,6 +212,27 @@ fn fill_record(
     rec.laddr = ev.laddr;
     rec.raddr = ev.raddr;
     Ok(true)
+}
+
+/// A socket's drop count as `sk_drops_read()` (include/net/sock.h) reads
+/// it: the per-node counters where the socket has them (6.18+, UDP and
+/// raw sockets), else `sk_drops`. On a listener, `tcp_listendrop()` adds
+/// one for each SYN (`tcp_conn_request()`) or handshake-completing ACK
+/// (`tcp_v4_syn_recv_sock()`) dropped because the accept queue was full,
+/// the same events as the namespace's `ListenDrops`; `tcp_v4_rcv()` adds
+/// the segments it discards on the listener (such as that ACK).
+#[inline(always)]
+fn read_drops(sk: u64) -> Result<u32, Miss> {
+    let at = off!(sk_drop_counters);
+    if at != 0 {
+        let ndc: u64 = read(sk, at)?;
+        if ndc != 0 {
+            let a: u32 = read(ndc, off!(ndc_drops0))?;
+            let b: u32 = read(ndc, off!(ndc_drops1))?;
+            return Ok(a.wrapping_add(b));
+        }
+    }
+    Ok(read(sk, off!(sk_drops))?)
 }
 
 /// `iter/task_file`: one record per open inet TCP/UDP socket file of the

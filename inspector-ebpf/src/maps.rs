@@ -12,7 +12,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use inspector_common::{Config, Delivery, IterFilter, Offsets, Outcome, Owner, counter};
+use inspector_common::{
+    AcceptCount, AcceptKey, Config, Delivery, IterFilter, Offsets, Outcome, Owner, counter,
+};
 
 /// Layout of the running kernel, filled by user space at load time.
 #[unsafe(no_mangle)]
@@ -44,6 +46,23 @@ pub static OUTCOMES: HashMap<Outcome, u64> = HashMap::with_max_entries(1024, 0);
 /// least recently served members make room.
 #[map]
 pub static DELIVERIES: LruHashMap<u64, Delivery> = LruHashMap::with_max_entries(16384, 0);
+
+/// Accepts per (listening socket, accepting process) where they are
+/// counted rather than emitted: who takes the connections of each
+/// SO_REUSEPORT member, or of one listener shared by forked workers.
+/// Bounded: the least recently accepting pair makes room, and its count
+/// starts again from zero if it comes back (a counter reset to Prometheus).
+#[map]
+pub static ACCEPTS: LruHashMap<AcceptKey, AcceptCount> = LruHashMap::with_max_entries(16384, 0);
+
+/// The listening socket of each accept() in flight, by thread, where
+/// accepts are counted (tracepoint mode: the exit tracepoint has no
+/// arguments). Kept apart from [`INFLIGHT`] so that threads blocked in
+/// accept() for hours never crowd out a bind or connect; bounded, the
+/// longest blocked call gives way and its accept is counted without its
+/// listener.
+#[map]
+pub static ACCEPTING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// Insert only if absent (`BPF_NOEXIST`).
 pub const BPF_NOEXIST: u64 = 1;

@@ -231,8 +231,9 @@ fn packaged_alert_rules_pass_promtool_check() {
 }
 
 /// alerts_test.yml replays each incident (one burst of bind failures then
-/// silence, a starved SO_REUSEPORT member, ephemeral ports near the end of
-/// a pod's range, TIME_WAIT piling up) against the rules.
+/// silence, a starved SO_REUSEPORT member, a member that stops accepting
+/// and one that is busy but accepts, ephemeral ports near the end of a
+/// pod's range, TIME_WAIT piling up) against the rules.
 #[test]
 fn packaged_alert_rules_fire_on_their_incidents() {
     promtool(&["test", "rules"], "alerts_test.yml");

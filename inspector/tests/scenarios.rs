@@ -277,6 +277,54 @@ fn check_facts(r: &ScenarioResult) {
             assert!(reserved["service_bind"].is_null(), "{ctx}");
             assert!(reserved["service_listen"].is_null(), "{ctx}");
         }
+        23 => {
+            // The kernel's queue for a backlog of 4 holds 5
+            // (sk_acceptq_is_full() is `>`), the rest of the stuck
+            // worker's share was dropped, one SYN per waiting client
+            // before any retransmission, and every client is accounted for.
+            let backlog = d["backlog"].as_u64().unwrap_or(0);
+            assert_eq!(d["queued_on_stuck"].as_u64(), Some(backlog + 1), "{ctx}");
+            assert!(d["listen_drops"].as_u64() > Some(0), "{ctx}");
+            assert_eq!(d["listen_drops"], d["clients_waiting"], "{ctx}");
+            let sum: u64 = ["accepted_by_working", "queued_on_stuck", "clients_waiting"]
+                .iter()
+                .filter_map(|k| d[*k].as_u64())
+                .sum();
+            assert_eq!(Some(sum), d["clients"].as_u64(), "{ctx}");
+            assert_eq!(r.verdict, Some(scenario::Verdict::Confirmed), "{ctx}");
+        }
+        24 => {
+            let n = d["connections"].as_u64().unwrap_or(0);
+            let with: Vec<u64> = d["with_program"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default();
+            assert_eq!(with, vec![n, 0, 0], "the program's member takes all: {ctx}");
+            let hashed: u64 = d["hash"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter_map(Value::as_u64).sum());
+            assert_eq!(hashed, n, "{ctx}");
+            assert!(nonzero(&d["hash"]) > 1, "the hash spreads: {ctx}");
+        }
+        25 => {
+            // No split of 6 flows over 3 members reaches the scenarios'
+            // alpha: the most uneven has p = 3 * 3^-6.
+            assert!(
+                d["smallest_p"].as_f64() >= Some(3.0 / 729.0 - 1e-9),
+                "{ctx}"
+            );
+            let flows =
+                d["rounds"].as_u64().unwrap_or(0) * d["flows_per_round"].as_u64().unwrap_or(0);
+            assert_eq!(d["totals_spread"]["total"].as_u64(), Some(flows), "{ctx}");
+        }
+        26 => {
+            assert_eq!(d["open_keeper"], d["accepted_keeper"], "{ctx}");
+            assert_eq!(d["open_closer"], 0, "{ctx}");
+            let delivered: u64 = d["delivered"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter_map(Value::as_u64).sum());
+            assert_eq!(Some(delivered), d["connections"].as_u64(), "{ctx}");
+        }
         n => panic!("scenario {n} has no facts checked"),
     }
 }

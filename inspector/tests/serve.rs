@@ -387,3 +387,203 @@ fn a_real_prometheus_scrapes_the_same_per_member_counts() {
     drop(tmp);
     assert!(!Path::new(&data).exists());
 }
+
+/// What the kernel of the calling thread's namespace says now about the
+/// listener with inode `ino`: its accept queue (`rx_queue` of
+/// `/proc/net/tcp`, `sk_ack_backlog` for a listener, `get_tcp4_sock()`)
+/// and the namespace's `TcpExt` `ListenDrops`, which `tcp_listendrop()`
+/// counts with the listener's `sk_drops`.
+fn kernel_says(ino: u64) -> (u64, u64) {
+    let tcp = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("/proc/net/tcp");
+    let queued = tcp
+        .lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(3) == Some(&"0A") && f.get(9) == Some(&ino.to_string().as_str()))
+                .then(|| u64::from_str_radix(f[4].split(':').nth(1)?, 16).ok())
+                .flatten()
+        })
+        .expect("the listener in /proc/net/tcp");
+    let netstat =
+        std::fs::read_to_string("/proc/thread-self/net/netstat").expect("/proc/net/netstat");
+    let rows: Vec<&str> = netstat
+        .lines()
+        .filter(|l| l.starts_with("TcpExt:"))
+        .collect();
+    let drops = rows[0]
+        .split_whitespace()
+        .zip(rows[1].split_whitespace())
+        .find(|(k, _)| *k == "ListenDrops")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("ListenDrops");
+    (queued, drops)
+}
+
+/// The value of the `metric` sample whose labels hold `socket="ino"`.
+fn sample(exposition: &str, metric: &str, ino: u64) -> Option<u64> {
+    let socket = format!("socket=\"{ino}\"");
+    exposition
+        .lines()
+        .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&socket))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A SO_REUSEPORT worker that never accepts: its accept queue, as the
+/// agent exports it, is what the kernel says (`/proc/net/tcp` of its
+/// namespace), its limit what listen() was given, and once the queue is
+/// full the kernel's drops appear as the member's
+/// `inspector_accept_queue_drops_total`. Its partner accepts everything,
+/// and `inspector_accepts_total` counts what it accepted.
+#[test]
+fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
+    const DEST_PORT: u16 = 7016;
+    const CLIENTS: usize = 40;
+    if !needs_root("load eBPF programs and create network namespaces") {
+        return;
+    }
+    // (the namespace's path, the stuck and the accepting listener's
+    // inodes, somaxconn) once ready; then, on each request, what the
+    // kernel says and how many connections the worker accepted.
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let (ask, ask_rx) = std::sync::mpsc::channel::<bool>();
+    let (said_tx, said) = std::sync::mpsc::channel::<(u64, u64, u64)>();
+    let worker = std::thread::spawn(move || {
+        inspector::kernel::netns::enter_new_netns().expect("netns");
+        let target = addr(&format!("127.0.0.1:{DEST_PORT}"));
+        let listener = |backlog: i32| {
+            let s = tcp();
+            s.set_reuse_port(true).expect("SO_REUSEPORT");
+            s.bind(&target).expect("bind");
+            s.listen(backlog).expect("listen");
+            s.set_nonblocking(true).expect("nonblocking");
+            s
+        };
+        // The stuck worker's queue holds what a backlog of 1 allows; the
+        // accepting one has room to spare.
+        let stuck = listener(1);
+        let accepting = listener(128);
+        let somaxconn: u64 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .expect("somaxconn")
+            .trim()
+            .parse()
+            .expect("somaxconn");
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        ready_tx
+            .send((path, inode(&stuck), inode(&accepting), somaxconn))
+            .expect("send");
+        let _ = go_rx.recv_timeout(Duration::from_secs(120));
+        let mut clients = Vec::new();
+        let mut served = Vec::new();
+        for _ in 0..CLIENTS {
+            let c = tcp();
+            c.set_nonblocking(true).expect("nonblocking");
+            // In progress (EINPROGRESS) until the handshake completes; a
+            // SYN the stuck member drops is sent again by the kernel.
+            let _ = c.connect(&target);
+            clients.push(c);
+            while let Ok((conn, _)) = accepting.accept() {
+                served.push(conn);
+            }
+        }
+        // Answer until told to end, accepting on the way.
+        while let Ok(more) = ask_rx.recv_timeout(Duration::from_secs(120)) {
+            while let Ok((conn, _)) = accepting.accept() {
+                served.push(conn);
+            }
+            if !more {
+                break;
+            }
+            let (queued, drops) = kernel_says(inode(&stuck));
+            said_tx
+                .send((queued, drops, served.len() as u64))
+                .expect("send");
+        }
+        drop((clients, served, accepting, stuck));
+    });
+    let (path, stuck, accepting, somaxconn) = ready.recv().expect("namespace ready");
+    let end = || {
+        let _ = ask.send(false);
+    };
+    let Some((mut serve, port)) = start_serve_with(&["--netns", &path, "--label-socket-inode"])
+    else {
+        let _ = go.send(());
+        end();
+        let _ = worker.join();
+        return;
+    };
+    go.send(()).expect("go");
+    let kernel = || {
+        ask.send(true).expect("ask");
+        said.recv().expect("kernel's answer")
+    };
+    // Ask the kernel around each scrape: the queue must read the same
+    // before and after (nobody accepts, nobody gives up); the member's
+    // drops include every ListenDrop the namespace counted before it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (text, before, after) = loop {
+        let before = kernel();
+        let text = get(port, "/metrics", "text/plain").unwrap_or_default();
+        let after = kernel();
+        let length = sample(&text, "inspector_accept_queue_length", stuck);
+        let drops = sample(&text, "inspector_accept_queue_drops_total", stuck);
+        let took = sample(&text, "inspector_accepts_total", accepting);
+        let settled = before.0 == after.0 && length == Some(after.0) && before.2 == after.2;
+        if (settled && drops.is_some_and(|d| d > 0) && took == Some(after.2))
+            || Instant::now() >= deadline
+        {
+            break (text, before, after);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let length = sample(&text, "inspector_accept_queue_length", stuck);
+    let limit = sample(&text, "inspector_accept_queue_limit", stuck);
+    let drops = sample(&text, "inspector_accept_queue_drops_total", stuck);
+    eprintln!(
+        "stuck member: queue {length:?}/{limit:?}, drops {drops:?}; kernel: queue {} then {}, ListenDrops {} then {}",
+        before.0, after.0, before.1, after.1
+    );
+    assert_eq!(before.0, after.0, "the stuck queue stays as it is");
+    assert_eq!(length, Some(after.0), "queue as /proc/net/tcp says\n{text}");
+    assert_eq!(limit, Some(1.min(somaxconn)), "limit as listen() set it");
+    // Full: the kernel holds one more than the limit
+    // (`sk_acceptq_is_full()` is `ack_backlog > max_ack_backlog`).
+    assert_eq!(length, limit.map(|l| l + 1), "the queue is full");
+    let drops = drops.expect("a drops sample");
+    assert!(drops > 0, "drops once the queue is full\n{text}");
+    assert!(
+        drops >= before.1,
+        "every ListenDrop of the namespace is the stuck member's: {drops} < {}",
+        before.1
+    );
+    // The accepting worker's accepts, counted in the kernel by listener
+    // and process, are the ones it made; the stuck one has none.
+    let pid = format!("pid=\"{}\"", std::process::id());
+    let took: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("inspector_accepts_total{"))
+        .filter(|l| l.contains(&format!("socket=\"{accepting}\"")))
+        .collect();
+    eprintln!(
+        "accepting member: {took:?}; its process accepted {}",
+        after.2
+    );
+    assert!(after.2 > 0, "the accepting member got connections");
+    assert_eq!(took.len(), 1, "one accepting process\n{text}");
+    assert!(took[0].contains(&pid), "{}", took[0]);
+    assert_eq!(
+        sample(&text, "inspector_accepts_total", accepting),
+        Some(after.2),
+        "accepts as the worker counted them\n{text}"
+    );
+    assert_eq!(sample(&text, "inspector_accepts_total", stuck), None);
+    assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+    end();
+    worker.join().expect("namespace thread");
+}

@@ -131,6 +131,13 @@ pub fn kernel_offsets(btf: &Btf) -> Result<Offsets, OffsetsError> {
         // SO_INCOMING_CPU"); older kernels weigh the CPU in the lookup's
         // score instead, which this does not see.
         reuseport_incoming_cpu: btf.offset("sock_reuseport", "incoming_cpu").unwrap_or(0),
+        sk_drops: o("sock", "sk_drops")?,
+        // Since 6.18 (include/net/sock.h `sk_drops_read()`): a socket with
+        // per-node counters (UDP, raw) counts there instead of in
+        // `sk_drops`; TCP listeners have none.
+        sk_drop_counters: btf.offset("sock", "sk_drop_counters").unwrap_or(0),
+        ndc_drops0: btf.offset("numa_drop_counters", "drops0").unwrap_or(0),
+        ndc_drops1: btf.offset("numa_drop_counters", "drops1").unwrap_or(0),
     })
 }
 

@@ -7,7 +7,9 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{BtfTracePoint, FEntry, FExit, ProgramError, TracePoint},
 };
-use inspector_common::{Config, Delivery, Event, Offsets, Outcome, Owner, counter};
+use inspector_common::{
+    AcceptCount, AcceptKey, Config, Delivery, Event, Offsets, Outcome, Owner, counter,
+};
 
 use crate::{
     kernel::btf::Btf,
@@ -93,6 +95,8 @@ const SYSCALL_PROGRAMS: &[(&str, Hook)] = &[
     ("syscall_enter", Hook::Syscall("sys_enter_bind")),
     ("syscall_enter", Hook::Syscall("sys_enter_listen")),
     ("syscall_enter", Hook::Syscall("sys_enter_connect")),
+    ("syscall_enter", Hook::Syscall("sys_enter_accept")),
+    ("syscall_enter", Hook::Syscall("sys_enter_accept4")),
     ("syscall_exit", Hook::Syscall("sys_exit_bind")),
     ("syscall_exit", Hook::Syscall("sys_exit_listen")),
     ("syscall_exit", Hook::Syscall("sys_exit_connect")),
@@ -392,6 +396,30 @@ impl Probes {
             && let Ok(mut map) = aya::maps::HashMap::<_, u64, Delivery>::try_from(map)
         {
             let _ = map.remove(&sock);
+        }
+    }
+
+    /// Accepts counted in the kernel by (listening socket, accepting
+    /// process), with [`LoadOptions::aggregate`]; empty otherwise.
+    pub fn accepts(&self) -> Vec<(AcceptKey, AcceptCount)> {
+        let Some(map) = self._ebpf.map("ACCEPTS") else {
+            return Vec::new();
+        };
+        let Ok(map) = aya::maps::HashMap::<_, AcceptKey, AcceptCount>::try_from(map) else {
+            return Vec::new();
+        };
+        map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// Forgets accept counts: a process gone, or a listener that left its
+    /// group (a later one at the same address starts from zero).
+    pub fn forget_accepts(&mut self, keys: &[AcceptKey]) {
+        if let Some(map) = self._ebpf.map_mut("ACCEPTS")
+            && let Ok(mut map) = aya::maps::HashMap::<_, AcceptKey, AcceptCount>::try_from(map)
+        {
+            for k in keys {
+                let _ = map.remove(k);
+            }
         }
     }
 

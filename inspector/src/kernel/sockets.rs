@@ -61,7 +61,12 @@ const TASK_FILE: (&str, &str) = ("iter_task_file", "task_file");
 /// Maps of the shared object that the iterators never use: shrunk to their
 /// minimum so a socket table does not pin megabytes of kernel memory (the
 /// ring buffer's minimum is one page, set at load).
-const UNUSED_MAPS: [(&str, u32); 2] = [("OWNERS", 1), ("INFLIGHT", 1)];
+const UNUSED_MAPS: [(&str, u32); 4] = [
+    ("OWNERS", 1),
+    ("INFLIGHT", 1),
+    ("ACCEPTS", 1),
+    ("ACCEPTING", 1),
+];
 const UNUSED_RING: &str = "EVENTS";
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +164,10 @@ pub struct KernelSocket {
     /// for every other socket.
     pub queued: u32,
     pub queue_limit: u32,
+    /// A TCP listener's drop count (`sk_drops`): SYNs and handshake ACKs
+    /// dropped because its accept queue was full (`tcp_listendrop()`),
+    /// since it was created; 0 for every other socket.
+    pub drops: u32,
     /// A TCP listener whose SO_REUSEPORT group has a selecting BPF program.
     pub reuseport_prog: bool,
     /// A TCP listener whose SO_REUSEPORT group has members with
@@ -212,6 +221,7 @@ impl KernelSocket {
             bound_dev_if: u32::try_from(r.bound_dev_if).ok().filter(|&i| i != 0),
             queued: r.ack_backlog,
             queue_limit: r.max_ack_backlog,
+            drops: r.drops,
             reuseport_prog: r.flags & sock_flag::REUSEPORT_PROG != 0,
             incoming_cpu: r.flags & sock_flag::INCOMING_CPU != 0,
         })

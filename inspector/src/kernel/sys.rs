@@ -189,6 +189,36 @@ pub fn set_int_option(
     .map(drop)
 }
 
+/// Attaches to the SO_REUSEPORT group of the socket `fd` a classic BPF
+/// program that always chooses the group's first member (`ret #0`,
+/// SO_ATTACH_REUSEPORT_CBPF): the program replaces the 4-tuple hash in
+/// `reuseport_select_sock()`.
+pub fn attach_reuseport_first_member(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+    let code = [libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let prog = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr().cast_mut(),
+    };
+    // SAFETY: a valid descriptor; the option value is a sock_fprog
+    // describing `code`, both alive for the call (the kernel copies the
+    // program), with its size.
+    unsafe {
+        syscall!(setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&raw const prog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        ))
+    }
+    .map(drop)
+}
+
 /// The inode of the file open on `fd` (`fstat`).
 pub fn inode_of(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<u64> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::zeroed();

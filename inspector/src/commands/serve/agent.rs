@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::{
     RangeCache,
     http::{self, Format, Scrape},
-    kernel_members, log,
+    kernel_accepts, kernel_members, log,
     metrics::{self, KernelView, Metrics},
     namespaces::Namespaces,
     tcp_tables,
@@ -105,7 +105,12 @@ impl Agent {
         });
         let pods = src.pipeline().and_then(|p| p.pods.as_mut());
         let watched = self.namespaces.refresh(pods).to_vec();
-        let (timewait, toward, gone) = self.read_tables(&watched);
+        let Tables {
+            timewait,
+            toward,
+            queues,
+            gone,
+        } = self.read_tables(&watched);
         let mut namespaces = self.metrics.client_namespaces();
         namespaces.extend(watched.iter().map(|w| w.ino));
         let port_ranges = self.ranges.read(&namespaces, &self.namespaces.paths());
@@ -117,6 +122,9 @@ impl Agent {
             &mut pipeline.cgroups,
             pipeline.pods.as_mut(),
         );
+        let (accepts, exited) = kernel_accepts(&pipeline.probes);
+        pipeline.probes.forget_accepts(&exited);
+        let listeners: Vec<u64> = accepts.iter().map(|(k, _)| k.listener).collect();
         let probes = &pipeline.probes;
         self.metrics.set_kernel(KernelView {
             counters: pipeline.counters(),
@@ -128,37 +136,55 @@ impl Agent {
             port_ranges,
             ephemeral_in_use: toward,
             netns: self.namespaces.view(gone),
+            accept_queues: queues,
+            accepts,
         });
         self.find_owners();
         let body = match format {
             Format::OpenMetrics => self.metrics.encode_openmetrics(),
             Format::Text => self.metrics.encode_text(),
         };
+        let mut forget = self.metrics.take_forgotten_accepts();
         for sock in self.metrics.take_forgotten() {
             pipeline.probes.forget_deliveries(sock);
+            // A listener that left its group: its accepts go with it.
+            if listeners.contains(&sock) {
+                forget.extend(
+                    pipeline
+                        .probes
+                        .accepts()
+                        .into_iter()
+                        .map(|(k, _)| k)
+                        .filter(|k| k.listener == sock),
+                );
+            }
         }
+        pipeline.probes.forget_accepts(&forget);
         self.cached = Some((format, Instant::now(), body.clone()));
         body
     }
 }
 
+/// What a scrape reads from the watched namespaces' TCP tables; `None`
+/// where not one namespace could be read.
+#[derive(Default)]
+struct Tables {
+    timewait: Option<Vec<(u32, Proto, u16, u64)>>,
+    toward: Option<Vec<(DestKey, u32)>>,
+    queues: std::collections::HashMap<(u32, u64), metrics::AcceptQueue>,
+    gone: usize,
+}
+
 impl Agent {
-    /// TIME_WAIT sockets and ports in use per destination of each watched
-    /// namespace, and how many could not be read (gone since found);
-    /// `None` where not one could be.
-    #[expect(clippy::type_complexity, reason = "the two KernelView fields")]
-    fn read_tables(
-        &mut self,
-        watched: &[super::namespaces::Watched],
-    ) -> (
-        Option<Vec<(u32, Proto, u16, u64)>>,
-        Option<Vec<(DestKey, u32)>>,
-        usize,
-    ) {
+    /// TIME_WAIT sockets, ports in use per destination and SO_REUSEPORT
+    /// accept queues of each watched namespace, from one walk of its TCP
+    /// table, and how many could not be read (gone since found).
+    fn read_tables(&mut self, watched: &[super::namespaces::Watched]) -> Tables {
+        let mut out = Tables::default();
         let Some(table) = self.sockets.as_mut() else {
-            return (None, None, 0);
+            return out;
         };
-        let (mut timewait, mut toward, mut gone, mut read) = (vec![], vec![], 0, false);
+        let (mut timewait, mut toward, mut read) = (vec![], vec![], false);
         for w in watched {
             match tcp_tables(table, w.path.as_deref(), self.ports.as_ref()) {
                 Ok(t) => {
@@ -174,18 +200,21 @@ impl Agent {
                             .into_iter()
                             .map(|(addr, port, n)| (DestKey { netns, addr, port }, n)),
                     );
+                    out.queues.extend(t.queues);
                 }
                 // The agent's own: a failure worth saying.
                 Err(e) if w.path.is_none() || watched.len() == 1 => {
                     eprintln!("inspector: warning: TCP socket snapshot: {e}");
                 }
-                Err(_) => gone += 1,
+                Err(_) => out.gone += 1,
             }
         }
         // Busiest first over every namespace: the port label limit keeps
         // the ports that matter.
         timewait.sort_by(|a, b| b.3.cmp(&a.3).then((a.0, a.2).cmp(&(b.0, b.2))));
-        (read.then_some(timewait), read.then_some(toward), gone)
+        out.timewait = read.then_some(timewait);
+        out.toward = read.then_some(toward);
+        out
     }
 
     /// Owners of SO_REUSEPORT members that were listening before the

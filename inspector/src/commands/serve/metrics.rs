@@ -170,6 +170,27 @@ pub struct KernelView {
     /// of the namespaces read; `None` where none could be read, and
     /// the counts then come from the records seen.
     pub ephemeral_in_use: Option<Vec<(DestKey, u32)>>,
+    /// The accept queues of the SO_REUSEPORT listeners of the namespaces
+    /// read, by (netns, socket inode); a member not found here (its
+    /// namespace not read) shows no queue.
+    pub accept_queues: HashMap<(u32, u64), AcceptQueue>,
+    /// Accepts counted in the kernel by (listening socket, process), of
+    /// processes alive at the scrape.
+    pub accepts: Vec<(inspector_common::AcceptKey, inspector_common::AcceptCount)>,
+}
+
+/// A TCP listener's accept queue as the socket iterator read it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptQueue {
+    /// Connections waiting for accept() (`sk_ack_backlog`).
+    pub length: u32,
+    /// The most that may wait (`sk_max_ack_backlog`: the listen() backlog
+    /// capped by `net.core.somaxconn`); the kernel refuses the next one
+    /// once `length` exceeds it (`sk_acceptq_is_full()`).
+    pub limit: u32,
+    /// The listener's drops since it was created (`sk_drops`), which
+    /// `tcp_listendrop()` raises when the queue is full.
+    pub drops: u64,
 }
 
 /// What the agent reports of itself at scrape time.
@@ -230,6 +251,8 @@ pub struct Metrics {
     folded_gauges: HashMap<&'static str, HashSet<String>>,
     last_failure: Option<Labels>,
     members: Members,
+    /// Kernel accept counts past the series limit.
+    forgotten_accepts: Vec<inspector_common::AcceptKey>,
     /// Bind decisions come from [`KernelView::outcomes`], not records.
     decisions_counted: bool,
     /// Local ports in use per destination.
@@ -246,6 +269,10 @@ mod name {
     pub const CONNECT_FAILURES: &str = "inspector_connect_failures";
     pub const TIMEWAIT_EXITS: &str = "inspector_timewait_exits";
     pub const DELIVERIES: &str = "inspector_reuseport_deliveries";
+    pub const QUEUE_LENGTH: &str = "inspector_accept_queue_length";
+    pub const QUEUE_LIMIT: &str = "inspector_accept_queue_limit";
+    pub const QUEUE_DROPS: &str = "inspector_accept_queue_drops";
+    pub const ACCEPTS: &str = "inspector_accepts";
     pub const TIMEWAIT: &str = "inspector_timewait_sockets";
     pub const PORTS_IN_USE: &str = "inspector_ephemeral_ports_in_use";
     pub const RANGE_SIZE: &str = "inspector_ephemeral_port_range_size";
@@ -419,6 +446,14 @@ impl Metrics {
             }
         }
         self.members.counted();
+        self.members.set_queues(&view.accept_queues);
+        let (folded, forget) = self
+            .members
+            .set_accepts(&view.accepts, self.limits.max_series);
+        if folded > 0 {
+            *self.folded.entry(name::ACCEPTS).or_default() += folded;
+        }
+        self.forgotten_accepts = forget;
         self.kernel = view;
     }
 
@@ -466,6 +501,11 @@ impl Metrics {
     /// (their listener closed) or that were folded.
     pub fn take_forgotten(&mut self) -> Vec<u64> {
         self.members.take_forgotten()
+    }
+
+    /// Kernel accept counts past the series limit, to forget.
+    pub fn take_forgotten_accepts(&mut self) -> Vec<inspector_common::AcceptKey> {
+        std::mem::take(&mut self.forgotten_accepts)
     }
 
     /// What the agent says of itself at the next exposition.

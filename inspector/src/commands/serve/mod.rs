@@ -36,7 +36,7 @@ use crate::{
 
 use self::{
     http::Scrape,
-    metrics::{BuildInfo, KernelMember, Limits, Metrics},
+    metrics::{AcceptQueue, BuildInfo, KernelMember, Limits, Metrics},
 };
 
 /// Where `serve` listens unless told otherwise.
@@ -337,6 +337,23 @@ pub(super) fn kernel_members(
         .collect()
 }
 
+/// The accepts the kernel counted by (listening socket, process): those
+/// of processes alive now, and the keys of the ones that have exited, to
+/// forget (their series would otherwise stay until the kernel's LRU
+/// evicts them).
+pub(super) fn kernel_accepts(
+    probes: &crate::kernel::probe::Probes,
+) -> (
+    Vec<(inspector_common::AcceptKey, inspector_common::AcceptCount)>,
+    Vec<inspector_common::AcceptKey>,
+) {
+    let (live, gone): (Vec<_>, Vec<_>) = probes
+        .accepts()
+        .into_iter()
+        .partition(|(k, _)| std::path::Path::new(&format!("/proc/{}", k.tgid)).exists());
+    (live, gone.into_iter().map(|(k, _)| k).collect())
+}
+
 /// Namespaces' port ranges, read again every [`RangeCache::EVERY`]: a
 /// sysctl read in another namespace costs a thread that enters it.
 #[derive(Default)]
@@ -392,6 +409,9 @@ pub(super) struct TcpTables {
     /// Local ports held toward each destination by client sockets
     /// (connected or in TIME_WAIT, on a local port nobody listens on).
     pub(super) toward: Vec<(std::net::IpAddr, u16, u32)>,
+    /// The accept queue of each SO_REUSEPORT listener, by (netns, socket
+    /// inode): the key SO_REUSEPORT members are known by.
+    pub(super) queues: Vec<((u32, u64), AcceptQueue)>,
 }
 
 pub(super) fn tcp_tables(
@@ -414,7 +434,21 @@ pub(super) fn tcp_tables(
         .collect();
     let mut counts: HashMap<u16, u64> = HashMap::new();
     let mut toward: HashMap<(std::net::IpAddr, u16), u32> = HashMap::new();
+    let mut queues = Vec::new();
     for s in &socks {
+        if s.state == TcpState::LISTEN
+            && s.reuseport
+            && let Some(ino) = s.ino
+        {
+            queues.push((
+                (s.netns, ino),
+                AcceptQueue {
+                    length: s.queued,
+                    limit: s.queue_limit,
+                    drops: u64::from(s.drops),
+                },
+            ));
+        }
         if let Entry::TimeWait { substate, .. } = s.entry
             && substate == inspector_common::TCP_TIME_WAIT
             && ports.is_none_or(|p| p.contains(s.local.port()))
@@ -443,5 +477,9 @@ pub(super) fn tcp_tables(
         .into_iter()
         .map(|((addr, port), n)| (addr, port, n))
         .collect();
-    Ok(TcpTables { timewait, toward })
+    Ok(TcpTables {
+        timewait,
+        toward,
+        queues,
+    })
 }

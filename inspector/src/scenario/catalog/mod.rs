@@ -1,9 +1,11 @@
 //! The catalog: each setup the documents discuss, as a function that runs it
 //! and judges the document's claim from what the kernel did. This file holds
 //! the table; the scenarios live one file per family: `restart` (TIME_WAIT),
-//! `reuseaddr` (bind conflicts), `reuseport` (who receives what), `client`
-//! (source ports) and `throughput`.
+//! `reuseaddr` (bind conflicts), `reuseport` (who receives what), `balance`
+//! (why a SO_REUSEPORT group's workers are uneven), `client` (source ports)
+//! and `throughput`.
 
+mod balance;
 mod client;
 mod restart;
 mod reuseaddr;
@@ -11,6 +13,7 @@ mod reuseport;
 mod throughput;
 
 use self::{
+    balance::{bpf_selector, few_flows, long_lived, stuck_worker},
     client::{
         bind_before_connect, client_fixed_port, ephemeral_exhaustion, exhaustion_per_destination,
         service_port_taken, tw_reuse_modes,
@@ -218,6 +221,40 @@ pub static CATALOG: &[Scenario] = &[
         claim: "A service port inside ip_local_port_range can be taken by an outgoing connection's source port: the service's bind() then fails with EADDRINUSE although nothing listens there; listing the port in ip_local_reserved_ports keeps connect() off it",
         source: None,
         run: service_port_taken,
+    },
+    // 23 to 26: why a SO_REUSEPORT group's workers are uneven, the
+    // project's own claims.
+    Scenario {
+        number: 23,
+        name: "reuseport-stuck-worker",
+        title: "two SO_REUSEPORT workers, one never accepting (backlog 4), 40 connections",
+        claim: "A SO_REUSEPORT worker that stops accepting keeps its share of new connections: they wait in its accept queue until it is full, then the kernel drops the handshakes hashed to it while the other worker has room",
+        source: None,
+        run: stuck_worker,
+    },
+    Scenario {
+        number: 24,
+        name: "reuseport-bpf-selector",
+        title: "60 connections to 3 SO_REUSEPORT listeners: by the hash, then with a classic BPF program returning 0 on the group",
+        claim: "A BPF program attached to a SO_REUSEPORT group replaces the 4-tuple hash: one that always returns 0 sends every connection to the first member, where the hash spreads them",
+        source: None,
+        run: bpf_selector,
+    },
+    Scenario {
+        number: 25,
+        name: "reuseport-few-flows",
+        title: "20 rounds of 6 connections kept open on 3 SO_REUSEPORT listeners",
+        claim: "With few flows a SO_REUSEPORT group's split is uneven by chance: 6 connections over 3 members mostly give one member 1.5 times the mean or more, and no split of so few flows is evidence of an unfair hash",
+        source: None,
+        run: few_flows,
+    },
+    Scenario {
+        number: 26,
+        name: "reuseport-long-lived",
+        title: "120 connections to 2 SO_REUSEPORT workers, one keeping every connection, the other closing at once",
+        claim: "The SO_REUSEPORT hash spreads new connections evenly whatever the members already hold: where one worker keeps its connections, the open connections pile up on it while the deliveries stay even",
+        source: None,
+        run: long_lived,
     },
 ];
 

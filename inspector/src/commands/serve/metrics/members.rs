@@ -15,12 +15,14 @@
 use std::collections::{HashMap, HashSet};
 
 use prometheus_client::{
-    metrics::{counter::Counter, family::Family},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
+use inspector_common::{AcceptCount, AcceptKey};
+
 use super::{
-    KernelMember, Labels, Limits, OTHER, label,
+    AcceptQueue, KernelMember, Labels, Limits, OTHER, label,
     labels::{pod_container, pod_of},
     name,
 };
@@ -50,6 +52,12 @@ struct Member {
     deliveries: u64,
     /// Deliveries counted in the kernel ([`KernelMember`]).
     counted: u64,
+    /// A TCP member's accept queue at the last scrape, where its
+    /// namespace's socket table was read.
+    queue: Option<AcceptQueue>,
+    /// Connections each process accepted from it, counted in the kernel:
+    /// (pid, comm, accepts), busiest first.
+    accepts: Vec<(u32, String, u64)>,
     /// The listener closed: shown at the next scrape, then dropped.
     closed: bool,
     /// Its owner was looked for in the socket files once.
@@ -100,6 +108,8 @@ impl Members {
             pod: (String::new(), String::new()),
             deliveries: 0,
             counted: 0,
+            queue: None,
+            accepts: Vec::new(),
             closed: self.closed.contains(&key),
             looked_up: false,
         }
@@ -176,6 +186,62 @@ impl Members {
         true
     }
 
+    /// Each TCP member's accept queue from the socket tables just read,
+    /// found by (netns, socket inode); a member not found (closed, or its
+    /// namespace not read) shows none.
+    pub(super) fn set_queues(&mut self, queues: &HashMap<(u32, u64), AcceptQueue>) {
+        for m in self.map.values_mut() {
+            m.queue = (m.proto == "tcp" && m.ino != 0)
+                .then(|| queues.get(&(m.netns, m.ino)).copied())
+                .flatten();
+        }
+    }
+
+    /// Each member's accepts by process from the kernel's counts, the
+    /// busiest `max` (process, listener) pairs over all members; returns
+    /// how many were left out past `max` and their kernel keys, to forget
+    /// (a kernel total cannot be added into `other` scrape after scrape).
+    /// Counts of listeners that are no member (outside any SO_REUSEPORT
+    /// group) are not shown; the kernel's LRU bounds them.
+    pub(super) fn set_accepts(
+        &mut self,
+        accepts: &[(AcceptKey, AcceptCount)],
+        max: usize,
+    ) -> (u64, Vec<AcceptKey>) {
+        let by_sock: HashMap<u64, Key> = self
+            .map
+            .iter()
+            .filter(|(_, m)| m.proto == "tcp" && !m.closed)
+            .map(|(k, _)| (k.2, *k))
+            .collect();
+        for m in self.map.values_mut() {
+            m.accepts.clear();
+        }
+        let mut rows: Vec<&(AcceptKey, AcceptCount)> = accepts.iter().collect();
+        rows.sort_by(|a, b| {
+            (b.1.count, a.0.listener, a.0.tgid).cmp(&(a.1.count, b.0.listener, b.0.tgid))
+        });
+        let (mut shown, mut folded, mut forget) = (0, 0, Vec::new());
+        for (k, v) in rows {
+            let Some(m) = by_sock
+                .get(&k.listener)
+                .filter(|key| key.1 == v.netns)
+                .and_then(|key| self.map.get_mut(key))
+            else {
+                continue;
+            };
+            if shown >= max {
+                folded += 1;
+                forget.push(*k);
+                continue;
+            }
+            shown += 1;
+            m.accepts
+                .push((k.tgid, label(&crate::model::record::comm(&v.comm)), v.count));
+        }
+        (folded, forget)
+    }
+
     /// Forgets the closings seen before the kernel's counts were read.
     pub(super) fn counted(&mut self) {
         self.closed.clear();
@@ -230,6 +296,10 @@ impl Members {
 
     pub(super) fn register(&self, reg: &mut Registry, limits: &Limits) {
         let deliveries = Family::<Labels, Counter>::default();
+        let length = Family::<Labels, Gauge>::default();
+        let limit = Family::<Labels, Gauge>::default();
+        let drops = Family::<Labels, Counter>::default();
+        let accepts = Family::<Labels, Counter>::default();
         let optional = |labels: &mut Labels, m: Option<&Member>| {
             if limits.kubernetes {
                 labels.push(("namespace", m.map_or(OTHER.into(), |m| m.pod.0.clone())));
@@ -262,6 +332,17 @@ impl Members {
             ];
             optional(&mut labels, Some(m));
             deliveries.get_or_create(&labels).inc_by(m.total());
+            if let Some(q) = m.queue {
+                length.get_or_create(&labels).set(i64::from(q.length));
+                limit.get_or_create(&labels).set(i64::from(q.limit));
+                drops.get_or_create(&labels).inc_by(q.drops);
+            }
+            for (pid, comm, n) in &m.accepts {
+                let mut labels = labels.clone();
+                labels[4].1 = pid.to_string();
+                labels[5].1 = comm.clone();
+                accepts.get_or_create(&labels).inc_by(*n);
+            }
         }
         if self.folded > 0 {
             let mut labels: Labels = ["proto", "port", "netns", "member", "pid", "comm"]
@@ -275,6 +356,29 @@ impl Members {
             name::DELIVERIES,
             "Connections (TCP) or datagrams (UDP) the kernel gave each member of a SO_REUSEPORT group; member is an index within the group (proto, port, netns) that a new listener takes back from a closed one",
             deliveries,
+        );
+        // Members past --max-series have no series here either (their
+        // fold is counted with the deliveries'): a queue summed over
+        // unrelated listeners would say nothing about any of them.
+        reg.register(
+            name::QUEUE_LENGTH,
+            "Connections waiting in the accept queue of each TCP member of a SO_REUSEPORT group (sk_ack_backlog, Recv-Q in ss -tln), read from the socket tables at scrape time; a queue that stays full or grows while the group gets deliveries is a member not accepting",
+            length,
+        );
+        reg.register(
+            name::QUEUE_LIMIT,
+            "The accept queue's limit of each TCP member of a SO_REUSEPORT group (sk_max_ack_backlog: the listen() backlog capped by net.core.somaxconn, Send-Q in ss -tln); the kernel drops the next connection once the length exceeds it",
+            limit,
+        );
+        reg.register(
+            name::QUEUE_DROPS,
+            "SYNs and handshake ACKs each TCP member of a SO_REUSEPORT group dropped, mostly because its accept queue was full (the listener's sk_drops, raised by tcp_listendrop(); the namespace's TcpExtListenDrops counts the same events)",
+            drops,
+        );
+        reg.register(
+            name::ACCEPTS,
+            "Connections each process took with accept() from each TCP member of a SO_REUSEPORT group, counted in the kernel; pid and comm are the accepting process's (several for one listener shared by forked workers), the other labels the member's",
+            accepts,
         );
     }
 }

@@ -453,3 +453,159 @@ fn ephemeral_destinations_past_the_series_cap_fold_into_other() {
         "{om}"
     );
 }
+
+#[test]
+fn accept_queues_follow_their_members_labels_and_only_members_read() {
+    let mut m = Metrics::new(Limits::default());
+    let member = |sock: u64| KernelMember {
+        sock,
+        proto: Some(Proto::Tcp),
+        lport: 8080,
+        netns: INIT_NETNS,
+        ino: sock + 1000,
+        pid: Some(42),
+        comm: Some("srv".into()),
+        deliveries: 3,
+        ..KernelMember::default()
+    };
+    let queue = |length: u32, drops: u64| AcceptQueue {
+        length,
+        limit: 4,
+        drops,
+    };
+    // Member 1 is stuck (a full queue, drops); member 2 accepts; a
+    // listener that is no member (no delivery yet) shows nothing.
+    let queues = |q1: AcceptQueue| {
+        HashMap::from([
+            ((INIT_NETNS, 1001), q1),
+            ((INIT_NETNS, 1002), queue(0, 0)),
+            ((INIT_NETNS, 1003), queue(2, 0)),
+        ])
+    };
+    m.set_kernel(KernelView {
+        members: vec![member(1), member(2)],
+        accept_queues: queues(queue(5, 7)),
+        ..KernelView::default()
+    });
+    let text = m.encode_text();
+    let labels = |i: u32| {
+        format!(
+            "{{proto=\"tcp\",port=\"8080\",netns=\"{INIT_NETNS}\",member=\"{i}\",pid=\"42\",comm=\"srv\"}}"
+        )
+    };
+    for line in [
+        "# TYPE inspector_accept_queue_length gauge".to_owned(),
+        "# TYPE inspector_accept_queue_limit gauge".to_owned(),
+        "# TYPE inspector_accept_queue_drops_total counter".to_owned(),
+        format!("inspector_accept_queue_length{} 5", labels(0)),
+        format!("inspector_accept_queue_limit{} 4", labels(0)),
+        format!("inspector_accept_queue_drops_total{} 7", labels(0)),
+        format!("inspector_accept_queue_length{} 0", labels(1)),
+        format!("inspector_reuseport_deliveries_total{} 3", labels(0)),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let samples = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("inspector_accept_queue_length{"))
+            .count()
+    };
+    assert_eq!(samples(&text), 2, "{text}");
+    // The next scrape could not read the namespace: no queue is shown
+    // rather than the last one.
+    m.set_kernel(KernelView {
+        members: vec![member(1), member(2)],
+        ..KernelView::default()
+    });
+    let text = m.encode_text();
+    assert_eq!(samples(&text), 0, "{text}");
+    // UDP members have no accept queue.
+    let mut udp = member(3);
+    udp.proto = Some(Proto::Udp);
+    m.set_kernel(KernelView {
+        members: vec![udp],
+        accept_queues: HashMap::from([((INIT_NETNS, 1003), queue(1, 0))]),
+        ..KernelView::default()
+    });
+    assert_eq!(samples(&m.encode_text()), 0);
+}
+
+#[test]
+fn accepts_per_process_carry_the_members_labels_and_fold_past_the_limit() {
+    use inspector_common::{AcceptCount, AcceptKey};
+    let mut m = Metrics::new(Limits {
+        max_series: 2,
+        ..Limits::default()
+    });
+    let member = |sock: u64| KernelMember {
+        sock,
+        proto: Some(Proto::Tcp),
+        lport: 8080,
+        netns: INIT_NETNS,
+        ino: sock + 1000,
+        pid: Some(42),
+        comm: Some("master".into()),
+        deliveries: 9,
+        ..KernelMember::default()
+    };
+    let accepts = |listener: u64, tgid: u32, comm: &str, count: u64| {
+        let mut c = [0u8; 16];
+        c[..comm.len()].copy_from_slice(comm.as_bytes());
+        (
+            AcceptKey {
+                listener,
+                tgid,
+                _pad: 0,
+            },
+            AcceptCount {
+                count,
+                netns: INIT_NETNS,
+                lport: 8080,
+                _pad: 0,
+                comm: c,
+            },
+        )
+    };
+    // Member 0's listener is shared by two forked workers; member 1 has
+    // one; a listener outside any group (9) is not shown.
+    m.set_kernel(KernelView {
+        members: vec![member(1), member(2)],
+        accepts: vec![
+            accepts(1, 100, "worker\n", 7),
+            accepts(1, 101, "worker", 2),
+            accepts(2, 102, "other", 1),
+            accepts(9, 103, "plain", 50),
+        ],
+        ..KernelView::default()
+    });
+    let text = m.encode_text();
+    for line in [
+        format!(
+            "inspector_accepts_total{{proto=\"tcp\",port=\"8080\",netns=\"{INIT_NETNS}\",member=\"0\",pid=\"100\",comm=\"worker\\\\x0a\"}} 7"
+        ),
+        format!(
+            "inspector_accepts_total{{proto=\"tcp\",port=\"8080\",netns=\"{INIT_NETNS}\",member=\"0\",pid=\"101\",comm=\"worker\"}} 2"
+        ),
+        "inspector_series_folded_total{metric=\"inspector_accepts\"} 1".to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    // The busiest two of three member pairs; the third is forgotten in
+    // the kernel rather than summed.
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("inspector_accepts_total{"))
+            .count(),
+        2,
+        "{text}"
+    );
+    let forgotten = m.take_forgotten_accepts();
+    assert_eq!(forgotten.len(), 1);
+    assert_eq!((forgotten[0].listener, forgotten[0].tgid), (2, 102));
+}
