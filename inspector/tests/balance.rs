@@ -164,6 +164,14 @@ fn a_stuck_worker_is_not_accepting() {
         assert_eq!(m["delivered"].as_u64(), Some(40 - accepted), "{m}");
         assert_eq!(m["accepted"].as_u64(), Some(0), "{m}");
         assert_eq!(m["queue_limit"].as_u64(), Some(128), "{m}");
+        // The namespace's count of dropped handshakes is the members'.
+        let overflows: u64 = v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["overflows"].as_u64().expect("overflows"))
+            .sum();
+        assert_eq!(overflows, common::listen_drops(), "{v}");
         assert_eq!(m["comm"], "stuck-worker");
         let id = m["id"].as_u64();
         assert!(accepted > 0 && accepted < 40, "the hash sent both some");

@@ -405,18 +405,7 @@ fn kernel_says(ino: u64) -> (u64, u64) {
                 .flatten()
         })
         .expect("the listener in /proc/net/tcp");
-    let netstat =
-        std::fs::read_to_string("/proc/thread-self/net/netstat").expect("/proc/net/netstat");
-    let rows: Vec<&str> = netstat
-        .lines()
-        .filter(|l| l.starts_with("TcpExt:"))
-        .collect();
-    let drops = rows[0]
-        .split_whitespace()
-        .zip(rows[1].split_whitespace())
-        .find(|(k, _)| *k == "ListenDrops")
-        .and_then(|(_, v)| v.parse().ok())
-        .expect("ListenDrops");
+    let drops = common::listen_drops();
     (queued, drops)
 }
 

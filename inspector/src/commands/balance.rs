@@ -105,6 +105,7 @@ fn snapshot(
                 reuseport: s.reuseport,
                 queued: s.queued,
                 queue_limit: s.queue_limit,
+                drops: s.drops,
                 bpf_selector: s.reuseport_prog,
                 incoming_cpu: s.incoming_cpu,
                 holders: holders(ino),
@@ -269,8 +270,8 @@ pub fn text(b: &Balance) -> String {
     );
     let _ = writeln!(
         s,
-        "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>8} {:>9} {:>5}  ACCEPTED BY",
-        "#", "OWNER", "ADDRESS", "STATE", "DELIVERED", "ACCEPTED", "QUEUE", "OPEN"
+        "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>8} {:>9} {:>7} {:>5}  ACCEPTED BY",
+        "#", "OWNER", "ADDRESS", "STATE", "DELIVERED", "ACCEPTED", "QUEUE", "DROPPED", "OPEN"
     );
     for m in &b.members {
         let owner = match (m.pid, m.comm.as_deref()) {
@@ -285,7 +286,7 @@ pub fn text(b: &Balance) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>8} {:>9} {:>5}  {}",
+            "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>8} {:>9} {:>7} {:>5}  {}",
             m.id,
             owner,
             m.address.to_string(),
@@ -293,6 +294,7 @@ pub fn text(b: &Balance) -> String {
             m.delivered,
             m.accepted,
             format!("{}/{}", m.queued, m.queue_limit),
+            m.overflows,
             m.open,
             if by.is_empty() {
                 "-".into()

@@ -48,6 +48,9 @@ pub struct Listener {
     pub reuseport: bool,
     pub queued: u32,
     pub queue_limit: u32,
+    /// Handshakes the kernel dropped on it (`tcp_listendrop()` raising
+    /// `sk_drops`, the `drops` of `ss -tlnm`): a full accept queue, mostly.
+    pub drops: u32,
     /// Its group has a SO_ATTACH_REUSEPORT_[CE]BPF program
     /// (`sk_reuseport_cb->prog`).
     pub bpf_selector: bool,
@@ -138,6 +141,10 @@ pub struct Member {
     pub queue_limit: u32,
     /// Queue depth at the start (0 for a member that appeared since).
     pub queued_start: u32,
+    /// Handshakes dropped on it while observed (its `sk_drops` at the end
+    /// less at the start): connections the kernel chose it for and then
+    /// could not queue.
+    pub overflows: u32,
     /// Connected sockets held by the member's process at the end.
     pub open: u64,
     /// Nanoseconds from its last accept to the end of the observation;
@@ -324,6 +331,11 @@ fn table(obs: &Observation) -> Vec<Member> {
                 queued: end.map_or(0, |e| e.queued),
                 queue_limit: l.queue_limit,
                 queued_start: start.map_or(0, |s| s.queued),
+                overflows: match (start, end) {
+                    (Some(s), Some(e)) => e.drops.saturating_sub(s.drops),
+                    (None, Some(e)) => e.drops,
+                    _ => 0,
+                },
                 open: 0,
                 last_accept_ago_ns: None,
             })
@@ -354,6 +366,7 @@ fn table(obs: &Observation) -> Vec<Member> {
             queued: 0,
             queue_limit: 0,
             queued_start: 0,
+            overflows: 0,
             open: 0,
             last_accept_ago_ns: None,
         });
@@ -430,10 +443,10 @@ fn causes(b: &mut Balance) {
                 Some(ns) => format!("last accept {:.1} s before the end", ns as f64 / 1e9),
                 None => format!("no accept in the {:.1} s observed", b.duration_s),
             };
-            let full = if m.queue_limit > 0 && m.queued >= m.queue_limit {
-                " (full: the kernel drops new handshakes)"
-            } else {
-                ""
+            let full = match (m.queue_limit > 0 && m.queued >= m.queue_limit, m.overflows) {
+                (_, n) if n > 0 => format!(" (full: the kernel dropped {n} handshakes)"),
+                (true, _) => " (full: the kernel drops new handshakes)".to_owned(),
+                (false, _) => String::new(),
             };
             out.push(Cause {
                 code: Code::MemberNotAccepting,

@@ -361,3 +361,21 @@ pub fn stop(
     assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
     (stdout, rx.try_iter().collect())
 }
+
+/// The calling thread's namespace's `TcpExt` `ListenDrops`: handshakes
+/// dropped on its listeners (`tcp_listendrop()`, which also raises the
+/// listener's `sk_drops`).
+pub fn listen_drops() -> u64 {
+    let netstat =
+        std::fs::read_to_string("/proc/thread-self/net/netstat").expect("/proc/net/netstat");
+    let rows: Vec<&str> = netstat
+        .lines()
+        .filter(|l| l.starts_with("TcpExt:"))
+        .collect();
+    rows[0]
+        .split_whitespace()
+        .zip(rows[1].split_whitespace())
+        .find(|(k, _)| *k == "ListenDrops")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("ListenDrops")
+}

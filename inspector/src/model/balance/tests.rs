@@ -14,6 +14,7 @@ fn listener(ino: u64, pid: u32, queued: u32) -> Listener {
         reuseport: true,
         queued,
         queue_limit: 128,
+        drops: 0,
         bpf_selector: false,
         incoming_cpu: false,
         holders: vec![(pid, format!("worker{pid}"))],
