@@ -104,16 +104,10 @@ pub struct Options {
 
 /// Test executables cargo built, by test target name.
 fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
-    let mut cmd = cargo([
-        "test",
-        "--no-run",
-        "-p",
-        "inspector",
-        "--message-format=json",
-    ]);
-    for t in FENTRY_ONLY.iter().chain(ONCE).chain([&CROSS_MODE]) {
-        cmd.args(["--test", t]);
-    }
+    // The whole workspace, as `cargo xtask test` builds it: `-p inspector`
+    // alone resolves some dependencies' features differently and would
+    // compile them, and the binaries, a second time.
+    let mut cmd = cargo(["test", "--no-run", "--workspace", "--message-format=json"]);
     let out = cmd
         .stderr(Stdio::inherit())
         .output()
@@ -406,6 +400,20 @@ fn boot(vmlinuz: &Path, image: &Path, log: &Path) -> Result<GuestRun> {
 
 /// `kernel`: run just that kernel ("6.1", "6.12"); all of them when `None`.
 pub fn vm_test(opts: Options) -> Result<()> {
+    prepare(opts)?.run()
+}
+
+/// The guests, ready to boot: their kernels and the initramfs with this
+/// build's test binaries.
+pub struct Guests {
+    kernels: Vec<(String, PathBuf)>,
+    image: PathBuf,
+    dir: PathBuf,
+}
+
+/// Fetches the kernels, builds (the test binaries are already there after
+/// `cargo test --no-run`) and packs the initramfs.
+pub fn prepare(opts: Options) -> Result<Guests> {
     let only = opts.kernel.as_deref();
     setup::setup()?;
     setup::install_packages(TOOLS)?;
@@ -432,10 +440,30 @@ pub fn vm_test(opts: Options) -> Result<()> {
         .iter()
         .map(|p| Ok((p.clone(), kernel(&dir, p)?)))
         .collect::<Result<_>>()?;
-    step("build", cargo(["build", "-p", "inspector"]))?;
+    step("build", cargo(["build", "--workspace"]))?;
     let tests = test_binaries()?;
     let inspector = root().join("target/debug/inspector").canonicalize()?;
     let image = initramfs(&dir, &inspector, &tests, &kernels)?;
+    Ok(Guests {
+        kernels,
+        image,
+        dir,
+    })
+}
+
+impl Guests {
+    /// Boots every guest, side by side, and fails unless each passed.
+    pub fn run(self) -> Result<()> {
+        let Guests {
+            kernels,
+            image,
+            dir,
+        } = self;
+        run_guests(&kernels, &image, &dir)
+    }
+}
+
+fn run_guests(kernels: &[(String, PathBuf)], image: &Path, dir: &Path) -> Result<()> {
     // The guests run side by side: each emulator is one host thread
     // (`tcg,thread=single`), so two guests fill the two cores of these
     // machines without slowing each other much.
@@ -444,7 +472,7 @@ pub fn vm_test(opts: Options) -> Result<()> {
             .iter()
             .map(|(package, vmlinuz)| {
                 println!("vm-test: booting {package}");
-                let (image, log) = (&image, dir.join(format!("{package}.log")));
+                let log = dir.join(format!("{package}.log"));
                 s.spawn(move || boot(vmlinuz, image, &log))
             })
             .collect();
