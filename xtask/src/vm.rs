@@ -102,11 +102,15 @@ pub struct Options {
     pub kernel: Option<String>,
 }
 
-/// Test executables cargo built, by test target name.
-fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
-    // The whole workspace, as `cargo xtask test` builds it: `-p inspector`
-    // alone resolves some dependencies' features differently and would
-    // compile them, and the binaries, a second time.
+/// What the guests run, as `cargo test --workspace --no-run` built it: the
+/// test executables by target name, and the `inspector` binary the tests
+/// start.
+///
+/// The same command as the host's test build, so nothing is compiled
+/// again: `-p inspector`, or `cargo build`, resolves some dependencies'
+/// features differently and would compile them, and the binaries, a
+/// second time.
+fn test_binaries() -> Result<(Vec<(String, PathBuf)>, PathBuf)> {
     let mut cmd = cargo(["test", "--no-run", "--workspace", "--message-format=json"]);
     let out = cmd
         .stderr(Stdio::inherit())
@@ -116,17 +120,30 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
         bail!("building the test binaries failed");
     }
     let mut found = Vec::new();
+    let mut inspector = None;
     for message in Message::parse_stream(out.stdout.as_slice()) {
-        if let Message::CompilerArtifact(Artifact {
+        let Message::CompilerArtifact(Artifact {
             executable: Some(exe),
             target,
+            profile,
+            package_id,
             ..
         }) = message.context("reading cargo's JSON messages")?
-            && (FENTRY_ONLY.contains(&target.name.as_str())
-                || ONCE.contains(&target.name.as_str())
-                || target.name == CROSS_MODE)
+        else {
+            continue;
+        };
+        if FENTRY_ONLY.contains(&target.name.as_str())
+            || ONCE.contains(&target.name.as_str())
+            || target.name == CROSS_MODE
         {
             found.push((target.name, exe.into_std_path_buf()));
+        } else if target.name == "inspector"
+            && !profile.test
+            && target.is_bin()
+            // A path package's id reads `path+file:///DIR/inspector#VERSION`.
+            && package_id.repr.contains("/inspector#")
+        {
+            inspector = Some(exe.into_std_path_buf());
         }
     }
     if found.len() != FENTRY_ONLY.len() + ONCE.len() + 1 {
@@ -134,7 +151,8 @@ fn test_binaries() -> Result<Vec<(String, PathBuf)>> {
             "expected test binaries {FENTRY_ONLY:?}, {ONCE:?} and {CROSS_MODE}, cargo built {found:?}"
         );
     }
-    Ok(found)
+    let inspector = inspector.context("cargo built no `inspector` binary for the tests")?;
+    Ok((found, inspector))
 }
 
 /// Shared libraries `ldd` names for `bin`.
@@ -440,9 +458,7 @@ pub fn prepare(opts: Options) -> Result<Guests> {
         .iter()
         .map(|p| Ok((p.clone(), kernel(&dir, p)?)))
         .collect::<Result<_>>()?;
-    step("build", cargo(["build", "--workspace"]))?;
-    let tests = test_binaries()?;
-    let inspector = root().join("target/debug/inspector").canonicalize()?;
+    let (tests, inspector) = test_binaries()?;
     let image = initramfs(&dir, &inspector, &tests, &kernels)?;
     Ok(Guests {
         kernels,
