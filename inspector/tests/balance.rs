@@ -340,34 +340,9 @@ fn a_fair_split_is_uniform() {
 /// Attaches a classic BPF program to `s`'s SO_REUSEPORT group that always
 /// chooses its first member (`ret #0`).
 fn attach_first_member_program(s: &Socket) {
-    use std::os::fd::AsRawFd as _;
-    let code = [libc::sock_filter {
-        code: (libc::BPF_RET | libc::BPF_K) as u16,
-        jt: 0,
-        jf: 0,
-        k: 0,
-    }];
-    let prog = libc::sock_fprog {
-        len: code.len() as u16,
-        filter: code.as_ptr().cast_mut(),
-    };
-    // SAFETY: the option value is a sock_fprog describing `code`, both
-    // alive for the call; the kernel copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_REUSEPORT_CBPF,
-            (&raw const prog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "SO_ATTACH_REUSEPORT_CBPF: {}",
-        std::io::Error::last_os_error()
-    );
+    use std::os::fd::AsFd as _;
+    inspector::kernel::sys::attach_reuseport_first_member(s.as_fd())
+        .expect("SO_ATTACH_REUSEPORT_CBPF");
 }
 
 #[test]
