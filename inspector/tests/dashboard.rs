@@ -26,15 +26,22 @@ impl Drop for Session {
 
 /// Polls the pane until `want` appears in it, or fails after `limit`.
 fn wait_for(session: &str, want: &str, limit: Duration) -> String {
+    wait_until(session, want, limit, |screen| screen.contains(want))
+}
+
+/// Polls the pane until `done` holds for it, or fails after `limit` naming
+/// `what`. tmux may show a frame while it is still being written, so a test
+/// that counts or reads several lines waits for all of them here.
+fn wait_until(session: &str, what: &str, limit: Duration, done: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
     loop {
         let screen = tmux(&["capture-pane", "-p", "-t", session]);
-        if screen.contains(want) {
+        if done(&screen) {
             return screen;
         }
         assert!(
             start.elapsed() < limit,
-            "{want:?} never appeared:\n{screen}"
+            "{what:?} never appeared:\n{screen}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -97,13 +104,15 @@ fn a_scenario_started_from_the_dashboard_shows_its_failure_and_bars() {
     assert!(screen.contains("1 failed"), "{screen}");
     // Its reuseport bars: one group of three members.
     tmux(&["send-keys", "-t", &name, "3"]);
-    let screen = wait_for(
+    wait_until(
         &name,
-        "tcp 127.0.0.1:8012  3 members",
+        "tcp 127.0.0.1:8012  3 members, with a bar for each",
         Duration::from_secs(5),
+        |screen| {
+            screen.contains("tcp 127.0.0.1:8012  3 members")
+                && screen.lines().filter(|l| l.contains('█')).count() == 3
+        },
     );
-    let bars = screen.lines().filter(|l| l.contains('█')).count();
-    assert_eq!(bars, 3, "{screen}");
     // Quit: the process ends cleanly and the normal screen is back.
     tmux(&["send-keys", "-t", &name, "q"]);
     let screen = wait_for(&name, "EXITED rc=0", Duration::from_secs(10));
@@ -202,7 +211,13 @@ fn enter_on_a_failed_bind_shows_the_whole_explanation_and_the_holders() {
     wait_for(&name, "EADDRINUSE x2", Duration::from_secs(5));
     tmux(&["send-keys", "-t", &name, "g"]);
     tmux(&["send-keys", "-t", &name, "Enter"]);
-    let screen = wait_for(&name, "Holders of tcp port", Duration::from_secs(5));
+    let holder_line = format!("held by LISTEN 127.0.0.1:{port}");
+    let screen = wait_until(
+        &name,
+        "the holders and the explanation",
+        Duration::from_secs(5),
+        |screen| screen.contains("Holders of tcp port") && screen.contains(&holder_line),
+    );
     assert!(
         screen.contains(&format!("127.0.0.1:{port} -> EADDRINUSE")),
         "{screen}"

@@ -150,7 +150,15 @@ fn test(extra: Vec<OsString>) -> Result<()> {
     } else {
         None
     };
-    let mut tests = cargo(["test", "--workspace", "--", "--test-threads=1"]);
+    // Every test binary runs even after one fails: the report then names
+    // every failure of the run, not only the first.
+    let mut tests = cargo([
+        "test",
+        "--workspace",
+        "--no-fail-fast",
+        "--",
+        "--test-threads=1",
+    ]);
     tests.args(extra);
     let host = step("test", tests);
     let guests = guests.map(|g| {
