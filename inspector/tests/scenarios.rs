@@ -325,6 +325,24 @@ fn check_facts(r: &ScenarioResult) {
                 .map_or(0, |a| a.iter().filter_map(Value::as_u64).sum());
             assert_eq!(Some(delivered), d["connections"].as_u64(), "{ctx}");
         }
+        27 => {
+            // Every connection accepted once in each round, and each
+            // blocked worker took some (they take turns).
+            let n = d["connections"].as_u64().unwrap_or(0);
+            for round in ["accept", "one_epoll"] {
+                let got: Vec<u64> = d[round]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                    .unwrap_or_default();
+                assert_eq!(
+                    got.len() as u64,
+                    d["workers"].as_u64().unwrap_or(0),
+                    "{ctx}"
+                );
+                assert_eq!(got.iter().sum::<u64>(), n, "{round}: {ctx}");
+            }
+            assert!(d["accept_spread"]["min"].as_u64() > Some(0), "{ctx}");
+        }
         n => panic!("scenario {n} has no facts checked"),
     }
 }

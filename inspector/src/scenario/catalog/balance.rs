@@ -387,3 +387,218 @@ pub(super) fn long_lived(ctx: &mut Ctx) -> Res {
             .into(),
     })
 }
+
+/// How the workers of [`shared_queue`] wait for a connection.
+#[derive(Clone, Copy)]
+enum Waiting {
+    /// Each blocks in `accept()` (`inet_csk_wait_for_connect()`).
+    Accept,
+    /// All wait in `epoll_wait()` on one epoll instance (level-triggered
+    /// EPOLLIN on the listener), then `accept()` without blocking.
+    OneEpoll,
+}
+
+/// Waits, up to a second, until every thread in `tids` has started and
+/// sleeps (state `S` in `/proc/self/task/TID/stat`).
+fn all_asleep(tids: &[std::sync::atomic::AtomicI32]) {
+    let asleep = |tid: i32| {
+        tid > 0
+            && std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // The state follows the command name's closing paren.
+                    let rest = &s[s.rfind(')')? + 1..];
+                    rest.split_whitespace().next().map(|st| st == "S")
+                })
+                .unwrap_or(false)
+    };
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(1)
+        && !tids
+            .iter()
+            .all(|t| asleep(t.load(std::sync::atomic::Ordering::Acquire)))
+    {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// One round of [`shared_queue`]: `workers` threads share `listener`, the
+/// driver connects `connections` times, one at a time, each once every
+/// worker is back waiting; returns what each worker accepted.
+fn shared_round(
+    listener: &Socket,
+    to: &SockAddr,
+    workers: usize,
+    connections: usize,
+    how: Waiting,
+) -> Result<Vec<u64>, ScenarioError> {
+    use std::{
+        os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        sync::{
+            Arc,
+            atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
+        },
+    };
+    // A blocked accept() rechecks `stop` this often. Waiters in epoll_wait()
+    // never time out (a timeout would requeue them and change the order
+    // measured): an eventfd in the set wakes them all at the end.
+    const TICK: Duration = Duration::from_millis(100);
+    let last_error = || ScenarioError::Io(std::io::Error::last_os_error());
+    let epoll = match how {
+        Waiting::Accept => {
+            io(listener.set_nonblocking(false))?;
+            io(listener.set_read_timeout(Some(TICK)))?;
+            None
+        }
+        Waiting::OneEpoll => {
+            io(listener.set_nonblocking(true))?;
+            // SAFETY: epoll_create1 and eventfd take flags only; a returned
+            // fd is owned here at once.
+            let (ep, done) = unsafe {
+                let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+                if ep < 0 {
+                    return Err(last_error());
+                }
+                let ep = OwnedFd::from_raw_fd(ep);
+                let done = libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+                if done < 0 {
+                    return Err(last_error());
+                }
+                (ep, OwnedFd::from_raw_fd(done))
+            };
+            // The listener edge-triggered (one wakeup per connection), the
+            // end level-triggered (it wakes every waiter in turn).
+            for (fd, events, tag) in [
+                (listener.as_raw_fd(), libc::EPOLLIN | libc::EPOLLET, 0),
+                (done.as_raw_fd(), libc::EPOLLIN, 1),
+            ] {
+                let mut ev = libc::epoll_event {
+                    events: events as u32,
+                    u64: tag,
+                };
+                // SAFETY: both fds are open; `ev` outlives the call.
+                if unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0
+                {
+                    return Err(last_error());
+                }
+            }
+            Some((ep, done))
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<AtomicU64> = (0..workers).map(|_| AtomicU64::new(0)).collect();
+    let total = AtomicU64::new(0);
+    let tids: Vec<AtomicI32> = (0..workers).map(|_| AtomicI32::new(0)).collect();
+    let mut clients = Vec::with_capacity(connections);
+    std::thread::scope(|scope| -> Result<(), ScenarioError> {
+        for (count, tid) in counts.iter().zip(&tids) {
+            let (stop, total, epoll) = (&stop, &total, epoll.as_ref());
+            scope.spawn(move || {
+                // SAFETY: gettid has no preconditions.
+                tid.store(unsafe { libc::gettid() }, Ordering::Release);
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some((ep, _)) = epoll {
+                        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+                        // SAFETY: `ev` is one writable event; the fd is open.
+                        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), &mut ev, 1, -1) };
+                        if n <= 0 || ev.u64 == 1 {
+                            continue;
+                        }
+                    }
+                    // Another worker may have taken it (EAGAIN), or the
+                    // blocking accept() timed out: wait again.
+                    if listener.accept().is_ok() {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        total.fetch_add(1, Ordering::Release);
+                    }
+                }
+            });
+        }
+        let result = (|| {
+            for i in 1..=connections as u64 {
+                // Every worker asleep in its wait (the one that took the
+                // last connection back in it) before the next connection.
+                all_asleep(&tids);
+                let c = io(Socket::new(Domain::IPV4, Type::STREAM, None))?;
+                io(c.connect(to))?;
+                clients.push(c);
+                let start = std::time::Instant::now();
+                while total.load(Ordering::Acquire) < i && start.elapsed() < Duration::from_secs(2)
+                {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+            Ok(())
+        })();
+        stop.store(true, Ordering::Relaxed);
+        if let Some((_, done)) = &epoll {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to an open eventfd.
+            if unsafe { libc::write(done.as_raw_fd(), one.as_ptr().cast(), one.len()) } != 8 {
+                // The waiters would never wake: leaving the scope would hang.
+                std::process::abort();
+            }
+        }
+        result
+    })?;
+    Ok(counts.iter().map(|c| c.load(Ordering::Relaxed)).collect())
+}
+
+pub(super) fn shared_queue(ctx: &mut Ctx) -> Res {
+    ctx.fresh_netns()?;
+    const WORKERS: usize = 3;
+    const CONNECTIONS: usize = 60;
+    const ADDR: &str = "127.0.0.1:8027";
+    let listener = ctx.tcp("listener (shared by 3 worker threads)")?;
+    ctx.bind(&listener, ADDR)?;
+    if let Some(e) = ctx.listen(&listener, 128) {
+        return Err(ScenarioError::Setup(format!("listen: {e}")));
+    }
+    ctx.note("3 worker threads share the one listening socket (no SO_REUSEPORT)");
+    let to: SockAddr = sockaddr(ADDR)?.into();
+    let blocking = shared_round(&listener.sock, &to, WORKERS, CONNECTIONS, Waiting::Accept)?;
+    let epoll = shared_round(&listener.sock, &to, WORKERS, CONNECTIONS, Waiting::OneEpoll)?;
+    let accepted = blocking.iter().chain(&epoll).sum::<u64>();
+    let fifo = Spread::exact(&blocking);
+    let top = epoll.iter().copied().max().unwrap_or(0);
+    let top_share = top as f64 / (epoll.iter().sum::<u64>().max(1)) as f64;
+    // Turns: every worker took about a third; last in, first out: the one
+    // that just served takes nearly every connection.
+    let turns = fifo.p_value > ALPHA && fifo.min > 0;
+    let lifo = top_share >= 0.8;
+    ctx.hold(listener);
+    Ok(Outcome {
+        reason: None,
+        advice: None,
+        verdict: Verdict::of(&[turns, lifo]),
+        summary: format!(
+            "{CONNECTIONS} connections, one at a time, to one listener shared by {WORKERS} \
+             threads: blocked in accept() each took {blocking:?} (exact p {:.3}); waiting in one \
+             epoll instance (edge-triggered) {epoll:?} (the busiest {:.0}%)",
+            fifo.p_value,
+            top_share * 100.0
+        ),
+        details: json!({
+            "workers": WORKERS,
+            "connections": CONNECTIONS,
+            "accept": blocking,
+            "accept_spread": fifo,
+            "one_epoll": epoll,
+            "one_epoll_top_share": top_share,
+            "accepted": accepted,
+        }),
+        explanation: "One listening socket has one accept queue; which worker gets a \
+            connection is decided by the wakeup order, not by a hash. A task blocked in \
+            accept() waits in inet_csk_wait_for_connect() with prepare_to_wait_exclusive(), \
+            which queues it at the tail of the socket's wait queue, and a new connection wakes \
+            the first exclusive waiter: the workers take turns. Tasks in epoll_wait() on one \
+            epoll instance queue themselves at its head (ep_poll() uses \
+            __add_wait_queue_exclusive()), so the worker that just served, back in its wait \
+            last, is woken first and takes the next connection too (with a level-triggered \
+            listener, ep_done_scan() wakes a second waiter after reporting, and the two race: \
+            uneven still, less so). `inspector balance` names \
+            this shared_accept_queue, with the accepts per task; a SO_REUSEPORT socket per \
+            worker, or EPOLLEXCLUSIVE on each worker's own epoll instance, spreads the load."
+            .into(),
+    })
+}

@@ -13,7 +13,7 @@ mod reuseport;
 mod throughput;
 
 use self::{
-    balance::{bpf_selector, few_flows, long_lived, stuck_worker},
+    balance::{bpf_selector, few_flows, long_lived, shared_queue, stuck_worker},
     client::{
         bind_before_connect, client_fixed_port, ephemeral_exhaustion, exhaustion_per_destination,
         service_port_taken, tw_reuse_modes,
@@ -222,7 +222,7 @@ pub static CATALOG: &[Scenario] = &[
         source: None,
         run: service_port_taken,
     },
-    // 23 to 26: why a SO_REUSEPORT group's workers are uneven, the
+    // 23 to 27: why a SO_REUSEPORT group's workers are uneven, the
     // project's own claims.
     Scenario {
         number: 23,
@@ -255,6 +255,14 @@ pub static CATALOG: &[Scenario] = &[
         claim: "The SO_REUSEPORT hash spreads new connections evenly whatever the members already hold: where one worker keeps its connections, the open connections pile up on it while the deliveries stay even",
         source: None,
         run: long_lived,
+    },
+    Scenario {
+        number: 27,
+        name: "shared-accept-queue",
+        title: "60 connections, one at a time, to one listener shared by 3 worker threads: blocked in accept(), then waiting in one epoll instance (edge-triggered)",
+        claim: "Workers sharing one listening socket are split by the order the kernel wakes them, not by a hash: threads blocked in accept() take turns, while threads waiting in one epoll instance are woken last in, first out, so the worker that just served takes nearly every connection",
+        source: None,
+        run: shared_queue,
     },
 ];
 
