@@ -549,6 +549,16 @@ impl Config {
         emit_mask: u32::MAX,
         state_mask: (1 << TCP_LISTEN) | (1 << TCP_SYN_RECV) | (1 << TCP_CLOSE),
     };
+    /// What a connection does on its way, successful or not, and its state
+    /// changes stay unreported; every decision goes out (`trace` without
+    /// `--connections`): bind/listen calls, connect() and accept() (their
+    /// successes too: user space learns from them who owned a connection
+    /// its TIME_WAIT records name, and drops them from the output),
+    /// TIME_WAIT, SO_REUSEPORT deliveries and a listener's own changes.
+    pub const DECISIONS: Self = Self {
+        emit_mask: !(1 << kind::STATE),
+        state_mask: 0,
+    };
     /// Counts in the kernel for what metrics aggregate anyway (`serve`):
     /// state changes, successful calls, accepts and SO_REUSEPORT deliveries.
     pub const COUNTED: Self = Self {
@@ -564,6 +574,15 @@ impl Config {
     pub fn emits(&self, k: u8) -> bool {
         self.emit_mask & (1 << k) != 0
     }
+}
+
+/// Whether a TCP state change from `old` to `new` is a listener's own: it
+/// starts listening, or closes. A connection cloned from a listener also
+/// leaves LISTEN (`inet_csk_clone_lock()` sets the copy's LISTEN to
+/// SYN_RECV), which is no change of the listener's.
+#[inline(always)]
+pub fn listener_change(old: u8, new: u8) -> bool {
+    new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE)
 }
 
 /// Key of the `OUTCOMES` map: how many calls of a kind ended how.

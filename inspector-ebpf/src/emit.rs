@@ -11,8 +11,8 @@
 //! costs no helper call it does not need.
 
 use inspector_common::{
-    AcceptCount, AcceptKey, Delivery, Event, IPPROTO_UDP, Outcome, TCP_LISTEN, counter, flag, kind,
-    phase,
+    AcceptCount, AcceptKey, Delivery, Event, IPPROTO_UDP, Outcome, counter, flag, kind,
+    listener_change, phase,
 };
 
 use crate::{
@@ -158,7 +158,7 @@ fn counted(ev: &Event) -> bool {
             // EINPROGRESS: a non-blocking connect() on its way, no failure.
             count_outcome(&key) && (ev.errno == 0 || ev.errno == EINPROGRESS) && !shared_udp
         }
-        kind::STATE => ev.old_state != TCP_LISTEN && ev.new_state != TCP_LISTEN,
+        kind::STATE => !listener_change(ev.old_state, ev.new_state),
         kind::REUSEPORT => {
             if add_delivery(ev.sock) {
                 return true;

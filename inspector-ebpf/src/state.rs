@@ -13,7 +13,9 @@ use aya_ebpf::{
     helpers::generated::bpf_get_socket_cookie, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use inspector_common::{IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_LISTEN, counter, flag, kind};
+use inspector_common::{
+    IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, counter, flag, kind, listener_change,
+};
 
 use crate::{
     counters::count,
@@ -60,8 +62,8 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
         emits_state(new)
     } else {
         // Counted, not emitted (see `maps::CONFIG`): only a
-        // listener's transitions matter then.
-        old == i32::from(TCP_LISTEN) || new == i32::from(TCP_LISTEN)
+        // listener's own transitions matter then.
+        listener_change(old as u8, new as u8)
     };
     if !wanted {
         // A closed socket still lets go of its owner.

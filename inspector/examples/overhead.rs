@@ -64,7 +64,10 @@ const MIXED_PHASE: f64 = 1.25;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Untraced,
+    /// `trace --json`: the decisions.
     Inspector,
+    /// `trace --json --connections`: each connection's life too.
+    InspectorConnections,
     /// `trace --json --states`: every state change.
     InspectorStates,
     Serve,
@@ -80,6 +83,7 @@ impl Mode {
         match self {
             Mode::Untraced => "untraced",
             Mode::Inspector => "inspector",
+            Mode::InspectorConnections => "inspector_connections",
             Mode::InspectorStates => "inspector_states",
             Mode::Serve => "serve",
             Mode::Bpftrace => "bpftrace",
@@ -89,9 +93,10 @@ impl Mode {
     }
 }
 
-const MODES: [Mode; 6] = [
+const MODES: [Mode; 7] = [
     Mode::Untraced,
     Mode::Inspector,
+    Mode::InspectorConnections,
     Mode::InspectorStates,
     Mode::Serve,
     Mode::Bpftrace,
@@ -149,7 +154,7 @@ fn args() -> Args {
                         Some(_) => {}
                         None => {
                             eprintln!(
-                                "overhead: unknown mode {name}; modes: inspector, inspector_states, serve, bpftrace, bpftrace_print"
+                                "overhead: unknown mode {name}; modes: inspector, inspector_connections, inspector_states, serve, bpftrace, bpftrace_print"
                             );
                             std::process::exit(2);
                         }
@@ -259,7 +264,7 @@ fn start_serve(a: &Args, pinned: bool, listen: &str) -> (Child, mpsc::Receiver<S
 fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
     let (mut child, rx, output) = match mode {
         Mode::Untraced => return None,
-        Mode::Inspector | Mode::InspectorStates | Mode::Baseline => {
+        Mode::Inspector | Mode::InspectorConnections | Mode::InspectorStates | Mode::Baseline => {
             let json = a.out.join(format!("trace-round{round}.ndjson"));
             let file = std::fs::File::create(&json).expect("trace output file");
             let program = match (&a.baseline, mode) {
@@ -268,8 +273,14 @@ fn start(mode: Mode, a: &Args, round: usize, pinned: bool) -> Option<Tracer> {
             };
             let mut c = tracer_command(program, pinned);
             c.args(["trace", "--json"]);
-            if mode == Mode::InspectorStates {
-                c.arg("--states");
+            match mode {
+                Mode::InspectorStates => {
+                    c.arg("--states");
+                }
+                Mode::InspectorConnections => {
+                    c.arg("--connections");
+                }
+                _ => {}
             }
             let (child, rx) = spawn_attached(&mut c, file, "inspector trace");
             (child, rx, Some(json))
@@ -438,9 +449,9 @@ fn stop(t: Tracer) -> Value {
                 }
                 let _ = std::fs::remove_file(path);
             }
-            // `trace` without `--states` reports a socket's change into
-            // CLOSE as it enters TIME_WAIT by its tw_enter alone.
-            let changes = if t.mode == Mode::Inspector {
+            // `trace --connections` reports a socket's change into CLOSE
+            // as it enters TIME_WAIT by its tw_enter alone.
+            let changes = if t.mode == Mode::InspectorConnections {
                 on_port + tw_on_port
             } else {
                 on_port
@@ -451,6 +462,7 @@ fn stop(t: Tracer) -> Value {
                 "events_read": num("events"),
                 "dropped": num("dropped"),
                 "tw_enter": tw,
+                "tw_enter_on_port": tw_on_port,
                 "tracer_cpu_ms": cpu_ms,
                 "summary": summary,
             })

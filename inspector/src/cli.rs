@@ -165,11 +165,15 @@ pub struct TraceArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS", conflicts_with = "replay")]
     pub duration: Option<f64>,
-    /// Every TCP state change (SYN_SENT, ESTABLISHED, FIN_WAIT1, ...).
-    /// Without it only the changes into LISTEN, SYN_RECV and CLOSE are
-    /// reported (a connection entering TIME_WAIT by its tw_enter alone),
-    /// which halves the events of short connections; every bind, connect,
-    /// accept, SO_REUSEPORT and TIME_WAIT event stays.
+    /// Each connection's life too: its successful connect() and accept(),
+    /// and its state changes into SYN_RECV and CLOSE (a connection entering
+    /// TIME_WAIT by its tw_enter alone). Without it `trace` reports the
+    /// decisions: every bind/listen, failed connect() and accept(),
+    /// TIME_WAIT entry and exit, SO_REUSEPORT delivery and listener change.
+    #[arg(long)]
+    pub connections: bool,
+    /// Every TCP state change (SYN_SENT, ESTABLISHED, FIN_WAIT1, ...), and
+    /// each connection's life as with --connections.
     #[arg(long)]
     pub states: bool,
     /// Read a recording (`inspector record`: one file, or its directory)

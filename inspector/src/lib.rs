@@ -63,6 +63,7 @@ fn filter_for(args: &cli::FilterArgs, live: bool) -> anyhow::Result<Filter> {
             .map(|c| cgroup::normalize_filter(c, cgroup::v2_mount().as_deref())),
         container: args.container.clone(),
         lifecycle_states: false,
+        decisions_only: false,
     })
 }
 
@@ -99,6 +100,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Some(cli::Command::Trace(t)) => {
             let filter = Filter {
                 lifecycle_states: !t.states,
+                decisions_only: !t.states && !t.connections,
                 ..filter
             };
             let duration = match t.duration {

@@ -268,7 +268,9 @@ fn client(go: i32, done: i32) -> ! {
 
 /// Starts `inspector trace --json ARGS` and waits until it attached.
 fn start(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut all = vec!["trace", "--json"];
+    // Each connection's accept and state changes too, so every kind of
+    // record is there to carry its cgroup.
+    let mut all = vec!["trace", "--json", "--connections"];
     all.extend_from_slice(args);
     common::start(&all).expect("the probes attach")
 }

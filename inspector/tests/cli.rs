@@ -178,7 +178,7 @@ fn trace_json_reports_a_refused_bind_and_a_clean_stop() {
         .filter(|r| r["type"] != "stats")
         .collect();
     for r in &records {
-        assert_eq!(r["v"], 1);
+        assert_eq!(r["v"], inspector::model::record::SCHEMA_VERSION);
         assert_eq!(
             r["netns"],
             u64::from(netns),
@@ -363,7 +363,7 @@ fn trace_json_ends_with_a_stats_record() {
     let last = lines
         .last()
         .unwrap_or_else(|| panic!("no output; stderr: {stderr}"));
-    assert_eq!(last["v"], 1);
+    assert_eq!(last["v"], inspector::model::record::SCHEMA_VERSION);
     assert_eq!(last["type"], "stats", "{last}");
     assert_eq!(last["final"], true, "{last}");
     let events = lines.iter().filter(|r| r["type"] != "stats").count();

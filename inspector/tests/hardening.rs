@@ -548,10 +548,11 @@ fn header_line(v: u32) -> Vec<u8> {
         "none".into(),
     ))
     .expect("json");
-    if v != 1 {
+    let current = inspector::model::record::SCHEMA_VERSION;
+    if v != current {
         h = String::from_utf8(h)
             .expect("utf-8")
-            .replace("\"v\":1", &format!("\"v\":{v}"))
+            .replace(&format!("\"v\":{current}"), &format!("\"v\":{v}"))
             .into_bytes();
     }
     h.push(b'\n');

@@ -933,6 +933,104 @@ fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
     }
 }
 
+/// `trace` without `--connections`: the kernel reports no state change of
+/// a connection, only a listener's own (into LISTEN, and LISTEN -> CLOSE;
+/// not a child's LISTEN -> SYN_RECV), and still every connect, accept and
+/// TIME_WAIT entry, whose last owner is known from them. User space then
+/// prints the decisions (checked here too, through the filter).
+#[test]
+fn decisions_only_leave_connections_states_in_the_kernel() {
+    let Some(mut p) = pipeline_with(
+        Filter::default(),
+        inspector::kernel::probe::LoadOptions {
+            decisions_only: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    const PORT: u16 = 7014;
+    const N: usize = 6;
+    let (netns, pid) = in_new_netns(|netns| {
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7014")).expect("bind");
+        listener.listen(16).expect("listen");
+        for _ in 0..N {
+            let c = tcp();
+            c.connect(&addr("127.0.0.1:7014")).expect("connect");
+            let (s, _) = listener.accept().expect("accept");
+            // The server closes first: its side enters TIME_WAIT.
+            drop(s);
+            std::thread::sleep(Duration::from_millis(20));
+            drop(c);
+        }
+        // A refused connect: a failure, always reported.
+        let c = tcp();
+        assert!(c.connect(&addr("127.0.0.1:7015")).is_err());
+        (netns, std::process::id())
+    })
+    .expect("netns");
+    let recs = collect(&mut p, netns, WAIT, |r| {
+        of_type(r, "tw_enter").len() >= N
+            && of_type(r, "state")
+                .iter()
+                .any(|s| s.old_state == Some(TcpState::LISTEN))
+    });
+    let on_port = |r: &inspector::model::record::Record| r.lport == PORT || r.rport == PORT;
+    // The tracker's own state records (a timewait socket's substate
+    // moving on) are not the kernel's: only full sockets' are checked.
+    let tw_socks: Vec<u64> = of_type(&recs, "tw_enter").iter().map(|r| r.sock).collect();
+    for r in of_type(&recs, "state") {
+        if tw_socks.contains(&r.sock) {
+            continue;
+        }
+        assert!(
+            r.new_state == Some(TcpState::LISTEN)
+                || (r.old_state == Some(TcpState::LISTEN) && r.new_state == Some(TcpState::CLOSE)),
+            "only a listener's own changes: {r:#?}"
+        );
+    }
+    let count = |t: &str| of_type(&recs, t).iter().filter(|r| on_port(r)).count();
+    assert_eq!(count("connect"), N);
+    assert_eq!(count("accept"), N);
+    let tw = of_type(&recs, "tw_enter");
+    let (lost, kinds) = common::kernel_losses(&p);
+    assert!(
+        tw.len() == N || (tw.len() < N && lost > 0),
+        "{} of {N} tw_enter, kernel-side losses: [{kinds}]",
+        tw.len()
+    );
+    for e in &tw {
+        assert_eq!(e.last_pid, Some(pid), "last owner kept: {e:#?}");
+    }
+    // What `trace` prints of them: no successful connect or accept, the
+    // failed connect, the binds, the listener's changes, TIME_WAIT.
+    let printed = Filter {
+        decisions_only: true,
+        lifecycle_states: true,
+        ..Filter::default()
+    };
+    let shown: Vec<_> = recs.iter().filter(|r| printed.matches(r)).collect();
+    assert!(
+        !shown
+            .iter()
+            .any(|r| matches!(r.kind.as_str(), "connect" | "accept") && r.errno.is_none()),
+        "{shown:#?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|r| r.kind.as_str() == "connect" && r.errno == Some(Errno::ECONNREFUSED))
+    );
+    assert_eq!(
+        shown
+            .iter()
+            .filter(|r| r.kind.as_str() == "tw_enter")
+            .count(),
+        tw.len()
+    );
+}
+
 /// The fallback where the per-syscall tracepoints are missing (no tracefs,
 /// no CONFIG_FTRACE_SYSCALLS): `raw_syscalls:sys_enter`/`sys_exit` on
 /// every system call report the same decisions.

@@ -310,7 +310,8 @@ fn since_and_until_cut_a_replay_to_a_window() {
     ten_seconds(&dir);
     let path = dir.to_str().expect("utf-8");
     let ports = |args: &[&str]| -> Vec<u64> {
-        let mut all = vec!["trace", "--json", "--replay", path];
+        // Successful connects are a connection's life: --connections.
+        let mut all = vec!["trace", "--json", "--connections", "--replay", path];
         all.extend(args);
         let (lines, err) = replay(&all);
         lines

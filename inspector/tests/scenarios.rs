@@ -566,7 +566,7 @@ fn scenario_run_json_follows_its_schema() {
             r["evidence_check"]
         );
         for e in r["evidence"].as_array().expect("evidence") {
-            assert_eq!(e["v"], 1);
+            assert_eq!(e["v"], inspector::model::record::SCHEMA_VERSION);
             assert!(
                 r["namespaces"]
                     .as_array()

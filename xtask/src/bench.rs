@@ -154,8 +154,9 @@ fn markdown(r: &Value) -> String {
             ""
         }
     );
-    const COLS: [&str; 5] = [
+    const COLS: [&str; 6] = [
         "inspector",
+        "inspector_connections",
         "inspector_states",
         "serve",
         "bpftrace",
@@ -163,9 +164,9 @@ fn markdown(r: &Value) -> String {
     ];
     let _ = writeln!(
         s,
-        "| measure | untraced | trace --json | trace --json --states | serve | bpftrace counting | bpftrace printing | target |"
+        "| measure | untraced | trace --json | trace --json --connections | trace --json --states | serve | bpftrace counting | bpftrace printing | target |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
     let spread = |v: &Value, digits: usize| -> String {
         format!(
             "{:.d$} [{:.d$}-{:.d$}]",
@@ -240,7 +241,7 @@ fn markdown(r: &Value) -> String {
     } else {
         let _ = writeln!(
             s,
-            "| the tracer's eBPF programs: run time per connection | not measured: {} | | | | | | - |",
+            "| the tracer's eBPF programs: run time per connection | not measured: {} | | | | | | | - |",
             o["program_time_error"]
         );
     }
@@ -279,28 +280,37 @@ fn markdown(r: &Value) -> String {
     };
     let _ = writeln!(
         s,
-        "| TCP state changes into LISTEN/SYN_RECV/CLOSE on the workload port, per round (trace: state records plus tw_enter, which stands for its socket's CLOSE) | - | {} | - | - | {} | {} | equal |",
-        counted("inspector", "state_changes_on_port"),
+        "| TIME_WAIT entries on the workload port, per round (tw_enter records; the server closes first, so one per connection) | - | {} | {} | {} | - | - | - | equal to the connections |",
+        counted("inspector", "tw_enter_on_port"),
+        counted("inspector_connections", "tw_enter_on_port"),
+        counted("inspector_states", "tw_enter_on_port"),
+    );
+    let _ = writeln!(
+        s,
+        "| TCP state changes into LISTEN/SYN_RECV/CLOSE on the workload port, per round (trace --connections: state records plus tw_enter, which stands for its socket's CLOSE) | - | - | {} | - | - | {} | {} | equal |",
+        counted("inspector_connections", "state_changes_on_port"),
         counted("bpftrace", "lifecycle_changes_on_port"),
         counted("bpftrace_print", "state_changes_on_port"),
     );
     let _ = writeln!(
         s,
-        "| every TCP state change on the workload port, per round | - | - | {} | - | {} | - | equal |",
+        "| every TCP state change on the workload port, per round | - | - | - | {} | - | {} | - | equal |",
         counted("inspector_states", "state_changes_on_port"),
         counted("bpftrace", "state_changes_on_port"),
     );
     let _ = writeln!(
         s,
-        "| events dropped by the inspector, per round | - | {} | {} | {} | - | - | 0 |",
+        "| events dropped by the inspector, per round | - | {} | {} | {} | {} | - | - | 0 |",
         counted("inspector", "dropped"),
+        counted("inspector_connections", "dropped"),
         counted("inspector_states", "dropped"),
         counted("serve", "dropped"),
     );
     let _ = writeln!(
         s,
-        "| tracer process CPU per round (ms) | - | {} | {} | {} | {} | {} | - |",
+        "| tracer process CPU per round (ms) | - | {} | {} | {} | {} | {} | {} | - |",
         counted("inspector", "tracer_cpu_ms"),
+        counted("inspector_connections", "tracer_cpu_ms"),
         counted("inspector_states", "tracer_cpu_ms"),
         counted("serve", "tracer_cpu_ms"),
         counted("bpftrace", "tracer_cpu_ms"),
@@ -309,19 +319,19 @@ fn markdown(r: &Value) -> String {
     let p = &r["pipeline_events_per_s"];
     let _ = writeln!(
         s,
-        "| decode + tracker, one core | - | {:.2} M events/s | - | - | - | - | >= 2 M/s |",
+        "| decode + tracker, one core | - | {:.2} M events/s | - | - | - | - | - | >= 2 M/s |",
         f(&p["decode_track"]) / 1e6
     );
     let _ = writeln!(
         s,
-        "| decode + tracker + dashboard model, one core | - | {:.2} M events/s | - | - | - | - | >= 2 M/s |",
+        "| decode + tracker + dashboard model, one core | - | {:.2} M events/s | - | - | - | - | - | >= 2 M/s |",
         f(&p["decode_track_model"]) / 1e6
     );
     if let Some(frames) = r["dashboard_frame_ms"].as_object() {
         for (k, v) in frames {
             let _ = writeln!(
                 s,
-                "| dashboard frame 160x48, {k} | - | {:.2} ms | - | - | - | - | < 2 ms |",
+                "| dashboard frame 160x48, {k} | - | {:.2} ms | - | - | - | - | - | < 2 ms |",
                 f(v)
             );
         }
@@ -329,7 +339,7 @@ fn markdown(r: &Value) -> String {
     let m = &o["memory"];
     let _ = writeln!(
         s,
-        "| inspector RSS after {} events | - | {} KiB (start {} KiB) | - | - | - | - | < 64 MiB |",
+        "| inspector RSS after {} events | - | {} KiB (start {} KiB) | - | - | - | - | - | < 64 MiB |",
         m["events_target"], m["rss_kib_after_events"], m["rss_kib_start"]
     );
     if let Some(samples) = m["long_run"].as_array().filter(|a| !a.is_empty()) {
@@ -339,7 +349,7 @@ fn markdown(r: &Value) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "| RSS over a 5-minute run at full rate | - | {} | - | - | - | - | flat, < 64 MiB |",
+            "| RSS over a 5-minute run at full rate | - | {} | - | - | - | - | - | flat, < 64 MiB |",
             line.join(", ")
         );
     }

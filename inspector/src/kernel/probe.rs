@@ -198,8 +198,11 @@ pub struct LoadOptions {
     /// kernels without them; tests load it so it keeps working).
     pub raw_syscalls: bool,
     /// Emit only the TCP state changes into LISTEN, SYN_RECV and CLOSE
-    /// ([`Config::LIFECYCLE`]): `trace` without `--states`.
+    /// ([`Config::LIFECYCLE`]): `trace --connections`.
     pub lifecycle_states: bool,
+    /// Emit no state change but a listener's own ([`Config::DECISIONS`]):
+    /// `trace` without `--connections` or `--states`.
+    pub decisions_only: bool,
 }
 
 /// Kernel counters since load, summed over CPUs.
@@ -285,6 +288,8 @@ impl Probes {
             loader.override_global("OFFSETS", &offsets, true);
             let config = if opts.aggregate {
                 Config::COUNTED
+            } else if opts.decisions_only {
+                Config::DECISIONS
             } else if opts.lifecycle_states {
                 Config::LIFECYCLE
             } else {

@@ -75,6 +75,10 @@ pub struct Filter {
     /// socket's life begins or ends (`trace` without `--states`); the
     /// kernel then leaves the others unreported.
     pub lifecycle_states: bool,
+    /// Decisions only (`trace` without `--connections`): no successful
+    /// connect() or accept() and no state change but a listener's own.
+    /// Failures, bind/listen, TIME_WAIT and SO_REUSEPORT records all stay.
+    pub decisions_only: bool,
 }
 
 impl Filter {
@@ -108,6 +112,18 @@ impl Filter {
             return false;
         }
         if self.failures_only && !r.is_failure() {
+            return false;
+        }
+        if self.decisions_only
+            && match r.kind {
+                RecordType::Connect | RecordType::Accept => !r.is_failure(),
+                RecordType::State => !matches!(
+                    (r.old_state, r.new_state),
+                    (_, Some(TcpState::LISTEN)) | (Some(TcpState::LISTEN), Some(TcpState::CLOSE))
+                ),
+                _ => false,
+            }
+        {
             return false;
         }
         if self.lifecycle_states

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Version of the JSON schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,32 +189,40 @@ pub struct Record {
     #[serde(rename = "type")]
     pub kind: RecordType,
     pub ts_ns: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
     pub owner: OwnerSource,
     /// For TIME_WAIT records: the process that owned the connection before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_comm: Option<String>,
     /// cgroup v2 path relative to the v2 root (`/system.slice/nginx.service`):
     /// the caller's for syscall records, the socket's for the others, the
     /// last owner's for TIME_WAIT records (a timewait socket has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
     /// Container id (or machine name) parsed from `cgroup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// The Kubernetes namespace, pod and container names of `cgroup`'s
     /// pod, where the kubelet's log directories name it (`serve
     /// --kubernetes`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s_namespace: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s_pod: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s_container: Option<String>,
     /// The cgroup v2 id behind `cgroup`, resolved to it in user space.
     #[serde(skip)]
     pub cgroup_id: Option<u64>,
     pub netns: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cookie: Option<u64>,
     /// Kernel socket address: ties the events of one socket together.
     /// Written as `sock_id`, in hex ([`Record::sock_id`]).
@@ -228,6 +236,7 @@ pub struct Record {
     /// namespace may differ from its process's).
     #[serde(skip)]
     pub tid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ino: Option<u64>,
     /// `None` only for a protocol the kernel programs do not emit
     /// (serialised as `other`).
@@ -245,19 +254,29 @@ pub struct Record {
     pub reuseport: bool,
     pub v6only: bool,
     pub bound_dev_if: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req_addr: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub req_port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<Errno>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub old_state: Option<TcpState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_state: Option<TcpState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<ExitReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
     /// Reuseport group id (kernel address of the group), for `reuseport`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     /// For a failed `bind`: the kernel rule that refused it and the
     /// socket(s) holding the port, as `inspector explain` sees them right
     /// after the failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explanation: Option<String>,
 }
 
@@ -485,16 +504,14 @@ mod tests {
     fn json_field_names_are_the_schema() {
         let r = decode_bind(&bind_event(), RecordType::Bind);
         let v = serde_json::to_value(&r).expect("serialise");
+        // Always there, and there when the bind event has them.
         for key in [
+            "v",
             "type",
             "ts_ns",
-            "pid",
-            "comm",
-            "uid",
-            "cgroup",
-            "container",
+            "owner",
             "netns",
-            "cookie",
+            "sock_id",
             "proto",
             "family",
             "laddr",
@@ -503,19 +520,35 @@ mod tests {
             "rport",
             "reuseaddr",
             "reuseport",
+            "v6only",
+            "bound_dev_if",
+            "uid",
             "phase",
+            "req_addr",
+            "req_port",
             "errno",
-            "old_state",
-            "new_state",
-            "reason",
-            "duration_ns",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
+        // Schema 2 leaves out what is null.
+        for key in ["reason", "duration_ns", "old_state", "explanation", "pid"] {
+            assert!(v.get(key).is_none(), "{key} is null: left out");
+        }
+        assert_eq!(v["v"], SCHEMA_VERSION);
         assert_eq!(v["type"], "bind");
         assert_eq!(v["errno"], "EADDRINUSE");
         assert_eq!(v["laddr"], "127.0.0.1");
-        assert_eq!(v["reason"], serde_json::Value::Null);
+        // It reads back whole, and so does a schema 1 line, which writes
+        // every null.
+        let back: Record = serde_json::from_value(v.clone()).expect("reads back");
+        assert_eq!(back, r);
+        let mut v1 = v;
+        for key in ["reason", "duration_ns", "old_state", "explanation", "pid"] {
+            v1[key] = serde_json::Value::Null;
+        }
+        v1["v"] = 1.into();
+        let old: Record = serde_json::from_value(v1).expect("a schema 1 line reads");
+        assert_eq!(Record { v: r.v, ..old }, r);
     }
 
     #[test]
@@ -546,22 +579,28 @@ mod tests {
 
 #[cfg(test)]
 mod schema_doc {
+    use super::{ExitReason, Record, TcpState};
+
     /// The schema document, as shipped.
     const DOC: &str = include_str!("../../../docs/trace-schema.md");
 
-    /// The field names of the event records' table (the first table).
-    fn documented() -> Vec<String> {
+    /// The field names of the event records' table (the first table), each
+    /// with whether it may be null (and so left out of a line).
+    fn documented() -> Vec<(String, bool)> {
         let mut fields = Vec::new();
         let mut in_table = false;
         for line in DOC.lines() {
             if line.starts_with("| `") {
                 in_table = true;
-                let first = line.split('|').nth(1).unwrap_or_default();
+                let mut cells = line.split('|').skip(1);
+                let first = cells.next().unwrap_or_default();
+                let nullable = cells.next().unwrap_or_default().contains("or null");
                 fields.extend(
                     first
                         .split(',')
                         .map(|f| f.trim().trim_matches('`').to_owned())
-                        .filter(|f| !f.is_empty()),
+                        .filter(|f| !f.is_empty())
+                        .map(|f| (f, nullable)),
                 );
             } else if in_table && !line.starts_with('|') {
                 break;
@@ -582,11 +621,73 @@ mod schema_doc {
             .expect("an example after `## Example`");
         let v: serde_json::Value = serde_json::from_str(example.trim()).expect("valid JSON");
         let obj = v.as_object().expect("an object");
-        for f in &fields {
-            assert!(obj.contains_key(f), "the example lacks `{f}`");
+        for (f, nullable) in &fields {
+            assert!(*nullable || obj.contains_key(f), "the example lacks `{f}`");
         }
         for k in obj.keys() {
-            assert!(fields.contains(k), "`{k}` is not documented");
+            assert!(
+                fields.iter().any(|(f, _)| f == k),
+                "`{k}` is not documented"
+            );
         }
+        // A record with every field set has every documented field, and
+        // one with none set only those that are never null.
+        let full = serde_json::to_value(full_record()).expect("serialise");
+        for (f, _) in &fields {
+            assert!(full.get(f).is_some(), "a full record lacks `{f}`");
+        }
+        let bare = Record {
+            pid: None,
+            comm: None,
+            uid: None,
+            last_pid: None,
+            last_comm: None,
+            cgroup: None,
+            container: None,
+            k8s_namespace: None,
+            k8s_pod: None,
+            k8s_container: None,
+            cookie: None,
+            ino: None,
+            phase: None,
+            req_addr: None,
+            req_port: None,
+            errno: None,
+            old_state: None,
+            new_state: None,
+            reason: None,
+            duration_ns: None,
+            group: None,
+            explanation: None,
+            ..full_record()
+        };
+        let bare = serde_json::to_value(bare).expect("serialise");
+        for (f, nullable) in &fields {
+            assert_eq!(bare.get(f).is_some(), !nullable, "`{f}`");
+        }
+    }
+
+    /// A record with every optional field set.
+    fn full_record() -> Record {
+        let example = DOC
+            .split("## Example")
+            .nth(1)
+            .and_then(|s| s.split("```json").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("an example");
+        let mut r: Record = serde_json::from_str(example.trim()).expect("a record");
+        r.last_pid = Some(1);
+        r.last_comm = Some("old".into());
+        r.container = Some("c".into());
+        r.k8s_namespace = Some("ns".into());
+        r.k8s_pod = Some("pod".into());
+        r.k8s_container = Some("ctr".into());
+        r.cookie = Some(7);
+        r.old_state = Some(TcpState::LISTEN);
+        r.new_state = Some(TcpState::CLOSE);
+        r.reason = Some(ExitReason::Expired);
+        r.duration_ns = Some(1);
+        r.group = Some("ffff".into());
+        r
     }
 }

@@ -66,6 +66,7 @@ impl Pipeline {
         let probes = Probes::load(LoadOptions {
             netns: filter.netns,
             lifecycle_states: lifecycle,
+            decisions_only: opts.decisions_only || filter.decisions_only,
             ..opts
         })?;
         let mut tracker = Tracker::new();

@@ -618,7 +618,11 @@ mod tests {
             assert_eq!(meta.permissions().mode() & 0o777, 0o600, "private files");
             let (lines, cut) = read_file(f);
             assert_eq!(cut, None);
-            assert!(lines[0].starts_with(br#"{"type":"header","v":1,"#));
+            let start = format!(
+                r#"{{"type":"header","v":{},"#,
+                crate::model::record::SCHEMA_VERSION
+            );
+            assert!(lines[0].starts_with(start.as_bytes()));
         }
         assert_eq!(
             fs::metadata(&dir).expect("stat").permissions().mode() & 0o777,
@@ -810,9 +814,10 @@ mod tests {
         // A header of schema 99.
         let future = dir.join("future");
         let mut h = serde_json::to_vec(&header()).expect("json");
-        let text = String::from_utf8(h.clone())
-            .expect("utf8")
-            .replace("\"v\":1", "\"v\":99");
+        let text = String::from_utf8(h.clone()).expect("utf8").replace(
+            &format!("\"v\":{}", crate::model::record::SCHEMA_VERSION),
+            "\"v\":99",
+        );
         h = text.into_bytes();
         h.push(b'\n');
         fs::write(&future, zstd::bulk::compress(&h, 3).expect("zstd")).expect("write");

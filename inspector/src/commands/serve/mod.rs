@@ -292,8 +292,9 @@ fn counts_in_kernel(filter: &Filter) -> bool {
         failures_only,
         cgroup,
         container,
-        // Never set for serve (a `trace` option).
+        // Never set for serve (`trace` options).
         lifecycle_states: _,
+        decisions_only: _,
     } = filter;
     ports.is_none()
         && pid.is_none()
