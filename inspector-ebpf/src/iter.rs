@@ -176,13 +176,21 @@ fn fill_record(
             rec.flags |= sock_flag::TW_TIMER;
         }
     }
-    if full && proto == IPPROTO_TCP && state == TCP_LISTEN {
+    let listener = proto == IPPROTO_TCP && state == TCP_LISTEN;
+    if full && listener {
         // A listener's accept queue, as `ss` reads it for Recv-Q/Send-Q
         // (`tcp_diag_get_info`): `sk_acceptq_added()` counts each child
         // `inet_csk_reqsk_queue_add()` queues, `sk_acceptq_removed()` each
         // one accept() takes.
         rec.ack_backlog = read(sk, off!(sk_ack_backlog))?;
         rec.max_ack_backlog = read(sk, off!(sk_max_ack_backlog))?;
+    }
+    // A listener's or a UDP socket's: the sockets a SO_REUSEPORT group
+    // chooses among.
+    if full && (listener || proto == IPPROTO_UDP) {
+        // A UDP socket's: datagrams dropped on it, mostly on a full
+        // receive buffer (`__udp_queue_rcv_skb()`), as `/proc/net/udp`
+        // shows in `drops`.
         rec.drops = read_drops(sk)?;
         // What decides the group's choice besides the 4-tuple hash
         // (net/core/sock_reuseport.c `reuseport_select_sock`): a BPF

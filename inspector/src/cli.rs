@@ -42,15 +42,16 @@ pub enum Command {
     /// Export Prometheus metrics over HTTP (GET /metrics, GET /healthz): an always-on agent.
     Serve(ServeArgs),
     /// Why a port's connections are split unevenly between its listening
-    /// sockets (SO_REUSEPORT workers, shared accept queues): observes, then
-    /// names the cause per member.
+    /// sockets (SO_REUSEPORT workers, shared accept queues; a UDP
+    /// SO_REUSEPORT group with --proto udp): observes, then names the cause
+    /// per member.
     Balance(BalanceArgs),
 }
 
 /// `inspector balance PORT`; the namespace comes from the global `--netns`.
 #[derive(Debug, Args, Default, Clone)]
 pub struct BalanceArgs {
-    /// The listening port (1-65535).
+    /// The listening port (1-65535); a UDP group's bound port with --proto udp.
     #[arg(value_name = "PORT")]
     pub target_port: u32,
     /// Seconds to observe.
@@ -73,14 +74,13 @@ impl BalanceArgs {
             ("--port", f.port.is_some()),
             ("--pid", f.pid.is_some()),
             ("--comm", f.comm.is_some()),
-            ("--proto", f.proto.is_some()),
             ("--failures-only", f.failures_only),
             ("--cgroup", f.cgroup.is_some()),
             ("--container", f.container.is_some()),
         ];
         if let Some((name, _)) = ignored.iter().find(|(_, set)| *set) {
             anyhow::bail!(
-                "balance does not take {name}: it watches one TCP port (the PORT argument), in the namespace of --netns"
+                "balance does not take {name}: it watches one port (the PORT argument; TCP, or UDP with --proto udp), in the namespace of --netns"
             );
         }
         let (port, _) = crate::commands::balance::check(self.target_port, f.netns.as_deref())?;
@@ -97,6 +97,7 @@ impl BalanceArgs {
             duration,
             json: self.json,
             mode,
+            proto: f.proto.unwrap_or(crate::kernel::Proto::Tcp),
         })
     }
 }

@@ -399,3 +399,125 @@ fn members_with_incoming_cpu_are_named() {
         drop(clients);
     });
 }
+
+/// `inspector balance --proto udp` on a UDP SO_REUSEPORT group of two
+/// sockets, one of which is never read (a small receive buffer): the
+/// kernel keeps hashing flows to it and drops what its buffer cannot hold,
+/// and balance names it `member_not_reading` with the drops the namespace's
+/// `/proc/net/udp` shows for it.
+#[test]
+fn a_udp_member_that_does_not_read_is_named() {
+    if !common::needs_root("create network namespaces") {
+        return;
+    }
+    in_netns(|netns| {
+        let at: SocketAddr = format!("127.0.0.1:{PORT}").parse().expect("addr");
+        let bound = |rcvbuf: Option<usize>| {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("socket");
+            s.set_reuse_port(true).expect("SO_REUSEPORT");
+            if let Some(n) = rcvbuf {
+                s.set_recv_buffer_size(n).expect("SO_RCVBUF");
+            }
+            s.bind(&at.into()).expect("bind");
+            s
+        };
+        let reader = bound(None);
+        let idle = bound(Some(4096));
+        let idle_ino = inspector::kernel::sys::inode_of(std::os::fd::AsFd::as_fd(&idle))
+            .expect("inode");
+        reader
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let read = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 2048];
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    if reader.recv(&mut buf).is_ok() {
+                        n += 1;
+                    }
+                }
+                while reader.recv(&mut buf).is_ok() {
+                    n += 1;
+                }
+                n
+            })
+        };
+        const FLOWS: usize = 200;
+        const EACH: usize = 5;
+        let Some(v) = balance_udp(&netns, "3", || {
+            // Small datagrams, paced: the reader keeps up, the idle
+            // socket's buffer holds a few.
+            let payload = [7u8; 100];
+            for _ in 0..FLOWS {
+                let c = Socket::new(Domain::IPV4, Type::DGRAM, None).expect("socket");
+                for _ in 0..EACH {
+                    c.send_to(&payload, &at.into()).expect("send");
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }) else {
+            return;
+        };
+        stop.store(true, Ordering::Relaxed);
+        let got = read.join().expect("reader");
+        let drops = udp_drops(idle_ino);
+        assert!(drops > 0, "the idle socket's buffer overflowed");
+        let members = v["members"].as_array().expect("members");
+        assert_eq!(members.len(), 2, "{v}");
+        let slow = members
+            .iter()
+            .find(|m| m["overflows"].as_u64() == Some(drops))
+            .unwrap_or_else(|| panic!("a member with {drops} overflows: {v}"));
+        let fast = members
+            .iter()
+            .find(|m| m["id"] != slow["id"])
+            .expect("the other");
+        assert_eq!(fast["overflows"], 0, "{v}");
+        assert_eq!(
+            fast["delivered"].as_u64(),
+            Some(got),
+            "the reader's own count: {v}"
+        );
+        assert_eq!(v["proto"], "udp");
+        assert_eq!(
+            causes(&v),
+            vec![("member_not_reading".into(), slow["id"].as_u64())]
+        );
+        drop(idle);
+    });
+}
+
+/// [`balance`] for a UDP group (`--proto udp`).
+fn balance_udp(netns: &str, secs: &str, workload: impl FnOnce()) -> Option<Value> {
+    let port = PORT.to_string();
+    let (mut child, rx) = common::start(&[
+        "balance", &port, "--proto", "udp", "--netns", netns, "--duration", secs, "--json",
+    ])?;
+    workload();
+    let status = common::wait_bounded(&mut child, Duration::from_secs(30));
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
+        .expect("stdout");
+    let errs: Vec<String> = rx.try_iter().collect();
+    assert!(status.success(), "{status:?}: {errs:?}");
+    eprintln!("{out}");
+    Some(serde_json::from_str(&out).expect("one JSON object"))
+}
+
+/// The `drops` of the UDP socket with inode `ino` in this thread's
+/// namespace (`/proc/thread-self/net/udp`, its last column).
+fn udp_drops(ino: u64) -> u64 {
+    let text = std::fs::read_to_string("/proc/thread-self/net/udp").expect("/proc/net/udp");
+    text.lines()
+        .skip(1)
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(9) == Some(&ino.to_string().as_str()))
+                .then(|| f.last()?.parse().ok())
+                .flatten()
+        })
+        .unwrap_or_else(|| panic!("inode {ino} not in /proc/net/udp:\n{text}"))
+}

@@ -46,6 +46,8 @@ pub struct BalanceOptions {
     pub duration: Duration,
     pub json: bool,
     pub mode: Mode,
+    /// TCP listeners, or a UDP SO_REUSEPORT group's sockets.
+    pub proto: Proto,
 }
 
 /// The checks that need no kernel: one line each, before anything loads.
@@ -72,11 +74,12 @@ fn snapshot(
     table: &mut SocketTable,
     netns: Option<&std::path::Path>,
     port: u16,
+    proto: Proto,
 ) -> anyhow::Result<Snapshot> {
     let filter = SnapshotFilter {
         netns: None,
         port: Some(port),
-        proto: Some(Proto::Tcp),
+        proto: Some(proto),
     };
     let sockets = match netns {
         Some(p) => table.snapshot_in(p, &filter)?,
@@ -93,10 +96,16 @@ fn snapshot(
         h.dedup();
         h
     };
-    let listening = TcpState::LISTEN;
+    // The sockets a connection or datagram to the port may be given to: TCP
+    // listeners, or UDP sockets bound to it and not connected.
+    let member = |s: &&crate::kernel::sockets::KernelSocket| match proto {
+        Proto::Tcp => s.state == TcpState::LISTEN,
+        Proto::Udp => s.remote.port() == 0,
+    };
     let listeners = sockets
         .iter()
-        .filter(|s| s.state == listening && s.local.port() == port)
+        .filter(|s| s.local.port() == port)
+        .filter(member)
         .filter_map(|s| {
             let ino = s.ino?;
             Some(Listener {
@@ -129,8 +138,9 @@ fn connected(f: &SocketFile, port: u16) -> bool {
 
 /// Keeps what the analysis reads from a batch of records.
 fn keep(records: &mut Vec<Record>, obs: &mut Observation) {
+    let proto = if obs.udp { Proto::Udp } else { Proto::Tcp };
     for r in records.drain(..) {
-        if r.lport != obs.port || r.proto != Some(Proto::Tcp) {
+        if r.lport != obs.port || r.proto != Some(proto) {
             continue;
         }
         match r.kind {
@@ -178,7 +188,8 @@ impl Sink for Observer<'_> {
 
     fn finish(&mut self, src: &mut Source) -> anyhow::Result<()> {
         self.obs.end_ns = monotonic_ns();
-        let last = snapshot(&mut self.table, self.netns, self.obs.port)?;
+        let proto = if self.obs.udp { Proto::Udp } else { Proto::Tcp };
+        let last = snapshot(&mut self.table, self.netns, self.obs.port, proto)?;
         self.obs.end = last.listeners;
         self.obs.open = last.open;
         let verdict = balance::analyse(&self.obs);
@@ -215,7 +226,7 @@ pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::msg)?,
         ),
         netns: ino,
-        proto: Some(Proto::Tcp),
+        proto: Some(opts.proto),
         lifecycle_states: true,
         ..Filter::default()
     };
@@ -225,7 +236,7 @@ pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
     // What was emitted before the first snapshot is not part of it.
     let mut before = Vec::new();
     pipeline.poll(&mut before, false);
-    let first = snapshot(&mut table, netns, port)?;
+    let first = snapshot(&mut table, netns, port, opts.proto)?;
     eprintln!(
         "inspector: {} mode, attached: {}; observing port {port} for {:.1} s",
         pipeline.probes.mode,
@@ -240,6 +251,7 @@ pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
         netns,
         obs: Observation {
             port,
+            udp: opts.proto == Proto::Udp,
             start_ns: monotonic_ns(),
             start: first.listeners,
             ..Observation::default()
@@ -256,6 +268,11 @@ pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
 pub fn text(b: &Balance) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
+    if b.proto == "udp" {
+        udp_text(b, &mut s);
+        causes_text(b, &mut s);
+        return s;
+    }
     let delivered: u64 = b.members.iter().map(|m| m.delivered).sum();
     let _ = writeln!(
         s,
@@ -274,11 +291,7 @@ pub fn text(b: &Balance) -> String {
         "#", "OWNER", "ADDRESS", "STATE", "DELIVERED", "ACCEPTED", "QUEUE", "DROPPED", "OPEN"
     );
     for m in &b.members {
-        let owner = match (m.pid, m.comm.as_deref()) {
-            (Some(p), Some(c)) => format!("{p}/{}", Escaped(c)),
-            (Some(p), None) => p.to_string(),
-            _ => "-".into(),
-        };
+        let owner = owner(m);
         let by: Vec<String> = m
             .accepted_by
             .iter()
@@ -310,11 +323,63 @@ pub fn text(b: &Balance) -> String {
             b.unattributed_accepts
         );
     }
+    causes_text(b, &mut s);
+    s
+}
+
+fn owner(m: &balance::Member) -> String {
+    match (m.pid, m.comm.as_deref()) {
+        (Some(p), Some(c)) => format!("{p}/{}", Escaped(c)),
+        (Some(p), None) => p.to_string(),
+        _ => "-".into(),
+    }
+}
+
+/// A UDP group's table: datagrams, flows and drops per member.
+fn udp_text(b: &Balance, s: &mut String) {
+    use std::fmt::Write as _;
+    let datagrams: u64 = b.members.iter().map(|m| m.delivered).sum();
+    let flows: u64 = b.members.iter().map(|m| m.flows).sum();
+    let _ = writeln!(
+        s,
+        "udp port {}: {} bound socket(s), {datagrams} datagrams from {flows} flows delivered in {:.1} s",
+        b.port,
+        b.members
+            .iter()
+            .filter(|m| m.state == balance::State::Listening)
+            .count(),
+        b.duration_s
+    );
+    let _ = writeln!(
+        s,
+        "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>6} {:>7}",
+        "#", "OWNER", "ADDRESS", "STATE", "DATAGRAMS", "FLOWS", "DROPPED"
+    );
+    for m in &b.members {
+        let _ = writeln!(
+            s,
+            "{:>3}  {:<24} {:<22} {:<9} {:>9} {:>6} {:>7}",
+            m.id,
+            owner(m),
+            m.address.to_string(),
+            if m.state == balance::State::Listening {
+                "bound"
+            } else {
+                "closed"
+            },
+            m.delivered,
+            m.flows,
+            m.overflows
+        );
+    }
+}
+
+fn causes_text(b: &Balance, s: &mut String) {
+    use std::fmt::Write as _;
     let _ = writeln!(s, "causes:");
     for c in &b.causes {
         let on = c.member.map(|m| format!(" (#{m})")).unwrap_or_default();
         let _ = writeln!(s, "  {}{on}: {}", c.code.as_str(), Escaped(&c.detail));
         let _ = writeln!(s, "    advice: {}", c.advice);
     }
-    s
 }

@@ -166,12 +166,15 @@ pub struct KernelSocket {
     pub queue_limit: u32,
     /// A TCP listener's drop count (`sk_drops`): SYNs and handshake ACKs
     /// dropped because its accept queue was full (`tcp_listendrop()`),
-    /// since it was created; 0 for every other socket.
+    /// since it was created. A UDP socket's: datagrams dropped on it,
+    /// mostly on a full receive buffer (`drops` of `/proc/net/udp`). 0 for
+    /// every other socket.
     pub drops: u32,
-    /// A TCP listener whose SO_REUSEPORT group has a selecting BPF program.
+    /// A TCP listener or UDP socket whose SO_REUSEPORT group has a
+    /// selecting BPF program.
     pub reuseport_prog: bool,
-    /// A TCP listener whose SO_REUSEPORT group has members with
-    /// SO_INCOMING_CPU set.
+    /// A TCP listener or UDP socket whose SO_REUSEPORT group has members
+    /// with SO_INCOMING_CPU set.
     pub incoming_cpu: bool,
 }
 

@@ -17,6 +17,13 @@
 //!   listener alone on it.
 //! - queued / queue limit: `sk_ack_backlog` / `sk_max_ack_backlog` at the
 //!   end (Recv-Q / Send-Q of `ss -l`).
+//!
+//! A UDP SO_REUSEPORT group (`balance --proto udp`) has no accepts, queues
+//! or connections: its members are the sockets bound to the port and not
+//! connected, delivered counts datagrams, flows the distinct peers among
+//! them (the hash chooses per 4-tuple, so the split is judged on flows),
+//! and overflows the datagrams the kernel dropped on a member while
+//! observed (its receive buffer full: a worker that does not read).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -84,6 +91,9 @@ pub struct Accept {
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
     pub port: u16,
+    /// A UDP group: deliveries are datagrams; no accepts, queues or
+    /// connections.
+    pub udp: bool,
     /// Monotonic start and end of the observation.
     pub start_ns: u64,
     pub end_ns: u64,
@@ -135,6 +145,9 @@ pub struct Member {
     pub state: State,
     pub reuseport: bool,
     pub delivered: u64,
+    /// Distinct peers among the deliveries (UDP); the deliveries for TCP,
+    /// where each is a new connection.
+    pub flows: u64,
     pub accepted: u64,
     pub accepted_by: Vec<TaskCount>,
     pub queued: u32,
@@ -158,6 +171,7 @@ pub struct Member {
 pub enum Code {
     SharedAcceptQueue,
     MemberNotAccepting,
+    MemberNotReading,
     MemberClosed,
     BpfSelector,
     IncomingCpu,
@@ -172,6 +186,7 @@ impl Code {
         match self {
             Self::SharedAcceptQueue => "shared_accept_queue",
             Self::MemberNotAccepting => "member_not_accepting",
+            Self::MemberNotReading => "member_not_reading",
             Self::MemberClosed => "member_closed",
             Self::BpfSelector => "bpf_selector",
             Self::IncomingCpu => "incoming_cpu",
@@ -197,6 +212,8 @@ pub struct Cause {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Balance {
     pub port: u16,
+    /// `tcp`, or `udp` for a UDP SO_REUSEPORT group.
+    pub proto: &'static str,
     pub duration_s: f64,
     pub members: Vec<Member>,
     /// The split of deliveries over the members listening at the end.
@@ -212,6 +229,7 @@ pub struct Balance {
 
 const ADVICE_SHARED: &str = "give each worker its own SO_REUSEPORT socket so the kernel hashes connections across them, or wait with epoll and EPOLLEXCLUSIVE; a blocking accept() wakes the longest waiter (prepare_to_wait_exclusive queues at the tail, __wake_up_common wakes from the head), but a worker back in accept() before the next connection takes it without sleeping, and waiters on one epoll instance wake last-in first-out (ep_poll queues itself at the head)";
 const ADVICE_NOT_ACCEPTING: &str = "the kernel keeps hashing connections to this socket while its process does not accept: find why the worker is paused, blocked or overloaded (its stack in /proc/PID/stack, its CPU time); while it is stuck, close its socket so the group shrinks (with net.ipv4.tcp_migrate_req=1 its queue moves to the others)";
+const ADVICE_NOT_READING: &str = "the kernel keeps hashing flows to this socket while its process does not read fast enough, and drops what its receive buffer cannot hold: find why the worker is slow, paused or blocked (its stack in /proc/PID/stack, its CPU time); a larger SO_RCVBUF (net.core.rmem_max) only absorbs bursts";
 const ADVICE_CLOSED: &str = "a member that closes during a restart leaves the split to the others; its queued connections are reset unless net.ipv4.tcp_migrate_req=1";
 const ADVICE_UNEVEN: &str = "the kernel's choice is not the plain 4-tuple hash: look for a SO_ATTACH_REUSEPORT_CBPF/EBPF program on the group, or members that joined or left while observed";
 const ADVICE_BPF: &str = "the split is the program's choice: read it (bpftool prog show; it was attached with SO_ATTACH_REUSEPORT_CBPF/EBPF on a member) or detach it to get the 4-tuple hash back";
@@ -251,8 +269,12 @@ pub fn analyse(obs: &Observation) -> Balance {
         *l = (*l).max(a.ts_ns);
     }
     let mut delivered: HashMap<u64, u64> = HashMap::new();
+    let mut peers: HashMap<u64, std::collections::HashSet<SocketAddr>> = HashMap::new();
     for d in &obs.deliveries {
         *delivered.entry(d.ino).or_default() += 1;
+        if obs.udp {
+            peers.entry(d.ino).or_default().insert(d.peer);
+        }
     }
     let mut open: HashMap<u32, u64> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
@@ -274,10 +296,15 @@ pub fn analyse(obs: &Observation) -> Balance {
             })
             .collect();
         m.accepted = m.accepted_by.iter().map(|t| t.count).sum();
-        m.delivered = if m.reuseport {
+        m.delivered = if m.reuseport || obs.udp {
             delivered.get(&m.ino).copied().unwrap_or(0)
         } else {
             m.accepted + u64::from(m.queued.saturating_sub(m.queued_start))
+        };
+        m.flows = if obs.udp {
+            peers.get(&m.ino).map_or(0, |p| p.len() as u64)
+        } else {
+            m.delivered
         };
         m.open = m.pid.and_then(|p| open.get(&p).copied()).unwrap_or(0);
         m.last_accept_ago_ns = last.get(&m.ino).map(|&t| obs.end_ns.saturating_sub(t));
@@ -285,6 +312,7 @@ pub fn analyse(obs: &Observation) -> Balance {
     let duration_ns = obs.end_ns.saturating_sub(obs.start_ns);
     let mut b = Balance {
         port: obs.port,
+        proto: if obs.udp { "udp" } else { "tcp" },
         duration_s: duration_ns as f64 / 1e9,
         spread: None,
         members,
@@ -326,6 +354,7 @@ fn table(obs: &Observation) -> Vec<Member> {
                 },
                 reuseport: l.reuseport,
                 delivered: 0,
+                flows: 0,
                 accepted: 0,
                 accepted_by: Vec::new(),
                 queued: end.map_or(0, |e| e.queued),
@@ -361,6 +390,7 @@ fn table(obs: &Observation) -> Vec<Member> {
             state: State::Closed,
             reuseport: true,
             delivered: 0,
+            flows: 0,
             accepted: 0,
             accepted_by: Vec::new(),
             queued: 0,
@@ -435,6 +465,25 @@ fn causes(b: &mut Balance) {
             });
             continue;
         }
+        if b.proto == "udp" {
+            if m.overflows > 0 {
+                out.push(Cause {
+                    code: Code::MemberNotReading,
+                    member: Some(m.id),
+                    detail: format!(
+                        "member {} ({}, {}) got {} datagrams from {} flows and the kernel dropped {} more on it while observed: its receive buffer was full",
+                        m.id,
+                        who(m),
+                        m.address,
+                        m.delivered,
+                        m.flows,
+                        m.overflows
+                    ),
+                    advice: ADVICE_NOT_READING,
+                });
+            }
+            continue;
+        }
         let waiting = m.delivered.saturating_sub(m.accepted);
         let stuck_queue =
             m.queued > m.queued_start || (m.queue_limit > 0 && m.queued >= m.queue_limit);
@@ -470,6 +519,10 @@ fn causes(b: &mut Balance) {
     split_causes(b, &mut out);
     if out.is_empty() {
         let detail = match &b.spread {
+            Some(s) if b.proto == "udp" => format!(
+                "{} flows over {} members, max/mean {:.2}, p = {:.2}: the split a fair hash gives, and no member dropped datagrams",
+                s.total, s.members, s.imbalance, s.p_value
+            ),
             Some(s) => format!(
                 "{} connections over {} members, max/mean {:.2}, p = {:.2}: the split a fair hash gives, and every member accepts",
                 s.total, s.members, s.imbalance, s.p_value
@@ -505,16 +558,28 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
     if live.len() < 2 {
         return;
     }
-    let counts: Vec<u64> = live.iter().map(|m| m.delivered).collect();
+    // The hash chooses per flow: a UDP peer's datagrams all go one way.
+    let counts: Vec<u64> = live.iter().map(|m| m.flows).collect();
     let spread = Spread::exact(&counts);
     b.spread = Some(spread);
     if spread.total == 0 {
         return;
     }
+    // A UDP member that drops is short of the flows whose every datagram
+    // it dropped (no delivery shows them): the split says nothing then,
+    // and the drops are the cause already named.
+    if b.proto == "udp" && out.iter().any(|c| c.code == Code::MemberNotReading) {
+        return;
+    }
     let shares: Vec<String> = live
         .iter()
-        .map(|m| format!("#{} {}", m.id, m.delivered))
+        .map(|m| format!("#{} {}", m.id, m.flows))
         .collect();
+    let what = if b.proto == "udp" {
+        "flows"
+    } else {
+        "deliveries"
+    };
     // Where something other than the hash chooses, a test against a fair
     // hash says nothing: name the chooser instead.
     let code = if b.bpf_selector {
@@ -522,7 +587,7 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
             code: Code::BpfSelector,
             member: None,
             detail: format!(
-                "a BPF program attached to the group chooses the member (sk_reuseport_cb->prog, run by reuseport_select_sock before any hash): deliveries {}",
+                "a BPF program attached to the group chooses the member (sk_reuseport_cb->prog, run by reuseport_select_sock before any hash): {what} {}",
                 shares.join(", ")
             ),
             advice: ADVICE_BPF,
@@ -533,7 +598,7 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
             code: Code::IncomingCpu,
             member: None,
             detail: format!(
-                "members set SO_INCOMING_CPU: reuseport_select_sock_by_hash gives a connection to the member whose sk_incoming_cpu is the CPU that received it, and hashes only where none matches: deliveries {}",
+                "members set SO_INCOMING_CPU: reuseport_select_sock_by_hash gives a connection to the member whose sk_incoming_cpu is the CPU that received it, and hashes only where none matches: {what} {}",
                 shares.join(", ")
             ),
             advice: ADVICE_INCOMING_CPU,
@@ -547,7 +612,7 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
             code: Code::UnevenDelivery,
             member: None,
             detail: format!(
-                "deliveries {} over {} members (max/mean {:.2}): p = {:.1e} under a fair hash",
+                "{what} {} over {} members (max/mean {:.2}): p = {:.1e} under a fair hash",
                 shares.join(", "),
                 live.len(),
                 spread.imbalance,
@@ -560,7 +625,7 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
             code: Code::TooFewFlows,
             member: None,
             detail: format!(
-                "deliveries {} from {} flows over {} members (max/mean {:.2}): a fair hash splits at least this unevenly with p = {:.2}, so this is not evidence yet",
+                "{what} {} from {} flows over {} members (max/mean {:.2}): a fair hash splits at least this unevenly with p = {:.2}, so this is not evidence yet",
                 shares.join(", "),
                 spread.total,
                 live.len(),
@@ -574,7 +639,7 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
     // own: a member not accepting holds none whatever the split.
     let stuck: Vec<usize> = out
         .iter()
-        .filter(|c| c.code == Code::MemberNotAccepting)
+        .filter(|c| matches!(c.code, Code::MemberNotAccepting | Code::MemberNotReading))
         .filter_map(|c| c.member)
         .collect();
     if spread.p_value >= SUSPECT && stuck.is_empty() {

@@ -276,3 +276,64 @@ fn a_bpf_program_or_incoming_cpu_is_named_instead_of_the_hash_test() {
         assert_eq!(codes(&b), vec![(want, None)], "all to one member");
     }
 }
+
+/// A UDP group: `flows` peers each sending `per_flow` datagrams to `ino`.
+fn udp_traffic(obs: &mut Observation, next: &mut u16, ino: u64, flows: u64, per_flow: u64) {
+    for _ in 0..flows {
+        *next += 1;
+        let peer = addr(&format!("127.0.0.1:{}", 30000 + *next));
+        for _ in 0..per_flow {
+            obs.deliveries.push(Delivery { ino, peer });
+        }
+    }
+}
+
+fn udp_socket(ino: u64, pid: u32, drops: u32) -> Listener {
+    Listener {
+        queue_limit: 0,
+        drops,
+        ..listener(ino, pid, 0)
+    }
+}
+
+#[test]
+fn a_udp_split_is_judged_on_flows_not_datagrams() {
+    // 100 flows each way, but one member's peers send ten times as much:
+    // the hash chose evenly, the datagrams are the peers' doing.
+    let mut obs = observation(
+        vec![udp_socket(1, 10, 0), udp_socket(2, 20, 0)],
+        vec![udp_socket(1, 10, 0), udp_socket(2, 20, 0)],
+    );
+    obs.udp = true;
+    let mut next = 0;
+    udp_traffic(&mut obs, &mut next, 1, 100, 10);
+    udp_traffic(&mut obs, &mut next, 2, 100, 1);
+    let b = analyse(&obs);
+    assert_eq!(b.proto, "udp");
+    assert_eq!((member(&b, 1).delivered, member(&b, 1).flows), (1000, 100));
+    assert_eq!((member(&b, 2).delivered, member(&b, 2).flows), (100, 100));
+    assert_eq!(codes(&b), vec![(Code::Uniform, None)]);
+    assert!(b.causes[0].detail.contains("200 flows"), "{:?}", b.causes);
+}
+
+#[test]
+fn a_udp_member_that_drops_is_not_reading() {
+    let mut obs = observation(
+        vec![udp_socket(1, 10, 5), udp_socket(2, 20, 0)],
+        vec![udp_socket(1, 10, 45), udp_socket(2, 20, 0)],
+    );
+    obs.udp = true;
+    let mut next = 0;
+    udp_traffic(&mut obs, &mut next, 1, 100, 2);
+    udp_traffic(&mut obs, &mut next, 2, 100, 2);
+    let b = analyse(&obs);
+    let slow = member(&b, 1);
+    assert_eq!(slow.overflows, 40, "drops while observed");
+    assert_eq!(codes(&b), vec![(Code::MemberNotReading, Some(slow.id))]);
+    assert!(b.causes[0].detail.contains("dropped 40"), "{:?}", b.causes);
+    // No accept or queue cause for a group without either.
+    assert!(!codes(&b).iter().any(|(c, _)| matches!(
+        c,
+        Code::MemberNotAccepting | Code::SharedAcceptQueue | Code::LongLivedLoad
+    )));
+}
