@@ -423,8 +423,8 @@ fn a_udp_member_that_does_not_read_is_named() {
         };
         let reader = bound(None);
         let idle = bound(Some(4096));
-        let idle_ino = inspector::kernel::sys::inode_of(std::os::fd::AsFd::as_fd(&idle))
-            .expect("inode");
+        let idle_ino =
+            inspector::kernel::sys::inode_of(std::os::fd::AsFd::as_fd(&idle)).expect("inode");
         reader
             .set_read_timeout(Some(Duration::from_millis(50)))
             .expect("timeout");
@@ -494,7 +494,15 @@ fn a_udp_member_that_does_not_read_is_named() {
 fn balance_udp(netns: &str, secs: &str, workload: impl FnOnce()) -> Option<Value> {
     let port = PORT.to_string();
     let (mut child, rx) = common::start(&[
-        "balance", &port, "--proto", "udp", "--netns", netns, "--duration", secs, "--json",
+        "balance",
+        &port,
+        "--proto",
+        "udp",
+        "--netns",
+        netns,
+        "--duration",
+        secs,
+        "--json",
     ])?;
     workload();
     let status = common::wait_bounded(&mut child, Duration::from_secs(30));
