@@ -95,8 +95,13 @@ fn connect(n: usize) -> Vec<Socket> {
 /// observes, and returns its JSON verdict; `None` when the probes cannot
 /// load here (a skip outside CI).
 fn balance(netns: &str, secs: &str, workload: impl FnOnce()) -> Option<Value> {
+    balance_with(netns, secs, &[], workload)
+}
+
+/// [`balance`] with more arguments (`--proto udp`).
+fn balance_with(netns: &str, secs: &str, more: &[&str], workload: impl FnOnce()) -> Option<Value> {
     let port = PORT.to_string();
-    let (mut child, rx) = common::start(&[
+    let mut args = vec![
         "balance",
         &port,
         "--netns",
@@ -104,7 +109,9 @@ fn balance(netns: &str, secs: &str, workload: impl FnOnce()) -> Option<Value> {
         "--duration",
         secs,
         "--json",
-    ])?;
+    ];
+    args.extend_from_slice(more);
+    let (mut child, rx) = common::start(&args)?;
     let started = Instant::now();
     workload();
     let status = common::wait_bounded(&mut child, Duration::from_secs(30));
@@ -447,7 +454,7 @@ fn a_udp_member_that_does_not_read_is_named() {
         };
         const FLOWS: usize = 200;
         const EACH: usize = 5;
-        let Some(v) = balance_udp(&netns, "3", || {
+        let Some(v) = balance_with(&netns, "3", &["--proto", "udp"], || {
             // Small datagrams, paced: the reader keeps up, the idle
             // socket's buffer holds a few.
             let payload = [7u8; 100];
@@ -488,31 +495,6 @@ fn a_udp_member_that_does_not_read_is_named() {
         );
         drop(idle);
     });
-}
-
-/// [`balance`] for a UDP group (`--proto udp`).
-fn balance_udp(netns: &str, secs: &str, workload: impl FnOnce()) -> Option<Value> {
-    let port = PORT.to_string();
-    let (mut child, rx) = common::start(&[
-        "balance",
-        &port,
-        "--proto",
-        "udp",
-        "--netns",
-        netns,
-        "--duration",
-        secs,
-        "--json",
-    ])?;
-    workload();
-    let status = common::wait_bounded(&mut child, Duration::from_secs(30));
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut out)
-        .expect("stdout");
-    let errs: Vec<String> = rx.try_iter().collect();
-    assert!(status.success(), "{status:?}: {errs:?}");
-    eprintln!("{out}");
-    Some(serde_json::from_str(&out).expect("one JSON object"))
 }
 
 /// The `drops` of the UDP socket with inode `ino` in this thread's

@@ -67,11 +67,16 @@ pub(super) fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) 
         };
         lines.push(Line::from(Span::styled(title, style)));
         let (code, detail) = App::group_cause(members);
-        // `balance` follows TCP accepts and queues; a UDP group has neither.
-        let more = if key.proto == Some(crate::kernel::Proto::Tcp) {
-            format!("; accepts and queues: inspector balance {}", key.port)
-        } else {
-            String::new()
+        // What `balance` adds: a TCP group's accepts and queues, a UDP
+        // group's drops.
+        let more = match key.proto {
+            Some(crate::kernel::Proto::Tcp) => {
+                format!("; accepts and queues: inspector balance {}", key.port)
+            }
+            Some(crate::kernel::Proto::Udp) => {
+                format!("; drops: inspector balance {} --proto udp", key.port)
+            }
+            None => String::new(),
         };
         lines.push(Line::from(Span::styled(
             format!("  cause: {} ({detail}){more}", code.as_str()),
