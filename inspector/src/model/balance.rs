@@ -231,6 +231,7 @@ const ADVICE_SHARED: &str = "give each worker its own SO_REUSEPORT socket so the
 const ADVICE_NOT_ACCEPTING: &str = "the kernel keeps hashing connections to this socket while its process does not accept: find why the worker is paused, blocked or overloaded (its stack in /proc/PID/stack, its CPU time); while it is stuck, close its socket so the group shrinks (with net.ipv4.tcp_migrate_req=1 its queue moves to the others)";
 const ADVICE_NOT_READING: &str = "the kernel keeps hashing flows to this socket while its process does not read fast enough, and drops what its receive buffer cannot hold: find why the worker is slow, paused or blocked (its stack in /proc/PID/stack, its CPU time); a larger SO_RCVBUF (net.core.rmem_max) only absorbs bursts";
 const ADVICE_CLOSED: &str = "a member that closes during a restart leaves the split to the others; its queued connections are reset unless net.ipv4.tcp_migrate_req=1";
+const ADVICE_CLOSED_UDP: &str = "a UDP member that closes leaves its flows to the members left (the hash spreads over those); the datagrams still in its receive buffer are lost";
 const ADVICE_UNEVEN: &str = "the kernel's choice is not the plain 4-tuple hash: look for a SO_ATTACH_REUSEPORT_CBPF/EBPF program on the group, or members that joined or left while observed";
 const ADVICE_BPF: &str = "the split is the program's choice: read it (bpftool prog show; it was attached with SO_ATTACH_REUSEPORT_CBPF/EBPF on a member) or detach it to get the 4-tuple hash back";
 const ADVICE_INCOMING_CPU: &str = "the kernel hands a connection to the member whose SO_INCOMING_CPU is the CPU that received it: spread the NIC's receive queues (RSS, IRQ affinity) over the workers' CPUs, or drop SO_INCOMING_CPU";
@@ -450,18 +451,27 @@ fn causes(b: &mut Balance) {
             });
         }
         if m.state == State::Closed {
+            let (got, advice) = if b.proto == "udp" {
+                (
+                    format!("{} datagrams from {} flows", m.delivered, m.flows),
+                    ADVICE_CLOSED_UDP,
+                )
+            } else {
+                (
+                    format!("{} deliveries and {} accepts", m.delivered, m.accepted),
+                    ADVICE_CLOSED,
+                )
+            };
             out.push(Cause {
                 code: Code::MemberClosed,
                 member: Some(m.id),
                 detail: format!(
-                    "member {} ({}, {}) closed while observed after {} deliveries and {} accepts; left out of the split",
+                    "member {} ({}, {}) closed while observed after {got}; left out of the split",
                     m.id,
                     who(m),
                     m.address,
-                    m.delivered,
-                    m.accepted
                 ),
-                advice: ADVICE_CLOSED,
+                advice,
             });
             continue;
         }

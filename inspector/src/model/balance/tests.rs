@@ -337,3 +337,25 @@ fn a_udp_member_that_drops_is_not_reading() {
         Code::MemberNotAccepting | Code::SharedAcceptQueue | Code::LongLivedLoad
     )));
 }
+
+#[test]
+fn a_closed_udp_member_is_told_in_datagrams() {
+    let mut obs = observation(
+        vec![udp_socket(1, 10, 0), udp_socket(2, 20, 0)],
+        vec![udp_socket(2, 20, 0)],
+    );
+    obs.udp = true;
+    let mut next = 0;
+    udp_traffic(&mut obs, &mut next, 1, 3, 4);
+    let b = analyse(&obs);
+    assert_eq!(
+        codes(&b),
+        vec![(Code::MemberClosed, Some(member(&b, 1).id))]
+    );
+    assert!(
+        b.causes[0].detail.contains("12 datagrams from 3 flows"),
+        "{:?}",
+        b.causes
+    );
+    assert!(!b.causes[0].detail.contains("accept"), "{:?}", b.causes);
+}
