@@ -138,9 +138,8 @@ fn connected(f: &SocketFile, port: u16) -> bool {
 
 /// Keeps what the analysis reads from a batch of records.
 fn keep(records: &mut Vec<Record>, obs: &mut Observation) {
-    let proto = if obs.udp { Proto::Udp } else { Proto::Tcp };
     for r in records.drain(..) {
-        if r.lport != obs.port || r.proto != Some(proto) {
+        if r.lport != obs.port || r.proto != Some(obs.proto) {
             continue;
         }
         match r.kind {
@@ -188,8 +187,7 @@ impl Sink for Observer<'_> {
 
     fn finish(&mut self, src: &mut Source) -> anyhow::Result<()> {
         self.obs.end_ns = monotonic_ns();
-        let proto = if self.obs.udp { Proto::Udp } else { Proto::Tcp };
-        let last = snapshot(&mut self.table, self.netns, self.obs.port, proto)?;
+        let last = snapshot(&mut self.table, self.netns, self.obs.port, self.obs.proto)?;
         self.obs.end = last.listeners;
         self.obs.open = last.open;
         let verdict = balance::analyse(&self.obs);
@@ -251,7 +249,7 @@ pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
         netns,
         obs: Observation {
             port,
-            udp: opts.proto == Proto::Udp,
+            proto: opts.proto,
             start_ns: monotonic_ns(),
             start: first.listeners,
             ..Observation::default()
@@ -268,7 +266,7 @@ pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
 pub fn text(b: &Balance) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    if b.proto == "udp" {
+    if b.proto == Proto::Udp {
         udp_text(b, &mut s);
         causes_text(b, &mut s);
         return s;

@@ -32,7 +32,7 @@ use std::{
 
 use serde::Serialize;
 
-use crate::util::stats::Spread;
+use crate::{kernel::Proto, util::stats::Spread};
 
 /// A split is called uneven beyond what hashing explains only below this
 /// p-value: a fair hash gives p < 0.001 once in a thousand observations.
@@ -88,12 +88,12 @@ pub struct Accept {
 }
 
 /// Everything one observation read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Observation {
     pub port: u16,
-    /// A UDP group: deliveries are datagrams; no accepts, queues or
-    /// connections.
-    pub udp: bool,
+    /// TCP listeners, or a UDP group: deliveries are datagrams then, with
+    /// no accepts, queues or connections.
+    pub proto: Proto,
     /// Monotonic start and end of the observation.
     pub start_ns: u64,
     pub end_ns: u64,
@@ -104,6 +104,22 @@ pub struct Observation {
     pub accepts: Vec<Accept>,
     /// Connected sockets on the port at the end: (holder pid, inode).
     pub open: Vec<(u32, u64)>,
+}
+
+impl Default for Observation {
+    fn default() -> Self {
+        Self {
+            port: 0,
+            proto: Proto::Tcp,
+            start_ns: 0,
+            end_ns: 0,
+            start: Vec::new(),
+            end: Vec::new(),
+            deliveries: Vec::new(),
+            accepts: Vec::new(),
+            open: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,7 +229,7 @@ pub struct Cause {
 pub struct Balance {
     pub port: u16,
     /// `tcp`, or `udp` for a UDP SO_REUSEPORT group.
-    pub proto: &'static str,
+    pub proto: Proto,
     pub duration_s: f64,
     pub members: Vec<Member>,
     /// The split of deliveries over the members listening at the end.
@@ -273,7 +289,7 @@ pub fn analyse(obs: &Observation) -> Balance {
     let mut peers: HashMap<u64, std::collections::HashSet<SocketAddr>> = HashMap::new();
     for d in &obs.deliveries {
         *delivered.entry(d.ino).or_default() += 1;
-        if obs.udp {
+        if obs.proto == Proto::Udp {
             peers.entry(d.ino).or_default().insert(d.peer);
         }
     }
@@ -297,12 +313,12 @@ pub fn analyse(obs: &Observation) -> Balance {
             })
             .collect();
         m.accepted = m.accepted_by.iter().map(|t| t.count).sum();
-        m.delivered = if m.reuseport || obs.udp {
+        m.delivered = if m.reuseport || obs.proto == Proto::Udp {
             delivered.get(&m.ino).copied().unwrap_or(0)
         } else {
             m.accepted + u64::from(m.queued.saturating_sub(m.queued_start))
         };
-        m.flows = if obs.udp {
+        m.flows = if obs.proto == Proto::Udp {
             peers.get(&m.ino).map_or(0, |p| p.len() as u64)
         } else {
             m.delivered
@@ -313,7 +329,7 @@ pub fn analyse(obs: &Observation) -> Balance {
     let duration_ns = obs.end_ns.saturating_sub(obs.start_ns);
     let mut b = Balance {
         port: obs.port,
-        proto: if obs.udp { "udp" } else { "tcp" },
+        proto: obs.proto,
         duration_s: duration_ns as f64 / 1e9,
         spread: None,
         members,
@@ -451,7 +467,7 @@ fn causes(b: &mut Balance) {
             });
         }
         if m.state == State::Closed {
-            let (got, advice) = if b.proto == "udp" {
+            let (got, advice) = if b.proto == Proto::Udp {
                 (
                     format!("{} datagrams from {} flows", m.delivered, m.flows),
                     ADVICE_CLOSED_UDP,
@@ -475,7 +491,7 @@ fn causes(b: &mut Balance) {
             });
             continue;
         }
-        if b.proto == "udp" {
+        if b.proto == Proto::Udp {
             if m.overflows > 0 {
                 out.push(Cause {
                     code: Code::MemberNotReading,
@@ -529,7 +545,7 @@ fn causes(b: &mut Balance) {
     split_causes(b, &mut out);
     if out.is_empty() {
         let detail = match &b.spread {
-            Some(s) if b.proto == "udp" => format!(
+            Some(s) if b.proto == Proto::Udp => format!(
                 "{} flows over {} members, max/mean {:.2}, p = {:.2}: the split a fair hash gives, and no member dropped datagrams",
                 s.total, s.members, s.imbalance, s.p_value
             ),
@@ -578,14 +594,14 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
     // A UDP member that drops is short of the flows whose every datagram
     // it dropped (no delivery shows them): the split says nothing then,
     // and the drops are the cause already named.
-    if b.proto == "udp" && out.iter().any(|c| c.code == Code::MemberNotReading) {
+    if b.proto == Proto::Udp && out.iter().any(|c| c.code == Code::MemberNotReading) {
         return;
     }
     let shares: Vec<String> = live
         .iter()
         .map(|m| format!("#{} {}", m.id, m.flows))
         .collect();
-    let what = if b.proto == "udp" {
+    let what = if b.proto == Proto::Udp {
         "flows"
     } else {
         "deliveries"

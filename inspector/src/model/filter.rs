@@ -119,7 +119,7 @@ impl Filter {
                 RecordType::Connect | RecordType::Accept => !r.is_failure(),
                 RecordType::State => !matches!(
                     (r.old_state, r.new_state),
-                    (_, Some(TcpState::LISTEN)) | (Some(TcpState::LISTEN), Some(TcpState::CLOSE))
+                    (Some(old), Some(new)) if inspector_common::listener_change(old.raw(), new.raw())
                 ),
                 _ => false,
             }

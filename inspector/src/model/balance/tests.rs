@@ -304,12 +304,12 @@ fn a_udp_split_is_judged_on_flows_not_datagrams() {
         vec![udp_socket(1, 10, 0), udp_socket(2, 20, 0)],
         vec![udp_socket(1, 10, 0), udp_socket(2, 20, 0)],
     );
-    obs.udp = true;
+    obs.proto = Proto::Udp;
     let mut next = 0;
     udp_traffic(&mut obs, &mut next, 1, 100, 10);
     udp_traffic(&mut obs, &mut next, 2, 100, 1);
     let b = analyse(&obs);
-    assert_eq!(b.proto, "udp");
+    assert_eq!(b.proto, Proto::Udp);
     assert_eq!((member(&b, 1).delivered, member(&b, 1).flows), (1000, 100));
     assert_eq!((member(&b, 2).delivered, member(&b, 2).flows), (100, 100));
     assert_eq!(codes(&b), vec![(Code::Uniform, None)]);
@@ -322,7 +322,7 @@ fn a_udp_member_that_drops_is_not_reading() {
         vec![udp_socket(1, 10, 5), udp_socket(2, 20, 0)],
         vec![udp_socket(1, 10, 45), udp_socket(2, 20, 0)],
     );
-    obs.udp = true;
+    obs.proto = Proto::Udp;
     let mut next = 0;
     udp_traffic(&mut obs, &mut next, 1, 100, 2);
     udp_traffic(&mut obs, &mut next, 2, 100, 2);
@@ -344,7 +344,7 @@ fn a_closed_udp_member_is_told_in_datagrams() {
         vec![udp_socket(1, 10, 0), udp_socket(2, 20, 0)],
         vec![udp_socket(2, 20, 0)],
     );
-    obs.udp = true;
+    obs.proto = Proto::Udp;
     let mut next = 0;
     udp_traffic(&mut obs, &mut next, 1, 3, 4);
     let b = analyse(&obs);
