@@ -107,6 +107,74 @@ pub const TCP_CLOSE: u8 = 7;
 /// `TCP_SYN_RECV`: a connection's first state, cloned from its listener.
 pub const TCP_SYN_RECV: u8 = 3;
 
+/// Slots of the per-CPU `TW_COUNTS` array, where TIME_WAIT is counted in
+/// the kernel instead of emitted ([`Config::COUNTED`]).
+///
+/// The kernel's timer hooks tell a timewait socket's story in steps: its
+/// timer armed (entry), detached then armed again (a re-arm, when the
+/// FIN_WAIT2 substate moves on or a segment restarts the wait), detached
+/// then run (expiry), or only detached (killed: reused by connect(), an
+/// RST, a SYN taken over by a listener, namespace teardown). A program
+/// sees one step at a time, so it counts steps, and remembers per CPU the
+/// last detach to match the arm or expiry that follows it on the same CPU
+/// within the same call. [`TwTotals::from_slots`] derives the outcomes.
+pub mod tw_count {
+    /// An arm that no detach of the same socket came just before: a
+    /// timewait socket took over a connection.
+    pub const ENTERED: u32 = 0;
+    /// Detaches raised inside a connect() of the current task.
+    pub const DETACHED_IN_CONNECT: u32 = 1;
+    /// Every other detach.
+    pub const DETACHED: u32 = 2;
+    /// Arms that followed a detach inside a connect() (a softirq's re-arm
+    /// while a connect() ran on the CPU).
+    pub const REARMED_IN_CONNECT: u32 = 3;
+    pub const REARMED: u32 = 4;
+    /// Expiries that followed a detach inside a connect().
+    pub const EXPIRED_IN_CONNECT: u32 = 5;
+    pub const EXPIRED: u32 = 6;
+    /// Expiries whose detach was not seen on this CPU just before
+    /// (counted as expiries all the same).
+    pub const EXPIRED_UNMATCHED: u32 = 7;
+    pub const LEN: u32 = 8;
+}
+
+/// TIME_WAIT outcomes from the [`tw_count`] slots summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TwTotals {
+    /// Timewait sockets that took over a connection.
+    pub entered: u64,
+    /// Timewait sockets whose timer ran out.
+    pub expired: u64,
+    /// Detached inside a connect(): its 4-tuple reused by a new
+    /// connection (`tcp_twsk_unique()`).
+    pub reused: u64,
+    /// Detached elsewhere: an RST, a new SYN taken by a listener,
+    /// namespace teardown.
+    pub killed: u64,
+}
+
+impl TwTotals {
+    /// A detach is an exit unless an arm (re-arm) or an expiry followed
+    /// it; each detach is matched at most once, so the differences never
+    /// go below zero but for a read taken between a detach and its
+    /// follow-up, which `saturating_sub` covers.
+    pub fn from_slots(s: &[u64; tw_count::LEN as usize]) -> Self {
+        let at = |i: u32| s[i as usize];
+        use tw_count::*;
+        Self {
+            entered: at(ENTERED),
+            expired: at(EXPIRED_IN_CONNECT) + at(EXPIRED) + at(EXPIRED_UNMATCHED),
+            reused: at(DETACHED_IN_CONNECT)
+                .saturating_sub(at(REARMED_IN_CONNECT))
+                .saturating_sub(at(EXPIRED_IN_CONNECT)),
+            killed: at(DETACHED)
+                .saturating_sub(at(REARMED))
+                .saturating_sub(at(EXPIRED)),
+        }
+    }
+}
+
 /// Counter slots in the per-CPU `COUNTERS` array: what the kernel side
 /// emitted, lost and failed to do, by kind. Every failure a program meets is
 /// counted in exactly one slot; user space reports them all.
@@ -522,8 +590,8 @@ pub struct Config {
     /// buffer. Clear: the programs count it in kernel maps instead
     /// ([`Outcome`], [`Delivery`]) and emit only what counts cannot say:
     /// failed bind/listen/connect calls, LISTEN transitions and closes of
-    /// listeners, the first delivery to a member. TIME_WAIT kinds are
-    /// always emitted.
+    /// listeners, the first delivery to a member. Where the TIME_WAIT
+    /// kinds are clear, TIME_WAIT is counted ([`tw_count`]).
     pub emit_mask: u32,
     /// Where [`kind::STATE`] is emitted: bit `1 << new_state` set, a change
     /// into that state goes out; the others happen unreported. `trace`
@@ -560,13 +628,18 @@ impl Config {
         state_mask: 0,
     };
     /// Counts in the kernel for what metrics aggregate anyway (`serve`):
-    /// state changes, successful calls, accepts and SO_REUSEPORT deliveries.
+    /// state changes, successful calls, accepts, SO_REUSEPORT deliveries
+    /// and TIME_WAIT entries and exits. Nothing is read per connection in
+    /// steady state.
     pub const COUNTED: Self = Self {
         emit_mask: !((1 << kind::BIND)
             | (1 << kind::CONNECT)
             | (1 << kind::STATE)
             | (1 << kind::REUSEPORT)
-            | (1 << kind::ACCEPT)),
+            | (1 << kind::ACCEPT)
+            | (1 << kind::TW_ARM)
+            | (1 << kind::TW_CANCEL)
+            | (1 << kind::TW_EXPIRE)),
         state_mask: 0,
     };
 

@@ -126,10 +126,18 @@ fn enter(nr: u32, fd: u64, uaddr: u64) -> Result<(), Miss> {
         return Ok(());
     }
     let num_before: u16 = read(sk, off!(skc_num))?;
-    let owner = current_owner();
-    // Remember the owner now: state changes raised inside this very call
-    // (CLOSE -> SYN_SENT in connect) already find it.
-    remember_owner(sk, &owner);
+    let tid = if nr == off!(nr_connect) && !emits(kind::CONNECT) {
+        // Counted, not emitted (see `maps::CONFIG`): none of the
+        // connection's later events goes out, so nothing would read its
+        // owner; a failure names its caller at the exit.
+        aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32
+    } else {
+        let owner = current_owner();
+        // Remember the owner now: state changes raised inside this very
+        // call (CLOSE -> SYN_SENT in connect) already find it.
+        remember_owner(sk, &owner);
+        owner.tid
+    };
     let inflight = Inflight {
         sk,
         uaddr,
@@ -138,7 +146,7 @@ fn enter(nr: u32, fd: u64, uaddr: u64) -> Result<(), Miss> {
         decided: 0,
         _pad: 0,
     };
-    begin_call(owner.tid, &inflight);
+    begin_call(tid, &inflight);
     Ok(())
 }
 

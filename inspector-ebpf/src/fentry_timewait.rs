@@ -16,11 +16,16 @@ use aya_ebpf::{
 };
 use inspector_common::kind;
 
-use crate::{counters::count, maps::off, state::report_tw};
+use crate::{counters::count, emit::emits, maps::off, state::report_tw, tw_count::count_tw};
 
 #[fexit(function = "__inet_twsk_schedule")]
 pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {
     let tw: u64 = ctx.arg(0);
+    if !emits(kind::TW_ARM) {
+        let rearm: u8 = ctx.arg(2);
+        count_tw(tw, kind::TW_ARM, Some(rearm != 0));
+        return 0;
+    }
     if let Err(e) = report_tw(tw, kind::TW_ARM) {
         count(e.slot);
     }
@@ -30,7 +35,12 @@ pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {
 #[fentry(function = "tw_timer_handler")]
 pub fn fentry_tw_timer_handler(ctx: FEntryContext) -> i32 {
     let timer: u64 = ctx.arg(0);
-    if let Err(e) = report_tw(timer - u64::from(off!(tw_timer)), kind::TW_EXPIRE) {
+    let tw = timer - u64::from(off!(tw_timer));
+    if !emits(kind::TW_EXPIRE) {
+        count_tw(tw, kind::TW_EXPIRE, None);
+        return 0;
+    }
+    if let Err(e) = report_tw(tw, kind::TW_EXPIRE) {
         count(e.slot);
     }
     0

@@ -24,7 +24,8 @@
 //! What the programs share, one job per file: `maps` (every map and the
 //! globals user space fills, with their bounds), `read` (kernel and user
 //! memory at BTF offsets), `owners` (who an event belongs to), `fill`
-//! (building an event from a socket), `emit` (ring buffer or count) and
+//! (building an event from a socket), `emit` (ring buffer or count),
+//! `tw_count` (TIME_WAIT counted where it is not emitted) and
 //! `counters` (what went wrong, counted per CPU).
 #![no_std]
 #![no_main]
@@ -49,6 +50,7 @@ mod fill;
 mod maps;
 mod owners;
 mod read;
+mod tw_count;
 
 // Only the BPF build defines the handler: a host `cargo clippy --workspace`
 // links std through the user-space side of shared dependencies.

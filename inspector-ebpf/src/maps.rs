@@ -76,6 +76,28 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 
+/// TIME_WAIT steps per [`tw_count`](inspector_common::tw_count) slot,
+/// where TIME_WAIT is counted rather than emitted.
+#[map]
+pub static TW_COUNTS: PerCpuArray<u64> =
+    PerCpuArray::with_max_entries(inspector_common::tw_count::LEN, 0);
+
+/// Each CPU's last timewait timer detach, not yet matched by the arm or
+/// expiry that may follow it (`tw_count`).
+#[map]
+pub static TW_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Pending {
+    /// The timewait socket's address; 0: none pending.
+    pub tw: u64,
+    /// 1 when the detach came inside a connect().
+    pub in_connect: u64,
+    /// When (`bpf_ktime_get_ns()`).
+    pub at_ns: u64,
+}
+
 /// The owner of each socket, remembered when its owner called bind, listen,
 /// connect or accept on it. Events raised in softirq or timer context are
 /// attributed from here, never to the task the CPU happened to be running.

@@ -24,6 +24,7 @@ use crate::{
     maps::{INFLIGHT, OWNERS, off},
     owners::attribute,
     read::{Miss, read},
+    tw_count::count_tw,
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -66,8 +67,10 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
         listener_change(old as u8, new as u8)
     };
     if !wanted {
-        // A closed socket still lets go of its owner.
-        if new == i32::from(TCP_CLOSE) {
+        // A closed socket still lets go of its owner, where connections
+        // have owners (where they are counted only listeners do, and a
+        // listener's close is `wanted`).
+        if new == i32::from(TCP_CLOSE) && emits(kind::CONNECT) {
             let _ = OWNERS.remove(sk);
         } else if new == i32::from(TCP_ESTABLISHED) && emits(kind::STATE) {
             // Every connection gets its cookie now, whether or not a change
@@ -131,7 +134,12 @@ fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
     if function == 0 || function != off!(tw_timer_handler) {
         return 0;
     }
-    if let Err(e) = report_tw(timer - u64::from(off!(tw_timer)), k) {
+    let tw = timer - u64::from(off!(tw_timer));
+    if !emits(k) {
+        count_tw(tw, k, None);
+        return 0;
+    }
+    if let Err(e) = report_tw(tw, k) {
         count(e.slot);
     }
     0

@@ -1085,3 +1085,141 @@ fn the_raw_syscall_fallback_reports_binds_and_connects() {
     assert_eq!(of_type(&recs, "connect").len(), 1, "{recs:#?}");
     assert_eq!(of_type(&recs, "accept").len(), 1, "{recs:#?}");
 }
+
+/// A `TcpExt` counter of the calling thread's namespace
+/// (`/proc/thread-self/net/netstat`).
+fn tcp_ext(name: &str) -> u64 {
+    let netstat =
+        std::fs::read_to_string("/proc/thread-self/net/netstat").expect("/proc/net/netstat");
+    let rows: Vec<&str> = netstat
+        .lines()
+        .filter(|l| l.starts_with("TcpExt:"))
+        .collect();
+    rows[0]
+        .split_whitespace()
+        .zip(rows[1].split_whitespace())
+        .find(|(k, _)| *k == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no TcpExt {name}"))
+}
+
+/// Timewait sockets of the calling thread's namespace by `tw_substate`
+/// (`/proc/thread-self/net/tcp`: a timewait row's timer column `tr` is 3).
+fn timewait_rows() -> HashMap<u8, u64> {
+    let table = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("/proc/net/tcp");
+    let mut by_state = HashMap::new();
+    for row in table.lines().skip(1) {
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        if cols.get(5).is_some_and(|t| t.starts_with("03:")) {
+            let st = u8::from_str_radix(cols[3], 16).expect("st");
+            *by_state.entry(st).or_default() += 1;
+        }
+    }
+    by_state
+}
+
+#[test]
+fn time_wait_counted_in_the_kernel_matches_the_namespace_s_own_counters() {
+    // The namespace comes first: the count is of it alone (`--netns` is
+    // fixed when the programs load).
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<bool>();
+    let worker = std::thread::spawn(move || {
+        inspector::kernel::netns::enter_new_netns().expect("netns");
+        let netns = inode(&std::fs::File::open("/proc/thread-self/ns/net").expect("ns"));
+        ready_tx.send(netns as u32).expect("send");
+        if !go_rx.recv().unwrap_or(false) {
+            return None;
+        }
+        set_sysctl("net/ipv4/tcp_fin_timeout", "1").expect("sysctl");
+        let listener = tcp();
+        listener.bind(&addr("127.0.0.1:7014")).expect("bind");
+        listener.listen(64).expect("listen");
+        // Entries: the server closes first, 20 times.
+        for _ in 0..20 {
+            let client = tcp();
+            client.connect(&addr("127.0.0.1:7014")).expect("connect");
+            let (server_side, _) = listener.accept().expect("accept");
+            drop(server_side);
+            std::thread::sleep(Duration::from_millis(5));
+            drop(client);
+        }
+        // Reuse: three clients close first, then connect again from the
+        // same ports once their timewait sockets are a second old.
+        let mut ports = vec![];
+        for _ in 0..3 {
+            let client = tcp();
+            client.set_reuse_address(true).expect("SO_REUSEADDR");
+            client.bind(&addr("127.0.0.1:0")).expect("bind");
+            let port = client
+                .local_addr()
+                .expect("addr")
+                .as_socket()
+                .expect("inet");
+            client.connect(&addr("127.0.0.1:7014")).expect("connect");
+            let (server_side, _) = listener.accept().expect("accept");
+            drop(client);
+            std::thread::sleep(Duration::from_millis(20));
+            drop(server_side);
+            ports.push(port);
+        }
+        std::thread::sleep(Duration::from_millis(1100));
+        let again: Vec<_> = ports
+            .iter()
+            .map(|port| {
+                let c = tcp();
+                c.set_reuse_address(true).expect("SO_REUSEADDR");
+                c.bind(&(*port).into()).expect("rebind");
+                c.connect(&addr("127.0.0.1:7014")).expect("reuse");
+                c
+            })
+            .collect();
+        // Expiry: an orphaned FIN_WAIT2 waits tcp_fin_timeout (1 s).
+        let client = tcp();
+        client.connect(&addr("127.0.0.1:7014")).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        common::close_into_fin_wait2(server_side);
+        let start = std::time::Instant::now();
+        while timewait_rows().contains_key(&TcpState::FIN_WAIT2.raw()) {
+            assert!(start.elapsed() < Duration::from_secs(10), "no expiry");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let made = (
+            tcp_ext("TW") + tcp_ext("TWKilled"),
+            tcp_ext("TWRecycled"),
+            timewait_rows().values().sum::<u64>(),
+        );
+        drop((again, client, listener));
+        Some(made)
+    });
+    let netns = ready_rx.recv().expect("namespace");
+    let opts = inspector::kernel::probe::LoadOptions {
+        aggregate: true,
+        netns: Some(netns),
+        ..Default::default()
+    };
+    let p = pipeline_with(Filter::default(), opts);
+    let _ = go_tx.send(p.is_some());
+    let made = worker.join().expect("worker");
+    let (Some(p), Some((entered, recycled, left))) = (p, made) else {
+        return;
+    };
+    let t = p.probes.timewait_counts().expect("counted in the kernel");
+    assert_eq!(
+        t.entered, entered,
+        "entries as the namespace counted them: {t:?}"
+    );
+    assert_eq!(
+        t.reused, recycled,
+        "reuses as the namespace counted them: {t:?}"
+    );
+    assert!(
+        recycled >= 1 && t.expired >= 1,
+        "{t:?}, {recycled} recycled"
+    );
+    assert_eq!(
+        t.entered - t.reused - t.expired - t.killed,
+        left,
+        "every entry still waiting or ended once: {t:?}"
+    );
+}

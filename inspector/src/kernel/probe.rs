@@ -8,7 +8,8 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, ProgramError, TracePoint},
 };
 use inspector_common::{
-    AcceptCount, AcceptKey, Config, Delivery, Event, Offsets, Outcome, Owner, counter,
+    AcceptCount, AcceptKey, Config, Delivery, Event, Offsets, Outcome, Owner, TwTotals, counter,
+    tw_count,
 };
 
 use crate::{
@@ -414,6 +415,21 @@ impl Probes {
             return Vec::new();
         };
         map.iter().filter_map(Result::ok).collect()
+    }
+
+    /// TIME_WAIT entries and exits counted in the kernel (summed over
+    /// CPUs), with [`LoadOptions::aggregate`]; `None` otherwise.
+    pub fn timewait_counts(&self) -> Option<TwTotals> {
+        if !self.aggregate {
+            return None;
+        }
+        let map = self._ebpf.map("TW_COUNTS")?;
+        let map = PerCpuArray::<_, u64>::try_from(map).ok()?;
+        let mut slots = [0u64; tw_count::LEN as usize];
+        for (i, total) in (0..tw_count::LEN).zip(slots.iter_mut()) {
+            *total = map.get(&i, 0).ok()?.iter().sum();
+        }
+        Some(TwTotals::from_slots(&slots))
     }
 
     /// Forgets accept counts: a process gone, or a listener that left its

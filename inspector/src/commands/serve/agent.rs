@@ -138,6 +138,7 @@ impl Agent {
             netns: self.namespaces.view(gone),
             accept_queues: queues,
             accepts,
+            timewait_counted: probes.timewait_counts(),
         });
         self.find_owners();
         let body = match format {

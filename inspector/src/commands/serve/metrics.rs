@@ -177,6 +177,9 @@ pub struct KernelView {
     /// Accepts counted in the kernel by (listening socket, process), of
     /// processes alive at the scrape.
     pub accepts: Vec<(inspector_common::AcceptKey, inspector_common::AcceptCount)>,
+    /// TIME_WAIT entries and exits counted in the kernel, when the probes
+    /// count rather than emit them.
+    pub timewait_counted: Option<inspector_common::TwTotals>,
 }
 
 /// A TCP listener's accept queue as the socket iterator read it.
@@ -244,6 +247,12 @@ pub struct Metrics {
     bind_failures: Series,
     connect_failures: Series,
     timewait_exits: Series,
+    /// TIME_WAIT entries from records (`tw_enter`).
+    timewait_entries: u64,
+    /// The highest TIME_WAIT totals the kernel has given: a read between
+    /// a timer's detach and its follow-up sees the detach as an exit for a
+    /// moment (`TwTotals::from_slots`), and a counter must not go back.
+    timewait_counted: inspector_common::TwTotals,
     /// Folds by metric name.
     folded: HashMap<&'static str, u64>,
     /// Label sets of each gauge folded at the previous exposition: a set
@@ -268,6 +277,7 @@ mod name {
     pub const BIND_FAILURES: &str = "inspector_bind_failures";
     pub const CONNECT_FAILURES: &str = "inspector_connect_failures";
     pub const TIMEWAIT_EXITS: &str = "inspector_timewait_exits";
+    pub const TIMEWAIT_ENTRIES: &str = "inspector_timewait_entries";
     pub const DELIVERIES: &str = "inspector_reuseport_deliveries";
     pub const QUEUE_LENGTH: &str = "inspector_accept_queue_length";
     pub const QUEUE_LIMIT: &str = "inspector_accept_queue_limit";
@@ -420,7 +430,8 @@ impl Metrics {
                     self.members.close((proto, r.netns, r.sock));
                 }
             }
-            RecordType::Accept | RecordType::TwEnter => {}
+            RecordType::TwEnter => self.timewait_entries += 1,
+            RecordType::Accept => {}
         }
     }
 
@@ -444,6 +455,13 @@ impl Metrics {
             {
                 *self.folded.entry(name::DELIVERIES).or_default() += 1;
             }
+        }
+        if let Some(t) = view.timewait_counted {
+            let high = &mut self.timewait_counted;
+            high.entered = high.entered.max(t.entered);
+            high.expired = high.expired.max(t.expired);
+            high.killed = high.killed.max(t.killed);
+            high.reused = high.reused.max(t.reused);
         }
         self.members.counted();
         self.members.set_queues(&view.accept_queues);
@@ -576,12 +594,34 @@ impl Metrics {
             &self.keys(&["proto", "errno", "netns", "destination"], false),
             &self.connect_failures,
         );
+        // Records and kernel counts together: `serve` counts in the
+        // kernel, a replayed recording brings records.
+        let mut exits = Series {
+            values: self.timewait_exits.values.clone(),
+        };
+        let k = &self.timewait_counted;
+        for (reason, n) in [
+            ("expired", k.expired),
+            ("killed", k.killed),
+            ("reused", k.reused),
+        ] {
+            if n > 0 {
+                *exits.values.entry(vec![reason.to_owned()]).or_default() += n;
+            }
+        }
         counter_family(
             reg,
             name::TIMEWAIT_EXITS,
-            "TIME_WAIT sockets that ended: timer expired, killed (RST) or reused by a new connection",
+            "TIME_WAIT sockets that ended: timer expired, killed (an RST, a SYN taken by a listener, namespace teardown) or reused by a new connection's connect()",
             &["reason"],
-            &self.timewait_exits,
+            &exits,
+        );
+        let entries = Counter::<u64>::default();
+        entries.inc_by(self.timewait_entries + k.entered);
+        reg.register(
+            name::TIMEWAIT_ENTRIES,
+            "TCP connections whose socket gave way to a timewait socket (TIME_WAIT, or FIN_WAIT2 waiting for the peer's FIN)",
+            entries,
         );
         self.members.register(reg, &self.limits);
         self.register_kernel(reg);

@@ -261,6 +261,48 @@ fn kernel_view_timewait_and_exits() {
 }
 
 #[test]
+fn timewait_counted_in_the_kernel_adds_to_the_records_and_never_goes_back() {
+    let mut m = Metrics::new(Limits::default());
+    let mut exit = Record::from_event(
+        &EventBuilder::time_wait(inspector_common::kind::TW_EXPIRE, TcpState::TIME_WAIT).build(),
+        RecordType::TwExit,
+    );
+    exit.reason = Some(ExitReason::Expired);
+    m.apply(&exit);
+    let totals = |entered, expired, killed, reused| inspector_common::TwTotals {
+        entered,
+        expired,
+        killed,
+        reused,
+    };
+    m.set_kernel(KernelView {
+        timewait_counted: Some(totals(10, 4, 2, 3)),
+        ..KernelView::default()
+    });
+    let om = m.encode_openmetrics();
+    for line in [
+        "inspector_timewait_entries_total 10\n",
+        "inspector_timewait_exits_total{reason=\"expired\"} 5\n",
+        "inspector_timewait_exits_total{reason=\"killed\"} 2\n",
+        "inspector_timewait_exits_total{reason=\"reused\"} 3\n",
+    ] {
+        assert!(om.contains(line), "missing {line:?} in\n{om}");
+    }
+    // A read between a detach and its follow-up saw one kill too many:
+    // the counter stays where it was.
+    m.set_kernel(KernelView {
+        timewait_counted: Some(totals(11, 5, 1, 3)),
+        ..KernelView::default()
+    });
+    let om = m.encode_openmetrics();
+    assert!(
+        om.contains("inspector_timewait_exits_total{reason=\"killed\"} 2\n"),
+        "{om}"
+    );
+    assert!(om.contains("inspector_timewait_entries_total 11\n"), "{om}");
+}
+
+#[test]
 fn every_metric_is_prefixed() {
     let mut m = Metrics::new(Limits::default());
     m.apply(&bind(1, Some(Errno::EADDRINUSE)));

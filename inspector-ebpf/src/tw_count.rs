@@ -1,0 +1,130 @@
+//! TIME_WAIT counted in the kernel where it is not emitted
+//! ([`CONFIG`](crate::maps::CONFIG) without the TIME_WAIT kinds: `serve`).
+//!
+//! The timer hooks see a timewait socket's steps one at a time (see
+//! [`tw_count`]): an arm, a detach, an expiry. Which detach was an exit
+//! is only known from what follows it, and what follows a re-arm's or an
+//! expiry's detach comes on the same CPU within the same kernel call
+//! (`__mod_timer()` detaches then enqueues; `expire_timers()` detaches
+//! then runs the callback). So each CPU remembers its last detach in
+//! [`TW_PENDING`] (the socket's address, and whether it came inside a
+//! connect()), and the arm or expiry that matches it is counted as its
+//! follow-up. Every step is one per-CPU counter bump: no event, no hash
+//! map, no read of the socket (but its namespace where user space asked
+//! for one).
+//!
+//! Timewait timers are armed, detached and run in softirq or with bottom
+//! halves disabled, so a CPU's steps do not interleave: a detach and its
+//! follow-up are never split by another timewait socket's step.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use inspector_common::tw_count;
+
+use crate::{
+    counters::atomic_add,
+    maps::{INFLIGHT, Pending, TW_COUNTS, TW_PENDING, off},
+    read::read,
+};
+
+/// How soon after a detach an arm or expiry of the same socket on the
+/// same CPU is its follow-up: `__mod_timer()` enqueues right after it
+/// detaches, with interrupts off; `expire_timers()` runs the callback right
+/// after, unless an interrupt comes between (then the expiry still counts,
+/// and the detach as a kill).
+const FOLLOW_UP_NS: u64 = 5_000;
+
+/// Which step of the timewait socket `tw` a hook saw. `rearm` is what the
+/// hook knows of an arm: `Some(true)` for `__inet_twsk_schedule(.., rearm
+/// = true)` (fentry mode), `None` where the arm alone does not tell (the
+/// `timer_start` tracepoint).
+#[inline(always)]
+pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
+    let want = off!(filter_netns);
+    if want != 0 && netns_of(tw) != Some(want) {
+        return;
+    }
+    let Some(pending) = TW_PENDING.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot; see the module comment for why no other
+    // step of a timewait socket runs on this CPU meanwhile.
+    let last = unsafe { *pending };
+    // `tw` may be a typed pointer to the verifier (a `tp_btf` argument),
+    // which may be stored and compared but not masked: hence two words.
+    // SAFETY: helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A follow-up comes within the same kernel call, in well under a
+    // microsecond. A killed socket's memory may hold a new timewait socket
+    // later, whose first arm is no follow-up: that takes a whole
+    // connection's life, far longer than FOLLOW_UP_NS.
+    let follows = last.tw != 0 && last.tw == tw && now.wrapping_sub(last.at_ns) < FOLLOW_UP_NS;
+    let in_connect = last.in_connect != 0;
+    let slot = match k {
+        inspector_common::kind::TW_CANCEL => {
+            let in_connect = detached_in_connect();
+            // SAFETY: as above.
+            unsafe {
+                *pending = Pending {
+                    tw,
+                    in_connect: u64::from(in_connect),
+                    at_ns: now,
+                }
+            };
+            if in_connect {
+                tw_count::DETACHED_IN_CONNECT
+            } else {
+                tw_count::DETACHED
+            }
+        }
+        inspector_common::kind::TW_ARM => {
+            if follows {
+                // SAFETY: as above.
+                unsafe { (*pending).tw = 0 };
+                if in_connect {
+                    tw_count::REARMED_IN_CONNECT
+                } else {
+                    tw_count::REARMED
+                }
+            } else if rearm == Some(true) {
+                // A re-arm of a timer no longer pending: no step at all.
+                return;
+            } else {
+                tw_count::ENTERED
+            }
+        }
+        _ => {
+            if follows {
+                // SAFETY: as above.
+                unsafe { (*pending).tw = 0 };
+                if in_connect {
+                    tw_count::EXPIRED_IN_CONNECT
+                } else {
+                    tw_count::EXPIRED
+                }
+            } else {
+                tw_count::EXPIRED_UNMATCHED
+            }
+        }
+    };
+    if let Some(p) = TW_COUNTS.get_ptr_mut(slot) {
+        atomic_add(p, 1);
+    }
+}
+
+/// Whether the current task is inside connect(): a detach there is the
+/// timewait socket's 4-tuple taken over by the new connection
+/// (`__inet_check_established()`), unless an arm or expiry follows it.
+#[inline(always)]
+fn detached_in_connect() -> bool {
+    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
+    // SAFETY: copied out at once.
+    unsafe { INFLIGHT.get(tid) }.is_some_and(|i| i.nr == off!(nr_connect))
+}
+
+/// The namespace inode of the timewait socket `tw` (its `sock_common`
+/// head is a socket's).
+#[inline(always)]
+fn netns_of(tw: u64) -> Option<u32> {
+    let net: u64 = read(tw, off!(skc_net)).ok()?;
+    read(net, off!(net_inum)).ok()
+}
