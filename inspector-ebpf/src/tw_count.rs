@@ -18,20 +18,13 @@
 //! follow-up are never split by another timewait socket's step.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use inspector_common::tw_count;
+use inspector_common::{TW_FOLLOW_UP_NS, tw_count};
 
 use crate::{
     counters::atomic_add,
     maps::{INFLIGHT, Pending, TW_COUNTS, TW_PENDING, off},
     read::read,
 };
-
-/// How soon after a detach an arm or expiry of the same socket on the
-/// same CPU is its follow-up: `__mod_timer()` enqueues right after it
-/// detaches, with interrupts off; `expire_timers()` runs the callback right
-/// after, unless an interrupt comes between (then the expiry still counts,
-/// and the detach as a kill).
-const FOLLOW_UP_NS: u64 = 5_000;
 
 /// Which step of the timewait socket `tw` a hook saw. `rearm` is what the
 /// hook knows of an arm: `Some(true)` for `__inet_twsk_schedule(.., rearm
@@ -53,11 +46,10 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
     // which may be stored and compared but not masked: hence two words.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // A follow-up comes within the same kernel call, in well under a
-    // microsecond. A killed socket's memory may hold a new timewait socket
-    // later, whose first arm is no follow-up: that takes a whole
-    // connection's life, far longer than FOLLOW_UP_NS.
-    let follows = last.tw != 0 && last.tw == tw && now.wrapping_sub(last.at_ns) < FOLLOW_UP_NS;
+    // A follow-up comes within the same kernel call (TW_FOLLOW_UP_NS says
+    // why); an expiry an interrupt delayed past it still counts, and its
+    // detach as a kill.
+    let follows = last.tw != 0 && last.tw == tw && now.wrapping_sub(last.at_ns) < TW_FOLLOW_UP_NS;
     let in_connect = last.in_connect != 0;
     let slot = match k {
         inspector_common::kind::TW_CANCEL => {

@@ -519,9 +519,18 @@ impl Tracker {
         // The kernel reuses a freed timewait socket's memory: the same
         // address with another connection is a new socket, and the old one
         // is gone (its exit may still wait for its grace period).
+        // So is an arm long after the known socket's timer was detached:
+        // a re-arm follows its detach within the same kernel call, while a
+        // detach with no follow-up was an exit (a SYN took the 4-tuple over,
+        // or a connect() did), after which the same connection may close
+        // into a new timewait socket at the same address.
         let tuple = Tuple::of_event(ev);
-        if self.tw.get(&ev.sock).is_some_and(|tw| tw.tuple() != tuple)
-            && let Some(mut old) = self.remove_tw(ev.sock)
+        if self.tw.get(&ev.sock).is_some_and(|tw| {
+            tw.tuple() != tuple
+                || tw.cancel().is_some_and(|c| {
+                    ev.ts_ns.saturating_sub(c.at_ns) > inspector_common::TW_FOLLOW_UP_NS
+                })
+        }) && let Some(mut old) = self.remove_tw(ev.sock)
         {
             let (at, reason) = match old.cancel() {
                 Some(c) => {

@@ -354,6 +354,30 @@ fn a_rearm_is_not_an_exit_and_reports_the_substate_move() {
 }
 
 #[test]
+fn an_arm_long_after_a_detach_is_a_new_timewait_socket_at_the_same_address() {
+    // A SYN took the 4-tuple over (the detach, no follow-up); the new
+    // connection closed into a timewait socket in the freed memory.
+    let mut t = Tracker::new();
+    let later = 20 + inspector_common::TW_FOLLOW_UP_NS + 1;
+    let out = apply(
+        &mut t,
+        &[
+            tw(kind::TW_ARM, TcpState::TIME_WAIT, 10),
+            tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 20),
+            tw(kind::TW_ARM, TcpState::TIME_WAIT, later),
+        ],
+    );
+    let kinds: Vec<_> = out.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [RecordType::TwEnter, RecordType::TwExit, RecordType::TwEnter],
+        "{out:#?}"
+    );
+    assert_eq!(out[1].reason, Some(ExitReason::Killed));
+    assert_eq!(t.time_wait_count(), 1);
+}
+
+#[test]
 fn a_timewait_socket_whose_exit_was_lost_ages_out_counted() {
     let mut t = Tracker::new();
     let mut out = apply(&mut t, &[tw(kind::TW_ARM, TcpState::TIME_WAIT, 10)]);
