@@ -139,16 +139,6 @@ pub mod tw_count {
     pub const LEN: u32 = 8;
 }
 
-/// How soon after a timewait timer's detach an arm or expiry of the same
-/// socket is its follow-up (a re-arm, or the expiry the detach began), in
-/// nanoseconds: `__mod_timer()` enqueues right after it detaches, with
-/// interrupts off, and `expire_timers()` runs the callback right after
-/// detaching, unless an interrupt comes between. Anything later is another
-/// story: the socket's memory may hold a new timewait socket by then, for
-/// the same 4-tuple even (a SYN took the old one over, and the new
-/// connection closed), which takes a whole connection's life.
-pub const TW_FOLLOW_UP_NS: u64 = 5_000;
-
 /// TIME_WAIT outcomes from the [`tw_count`] slots summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TwTotals {

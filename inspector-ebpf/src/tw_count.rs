@@ -18,13 +18,26 @@
 //! follow-up are never split by another timewait socket's step.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use inspector_common::{TW_FOLLOW_UP_NS, tw_count};
+use inspector_common::tw_count;
 
 use crate::{
     counters::atomic_add,
     maps::{INFLIGHT, Pending, TW_COUNTS, TW_PENDING, off},
     read::read,
 };
+
+/// How soon after a timewait timer's detach an arm or expiry of the same
+/// socket on the same CPU is its follow-up (a re-arm, or the expiry the
+/// detach began): `__mod_timer()` enqueues right after it detaches, with
+/// interrupts off, and `expire_timers()` runs the callback right after
+/// detaching, unless an interrupt comes between; well under a microsecond
+/// on hardware, tens of microseconds on an emulated CPU. Anything later is
+/// another story: a killed socket's memory may hold a new timewait socket,
+/// for the same 4-tuple even (a SYN or a connect() took the old one over,
+/// and the new connection closed). A new one within this bound on the same
+/// CPU counts as a re-arm: neither the kill nor the new entry is counted,
+/// so entries less exits still match the sockets waiting.
+const FOLLOW_UP_NS: u64 = 1_000_000;
 
 /// Which step of the timewait socket `tw` a hook saw. `rearm` is what the
 /// hook knows of an arm: `Some(true)` for `__inet_twsk_schedule(.., rearm
@@ -46,10 +59,10 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
     // which may be stored and compared but not masked: hence two words.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // A follow-up comes within the same kernel call (TW_FOLLOW_UP_NS says
+    // A follow-up comes within the same kernel call (FOLLOW_UP_NS says
     // why); an expiry an interrupt delayed past it still counts, and its
     // detach as a kill.
-    let follows = last.tw != 0 && last.tw == tw && now.wrapping_sub(last.at_ns) < TW_FOLLOW_UP_NS;
+    let follows = last.tw != 0 && last.tw == tw && now.wrapping_sub(last.at_ns) < FOLLOW_UP_NS;
     let in_connect = last.in_connect != 0;
     let slot = match k {
         inspector_common::kind::TW_CANCEL => {

@@ -420,9 +420,29 @@ impl Tracker {
             _ => false,
         };
         if connected {
-            self.remember_connection(Tuple::of(&r), &r, ev.uid);
+            let tuple = Tuple::of(&r);
+            self.remember_connection(tuple, &r, ev.uid);
+            // Where state changes are not reported, the connection's own
+            // accept() or connect() is where it is seen taking over.
+            self.take_over(tuple, out);
         }
         out.push(r);
+    }
+
+    /// A new connection on the 4-tuple of a just-detached timewait socket:
+    /// the kernel reused the timewait slot (a SYN arriving in TIME_WAIT,
+    /// tcp_timewait_state_process() -> TCP_TW_SYN, or a connect() taking
+    /// it over, tcp_twsk_unique()). Its exit is reported now: the new
+    /// connection may close into a timewait socket at the same address,
+    /// whose arm would otherwise pass for a re-arm.
+    fn take_over(&mut self, tuple: Tuple, out: &mut Vec<Record>) {
+        if let Some(&sock) = self.detached.get(&tuple)
+            && let Some(mut tw) = self.remove_tw(sock)
+            && let Some(c) = tw.cancel()
+        {
+            tw.substate = c.substate;
+            out.push(exit_record(sock, &tw, c.at_ns, ExitReason::Reused));
+        }
     }
 
     fn on_state(&mut self, ev: &Event, out: &mut Vec<Record>) {
@@ -468,16 +488,8 @@ impl Tracker {
         if new == TcpState::CLOSE {
             self.owners.pop(&ev.sock);
         }
-        // A new socket on the 4-tuple of a just-detached timewait socket:
-        // the kernel reused the timewait slot (e.g. a SYN arriving in
-        // TIME_WAIT, tcp_timewait_state_process() -> TCP_TW_SYN).
-        if new != TcpState::CLOSE
-            && let Some(&sock) = self.detached.get(&tuple)
-            && let Some(mut tw) = self.remove_tw(sock)
-            && let Some(c) = tw.cancel()
-        {
-            tw.substate = c.substate;
-            out.push(exit_record(sock, &tw, c.at_ns, ExitReason::Reused));
+        if new != TcpState::CLOSE {
+            self.take_over(tuple, out);
         }
         out.push(r);
     }
@@ -519,18 +531,9 @@ impl Tracker {
         // The kernel reuses a freed timewait socket's memory: the same
         // address with another connection is a new socket, and the old one
         // is gone (its exit may still wait for its grace period).
-        // So is an arm long after the known socket's timer was detached:
-        // a re-arm follows its detach within the same kernel call, while a
-        // detach with no follow-up was an exit (a SYN took the 4-tuple over,
-        // or a connect() did), after which the same connection may close
-        // into a new timewait socket at the same address.
         let tuple = Tuple::of_event(ev);
-        if self.tw.get(&ev.sock).is_some_and(|tw| {
-            tw.tuple() != tuple
-                || tw.cancel().is_some_and(|c| {
-                    ev.ts_ns.saturating_sub(c.at_ns) > inspector_common::TW_FOLLOW_UP_NS
-                })
-        }) && let Some(mut old) = self.remove_tw(ev.sock)
+        if self.tw.get(&ev.sock).is_some_and(|tw| tw.tuple() != tuple)
+            && let Some(mut old) = self.remove_tw(ev.sock)
         {
             let (at, reason) = match old.cancel() {
                 Some(c) => {

@@ -354,26 +354,39 @@ fn a_rearm_is_not_an_exit_and_reports_the_substate_move() {
 }
 
 #[test]
-fn an_arm_long_after_a_detach_is_a_new_timewait_socket_at_the_same_address() {
+fn an_accept_on_a_detached_timewait_tuple_ends_it_before_the_next_arm() {
     // A SYN took the 4-tuple over (the detach, no follow-up); the new
-    // connection closed into a timewait socket in the freed memory.
+    // connection, seen only by its accept(), closed into a timewait socket
+    // in the freed memory: a new socket, not a re-arm.
     let mut t = Tracker::new();
-    let later = 20 + inspector_common::TW_FOLLOW_UP_NS + 1;
+    let accept = EventBuilder::new(kind::ACCEPT)
+        .flags(flag::SYSCALL)
+        .owner(77, "srv")
+        .sock(0xbeef)
+        .at(30)
+        .ports(8080, 40000)
+        .build();
     let out = apply(
         &mut t,
         &[
             tw(kind::TW_ARM, TcpState::TIME_WAIT, 10),
             tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 20),
-            tw(kind::TW_ARM, TcpState::TIME_WAIT, later),
+            accept,
+            tw(kind::TW_ARM, TcpState::TIME_WAIT, 1_000_000),
         ],
     );
     let kinds: Vec<_> = out.iter().map(|r| r.kind).collect();
     assert_eq!(
         kinds,
-        [RecordType::TwEnter, RecordType::TwExit, RecordType::TwEnter],
+        [
+            RecordType::TwEnter,
+            RecordType::TwExit,
+            RecordType::Accept,
+            RecordType::TwEnter
+        ],
         "{out:#?}"
     );
-    assert_eq!(out[1].reason, Some(ExitReason::Killed));
+    assert_eq!(out[1].reason, Some(ExitReason::Reused));
     assert_eq!(t.time_wait_count(), 1);
 }
 
