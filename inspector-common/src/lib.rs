@@ -658,15 +658,18 @@ pub fn listener_change(old: u8, new: u8) -> bool {
     new == TCP_LISTEN || (old == TCP_LISTEN && new == TCP_CLOSE)
 }
 
-/// Key of the `OUTCOMES` map: how many calls of a kind ended how.
+/// Key of the `OUTCOMES` map: how many calls of a kind ended how. Where
+/// calls are counted ([`Config::COUNTED`]): every bind/listen decision,
+/// and the connect() calls that failed (a successful connect() or accept()
+/// is counted by nothing but its listener's accepts, `AcceptKey`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Outcome {
-    /// [`kind::BIND`], [`kind::CONNECT`] or [`kind::ACCEPT`].
+    /// [`kind::BIND`] or [`kind::CONNECT`].
     pub kind: u8,
-    /// `IPPROTO_*`; 0 for accepts (counted before the socket is read).
+    /// `IPPROTO_*`.
     pub proto: u8,
-    /// [`phase`]; 0 for accepts.
+    /// [`phase`].
     pub phase: u8,
     pub _pad: u8,
     /// What the caller saw: 0 or a positive errno.

@@ -19,11 +19,11 @@ use aya_ebpf::{
     macros::{btf_tracepoint, tracepoint},
     programs::{BtfTracePointContext, TracePointContext},
 };
-use inspector_common::{Event, IPPROTO_TCP, Outcome, counter, flag, kind, phase};
+use inspector_common::{Event, IPPROTO_TCP, counter, flag, kind, phase};
 
 use crate::{
     counters::count,
-    emit::{count_accept_from, count_outcome, emit, emits},
+    emit::{count_accept_from, emit, emits},
     fill::{blank_event, fill_sock_in_call, now},
     maps::{ACCEPTING, INFLIGHT, Inflight, off},
     owners::{begin_call, current_owner, remember_owner, set_owner},
@@ -119,6 +119,26 @@ fn enter(nr: u32, fd: u64, uaddr: u64) -> Result<(), Miss> {
     if is_accept(nr) {
         return accepting(fd);
     }
+    if nr == off!(nr_connect) && !emits(kind::CONNECT) {
+        // Counted, not emitted (see `maps::CONFIG`): only a failure is
+        // reported, and only a failure's exit reads the socket, from the
+        // descriptor. No owner either: none of the connection's later
+        // events goes out; a failure names its caller at the exit.
+        let inflight = Inflight {
+            sk: 0,
+            fd,
+            uaddr,
+            nr,
+            num_before: 0,
+            decided: 0,
+            _pad: 0,
+        };
+        begin_call(
+            aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32,
+            &inflight,
+        );
+        return Ok(());
+    }
     let Some(sk) = sock_from_fd(fd)? else {
         return Ok(()); // not a socket: the syscall fails with ENOTSOCK/EBADF
     };
@@ -126,27 +146,20 @@ fn enter(nr: u32, fd: u64, uaddr: u64) -> Result<(), Miss> {
         return Ok(());
     }
     let num_before: u16 = read(sk, off!(skc_num))?;
-    let tid = if nr == off!(nr_connect) && !emits(kind::CONNECT) {
-        // Counted, not emitted (see `maps::CONFIG`): none of the
-        // connection's later events goes out, so nothing would read its
-        // owner; a failure names its caller at the exit.
-        aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32
-    } else {
-        let owner = current_owner();
-        // Remember the owner now: state changes raised inside this very
-        // call (CLOSE -> SYN_SENT in connect) already find it.
-        remember_owner(sk, &owner);
-        owner.tid
-    };
+    let owner = current_owner();
+    // Remember the owner now: state changes raised inside this very call
+    // (CLOSE -> SYN_SENT in connect) already find it.
+    remember_owner(sk, &owner);
     let inflight = Inflight {
         sk,
+        fd,
         uaddr,
         nr,
         num_before: u32::from(num_before),
         decided: 0,
         _pad: 0,
     };
-    begin_call(tid, &inflight);
+    begin_call(owner.tid, &inflight);
     Ok(())
 }
 
@@ -199,18 +212,22 @@ fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
     if inflight.nr != nr {
         return Ok(());
     }
-    // A connect() that worked (or is on its way) is counted, not emitted
-    // (see `maps::CONFIG`): no need to read the socket whole.
+    // A connect() that worked (or is on its way) is neither emitted nor
+    // counted where connections are counted (see `maps::CONFIG`): what
+    // `serve` reports of connect() is its failures, and their causes.
     if nr == off!(nr_connect) && !emits(kind::CONNECT) && (ret == 0 || ret == -EINPROGRESS) {
-        let proto: u16 = read(inflight.sk, off!(sk_protocol))?;
-        let _ = count_outcome(&Outcome {
-            kind: kind::CONNECT,
-            proto: proto as u8,
-            phase: phase::CONNECT,
-            _pad: 0,
-            errno: (-ret) as i32,
-        });
         return Ok(());
+    }
+    let mut inflight = inflight;
+    if inflight.sk == 0 {
+        // A counted connect() that failed: its socket, read now.
+        let Some(sk) = sock_from_fd(inflight.fd)? else {
+            return Ok(());
+        };
+        if !is_inet(sk)? {
+            return Ok(());
+        }
+        inflight.sk = sk;
     }
 
     let mut slot = MaybeUninit::uninit();
@@ -347,18 +364,10 @@ pub fn report_accept(sk: u64, listener: u64) -> Result<(), Miss> {
     Ok(())
 }
 
-/// An accept counted, not emitted (see `maps::CONFIG`): before the
-/// socket is read, so without its protocol; and by listener and process
-/// where the listener is known.
+/// An accept counted, not emitted (see `maps::CONFIG`): by listener and
+/// process, where the listener is known.
 #[inline(always)]
 fn count_accept(listener: u64) {
-    let _ = count_outcome(&Outcome {
-        kind: kind::ACCEPT,
-        proto: 0,
-        phase: 0,
-        _pad: 0,
-        errno: 0,
-    });
     if listener != 0 {
         count_accept_from(listener);
     }

@@ -100,6 +100,7 @@ fn try_enter(sock: u64, uaddr: u64, nr: u32) -> Result<(), Miss> {
     remember_owner(sk, &owner);
     let inflight = Inflight {
         sk,
+        fd: 0,
         uaddr,
         nr,
         num_before: u32::from(num_before),

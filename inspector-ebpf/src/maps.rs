@@ -116,7 +116,11 @@ pub static INFLIGHT: HashMap<u32, Inflight> = HashMap::with_max_entries(16384, 0
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Inflight {
+    /// The socket; 0 when it is to be read at the exit from `fd` (a
+    /// counted connect(), whose socket only a failure needs).
     pub sk: u64,
+    /// The descriptor the call was made on (syscall hooks).
+    pub fd: u64,
     pub uaddr: u64,
     pub nr: u32,
     /// `skc_num` before the call: 0 means the socket was unbound.
