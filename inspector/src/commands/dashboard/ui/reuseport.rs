@@ -49,16 +49,32 @@ pub(super) fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) 
         } else {
             String::new()
         };
+        let udp = key.proto == Some(crate::kernel::Proto::Udp);
+        // A UDP group hashes flows, and every datagram of a flow goes to
+        // the same member: datagram counts are no sample of the hash, so
+        // no test is run on them here.
+        let judged = if udp {
+            String::new()
+        } else {
+            format!(
+                "  {} {:.3}",
+                if width >= 100 { "chi2 p" } else { "p" },
+                spread.p_value
+            )
+        };
         let title = format!(
-            "{} {}{ns}  {} members  {} {}  max/mean {:.2}  {} {:.3}",
+            "{} {}{ns}  {} members  {} {}  max/mean {:.2}{judged}",
             proto_str(key.proto),
             endpoint(key.addr, key.port),
             spread.members,
             spread.total,
-            if width >= 100 { "delivered" } else { "deliv" },
+            match (udp, width >= 100) {
+                (true, true) => "datagrams",
+                (true, false) => "dgrams",
+                (false, true) => "delivered",
+                (false, false) => "deliv",
+            },
             spread.imbalance,
-            if width >= 100 { "chi2 p" } else { "p" },
-            spread.p_value
         );
         let style = if gi == selected {
             t.selected()
@@ -66,22 +82,22 @@ pub(super) fn render_reuseport(app: &App, t: &Theme, f: &mut Frame, area: Rect) 
             Style::default().add_modifier(Modifier::BOLD)
         };
         lines.push(Line::from(Span::styled(title, style)));
-        let (code, detail) = App::group_cause(members);
-        // What `balance` adds: a TCP group's accepts and queues, a UDP
-        // group's drops.
-        let more = match key.proto {
-            Some(crate::kernel::Proto::Tcp) => {
+        let cause = if udp {
+            format!(
+                "  cause: inspector balance {} --proto udp judges by flow (one flow's datagrams all go to one member) and counts drops",
+                key.port
+            )
+        } else {
+            let (code, detail) = App::group_cause(members);
+            // What `balance` adds: a TCP group's accepts and queues.
+            let more = if key.proto == Some(crate::kernel::Proto::Tcp) {
                 format!("; accepts and queues: inspector balance {}", key.port)
-            }
-            Some(crate::kernel::Proto::Udp) => {
-                format!("; drops: inspector balance {} --proto udp", key.port)
-            }
-            None => String::new(),
+            } else {
+                String::new()
+            };
+            format!("  cause: {} ({detail}){more}", code.as_str())
         };
-        lines.push(Line::from(Span::styled(
-            format!("  cause: {} ({detail}){more}", code.as_str()),
-            t.dim(),
-        )));
+        lines.push(Line::from(Span::styled(cause, t.dim())));
         let label_w = 34usize;
         let num_w = 16usize;
         let bar_w = width.saturating_sub(label_w + num_w + 2).max(4);
