@@ -576,3 +576,75 @@ fn a_worker_that_does_not_accept_shows_its_full_queue_and_drops() {
     end();
     worker.join().expect("namespace thread");
 }
+
+/// A listener in no SO_REUSEPORT group (one listener shared by forked
+/// workers, the shared accept queue) shows its accepts by process under
+/// its port with an empty member: as many as the process made.
+#[test]
+fn accepts_from_a_plain_listener_show_under_its_port() {
+    const PLAIN_PORT: u16 = 7017;
+    const CLIENTS: u64 = 12;
+    if !needs_root("load eBPF programs and create network namespaces") {
+        return;
+    }
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (go, go_rx) = std::sync::mpsc::channel::<bool>();
+    let (done_tx, done) = std::sync::mpsc::channel::<u64>();
+    let (end, end_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        inspector::kernel::netns::enter_new_netns().expect("netns");
+        let target = addr(&format!("127.0.0.1:{PLAIN_PORT}"));
+        let listener = tcp();
+        listener.bind(&target).expect("bind");
+        listener.listen(64).expect("listen");
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let path = format!("/proc/{}/task/{tid}/ns/net", std::process::id());
+        ready_tx.send(path).expect("send");
+        if !go_rx
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or(false)
+        {
+            return;
+        }
+        let mut held = Vec::new();
+        for _ in 0..CLIENTS {
+            let c = tcp();
+            c.connect(&target).expect("connect");
+            let (conn, _) = listener.accept().expect("accept");
+            held.push((c, conn));
+        }
+        done_tx.send(held.len() as u64).expect("send");
+        let _ = end_rx.recv_timeout(Duration::from_secs(120));
+        drop((held, listener));
+    });
+    let path = ready.recv().expect("namespace ready");
+    let Some((mut serve, port)) = start_serve_with(&["--netns", &path]) else {
+        let _ = go.send(false);
+        let _ = worker.join();
+        return;
+    };
+    go.send(true).expect("go");
+    let accepted = done.recv().expect("accepted");
+    let want = format!(
+        "port=\"{PLAIN_PORT}\",netns=\"{}\",member=\"\",pid=\"{}\",",
+        inode(&std::fs::File::open(&path).expect("ns")),
+        std::process::id()
+    );
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("inspector_accepts_total{") && l.contains(&want))
+            .map(str::to_owned)
+    };
+    let text = scrape_until(port, "text/plain", |t| {
+        line(t).is_some_and(|l| l.ends_with(&format!(" {accepted}")))
+    });
+    assert_eq!(accepted, CLIENTS);
+    assert!(
+        line(&text).is_some_and(|l| l.ends_with(&format!(" {accepted}"))),
+        "{want} with {accepted} accepts in\n{text}"
+    );
+    assert!(serve.stop(), "inspector serve exits cleanly on SIGTERM");
+    let _ = end.send(());
+    worker.join().expect("namespace thread");
+}

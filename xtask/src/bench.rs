@@ -197,7 +197,7 @@ fn markdown(r: &Value) -> String {
         ),
         "cpu_ratio",
         3,
-        "trace <= 1.25",
+        "trace <= 1.25; serve within bpftrace counting's range",
     );
     row(
         &mut s,
@@ -216,7 +216,7 @@ fn markdown(r: &Value) -> String {
         "-".into(),
         "tracer_us_per_connection",
         1,
-        "-",
+        "serve <= 0.3",
     );
     if o["program_us_per_connection"].is_object() {
         row(
@@ -228,7 +228,7 @@ fn markdown(r: &Value) -> String {
             "-".into(),
             "program_us_per_connection",
             2,
-            "-",
+            "serve <= 1.2x bpftrace counting",
         );
         row(
             &mut s,
@@ -251,7 +251,7 @@ fn markdown(r: &Value) -> String {
         format!("{:.1} ns", f(&o["syscall_tax_ns"]["untraced"]["median"])),
         "syscall_tax_added_ns",
         1,
-        "<= bpftrace counting",
+        "<= bpftrace counting + 5 ns",
     );
     row(
         &mut s,

@@ -81,6 +81,14 @@ pub(super) struct Members {
     forgotten: Vec<u64>,
     /// Deliveries (as events) to members past the cap: one `other` series.
     folded: u64,
+    /// Accepts from listeners outside any SO_REUSEPORT group (one listener
+    /// shared by forked workers, the shared accept queue): (netns, port,
+    /// pid, comm, accepts).
+    plain: Vec<(u32, u16, u32, String, u64)>,
+    /// Listeners seen closing, by (netns, socket): their accept counts are
+    /// forgotten at the next scrape (a new listener at the same address
+    /// must not inherit them).
+    closed_listeners: HashSet<(u32, u64)>,
 }
 
 impl Members {
@@ -143,8 +151,10 @@ impl Members {
         true
     }
 
-    /// A listener closed: it leaves its group after the next exposition.
+    /// A listener closed: it leaves its group after the next exposition,
+    /// and its accepts are forgotten.
     pub(super) fn close(&mut self, key: Key) {
+        self.closed_listeners.insert((key.1, key.2));
         match self.map.get_mut(&key) {
             Some(m) => m.closed = true,
             None => {
@@ -201,8 +211,8 @@ impl Members {
     /// busiest `max` (process, listener) pairs over all members; returns
     /// how many were left out past `max` and their kernel keys, to forget
     /// (a kernel total cannot be added into `other` scrape after scrape).
-    /// Counts of listeners that are no member (outside any SO_REUSEPORT
-    /// group) are not shown; the kernel's LRU bounds them.
+    /// A listener that is no member (outside any SO_REUSEPORT group) shows
+    /// its accepts by process under its port, with an empty `member`.
     pub(super) fn set_accepts(
         &mut self,
         accepts: &[(AcceptKey, AcceptCount)],
@@ -222,22 +232,28 @@ impl Members {
             (b.1.count, a.0.listener, a.0.tgid).cmp(&(a.1.count, b.0.listener, b.0.tgid))
         });
         let (mut shown, mut folded, mut forget) = (0, 0, Vec::new());
+        let closed = std::mem::take(&mut self.closed_listeners);
+        self.plain.clear();
         for (k, v) in rows {
-            let Some(m) = by_sock
-                .get(&k.listener)
-                .filter(|key| key.1 == v.netns)
-                .and_then(|key| self.map.get_mut(key))
-            else {
+            if closed.contains(&(v.netns, k.listener)) {
+                forget.push(*k);
                 continue;
-            };
+            }
             if shown >= max {
                 folded += 1;
                 forget.push(*k);
                 continue;
             }
             shown += 1;
-            m.accepts
-                .push((k.tgid, label(&crate::model::record::comm(&v.comm)), v.count));
+            let comm = label(&crate::model::record::comm(&v.comm));
+            match by_sock
+                .get(&k.listener)
+                .filter(|key| key.1 == v.netns)
+                .and_then(|key| self.map.get_mut(key))
+            {
+                Some(m) => m.accepts.push((k.tgid, comm, v.count)),
+                None => self.plain.push((v.netns, v.lport, k.tgid, comm, v.count)),
+            }
         }
         (folded, forget)
     }
@@ -344,6 +360,23 @@ impl Members {
                 accepts.get_or_create(&labels).inc_by(*n);
             }
         }
+        for (netns, port, pid, comm, n) in &self.plain {
+            let mut labels = vec![
+                ("proto", "tcp".to_owned()),
+                ("port", port.to_string()),
+                ("netns", netns.to_string()),
+                ("member", String::new()),
+                ("pid", pid.to_string()),
+                ("comm", comm.clone()),
+            ];
+            // No member to take them from: empty, not `other` (no fold).
+            optional(&mut labels, None);
+            for (_, v) in labels.iter_mut().skip(6) {
+                v.clear();
+            }
+            // Two listeners on one port (two addresses) add up.
+            accepts.get_or_create(&labels).inc_by(*n);
+        }
         if self.folded > 0 {
             let mut labels: Labels = ["proto", "port", "netns", "member", "pid", "comm"]
                 .into_iter()
@@ -377,7 +410,7 @@ impl Members {
         );
         reg.register(
             name::ACCEPTS,
-            "Connections each process took with accept() from each TCP member of a SO_REUSEPORT group, counted in the kernel; pid and comm are the accepting process's (several for one listener shared by forked workers), the other labels the member's",
+            "Connections each process took with accept() from each TCP listener, counted in the kernel; pid and comm are the accepting process's (several for one listener shared by forked workers: the shared accept queue), the other labels the listener's; member is its index in its SO_REUSEPORT group, empty for a listener in none",
             accepts,
         );
     }
