@@ -1086,23 +1086,6 @@ fn the_raw_syscall_fallback_reports_binds_and_connects() {
     assert_eq!(of_type(&recs, "accept").len(), 1, "{recs:#?}");
 }
 
-/// A `TcpExt` counter of the calling thread's namespace
-/// (`/proc/thread-self/net/netstat`).
-fn tcp_ext(name: &str) -> u64 {
-    let netstat =
-        std::fs::read_to_string("/proc/thread-self/net/netstat").expect("/proc/net/netstat");
-    let rows: Vec<&str> = netstat
-        .lines()
-        .filter(|l| l.starts_with("TcpExt:"))
-        .collect();
-    rows[0]
-        .split_whitespace()
-        .zip(rows[1].split_whitespace())
-        .find(|(k, _)| *k == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or_else(|| panic!("no TcpExt {name}"))
-}
-
 /// Timewait sockets of the calling thread's namespace by `tw_substate`
 /// (`/proc/thread-self/net/tcp`: a timewait row's timer column `tr` is 3).
 fn timewait_rows() -> HashMap<u8, u64> {
@@ -1185,8 +1168,8 @@ fn time_wait_counted_in_the_kernel_matches_the_namespace_s_own_counters() {
             std::thread::sleep(Duration::from_millis(50));
         }
         let made = (
-            tcp_ext("TW") + tcp_ext("TWKilled"),
-            tcp_ext("TWRecycled"),
+            common::tcp_ext("TW") + common::tcp_ext("TWKilled"),
+            common::tcp_ext("TWRecycled"),
             timewait_rows().values().sum::<u64>(),
         );
         drop((again, client, listener));

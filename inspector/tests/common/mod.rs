@@ -366,6 +366,12 @@ pub fn stop(
 /// dropped on its listeners (`tcp_listendrop()`, which also raises the
 /// listener's `sk_drops`).
 pub fn listen_drops() -> u64 {
+    tcp_ext("ListenDrops")
+}
+
+/// A `TcpExt` counter of the calling thread's namespace
+/// (`/proc/thread-self/net/netstat`).
+pub fn tcp_ext(name: &str) -> u64 {
     let netstat =
         std::fs::read_to_string("/proc/thread-self/net/netstat").expect("/proc/net/netstat");
     let rows: Vec<&str> = netstat
@@ -375,7 +381,7 @@ pub fn listen_drops() -> u64 {
     rows[0]
         .split_whitespace()
         .zip(rows[1].split_whitespace())
-        .find(|(k, _)| *k == "ListenDrops")
+        .find(|(k, _)| *k == name)
         .and_then(|(_, v)| v.parse().ok())
-        .expect("ListenDrops")
+        .unwrap_or_else(|| panic!("no TcpExt {name}"))
 }

@@ -226,15 +226,20 @@ fn deliveries_per_member_and_closed_members_leave_after_one_scrape() {
     );
 }
 
-#[test]
-fn kernel_view_timewait_and_exits() {
-    let mut m = Metrics::new(Limits::default());
+/// A timewait socket's exit on expiry, as a record.
+fn expired() -> Record {
     let mut exit = Record::from_event(
         &EventBuilder::time_wait(inspector_common::kind::TW_EXPIRE, TcpState::TIME_WAIT).build(),
         RecordType::TwExit,
     );
     exit.reason = Some(ExitReason::Expired);
-    m.apply(&exit);
+    exit
+}
+
+#[test]
+fn kernel_view_timewait_and_exits() {
+    let mut m = Metrics::new(Limits::default());
+    m.apply(&expired());
     let counters = Counters {
         dropped: 4,
         ..Counters::default()
@@ -263,12 +268,7 @@ fn kernel_view_timewait_and_exits() {
 #[test]
 fn timewait_counted_in_the_kernel_adds_to_the_records_and_never_goes_back() {
     let mut m = Metrics::new(Limits::default());
-    let mut exit = Record::from_event(
-        &EventBuilder::time_wait(inspector_common::kind::TW_EXPIRE, TcpState::TIME_WAIT).build(),
-        RecordType::TwExit,
-    );
-    exit.reason = Some(ExitReason::Expired);
-    m.apply(&exit);
+    m.apply(&expired());
     let totals = |entered, expired, killed, reused| inspector_common::TwTotals {
         entered,
         expired,
