@@ -1107,12 +1107,14 @@ fn time_wait_counted_in_the_kernel_matches_the_namespace_s_own_counters() {
     // fixed when the programs load).
     let (ready_tx, ready_rx) = mpsc::channel();
     let (go_tx, go_rx) = mpsc::channel::<bool>();
+    let (made_tx, made_rx) = mpsc::channel();
+    let (read_tx, read_rx) = mpsc::channel::<()>();
     let worker = std::thread::spawn(move || {
         inspector::kernel::netns::enter_new_netns().expect("netns");
         let netns = inode(&std::fs::File::open("/proc/thread-self/ns/net").expect("ns"));
         ready_tx.send(netns as u32).expect("send");
         if !go_rx.recv().unwrap_or(false) {
-            return None;
+            return;
         }
         set_sysctl("net/ipv4/tcp_fin_timeout", "1").expect("sysctl");
         let listener = tcp();
@@ -1172,8 +1174,12 @@ fn time_wait_counted_in_the_kernel_matches_the_namespace_s_own_counters() {
             common::tcp_ext("TWRecycled"),
             timewait_rows().values().sum::<u64>(),
         );
+        made_tx.send(made).expect("send");
+        // Closing the sockets makes entries and exits of its own (a
+        // client closing first enters FIN_WAIT2, then the listener's RST
+        // kills it): they stay open until the kernel's count is read.
+        let _ = read_rx.recv_timeout(Duration::from_secs(60));
         drop((again, client, listener));
-        Some(made)
     });
     let netns = ready_rx.recv().expect("namespace");
     let opts = inspector::kernel::probe::LoadOptions {
@@ -1183,11 +1189,14 @@ fn time_wait_counted_in_the_kernel_matches_the_namespace_s_own_counters() {
     };
     let p = pipeline_with(Filter::default(), opts);
     let _ = go_tx.send(p.is_some());
-    let made = worker.join().expect("worker");
-    let (Some(p), Some((entered, recycled, left))) = (p, made) else {
+    let Some(p) = p else {
+        let _ = worker.join();
         return;
     };
+    let (entered, recycled, left) = made_rx.recv().expect("the namespace's counts");
     let t = p.probes.timewait_counts().expect("counted in the kernel");
+    let _ = read_tx.send(());
+    worker.join().expect("worker");
     assert_eq!(
         t.entered, entered,
         "entries as the namespace counted them: {t:?}"
