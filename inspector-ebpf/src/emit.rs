@@ -18,7 +18,7 @@ use inspector_common::{
 use crate::{
     counters::{atomic_add, count},
     maps::{ACCEPTS, BPF_NOEXIST, CONFIG, DELIVERIES, EVENTS, OUTCOMES, off},
-    read::{is_inet, read},
+    read::{is_inet, netns_of, read},
 };
 
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -88,14 +88,7 @@ pub fn count_accept_from(listener: u64) {
     if !matches!(is_inet(listener), Ok(true)) {
         return;
     }
-    let Ok(net) = read::<u64>(listener, off!(skc_net)) else {
-        count(counter::READ_SOCK);
-        return;
-    };
-    let (Ok(netns), Ok(lport)) = (
-        read::<u32>(net, off!(net_inum)),
-        read::<u16>(listener, off!(skc_num)),
-    ) else {
+    let (Ok(netns), Ok(lport)) = (netns_of(listener), read::<u16>(listener, off!(skc_num))) else {
         count(counter::READ_SOCK);
         return;
     };

@@ -90,7 +90,9 @@ pub static TW_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Pending {
-    /// The timewait socket's address; 0: none pending.
+    /// The timewait socket's address; 0: none pending. Its own word: a
+    /// `tp_btf` argument is a typed pointer to the verifier, which may be
+    /// stored and compared but not masked (so no flag bits in it).
     pub tw: u64,
     /// 1 when the detach came inside a connect().
     pub in_connect: u64,

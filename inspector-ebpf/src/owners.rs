@@ -19,7 +19,7 @@ use inspector_common::{Event, Owner, counter, flag};
 
 use crate::{
     counters::count,
-    maps::{INFLIGHT, Inflight, OWNERS},
+    maps::{INFLIGHT, Inflight, OWNERS, off},
 };
 
 /// Remembers `owner` as the owner of `sk`; a refused insert is counted.
@@ -37,6 +37,17 @@ pub fn begin_call(tid: u32, inflight: &Inflight) {
     if INFLIGHT.insert(tid, *inflight, 0).is_err() {
         count(counter::MAP_INFLIGHT_FULL);
     }
+}
+
+/// Whether the current thread is inside connect() ([`INFLIGHT`]): a
+/// timewait socket detached there is its 4-tuple taken over by the new
+/// connection (`__inet_check_established()`), unless an arm or expiry
+/// follows the detach.
+#[inline(always)]
+pub fn in_connect() -> bool {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: copied out at once.
+    unsafe { INFLIGHT.get(tid) }.is_some_and(|i| i.nr == off!(nr_connect))
 }
 
 /// The current task as an owner. Only meaningful in the task's own

@@ -161,6 +161,14 @@ pub fn sock_from_fd(fd: u64) -> Result<Option<u64>, Miss> {
     read(socket, off!(socket_sk)).map(Some).map_err(&at)
 }
 
+/// The network namespace inode of a socket, full or timewait (both start
+/// with a `sock_common`).
+#[inline(always)]
+pub fn netns_of(sk: u64) -> Result<u32, i64> {
+    let net: u64 = read(sk, off!(skc_net))?;
+    read(net, off!(net_inum))
+}
+
 /// True for the sockets the inspector follows: TCP and UDP over IPv4/IPv6.
 #[inline(always)]
 pub fn is_inet(sk: u64) -> Result<bool, Miss> {

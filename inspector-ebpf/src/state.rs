@@ -21,8 +21,8 @@ use crate::{
     counters::count,
     emit::{emit, emits, emits_state},
     fill::{blank_event, fill_common, fill_sock, now},
-    maps::{INFLIGHT, OWNERS, off},
-    owners::attribute,
+    maps::{OWNERS, off},
+    owners::{attribute, in_connect},
     read::{Miss, read},
     tw_count::count_tw,
 };
@@ -160,14 +160,8 @@ pub fn report_tw(tw: u64, k: u8) -> Result<(), Miss> {
     ev.aux = read(tw + u64::from(off!(tw_timer)), off!(timer_expires))
         .map_err(Miss::at(counter::READ_TIMER))?;
     ev.uid = u32::MAX;
-    if k == kind::TW_CANCEL {
-        let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-        // SAFETY: copied out immediately.
-        if let Some(inflight) = unsafe { INFLIGHT.get(pid_tgid as u32) }
-            && inflight.nr == off!(nr_connect)
-        {
-            ev.flags |= flag::IN_CONNECT;
-        }
+    if k == kind::TW_CANCEL && in_connect() {
+        ev.flags |= flag::IN_CONNECT;
     }
     emit(ev);
     Ok(())

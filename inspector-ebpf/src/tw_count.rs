@@ -22,8 +22,9 @@ use inspector_common::tw_count;
 
 use crate::{
     counters::atomic_add,
-    maps::{INFLIGHT, Pending, TW_COUNTS, TW_PENDING, off},
-    read::read,
+    maps::{Pending, TW_COUNTS, TW_PENDING, off},
+    owners::in_connect,
+    read::netns_of,
 };
 
 /// How soon after a timewait timer's detach an arm or expiry of the same
@@ -46,7 +47,7 @@ const FOLLOW_UP_NS: u64 = 1_000_000;
 #[inline(always)]
 pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
     let want = off!(filter_netns);
-    if want != 0 && netns_of(tw) != Some(want) {
+    if want != 0 && netns_of(tw).ok() != Some(want) {
         return;
     }
     let Some(pending) = TW_PENDING.get_ptr_mut(0) else {
@@ -55,27 +56,25 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
     // SAFETY: this CPU's slot; see the module comment for why no other
     // step of a timewait socket runs on this CPU meanwhile.
     let last = unsafe { *pending };
-    // `tw` may be a typed pointer to the verifier (a `tp_btf` argument),
-    // which may be stored and compared but not masked: hence two words.
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     // A follow-up comes within the same kernel call (FOLLOW_UP_NS says
     // why); an expiry an interrupt delayed past it still counts, and its
     // detach as a kill.
     let follows = last.tw != 0 && last.tw == tw && now.wrapping_sub(last.at_ns) < FOLLOW_UP_NS;
-    let in_connect = last.in_connect != 0;
+    let pending_in_connect = last.in_connect != 0;
     let slot = match k {
         inspector_common::kind::TW_CANCEL => {
-            let in_connect = detached_in_connect();
+            let now_in_connect = in_connect();
             // SAFETY: as above.
             unsafe {
                 *pending = Pending {
                     tw,
-                    in_connect: u64::from(in_connect),
+                    in_connect: u64::from(now_in_connect),
                     at_ns: now,
                 }
             };
-            if in_connect {
+            if now_in_connect {
                 tw_count::DETACHED_IN_CONNECT
             } else {
                 tw_count::DETACHED
@@ -85,7 +84,7 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
             if follows {
                 // SAFETY: as above.
                 unsafe { (*pending).tw = 0 };
-                if in_connect {
+                if pending_in_connect {
                     tw_count::REARMED_IN_CONNECT
                 } else {
                     tw_count::REARMED
@@ -101,7 +100,7 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
             if follows {
                 // SAFETY: as above.
                 unsafe { (*pending).tw = 0 };
-                if in_connect {
+                if pending_in_connect {
                     tw_count::EXPIRED_IN_CONNECT
                 } else {
                     tw_count::EXPIRED
@@ -114,22 +113,4 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
     if let Some(p) = TW_COUNTS.get_ptr_mut(slot) {
         atomic_add(p, 1);
     }
-}
-
-/// Whether the current task is inside connect(): a detach there is the
-/// timewait socket's 4-tuple taken over by the new connection
-/// (`__inet_check_established()`), unless an arm or expiry follows it.
-#[inline(always)]
-fn detached_in_connect() -> bool {
-    let tid = aya_ebpf::helpers::bpf_get_current_pid_tgid() as u32;
-    // SAFETY: copied out at once.
-    unsafe { INFLIGHT.get(tid) }.is_some_and(|i| i.nr == off!(nr_connect))
-}
-
-/// The namespace inode of the timewait socket `tw` (its `sock_common`
-/// head is a socket's).
-#[inline(always)]
-fn netns_of(tw: u64) -> Option<u32> {
-    let net: u64 = read(tw, off!(skc_net)).ok()?;
-    read(net, off!(net_inum)).ok()
 }

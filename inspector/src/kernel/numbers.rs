@@ -20,12 +20,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
     PartialOrd,
     Ord,
     Hash,
+    Default,
     Serialize,
     Deserialize,
     clap::ValueEnum,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
+    /// What a port means unless told otherwise (`balance --proto`).
+    #[default]
     Tcp,
     Udp,
 }

@@ -88,7 +88,7 @@ pub struct Accept {
 }
 
 /// Everything one observation read.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Observation {
     pub port: u16,
     /// TCP listeners, or a UDP group: deliveries are datagrams then, with
@@ -104,22 +104,6 @@ pub struct Observation {
     pub accepts: Vec<Accept>,
     /// Connected sockets on the port at the end: (holder pid, inode).
     pub open: Vec<(u32, u64)>,
-}
-
-impl Default for Observation {
-    fn default() -> Self {
-        Self {
-            port: 0,
-            proto: Proto::Tcp,
-            start_ns: 0,
-            end_ns: 0,
-            start: Vec::new(),
-            end: Vec::new(),
-            deliveries: Vec::new(),
-            accepts: Vec::new(),
-            open: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

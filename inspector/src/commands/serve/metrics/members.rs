@@ -316,18 +316,23 @@ impl Members {
         let limit = Family::<Labels, Gauge>::default();
         let drops = Family::<Labels, Counter>::default();
         let accepts = Family::<Labels, Counter>::default();
-        let optional = |labels: &mut Labels, m: Option<&Member>| {
+        // The optional labels of member `m`; `absent` stands for each
+        // where there is no member.
+        let optional = |labels: &mut Labels, m: Option<&Member>, absent: &str| {
             if limits.kubernetes {
-                labels.push(("namespace", m.map_or(OTHER.into(), |m| m.pod.0.clone())));
-                labels.push(("pod", m.map_or(OTHER.into(), |m| m.pod.1.clone())));
+                labels.push(("namespace", m.map_or(absent.into(), |m| m.pod.0.clone())));
+                labels.push(("pod", m.map_or(absent.into(), |m| m.pod.1.clone())));
             }
             if limits.container_label || limits.kubernetes {
-                labels.push(("container", m.map_or(OTHER.into(), |m| m.container.clone())));
+                labels.push((
+                    "container",
+                    m.map_or(absent.into(), |m| m.container.clone()),
+                ));
             }
             if limits.socket_inode_label {
                 labels.push((
                     "socket",
-                    m.map_or(OTHER.into(), |m| {
+                    m.map_or(absent.into(), |m| {
                         if m.ino == 0 {
                             String::new()
                         } else {
@@ -346,7 +351,7 @@ impl Members {
                 ("pid", m.pid.map(|p| p.to_string()).unwrap_or_default()),
                 ("comm", m.comm.clone()),
             ];
-            optional(&mut labels, Some(m));
+            optional(&mut labels, Some(m), OTHER);
             deliveries.get_or_create(&labels).inc_by(m.total());
             if let Some(q) = m.queue {
                 length.get_or_create(&labels).set(i64::from(q.length));
@@ -370,10 +375,7 @@ impl Members {
                 ("comm", comm.clone()),
             ];
             // No member to take them from: empty, not `other` (no fold).
-            optional(&mut labels, None);
-            for (_, v) in labels.iter_mut().skip(6) {
-                v.clear();
-            }
+            optional(&mut labels, None, "");
             // Two listeners on one port (two addresses) add up.
             accepts.get_or_create(&labels).inc_by(*n);
         }
@@ -382,7 +384,7 @@ impl Members {
                 .into_iter()
                 .map(|k| (k, OTHER.to_owned()))
                 .collect();
-            optional(&mut labels, None);
+            optional(&mut labels, None, OTHER);
             deliveries.get_or_create(&labels).inc_by(self.folded);
         }
         reg.register(
