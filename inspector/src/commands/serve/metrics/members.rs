@@ -70,6 +70,10 @@ impl Member {
     }
 }
 
+/// Closes remembered between two scrapes: the size of the kernel's
+/// `DELIVERIES` and `ACCEPTS` maps, whose entries they name.
+const MAX_CLOSED: usize = 16384;
+
 /// Every member, bounded by `max_series`.
 #[derive(Debug, Default)]
 pub(super) struct Members {
@@ -154,12 +158,18 @@ impl Members {
     /// A listener closed: it leaves its group after the next exposition,
     /// and its accepts are forgotten.
     pub(super) fn close(&mut self, key: Key) {
-        self.closed_listeners.insert((key.1, key.2));
+        // Both sets are emptied at every scrape; without one they stop
+        // growing at the kernel's own bound on what they name (a close
+        // past it leaves its counts to the kernel's LRU).
+        if self.closed_listeners.len() < MAX_CLOSED {
+            self.closed_listeners.insert((key.1, key.2));
+        }
         match self.map.get_mut(&key) {
             Some(m) => m.closed = true,
-            None => {
+            None if self.closed.len() < MAX_CLOSED => {
                 self.closed.insert(key);
             }
+            None => {}
         }
     }
 
