@@ -27,18 +27,19 @@ use crate::{
     read::netns_of,
 };
 
-/// How soon after a timewait timer's detach an arm or expiry of the same
-/// socket on the same CPU is its follow-up (a re-arm, or the expiry the
-/// detach began): `__mod_timer()` enqueues right after it detaches, with
-/// interrupts off, and `expire_timers()` runs the callback right after
-/// detaching, unless an interrupt comes between; well under a microsecond
-/// on hardware, tens of microseconds on an emulated CPU. Anything later is
+/// How soon after a timewait timer's detach an arm of the same socket on
+/// the same CPU is its re-arm: `__mod_timer()` enqueues right after it
+/// detaches, with interrupts off; well under a microsecond on hardware,
+/// tens of microseconds on an emulated CPU. (An expiry needs no bound:
+/// `expire_timers()` detaches the timer just before running it, on the
+/// same CPU, however long an interrupt or a stolen vCPU makes that.)
+/// Anything later is
 /// another story: a killed socket's memory may hold a new timewait socket,
 /// for the same 4-tuple even (a SYN or a connect() took the old one over,
 /// and the new connection closed). A new one within this bound on the same
 /// CPU counts as a re-arm: neither the kill nor the new entry is counted,
 /// so entries less exits still match the sockets waiting.
-const FOLLOW_UP_NS: u64 = 1_000_000;
+const REARM_WITHIN_NS: u64 = 1_000_000;
 
 /// Which step of the timewait socket `tw` a hook saw. `rearm` is what the
 /// hook knows of an arm: `Some(true)` for `__inet_twsk_schedule(.., rearm
@@ -58,10 +59,13 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
     let last = unsafe { *pending };
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    // A follow-up comes within the same kernel call (FOLLOW_UP_NS says
-    // why); an expiry an interrupt delayed past it still counts, and its
-    // detach as a kill.
-    let follows = last.tw != 0 && last.tw == tw && now.wrapping_sub(last.at_ns) < FOLLOW_UP_NS;
+    // The detach this step follows, if it is this socket's. An expiry's
+    // own detach comes just before it on this CPU (`expire_timers()`),
+    // whatever an interrupt delays in between: the address says it. An
+    // arm's is recent too (REARM_WITHIN_NS), for a killed socket's memory
+    // may hold a new timewait socket that is armed later.
+    let same = last.tw != 0 && last.tw == tw;
+    let recent = now.wrapping_sub(last.at_ns) < REARM_WITHIN_NS;
     let pending_in_connect = last.in_connect != 0;
     let slot = match k {
         inspector_common::kind::TW_CANCEL => {
@@ -81,7 +85,7 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
             }
         }
         inspector_common::kind::TW_ARM => {
-            if follows {
+            if same && recent {
                 // SAFETY: as above.
                 unsafe { (*pending).tw = 0 };
                 if pending_in_connect {
@@ -97,7 +101,7 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
             }
         }
         _ => {
-            if follows {
+            if same {
                 // SAFETY: as above.
                 unsafe { (*pending).tw = 0 };
                 if pending_in_connect {

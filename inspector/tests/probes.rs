@@ -1210,8 +1210,8 @@ fn time_wait_counted_in_the_kernel_matches_the_namespace_s_own_counters() {
         "{t:?}, {recycled} recycled"
     );
     assert_eq!(
-        t.entered - t.reused - t.expired - t.killed,
-        left,
+        i128::from(t.entered) - i128::from(t.reused + t.expired + t.killed),
+        i128::from(left),
         "every entry still waiting or ended once: {t:?}"
     );
 }
