@@ -5,91 +5,21 @@
 
 mod common;
 
+use common::workers::{acceptor, connect, in_netns, listener, stuck_worker};
+
 use std::{
     net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
-use inspector::kernel::sys::{BindSpec, Forked, fork_as};
 use serde_json::Value;
 use socket2::{Domain, Socket, Type};
 
 const PORT: u16 = 8471;
-
-/// Runs `f` on a thread in a fresh network namespace (lo up), giving it
-/// the path of that namespace for `--netns`.
-fn in_netns<T: Send + 'static>(f: impl FnOnce(String) -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        inspector::kernel::netns::enter_new_netns().expect("new netns");
-        let me = std::fs::read_link("/proc/thread-self").expect("thread-self");
-        f(format!("/proc/{}/ns/net", me.display()))
-    })
-    .join()
-    .expect("namespace thread")
-}
-
-fn listener(reuseport: bool) -> Socket {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    s.set_reuse_port(reuseport).expect("SO_REUSEPORT");
-    let a: SocketAddr = format!("127.0.0.1:{PORT}").parse().expect("addr");
-    s.bind(&a.into()).expect("bind");
-    s.listen(128).expect("listen");
-    s
-}
-
-/// A listener held by a forked child that never accepts.
-fn stuck_worker(name: &str) -> Forked {
-    let spec = BindSpec {
-        addr: format!("127.0.0.1:{PORT}").parse().expect("addr"),
-        stream: true,
-        reuseaddr: false,
-        reuseport: true,
-        v6only: None,
-        listen: Some(128),
-        count_on_release: false,
-        connect: None,
-        comm: Some(std::ffi::CString::new(name).expect("name")),
-    };
-    let child = fork_as(0, &spec, true).expect("fork");
-    assert_eq!(child.report.first_error(), None, "{:?}", child.report);
-    child
-}
-
-/// Accepts on `s` until `stop`, at most `limit` connections; the accepted
-/// sockets (kept open).
-fn acceptor(s: Socket, stop: Arc<AtomicBool>, limit: usize) -> JoinHandle<Vec<Socket>> {
-    s.set_nonblocking(true).expect("nonblocking");
-    std::thread::spawn(move || {
-        let mut got = Vec::new();
-        while !stop.load(Ordering::Relaxed) {
-            if got.len() < limit
-                && let Ok((c, _)) = s.accept()
-            {
-                got.push(c);
-                continue;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        got
-    })
-}
-
-fn connect(n: usize) -> Vec<Socket> {
-    let to: SocketAddr = format!("127.0.0.1:{PORT}").parse().expect("addr");
-    (0..n)
-        .map(|_| {
-            let c = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-            c.connect_timeout(&to.into(), Duration::from_secs(5))
-                .expect("connect");
-            c
-        })
-        .collect()
-}
 
 /// Starts `inspector balance` on the namespace, runs `workload` once it
 /// observes, and returns its JSON verdict; `None` when the probes cannot
@@ -156,10 +86,10 @@ fn a_stuck_worker_is_not_accepting() {
     }
     in_netns(|netns| {
         let stop = Arc::new(AtomicBool::new(false));
-        let good = acceptor(listener(true), stop.clone(), usize::MAX);
-        let stuck = stuck_worker("stuck-worker");
+        let good = acceptor(listener(PORT, true), stop.clone(), usize::MAX);
+        let stuck = stuck_worker(PORT, "stuck-worker");
         let mut clients = Vec::new();
-        let Some(v) = balance(&netns, "3", || clients = connect(40)) else {
+        let Some(v) = balance(&netns, "3", || clients = connect(PORT, 40)) else {
             return;
         };
         stop.store(true, Ordering::Relaxed);
@@ -203,15 +133,15 @@ fn a_member_closed_while_observed_is_named() {
     }
     in_netns(|netns| {
         let stop = Arc::new(AtomicBool::new(false));
-        let a = acceptor(listener(true), stop.clone(), usize::MAX);
-        let b = acceptor(listener(true), stop.clone(), usize::MAX);
-        let leaving = stuck_worker("leaving");
+        let a = acceptor(listener(PORT, true), stop.clone(), usize::MAX);
+        let b = acceptor(listener(PORT, true), stop.clone(), usize::MAX);
+        let leaving = stuck_worker(PORT, "leaving");
         let pid = leaving.pid;
         let mut clients = Vec::new();
         let Some(v) = balance(&netns, "3", || {
             // Released: the child exits and its socket closes.
             drop(leaving);
-            clients = connect(10);
+            clients = connect(PORT, 10);
         }) else {
             return;
         };
@@ -241,13 +171,13 @@ fn one_queue_accepted_by_two_threads_is_shared() {
         return;
     }
     in_netns(|netns| {
-        let l = Arc::new(listener(false));
+        let l = Arc::new(listener(PORT, false));
         let mut clients = Vec::new();
         let mut tids = Vec::new();
         let Some(v) = balance(&netns, "3", || {
             // Two threads take turns on the one queue: 12, then 8.
             for n in [12, 8] {
-                clients.extend(connect(n));
+                clients.extend(connect(PORT, n));
                 let l = l.clone();
                 let h = std::thread::spawn(move || {
                     let tid = std::fs::read_link("/proc/thread-self")
@@ -294,10 +224,10 @@ fn few_flows_are_not_evidence() {
     }
     in_netns(|netns| {
         let stop = Arc::new(AtomicBool::new(false));
-        let a = acceptor(listener(true), stop.clone(), usize::MAX);
-        let b = acceptor(listener(true), stop.clone(), usize::MAX);
+        let a = acceptor(listener(PORT, true), stop.clone(), usize::MAX);
+        let b = acceptor(listener(PORT, true), stop.clone(), usize::MAX);
         let mut clients = Vec::new();
-        let Some(v) = balance(&netns, "2", || clients = connect(6)) else {
+        let Some(v) = balance(&netns, "2", || clients = connect(PORT, 6)) else {
             return;
         };
         stop.store(true, Ordering::Relaxed);
@@ -320,10 +250,10 @@ fn a_fair_split_is_uniform() {
     in_netns(|netns| {
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..3)
-            .map(|_| acceptor(listener(true), stop.clone(), usize::MAX))
+            .map(|_| acceptor(listener(PORT, true), stop.clone(), usize::MAX))
             .collect();
         let mut clients = Vec::new();
-        let Some(v) = balance(&netns, "4", || clients = connect(300)) else {
+        let Some(v) = balance(&netns, "4", || clients = connect(PORT, 300)) else {
             return;
         };
         stop.store(true, Ordering::Relaxed);
@@ -365,13 +295,13 @@ fn connections_held_by_one_process_are_long_lived_load() {
     const CLIENTS: usize = 200;
     in_netns(|netns| {
         for attempt in 1..=3 {
-            let closer = listener(true);
-            let keeper = listener(true);
+            let closer = listener(PORT, true);
+            let keeper = listener(PORT, true);
             closer.set_nonblocking(true).expect("nonblocking");
             keeper.set_nonblocking(true).expect("nonblocking");
             let (tx, rx) = std::sync::mpsc::channel();
             let Some(v) = balance(&netns, "3", move || {
-                let clients = connect(CLIENTS);
+                let clients = connect(PORT, CLIENTS);
                 let (mut kept, mut closed) = (Vec::new(), 0);
                 let deadline = Instant::now() + Duration::from_secs(10);
                 while kept.len() + closed < CLIENTS && Instant::now() < deadline {
@@ -445,13 +375,13 @@ fn a_bpf_program_choosing_the_member_is_named() {
     }
     in_netns(|netns| {
         let stop = Arc::new(AtomicBool::new(false));
-        let first = listener(true);
-        let second = listener(true);
+        let first = listener(PORT, true);
+        let second = listener(PORT, true);
         attach_first_member_program(&first);
         let a = acceptor(first, stop.clone(), usize::MAX);
         let b = acceptor(second, stop.clone(), usize::MAX);
         let mut clients = Vec::new();
-        let Some(v) = balance(&netns, "2", || clients = connect(20)) else {
+        let Some(v) = balance(&netns, "2", || clients = connect(PORT, 20)) else {
             return;
         };
         stop.store(true, Ordering::Relaxed);
@@ -472,13 +402,13 @@ fn members_with_incoming_cpu_are_named() {
         let stop = Arc::new(AtomicBool::new(false));
         let workers: Vec<_> = (0..2)
             .map(|cpu| {
-                let l = listener(true);
+                let l = listener(PORT, true);
                 l.set_cpu_affinity(cpu).expect("SO_INCOMING_CPU");
                 acceptor(l, stop.clone(), usize::MAX)
             })
             .collect();
         let mut clients = Vec::new();
-        let Some(v) = balance(&netns, "2", || clients = connect(20)) else {
+        let Some(v) = balance(&netns, "2", || clients = connect(PORT, 20)) else {
             return;
         };
         stop.store(true, Ordering::Relaxed);

@@ -19,11 +19,11 @@ use crate::{
     kernel::{
         Proto, TcpState, netns,
         probe::Mode,
-        sockets::{SnapshotFilter, SocketFile, SocketTable},
+        sockets::{SnapshotFilter, SocketFile, SocketTable, SocketTableError},
         sys::monotonic_ns,
     },
     model::{
-        balance::{self, Accept, Balance, Delivery, Listener, Observation},
+        balance::{self, Accept, Balance, Delivery, Listener, Observation, window::Snapshot},
         filter::{Filter, PortSet},
         record::{Record, RecordType},
     },
@@ -63,19 +63,16 @@ pub fn check(port: u32, netns: Option<&std::path::Path>) -> anyhow::Result<(u16,
     Ok((port, ino))
 }
 
-/// What one read of the iterators found on the port.
-struct Snapshot {
-    listeners: Vec<Listener>,
-    /// Connected sockets: (holder pid, inode).
-    open: Vec<(u32, u64)>,
-}
-
-fn snapshot(
+/// What the port's sockets are now: its listeners (or a UDP group's
+/// sockets) with their queues, and the connected sockets with the process
+/// holding each. `balance` reads it at both ends of an observation, the
+/// dashboard every few seconds ([`crate::model::balance::window`]).
+pub fn read(
     table: &mut SocketTable,
     netns: Option<&std::path::Path>,
     port: u16,
     proto: Proto,
-) -> anyhow::Result<Snapshot> {
+) -> Result<Snapshot, SocketTableError> {
     let filter = SnapshotFilter {
         netns: None,
         port: Some(port),
@@ -126,7 +123,11 @@ fn snapshot(
         .filter(|f| connected(f, port))
         .filter_map(|f| Some((f.pid, f.socket.ino?)))
         .collect();
-    Ok(Snapshot { listeners, open })
+    Ok(Snapshot {
+        taken_ns: monotonic_ns(),
+        listeners,
+        open,
+    })
 }
 
 fn connected(f: &SocketFile, port: u16) -> bool {
@@ -187,7 +188,7 @@ impl Sink for Observer<'_> {
 
     fn finish(&mut self, src: &mut Source) -> anyhow::Result<()> {
         self.obs.end_ns = monotonic_ns();
-        let last = snapshot(&mut self.table, self.netns, self.obs.port, self.obs.proto)?;
+        let last = read(&mut self.table, self.netns, self.obs.port, self.obs.proto)?;
         self.obs.end = last.listeners;
         self.obs.open = last.open;
         let verdict = balance::analyse(&self.obs);
@@ -234,7 +235,7 @@ pub async fn run(opts: &BalanceOptions) -> anyhow::Result<()> {
     // What was emitted before the first snapshot is not part of it.
     let mut before = Vec::new();
     pipeline.poll(&mut before, false);
-    let first = snapshot(&mut table, netns, port, opts.proto)?;
+    let first = read(&mut table, netns, port, opts.proto)?;
     eprintln!(
         "inspector: {} mode, attached: {}; observing port {port} for {:.1} s",
         pipeline.probes.mode,

@@ -34,6 +34,8 @@ use serde::Serialize;
 
 use crate::{kernel::Proto, util::stats::Spread};
 
+pub mod window;
+
 /// A split is called uneven beyond what hashing explains only below this
 /// p-value: a fair hash gives p < 0.001 once in a thousand observations.
 pub const ALPHA: f64 = 0.001;

@@ -11,6 +11,7 @@ use std::{
 use inspector::{model::filter::Filter, model::record::Record, pipeline::Pipeline};
 
 pub mod serve;
+pub mod workers;
 
 /// A directory under the system's temporary one, removed when dropped.
 pub struct TempDir(pub std::path::PathBuf);

@@ -5,11 +5,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
 use super::model::{KernelFiles, SeedSock, SockAddr, TIME_WAIT_NS};
+use crate::model::balance::window::{PortKey as BalanceKey, Snapshot};
 use crate::{
     kernel::sockets::{
         Entry, KernelSocket, SnapshotFilter, SocketFile, SocketTable, SocketTableError,
@@ -30,6 +31,37 @@ pub const RANGE_EVERY: Duration = Duration::from_secs(30);
 pub const RANGE_AGAIN: Duration = Duration::from_secs(1);
 /// Namespaces whose range is read per round.
 pub const RANGE_NAMESPACES: usize = 8;
+
+/// How often the sockets of the ports pane 3 follows are read: a window's
+/// verdict is over the time between its reads.
+pub const PORTS_EVERY: Duration = Duration::from_secs(2);
+
+/// The sockets of each port followed ([`crate::commands::balance::read`]),
+/// in its namespace; a namespace is found by its inode once and its path
+/// kept in `paths` while it still names it. A port whose namespace is gone
+/// (or cannot be read) gets no snapshot.
+pub fn port_snapshots(
+    table: &mut SocketTable,
+    keys: &[BalanceKey],
+    paths: &mut BTreeMap<u32, PathBuf>,
+) -> Vec<(BalanceKey, Snapshot)> {
+    paths.retain(|ns, _| keys.iter().any(|k| k.netns == *ns));
+    let mut out = Vec::new();
+    for key in keys {
+        let known = paths
+            .get(&key.netns)
+            .filter(|p| crate::kernel::netns::inode(p).is_ok_and(|i| i == key.netns))
+            .cloned();
+        let Some(path) = known.or_else(|| crate::kernel::netns::netns_path_any(key.netns)) else {
+            continue;
+        };
+        paths.insert(key.netns, path.clone());
+        if let Ok(snap) = crate::commands::balance::read(table, Some(&path), key.port, key.proto) {
+            out.push((*key, snap));
+        }
+    }
+    out
+}
 
 /// The sockets of `netns` that the model seeds with: TCP listeners, TCP
 /// sockets only bound, UDP sockets and TIME_WAIT sockets with their time

@@ -111,6 +111,18 @@ pub struct Dashboard<B: Backend> {
     /// When each namespace's port range was last read, and how many
     /// destinations the model had made in it then.
     ranges_read: BTreeMap<u32, (Instant, u64)>,
+    /// When pane 3's ports were last read, and a path into each of their
+    /// namespaces.
+    ports_read: Instant,
+    /// Ports read at once when newly followed ([`Self::read_ports`]).
+    ports_tried: std::collections::BTreeSet<crate::model::balance::window::PortKey>,
+    netns_paths: BTreeMap<u32, std::path::PathBuf>,
+    /// The last read, given to the model after the next batch of records:
+    /// every record from before the read is in by then.
+    ports_pending: Vec<(
+        crate::model::balance::window::PortKey,
+        crate::model::balance::window::Snapshot,
+    )>,
 }
 
 /// How often `/run/netns` is read again: names come and go rarely.
@@ -175,6 +187,10 @@ impl<B: Backend> Dashboard<B> {
             table: None,
             reconciled: Instant::now(),
             ranges_read: BTreeMap::new(),
+            ports_read: Instant::now(),
+            ports_tried: std::collections::BTreeSet::new(),
+            netns_paths: BTreeMap::new(),
+            ports_pending: Vec::new(),
         }
     }
 
@@ -220,6 +236,45 @@ impl<B: Backend> Dashboard<B> {
         for files in found {
             self.app.update(Input::KernelFiles(files));
         }
+    }
+
+    /// Reads the sockets of the ports pane 3 follows, every
+    /// [`kernel::PORTS_EVERY`] (a port newly followed at once): each read
+    /// closes one window of its verdict, once the records from before it
+    /// are in (the next batch).
+    fn read_ports(&mut self) {
+        if !self.ports_pending.is_empty() {
+            let snaps = std::mem::take(&mut self.ports_pending);
+            self.app.update(Input::Listeners(snaps));
+        }
+        if self.app.paused {
+            return;
+        }
+        // A port newly followed is read at once: its window starts there.
+        let keys = if self.ports_read.elapsed() >= kernel::PORTS_EVERY {
+            self.ports_read = Instant::now();
+            self.app.model.windows.keys()
+        } else {
+            // Once: a port whose namespace cannot be read waits its turn.
+            let windows = &self.app.model.windows;
+            let tried = &mut self.ports_tried;
+            tried.retain(|k| windows.get(k).is_some());
+            windows
+                .unread()
+                .into_iter()
+                .filter(|k| tried.insert(*k))
+                .collect()
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let mut paths = std::mem::take(&mut self.netns_paths);
+        let snaps = match self.table() {
+            Some(table) => kernel::port_snapshots(table, &keys, &mut paths),
+            None => Vec::new(),
+        };
+        self.netns_paths = paths;
+        self.ports_pending = snaps;
     }
 
     /// Reads the port range of namespaces with client connections: when a
@@ -404,6 +459,7 @@ impl<B: Backend> Sink for Dashboard<B> {
         if matches!(src, Source::Live(_)) {
             // While a scenario's namespaces still exist.
             self.read_ranges();
+            self.read_ports();
             actions.extend(self.finish_scenario(src));
         }
         let flow = self.act(src, actions);

@@ -34,7 +34,7 @@ impl App {
             Pane::Reuseport => {
                 let rows = self.group_rows();
                 rows.get(i.min(rows.len().saturating_sub(1)))
-                    .map(|(k, _, _)| DetailTarget::Group((*k).clone()))
+                    .map(|r| DetailTarget::Group(r.key.clone()))
             }
             Pane::Ephemeral => {
                 let rows = self.ephemeral_rows();

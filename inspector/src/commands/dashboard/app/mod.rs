@@ -21,12 +21,13 @@ pub use self::{
     capture::{Capture, CaptureKey, DestFacts, asked_key, connect_destination},
     filter::ViewFilter,
     pane::{Pane, SortKey},
-    rows::DecisionRow,
+    rows::{DecisionRow, GroupRow},
 };
 use super::model::{GroupKey, KernelFiles, Model, PortKey, SeedSock};
 use crate::{
     kernel::probe::Counters,
     model::{
+        balance::window::{PortKey as BalanceKey, Snapshot},
         ephemeral::{DestKey, PortRange},
         record::{Record, RecordType},
     },
@@ -86,6 +87,9 @@ pub enum Input {
     /// Namespaces' `ip_local_port_range` (less reserved ports), read by the
     /// loop.
     PortRanges(Vec<(u32, PortRange)>),
+    /// The sockets of the ports pane 3 follows, read by the loop
+    /// ([`crate::model::balance::window`]).
+    Listeners(Vec<(BalanceKey, Snapshot)>),
 }
 
 #[derive(Debug)]
@@ -270,6 +274,13 @@ impl App {
                 }
             }
             Input::NetnsNames(names) => self.netns_names = names,
+            Input::Listeners(snaps) => {
+                if !self.paused {
+                    for (key, snap) in snaps {
+                        self.model.windows.snapshot(key, snap);
+                    }
+                }
+            }
             Input::PortRanges(ranges) => {
                 for (netns, range) in ranges {
                     self.model.ephemeral.set_range(netns, range);

@@ -7,9 +7,25 @@ use std::collections::BTreeMap;
 use super::{App, PIN_NS, PINNED_ROWS, Pane, SortKey};
 use crate::{
     commands::dashboard::model::{GroupKey, Member, PortRow},
-    model::{ephemeral::DestRow, record::Record},
+    model::{
+        balance::{Balance, Code, window::PortKey as BalanceKey},
+        ephemeral::DestRow,
+        record::Record,
+    },
     util::stats::Spread,
 };
+
+/// A group of pane 3: a SO_REUSEPORT group's members and their
+/// deliveries, or one listener that several tasks accept from (no members:
+/// its verdict has the tasks); with its port's verdict when there is one.
+#[derive(Debug, Clone)]
+pub struct GroupRow<'a> {
+    pub key: GroupKey,
+    pub members: &'a [Member],
+    /// Over the members' deliveries, or the tasks' accepts.
+    pub spread: Spread,
+    pub verdict: Option<&'a Balance>,
+}
 
 /// A row of the decisions list: consecutive identical decisions folded.
 #[derive(Debug, Clone, Copy)]
@@ -150,40 +166,113 @@ impl App {
         rows
     }
 
-    /// The cause pane 3 names for a group, from its deliveries alone
-    /// (closed members left out of the split).
-    pub fn group_cause(members: &[Member]) -> (crate::model::balance::Code, String) {
-        let live: Vec<u64> = members
+    /// The verdict of the window following `key`'s port, once two
+    /// snapshots of its sockets frame one.
+    pub fn group_verdict(&self, key: &GroupKey) -> Option<&Balance> {
+        let key = BalanceKey {
+            netns: key.netns,
+            port: key.port,
+            proto: key.proto?,
+        };
+        self.model.windows.get(&key)?.verdict.as_ref()
+    }
+
+    /// The causes pane 3 names for a group: its port's verdict (accepts,
+    /// queues, connections held) when there is one, else what its
+    /// deliveries alone say (closed members left out of the split). The
+    /// first code, with its evidence, and the codes of the others.
+    pub fn group_cause(row: &GroupRow<'_>) -> (Code, String) {
+        if let Some(v) = row.verdict
+            && let Some(first) = v.causes.first()
+        {
+            let others: Vec<&str> = v.causes[1..].iter().map(|c| c.code.as_str()).collect();
+            let detail = if others.is_empty() {
+                first.detail.clone()
+            } else {
+                format!("{}; also {}", first.detail, others.join(", "))
+            };
+            return (first.code, detail);
+        }
+        let live: Vec<u64> = row
+            .members
             .iter()
             .filter(|m| !m.closed)
             .map(|m| m.deliveries)
             .collect();
-        let closed = members.len() - live.len();
+        let closed = row.members.len() - live.len();
         crate::model::balance::deliveries_cause(&live, closed)
     }
 
     /// Pane 3's groups: filtered and in the chosen order, each with its
-    /// spread.
-    pub fn group_rows(&self) -> Vec<(&GroupKey, &[Member], Spread)> {
-        let mut rows: Vec<(&GroupKey, &[Member], Spread)> = self
+    /// spread; then the listeners that several tasks accept from (no
+    /// SO_REUSEPORT group, one shared queue), whose spread is over tasks.
+    pub fn group_rows(&self) -> Vec<GroupRow<'_>> {
+        let shown = |k: &GroupKey, owners: &[&(u32, String)]| {
+            self.ns_shown(k.netns)
+                && self
+                    .view
+                    .as_ref()
+                    .is_none_or(|v| v.matches_port((k.port, k.netns), owners, &self.netns_names))
+        };
+        let mut rows: Vec<GroupRow<'_>> = self
             .model
             .groups
             .iter()
-            .filter(|(k, _)| self.ns_shown(k.netns))
             .filter(|(k, members)| {
-                self.view.as_ref().is_none_or(|v| {
-                    let owners: Vec<_> = members.iter().filter_map(|m| m.owner.as_ref()).collect();
-                    v.matches_port((k.port, k.netns), &owners, &self.netns_names)
-                })
+                let owners: Vec<_> = members.iter().filter_map(|m| m.owner.as_ref()).collect();
+                shown(k, &owners)
             })
             .map(|(k, m)| {
                 let counts: Vec<u64> = m.iter().map(|m| m.deliveries).collect();
-                (k, m.as_slice(), Spread::of(&counts))
+                GroupRow {
+                    key: k.clone(),
+                    members: m.as_slice(),
+                    spread: Spread::of(&counts),
+                    verdict: self.group_verdict(k),
+                }
             })
             .collect();
+        for (k, w) in self.model.windows.iter() {
+            let Some(v) = &w.verdict else { continue };
+            let Some(m) = v
+                .causes
+                .iter()
+                .find(|c| c.code == Code::SharedAcceptQueue)
+                .and_then(|c| c.member)
+                .and_then(|id| v.members.iter().find(|m| m.id == id))
+            else {
+                continue;
+            };
+            let key = GroupKey {
+                proto: Some(k.proto),
+                addr: m.address.ip(),
+                port: k.port,
+                netns: k.netns,
+            };
+            let in_group = rows
+                .iter()
+                .any(|r| (r.key.proto, r.key.port, r.key.netns) == (key.proto, k.port, k.netns));
+            let owners: Vec<(u32, String)> = m
+                .accepted_by
+                .iter()
+                .map(|t| (t.pid, t.comm.clone()))
+                .collect();
+            if in_group || !shown(&key, &owners.iter().collect::<Vec<_>>()) {
+                continue;
+            }
+            let counts: Vec<u64> = m.accepted_by.iter().map(|t| t.count).collect();
+            rows.push(GroupRow {
+                key,
+                members: &[],
+                spread: Spread::of(&counts),
+                verdict: Some(v),
+            });
+        }
         match self.group_sort {
-            SortKey::Deliveries => rows.sort_by_key(|r| std::cmp::Reverse(r.2.total)),
-            SortKey::Imbalance => rows.sort_by(|a, b| b.2.imbalance.total_cmp(&a.2.imbalance)),
+            SortKey::Deliveries => rows.sort_by_key(|r| std::cmp::Reverse(r.spread.total)),
+            SortKey::Imbalance => {
+                rows.sort_by(|a, b| b.spread.imbalance.total_cmp(&a.spread.imbalance))
+            }
             // The map's order: protocol, address, port, namespace.
             _ => {}
         }

@@ -33,6 +33,7 @@ pub use crate::model::seed::{SeedSock, SockAddr};
 use crate::{
     kernel::{Phase, Proto, TcpState},
     model::{
+        balance::window::Windows,
         ephemeral::{DestKey, Ephemeral},
         record::{Name, Names, Record, RecordType},
         tracker::TW_LIFETIME_NS,
@@ -118,6 +119,8 @@ pub struct Model {
     pub reconciled: u64,
     /// Local ports in use per destination (pane 5).
     pub ephemeral: Ephemeral,
+    /// Pane 3's sliding observations, for its causes.
+    pub windows: Windows,
     /// Who held the connections toward each destination found at start:
     /// (pid, name, connections), most first. Pane 5 shows them while
     /// some of those connections are still there.
@@ -163,6 +166,7 @@ impl Model {
         self.now_ns = self.now_ns.max(r.ts_ns);
         self.roll(r.ts_ns);
         self.ephemeral.apply(r);
+        self.windows.apply(r);
         let key = PortKey {
             proto: r.proto,
             port: r.lport,

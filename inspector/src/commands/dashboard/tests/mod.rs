@@ -905,3 +905,94 @@ fn ephemeral_ports_per_destination_against_the_range() {
     assert!(app.ephemeral_rows().is_empty());
     assert!(app.model.ephemeral.range(NS).is_some());
 }
+
+/// A SO_REUSEPORT group on 8090 whose second member (pid 912) gets its
+/// share and accepts nothing, with the port's sockets read at 10 s and
+/// 14 s: its queue grew by what it got.
+fn stuck_member() -> (Vec<Record>, [Input; 2]) {
+    use crate::model::balance::{
+        Listener,
+        window::{PortKey, Snapshot},
+    };
+    let mut events = Vec::new();
+    for j in 0..40u16 {
+        let (sock, pid) = if j % 2 == 0 {
+            (0x7000, 911)
+        } else {
+            (0x7001, 912)
+        };
+        let ts = 11 * SEC + u64::from(j) * 1_000_000;
+        let delivery = EventBuilder::new(kind::REUSEPORT)
+            .ports(8090, 31000 + j)
+            .flags(flag::OWNER_KNOWN)
+            .owner(pid, "worker")
+            .aux(0xdef);
+        events.push(on(delivery, sock, ts).build());
+        if pid == 911 {
+            let accept = by(
+                EventBuilder::new(kind::ACCEPT).ports(8090, 31000 + j),
+                911,
+                "worker",
+            );
+            events.push(on(accept, 0x8000 + u64::from(j), ts + 1000).build());
+        }
+    }
+    let mut tracker = Tracker::new();
+    let mut out = Vec::new();
+    for e in &events {
+        tracker.apply(e, &mut out);
+    }
+    let listener = |ino: u64, pid: u32, queued: u32| Listener {
+        ino,
+        local: "127.0.0.1:8090".parse().expect("address"),
+        reuseport: true,
+        queued,
+        queue_limit: 128,
+        drops: 0,
+        bpf_selector: false,
+        incoming_cpu: false,
+        holders: vec![(pid, "worker".into())],
+    };
+    let key = PortKey {
+        netns: NS,
+        port: 8090,
+        proto: crate::kernel::Proto::Tcp,
+    };
+    let snap = |taken_ns: u64, queued: u32| Snapshot {
+        taken_ns,
+        listeners: vec![listener(0x7000, 911, 0), listener(0x7001, 912, queued)],
+        open: (0..20).map(|i| (911, 0x8000 + i)).collect(),
+    };
+    (
+        out,
+        [
+            Input::Listeners(vec![(key, snap(10 * SEC, 0))]),
+            Input::Listeners(vec![(key, snap(14 * SEC, 20))]),
+        ],
+    )
+}
+
+#[test]
+fn pane_3_names_a_stuck_member_from_its_port_s_sockets() {
+    let (records, [first, second]) = stuck_member();
+    // The records arrive before the first read is handed over (it waits
+    // for them): they are from after it all the same.
+    let mut app = app_with(records);
+    app.update(first);
+    key(&mut app, KeyCode::Char('3'));
+    let before = screen(&app, 100, 14);
+    assert!(
+        before.contains("cause: uniform (40 flows") && before.contains("accepts and queues"),
+        "{before}"
+    );
+    app.update(second);
+    let s = screen(&app, 100, 14);
+    assert!(s.contains("cause: member_not_accepting"), "{s}");
+    insta::assert_snapshot!("reuseport_verdict_100x14", s);
+    enter(&mut app);
+    let detail = screen(&app, 120, 30);
+    assert!(
+        detail.contains("advice: the kernel keeps hashing"),
+        "{detail}"
+    );
+}
