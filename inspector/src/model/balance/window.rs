@@ -5,7 +5,8 @@
 //! oldest snapshot kept and the newest.
 //!
 //! Bounded: at most [`MAX_WINDOWS`] ports are followed (the one with the
-//! oldest record goes first) and [`MAX_EVENTS`] records per port; a port
+//! oldest record goes first; one with no record for [`IDLE_NS`] goes
+//! anyway) and [`MAX_EVENTS`] records per port; a port
 //! whose records outrun that between two snapshots has its window start
 //! after the last record dropped, so every verdict is over whole records.
 //! A port with no SO_REUSEPORT delivery is followed only once two tasks
@@ -29,6 +30,8 @@ pub const MAX_WINDOWS: usize = 8;
 pub const MAX_EVENTS: usize = 16_384;
 /// Ports with one accepting task remembered at most.
 pub const MAX_CANDIDATES: usize = 1024;
+/// A port with no record for this long is no longer followed (nor read).
+pub const IDLE_NS: u64 = 300_000_000_000;
 
 /// A port of a namespace: what one window follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -245,6 +248,12 @@ impl Windows {
         self.windows.entry(key).or_default()
     }
 
+    /// Stops following ports with no record for [`IDLE_NS`].
+    pub fn forget_idle(&mut self, now_ns: u64) {
+        self.windows
+            .retain(|_, w| now_ns.saturating_sub(w.last_ns) < IDLE_NS);
+    }
+
     /// The ports to read snapshots of.
     pub fn keys(&self) -> Vec<PortKey> {
         self.windows.keys().copied().collect()
@@ -393,6 +402,8 @@ mod tests {
         assert_eq!(w.keys().len(), MAX_WINDOWS);
         assert!(w.get(&KEY).is_none());
         assert_eq!(w.evicted, 1);
+        w.forget_idle(100 * S + 7 + IDLE_NS - 1);
+        assert_eq!(w.keys().len(), 1, "only the newest is left");
     }
 
     #[test]

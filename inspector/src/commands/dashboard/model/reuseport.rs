@@ -59,6 +59,7 @@ impl Model {
     /// Forgets reuseport members idle for [`MEMBER_IDLE_NS`], and groups
     /// left empty.
     pub(super) fn age_members(&mut self) {
+        self.windows.forget_idle(self.now_ns);
         let now = self.now_ns / 1_000_000_000;
         let idle = MEMBER_IDLE_NS / 1_000_000_000;
         let mut gone = Vec::new();
