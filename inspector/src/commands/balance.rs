@@ -138,7 +138,7 @@ fn connected(f: &SocketFile, port: u16) -> bool {
 }
 
 /// Keeps what the analysis reads from a batch of records.
-fn keep(records: &mut Vec<Record>, obs: &mut Observation) {
+pub fn keep(records: &mut Vec<Record>, obs: &mut Observation) {
     for r in records.drain(..) {
         if r.lport != obs.port || r.proto != Some(obs.proto) {
             continue;
