@@ -147,8 +147,10 @@ pub struct Member {
     pub state: State,
     pub reuseport: bool,
     pub delivered: u64,
-    /// Distinct peers among the deliveries (UDP); the deliveries for TCP,
-    /// where each is a new connection.
+    /// Distinct peers among the deliveries: the hash chooses per 4-tuple,
+    /// so a peer's datagrams, and the connections of a client that gets
+    /// the same port again (a busy client reusing its ports), are one
+    /// choice. For a plain listener, its deliveries.
     pub flows: u64,
     pub accepted: u64,
     pub accepted_by: Vec<TaskCount>,
@@ -275,9 +277,7 @@ pub fn analyse(obs: &Observation) -> Balance {
     let mut peers: HashMap<u64, std::collections::HashSet<SocketAddr>> = HashMap::new();
     for d in &obs.deliveries {
         *delivered.entry(d.ino).or_default() += 1;
-        if obs.proto == Proto::Udp {
-            peers.entry(d.ino).or_default().insert(d.peer);
-        }
+        peers.entry(d.ino).or_default().insert(d.peer);
     }
     let mut open: HashMap<u32, u64> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
@@ -304,7 +304,7 @@ pub fn analyse(obs: &Observation) -> Balance {
         } else {
             m.accepted + u64::from(m.queued.saturating_sub(m.queued_start))
         };
-        m.flows = if obs.proto == Proto::Udp {
+        m.flows = if m.reuseport || obs.proto == Proto::Udp {
             peers.get(&m.ino).map_or(0, |p| p.len() as u64)
         } else {
             m.delivered
@@ -536,7 +536,7 @@ fn causes(b: &mut Balance) {
                 s.total, s.members, s.imbalance, s.p_value
             ),
             Some(s) => format!(
-                "{} connections over {} members, max/mean {:.2}, p = {:.2}: the split a fair hash gives, and every member accepts",
+                "{} flows over {} members, max/mean {:.2}, p = {:.2}: the split a fair hash gives, and every member accepts",
                 s.total, s.members, s.imbalance, s.p_value
             ),
             None if b.members.is_empty() => format!(
@@ -587,7 +587,8 @@ fn split_causes(b: &mut Balance, out: &mut Vec<Cause>) {
         .iter()
         .map(|m| format!("#{} {}", m.id, m.flows))
         .collect();
-    let what = if b.proto == Proto::Udp {
+    // Connections from a port a client got again are one flow.
+    let what = if b.proto == Proto::Udp || live.iter().any(|m| m.flows != m.delivered) {
         "flows"
     } else {
         "deliveries"

@@ -35,6 +35,8 @@ pub const RANGE_NAMESPACES: usize = 8;
 /// How often the sockets of the ports pane 3 follows are read: a window's
 /// verdict is over the time between its reads.
 pub const PORTS_EVERY: Duration = Duration::from_secs(2);
+/// The soonest a port is read before its turn.
+pub const PORTS_SOON: Duration = Duration::from_millis(100);
 
 /// The sockets of each port followed ([`crate::commands::balance::read`]),
 /// in its namespace; a namespace is found by its inode once and its path

@@ -114,6 +114,8 @@ pub struct Dashboard<B: Backend> {
     /// When pane 3's ports were last read, and a path into each of their
     /// namespaces.
     ports_read: Instant,
+    /// When ports were last read before their turn.
+    ports_soon: Instant,
     /// Ports read at once when newly followed ([`Self::read_ports`]).
     ports_tried: std::collections::BTreeSet<crate::model::balance::window::PortKey>,
     netns_paths: BTreeMap<u32, std::path::PathBuf>,
@@ -188,6 +190,7 @@ impl<B: Backend> Dashboard<B> {
             reconciled: Instant::now(),
             ranges_read: BTreeMap::new(),
             ports_read: Instant::now(),
+            ports_soon: Instant::now(),
             ports_tried: std::collections::BTreeSet::new(),
             netns_paths: BTreeMap::new(),
             ports_pending: Vec::new(),
@@ -239,7 +242,8 @@ impl<B: Backend> Dashboard<B> {
     }
 
     /// Reads the sockets of the ports pane 3 follows, every
-    /// [`kernel::PORTS_EVERY`] (a port newly followed at once): each read
+    /// [`kernel::PORTS_EVERY`] (a port newly followed, or filling its
+    /// window, within [`kernel::PORTS_SOON`]): each read
     /// closes one window of its verdict, once the records from before it
     /// are in (the next batch).
     fn read_ports(&mut self) {
@@ -250,20 +254,27 @@ impl<B: Backend> Dashboard<B> {
         if self.app.paused {
             return;
         }
-        // A port newly followed is read at once: its window starts there.
+        // A port newly followed, or filling its window, is read before its
+        // turn (at most every PORTS_SOON).
         let keys = if self.ports_read.elapsed() >= kernel::PORTS_EVERY {
             self.ports_read = Instant::now();
+            self.ports_soon = Instant::now();
             self.app.model.windows.keys()
-        } else {
-            // Once: a port whose namespace cannot be read waits its turn.
+        } else if self.ports_soon.elapsed() >= kernel::PORTS_SOON {
+            self.ports_soon = Instant::now();
+            // A port never read is tried once: one whose namespace cannot
+            // be read waits its turn.
             let windows = &self.app.model.windows;
             let tried = &mut self.ports_tried;
             tried.retain(|k| windows.get(k).is_some());
             windows
-                .unread()
+                .due()
                 .into_iter()
-                .filter(|k| tried.insert(*k))
+                .filter(|(k, never)| !never || tried.insert(*k))
+                .map(|(k, _)| k)
                 .collect()
+        } else {
+            Vec::new()
         };
         if keys.is_empty() {
             return;

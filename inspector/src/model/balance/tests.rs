@@ -359,3 +359,33 @@ fn a_closed_udp_member_is_told_in_datagrams() {
     );
     assert!(!b.causes[0].detail.contains("accept"), "{:?}", b.causes);
 }
+
+#[test]
+fn connections_from_a_reused_client_port_are_one_flow() {
+    // A busy client gets the same ports again: 40 distinct 4-tuples, the
+    // first 20 connecting 15 times each, the others 5, each always to the
+    // member its hash picks. 300 connections against 100 look skewed, but
+    // the hash chose 40 times, 20 and 20.
+    let two = vec![listener(1, 100, 0), listener(2, 200, 0)];
+    let mut obs = observation(two.clone(), two);
+    for (ino, ports) in [(1u64, 20u16), (2, 20)] {
+        for p in 0..ports {
+            let peer = addr(&format!("127.0.0.1:{}", 40000 + ino as u16 * 100 + p));
+            let times = if ino == 1 { 15 } else { 5 };
+            for _ in 0..times {
+                obs.deliveries.push(Delivery { ino, peer });
+            }
+        }
+    }
+    let b = analyse(&obs);
+    assert_eq!(member(&b, 1).delivered, 300);
+    assert_eq!(member(&b, 1).flows, 20);
+    assert_eq!(member(&b, 2).flows, 20);
+    let s = b.spread.expect("judged");
+    assert_eq!((s.total, s.max), (40, 20));
+    assert!(
+        !codes(&b).iter().any(|(c, _)| *c == Code::UnevenDelivery),
+        "{:?}",
+        b.causes
+    );
+}

@@ -15,10 +15,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use std::net::SocketAddr;
+
 use super::{Accept, Balance, Delivery, Listener, Observation, analyse};
 use crate::{
     kernel::Proto,
-    model::record::{Record, RecordType},
+    model::record::{Name, Names, Record, RecordType},
 };
 
 /// How far back a window reaches: its oldest snapshot is at most this much
@@ -26,8 +28,11 @@ use crate::{
 pub const WINDOW_NS: u64 = 30_000_000_000;
 /// Ports followed at most.
 pub const MAX_WINDOWS: usize = 8;
-/// Deliveries and accepts kept per port at most.
-pub const MAX_EVENTS: usize = 16_384;
+/// Deliveries and accepts kept per port at most (48 and 88 bytes each:
+/// 4.5 MiB for every port followed at the most). A port read once has it
+/// read again as soon as half as many came since ([`Windows::due`]), so a
+/// busy port's window still spans reads.
+pub const MAX_EVENTS: usize = 8192;
 /// Ports with one accepting task remembered at most.
 pub const MAX_CANDIDATES: usize = 1024;
 /// A port with no record for this long is no longer followed (nor read).
@@ -51,13 +56,28 @@ pub struct Snapshot {
     pub open: Vec<(u32, u64)>,
 }
 
+/// An [`Accept`] as a window keeps it: the task's name shared.
+#[derive(Debug, Clone)]
+struct Taken {
+    ts_ns: u64,
+    pid: u32,
+    tid: u32,
+    comm: Name,
+    local: SocketAddr,
+    peer: SocketAddr,
+}
+
 /// One port's records and snapshots, and the verdict on them.
 #[derive(Debug, Default)]
 pub struct Window {
     /// Oldest first; only the newest keeps its open connections.
     snapshots: VecDeque<Snapshot>,
     deliveries: VecDeque<(u64, Delivery)>,
-    accepts: VecDeque<Accept>,
+    accepts: VecDeque<Taken>,
+    /// Records since the newest snapshot.
+    since_read: usize,
+    /// Whether it was ever read (its snapshots may all have gone since).
+    read_once: bool,
     /// The newest record's time.
     last_ns: u64,
     /// Records dropped past [`MAX_EVENTS`].
@@ -74,7 +94,7 @@ impl Window {
         self.last_ns = self.last_ns.max(ts_ns);
     }
 
-    fn push_accept(&mut self, a: Accept) {
+    fn push_accept(&mut self, a: Taken) {
         self.make_room();
         self.last_ns = self.last_ns.max(a.ts_ns);
         self.accepts.push_back(a);
@@ -83,6 +103,7 @@ impl Window {
     /// Drops the oldest record when full, and the snapshots taken before
     /// it: a window never starts before a record it no longer has.
     fn make_room(&mut self) {
+        self.since_read += 1;
         if self.deliveries.len() + self.accepts.len() < MAX_EVENTS {
             return;
         }
@@ -108,6 +129,8 @@ impl Window {
             prev.open = Vec::new();
         }
         self.snapshots.push_back(snap);
+        self.since_read = 0;
+        self.read_once = true;
         let newest = self.snapshots.back().map_or(0, |s| s.taken_ns);
         while self.snapshots.len() > 2
             && self
@@ -151,7 +174,14 @@ impl Window {
                 .accepts
                 .iter()
                 .filter(|a| within(a.ts_ns))
-                .cloned()
+                .map(|a| Accept {
+                    pid: a.pid,
+                    tid: a.tid,
+                    comm: a.comm.to_string(),
+                    local: a.local,
+                    peer: a.peer,
+                    ts_ns: a.ts_ns,
+                })
                 .collect(),
             open: last.open.clone(),
         })
@@ -164,6 +194,8 @@ pub struct Windows {
     windows: BTreeMap<PortKey, Window>,
     /// Ports with one task seen accepting, by the task's tid, and when.
     candidates: BTreeMap<PortKey, (u32, u64)>,
+    /// Task names, shared by the accepts kept.
+    names: Names,
     /// Windows forgotten to stay within [`MAX_WINDOWS`].
     pub evicted: u64,
 }
@@ -182,7 +214,7 @@ impl Windows {
         match r.kind {
             RecordType::Reuseport => {
                 let Some(ino) = r.ino else { return };
-                let peer = std::net::SocketAddr::new(r.raddr, r.rport);
+                let peer = SocketAddr::new(r.raddr, r.rport);
                 self.open(key)
                     .push_delivery(r.ts_ns, Delivery { ino, peer });
             }
@@ -192,12 +224,13 @@ impl Windows {
                 if !self.windows.contains_key(&key) && !self.second_task(key, tid, r.ts_ns) {
                     return;
                 }
-                self.open(key).push_accept(Accept {
+                let comm = self.names.get(r.comm.as_deref().unwrap_or_default());
+                self.open(key).push_accept(Taken {
                     pid,
                     tid,
-                    comm: r.comm.clone().unwrap_or_default(),
-                    local: std::net::SocketAddr::new(r.laddr, r.lport),
-                    peer: std::net::SocketAddr::new(r.raddr, r.rport),
+                    comm,
+                    local: SocketAddr::new(r.laddr, r.lport),
+                    peer: SocketAddr::new(r.raddr, r.rport),
                     ts_ns: r.ts_ns,
                 });
             }
@@ -259,12 +292,15 @@ impl Windows {
         self.windows.keys().copied().collect()
     }
 
-    /// The ports not read yet: read at once, their window starts then.
-    pub fn unread(&self) -> Vec<PortKey> {
+    /// The ports to read before their turn, with whether each was never
+    /// read: one not read yet (its window starts at its first read), and
+    /// one that got half of [`MAX_EVENTS`] records since its last read
+    /// (read now, its window keeps a read after the oldest record kept).
+    pub fn due(&self) -> Vec<(PortKey, bool)> {
         self.windows
             .iter()
-            .filter(|(_, w)| w.snapshots.is_empty())
-            .map(|(k, _)| *k)
+            .filter(|(_, w)| w.snapshots.is_empty() || w.since_read >= MAX_EVENTS / 2)
+            .map(|(k, w)| (*k, !w.read_once))
             .collect()
     }
 
@@ -381,6 +417,7 @@ mod tests {
         for i in 0..40u64 {
             w.snapshot(KEY, snap(i * 2 * S, [0, 0]));
         }
+        assert!(w.due().is_empty(), "read, and nothing since");
         let win = w.get(&KEY).expect("followed");
         let obs = win.observation(KEY).expect("framed");
         assert!(obs.end_ns - obs.start_ns <= WINDOW_NS + 2 * S);
@@ -389,6 +426,7 @@ mod tests {
         for i in 0..(MAX_EVENTS as u64 + 10) {
             w.apply(&delivery(80 * S + i, 1, 1));
         }
+        assert_eq!(w.due(), [(KEY, false)], "filling up: read before its turn");
         let win = w.get(&KEY).expect("followed");
         assert_eq!(win.dropped, 10, "the first went with its snapshot");
         assert!(win.observation(KEY).is_none(), "no snapshot after the cut");

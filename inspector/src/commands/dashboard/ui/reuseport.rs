@@ -206,7 +206,11 @@ fn title(app: &App, row: &GroupRow<'_>, width: usize) -> String {
     let addr = endpoint(key.addr, key.port);
     let proto = proto_str(key.proto);
     if let Some(v) = row.verdict {
-        let window = format!("last {:.0} s", v.duration_s);
+        let window = if v.duration_s < 10.0 {
+            format!("last {:.1} s", v.duration_s)
+        } else {
+            format!("last {:.0} s", v.duration_s)
+        };
         if row.members.is_empty() {
             return format!(
                 "{proto} {addr}{ns}  1 listener, {} tasks  {} accepted  max/mean {:.2}  ({window})",
