@@ -295,17 +295,23 @@ pub(super) fn group_lines(
     const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
     let members = app.model.groups.get(key).map_or(&[][..], Vec::as_slice);
     let total: u64 = members.iter().map(|m| m.deliveries).sum();
-    lines.push(Line::from(format!(
-        "{} members, {total} delivered; netns {}; per-second deliveries, the last 60 s (kernel time)",
-        members.len(),
-        app.ns_name(key.netns)
-    )));
+    // A listener that tasks share has no SO_REUSEPORT group: only its
+    // verdict.
+    if !members.is_empty() {
+        lines.push(Line::from(format!(
+            "{} members, {total} delivered; netns {}; per-second deliveries, the last 60 s (kernel time)",
+            members.len(),
+            app.ns_name(key.netns)
+        )));
+    }
     if let Some(v) = app.group_verdict(key) {
-        lines.push(Line::default());
+        if !members.is_empty() {
+            lines.push(Line::default());
+        }
         lines.push(heading(
             t,
             format!(
-                "The last {:.0} s, with the sockets read at both ends (as `inspector balance {}` reports):",
+                "The last {:.1} s, with the sockets read at both ends (as `inspector balance {}` reports):",
                 v.duration_s, key.port
             ),
         ));
