@@ -206,6 +206,27 @@ impl From<Event> for EventBuilder {
     }
 }
 
+/// A SO_REUSEPORT listener on 127.0.0.1:`port` as a socket read saw it,
+/// its accept queue at `queued` of 128, held by `holder` (pid, name).
+pub fn listener(
+    ino: u64,
+    port: u16,
+    queued: u32,
+    holder: (u32, &str),
+) -> crate::model::balance::Listener {
+    crate::model::balance::Listener {
+        ino,
+        local: std::net::SocketAddr::from((LOOPBACK, port)),
+        reuseport: true,
+        queued,
+        queue_limit: 128,
+        drops: 0,
+        bpf_selector: false,
+        incoming_cpu: false,
+        holders: vec![(holder.0, holder.1.to_owned())],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,17 +8,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 fn listener(ino: u64, pid: u32, queued: u32) -> Listener {
-    Listener {
-        ino,
-        local: addr("127.0.0.1:8080"),
-        reuseport: true,
-        queued,
-        queue_limit: 128,
-        drops: 0,
-        bpf_selector: false,
-        incoming_cpu: false,
-        holders: vec![(pid, format!("worker{pid}"))],
-    }
+    crate::fixture::listener(ino, PORT, queued, (pid, &format!("worker{pid}")))
 }
 
 /// `n` connections from distinct peers delivered to `ino`, the first

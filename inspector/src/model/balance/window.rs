@@ -362,17 +362,7 @@ mod tests {
     }
 
     fn listener(ino: u64, queued: u32) -> Listener {
-        Listener {
-            ino,
-            local: "127.0.0.1:8080".parse().expect("address"),
-            reuseport: true,
-            queued,
-            queue_limit: 128,
-            drops: 0,
-            bpf_selector: false,
-            incoming_cpu: false,
-            holders: vec![(100 + ino as u32, "worker".into())],
-        }
+        crate::fixture::listener(ino, KEY.port, queued, (100 + ino as u32, "worker"))
     }
 
     fn snap(taken_ns: u64, queued: [u32; 2]) -> Snapshot {

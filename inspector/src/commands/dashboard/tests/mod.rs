@@ -910,10 +910,7 @@ fn ephemeral_ports_per_destination_against_the_range() {
 /// share and accepts nothing, with the port's sockets read at 10 s and
 /// 14 s: its queue grew by what it got.
 fn stuck_member() -> (Vec<Record>, [Input; 2]) {
-    use crate::model::balance::{
-        Listener,
-        window::{PortKey, Snapshot},
-    };
+    use crate::model::balance::window::{PortKey, Snapshot};
     let mut events = Vec::new();
     for j in 0..40u16 {
         let (sock, pid) = if j % 2 == 0 {
@@ -942,17 +939,10 @@ fn stuck_member() -> (Vec<Record>, [Input; 2]) {
     for e in &events {
         tracker.apply(e, &mut out);
     }
-    let listener = |ino: u64, pid: u32, queued: u32| Listener {
-        ino,
-        local: "127.0.0.1:8090".parse().expect("address"),
-        reuseport: true,
-        queued,
-        queue_limit: 128,
-        drops: 0,
-        bpf_selector: false,
-        incoming_cpu: false,
-        holders: vec![(pid, "worker".into())],
+    let listener = |ino: u64, pid: u32, queued: u32| {
+        crate::fixture::listener(ino, 8090, queued, (pid, "worker"))
     };
+
     let key = PortKey {
         netns: NS,
         port: 8090,
