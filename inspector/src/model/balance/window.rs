@@ -88,24 +88,27 @@ pub struct Window {
 }
 
 impl Window {
-    fn push_delivery(&mut self, ts_ns: u64, d: Delivery) {
-        self.make_room();
+    /// Whether the oldest record went to make room.
+    fn push_delivery(&mut self, ts_ns: u64, d: Delivery) -> bool {
+        let dropped = self.make_room();
         self.deliveries.push_back((ts_ns, d));
         self.last_ns = self.last_ns.max(ts_ns);
+        dropped
     }
 
-    fn push_accept(&mut self, a: Taken) {
-        self.make_room();
+    fn push_accept(&mut self, a: Taken) -> bool {
+        let dropped = self.make_room();
         self.last_ns = self.last_ns.max(a.ts_ns);
         self.accepts.push_back(a);
+        dropped
     }
 
     /// Drops the oldest record when full, and the snapshots taken before
     /// it: a window never starts before a record it no longer has.
-    fn make_room(&mut self) {
+    fn make_room(&mut self) -> bool {
         self.since_read += 1;
         if self.deliveries.len() + self.accepts.len() < MAX_EVENTS {
-            return;
+            return false;
         }
         let d = self.deliveries.front().map(|(t, _)| *t);
         let a = self.accepts.front().map(|a| a.ts_ns);
@@ -120,6 +123,7 @@ impl Window {
                 self.snapshots.pop_front();
             }
         }
+        true
     }
 
     /// A new snapshot: older ones beyond [`WINDOW_NS`] go with the records
@@ -198,6 +202,8 @@ pub struct Windows {
     names: Names,
     /// Windows forgotten to stay within [`MAX_WINDOWS`].
     pub evicted: u64,
+    /// Records dropped past [`MAX_EVENTS`], every port's.
+    pub dropped: u64,
 }
 
 impl Windows {
@@ -215,8 +221,12 @@ impl Windows {
             RecordType::Reuseport => {
                 let Some(ino) = r.ino else { return };
                 let peer = SocketAddr::new(r.raddr, r.rport);
-                self.open(key)
-                    .push_delivery(r.ts_ns, Delivery { ino, peer });
+                if self
+                    .open(key)
+                    .push_delivery(r.ts_ns, Delivery { ino, peer })
+                {
+                    self.dropped += 1;
+                }
             }
             RecordType::Accept if r.errno.is_none() && proto == Proto::Tcp => {
                 let Some(pid) = r.pid else { return };
@@ -225,14 +235,17 @@ impl Windows {
                     return;
                 }
                 let comm = self.names.get(r.comm.as_deref().unwrap_or_default());
-                self.open(key).push_accept(Taken {
+                let taken = Taken {
                     pid,
                     tid,
                     comm,
                     local: SocketAddr::new(r.laddr, r.lport),
                     peer: SocketAddr::new(r.raddr, r.rport),
                     ts_ns: r.ts_ns,
-                });
+                };
+                if self.open(key).push_accept(taken) {
+                    self.dropped += 1;
+                }
             }
             _ => {}
         }
@@ -419,6 +432,7 @@ mod tests {
         assert_eq!(w.due(), [(KEY, false)], "filling up: read before its turn");
         let win = w.get(&KEY).expect("followed");
         assert_eq!(win.dropped, 10, "the first went with its snapshot");
+        assert_eq!(w.dropped, 10);
         assert!(win.observation(KEY).is_none(), "no snapshot after the cut");
         assert!(win.deliveries.len() + win.accepts.len() <= MAX_EVENTS);
         // Ports past the bound: the idlest goes.

@@ -87,6 +87,10 @@ pub(super) fn render_help(app: &App, f: &mut Frame, area: Rect) {
         "forgotten: {} sockets, {} TIME_WAIT aged out, {} reuseport members",
         m.evicted, m.tw_aged_out, m.members_evicted
     )));
+    lines.push(Line::from(format!(
+        "pane 3 verdicts: {} ports forgotten, {} records dropped (windows shortened)",
+        m.windows.evicted, m.windows.dropped
+    )));
     let w = 100.min(area.width);
     if let Some(why) = &app.fallback {
         // The kernel's message in the rows left over: the box never runs
