@@ -84,8 +84,9 @@ fn bar_line(
     } else {
         0
     };
-    let mut label = label.to_owned();
-    label.truncate(LABEL_W - 1);
+    // By characters: a process name may hold any (a byte cut could split
+    // one).
+    let label = super::fit(label, LABEL_W - 1);
     Line::from(vec![
         Span::raw(format!("{label:<LABEL_W$}")),
         Span::styled("█".repeat(filled), t.fg(Color::Cyan)),
@@ -368,5 +369,27 @@ pub(super) fn group_lines(
             "  newest seconds: {}",
             recent.join(" ")
         )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_is_cut_by_character_not_byte() {
+        // A process name may hold multi-byte characters anywhere: here one
+        // straddles the label's last byte.
+        let label = format!("  {}", "é".repeat(40));
+        let line = bar_line(
+            &Theme { no_color: true },
+            &label,
+            (1, 2, 3),
+            8,
+            String::new(),
+        );
+        let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+        assert!(text.starts_with("  éé"), "{text}");
+        assert_eq!(text.chars().take_while(|&c| c != '█').count(), LABEL_W);
     }
 }
