@@ -17,7 +17,7 @@ pub mod terminal;
 pub mod ui;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     io::{self, IsTerminal as _},
     time::{Duration, Instant},
 };
@@ -30,7 +30,11 @@ use tokio::sync::mpsc::{self, UnboundedReceiver};
 use self::app::{Action, App, Header, Input};
 use crate::{
     kernel::{sockets::SocketTable, sys::monotonic_ns},
-    model::{filter::Filter, record::Record},
+    model::{
+        balance::window::{PortKey as BalanceKey, Snapshot},
+        filter::Filter,
+        record::Record,
+    },
     pipeline::{
         Pipeline,
         drive::{self, Flow, Sink, Stop},
@@ -111,20 +115,17 @@ pub struct Dashboard<B: Backend> {
     /// When each namespace's port range was last read, and how many
     /// destinations the model had made in it then.
     ranges_read: BTreeMap<u32, (Instant, u64)>,
-    /// When pane 3's ports were last read, and a path into each of their
-    /// namespaces.
+    /// When pane 3's ports were last read.
     ports_read: Instant,
     /// When ports were last read before their turn.
     ports_soon: Instant,
     /// Ports read at once when newly followed ([`Self::read_ports`]).
-    ports_tried: std::collections::BTreeSet<crate::model::balance::window::PortKey>,
+    ports_tried: BTreeSet<BalanceKey>,
+    /// A path into each of their namespaces.
     netns_paths: BTreeMap<u32, std::path::PathBuf>,
     /// The last read, given to the model after the next batch of records:
     /// every record from before the read is in by then.
-    ports_pending: Vec<(
-        crate::model::balance::window::PortKey,
-        crate::model::balance::window::Snapshot,
-    )>,
+    ports_pending: Vec<(BalanceKey, Snapshot)>,
 }
 
 /// How often `/run/netns` is read again: names come and go rarely.
@@ -191,7 +192,7 @@ impl<B: Backend> Dashboard<B> {
             ranges_read: BTreeMap::new(),
             ports_read: Instant::now(),
             ports_soon: Instant::now(),
-            ports_tried: std::collections::BTreeSet::new(),
+            ports_tried: BTreeSet::new(),
             netns_paths: BTreeMap::new(),
             ports_pending: Vec::new(),
         }
