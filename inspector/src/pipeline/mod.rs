@@ -60,11 +60,11 @@ impl Pipeline {
     }
 
     /// Like [`Pipeline::new`], with every load option; the namespace to
-    /// filter on comes from `filter`.
+    /// filter on in the kernel is `filter`'s, else the options'.
     pub fn with_options(filter: Filter, opts: LoadOptions) -> Result<Self, ProbeError> {
         let lifecycle = opts.lifecycle_states || filter.lifecycle_states;
         let probes = Probes::load(LoadOptions {
-            netns: filter.netns,
+            netns: filter.netns.or(opts.netns),
             lifecycle_states: lifecycle,
             decisions_only: opts.decisions_only || filter.decisions_only,
             ..opts
