@@ -92,6 +92,12 @@ pub mod flag {
     /// itself fails with EFAULT): `req_addr`/`req_port` are unknown, and a
     /// bind keeps phase `BIND` rather than claiming an autobind.
     pub const ADDR_UNREADABLE: u8 = 1 << 6;
+    /// A [`kind::TW_ARM`] the kernel knows to be a new timewait socket,
+    /// not a re-arm of one (where successful calls are quiet,
+    /// [`Config::quiet_success`](crate::Config)): whatever was followed at
+    /// its address before is gone, even with the same 4-tuple. Without
+    /// it, an arm may be either.
+    pub const TW_ENTRY: u8 = 1 << 7;
 }
 
 pub const AF_INET: u8 = 2;
@@ -598,6 +604,11 @@ pub struct Config {
     /// without `--states` asks only for the changes that begin or end a
     /// socket's life ([`Config::LIFECYCLE`]).
     pub state_mask: u32,
+    /// Non-zero: a successful connect() or accept() is not emitted, though
+    /// its kind is; the kernel only remembers the caller as the socket's
+    /// owner, and the connection's timewait entry, if it has one, carries
+    /// that owner itself ([`flag::TW_ENTRY`]). Failures go out as before.
+    pub quiet_success: u32,
 }
 
 impl Config {
@@ -605,6 +616,7 @@ impl Config {
     pub const ALL: Self = Self {
         emit_mask: u32::MAX,
         state_mask: u32::MAX,
+        quiet_success: 0,
     };
     /// Every event but the TCP state changes a connection passes through
     /// on its way (SYN_SENT, ESTABLISHED, FIN_WAIT1, ...): only the changes
@@ -616,16 +628,17 @@ impl Config {
     pub const LIFECYCLE: Self = Self {
         emit_mask: u32::MAX,
         state_mask: (1 << TCP_LISTEN) | (1 << TCP_SYN_RECV) | (1 << TCP_CLOSE),
+        quiet_success: 0,
     };
-    /// What a connection does on its way, successful or not, and its state
+    /// A connection's successful connect() and accept() and its state
     /// changes stay unreported; every decision goes out (`trace` without
-    /// `--connections`): bind/listen calls, connect() and accept() (their
-    /// successes too: user space learns from them who owned a connection
-    /// its TIME_WAIT records name, and drops them from the output),
-    /// TIME_WAIT, SO_REUSEPORT deliveries and a listener's own changes.
+    /// `--connections`): bind/listen calls, failed connect() calls,
+    /// TIME_WAIT (each entry naming its connection's owner), SO_REUSEPORT
+    /// deliveries and a listener's own changes.
     pub const DECISIONS: Self = Self {
         emit_mask: !(1 << kind::STATE),
         state_mask: 0,
+        quiet_success: 1,
     };
     /// Counts in the kernel for what metrics aggregate anyway (`serve`):
     /// state changes, successful calls, accepts, SO_REUSEPORT deliveries
@@ -641,6 +654,7 @@ impl Config {
             | (1 << kind::TW_CANCEL)
             | (1 << kind::TW_EXPIRE)),
         state_mask: 0,
+        quiet_success: 0,
     };
 
     #[inline(always)]

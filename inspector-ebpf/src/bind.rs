@@ -23,7 +23,7 @@ use inspector_common::{Event, IPPROTO_TCP, counter, flag, kind, phase};
 
 use crate::{
     counters::count,
-    emit::{count_accept_from, emit, emits},
+    emit::{count_accept_from, emit, emits, quiet_success},
     fill::{blank_event, fill_sock_in_call, now},
     maps::{ACCEPTING, INFLIGHT, Inflight, off},
     owners::{begin_call, current_owner, remember_owner, set_owner},
@@ -213,9 +213,14 @@ fn exit(nr: u32, ret: i64) -> Result<(), Miss> {
         return Ok(());
     }
     // A connect() that worked (or is on its way) is neither emitted nor
-    // counted where connections are counted (see `maps::CONFIG`): what
-    // `serve` reports of connect() is its failures, and their causes.
-    if nr == off!(nr_connect) && !emits(kind::CONNECT) && (ret == 0 || ret == -EINPROGRESS) {
+    // counted where connections are counted or calls quiet (see
+    // `maps::CONFIG`): what `serve` and the default `trace` report of
+    // connect() is its failures, and their causes. The owner stays in
+    // OWNERS from the entry.
+    if nr == off!(nr_connect)
+        && (!emits(kind::CONNECT) || quiet_success())
+        && (ret == 0 || ret == -EINPROGRESS)
+    {
         return Ok(());
     }
     let mut inflight = inflight;
@@ -353,6 +358,10 @@ pub fn report_accept(sk: u64, listener: u64) -> Result<(), Miss> {
     }
     let owner = current_owner();
     remember_owner(sk, &owner);
+    if quiet_success() {
+        // Only the owner is kept, for the connection's timewait entry.
+        return Ok(());
+    }
     let mut slot = MaybeUninit::uninit();
     let ev = blank_event(&mut slot);
     ev.ts_ns = now();

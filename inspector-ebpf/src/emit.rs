@@ -39,6 +39,15 @@ pub fn emits(k: u8) -> bool {
     mask & (1 << k) != 0
 }
 
+/// Whether a successful connect() or accept() only leaves its owner behind
+/// ([`Config::quiet_success`](inspector_common::Config)), and timewait
+/// entries name their connection's owner (`tw_entry`).
+#[inline(always)]
+pub fn quiet_success() -> bool {
+    // SAFETY: as in `emits`.
+    unsafe { core::ptr::read_volatile(&CONFIG.quiet_success) != 0 }
+}
+
 /// Whether a TCP state change into `new` is emitted, where state changes
 /// are ([`Config::state_mask`](inspector_common::Config)).
 #[inline(always)]
@@ -151,7 +160,10 @@ fn counted(ev: &Event) -> bool {
             // EINPROGRESS: a non-blocking connect() on its way, no failure.
             count_outcome(&key) && (ev.errno == 0 || ev.errno == EINPROGRESS) && !shared_udp
         }
-        kind::STATE => !listener_change(ev.old_state, ev.new_state),
+        // Where calls are quiet the state hook builds only the changes that
+        // go out: a listener's, and a connection taking over a timewait
+        // socket's 4-tuple (`tw_entry::takes_over`).
+        kind::STATE => !quiet_success() && !listener_change(ev.old_state, ev.new_state),
         kind::REUSEPORT => {
             if add_delivery(ev.sock) {
                 return true;

@@ -24,7 +24,7 @@ use inspector_common::{IPPROTO_TCP, TCP_LISTEN, flag, kind, phase};
 use crate::{
     bind::{bind_or_connect, report_accept},
     counters::count,
-    emit::emit,
+    emit::{emit, quiet_success},
     fill::{blank_event, fill_sock_in_call, now},
     maps::{INFLIGHT, Inflight, off},
     owners::{begin_call, current_owner, remember_owner, set_owner},
@@ -34,6 +34,9 @@ use crate::{
 /// errno for "address in use": what bind() and listen() return when the
 /// port decision says no.
 const EADDRINUSE: i32 = 98;
+
+/// errno of a non-blocking connect() still on its way.
+const EINPROGRESS: i32 = 115;
 
 #[fentry(function = "inet_bind")]
 pub fn fentry_inet_bind(ctx: FEntryContext) -> i32 {
@@ -125,6 +128,11 @@ fn leave(ctx: &FExitContext, nr: u32) -> i32 {
         return 0;
     }
     let ret: i32 = ctx.ret().unwrap_or(0);
+    // A connect() that worked (or is on its way) where calls are quiet:
+    // its owner stays in OWNERS from the entry.
+    if nr == off!(nr_connect) && quiet_success() && (ret == 0 || ret == -EINPROGRESS) {
+        return 0;
+    }
     if let Err(e) = report_call(&inflight, ret) {
         count(e.slot);
     }

@@ -16,7 +16,14 @@ use aya_ebpf::{
 };
 use inspector_common::kind;
 
-use crate::{counters::count, emit::emits, maps::off, state::report_tw, tw_count::count_tw};
+use crate::{
+    counters::count,
+    emit::{emits, quiet_success},
+    maps::off,
+    state::report_tw,
+    tw_count::count_tw,
+    tw_entry,
+};
 
 #[fexit(function = "__inet_twsk_schedule")]
 pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {
@@ -26,7 +33,13 @@ pub fn fexit_inet_twsk_schedule(ctx: FExitContext) -> i32 {
         count_tw(tw, kind::TW_ARM, Some(rearm != 0));
         return 0;
     }
-    if let Err(e) = report_tw(tw, kind::TW_ARM) {
+    let reported = if quiet_success() {
+        let rearm: u8 = ctx.arg(2);
+        tw_entry::step(tw, kind::TW_ARM, Some(rearm != 0))
+    } else {
+        report_tw(tw, kind::TW_ARM)
+    };
+    if let Err(e) = reported {
         count(e.slot);
     }
     0
@@ -40,7 +53,12 @@ pub fn fentry_tw_timer_handler(ctx: FEntryContext) -> i32 {
         count_tw(tw, kind::TW_EXPIRE, None);
         return 0;
     }
-    if let Err(e) = report_tw(tw, kind::TW_EXPIRE) {
+    let reported = if quiet_success() {
+        tw_entry::step(tw, kind::TW_EXPIRE, None)
+    } else {
+        report_tw(tw, kind::TW_EXPIRE)
+    };
+    if let Err(e) = reported {
         count(e.slot);
     }
     0

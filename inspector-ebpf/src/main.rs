@@ -25,7 +25,8 @@
 //! globals user space fills, with their bounds), `read` (kernel and user
 //! memory at BTF offsets), `owners` (who an event belongs to), `fill`
 //! (building an event from a socket), `emit` (ring buffer or count),
-//! `tw_count` (TIME_WAIT counted where it is not emitted) and
+//! `tw_count` (TIME_WAIT counted where it is not emitted), `tw_entry`
+//! (timewait entries named after their owner where calls are quiet) and
 //! `counters` (what went wrong, counted per CPU).
 #![no_std]
 #![no_main]
@@ -51,6 +52,7 @@ mod maps;
 mod owners;
 mod read;
 mod tw_count;
+mod tw_entry;
 
 // Only the BPF build defines the handler: a host `cargo clippy --workspace`
 // links std through the user-space side of shared dependencies.

@@ -83,9 +83,16 @@ pub static TW_COUNTS: PerCpuArray<u64> =
     PerCpuArray::with_max_entries(inspector_common::tw_count::LEN, 0);
 
 /// Each CPU's last timewait timer detach, not yet matched by the arm or
-/// expiry that may follow it (`tw_count`).
+/// expiry that may follow it (`tw_count`, and `tw_entry` where the arm
+/// that follows is told from an entry in the kernel).
 #[map]
 pub static TW_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each CPU's timewait entry held for its full socket's CLOSE, where
+/// successful calls are quiet (`tw_entry`): one, since the CLOSE follows
+/// the arm within the same kernel call.
+#[map]
+pub static TW_HELD: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -98,6 +105,11 @@ pub struct Pending {
     pub in_connect: u64,
     /// When (`bpf_ktime_get_ns()`).
     pub at_ns: u64,
+    /// Its `skc_addrpair` and `skc_portpair` (both IPv4 addresses, the
+    /// remote and the local port), read at the detach where `tw_entry`
+    /// needs them to know the connection that takes the 4-tuple over.
+    pub addrs: u64,
+    pub ports: u64,
 }
 
 /// The owner of each socket, remembered when its owner called bind, listen,

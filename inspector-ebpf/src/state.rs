@@ -14,17 +14,19 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use inspector_common::{
-    IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, counter, flag, kind, listener_change,
+    Event, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, counter, flag, kind,
+    listener_change,
 };
 
 use crate::{
     counters::count,
-    emit::{emit, emits, emits_state},
+    emit::{emit, emits, emits_state, quiet_success},
     fill::{blank_event, fill_common, fill_sock, now},
     maps::{OWNERS, off},
     owners::{attribute, in_connect},
     read::{Miss, read},
     tw_count::count_tw,
+    tw_entry,
 };
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -63,14 +65,27 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
         emits_state(new)
     } else {
         // Counted, not emitted (see `maps::CONFIG`): only a
-        // listener's own transitions matter then.
+        // listener's own transitions matter then; and where calls are
+        // quiet, a connection born on a timewait socket's 4-tuple, which
+        // tells user space that socket was reused.
         listener_change(old as u8, new as u8)
+            || (old == i32::from(TCP_SYN_RECV)
+                && new == i32::from(TCP_ESTABLISHED)
+                && quiet_success()
+                && tw_entry::takes_over(sk))
     };
     if !wanted {
         // A closed socket still lets go of its owner, where connections
         // have owners (where they are counted only listeners do, and a
         // listener's close is `wanted`).
         if new == i32::from(TCP_CLOSE) && emits(kind::CONNECT) {
+            // A timewait entry held for this socket's CLOSE names the
+            // owner, which is let go of right after.
+            if quiet_success()
+                && let Err(e) = tw_entry::at_close(sk)
+            {
+                count(e.slot);
+            }
             let _ = OWNERS.remove(sk);
         } else if new == i32::from(TCP_ESTABLISHED) && emits(kind::STATE) {
             // Every connection gets its cookie now, whether or not a change
@@ -139,7 +154,12 @@ fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
         count_tw(tw, k, None);
         return 0;
     }
-    if let Err(e) = report_tw(tw, k) {
+    let reported = if quiet_success() {
+        tw_entry::step(tw, k, None)
+    } else {
+        report_tw(tw, k)
+    };
+    if let Err(e) = reported {
         count(e.slot);
     }
     0
@@ -150,7 +170,15 @@ fn tw_timer(ctx: &BtfTracePointContext, k: u8) -> i32 {
 #[inline(always)]
 pub fn report_tw(tw: u64, k: u8) -> Result<(), Miss> {
     let mut slot = MaybeUninit::uninit();
-    let ev = blank_event(&mut slot);
+    let ev = fill_tw(&mut slot, tw, k)?;
+    finish_tw(ev, k);
+    Ok(())
+}
+
+/// The event of step `k` of the timewait socket `tw`, built in `slot`.
+#[inline(always)]
+pub fn fill_tw(slot: &mut MaybeUninit<Event>, tw: u64, k: u8) -> Result<&mut Event, Miss> {
+    let ev = blank_event(slot);
     ev.ts_ns = now();
     ev.kind = k;
     ev.sock = tw;
@@ -160,9 +188,15 @@ pub fn report_tw(tw: u64, k: u8) -> Result<(), Miss> {
     ev.aux = read(tw + u64::from(off!(tw_timer)), off!(timer_expires))
         .map_err(Miss::at(counter::READ_TIMER))?;
     ev.uid = u32::MAX;
+    Ok(ev)
+}
+
+/// Flags what only the moment tells (a detach inside connect()) and
+/// emits the event.
+#[inline(always)]
+pub fn finish_tw(ev: &mut Event, k: u8) {
     if k == kind::TW_CANCEL && in_connect() {
         ev.flags |= flag::IN_CONNECT;
     }
     emit(ev);
-    Ok(())
 }

@@ -76,6 +76,8 @@ pub fn count_tw(tw: u64, k: u8, rearm: Option<bool>) {
                     tw,
                     in_connect: u64::from(now_in_connect),
                     at_ns: now,
+                    addrs: 0,
+                    ports: 0,
                 }
             };
             if now_in_connect {

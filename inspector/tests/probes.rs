@@ -935,9 +935,10 @@ fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
 
 /// `trace` without `--connections`: the kernel reports no state change of
 /// a connection, only a listener's own (into LISTEN, and LISTEN -> CLOSE;
-/// not a child's LISTEN -> SYN_RECV), and still every connect, accept and
-/// TIME_WAIT entry, whose last owner is known from them. User space then
-/// prints the decisions (checked here too, through the filter).
+/// not a child's LISTEN -> SYN_RECV), no successful connect or accept, and
+/// still every failed connect and every TIME_WAIT entry, which names its
+/// connection's last owner itself. User space then prints the decisions
+/// (checked here too, through the filter).
 #[test]
 fn decisions_only_leave_connections_states_in_the_kernel() {
     let Some(mut p) = pipeline_with(
@@ -991,8 +992,8 @@ fn decisions_only_leave_connections_states_in_the_kernel() {
         );
     }
     let count = |t: &str| of_type(&recs, t).iter().filter(|r| on_port(r)).count();
-    assert_eq!(count("connect"), N);
-    assert_eq!(count("accept"), N);
+    assert_eq!(count("connect"), 0, "no successful connect: {recs:#?}");
+    assert_eq!(count("accept"), 0, "no successful accept: {recs:#?}");
     let tw = of_type(&recs, "tw_enter");
     let (lost, kinds) = common::kernel_losses(&p);
     assert!(
@@ -1029,6 +1030,118 @@ fn decisions_only_leave_connections_states_in_the_kernel() {
             .count(),
         tw.len()
     );
+}
+
+/// `trace` without `--connections`, which has no event of a successful
+/// connect() or accept(): a timewait socket taken over by a new connection
+/// on its 4-tuple still ends `reused`, whether the new connection's
+/// connect() took it over (`tcp_twsk_unique()`, client side) or its SYN
+/// did (`TCP_TW_SYN`, server side); and a new timewait socket on the same
+/// 4-tuple is reported as an entry of its own.
+#[test]
+fn decisions_only_report_timewait_takeovers_as_reused() {
+    let Some(mut p) = pipeline_with(
+        Filter::default(),
+        inspector::kernel::probe::LoadOptions {
+            decisions_only: true,
+            ..Default::default()
+        },
+    ) else {
+        return;
+    };
+    const CONNECT_PORT: u16 = 7016;
+    const SYN_PORT: u16 = 7017;
+    let (netns, pid, ports) = in_new_netns(|netns| {
+        set_sysctl("net/ipv4/tcp_tw_reuse", "1").expect("sysctl");
+        set_sysctl("net/ipv4/tcp_timestamps", "1").expect("sysctl");
+        // The same client port twice to each server; the second time the
+        // new connection finds the first one's timewait socket.
+        let mut ports = Vec::new();
+        for (server, server_first) in [(CONNECT_PORT, false), (SYN_PORT, true)] {
+            let listener = tcp();
+            listener
+                .bind(&addr(&format!("127.0.0.1:{server}")))
+                .expect("bind");
+            listener.listen(4).expect("listen");
+            let mut port = 0;
+            for round in 0..2 {
+                let c = tcp();
+                c.set_reuse_address(true).expect("SO_REUSEADDR");
+                c.bind(&addr(&format!("127.0.0.1:{port}"))).expect("bind");
+                port = c
+                    .local_addr()
+                    .expect("addr")
+                    .as_socket()
+                    .expect("inet")
+                    .port();
+                let to = addr(&format!("127.0.0.1:{server}"));
+                if server_first && round == 1 {
+                    // The SYN from sendto(MSG_FASTOPEN), not from inside a
+                    // connect(), as a remote peer's SYN arrives: only the
+                    // takeover itself tells the timewait socket was reused.
+                    c.send_to_with_flags(b"x", &to, libc::MSG_FASTOPEN)
+                        .expect("sendto(MSG_FASTOPEN) over the timewait socket");
+                } else {
+                    c.connect(&to).expect("connect over the timewait socket");
+                }
+                let (s, _) = listener.accept().expect("accept");
+                if server_first && round == 1 {
+                    // Its byte read, so that the close sends a FIN, not an
+                    // RST.
+                    let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+                    s.recv(&mut byte).expect("the Fast Open byte");
+                }
+                if server_first && round == 1 {
+                    // Reset, leaving no timewait socket: the reuse must be
+                    // known from the takeover itself, not from a new
+                    // timewait entry on the same 4-tuple.
+                    s.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
+                    c.set_linger(Some(Duration::ZERO)).expect("SO_LINGER");
+                }
+                let (first, second) = if server_first { (s, c) } else { (c, s) };
+                drop(first); // its side goes to TIME_WAIT
+                std::thread::sleep(Duration::from_millis(50));
+                drop(second);
+                if round == 0 {
+                    // tcp_tw_reuse lets a connect() take the client's
+                    // timewait socket over once it is a second old.
+                    std::thread::sleep(Duration::from_millis(1100));
+                }
+            }
+            ports.push(port);
+        }
+        (netns, std::process::id(), ports)
+    })
+    .expect("netns");
+    let recs = collect(&mut p, netns, WAIT, |r| {
+        of_type(r, "tw_enter").len() >= 3 && of_type(r, "tw_exit").len() >= 2
+    });
+    for ((server, entries), port) in [(CONNECT_PORT, 2), (SYN_PORT, 1)].into_iter().zip(ports) {
+        let on = |r: &&inspector::model::record::Record| {
+            (r.lport, r.rport) == (server, port) || (r.lport, r.rport) == (port, server)
+        };
+        let enter: Vec<_> = of_type(&recs, "tw_enter").into_iter().filter(on).collect();
+        assert_eq!(enter.len(), entries, "entries on port {server}: {recs:#?}");
+        for e in &enter {
+            assert_eq!(e.last_pid, Some(pid), "named by the kernel: {e:#?}");
+        }
+        // The first one's exit comes before the second's entry; the
+        // namespace's end kills the second one too.
+        let exit: Vec<_> = of_type(&recs, "tw_exit").into_iter().filter(on).collect();
+        assert!(
+            !exit.is_empty(),
+            "the first one ended on port {server}: {recs:#?}"
+        );
+        assert_eq!(exit[0].sock, enter[0].sock);
+        if let Some(second) = enter.get(1) {
+            assert!(exit[0].ts_ns < second.ts_ns, "{recs:#?}");
+        }
+        assert_eq!(
+            exit[0].reason,
+            Some(ExitReason::Reused),
+            "taken over on port {server}: {recs:#?}"
+        );
+    }
 }
 
 /// The fallback where the per-syscall tracepoints are missing (no tracefs,

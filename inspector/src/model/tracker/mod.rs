@@ -347,12 +347,7 @@ impl Tracker {
     /// The event's owner, remembered for its socket. Most events repeat
     /// what is already known: those allocate nothing here.
     fn remember(&mut self, ev: &Event) -> Held {
-        let end = ev
-            .comm
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(ev.comm.len());
-        let name = String::from_utf8_lossy(&ev.comm[..end]);
+        let name = comm_of(ev);
         let same = |o: &Held| {
             o.pid == ev.pid && o.uid == ev.uid && o.cgroup == ev.cgroup && *o.comm == *name
         };
@@ -528,11 +523,22 @@ impl Tracker {
     /// A timewait timer armed: a new timewait socket (entry), or a re-arm of
     /// a known one, which may carry its FIN_WAIT2 -> TIME_WAIT move.
     fn on_tw_arm(&mut self, ev: &Event, out: &mut Vec<Record>) {
-        // The kernel reuses a freed timewait socket's memory: the same
-        // address with another connection is a new socket, and the old one
-        // is gone (its exit may still wait for its grace period).
         let tuple = Tuple::of_event(ev);
-        if self.tw.get(&ev.sock).is_some_and(|tw| tw.tuple() != tuple)
+        // Where the kernel tells an entry from a re-arm (`flag::TW_ENTRY`),
+        // a new timewait socket on a 4-tuple whose last one was detached
+        // means a new connection took that one over in between.
+        let entry = ev.flags & flag::TW_ENTRY != 0;
+        if entry {
+            self.take_over(tuple, out);
+        }
+        // The kernel reuses a freed timewait socket's memory: the same
+        // address with another connection (or, where the kernel says so,
+        // any new entry) is a new socket, and the old one is gone (its exit
+        // may still wait for its grace period).
+        if self
+            .tw
+            .get(&ev.sock)
+            .is_some_and(|tw| entry || tw.tuple() != tuple)
             && let Some(mut old) = self.remove_tw(ev.sock)
         {
             let (at, reason) = match old.cancel() {
@@ -564,7 +570,16 @@ impl Tracker {
         }
         let mut tw = Tw::of(ev, substate);
         tw.entered_ns = ev.ts_ns;
-        if let Some(last) = self.connections.get(&tuple) {
+        if ev.flags & flag::OWNER_KNOWN != 0 {
+            // The kernel named the connection's owner with the entry (where
+            // successful calls are quiet): the timewait socket's last one.
+            tw.last_pid = ev.pid;
+            tw.last_comm = Some(self.names.get(&comm_of(ev)));
+            tw.uid = ev.uid;
+            tw.cgroup = ev.cgroup;
+            tw.tid = 0;
+            tw.flags &= flag::REUSEADDR | flag::REUSEPORT | flag::V6ONLY;
+        } else if let Some(last) = self.connections.get(&tuple) {
             tw.last_pid = last.pid;
             tw.last_comm = Some(last.comm.clone());
             tw.uid = last.uid;
@@ -597,6 +612,16 @@ impl Tracker {
         self.detached.insert(tw.tuple(), ev.sock);
         self.insert_tw(ev.sock, tw);
     }
+}
+
+/// The task name an event carries, up to its NUL.
+fn comm_of(ev: &Event) -> std::borrow::Cow<'_, str> {
+    let end = ev
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(ev.comm.len());
+    String::from_utf8_lossy(&ev.comm[..end])
 }
 
 #[cfg(test)]

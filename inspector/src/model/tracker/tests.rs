@@ -391,6 +391,47 @@ fn an_accept_on_a_detached_timewait_tuple_ends_it_before_the_next_arm() {
 }
 
 #[test]
+fn an_entry_the_kernel_names_ends_the_last_socket_on_its_tuple_and_carries_its_owner() {
+    // Where successful calls are quiet: no accept() or connect() in
+    // between, only the kernel's word that the second arm is an entry, and
+    // the owner it names.
+    let mut t = Tracker::new();
+    let entry = |ts| {
+        EventBuilder::from(tw(kind::TW_ARM, TcpState::TIME_WAIT, ts))
+            .owner(77, "srv")
+            .flags(flag::TW_ENTRY | flag::OWNER_KNOWN)
+            .build()
+    };
+    let out = apply(
+        &mut t,
+        &[
+            entry(10),
+            tw(kind::TW_CANCEL, TcpState::TIME_WAIT, 20),
+            entry(1_000),
+        ],
+    );
+    let kinds: Vec<_> = out.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [RecordType::TwEnter, RecordType::TwExit, RecordType::TwEnter],
+        "{out:#?}"
+    );
+    assert_eq!(out[1].reason, Some(ExitReason::Reused));
+    for r in [&out[0], &out[2]] {
+        assert_eq!(
+            (r.last_pid, r.last_comm.as_deref()),
+            (Some(77), Some("srv"))
+        );
+        assert_eq!(
+            (r.pid, r.tid),
+            (None, None),
+            "a timewait socket has no owner"
+        );
+    }
+    assert_eq!(t.time_wait_count(), 1);
+}
+
+#[test]
 fn a_timewait_socket_whose_exit_was_lost_ages_out_counted() {
     let mut t = Tracker::new();
     let mut out = apply(&mut t, &[tw(kind::TW_ARM, TcpState::TIME_WAIT, 10)]);
