@@ -112,6 +112,8 @@ pub const TCP_TIME_WAIT: u8 = 6;
 pub const TCP_CLOSE: u8 = 7;
 /// `TCP_SYN_RECV`: a connection's first state, cloned from its listener.
 pub const TCP_SYN_RECV: u8 = 3;
+/// `TCP_SYN_SENT`: a connect()ing socket waiting for the SYN-ACK.
+pub const TCP_SYN_SENT: u8 = 2;
 
 /// Slots of the per-CPU `TW_COUNTS` array, where TIME_WAIT is counted in
 /// the kernel instead of emitted ([`Config::COUNTED`]).

@@ -14,8 +14,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use inspector_common::{
-    Event, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, counter, flag, kind,
-    listener_change,
+    Event, IPPROTO_TCP, TCP_CLOSE, TCP_ESTABLISHED, TCP_SYN_RECV, TCP_SYN_SENT, counter, flag,
+    kind, listener_change,
 };
 
 use crate::{
@@ -66,11 +66,11 @@ fn try_set_state(ctx: &BtfTracePointContext) -> Result<(), Miss> {
     } else {
         // Counted, not emitted (see `maps::CONFIG`): only a
         // listener's own transitions matter then; and where calls are
-        // quiet, a connection born on a timewait socket's 4-tuple, which
-        // tells user space that socket was reused.
+        // quiet, a connection established on a timewait socket's 4-tuple,
+        // which tells user space that socket was reused.
         listener_change(old as u8, new as u8)
-            || (old == i32::from(TCP_SYN_RECV)
-                && new == i32::from(TCP_ESTABLISHED)
+            || (new == i32::from(TCP_ESTABLISHED)
+                && (old == i32::from(TCP_SYN_RECV) || old == i32::from(TCP_SYN_SENT))
                 && quiet_success()
                 && tw_entry::takes_over(sk))
     };

@@ -124,17 +124,20 @@ pub fn at_close(sk: u64) -> Result<(), Miss> {
     release(held, Some(sk))
 }
 
-/// Whether the connection `sk`, just established from a listener's
-/// handshake (SYN_RECV -> ESTABLISHED; at its LISTEN -> SYN_RECV, in
-/// `inet_csk_clone_lock()`, its ports and addresses are still the
-/// listener's), has the 4-tuple of the timewait socket this CPU last
-/// detached with no re-arm or expiry after it (read at the detach): a SYN
-/// that arrived in TIME_WAIT (`tcp_timewait_state_process()` ->
-/// `TCP_TW_SYN`) ended that socket, and the listener answered it; the
-/// handshake's last ACK, which creates and establishes `sk`, comes on the
-/// CPU where the flow's packets do. The state change then goes out, and
-/// user space reports the timewait socket reused rather than killed. `sk`
-/// is BTF-typed.
+/// Whether the connection `sk`, just established (SYN_SENT or SYN_RECV ->
+/// ESTABLISHED), has the 4-tuple of the timewait socket this CPU last
+/// detached with no re-arm or expiry after it (read at the detach): the
+/// new connection took that socket over. A SYN that arrived in TIME_WAIT
+/// (`tcp_timewait_state_process()` -> `TCP_TW_SYN`) ended it and the
+/// listener answered, or a connect() (or a Fast Open sendto()) found it in
+/// `__inet_check_established()`; the handshake that establishes `sk` comes
+/// on the CPU where the flow's packets do. The state change then goes out,
+/// and user space reports the timewait socket reused rather than killed.
+/// The detach is forgotten too: the new connection may close into a
+/// timewait socket at the same address within `REARM_WITHIN_NS`, on this
+/// CPU, whose arm is then an entry, not a re-arm. At a child's LISTEN ->
+/// SYN_RECV (`inet_csk_clone_lock()`) its ports and addresses are still
+/// the listener's, hence ESTABLISHED. `sk` is BTF-typed.
 #[inline(always)]
 pub fn takes_over(sk: u64) -> bool {
     let Some(pending) = TW_PENDING.get_ptr_mut(0) else {

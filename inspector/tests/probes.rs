@@ -933,6 +933,17 @@ fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
     }
 }
 
+/// The probes as `trace` without `--connections` loads them.
+fn decisions_only() -> Option<inspector::pipeline::Pipeline> {
+    pipeline_with(
+        Filter::default(),
+        inspector::kernel::probe::LoadOptions {
+            decisions_only: true,
+            ..Default::default()
+        },
+    )
+}
+
 /// `trace` without `--connections`: the kernel reports no state change of
 /// a connection, only a listener's own (into LISTEN, and LISTEN -> CLOSE;
 /// not a child's LISTEN -> SYN_RECV), no successful connect or accept, and
@@ -941,13 +952,7 @@ fn lifecycle_states_keep_every_decision_and_the_timewait_owner() {
 /// (checked here too, through the filter).
 #[test]
 fn decisions_only_leave_connections_states_in_the_kernel() {
-    let Some(mut p) = pipeline_with(
-        Filter::default(),
-        inspector::kernel::probe::LoadOptions {
-            decisions_only: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(mut p) = decisions_only() else {
         return;
     };
     const PORT: u16 = 7014;
@@ -1040,13 +1045,7 @@ fn decisions_only_leave_connections_states_in_the_kernel() {
 /// 4-tuple is reported as an entry of its own.
 #[test]
 fn decisions_only_report_timewait_takeovers_as_reused() {
-    let Some(mut p) = pipeline_with(
-        Filter::default(),
-        inspector::kernel::probe::LoadOptions {
-            decisions_only: true,
-            ..Default::default()
-        },
-    ) else {
+    let Some(mut p) = decisions_only() else {
         return;
     };
     const CONNECT_PORT: u16 = 7016;
