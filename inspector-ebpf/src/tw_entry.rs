@@ -108,12 +108,16 @@ pub fn at_close(sk: u64) -> Result<(), Miss> {
     // layout: the remote port and both IPv4 addresses (for IPv6 the
     // placeholders the kernel keeps there) must match. The local port is
     // not compared: the full socket's `skc_num` is 0 by now.
+    let (addrs_at, dport_at) = (
+        sk + u64::from(off!(skc_daddr)),
+        sk + u64::from(off!(skc_dport)),
+    );
     // SAFETY: `sk` is BTF-typed and the offsets are in `struct sock_common`
     // in this kernel's BTF: verified direct loads, no helper call.
     let (addrs, dport) = unsafe {
         (
-            core::ptr::read_volatile((sk + u64::from(off!(skc_daddr))) as *const u64),
-            core::ptr::read_volatile((sk + u64::from(off!(skc_dport))) as *const u16),
+            core::ptr::read_volatile(addrs_at as *const u64),
+            core::ptr::read_volatile(dport_at as *const u16),
         )
     };
     let tw_addrs: u64 = read(held.tw, off!(skc_daddr))?;
@@ -150,11 +154,15 @@ pub fn takes_over(sk: u64) -> bool {
     }
     // Both ports (`skc_dport`, `skc_num`) and both IPv4 addresses (for
     // IPv6 the placeholders the kernel keeps there).
+    let (addrs_at, ports_at) = (
+        sk + u64::from(off!(skc_daddr)),
+        sk + u64::from(off!(skc_dport)),
+    );
     // SAFETY: as in `at_close`.
     let (addrs, ports) = unsafe {
         (
-            core::ptr::read_volatile((sk + u64::from(off!(skc_daddr))) as *const u64),
-            core::ptr::read_volatile((sk + u64::from(off!(skc_dport))) as *const u32),
+            core::ptr::read_volatile(addrs_at as *const u64),
+            core::ptr::read_volatile(ports_at as *const u32),
         )
     };
     let same = pending.addrs == addrs && pending.ports == u64::from(ports);
